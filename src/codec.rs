@@ -1,0 +1,325 @@
+//! Chunk encoding and hashing: the codecs (`none`, `zstd`), the small header that makes every
+//! chunk file self-describing, and the BLAKE3 content hash that names chunks.
+//!
+//! A chunk file is `HEADER_LEN` bytes of header followed by the payload:
+//! `b"SHC1"`, codec id (u8), three zero bytes, uncompressed length (u64 little-endian).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+pub const HEADER_LEN: usize = 16;
+const MAGIC: &[u8; 4] = b"SHC1";
+
+/// `auto` keeps a compressed chunk only when it saves at least this fraction of the bytes.
+const AUTO_MIN_SAVING: f64 = 0.02;
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    #[error("chunk file is shorter than its header")]
+    Short,
+    #[error("chunk file has a bad header")]
+    BadHeader,
+    #[error("unknown codec id {0}")]
+    UnknownCodec(u8),
+    #[error("chunk holds {found} bytes, expected {expected}")]
+    WrongLength { expected: u64, found: u64 },
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+    #[error("compression failed: {0}")]
+    Compress(String),
+}
+
+/// How a stored chunk is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Codec {
+    None,
+    Zstd,
+}
+
+impl Codec {
+    fn id(self) -> u8 {
+        match self {
+            Codec::None => 0,
+            Codec::Zstd => 1,
+        }
+    }
+
+    fn from_id(id: u8) -> Result<Codec, CodecError> {
+        match id {
+            0 => Ok(Codec::None),
+            1 => Ok(Codec::Zstd),
+            other => Err(CodecError::UnknownCodec(other)),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+/// What `pack --codec` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecChoice {
+    /// zstd when it saves at least 2%, raw otherwise.
+    Auto,
+    Zstd,
+    None,
+}
+
+/// The parsed header of a chunk file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub codec: Codec,
+    pub raw_len: u64,
+}
+
+impl ChunkHeader {
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[..4].copy_from_slice(MAGIC);
+        h[4] = self.codec.id();
+        h[8..].copy_from_slice(&self.raw_len.to_le_bytes());
+        h
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<ChunkHeader, CodecError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(CodecError::Short);
+        }
+        if &bytes[..4] != MAGIC || bytes[5..8] != [0, 0, 0] {
+            return Err(CodecError::BadHeader);
+        }
+        let codec = Codec::from_id(bytes[4])?;
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[8..HEADER_LEN]);
+        Ok(ChunkHeader {
+            codec,
+            raw_len: u64::from_le_bytes(len),
+        })
+    }
+}
+
+/// Encodes `raw` into a complete chunk file image (header + payload).
+pub fn encode(raw: &[u8], choice: CodecChoice, level: i32) -> Result<(Codec, Vec<u8>), CodecError> {
+    let compressed = match choice {
+        CodecChoice::None => None,
+        CodecChoice::Zstd | CodecChoice::Auto => Some(
+            zstd::bulk::compress(raw, level).map_err(|e| CodecError::Compress(e.to_string()))?,
+        ),
+    };
+    let (codec, payload): (Codec, &[u8]) = match &compressed {
+        Some(c) if choice == CodecChoice::Zstd => (Codec::Zstd, c),
+        Some(c) if (c.len() as f64) <= raw.len() as f64 * (1.0 - AUTO_MIN_SAVING) => {
+            (Codec::Zstd, c)
+        }
+        _ => (Codec::None, raw),
+    };
+    let header = ChunkHeader {
+        codec,
+        raw_len: raw.len() as u64,
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(payload);
+    Ok((codec, out))
+}
+
+/// Decodes a payload (the bytes after the header) into exactly `expected` bytes, the length the
+/// manifest records; a header that claims another length is refused before anything is allocated.
+/// A `none` payload is returned as is, without a copy.
+pub fn decode(header: ChunkHeader, payload: Vec<u8>, expected: u64) -> Result<Vec<u8>, CodecError> {
+    if header.raw_len != expected {
+        return Err(CodecError::WrongLength {
+            expected,
+            found: header.raw_len,
+        });
+    }
+    let out = match header.codec {
+        Codec::None => payload,
+        Codec::Zstd => {
+            let cap = usize::try_from(expected).map_err(|_| CodecError::BadHeader)?;
+            let mut out = Vec::with_capacity(cap);
+            zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(&payload, &mut out))
+                .map_err(|e| CodecError::Decompress(e.to_string()))?;
+            out
+        }
+    };
+    if out.len() as u64 != expected {
+        return Err(CodecError::WrongLength {
+            expected,
+            found: out.len() as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes a whole chunk file image (header + payload).
+pub fn decode_file(image: Vec<u8>, expected: u64) -> Result<Vec<u8>, CodecError> {
+    let header = ChunkHeader::parse(&image)?;
+    let mut payload = image;
+    payload.drain(..HEADER_LEN);
+    decode(header, payload, expected)
+}
+
+/// A BLAKE3 hash, written as 64 lowercase hex digits in manifests and chunk file names.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash32(pub [u8; 32]);
+
+impl Hash32 {
+    pub fn of(data: &[u8]) -> Hash32 {
+        Hash32(*blake3::hash(data).as_bytes())
+    }
+
+    pub fn to_hex(self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+}
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash32({})", self.to_hex())
+    }
+}
+
+impl FromStr for Hash32 {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Hash32, String> {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!("'{s}' is not a 64-digit lowercase hex BLAKE3 hash"));
+        }
+        blake3::Hash::from_hex(s)
+            .map(|h| Hash32(*h.as_bytes()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hash32, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floaty(n: usize) -> Vec<u8> {
+        // bf16-like: a narrow exponent byte and a noisy mantissa byte.
+        let mut x: u32 = 12345;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if i % 2 == 1 {
+                    0x3c | ((x >> 16) as u8 & 1)
+                } else {
+                    (x >> 8) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_every_codec() {
+        let data = floaty(100_000);
+        for choice in [CodecChoice::Auto, CodecChoice::Zstd, CodecChoice::None] {
+            let (codec, image) = encode(&data, choice, 3).unwrap();
+            assert_eq!(ChunkHeader::parse(&image).unwrap().codec, codec);
+            assert_eq!(decode_file(image, data.len() as u64).unwrap(), data);
+        }
+        let (_, empty) = encode(&[], CodecChoice::Auto, 3).unwrap();
+        assert_eq!(decode_file(empty, 0).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn auto_falls_back_to_raw_on_incompressible_data() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let random: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(
+            encode(&random, CodecChoice::Auto, 3).unwrap().0,
+            Codec::None
+        );
+        assert_eq!(
+            encode(&random, CodecChoice::Zstd, 3).unwrap().0,
+            Codec::Zstd
+        );
+        let zeros = vec![0u8; 65536];
+        let (codec, image) = encode(&zeros, CodecChoice::Auto, 3).unwrap();
+        assert_eq!(codec, Codec::Zstd);
+        assert!(image.len() < 1000);
+    }
+
+    #[test]
+    fn detects_damage() {
+        let data = floaty(10_000);
+        let (_, image) = encode(&data, CodecChoice::Zstd, 3).unwrap();
+        assert!(matches!(
+            decode_file(image[..10].to_vec(), 10_000),
+            Err(CodecError::Short)
+        ));
+        let mut bad_magic = image.clone();
+        bad_magic[0] = b'X';
+        assert!(matches!(
+            decode_file(bad_magic, 10_000),
+            Err(CodecError::BadHeader)
+        ));
+        let mut bad_codec = image.clone();
+        bad_codec[4] = 99;
+        assert!(matches!(
+            decode_file(bad_codec, 10_000),
+            Err(CodecError::UnknownCodec(99))
+        ));
+        let truncated = image[..image.len() - 5].to_vec();
+        assert!(decode_file(truncated, 10_000).is_err());
+        let mut wrong_len = image.clone();
+        wrong_len[8] = wrong_len[8].wrapping_add(1);
+        assert!(decode_file(wrong_len, 10_000).is_err());
+        let (_, raw) = encode(&data, CodecChoice::None, 3).unwrap();
+        assert!(matches!(
+            decode_file(raw[..raw.len() - 1].to_vec(), 10_000),
+            Err(CodecError::WrongLength { .. })
+        ));
+    }
+
+    #[test]
+    fn hash_hex_round_trip() {
+        let h = Hash32::of(b"shardfs");
+        let parsed: Hash32 = h.to_hex().parse().unwrap();
+        assert_eq!(parsed, h);
+        assert!("xyz".parse::<Hash32>().is_err());
+        assert!(h.to_hex().to_uppercase().parse::<Hash32>().is_err());
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, format!("\"{}\"", h.to_hex()));
+        assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), h);
+    }
+}

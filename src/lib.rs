@@ -1,0 +1,9 @@
+//! shardfs: big model files stored as compressed, checksummed, replicated chunks over several
+//! directories, read back byte-exact. The binary (`main.rs`) is a thin command line over this
+//! library; the integration tests drive both.
+
+pub mod chunking;
+pub mod codec;
+pub mod placement;
+pub mod store;
+pub mod units;

@@ -1,0 +1,357 @@
+//! The `shardfs` command line: parses arguments, calls the library, prints results. Every
+//! failure ends as one line on stderr and a non-zero exit.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shardfs::codec::CodecChoice;
+use shardfs::placement::Placement;
+use shardfs::store::writer::{PackOptions, pack};
+use shardfs::store::{Store, StoreError, verify};
+use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "shardfs",
+    version,
+    about = "Store big model files as compressed, checksummed, replicated chunks over several directories, and read them back byte-exact",
+    after_help = "A store is a comma-separated list of member directories (disks, mounts, nodes), given in any order.\nSet SHARDFS_LOG=debug for more detail on stderr."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodecArg {
+    /// zstd where it saves at least 2%, raw otherwise
+    Auto,
+    Zstd,
+    None,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pack a model file or a model folder into the store (replacing a model of the same name)
+    Pack {
+        /// The file or folder to pack (folders are walked recursively; regular files only)
+        src: PathBuf,
+        /// Member directories of the store, comma-separated; created if missing
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        store: Vec<PathBuf>,
+        /// Model name [default: the file's stem or the folder's name]
+        #[arg(long)]
+        name: Option<String>,
+        /// Copies of every chunk, on distinct members
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Chunk size, e.g. 512KiB, 4MiB, 16M (at most 1GiB)
+        #[arg(long, default_value = "4MiB", value_parser = parse_size_arg)]
+        chunk_size: u64,
+        /// Chunk codec
+        #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
+        codec: CodecArg,
+        /// zstd compression level (1-22)
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// How chunk replicas are spread over members
+        #[arg(long, value_enum, default_value_t = Placement::Hash)]
+        placement: Placement,
+        /// Let listed directories that are not yet members join the store
+        #[arg(long)]
+        init: bool,
+    },
+    /// List the models of a store
+    Ls {
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        store: Vec<PathBuf>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a model's exact original bytes out of the store
+    Export {
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        store: Vec<PathBuf>,
+        #[arg(long)]
+        name: String,
+        /// One file of the model (its path inside the model)
+        #[arg(long)]
+        file: Option<String>,
+        /// Output file, '-' for stdout, or a directory for a model of several files
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
+    Verify {
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        store: Vec<PathBuf>,
+        /// Only this model
+        #[arg(long)]
+        name: Option<String>,
+        /// Machine-readable report
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    let n = parse_size(s).map_err(|e| e.to_string())?;
+    shardfs::chunking::check_chunk_size(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// Failures the command line reports: an error, or a check that found problems (exit 1).
+enum Failure {
+    Error(String),
+    Problems,
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Error(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("SHARDFS_LOG", "warn"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "shardfs: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Problems) => ExitCode::from(1),
+        Err(Failure::Error(msg)) => {
+            eprintln!("shardfs: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Pack {
+            src,
+            store,
+            name,
+            replicas,
+            chunk_size,
+            codec,
+            level,
+            placement,
+            init,
+        } => {
+            let opts = PackOptions {
+                name,
+                replicas,
+                chunk_size,
+                codec: match codec {
+                    CodecArg::Auto => CodecChoice::Auto,
+                    CodecArg::Zstd => CodecChoice::Zstd,
+                    CodecArg::None => CodecChoice::None,
+                },
+                level,
+                placement,
+                init,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let s = pack(&src, &store, &opts)?;
+            println!(
+                "packed {} (version {}): {} files, {} in, {} stored, ratio {:.3}, {} chunks ({} new), {:.1}s, {}",
+                s.name,
+                s.version,
+                s.files,
+                format_bytes(s.bytes_in),
+                format_bytes(s.bytes_stored),
+                ratio(s.bytes_in, s.bytes_stored),
+                s.chunks,
+                s.new_chunks,
+                s.seconds,
+                format_rate(s.bytes_in, s.seconds)
+            );
+            Ok(())
+        }
+        Command::Ls { store, json } => ls(&store, json),
+        Command::Export {
+            store,
+            name,
+            file,
+            output,
+        } => export(&store, &name, file.as_deref(), &output),
+        Command::Verify { store, name, json } => {
+            let store = Store::open(&store)?;
+            let report = verify::verify(&store, name.as_deref())?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Failure::Error(e.to_string()))?;
+                println!("{text}");
+            } else {
+                for p in &report.problems {
+                    println!("{}", p.describe());
+                }
+                println!(
+                    "{}: {} models, {} files, {} chunks, {} replicas checked ({}), {} problems",
+                    if report.ok { "OK" } else { "FAILED" },
+                    report.models,
+                    report.files,
+                    report.chunks,
+                    report.replicas_checked,
+                    format_bytes(report.bytes_checked),
+                    report.problems.len()
+                );
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(Failure::Problems)
+            }
+        }
+    }
+}
+
+fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
+    let store = Store::open(paths)?;
+    let manifests = store.manifests()?;
+    if json {
+        let rows: Vec<serde_json::Value> = manifests
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "version": m.version,
+                    "files": m.files.iter().map(|f| serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3})).collect::<Vec<_>>(),
+                    "logical_bytes": m.logical_size(),
+                    "stored_bytes": m.stored_size(),
+                    "ratio": ratio(m.logical_size(), m.stored_size()),
+                    "replicas": m.replicas,
+                    "chunks": m.chunk_count(),
+                    "chunk_size": m.chunk_size,
+                    "codec": m.codec,
+                    "placement": m.placement,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(
+            &serde_json::json!({"store_id": store.store_id, "models": rows}),
+        )
+        .map_err(|e| Failure::Error(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}",
+        "NAME", "FILES", "SIZE", "STORED", "RATIO", "REPLICAS", "CHUNKS"
+    );
+    for m in &manifests {
+        println!(
+            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}",
+            m.name,
+            m.files.len(),
+            format_bytes(m.logical_size()),
+            format_bytes(m.stored_size()),
+            ratio(m.logical_size(), m.stored_size()),
+            m.replicas,
+            m.chunk_count()
+        );
+    }
+    Ok(())
+}
+
+fn report_failover(member: &str, e: &shardfs::store::reader::ReplicaError) {
+    log::warn!("replica on member {member} failed ({e}); trying the next one");
+}
+
+fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> Result<(), Failure> {
+    let store = Store::open(paths)?;
+    let manifest = store.manifest(name)?;
+    let single = match file {
+        Some(p) => Some(manifest.file(p).ok_or_else(|| StoreError::UnknownFile {
+            model: name.to_string(),
+            path: p.to_string(),
+        })?),
+        None if manifest.files.len() == 1 => manifest.files.first(),
+        None => None,
+    };
+    if output == Path::new("-") {
+        let Some(f) = single else {
+            return Err(Failure::Error(format!(
+                "model '{name}' has {} files: pick one with --file, or export to a directory",
+                manifest.files.len()
+            )));
+        };
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        store.export_file(f, &mut out, &report_failover)?;
+        out.flush()
+            .map_err(|e| Failure::Error(format!("stdout: {e}")))?;
+        return Ok(());
+    }
+    // Write under a temporary name next to the output and rename at the end: an output is
+    // complete or absent.
+    let tmp = sibling_tmp(output)?;
+    let result = (|| -> Result<(), Failure> {
+        match single {
+            Some(f) => export_to_path(&store, f, &tmp),
+            None => {
+                if output.exists() {
+                    return Err(Failure::Error(format!(
+                        "{} exists; a model of several files exports to a new directory",
+                        output.display()
+                    )));
+                }
+                for f in &manifest.files {
+                    let dest = tmp.join(&f.path);
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| Failure::Error(format!("{}: {e}", parent.display())))?;
+                    }
+                    export_to_path(&store, f, &dest)?;
+                }
+                Ok(())
+            }
+        }?;
+        std::fs::rename(&tmp, output)
+            .map_err(|e| Failure::Error(format!("{}: {e}", output.display())))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir_all(&tmp));
+    }
+    result
+}
+
+fn sibling_tmp(output: &Path) -> Result<PathBuf, Failure> {
+    let name = output
+        .file_name()
+        .ok_or_else(|| Failure::Error(format!("{} is not a file name", output.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".shardfs-export-{}", std::process::id()));
+    Ok(output.with_file_name(tmp_name))
+}
+
+fn export_to_path(
+    store: &Store,
+    f: &shardfs::store::manifest::FileEntry,
+    dest: &Path,
+) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::create(dest)
+        .map_err(|e| Failure::Error(format!("{}: {e}", dest.display())))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    store.export_file(f, &mut out, &report_failover)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Failure::Error(format!("{}: {}", dest.display(), e.error())))?;
+    file.sync_all()
+        .map_err(|e| Failure::Error(format!("{}: {e}", dest.display())))?;
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777));
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The manifest of one model: its files (path, size, mode, mtime, BLAKE3) and, for every file,
+//! its chunks in order with their codec, stored length and the members holding replicas.
+//!
+//! On disk a manifest is `{"checksum": "<blake3 of the manifest text>", "manifest": {...}}`, so a
+//! damaged copy is detected even where it still parses. Loading checks every invariant a reader
+//! relies on (chunks tile each file exactly, paths stay inside the model), so a hostile or
+//! damaged manifest can never make a reader return wrong bytes.
+
+use crate::chunking::MAX_CHUNK_SIZE;
+use crate::codec::{Codec, Hash32};
+use crate::placement::Placement;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::HashSet;
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    /// Grows by one on every re-pack of the name; readers take the highest valid copy.
+    pub version: u64,
+    pub created_unix: u64,
+    pub chunk_size: u64,
+    pub codec: String,
+    pub level: i32,
+    pub placement: Placement,
+    pub replicas: usize,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative path inside the model, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_secs: i64,
+    pub mtime_nanos: u32,
+    pub blake3: Hash32,
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub offset: u64,
+    pub len: u64,
+    pub hash: Hash32,
+    pub codec: Codec,
+    pub stored_len: u64,
+    /// Member ids holding a replica, primary first.
+    pub members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<'a> {
+    checksum: String,
+    #[serde(borrow)]
+    manifest: &'a RawValue,
+}
+
+impl Manifest {
+    /// The bytes written to `manifests/<name>.json`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let body = serde_json::to_string(self)?;
+        let checksum = Hash32::of(body.as_bytes());
+        Ok(format!("{{\"checksum\":\"{checksum}\",\"manifest\":{body}}}\n").into_bytes())
+    }
+
+    /// Parses and checks a manifest file; the error is a short reason.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, String> {
+        let env: EnvelopeIn<'_> =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+        if Hash32::of(env.manifest.get().as_bytes()).to_hex() != env.checksum {
+            return Err("checksum mismatch".to_string());
+        }
+        let m: Manifest =
+            serde_json::from_str(env.manifest.get()).map_err(|e| format!("bad manifest: {e}"))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks what readers rely on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format_version != MANIFEST_FORMAT {
+            return Err(format!(
+                "manifest format {} is not supported (this build reads {MANIFEST_FORMAT})",
+                self.format_version
+            ));
+        }
+        let mut paths = HashSet::new();
+        for f in &self.files {
+            check_rel_path(&f.path)?;
+            if !paths.insert(f.path.as_str()) {
+                return Err(format!("file '{}' listed twice", f.path));
+            }
+            let mut next = 0u64;
+            for c in &f.chunks {
+                if c.offset != next || c.len == 0 || c.len > MAX_CHUNK_SIZE {
+                    return Err(format!(
+                        "file '{}': chunks do not tile the file at offset {next}",
+                        f.path
+                    ));
+                }
+                if c.members.is_empty() {
+                    return Err(format!(
+                        "file '{}': chunk at {} has no replica",
+                        f.path, c.offset
+                    ));
+                }
+                next = c.offset + c.len;
+            }
+            if next != f.size {
+                return Err(format!(
+                    "file '{}': chunks cover {next} of {} bytes",
+                    f.path, f.size
+                ));
+            }
+        }
+        // A path may not be both a file and a directory of another file.
+        for f in &self.files {
+            let mut prefix = f.path.as_str();
+            while let Some((parent, _)) = prefix.rsplit_once('/') {
+                if paths.contains(parent) {
+                    return Err(format!("'{parent}' is both a file and a directory"));
+                }
+                prefix = parent;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn logical_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Stored bytes of one copy of each distinct chunk.
+    pub fn stored_size(&self) -> u64 {
+        let mut seen = HashSet::new();
+        self.files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .filter(|c| seen.insert(c.hash))
+            .map(|c| c.stored_len)
+            .sum()
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.files.iter().map(|f| f.chunks.len()).sum()
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        let path = path.trim_start_matches('/');
+        self.files.iter().find(|f| f.path == path)
+    }
+}
+
+/// A model-relative path: non-empty `/`-separated components, none empty, `.` or `..`.
+pub fn check_rel_path(path: &str) -> Result<(), String> {
+    if path.is_empty()
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+    {
+        return Err(format!("unsafe file path '{path}' in manifest"));
+    }
+    Ok(())
+}
+
+/// Model names are file names: 1-128 of `A-Z a-z 0-9 . _ - +`, not starting with `.`.
+pub fn check_model_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid model name '{name}': use 1-128 letters, digits, '.', '_', '-' or '+', not starting with '.' (set one with --name)"
+        ))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Manifest {
+        let chunk = |offset, len, byte: u8| ChunkRef {
+            offset,
+            len,
+            hash: Hash32::of(&[byte]),
+            codec: Codec::Zstd,
+            stored_len: len / 2,
+            members: vec!["m0".into(), "m1".into()],
+        };
+        Manifest {
+            format_version: MANIFEST_FORMAT,
+            name: "model".into(),
+            version: 3,
+            created_unix: 1_700_000_000,
+            chunk_size: 4,
+            codec: "auto".into(),
+            level: 3,
+            placement: Placement::Hash,
+            replicas: 2,
+            files: vec![
+                FileEntry {
+                    path: "model.safetensors".into(),
+                    size: 10,
+                    mode: 0o644,
+                    mtime_secs: 1_700_000_000,
+                    mtime_nanos: 5,
+                    blake3: Hash32::of(b"file"),
+                    chunks: vec![chunk(0, 4, 1), chunk(4, 4, 2), chunk(8, 2, 1)],
+                },
+                FileEntry {
+                    path: "sub/empty.txt".into(),
+                    size: 0,
+                    mode: 0o600,
+                    mtime_secs: 0,
+                    mtime_nanos: 0,
+                    blake3: Hash32::of(b""),
+                    chunks: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+        assert_eq!(m.logical_size(), 10);
+        assert_eq!(m.stored_size(), 2 + 2); // chunks 1 and 2; the third repeats chunk 1
+        assert_eq!(m.chunk_count(), 3);
+        assert!(m.file("/sub/empty.txt").is_some());
+    }
+
+    #[test]
+    fn detects_damage() {
+        let bytes = sample().to_bytes().unwrap();
+        assert!(Manifest::from_bytes(&bytes[..bytes.len() / 2]).is_err());
+        assert!(Manifest::from_bytes(b"").is_err());
+        // A flipped digit inside a size still parses as JSON but fails the checksum.
+        let text = String::from_utf8(bytes)
+            .unwrap()
+            .replacen("\"size\":10", "\"size\":11", 1);
+        assert_eq!(
+            Manifest::from_bytes(text.as_bytes()).unwrap_err(),
+            "checksum mismatch"
+        );
+    }
+
+    #[test]
+    fn rejects_inconsistent_manifests() {
+        let cases: [fn(&mut Manifest); 8] = [
+            |m| m.files[0].size = 11,
+            |m| m.files[0].chunks[1].offset = 5,
+            |m| m.files[0].chunks[1].members.clear(),
+            |m| m.files[1].path = "../etc/passwd".into(),
+            |m| m.files[1].path = "a//b".into(),
+            |m| m.files[1].path = m.files[0].path.clone(),
+            |m| m.files[1].path = "model.safetensors/x".into(),
+            |m| m.format_version = 99,
+        ];
+        for (i, break_it) in cases.iter().enumerate() {
+            let mut m = sample();
+            break_it(&mut m);
+            assert!(
+                Manifest::from_bytes(&m.to_bytes().unwrap()).is_err(),
+                "case {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn model_names() {
+        for ok in ["model", "Llama-3.1-8B", "a_b+c"] {
+            assert!(check_model_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "with space", &"x".repeat(129)] {
+            assert!(check_model_name(bad).is_err(), "{bad}");
+        }
+    }
+}

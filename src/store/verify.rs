@@ -1,0 +1,215 @@
+//! `verify`: scrubs a store. Every replica of every chunk is read and checked (presence, header,
+//! length, hash after decompression), every whole-file hash is recomputed, and every member's
+//! manifest copies are checked. The report lists each problem with the member, the chunk and the
+//! file bytes it affects.
+
+use super::manifest::{FileEntry, Manifest};
+use super::{Store, StoreError};
+use crate::codec::Hash32;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// One replica's check: its member id and the verified bytes or why they are not usable.
+type ReplicaResult = (String, Result<Vec<u8>, super::reader::ReplicaError>);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `missing`, `corrupt`, `unreadable`, `unrecoverable`, `file-hash`, `manifest` or
+    /// `member-unavailable`.
+    pub kind: String,
+    pub model: Option<String>,
+    pub file: Option<String>,
+    pub member_id: Option<String>,
+    pub member_path: Option<String>,
+    pub chunk: Option<String>,
+    /// Affected bytes of `file`: `[offset, offset + len)`.
+    pub offset: Option<u64>,
+    pub len: Option<u64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub models: usize,
+    pub files: usize,
+    pub chunks: usize,
+    pub replicas_checked: usize,
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl Problem {
+    fn new(kind: &str, detail: String) -> Problem {
+        Problem {
+            kind: kind.to_string(),
+            model: None,
+            file: None,
+            member_id: None,
+            member_path: None,
+            chunk: None,
+            offset: None,
+            len: None,
+            detail,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![self.kind.to_uppercase()];
+        if let Some(m) = &self.model {
+            parts.push(format!("model {m}"));
+        }
+        if let Some(f) = &self.file {
+            parts.push(format!("file {f}"));
+        }
+        if let (Some(o), Some(l)) = (self.offset, self.len) {
+            parts.push(format!("bytes {o}..{}", o + l));
+        }
+        if let Some(c) = &self.chunk {
+            parts.push(format!("chunk {c}"));
+        }
+        match (&self.member_id, &self.member_path) {
+            (Some(id), Some(p)) => parts.push(format!("member {id} ({p})")),
+            (Some(id), None) => parts.push(format!("member {id} (not among the given members)")),
+            (None, Some(p)) => parts.push(format!("member {p}")),
+            (None, None) => {}
+        }
+        format!("{}: {}", parts.join(", "), self.detail)
+    }
+}
+
+/// Checks one file: every replica of every chunk, then the whole-file hash from good replicas.
+fn verify_file(
+    store: &Store,
+    model: &str,
+    file: &FileEntry,
+    problems: &mut Vec<Problem>,
+) -> (usize, u64) {
+    let window = rayon::current_num_threads().max(1) * 2;
+    let mut hasher = blake3::Hasher::new();
+    let mut whole_ok = true;
+    let mut replicas = 0;
+    let mut bytes = 0;
+    for batch in file.chunks.chunks(window) {
+        let results: Vec<Vec<ReplicaResult>> = batch
+            .par_iter()
+            .map(|c| {
+                c.members
+                    .iter()
+                    .map(|id| (id.clone(), store.read_replica_of(id, c)))
+                    .collect()
+            })
+            .collect();
+        for (chunk, replica_results) in batch.iter().zip(results) {
+            let mut good: Option<Vec<u8>> = None;
+            for (id, result) in replica_results {
+                replicas += 1;
+                match result {
+                    Ok(data) => {
+                        bytes += data.len() as u64;
+                        good.get_or_insert(data);
+                    }
+                    Err(e) => problems.push(Problem {
+                        model: Some(model.to_string()),
+                        file: Some(file.path.clone()),
+                        member_path: store.member(&id).map(|m| m.path.display().to_string()),
+                        member_id: Some(id),
+                        chunk: Some(chunk.hash.to_hex()),
+                        offset: Some(chunk.offset),
+                        len: Some(chunk.len),
+                        ..Problem::new(e.kind(), e.to_string())
+                    }),
+                }
+            }
+            match good {
+                Some(data) => {
+                    hasher.update(&data);
+                }
+                None => {
+                    whole_ok = false;
+                    problems.push(Problem {
+                        model: Some(model.to_string()),
+                        file: Some(file.path.clone()),
+                        chunk: Some(chunk.hash.to_hex()),
+                        offset: Some(chunk.offset),
+                        len: Some(chunk.len),
+                        ..Problem::new(
+                            "unrecoverable",
+                            "no good replica of this chunk is left".into(),
+                        )
+                    });
+                }
+            }
+        }
+    }
+    if whole_ok && Hash32(*hasher.finalize().as_bytes()) != file.blake3 {
+        problems.push(Problem {
+            model: Some(model.to_string()),
+            file: Some(file.path.clone()),
+            ..Problem::new(
+                "file-hash",
+                "whole-file BLAKE3 does not match the manifest".into(),
+            )
+        });
+    }
+    (replicas, bytes)
+}
+
+/// Verifies one model (or every model) of the store.
+pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
+    let names = match name {
+        Some(n) => vec![n.to_string()],
+        None => store.model_names()?,
+    };
+    let mut problems = Vec::new();
+    for (path, reason) in &store.unavailable {
+        problems.push(Problem {
+            member_path: Some(path.display().to_string()),
+            ..Problem::new("member-unavailable", reason.clone())
+        });
+    }
+    let mut manifests: Vec<Manifest> = Vec::new();
+    for n in &names {
+        let manifest = store.manifest(n)?;
+        for (member, copy) in store.manifest_copies(n) {
+            let trouble = match copy {
+                None => Some("manifest copy missing".to_string()),
+                Some(Err(reason)) => Some(format!("manifest copy damaged: {reason}")),
+                Some(Ok(m)) if m.version < manifest.version => Some(format!(
+                    "manifest copy is version {}, current is {}",
+                    m.version, manifest.version
+                )),
+                Some(Ok(_)) => None,
+            };
+            if let Some(detail) = trouble {
+                problems.push(Problem {
+                    model: Some(n.clone()),
+                    member_id: Some(member.id().to_string()),
+                    member_path: Some(member.path.display().to_string()),
+                    ..Problem::new("manifest", detail)
+                });
+            }
+        }
+        manifests.push(manifest);
+    }
+    let (mut files, mut chunks, mut replicas, mut bytes) = (0, 0, 0, 0);
+    for m in &manifests {
+        for f in &m.files {
+            let (r, b) = verify_file(store, &m.name, f, &mut problems);
+            files += 1;
+            chunks += f.chunks.len();
+            replicas += r;
+            bytes += b;
+        }
+    }
+    Ok(Report {
+        ok: problems.is_empty(),
+        models: manifests.len(),
+        files,
+        chunks,
+        replicas_checked: replicas,
+        bytes_checked: bytes,
+        problems,
+    })
+}

@@ -1,0 +1,421 @@
+//! `pack`: turns a file or a folder into a model in the store. Sources are scanned and opened
+//! first (so bad input fails before the store is touched); then each file is read sequentially
+//! by one thread (which also computes the whole-file hash) while a thread pool hashes,
+//! compresses and writes its chunks. Chunk files are written before the manifest, so a reader
+//! never sees a manifest whose chunks are not on disk.
+
+use super::manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT, Manifest, check_model_name};
+use super::member::Member;
+use super::{Store, StoreError, fsio, io_err};
+use crate::chunking::{self, Cut};
+use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
+use crate::placement::{self, ChunkPos, Placement, Slot};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::sync_channel;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub name: Option<String>,
+    pub replicas: usize,
+    pub chunk_size: u64,
+    pub codec: CodecChoice,
+    pub level: i32,
+    pub placement: Placement,
+    /// Let member directories that are not yet part of the store join it.
+    pub init: bool,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            name: None,
+            replicas: 1,
+            chunk_size: chunking::DEFAULT_CHUNK_SIZE,
+            codec: CodecChoice::Auto,
+            level: 3,
+            placement: Placement::Hash,
+            init: false,
+            progress: false,
+        }
+    }
+}
+
+/// What a pack did, for its summary line.
+#[derive(Debug, Clone)]
+pub struct PackSummary {
+    pub name: String,
+    pub version: u64,
+    pub files: usize,
+    pub bytes_in: u64,
+    pub bytes_stored: u64,
+    pub chunks: usize,
+    pub new_chunks: usize,
+    pub seconds: f64,
+}
+
+/// A regular file to pack.
+#[derive(Debug)]
+struct Source {
+    abs: PathBuf,
+    rel: String,
+    size: u64,
+    mode: u32,
+    mtime_secs: i64,
+    mtime_nanos: u32,
+}
+
+fn source_err(msg: String) -> StoreError {
+    StoreError::Source(msg)
+}
+
+fn stat_source(abs: PathBuf, rel: String, meta: &fs::Metadata) -> Result<Source, StoreError> {
+    // Open now so an unreadable file fails the pack before the store is touched.
+    File::open(&abs).map_err(|e| source_err(format!("cannot read {}: {e}", abs.display())))?;
+    Ok(Source {
+        abs,
+        rel,
+        size: meta.len(),
+        mode: meta.permissions().mode() & 0o7777,
+        mtime_secs: meta.mtime(),
+        mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+    })
+}
+
+/// Lists the regular files under `src`, sorted by relative path. Symlinks and special files
+/// inside a folder are refused.
+fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
+    let meta =
+        fs::metadata(src).map_err(|e| source_err(format!("cannot open {}: {e}", src.display())))?;
+    let utf8 = |p: &Path| -> Result<String, StoreError> {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| source_err(format!("{}: file name is not UTF-8", p.display())))
+    };
+    if meta.is_file() {
+        let file_name = utf8(src)?;
+        let stem = Path::new(&file_name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(&file_name)
+            .to_string();
+        return Ok((
+            stem,
+            vec![stat_source(src.to_path_buf(), file_name, &meta)?],
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(source_err(format!(
+            "{} is not a regular file or a folder",
+            src.display()
+        )));
+    }
+    let canonical =
+        fs::canonicalize(src).map_err(|e| source_err(format!("{}: {e}", src.display())))?;
+    let name = utf8(&canonical)?;
+    let mut out = Vec::new();
+    let mut stack = vec![(src.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = fs::read_dir(&dir)
+            .map_err(|e| source_err(format!("cannot list {}: {e}", dir.display())))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| source_err(format!("cannot list {}: {e}", dir.display())))?;
+            let path = entry.path();
+            let rel = format!("{prefix}{}", utf8(&path)?);
+            let meta = fs::symlink_metadata(&path)
+                .map_err(|e| source_err(format!("{}: {e}", path.display())))?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                return Err(source_err(format!(
+                    "{} is a symlink; shardfs packs regular files only (copy the target in, or pack it directly)",
+                    path.display()
+                )));
+            } else if ft.is_dir() {
+                stack.push((path, format!("{rel}/")));
+            } else if ft.is_file() {
+                out.push(stat_source(path, rel, &meta)?);
+            } else {
+                return Err(source_err(format!(
+                    "{} is a special file (fifo, socket or device); shardfs packs regular files only",
+                    path.display()
+                )));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((name, out))
+}
+
+/// Shared state of the chunk workers.
+struct Ctx<'a> {
+    store: &'a Store,
+    slots: Vec<Slot<'a>>,
+    opts: &'a PackOptions,
+    total_chunks: u64,
+    /// Chunk directories written into, fsynced once before the manifest goes out.
+    touched_dirs: Mutex<HashSet<PathBuf>>,
+    /// Chunks this pack wrote at least one replica of.
+    written: Mutex<HashSet<Hash32>>,
+    progress: ProgressBar,
+}
+
+impl Ctx<'_> {
+    /// Hashes, places, and (where a member lacks it) encodes and writes one chunk.
+    fn store_chunk(&self, index: u64, cut: Cut, data: &[u8]) -> Result<ChunkRef, StoreError> {
+        let hash = Hash32::of(data);
+        let pos = ChunkPos {
+            hash: &hash,
+            index,
+            total: self.total_chunks,
+        };
+        let targets: Vec<&Member> =
+            placement::place(self.opts.placement, pos, &self.slots, self.opts.replicas)?
+                .into_iter()
+                .map(|i| &self.store.members[i])
+                .collect();
+        let mut existing: Option<(Codec, u64)> = None;
+        let mut missing = Vec::new();
+        for m in &targets {
+            let path = m.chunk_path(&hash);
+            match existing_chunk(&path, cut.len) {
+                Some(found) => existing = existing.or(Some(found)),
+                None => missing.push((*m, path)),
+            }
+        }
+        let (codec, stored_len) = if missing.is_empty() {
+            existing.unwrap_or((Codec::None, 0))
+        } else {
+            let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            for (m, path) in &missing {
+                let dir = path.parent().unwrap_or(&m.path).to_path_buf();
+                fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                fsio::write_atomic(&m.tmp_dir(), path, &image).map_err(io_err(path))?;
+                self.touched_dirs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(dir);
+            }
+            self.written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hash);
+            (codec, image.len() as u64)
+        };
+        self.progress.inc(cut.len);
+        Ok(ChunkRef {
+            offset: cut.offset,
+            len: cut.len,
+            hash,
+            codec,
+            stored_len,
+            members: targets.iter().map(|m| m.id().to_string()).collect(),
+        })
+    }
+}
+
+/// A chunk file already in place with a sane header for `len` bytes: its codec and size.
+fn existing_chunk(path: &Path, len: u64) -> Option<(Codec, u64)> {
+    let mut f = File::open(path).ok()?;
+    let size = f.metadata().ok()?.len();
+    let mut head = [0u8; HEADER_LEN];
+    f.read_exact(&mut head).ok()?;
+    let h = ChunkHeader::parse(&head).ok()?;
+    (h.raw_len == len).then_some((h.codec, size))
+}
+
+/// Packs one file: a reader thread streams its chunks in order (and hashes the whole file)
+/// while the pool processes them.
+fn pack_file(
+    ctx: &Ctx<'_>,
+    src: &Source,
+    cuts: &[Cut],
+    first_index: u64,
+) -> Result<FileEntry, StoreError> {
+    let threads = rayon::current_num_threads().max(1);
+    let (tx, rx) = sync_channel::<(u64, Cut, Vec<u8>)>(threads * 2);
+    let (file_hash, chunks) = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<Hash32, StoreError> {
+            let read_err =
+                |e: io::Error| source_err(format!("cannot read {}: {e}", src.abs.display()));
+            let mut f = File::open(&src.abs).map_err(read_err)?;
+            let mut hasher = blake3::Hasher::new();
+            for (i, cut) in cuts.iter().enumerate() {
+                let mut buf = vec![0u8; cut.len as usize];
+                f.read_exact(&mut buf).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        source_err(format!("{} shrank while being packed", src.abs.display()))
+                    } else {
+                        read_err(e)
+                    }
+                })?;
+                hasher.update(&buf);
+                if tx.send((first_index + i as u64, *cut, buf)).is_err() {
+                    break; // the workers stopped on an error of their own
+                }
+            }
+            Ok(Hash32(*hasher.finalize().as_bytes()))
+        });
+        let chunks: Result<Vec<(u64, ChunkRef)>, StoreError> = rx
+            .into_iter()
+            .par_bridge()
+            .map(|(index, cut, data)| ctx.store_chunk(index, cut, &data).map(|c| (index, c)))
+            .collect();
+        let hash = reader
+            .join()
+            .unwrap_or_else(|_| Err(source_err("reader thread panicked".into())));
+        (hash, chunks)
+    });
+    let file_hash = file_hash?;
+    let mut chunks = chunks?;
+    if chunks.len() != cuts.len() {
+        return Err(source_err(format!(
+            "{}: read stopped early",
+            src.abs.display()
+        )));
+    }
+    chunks.sort_by_key(|(i, _)| *i);
+    Ok(FileEntry {
+        path: src.rel.clone(),
+        size: src.size,
+        mode: src.mode,
+        mtime_secs: src.mtime_secs,
+        mtime_nanos: src.mtime_nanos,
+        blake3: file_hash,
+        chunks: chunks.into_iter().map(|(_, c)| c).collect(),
+    })
+}
+
+/// Packs `src` (a file or a folder) into the store at `paths`.
+pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSummary, StoreError> {
+    let started = Instant::now();
+    chunking::check_chunk_size(opts.chunk_size)?;
+    placement::check(opts.replicas, paths.len())?;
+    let (default_name, sources) = scan(src)?;
+    let name = opts.name.clone().unwrap_or(default_name);
+    check_model_name(&name).map_err(StoreError::Invalid)?;
+    if sources.is_empty() {
+        return Err(source_err(format!(
+            "{} holds no files to pack",
+            src.display()
+        )));
+    }
+
+    let store = Store::open_for_pack(paths, opts.init)?;
+    let _lock = store.lock_for_pack()?;
+    placement::check(opts.replicas, store.members.len())?;
+    let plans: Vec<Vec<Cut>> = sources
+        .iter()
+        .map(|s| chunking::fixed(s.size, opts.chunk_size))
+        .collect::<Result<_, _>>()?;
+    let total_chunks: u64 = plans.iter().map(|p| p.len() as u64).sum();
+    let bytes_in: u64 = sources.iter().map(|s| s.size).sum();
+
+    let progress = if opts.progress {
+        ProgressBar::new(bytes_in)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        progress.set_style(style.progress_chars("=> "));
+    }
+    progress.set_message(format!("packing {name}"));
+    let ctx = Ctx {
+        store: &store,
+        slots: store
+            .members
+            .iter()
+            .map(|m| Slot {
+                id: m.id(),
+                weight: m.info.weight,
+            })
+            .collect(),
+        opts,
+        total_chunks,
+        touched_dirs: Mutex::new(HashSet::new()),
+        written: Mutex::new(HashSet::new()),
+        progress,
+    };
+    let mut files = Vec::with_capacity(sources.len());
+    let mut index = 0u64;
+    for (src, cuts) in sources.iter().zip(&plans) {
+        files.push(pack_file(&ctx, src, cuts, index)?);
+        index += cuts.len() as u64;
+    }
+    ctx.progress.finish_and_clear();
+    let dirs = std::mem::take(&mut *ctx.touched_dirs.lock().unwrap_or_else(|p| p.into_inner()));
+    dirs.par_iter()
+        .try_for_each(|d| fsio::sync_dir(d).map_err(io_err(d)))?;
+    for m in &store.members {
+        let chunks = m.path.join("chunks");
+        fsio::sync_dir(&chunks).map_err(io_err(&chunks))?;
+    }
+
+    let version = store
+        .manifest_copies(&name)
+        .into_iter()
+        .filter_map(|(_, copy)| copy.and_then(Result::ok).map(|m| m.version))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT,
+        name: name.clone(),
+        version,
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        chunk_size: opts.chunk_size,
+        codec: match opts.codec {
+            CodecChoice::Auto => "auto",
+            CodecChoice::Zstd => "zstd",
+            CodecChoice::None => "none",
+        }
+        .to_string(),
+        level: opts.level,
+        placement: opts.placement,
+        replicas: opts.replicas,
+        files,
+    };
+    write_manifest(&store, &manifest)?;
+    let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
+    Ok(PackSummary {
+        name,
+        version,
+        files: manifest.files.len(),
+        bytes_in,
+        bytes_stored: manifest.stored_size(),
+        chunks: manifest.chunk_count(),
+        new_chunks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes a manifest to every member, each copy atomically.
+pub fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), StoreError> {
+    let bytes = manifest
+        .to_bytes()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    for m in &store.members {
+        let dir = m.path.join("manifests");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let dest = m.manifest_path(&manifest.name);
+        fsio::write_atomic(&m.tmp_dir(), &dest, &bytes).map_err(io_err(&dest))?;
+        fsio::sync_dir(&dir).map_err(io_err(&dir))?;
+    }
+    Ok(())
+}

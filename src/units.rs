@@ -1,0 +1,152 @@
+//! Human sizes: parsing `512KiB`, `4MiB`, `16M`, `1.5G` from the command line and printing byte
+//! counts and rates for people.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SizeError {
+    #[error("empty size")]
+    Empty,
+    #[error(
+        "invalid size '{0}': expected a number with an optional unit such as 512KiB, 4MiB, 16M or 1G"
+    )]
+    Invalid(String),
+    #[error("size '{0}' is too large")]
+    Overflow(String),
+}
+
+/// Parses a byte count. `K`, `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024;
+/// `KB`, `MB`, `GB`, `TB` are powers of 1000; a bare number (or `B`) is bytes. Case does not
+/// matter and a fractional number is allowed when the result is a whole count of bytes after
+/// rounding down (`1.5MiB`).
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(SizeError::Empty);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(SizeError::Invalid(text.to_string())),
+    };
+    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.')
+    {
+        return Err(SizeError::Invalid(text.to_string()));
+    }
+    if let Some((whole, frac)) = num.split_once('.') {
+        let whole: u64 = whole
+            .parse()
+            .map_err(|_| SizeError::Overflow(text.to_string()))?;
+        let frac_digits = frac.len().min(9) as u32;
+        let frac: u64 = frac[..frac_digits as usize]
+            .parse()
+            .map_err(|_| SizeError::Invalid(text.to_string()))?;
+        let scale = 10u64.pow(frac_digits);
+        let whole_bytes = whole
+            .checked_mul(multiplier)
+            .ok_or_else(|| SizeError::Overflow(text.to_string()))?;
+        let frac_bytes = (u128::from(frac) * u128::from(multiplier) / u128::from(scale)) as u64;
+        whole_bytes
+            .checked_add(frac_bytes)
+            .ok_or_else(|| SizeError::Overflow(text.to_string()))
+    } else {
+        let n: u64 = num
+            .parse()
+            .map_err(|_| SizeError::Overflow(text.to_string()))?;
+        n.checked_mul(multiplier)
+            .ok_or_else(|| SizeError::Overflow(text.to_string()))
+    }
+}
+
+/// Formats a byte count with a binary unit, e.g. `1.50 GiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+/// Formats a rate in bytes per second as MB/s (decimal, as disks and networks are quoted).
+pub fn format_rate(bytes: u64, seconds: f64) -> String {
+    if seconds <= 0.0 {
+        return "- MB/s".to_string();
+    }
+    format!("{:.1} MB/s", bytes as f64 / seconds / 1e6)
+}
+
+/// `logical / stored`, or 1.0 when nothing is stored.
+pub fn ratio(logical: u64, stored: u64) -> f64 {
+    if stored == 0 {
+        1.0
+    } else {
+        logical as f64 / stored as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("10KB"), Ok(10_000));
+        assert_eq!(parse_size("3MB"), Ok(3_000_000));
+        assert_eq!(parse_size("7B"), Ok(7));
+        assert_eq!(parse_size("0"), Ok(0));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(parse_size(""), Err(SizeError::Empty));
+        for bad in ["abc", "MiB", "4XB", "-1", "1..5M", ".5M", "5.M", "4 M B"] {
+            assert!(parse_size(bad).is_err(), "{bad} should be rejected");
+        }
+        assert!(matches!(
+            parse_size("99999999999999999999T"),
+            Err(SizeError::Overflow(_))
+        ));
+        assert!(matches!(
+            parse_size("20000000T"),
+            Err(SizeError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+        assert_eq!(format_bytes(3 << 30), "3.00 GiB");
+        assert_eq!(format_rate(2_000_000, 2.0), "1.0 MB/s");
+        assert!((ratio(300, 100) - 3.0).abs() < 1e-9);
+        assert!((ratio(5, 0) - 1.0).abs() < 1e-9);
+    }
+}
