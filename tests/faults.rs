@@ -1,0 +1,508 @@
+//! Damage and bad input: lost members, flipped bytes, corrupt metadata, wrong arguments, and a
+//! pack killed at random moments. Reads must stay exact or fail loudly; nothing may panic.
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const CS: usize = 64 * 1024;
+
+fn setup(
+    n_members: usize,
+    replicas: &str,
+    data: &[u8],
+) -> (tempfile::TempDir, Vec<PathBuf>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = members(dir.path(), n_members);
+    let store = store_arg(&paths);
+    let src = dir.path().join("model.bin");
+    fs::write(&src, data).unwrap();
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--chunk-size",
+        "64KiB",
+        "--replicas",
+        replicas,
+    ]);
+    (dir, paths, store)
+}
+
+fn verify_json(store: &str) -> (bool, serde_json::Value) {
+    let out = run(&["verify", "--store", store, "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("verify --json prints JSON");
+    assert_eq!(
+        out.status.code(),
+        Some(if report["ok"].as_bool().unwrap() {
+            0
+        } else {
+            1
+        })
+    );
+    (report["ok"].as_bool().unwrap(), report)
+}
+
+#[test]
+fn deleted_member_with_replicas_two() {
+    let data = Rng::new(10).floats(30 * CS);
+    let (_dir, paths, store) = setup(3, "2", &data);
+    let lost_chunks = chunk_files(&paths[1]).len();
+    assert!(lost_chunks > 0);
+    fs::remove_dir_all(&paths[1]).unwrap();
+    let out = ok(&["export", "--store", &store, "--name", "model", "-o", "-"]);
+    assert!(
+        out.stdout == data,
+        "export after losing a member must still be exact"
+    );
+    let (is_ok, report) = verify_json(&store);
+    assert!(!is_ok);
+    let problems = report["problems"].as_array().unwrap();
+    let missing: Vec<_> = problems.iter().filter(|p| p["kind"] == "missing").collect();
+    assert_eq!(
+        missing.len(),
+        lost_chunks,
+        "every replica on the lost member is reported: {problems:?}"
+    );
+    assert!(problems.iter().any(|p| p["kind"] == "member-unavailable"));
+    assert!(!problems.iter().any(|p| p["kind"] == "unrecoverable"));
+}
+
+#[test]
+fn corrupted_chunk_is_reported_exactly_and_export_stays_exact() {
+    let data = Rng::new(11).floats(30 * CS);
+    let (_dir, paths, store) = setup(3, "2", &data);
+    let victim = chunk_files(&paths[2])
+        .into_iter()
+        .next()
+        .expect("member 2 holds chunks");
+    let mut bytes = fs::read(&victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(&victim, &bytes).unwrap();
+    let out = ok(&["export", "--store", &store, "--name", "model", "-o", "-"]);
+    assert!(out.stdout == data);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed"),
+        "the bad replica is reported on stderr"
+    );
+    let (is_ok, report) = verify_json(&store);
+    assert!(!is_ok);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let p = &problems[0];
+    assert_eq!(p["kind"], "corrupt");
+    assert_eq!(
+        p["chunk"].as_str().unwrap(),
+        victim.file_name().unwrap().to_str().unwrap()
+    );
+    assert_eq!(
+        p["member_path"].as_str().unwrap(),
+        paths[2].to_str().unwrap()
+    );
+    assert_eq!(p["len"].as_u64().unwrap() as usize, CS);
+    // Plain output names the same chunk and exits 1.
+    let text = run(&["verify", "--store", &store]);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(stdout(&text).contains(victim.file_name().unwrap().to_str().unwrap()));
+}
+
+#[test]
+fn a_chunk_with_no_good_replica_stops_export_without_wrong_bytes() {
+    let data = Rng::new(12).bytes(8 * CS);
+    let (dir, paths, store) = setup(1, "1", &data);
+    let victim = chunk_files(&paths[0]).into_iter().nth(3).unwrap();
+    let mut bytes = fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    fs::write(&victim, &bytes).unwrap();
+    let out_path = dir.path().join("out.bin");
+    fails(
+        &[
+            "export",
+            "--store",
+            &store,
+            "--name",
+            "model",
+            "-o",
+            out_path.to_str().unwrap(),
+        ],
+        victim.file_name().unwrap().to_str().unwrap(),
+    );
+    assert!(!out_path.exists(), "a failed export leaves no output file");
+    assert_eq!(
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("export"))
+            .count(),
+        0
+    );
+    let (is_ok, report) = verify_json(&store);
+    assert!(!is_ok);
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["corrupt", "unrecoverable"]);
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 3);
+    let store = store_arg(&paths);
+    let src = d.join("m.bin");
+    fs::write(&src, Rng::new(13).bytes(3 * CS)).unwrap();
+    let s = src.to_str().unwrap();
+
+    fails(
+        &[
+            "pack",
+            d.join("nope.bin").to_str().unwrap(),
+            "--store",
+            &store,
+        ],
+        "nope.bin",
+    );
+    fails(
+        &["pack", s, "--store", &store, "--chunk-size", "0"],
+        "at least 1 byte",
+    );
+    fails(
+        &["pack", s, "--store", &store, "--chunk-size", "2GiB"],
+        "1 GiB",
+    );
+    fails(
+        &["pack", s, "--store", &store, "--chunk-size", "lots"],
+        "invalid size",
+    );
+    fails(
+        &["pack", s, "--store", &store, "--replicas", "4"],
+        "4 replicas need at least 4 members",
+    );
+    fails(
+        &["pack", s, "--store", &store, "--name", "../evil"],
+        "invalid model name",
+    );
+    let regular = d.join("plainfile");
+    fs::write(&regular, b"x").unwrap();
+    fails(
+        &[
+            "pack",
+            s,
+            "--store",
+            &format!("{},{}", paths[0].display(), regular.display()),
+        ],
+        "not a directory",
+    );
+    assert!(!paths[0].exists(), "a refused pack must not create members");
+
+    // An empty file is fine.
+    let empty = d.join("empty.bin");
+    fs::write(&empty, b"").unwrap();
+    ok(&["pack", empty.to_str().unwrap(), "--store", &store]);
+    assert_eq!(export(&store, "empty", None), Vec::<u8>::new());
+    ok(&["pack", s, "--store", &store, "--replicas", "2"]);
+
+    fails(
+        &["export", "--store", &store, "--name", "missing", "-o", "-"],
+        "no model named 'missing'",
+    );
+    fails(
+        &["verify", "--store", &store, "--name", "missing"],
+        "no model named 'missing'",
+    );
+
+    // Special files and symlinks inside a folder are refused.
+    let folder = d.join("folder");
+    fs::create_dir(&folder).unwrap();
+    fs::write(folder.join("ok.bin"), b"fine").unwrap();
+    std::os::unix::fs::symlink(&src, folder.join("link.bin")).unwrap();
+    fails(
+        &["pack", folder.to_str().unwrap(), "--store", &store],
+        "symlink",
+    );
+    fs::remove_file(folder.join("link.bin")).unwrap();
+    let fifo = folder.join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    fails(
+        &["pack", folder.to_str().unwrap(), "--store", &store],
+        "special file",
+    );
+    fails(
+        &["pack", fifo.to_str().unwrap(), "--store", &store],
+        "not a regular file",
+    );
+
+    // A store of other members mixed in.
+    let other = members(&d.join("other"), 1);
+    ok(&["pack", s, "--store", &store_arg(&other)]);
+    let mixed = format!("{store},{}", other[0].display());
+    fails(&["ls", "--store", &mixed], "mixes two stores");
+    fails(&["pack", s, "--store", &mixed], "mixes two stores");
+
+    // A new directory joins a store that holds models only with --init.
+    let extra = d.join("disk-new");
+    let grown = format!("{store},{}", extra.display());
+    fails(&["pack", s, "--store", &grown], "--init");
+    ok(&[
+        "pack",
+        s,
+        "--store",
+        &grown,
+        "--init",
+        "--name",
+        "grown",
+        "--replicas",
+        "4",
+    ]);
+    assert_eq!(export(&grown, "grown", None), fs::read(&src).unwrap());
+
+    // Members in any order.
+    let shuffled = store_arg(&[
+        extra.clone(),
+        paths[2].clone(),
+        paths[0].clone(),
+        paths[1].clone(),
+    ]);
+    assert_eq!(export(&shuffled, "grown", None), fs::read(&src).unwrap());
+}
+
+#[test]
+fn unreadable_source_is_refused_before_the_store_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("secret.bin");
+    fs::write(&src, b"secret").unwrap();
+    let store = store_arg(&members(dir.path(), 1));
+    let out = if unsafe { libc::geteuid() } == 0 {
+        // root reads anything: run as nobody, for whom a 0600 root file is unreadable.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o600)).unwrap();
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin(),
+                "pack",
+                src.to_str().unwrap(),
+                "--store",
+                &store,
+            ])
+            .output()
+            .unwrap()
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o000)).unwrap();
+        run(&["pack", src.to_str().unwrap(), "--store", &store])
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("disk0").exists());
+}
+
+fn damage(path: &Path, how: &str) {
+    let bytes = fs::read(path).unwrap();
+    match how {
+        "truncate" => fs::write(path, &bytes[..bytes.len() / 2]).unwrap(),
+        "flip" => {
+            let mut b = bytes.clone();
+            let i = b.iter().position(|&c| c.is_ascii_digit()).unwrap();
+            b[i] = if b[i] == b'9' { b'8' } else { b[i] + 1 };
+            fs::write(path, b).unwrap()
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn corrupt_metadata_is_reported() {
+    let data = Rng::new(14).bytes(2 * CS);
+    for how in ["truncate", "flip"] {
+        // One member: the manifest's only copy is damaged.
+        let (_dir, paths, store) = setup(1, "1", &data);
+        damage(&paths[0].join("manifests/model.json"), how);
+        fails(
+            &["export", "--store", &store, "--name", "model", "-o", "-"],
+            "manifest of model 'model' is unreadable",
+        );
+        fails(&["verify", "--store", &store], "unreadable");
+        // Damaged member file.
+        let (_dir, paths, store) = setup(2, "1", &data);
+        fs::write(
+            paths[1].join("shardfs-store.json"),
+            b"{\"format_version\": 1, \"store",
+        )
+        .unwrap();
+        fails(&["ls", "--store", &store], "corrupt shardfs-store.json");
+        fails(
+            &["pack", "/etc/hostname", "--store", &store],
+            "corrupt shardfs-store.json",
+        );
+    }
+    // With three members, one damaged manifest copy is survivable and reported by verify.
+    let (_dir, paths, store) = setup(3, "2", &data);
+    damage(&paths[0].join("manifests/model.json"), "flip");
+    assert_eq!(export(&store, "model", None), data);
+    let (is_ok, report) = verify_json(&store);
+    assert!(!is_ok);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0]["kind"], "manifest");
+}
+
+/// Kills `pack` with SIGKILL at many moments; after each the store verifies, the previous
+/// version of the model is intact, and the next pack cleans the leftovers.
+#[test]
+fn sigkill_during_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = members(dir.path(), 3);
+    let store = store_arg(&paths);
+    let mut rng = Rng::new(15);
+    let v1 = rng.floats(40 << 20);
+    let src = dir.path().join("model.bin");
+    fs::write(&src, &v1).unwrap();
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--replicas",
+        "2",
+        "--chunk-size",
+        "1MiB",
+    ]);
+    let v2 = rng.floats(40 << 20);
+    fs::write(&src, &v2).unwrap();
+    let mut killed_midway = 0;
+    for attempt in 0..12u64 {
+        let mut child = Command::new(bin())
+            .args([
+                "pack",
+                src.to_str().unwrap(),
+                "--store",
+                &store,
+                "--replicas",
+                "2",
+                "--chunk-size",
+                "1MiB",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the pack has written some number of new chunk files, then kill it.
+        let target = 1 + attempt * 7;
+        let start = std::time::Instant::now();
+        loop {
+            let n: usize = paths.iter().map(|p| chunk_files(p).len()).sum();
+            if n as u64 >= 80 + target
+                || child.try_wait().unwrap().is_some()
+                || start.elapsed().as_secs() > 60
+            {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        if !finished {
+            killed_midway += 1;
+        }
+        let (is_ok, report) = verify_json(&store);
+        assert!(
+            is_ok,
+            "store does not verify after kill {attempt}: {report}"
+        );
+        let now = export(&store, "model", None);
+        assert!(
+            now == v1 || now == v2,
+            "after kill {attempt} the model is neither version"
+        );
+        // Start over from v1 for the next attempt.
+        if now == v2 {
+            fs::write(&src, &v1).unwrap();
+            ok(&[
+                "pack",
+                src.to_str().unwrap(),
+                "--store",
+                &store,
+                "--replicas",
+                "2",
+                "--chunk-size",
+                "1MiB",
+            ]);
+            fs::write(&src, &v2).unwrap();
+        }
+        for p in &paths {
+            let stray: Vec<PathBuf> = chunk_files(p)
+                .into_iter()
+                .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+                .collect();
+            assert!(
+                stray.is_empty(),
+                "temporary files inside chunks/: {stray:?}"
+            );
+        }
+        // Remove v2's chunks so the next attempt writes them again.
+        for p in &paths {
+            for f in chunk_files(p) {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                let used = fs::read_to_string(p.join("manifests/model.json"))
+                    .unwrap()
+                    .contains(&name);
+                if !used {
+                    fs::remove_file(f).unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        killed_midway >= 6,
+        "only {killed_midway} kills landed during the pack"
+    );
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--replicas",
+        "2",
+        "--chunk-size",
+        "1MiB",
+    ]);
+    for p in &paths {
+        assert_eq!(
+            fs::read_dir(p.join("tmp")).unwrap().count(),
+            0,
+            "leftovers in {}/tmp",
+            p.display()
+        );
+    }
+    assert!(export(&store, "model", None) == v2);
+    ok(&["verify", "--store", &store]);
+}

@@ -1,0 +1,359 @@
+//! Round trips through `pack` and `export` with the real binary: sizes around chunk boundaries,
+//! large random and float-like files, folders, every placement, replicas 1-3, dedup, re-packs.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::fs;
+
+const CS: usize = 64 * 1024;
+
+#[test]
+fn sizes_around_chunk_boundaries_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&members(dir.path(), 3));
+    let mut rng = Rng::new(1);
+    for size in [0, 1, CS - 1, CS, CS + 1, 3 * CS + 17] {
+        for (kind, data) in [("random", rng.bytes(size)), ("float", rng.floats(size))] {
+            let name = format!("{kind}-{size}");
+            let src = dir.path().join(format!("{name}.bin"));
+            fs::write(&src, &data).unwrap();
+            ok(&[
+                "pack",
+                src.to_str().unwrap(),
+                "--store",
+                &store,
+                "--chunk-size",
+                "64KiB",
+                "--replicas",
+                "2",
+            ]);
+            assert_eq!(
+                export(&store, &name, None),
+                data,
+                "{name} differs after export"
+            );
+            // A file packed alone keeps its own file name inside the model.
+            assert_eq!(export(&store, &name, Some(&format!("{name}.bin"))), data);
+        }
+    }
+    let listing = stdout(&ok(&["ls", "--store", &store]));
+    assert!(
+        listing.contains("random-0") && listing.contains("float-196625"),
+        "{listing}"
+    );
+    ok(&["verify", "--store", &store]);
+}
+
+#[test]
+fn hundred_mib_files_round_trip_and_floats_compress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&members(dir.path(), 3));
+    let mut rng = Rng::new(2);
+    for (name, data) in [
+        ("rand", rng.bytes(100 << 20)),
+        ("floats", rng.floats(100 << 20)),
+    ] {
+        let src = dir.path().join(format!("{name}.bin"));
+        fs::write(&src, &data).unwrap();
+        let out = stdout(&ok(&[
+            "pack",
+            src.to_str().unwrap(),
+            "--store",
+            &store,
+            "--replicas",
+            "2",
+        ]));
+        assert!(out.contains("25 chunks"), "{out}");
+        let exported = dir.path().join(format!("{name}.out"));
+        ok(&[
+            "export",
+            "--store",
+            &store,
+            "--name",
+            name,
+            "-o",
+            exported.to_str().unwrap(),
+        ]);
+        assert!(
+            fs::read(&exported).unwrap() == data,
+            "{name} differs after export"
+        );
+    }
+    let ls: serde_json::Value =
+        serde_json::from_slice(&ok(&["ls", "--store", &store, "--json"]).stdout).unwrap();
+    let ratio = |n: &str| {
+        ls["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap()["ratio"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        ratio("rand") <= 1.0001,
+        "random data must be stored raw, not expanded"
+    );
+    assert!(
+        ratio("floats") > 1.15,
+        "float-like data should compress, got {}",
+        ratio("floats")
+    );
+}
+
+#[test]
+fn folders_keep_their_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&members(dir.path(), 2));
+    let model = dir.path().join("my-model");
+    let mut rng = Rng::new(3);
+    let files = [
+        ("config.json", rng.bytes(300)),
+        ("tokenizer/vocab.txt", rng.bytes(70_000)),
+        ("weights/part-1.bin", rng.floats(200_000)),
+        ("weights/deep/er/part-2.bin", rng.floats(CS)),
+        ("empty", vec![]),
+    ];
+    for (rel, data) in &files {
+        let p = model.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+    ok(&[
+        "pack",
+        model.to_str().unwrap(),
+        "--store",
+        &store,
+        "--chunk-size",
+        "64KiB",
+    ]);
+    // The model takes the folder's name; exporting it whole writes the tree to a new directory.
+    let out = dir.path().join("restored");
+    ok(&[
+        "export",
+        "--store",
+        &store,
+        "--name",
+        "my-model",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(tree(&out), tree(&model));
+    for (rel, data) in &files {
+        assert_eq!(&fs::read(out.join(rel)).unwrap(), data, "{rel}");
+        assert_eq!(&export(&store, "my-model", Some(rel)), data, "{rel}");
+    }
+    fails(
+        &["export", "--store", &store, "--name", "my-model", "-o", "-"],
+        "pick one with --file",
+    );
+    fails(
+        &[
+            "export",
+            "--store",
+            &store,
+            "--name",
+            "my-model",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        "exists",
+    );
+    fails(
+        &[
+            "export", "--store", &store, "--name", "my-model", "--file", "nope", "-o", "-",
+        ],
+        "no file 'nope'",
+    );
+}
+
+#[test]
+fn every_placement_and_replica_count() {
+    let mut rng = Rng::new(4);
+    let data = rng.floats(20 * CS + 5);
+    for placement in ["hash", "round-robin", "range"] {
+        for replicas in 1..=3usize {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = members(dir.path(), 3);
+            let store = store_arg(&paths);
+            let src = dir.path().join("m.bin");
+            fs::write(&src, &data).unwrap();
+            let r = replicas.to_string();
+            ok(&[
+                "pack",
+                src.to_str().unwrap(),
+                "--store",
+                &store,
+                "--chunk-size",
+                "64KiB",
+                "--replicas",
+                &r,
+                "--placement",
+                placement,
+                "--codec",
+                "zstd",
+            ]);
+            assert_eq!(export(&store, "m", None), data, "{placement} r={replicas}");
+            // Each chunk is on exactly `replicas` distinct members, as the manifest says.
+            let manifest = manifest_json(&paths[0], "m");
+            let chunks = manifest["files"][0]["chunks"].as_array().unwrap();
+            assert_eq!(chunks.len(), 21);
+            let mut per_member = vec![0usize; 3];
+            for c in chunks {
+                let holders: BTreeSet<usize> = (0..3)
+                    .filter(|&i| {
+                        chunk_files(&paths[i])
+                            .iter()
+                            .any(|f| f.ends_with(c["hash"].as_str().unwrap()))
+                    })
+                    .collect();
+                assert_eq!(holders.len(), replicas, "{placement}: chunk on {holders:?}");
+                assert_eq!(c["members"].as_array().unwrap().len(), replicas);
+                for h in holders {
+                    per_member[h] += 1;
+                }
+            }
+            if replicas < 3 {
+                assert!(
+                    per_member.iter().all(|&n| n > 0),
+                    "{placement} r={replicas}: {per_member:?}"
+                );
+            }
+            ok(&["verify", "--store", &store]);
+        }
+    }
+}
+
+#[test]
+fn dedup_and_repack() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = members(dir.path(), 2);
+    let store = store_arg(&paths);
+    let mut rng = Rng::new(5);
+    let v1 = rng.floats(10 * CS);
+    let src = dir.path().join("model.bin");
+    fs::write(&src, &v1).unwrap();
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--chunk-size",
+        "64KiB",
+    ]);
+    let count = || paths.iter().map(|p| chunk_files(p).len()).sum::<usize>();
+    let bytes = || {
+        paths
+            .iter()
+            .flat_map(|p| chunk_files(p))
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum::<u64>()
+    };
+    let (n1, b1) = (count(), bytes());
+    assert_eq!(n1, 10);
+    // The same bytes under another name add no chunk.
+    let out = stdout(&ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--chunk-size",
+        "64KiB",
+        "--name",
+        "copy",
+    ]));
+    assert!(out.contains("(0 new)"), "{out}");
+    assert_eq!((count(), bytes()), (n1, b1));
+    // Re-packing a changed file replaces the model; only the changed chunk is new.
+    let mut v2 = v1.clone();
+    v2[3 * CS + 7] ^= 0xff;
+    fs::write(&src, &v2).unwrap();
+    let out = stdout(&ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--chunk-size",
+        "64KiB",
+    ]));
+    assert!(
+        out.contains("(1 new)") && out.contains("version 2"),
+        "{out}"
+    );
+    assert_eq!(export(&store, "model", None), v2);
+    assert_eq!(export(&store, "copy", None), v1);
+    assert_eq!(count(), 11);
+}
+
+#[test]
+fn result_does_not_depend_on_thread_count() {
+    let mut rng = Rng::new(6);
+    let data = rng.floats(40 * CS + 3);
+    let mut results = Vec::new();
+    for threads in ["1", "2", "5"] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = members(dir.path(), 3);
+        let src = dir.path().join("m.bin");
+        fs::write(&src, &data).unwrap();
+        let out = std::process::Command::new(bin())
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "pack",
+                src.to_str().unwrap(),
+                "--store",
+                &store_arg(&paths),
+                "--chunk-size",
+                "64KiB",
+                "--replicas",
+                "2",
+                "--placement",
+                "round-robin",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut files = manifest_json(&paths[0], "m")["files"].clone();
+        // Member ids are random per store: compare chunk placement by member index instead.
+        let ids: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                let info: serde_json::Value =
+                    serde_json::from_slice(&fs::read(p.join("shardfs-store.json")).unwrap())
+                        .unwrap();
+                info["member_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        for c in files[0]["chunks"].as_array_mut().unwrap() {
+            let idx: Vec<usize> = c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| ids.iter().position(|i| i == m).unwrap())
+                .collect();
+            c["members"] = serde_json::json!(idx);
+        }
+        files[0]["mtime_secs"] = serde_json::json!(0);
+        files[0]["mtime_nanos"] = serde_json::json!(0);
+        let chunk_sets: Vec<Vec<(String, Vec<u8>)>> = paths
+            .iter()
+            .map(|p| {
+                chunk_files(p)
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            f.file_name().unwrap().to_string_lossy().into_owned(),
+                            fs::read(&f).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        results.push((files, chunk_sets));
+    }
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "pack output differs with the thread count"
+    );
+}
