@@ -76,10 +76,20 @@ fn deleted_member_with_replicas_two() {
 fn corrupted_chunk_is_reported_exactly_and_export_stays_exact() {
     let data = Rng::new(11).floats(30 * CS);
     let (_dir, paths, store) = setup(3, "2", &data);
-    let victim = chunk_files(&paths[2])
-        .into_iter()
-        .next()
-        .expect("member 2 holds chunks");
+    // Damage a chunk whose first (preferred) replica is on member 2, so export meets it.
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(paths[2].join("shardfs-store.json")).unwrap()).unwrap();
+    let manifest = manifest_json(&paths[0], "model");
+    let primary = manifest["files"][0]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["members"][0] == info["member_id"])
+        .expect("member 2 is the primary of some chunk");
+    let victim = paths[2]
+        .join("chunks")
+        .join(&primary["hash"].as_str().unwrap()[..2])
+        .join(primary["hash"].as_str().unwrap());
     let mut bytes = fs::read(&victim).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;

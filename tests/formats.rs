@@ -1,0 +1,93 @@
+//! Real model files, written by the libraries that write them (safetensors, gguf, torch.save,
+//! numpy, pickle), round-trip byte-exactly through a 3-member store with 2 replicas.
+//! Needs SHARDFS_PYTHON: a python with those libraries (scripts/test sets it up).
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The python that has the model libraries, as set up by `scripts/setup`.
+pub fn python() -> PathBuf {
+    match std::env::var_os("SHARDFS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "SHARDFS_PYTHON is not set: run the suite with scripts/test, which creates the Python venv"
+        ),
+    }
+}
+
+#[test]
+fn real_model_formats_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("sample-model");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen_models.py");
+    let out = Command::new(python())
+        .args([script, models.to_str().unwrap(), "--mib", "6"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gen_models.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths = members(dir.path(), 3);
+    let store = store_arg(&paths);
+    let files = tree(&models);
+    assert_eq!(
+        files,
+        [
+            "array.npy",
+            "model.gguf",
+            "model.pkl",
+            "model.pth",
+            "model.safetensors"
+        ]
+    );
+    for f in &files {
+        let src = models.join(f);
+        ok(&[
+            "pack",
+            src.to_str().unwrap(),
+            "--store",
+            &store,
+            "--replicas",
+            "2",
+            "--chunk-size",
+            "1MiB",
+            "--name",
+            f,
+        ]);
+        let got = export(&store, f, Some(f));
+        assert!(got == fs::read(&src).unwrap(), "{f} differs after export");
+    }
+    // The folder as one model, read back whole.
+    ok(&[
+        "pack",
+        models.to_str().unwrap(),
+        "--store",
+        &store,
+        "--replicas",
+        "2",
+    ]);
+    let restored = dir.path().join("restored");
+    ok(&[
+        "export",
+        "--store",
+        &store,
+        "--name",
+        "sample-model",
+        "-o",
+        restored.to_str().unwrap(),
+    ]);
+    for f in &files {
+        assert!(
+            fs::read(restored.join(f)).unwrap() == fs::read(models.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let listing = stdout(&ok(&["ls", "--store", &store]));
+    assert_eq!(listing.lines().count(), 1 + files.len() + 1, "{listing}");
+    ok(&["verify", "--store", &store]);
+}
