@@ -2,8 +2,12 @@
 //! directories, read back byte-exact. The binary (`main.rs`) is a thin command line over this
 //! library; the integration tests drive both.
 
+pub mod cache;
 pub mod chunking;
 pub mod codec;
+pub mod daemon;
+pub mod fs;
 pub mod placement;
+pub mod prefetch;
 pub mod store;
 pub mod units;

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shardfs::codec::CodecChoice;
+use shardfs::daemon;
 use shardfs::placement::Placement;
 use shardfs::store::writer::{PackOptions, pack};
 use shardfs::store::{Store, StoreError, verify};
@@ -38,7 +39,7 @@ enum Command {
         /// The file or folder to pack (folders are walked recursively; regular files only)
         src: PathBuf,
         /// Member directories of the store, comma-separated; created if missing
-        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         /// Model name [default: the file's stem or the folder's name]
         #[arg(long)]
@@ -64,7 +65,7 @@ enum Command {
     },
     /// List the models of a store
     Ls {
-        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         /// Machine-readable output
         #[arg(long)]
@@ -72,7 +73,7 @@ enum Command {
     },
     /// Write a model's exact original bytes out of the store
     Export {
-        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         #[arg(long)]
         name: String,
@@ -83,9 +84,46 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Mount a store read-only through FUSE; returns once the mount is live
+    #[command(
+        after_help = "Without --name the mount root holds one folder per model; with --name it holds that model's files.\nThe daemon logs next to its state file (see `shardfs status`)."
+    )]
+    Mount {
+        #[arg(long, value_delimiter = ',', required = true)]
+        store: Vec<PathBuf>,
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// Show only this model's files at the mount root
+        #[arg(long)]
+        name: Option<String>,
+        /// Memory for decompressed chunks, e.g. 512MiB, 2G (chunks being loaded count too)
+        #[arg(long, default_value = "1GiB", value_parser = parse_cache_size)]
+        cache_size: u64,
+        /// Chunks loaded ahead of a sequential reader [default: twice the threads]
+        #[arg(long)]
+        prefetch: Option<usize>,
+        /// Worker threads for reads and for read-ahead [default: the number of cores]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        threads: Option<u32>,
+        /// Stay in the foreground (logs to stderr) instead of detaching
+        #[arg(long)]
+        foreground: bool,
+        /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Unmount a shardfs mount and wait for its daemon to exit (also cleans up a dead daemon's mount)
+    Unmount { mountpoint: PathBuf },
+    /// Show live mounts with their counters (stale entries are shown and cleaned)
+    Status {
+        mountpoint: Option<PathBuf>,
+        /// Machine-readable output (an object for one mountpoint, an array otherwise)
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
-        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         /// Only this model
         #[arg(long)]
@@ -94,6 +132,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_cache_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s).map_err(|e| e.to_string())?;
+    if n < (1 << 20) {
+        return Err("the cache must hold at least 1MiB".into());
+    }
+    Ok(n)
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -106,6 +152,12 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 enum Failure {
     Error(String),
     Problems,
+}
+
+impl From<shardfs::daemon::DaemonError> for Failure {
+    fn from(e: shardfs::daemon::DaemonError) -> Failure {
+        Failure::Error(e.to_string())
+    }
 }
 
 impl From<StoreError> for Failure {
@@ -180,6 +232,41 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Ls { store, json } => ls(&store, json),
+        Command::Mount {
+            store,
+            mountpoint,
+            name,
+            cache_size,
+            prefetch,
+            threads,
+            foreground,
+            allow_other,
+        } => {
+            let threads = threads.map(|t| t as usize).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let req = daemon::MountRequest {
+                store,
+                mountpoint,
+                name,
+                options: daemon::MountOptionsRecord {
+                    cache_size,
+                    prefetch: prefetch.unwrap_or(2 * threads),
+                    threads,
+                    allow_other,
+                },
+                foreground,
+            };
+            daemon::mount(&req)?;
+            Ok(())
+        }
+        Command::Unmount { mountpoint } => {
+            println!("{}", daemon::unmount(&mountpoint)?);
+            Ok(())
+        }
+        Command::Status { mountpoint, json } => status(mountpoint.as_deref(), json),
         Command::Export {
             store,
             name,
@@ -215,6 +302,53 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
     }
+}
+
+fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let mounts = daemon::status(mountpoint)?;
+    if json {
+        let value = match (mountpoint, mounts.first()) {
+            (Some(_), Some(one)) => serde_json::to_value(one),
+            _ => serde_json::to_value(&mounts),
+        }
+        .map_err(|e| Failure::Error(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&value).map_err(|e| Failure::Error(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    if mounts.is_empty() {
+        println!("no shardfs mounts");
+    }
+    for m in &mounts {
+        let model = m.mount.model.as_deref().unwrap_or("(all models)");
+        println!(
+            "{} [{}] pid {} model {} store {}",
+            m.mount.mountpoint,
+            m.state,
+            m.mount.pid,
+            model,
+            m.mount.store.join(",")
+        );
+        if let Some(c) = &m.counters {
+            println!(
+                "  served {} in {} reads; cache {} hits / {} misses, {} of {} used; {} chunks decompressed ({} prefetched); {} replica failovers; {} errors",
+                format_bytes(c.bytes_served),
+                c.reads,
+                c.cache_hits,
+                c.cache_misses,
+                format_bytes(c.cache_bytes_used),
+                format_bytes(c.cache_capacity),
+                c.chunks_decompressed,
+                c.chunks_prefetched,
+                c.replica_failovers,
+                c.errors
+            );
+        } else if m.state == "stale" {
+            println!("  its daemon is gone; the entry was cleaned up");
+        }
+    }
+    Ok(())
 }
 
 fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {

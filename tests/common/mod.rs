@@ -166,3 +166,100 @@ pub fn manifest_json(member: &Path, name: &str) -> serde_json::Value {
     let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     env["manifest"].clone()
 }
+
+/// A live mount for a test, with its own state directory; unmounted when dropped.
+pub struct Mounted {
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Runs `shardfs` with the state directory of a test.
+pub fn run_in(state_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .env("SHARDFS_STATE_DIR", state_dir)
+        .args(args)
+        .output()
+        .expect("shardfs runs")
+}
+
+impl Mounted {
+    /// Mounts `store` at `dir` (created) with extra `args`; fails the test if it does not mount.
+    pub fn new(store: &str, dir: &Path, state_dir: &Path, args: &[&str]) -> Mounted {
+        fs::create_dir_all(dir).unwrap();
+        let mut all = vec!["mount", "--store", store, dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = run_in(state_dir, &all);
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mounted {
+            dir: dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = run_in(
+            &self.state_dir,
+            &["status", self.dir.to_str().unwrap(), "--json"],
+        );
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.status()["pid"].as_u64().unwrap() as u32
+    }
+
+    pub fn unmount(&self) -> Output {
+        run_in(&self.state_dir, &["unmount", self.dir.to_str().unwrap()])
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.unmount();
+    }
+}
+
+/// Whether anything is mounted at `dir` (from /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+/// Drops the kernel's page cache so the next reads reach the daemon.
+pub fn drop_page_cache(file: &Path) {
+    if fs::write("/proc/sys/vm/drop_caches", b"3").is_err() {
+        use std::os::fd::AsRawFd;
+        let f = fs::File::open(file).unwrap();
+        // SAFETY: fadvise on an open fd.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// Packs `data` as a one-file model `name` (file `name.bin`).
+pub fn pack_bytes(dir: &Path, store: &str, name: &str, data: &[u8], extra: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.bin"));
+    fs::write(&src, data).unwrap();
+    let mut args = vec!["pack", src.to_str().unwrap(), "--store", store];
+    args.extend_from_slice(extra);
+    ok(&args);
+    src
+}

@@ -1,0 +1,217 @@
+//! The byte-bounded LRU of decompressed chunks, with single-flight loading: when several readers
+//! want the same chunk at once, one loads it and the others wait for that load. No lock is held
+//! while a chunk is read or decompressed. Chunks being loaded count against the budget.
+
+use crate::codec::Hash32;
+use lru::LruCache;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A decompressed chunk, shared between the cache and readers.
+pub type Chunk = Arc<Vec<u8>>;
+
+/// How a `get` was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Hit,
+    /// Waited for another reader's load of the same chunk.
+    Joined,
+    /// Loaded it.
+    Loaded,
+}
+
+#[derive(Default)]
+struct Flight {
+    done: Mutex<Option<Result<Chunk, String>>>,
+    cond: Condvar,
+}
+
+struct Inner {
+    lru: LruCache<Hash32, Chunk>,
+    cached_bytes: u64,
+    inflight: HashMap<Hash32, Arc<Flight>>,
+    inflight_bytes: u64,
+}
+
+pub struct ChunkCache {
+    capacity: u64,
+    inner: Mutex<Inner>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+impl ChunkCache {
+    pub fn new(capacity: u64) -> ChunkCache {
+        ChunkCache {
+            capacity,
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                cached_bytes: 0,
+                inflight: HashMap::new(),
+                inflight_bytes: 0,
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes held by cached chunks plus chunks being loaded.
+    pub fn used_bytes(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner.cached_bytes + inner.inflight_bytes
+    }
+
+    /// Whether `key` is cached or being loaded.
+    pub fn contains_or_loading(&self, key: &Hash32) -> bool {
+        let inner = self.inner.lock();
+        inner.lru.contains(key) || inner.inflight.contains_key(key)
+    }
+
+    /// Returns the chunk `key` (`len` bytes once loaded), from the cache, by joining a load under
+    /// way, or by calling `load` on this thread.
+    pub fn get<F>(&self, key: Hash32, len: u64, load: F) -> (Result<Chunk, String>, Served)
+    where
+        F: FnOnce() -> Result<Vec<u8>, String>,
+    {
+        let flight = {
+            let mut inner = self.inner.lock();
+            if let Some(chunk) = inner.lru.get(&key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return (Ok(chunk.clone()), Served::Hit);
+            }
+            if let Some(f) = inner.inflight.get(&key) {
+                let f = f.clone();
+                drop(inner);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                let mut done = f.done.lock();
+                while done.is_none() {
+                    f.cond.wait(&mut done);
+                }
+                let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
+                return (result, Served::Joined);
+            }
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            let f = Arc::new(Flight::default());
+            inner.inflight.insert(key, f.clone());
+            inner.inflight_bytes += len;
+            Self::evict(&mut inner, self.capacity);
+            f
+        };
+        let result = load().map(Arc::new);
+        {
+            let mut inner = self.inner.lock();
+            inner.inflight.remove(&key);
+            inner.inflight_bytes -= len;
+            if let Ok(chunk) = &result {
+                // A chunk larger than the whole budget is handed out but not kept.
+                if chunk.len() as u64 <= self.capacity {
+                    inner.cached_bytes += chunk.len() as u64;
+                    if let Some(old) = inner.lru.put(key, chunk.clone()) {
+                        inner.cached_bytes -= old.len() as u64;
+                    }
+                    Self::evict(&mut inner, self.capacity);
+                }
+            }
+        }
+        *flight.done.lock() = Some(result.clone());
+        flight.cond.notify_all();
+        (result, Served::Loaded)
+    }
+
+    /// Drops least recently used chunks until cached + in flight fit the capacity.
+    fn evict(inner: &mut Inner, capacity: u64) {
+        while inner.cached_bytes + inner.inflight_bytes > capacity {
+            match inner.lru.pop_lru() {
+                Some((_, chunk)) => inner.cached_bytes -= chunk.len() as u64,
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+
+    fn key(i: u32) -> Hash32 {
+        Hash32::of(&i.to_le_bytes())
+    }
+
+    #[test]
+    fn keeps_within_budget_and_evicts_lru() {
+        let cache = ChunkCache::new(300);
+        for i in 0..3 {
+            let (r, s) = cache.get(key(i), 100, || Ok(vec![i as u8; 100]));
+            assert_eq!(r.unwrap()[0], i as u8);
+            assert_eq!(s, Served::Loaded);
+        }
+        assert_eq!(cache.used_bytes(), 300);
+        // Touch 0 so 1 is the least recently used; loading 3 evicts 1.
+        assert_eq!(cache.get(key(0), 100, || unreachable!()).1, Served::Hit);
+        cache.get(key(3), 100, || Ok(vec![3; 100])).0.unwrap();
+        assert!(cache.used_bytes() <= 300);
+        assert!(!cache.contains_or_loading(&key(1)));
+        assert!(cache.contains_or_loading(&key(0)) && cache.contains_or_loading(&key(3)));
+        // Too big to keep: served, not cached.
+        assert_eq!(
+            cache
+                .get(key(9), 1000, || Ok(vec![9; 1000]))
+                .0
+                .unwrap()
+                .len(),
+            1000
+        );
+        assert!(!cache.contains_or_loading(&key(9)));
+        assert!(cache.used_bytes() <= 300);
+    }
+
+    #[test]
+    fn failures_are_not_cached() {
+        let cache = ChunkCache::new(1000);
+        assert!(cache.get(key(1), 10, || Err("bad".into())).0.is_err());
+        assert_eq!(cache.get(key(1), 10, || Ok(vec![1; 10])).1, Served::Loaded);
+        assert_eq!(cache.used_bytes(), 10);
+    }
+
+    #[test]
+    fn concurrent_readers_load_once() {
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, loads, barrier) = (cache.clone(), loads.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let (r, _) = cache.get(key(7), 4096, || {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        // Take long enough that the other readers arrive during the load.
+                        let mut h = Hash32::of(b"work");
+                        for _ in 0..20_000 {
+                            h = Hash32::of(&h.0);
+                        }
+                        Ok(vec![h.0[0]; 4096])
+                    });
+                    r.unwrap()
+                })
+            })
+            .collect();
+        let results: Vec<Chunk> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "the chunk was loaded more than once"
+        );
+        assert!(results.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(cache.misses.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.hits.load(Ordering::SeqCst), 7);
+    }
+}

@@ -1,0 +1,498 @@
+//! The FUSE filesystem (crate `fuser`): a read-only tree of the models' files with stable inode
+//! numbers, exact sizes and long TTLs. `read` runs on a worker pool and replies from there: it
+//! maps the byte range to chunks, takes them from the chunk cache (loading through the store's
+//! replica failover on a miss) and hands the kernel a slice of the cached chunk. Sequential
+//! readers get the next chunks loaded ahead on a second pool. Nothing here knows chunk files.
+
+use crate::cache::{Chunk, ChunkCache, Served};
+use crate::prefetch::Readahead;
+use crate::store::Store;
+use crate::store::manifest::{FileEntry, Manifest};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// File contents never change under a mount: the kernel may cache names and attributes long.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The extended attribute of the mount root that returns live counters as JSON.
+pub const STATUS_XATTR: &str = "user.shardfs.status";
+
+/// Counters of a mount, reported by `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub bytes_served: AtomicU64,
+    pub reads: AtomicU64,
+    pub chunks_decompressed: AtomicU64,
+    pub prefetched: AtomicU64,
+    pub replica_failovers: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Counters {
+    pub bytes_served: u64,
+    pub reads: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes_used: u64,
+    pub cache_capacity: u64,
+    pub chunks_decompressed: u64,
+    pub chunks_prefetched: u64,
+    pub replica_failovers: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub cache_size: u64,
+    /// Chunks kept loading ahead of a sequential reader.
+    pub prefetch: usize,
+    /// Worker threads for reads and for prefetch (each pool).
+    pub threads: usize,
+}
+
+enum NodeKind {
+    Dir { children: BTreeMap<String, u64> },
+    File { entry: Arc<FileEntry> },
+}
+
+struct Node {
+    parent: u64,
+    attr: FileAttr,
+    kind: NodeKind,
+}
+
+pub struct ShardFs {
+    store: Arc<Store>,
+    nodes: Vec<Node>,
+    cache: Arc<ChunkCache>,
+    stats: Arc<Stats>,
+    readers: rayon::ThreadPool,
+    prefetchers: Arc<rayon::ThreadPool>,
+    prefetch: usize,
+    handles: Mutex<HashMap<u64, Arc<Mutex<Readahead>>>>,
+    next_fh: AtomicU64,
+    logical_bytes: u64,
+}
+
+fn to_time(secs: i64, nanos: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+fn attr(ino: u64, kind: FileType, size: u64, mtime: SystemTime) -> FileAttr {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind,
+        perm: if kind == FileType::Directory {
+            0o555
+        } else {
+            0o444
+        },
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        flags: 0,
+        blksize: 128 * 1024,
+    }
+}
+
+impl ShardFs {
+    /// Builds the tree: with `single`, the root holds that model's files; otherwise one folder
+    /// per model.
+    pub fn new(
+        store: Arc<Store>,
+        manifests: Vec<Manifest>,
+        single: bool,
+        opts: &FsOptions,
+    ) -> std::io::Result<ShardFs> {
+        let now = SystemTime::now();
+        let mut nodes = vec![Node {
+            parent: 1,
+            attr: attr(1, FileType::Directory, 0, now),
+            kind: NodeKind::Dir {
+                children: BTreeMap::new(),
+            },
+        }];
+        let mut logical_bytes = 0;
+        for m in &manifests {
+            let base = if single {
+                1
+            } else {
+                add_dir(&mut nodes, 1, &m.name, now)
+            };
+            for f in &m.files {
+                logical_bytes += f.size;
+                let mut parent = base;
+                let parts: Vec<&str> = f.path.split('/').collect();
+                for dir in &parts[..parts.len() - 1] {
+                    parent = add_dir(&mut nodes, parent, dir, now);
+                }
+                let ino = nodes.len() as u64 + 1;
+                let mtime = to_time(f.mtime_secs, f.mtime_nanos);
+                nodes.push(Node {
+                    parent,
+                    attr: attr(ino, FileType::RegularFile, f.size, mtime),
+                    kind: NodeKind::File {
+                        entry: Arc::new(f.clone()),
+                    },
+                });
+                if let NodeKind::Dir { children } = &mut nodes[parent as usize - 1].kind {
+                    children.insert(parts[parts.len() - 1].to_string(), ino);
+                }
+            }
+        }
+        let threads = opts.threads.max(1);
+        let pool = |name: &'static str| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(move |i| format!("{name}-{i}"))
+                .build()
+                .map_err(std::io::Error::other)
+        };
+        Ok(ShardFs {
+            store,
+            nodes,
+            cache: Arc::new(ChunkCache::new(opts.cache_size)),
+            stats: Arc::new(Stats::default()),
+            readers: pool("read")?,
+            prefetchers: Arc::new(pool("prefetch")?),
+            prefetch: opts.prefetch,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            logical_bytes,
+        })
+    }
+
+    pub fn counters(&self) -> Counters {
+        counters(&self.stats, &self.cache)
+    }
+
+    /// Shared handles to the counters, for a reporter outside the filesystem.
+    pub fn stats_handle(&self) -> (Arc<Stats>, Arc<ChunkCache>) {
+        (self.stats.clone(), self.cache.clone())
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<&Node> {
+        let i = u64::from(ino);
+        if i == 0 {
+            None
+        } else {
+            self.nodes.get(i as usize - 1)
+        }
+    }
+}
+
+pub fn counters(stats: &Stats, cache: &ChunkCache) -> Counters {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Counters {
+        bytes_served: l(&stats.bytes_served),
+        reads: l(&stats.reads),
+        cache_hits: l(&cache.hits),
+        cache_misses: l(&cache.misses),
+        cache_bytes_used: cache.used_bytes(),
+        cache_capacity: cache.capacity(),
+        chunks_decompressed: l(&stats.chunks_decompressed),
+        chunks_prefetched: l(&stats.prefetched),
+        replica_failovers: l(&stats.replica_failovers),
+        errors: l(&stats.errors),
+    }
+}
+
+fn add_dir(nodes: &mut Vec<Node>, parent: u64, name: &str, now: SystemTime) -> u64 {
+    if let NodeKind::Dir { children } = &nodes[parent as usize - 1].kind
+        && let Some(&ino) = children.get(name)
+    {
+        return ino;
+    }
+    let ino = nodes.len() as u64 + 1;
+    nodes.push(Node {
+        parent,
+        attr: attr(ino, FileType::Directory, 0, now),
+        kind: NodeKind::Dir {
+            children: BTreeMap::new(),
+        },
+    });
+    if let NodeKind::Dir { children } = &mut nodes[parent as usize - 1].kind {
+        children.insert(name.to_string(), ino);
+    }
+    ino
+}
+
+/// Loads chunk `index` of `file` through the cache.
+fn load(
+    store: &Store,
+    cache: &ChunkCache,
+    stats: &Stats,
+    file: &FileEntry,
+    index: usize,
+) -> Result<Chunk, String> {
+    let c = &file.chunks[index];
+    let (result, served) = cache.get(c.hash, c.len, || {
+        store
+            .load_chunk(c, &|member, e| {
+                stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "chunk {} on member {member}: {e}; trying the next replica",
+                    c.hash
+                );
+            })
+            .map_err(|e| e.to_string())
+    });
+    if served == Served::Loaded && result.is_ok() {
+        stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Index of the chunk holding byte `offset` (which is inside the file).
+fn chunk_at(file: &FileEntry, offset: u64) -> usize {
+    file.chunks.partition_point(|c| c.offset + c.len <= offset)
+}
+
+impl Filesystem for ShardFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = match self.node(parent).map(|n| &n.kind) {
+            Some(NodeKind::Dir { children }) => name.to_str().and_then(|n| children.get(n)),
+            Some(NodeKind::File { .. }) => return reply.error(Errno::ENOTDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        match found.and_then(|&ino| self.node(INodeNo(ino))) {
+            Some(node) => reply.entry(&TTL, &node.attr, Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino) {
+            Some(node) => reply.attr(&TTL, &node.attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).map(|n| &n.kind) {
+            Some(NodeKind::File { .. }) => {}
+            Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        }
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .insert(fh, Arc::new(Mutex::new(Readahead::default())));
+        // KEEP_CACHE: the second read of a file comes from the page cache. Never DIRECT_IO:
+        // a shared mmap of a direct-io file fails, which breaks safetensors.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(NodeKind::File { entry }) = self.node(ino).map(|n| &n.kind) else {
+            return reply.error(Errno::EISDIR);
+        };
+        let file = entry.clone();
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        if offset >= file.size || size == 0 {
+            return reply.data(&[]);
+        }
+        let end = file.size.min(offset + u64::from(size));
+        let first = chunk_at(&file, offset);
+        let last = chunk_at(&file, end - 1);
+
+        // Ask for the chunks after this read while it is being served.
+        let readahead = self.handles.lock().get(&u64::from(fh)).cloned();
+        if let Some(ra) = readahead {
+            let window = self
+                .prefetch
+                .min((self.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
+            let ahead = ra
+                .lock()
+                .on_read(offset, end - offset, last, file.chunks.len(), window);
+            for index in ahead {
+                if self.cache.contains_or_loading(&file.chunks[index].hash) {
+                    continue;
+                }
+                let (store, cache, stats, file) = (
+                    self.store.clone(),
+                    self.cache.clone(),
+                    self.stats.clone(),
+                    file.clone(),
+                );
+                self.prefetchers.spawn(move || {
+                    if !cache.contains_or_loading(&file.chunks[index].hash) {
+                        stats.prefetched.fetch_add(1, Ordering::Relaxed);
+                        let _ = load(&store, &cache, &stats, &file, index);
+                    }
+                });
+            }
+        }
+
+        let (store, cache, stats) = (self.store.clone(), self.cache.clone(), self.stats.clone());
+        self.readers.spawn(move || {
+            let mut chunks = Vec::with_capacity(last - first + 1);
+            for index in first..=last {
+                match load(&store, &cache, &stats, &file, index) {
+                    Ok(c) => chunks.push(c),
+                    Err(e) => {
+                        log::error!("read of '{}' bytes {offset}..{end}: {e}", file.path);
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return reply.error(Errno::EIO);
+                    }
+                }
+            }
+            stats
+                .bytes_served
+                .fetch_add(end - offset, Ordering::Relaxed);
+            let start_in = (offset - file.chunks[first].offset) as usize;
+            if first == last {
+                let end_in = start_in + (end - offset) as usize;
+                reply.data(&chunks[0][start_in..end_in]);
+            } else {
+                let mut buf = Vec::with_capacity((end - offset) as usize);
+                for (i, c) in chunks.iter().enumerate() {
+                    let chunk_start = file.chunks[first + i].offset;
+                    let a = offset.saturating_sub(chunk_start) as usize;
+                    let b = ((end - chunk_start) as usize).min(c.len());
+                    buf.extend_from_slice(&c[a..b]);
+                }
+                reply.data(&buf);
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().remove(&u64::from(fh));
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir { .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Some(NodeKind::File { .. }) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let NodeKind::Dir { children } = &node.kind else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let dots = [
+            (u64::from(ino), FileType::Directory, "."),
+            (node.parent, FileType::Directory, ".."),
+        ];
+        let entries = dots
+            .into_iter()
+            .chain(children.iter().map(|(name, &child)| {
+                (
+                    child,
+                    self.nodes[child as usize - 1].attr.kind,
+                    name.as_str(),
+                )
+            }));
+        for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(
+            self.logical_bytes.div_ceil(4096),
+            0,
+            0,
+            self.nodes.len() as u64,
+            0,
+            4096,
+            255,
+            4096,
+        );
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if self.node(ino).is_none() {
+            reply.error(Errno::ENOENT);
+        } else if mask.contains(fuser::AccessFlags::W_OK) {
+            reply.error(Errno::EROFS);
+        } else {
+            reply.ok();
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if u64::from(ino) != 1 || name != STATUS_XATTR {
+            return reply.error(Errno::ENODATA);
+        }
+        let value = serde_json::to_vec(&self.counters()).unwrap_or_default();
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if (size as usize) < value.len() {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&value);
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+}
