@@ -3,6 +3,7 @@
 normally write them:
 
   model.safetensors  bf16 + fp32 tensors (safetensors.torch.save_file)
+  numpy.safetensors  fp32 + fp16 tensors (safetensors.numpy.save_file; numpy has no bf16)
   model.gguf         f32 / f16 tensors and metadata (gguf.GGUFWriter)
   model.pth          a torch.save zip checkpoint (state dict)
   array.npy          a float32 array (numpy.save)
@@ -36,6 +37,15 @@ def write_safetensors(path, total, rng):
         t = torch.from_numpy(rng.normal(0, 0.02, size=shape).astype(np.float32))
         out[name] = t.to(torch.bfloat16) if i % 3 else t
     save_file(out, path, metadata={"format": "pt"})
+
+
+def write_np_safetensors(path, total, rng):
+    from safetensors.numpy import save_file
+
+    out = {}
+    for i, (name, shape) in enumerate(tensors(total, rng)):
+        out[name] = rng.normal(0, 0.02, size=shape).astype(np.float16 if i % 2 else np.float32)
+    save_file(out, path)
 
 
 def write_gguf(path, total, rng):
@@ -78,6 +88,7 @@ def write_pkl(path, total, rng):
 
 WRITERS = {
     "safetensors": ("model.safetensors", write_safetensors),
+    "npsafetensors": ("numpy.safetensors", write_np_safetensors),
     "gguf": ("model.gguf", write_gguf),
     "pth": ("model.pth", write_pth),
     "npy": ("array.npy", write_npy),

@@ -42,7 +42,8 @@ fn real_model_formats_round_trip() {
             "model.gguf",
             "model.pkl",
             "model.pth",
-            "model.safetensors"
+            "model.safetensors",
+            "numpy.safetensors"
         ]
     );
     for f in &files {

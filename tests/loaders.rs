@@ -1,0 +1,80 @@
+//! Unmodified Python loaders (safetensors, numpy, gguf, pickle, torch) read models through a
+//! real mount and get every tensor equal to the original. Needs SHARDFS_PYTHON (scripts/test).
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn python_loaders_read_the_mount() {
+    let python = std::env::var_os("SHARDFS_PYTHON").expect(
+        "SHARDFS_PYTHON is not set: run the suite with scripts/test, which creates the Python venv",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("sample-model");
+    let gen_script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen_models.py");
+    let out = Command::new(&python)
+        .args([gen_script, models.to_str().unwrap(), "--mib", "24"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gen_models.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = store_arg(&members(dir.path(), 3));
+    ok(&[
+        "pack",
+        models.to_str().unwrap(),
+        "--store",
+        &store,
+        "--replicas",
+        "2",
+        "--chunk-size",
+        "1MiB",
+    ]);
+    let m = Mounted::new(
+        &store,
+        &dir.path().join("mnt"),
+        &dir.path().join("state"),
+        &["--name", "sample-model"],
+    );
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_loaders.py");
+    let out = Command::new(&python)
+        .args([check, models.to_str().unwrap(), m.dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loaders failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        6,
+        "{stdout}"
+    );
+    // Cold again, through the whole model folder view.
+    drop(m);
+    let m = Mounted::new(
+        &store,
+        &dir.path().join("mnt"),
+        &dir.path().join("state"),
+        &[],
+    );
+    let out = Command::new(&python)
+        .args([
+            check,
+            models.to_str().unwrap(),
+            m.dir.join("sample-model").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(m.status()["errors"], 0);
+}
