@@ -2,6 +2,7 @@
 //! want the same chunk at once, one loads it and the others wait for that load. No lock is held
 //! while a chunk is read or decompressed. Chunks being loaded count against the budget.
 
+use crate::buffer::ChunkBuf;
 use crate::codec::Hash32;
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A decompressed chunk, shared between the cache and readers.
-pub type Chunk = Arc<Vec<u8>>;
+pub type Chunk = Arc<ChunkBuf>;
 
 /// How a `get` was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +78,7 @@ impl ChunkCache {
     /// way, or by calling `load` on this thread.
     pub fn get<F>(&self, key: Hash32, len: u64, load: F) -> (Result<Chunk, String>, Served)
     where
-        F: FnOnce() -> Result<Vec<u8>, String>,
+        F: FnOnce() -> Result<ChunkBuf, String>,
     {
         let flight = {
             let mut inner = self.inner.lock();
@@ -141,6 +142,10 @@ mod tests {
     use std::sync::Barrier;
     use std::sync::atomic::AtomicUsize;
 
+    fn buf(byte: u8, len: usize) -> Result<ChunkBuf, String> {
+        Ok(ChunkBuf::from_slice(&vec![byte; len]).unwrap())
+    }
+
     fn key(i: u32) -> Hash32 {
         Hash32::of(&i.to_le_bytes())
     }
@@ -149,24 +154,20 @@ mod tests {
     fn keeps_within_budget_and_evicts_lru() {
         let cache = ChunkCache::new(300);
         for i in 0..3 {
-            let (r, s) = cache.get(key(i), 100, || Ok(vec![i as u8; 100]));
+            let (r, s) = cache.get(key(i), 100, || buf(i as u8, 100));
             assert_eq!(r.unwrap()[0], i as u8);
             assert_eq!(s, Served::Loaded);
         }
         assert_eq!(cache.used_bytes(), 300);
         // Touch 0 so 1 is the least recently used; loading 3 evicts 1.
         assert_eq!(cache.get(key(0), 100, || unreachable!()).1, Served::Hit);
-        cache.get(key(3), 100, || Ok(vec![3; 100])).0.unwrap();
+        cache.get(key(3), 100, || buf(3, 100)).0.unwrap();
         assert!(cache.used_bytes() <= 300);
         assert!(!cache.contains_or_loading(&key(1)));
         assert!(cache.contains_or_loading(&key(0)) && cache.contains_or_loading(&key(3)));
         // Too big to keep: served, not cached.
         assert_eq!(
-            cache
-                .get(key(9), 1000, || Ok(vec![9; 1000]))
-                .0
-                .unwrap()
-                .len(),
+            cache.get(key(9), 1000, || buf(9, 1000)).0.unwrap().len(),
             1000
         );
         assert!(!cache.contains_or_loading(&key(9)));
@@ -177,7 +178,7 @@ mod tests {
     fn failures_are_not_cached() {
         let cache = ChunkCache::new(1000);
         assert!(cache.get(key(1), 10, || Err("bad".into())).0.is_err());
-        assert_eq!(cache.get(key(1), 10, || Ok(vec![1; 10])).1, Served::Loaded);
+        assert_eq!(cache.get(key(1), 10, || buf(1, 10)).1, Served::Loaded);
         assert_eq!(cache.used_bytes(), 10);
     }
 
@@ -198,7 +199,7 @@ mod tests {
                         for _ in 0..20_000 {
                             h = Hash32::of(&h.0);
                         }
-                        Ok(vec![h.0[0]; 4096])
+                        buf(h.0[0], 4096)
                     });
                     r.unwrap()
                 })
@@ -210,7 +211,7 @@ mod tests {
             1,
             "the chunk was loaded more than once"
         );
-        assert!(results.windows(2).all(|w| w[0] == w[1]));
+        assert!(results.windows(2).all(|w| w[0][..] == w[1][..]));
         assert_eq!(cache.misses.load(Ordering::SeqCst), 1);
         assert_eq!(cache.hits.load(Ordering::SeqCst), 7);
     }

@@ -4,6 +4,7 @@
 //! replica failover on a miss) and hands the kernel a slice of the cached chunk. Sequential
 //! readers get the next chunks loaded ahead on a second pool. Nothing here knows chunk files.
 
+use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, ChunkCache, Served};
 use crate::prefetch::Readahead;
 use crate::store::Store;
@@ -251,15 +252,18 @@ fn load(
 ) -> Result<Chunk, String> {
     let c = &file.chunks[index];
     let (result, served) = cache.get(c.hash, c.len, || {
+        let mut buf = ChunkBuf::zeroed(c.len as usize)
+            .map_err(|e| format!("no memory for chunk {}: {e}", c.hash))?;
         store
-            .load_chunk(c, &|member, e| {
+            .load_chunk_into(c, &mut buf, &|member, e| {
                 stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "chunk {} on member {member}: {e}; trying the next replica",
                     c.hash
                 );
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(buf)
     });
     if served == Served::Loaded && result.is_ok() {
         stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);

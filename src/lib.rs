@@ -2,6 +2,7 @@
 //! directories, read back byte-exact. The binary (`main.rs`) is a thin command line over this
 //! library; the integration tests drive both.
 
+pub mod buffer;
 pub mod cache;
 pub mod chunking;
 pub mod codec;

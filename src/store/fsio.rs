@@ -1,5 +1,7 @@
-//! Crash-safe file writes: every file of a store is written under `tmp/`, fsynced, renamed into
-//! place, and its directory fsynced, so a crash leaves the old file or the new one, never half.
+//! Crash-safe file writes: every file of a store is written under `tmp/` and renamed into place,
+//! so a reader never sees half a file. Manifests are fsynced before the rename (`Durable::Now`);
+//! chunk files are made durable in one `syncfs` of each member before the manifest that names
+//! them is written (`Durable::Later`), which costs one flush instead of one per chunk.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -14,15 +16,25 @@ pub fn tmp_name(stem: &str) -> String {
     format!("{stem}.{}.{n}.tmp", std::process::id())
 }
 
-/// Writes `data` to `dest` atomically, staging it in `tmp_dir` (same filesystem). The caller
-/// fsyncs `dest`'s directory (at once with `sync_dir`, or batched for many chunk files).
-pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> {
+/// When a write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durable {
+    /// fsync the file before renaming it into place (the caller fsyncs the directory).
+    Now,
+    /// The caller calls `sync_fs` on the member before relying on the file.
+    Later,
+}
+
+/// Writes `data` to `dest` atomically, staging it in `tmp_dir` (same filesystem).
+pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8], durable: Durable) -> io::Result<()> {
     let stem = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = tmp_dir.join(tmp_name(stem));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable == Durable::Now {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, dest)
     })();
@@ -35,6 +47,18 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> 
 /// fsyncs a directory so that renames into it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Flushes everything written to the filesystem holding `path` (data and metadata).
+pub fn sync_fs(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(path)?;
+    // SAFETY: syncfs takes an open fd.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Removes every leftover file in a `tmp/` directory (from a pack that was killed).
@@ -65,15 +89,16 @@ mod tests {
         let tmp = dir.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
         let dest = dir.path().join("a.json");
-        write_atomic(&tmp, &dest, b"one").unwrap();
-        write_atomic(&tmp, &dest, b"two").unwrap();
+        write_atomic(&tmp, &dest, b"one", Durable::Now).unwrap();
+        write_atomic(&tmp, &dest, b"two", Durable::Later).unwrap();
+        sync_fs(dir.path()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"two");
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         fs::write(tmp.join(tmp_name("x")), b"left over").unwrap();
         assert_eq!(clean_tmp(&tmp).unwrap(), 1);
         assert_eq!(clean_tmp(&dir.path().join("none")).unwrap(), 0);
         // A failed write leaves nothing behind.
-        assert!(write_atomic(&tmp, &dir.path().join("missing/dir/f"), b"x").is_err());
+        assert!(write_atomic(&tmp, &dir.path().join("missing/dir/f"), b"x", Durable::Now).is_err());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
     }
 }

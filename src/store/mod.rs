@@ -347,7 +347,8 @@ fn init_member(path: &Path, info: &MemberInfo) -> Result<(), StoreError> {
     }
     let bytes = serde_json::to_vec_pretty(info).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let dest = path.join(MEMBER_FILE);
-    fsio::write_atomic(&path.join("tmp"), &dest, &bytes).map_err(io_err(&dest))?;
+    fsio::write_atomic(&path.join("tmp"), &dest, &bytes, fsio::Durable::Now)
+        .map_err(io_err(&dest))?;
     fsio::sync_dir(path).map_err(io_err(path))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fsio::sync_dir(parent).map_err(io_err(parent))?;

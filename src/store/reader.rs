@@ -46,8 +46,18 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// Reads one replica file of `chunk` from `member` and returns its verified bytes.
-pub fn read_replica(member: &Member, chunk: &ChunkRef) -> Result<Vec<u8>, ReplicaError> {
+thread_local! {
+    /// Compressed payloads are read into a buffer reused by each thread.
+    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads one replica file of `chunk` from `member` into `out` (exactly the chunk's length) and
+/// verifies it; `out` holds the chunk's bytes only when this returns `Ok`.
+pub fn read_replica_into(
+    member: &Member,
+    chunk: &ChunkRef,
+    out: &mut [u8],
+) -> Result<(), ReplicaError> {
     let path = member.chunk_path(&chunk.hash);
     let mut file = match File::open(&path) {
         Ok(f) => f,
@@ -63,13 +73,19 @@ pub fn read_replica(member: &Member, chunk: &ChunkRef) -> Result<Vec<u8>, Replic
     }
     file.read_exact(&mut head).map_err(ReplicaError::Io)?;
     let header = ChunkHeader::parse(&head).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-    if header.raw_len != chunk.len {
+    if header.raw_len != chunk.len || out.len() as u64 != chunk.len {
         return Err(ReplicaError::Corrupt(format!(
             "header says {} bytes, expected {}",
             header.raw_len, chunk.len
         )));
     }
     let payload_len = file_len - HEADER_LEN as u64;
+    if payload_len != header.payload_len {
+        return Err(ReplicaError::Corrupt(format!(
+            "file holds {payload_len} payload bytes, its header says {}",
+            header.payload_len
+        )));
+    }
     // A payload may not be larger than the worst case of its codec: bounds the allocation.
     let max_payload = zstd::zstd_safe::compress_bound(chunk.len as usize) as u64;
     if payload_len > max_payload || (header.codec == codec::Codec::None && payload_len != chunk.len)
@@ -79,19 +95,40 @@ pub fn read_replica(member: &Member, chunk: &ChunkRef) -> Result<Vec<u8>, Replic
             chunk.len
         )));
     }
-    let mut payload = Vec::with_capacity(payload_len as usize);
-    file.take(payload_len)
-        .read_to_end(&mut payload)
-        .map_err(ReplicaError::Io)?;
-    if payload.len() as u64 != payload_len {
-        return Err(ReplicaError::Corrupt("file shrank while being read".into()));
+    let short = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            ReplicaError::Corrupt("file shrank while being read".into())
+        } else {
+            ReplicaError::Io(e)
+        }
+    };
+    if header.codec == codec::Codec::None {
+        file.read_exact(out).map_err(short)?;
+    } else {
+        PAYLOAD.with(|cell| {
+            let mut payload = cell.borrow_mut();
+            payload.resize(payload_len as usize, 0);
+            let result = file.read_exact(&mut payload).map_err(short).and_then(|()| {
+                codec::decode_into(header, &payload, out)
+                    .map_err(|e| ReplicaError::Corrupt(e.to_string()))
+            });
+            if payload.capacity() > 64 << 20 {
+                *payload = Vec::new();
+            }
+            result
+        })?;
     }
-    let data = codec::decode(header, payload, chunk.len)
-        .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-    if Hash32::of(&data) != chunk.hash {
+    if Hash32::of(out) != chunk.hash {
         return Err(ReplicaError::HashMismatch);
     }
-    Ok(data)
+    Ok(())
+}
+
+/// Reads one replica file of `chunk` from `member` and returns its verified bytes.
+pub fn read_replica(member: &Member, chunk: &ChunkRef) -> Result<Vec<u8>, ReplicaError> {
+    let mut out = vec![0u8; chunk.len as usize];
+    read_replica_into(member, chunk, &mut out)?;
+    Ok(out)
 }
 
 impl Store {
@@ -114,10 +151,26 @@ impl Store {
         chunk: &ChunkRef,
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<Vec<u8>, ChunkUnreadable> {
+        let mut out = vec![0u8; chunk.len as usize];
+        self.load_chunk_into(chunk, &mut out, on_failure)?;
+        Ok(out)
+    }
+
+    /// `load_chunk` into a buffer of the chunk's length; it holds the chunk only on `Ok`.
+    pub fn load_chunk_into(
+        &self,
+        chunk: &ChunkRef,
+        out: &mut [u8],
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<(), ChunkUnreadable> {
         let mut details = Vec::new();
         for id in &chunk.members {
-            match self.read_replica_of(id, chunk) {
-                Ok(data) => return Ok(data),
+            let result = match self.member(id) {
+                Some(m) => read_replica_into(m, chunk, out),
+                None => Err(ReplicaError::MemberUnavailable(id.to_string())),
+            };
+            match result {
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     on_failure(id, &e);
                     details.push(format!("member {id}: {e}"));

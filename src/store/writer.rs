@@ -163,8 +163,6 @@ struct Ctx<'a> {
     slots: Vec<Slot<'a>>,
     opts: &'a PackOptions,
     total_chunks: u64,
-    /// Chunk directories written into, fsynced once before the manifest goes out.
-    touched_dirs: Mutex<HashSet<PathBuf>>,
     /// Chunks this pack wrote at least one replica of.
     written: Mutex<HashSet<Hash32>>,
     progress: ProgressBar,
@@ -201,11 +199,8 @@ impl Ctx<'_> {
             for (m, path) in &missing {
                 let dir = path.parent().unwrap_or(&m.path).to_path_buf();
                 fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-                fsio::write_atomic(&m.tmp_dir(), path, &image).map_err(io_err(path))?;
-                self.touched_dirs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(dir);
+                fsio::write_atomic(&m.tmp_dir(), path, &image, fsio::Durable::Later)
+                    .map_err(io_err(path))?;
             }
             self.written
                 .lock()
@@ -225,14 +220,15 @@ impl Ctx<'_> {
     }
 }
 
-/// A chunk file already in place with a sane header for `len` bytes: its codec and size.
+/// A chunk file already in place, whole (its header and size agree) and for `len` bytes: its
+/// codec and size. Anything else is written again.
 fn existing_chunk(path: &Path, len: u64) -> Option<(Codec, u64)> {
     let mut f = File::open(path).ok()?;
     let size = f.metadata().ok()?.len();
     let mut head = [0u8; HEADER_LEN];
     f.read_exact(&mut head).ok()?;
     let h = ChunkHeader::parse(&head).ok()?;
-    (h.raw_len == len).then_some((h.codec, size))
+    (h.raw_len == len && size == HEADER_LEN as u64 + h.payload_len).then_some((h.codec, size))
 }
 
 /// Packs one file: a reader thread streams its chunks in order (and hashes the whole file)
@@ -345,7 +341,6 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
             .collect(),
         opts,
         total_chunks,
-        touched_dirs: Mutex::new(HashSet::new()),
         written: Mutex::new(HashSet::new()),
         progress,
     };
@@ -356,13 +351,11 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         index += cuts.len() as u64;
     }
     ctx.progress.finish_and_clear();
-    let dirs = std::mem::take(&mut *ctx.touched_dirs.lock().unwrap_or_else(|p| p.into_inner()));
-    dirs.par_iter()
-        .try_for_each(|d| fsio::sync_dir(d).map_err(io_err(d)))?;
-    for m in &store.members {
-        let chunks = m.path.join("chunks");
-        fsio::sync_dir(&chunks).map_err(io_err(&chunks))?;
-    }
+    // Every chunk (data, names, directories) reaches the disk before the manifest naming them.
+    store
+        .members
+        .par_iter()
+        .try_for_each(|m| fsio::sync_fs(&m.path).map_err(io_err(&m.path)))?;
 
     let version = store
         .manifest_copies(&name)
@@ -414,7 +407,8 @@ pub fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), StoreErr
         let dir = m.path.join("manifests");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let dest = m.manifest_path(&manifest.name);
-        fsio::write_atomic(&m.tmp_dir(), &dest, &bytes).map_err(io_err(&dest))?;
+        fsio::write_atomic(&m.tmp_dir(), &dest, &bytes, fsio::Durable::Now)
+            .map_err(io_err(&dest))?;
         fsio::sync_dir(&dir).map_err(io_err(&dir))?;
     }
     Ok(())

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""The read-path benchmark behind scripts/bench. Every figure is the median of --runs runs and is
+reported as a ratio against its baseline from the same run on the same machine:
+
+  1. cold sequential read (dd bs=4M): shardfs, shardfs --codec none, plain file, squashfuse
+  2. warm re-read of each (page cache)
+  3. safetensors load_file and safe_open touching every tensor, cold: shardfs, squashfuse, plain
+  4. random 4 KiB preads, cold: p50/p99 latency and IOPS, shardfs vs squashfuse
+  5. pack time and stored size: shardfs pack vs mksquashfs -comp zstd -b 128K
+  6. the shardfs daemon's peak RSS and CPU seconds
+
+Each cold run mounts afresh (an empty daemon cache) and drops the page cache first.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def dd(path):
+    sh("dd", f"if={path}", "of=/dev/null", "bs=4M")
+
+
+LOAD_SCRIPT = r"""
+import sys, torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+path, how = sys.argv[1], sys.argv[2]
+total = 0.0
+if how == "load_file":
+    for t in load_file(path).values():
+        total += float(t.float().sum())
+else:
+    with safe_open(path, framework="pt") as f:
+        for k in f.keys():
+            total += float(f.get_tensor(k).float().sum())
+print(total)
+"""
+
+
+def run_loader(python, path, how):
+    sh(python, "-c", LOAD_SCRIPT, path, how)
+
+
+def random_reads(path, n, seed=1):
+    r = random.Random(seed)
+    size = os.path.getsize(path)
+    offsets = [r.randrange(0, size - 4096) // 4096 * 4096 for _ in range(n)]
+    fd = os.open(path, os.O_RDONLY)
+    lat = []
+    t_all = time.perf_counter()
+    for off in offsets:
+        t0 = time.perf_counter()
+        os.pread(fd, 4096, off)
+        lat.append(time.perf_counter() - t0)
+    total = time.perf_counter() - t_all
+    os.close(fd)
+    lat.sort()
+    return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6, "iops": n / total}
+
+
+class Shardfs:
+    def __init__(self, bin_, store, mnt, name, label):
+        self.bin, self.store, self.mnt, self.name, self.label = bin_, store, mnt, name, label
+
+    def mount(self):
+        sh(self.bin, "mount", "--store", self.store, self.mnt, "--name", self.name)
+        st = json.loads(sh(self.bin, "status", self.mnt, "--json").stdout)
+        self.pid = st["pid"]
+
+    def umount(self):
+        sh(self.bin, "unmount", self.mnt)
+
+    def status(self):
+        return json.loads(sh(self.bin, "status", self.mnt, "--json").stdout)
+
+    def proc(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return {"peak_rss_mib": hwm / 1024, "cpu_s": cpu}
+
+
+class Squash:
+    def __init__(self, image, mnt):
+        self.image, self.mnt, self.label = image, mnt, "squashfuse"
+
+    def mount(self):
+        sh("squashfuse", self.image, self.mnt)
+
+    def umount(self):
+        sh("fusermount3", "-u", self.mnt)
+
+
+class Plain:
+    label = "plain"
+
+    def __init__(self, d):
+        self.mnt = d
+
+    def mount(self):
+        pass
+
+    def umount(self):
+        pass
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", nargs="?", help="model file to use (default: a generated 1 GiB bf16 safetensors)")
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--random-reads", type=int, default=2000)
+    ap.add_argument("--out", default=os.path.join(os.getcwd(), "bench-results"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("scripts/bench needs root: it drops the page cache and mounts")
+    os.makedirs(args.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="shardfs-bench.")
+    mounted = []
+    try:
+        if args.file:
+            src = os.path.abspath(args.file)
+        else:
+            src = os.path.join(work, "model.safetensors")
+            sh(sys.executable, os.path.join(HERE, "gen_bf16.py"), src, "--gib", "1", "--tensors", "64")
+        fname = os.path.basename(src)
+        is_safetensors = fname.endswith(".safetensors")
+        size = os.path.getsize(src)
+        plain_dir = os.path.dirname(src)
+
+        # 5. pack time and size, shardfs vs mksquashfs (both from a warm source file).
+        dd(src)
+        pack_t, squash_t = [], []
+        for i in range(args.runs):
+            shutil.rmtree(os.path.join(work, "s"), ignore_errors=True)
+            pack_t.append(timed(lambda: sh(args.bin, "pack", src, "--store", os.path.join(work, "s"), "--name", "m")))
+            img = os.path.join(work, "img.sqfs")
+            squash_t.append(timed(lambda: sh("mksquashfs", src, img, "-comp", "zstd", "-Xcompression-level", "3", "-b", "128K", "-noappend", "-quiet", "-no-progress")))
+        stored = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(work, "s", "chunks")) for f in fs)
+        squash_size = os.path.getsize(img)
+        sh(args.bin, "pack", src, "--store", os.path.join(work, "raw"), "--name", "m", "--codec", "none")
+
+        targets = {
+            "shardfs": Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-s"), "m", "shardfs"),
+            "shardfs-none": Shardfs(args.bin, os.path.join(work, "raw"), os.path.join(work, "mnt-raw"), "m", "shardfs --codec none"),
+            "plain": Plain(plain_dir),
+            "squashfuse": Squash(img, os.path.join(work, "mnt-q")),
+        }
+        for t in targets.values():
+            os.makedirs(t.mnt, exist_ok=True)
+
+        res = {k: {"cold": [], "warm": [], "load_file": [], "safe_open": []} for k in targets}
+        rnd = {k: [] for k in ("shardfs", "squashfuse")}
+        proc = []
+        for run in range(args.runs):
+            for key, t in targets.items():
+                path = os.path.join(t.mnt, fname)
+                t.mount()
+                mounted.append(t)
+                drop_caches()
+                res[key]["cold"].append(size / timed(lambda: dd(path)) / 1e9)
+                res[key]["warm"].append(size / timed(lambda: dd(path)) / 1e9)
+                if key == "shardfs":
+                    proc.append(t.proc())
+                t.umount()
+                mounted.remove(t)
+                if is_safetensors and key != "shardfs-none":
+                    for how in ("load_file", "safe_open"):
+                        t.mount()
+                        mounted.append(t)
+                        drop_caches()
+                        res[key][how].append(timed(lambda: run_loader(sys.executable, path, how)))
+                        t.umount()
+                        mounted.remove(t)
+                if key in rnd:
+                    t.mount()
+                    mounted.append(t)
+                    drop_caches()
+                    r = random_reads(path, args.random_reads, seed=run)
+                    if key == "shardfs":
+                        st = t.status()
+                        r["chunks_per_read"] = st["chunks_decompressed"] / max(1, st["reads"])
+                    rnd[key].append(r)
+                    t.umount()
+                    mounted.remove(t)
+
+        def med(key, what):
+            return median(res[key][what]) if res[key][what] else None
+
+        rm = {k: {m: median([r[m] for r in v]) for m in v[0]} for k, v in rnd.items()}
+        summary = {
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "kernel": os.uname().release},
+            "file": {"name": fname, "bytes": size},
+            "runs": args.runs,
+            "cold_GBps": {k: med(k, "cold") for k in targets},
+            "warm_GBps": {k: med(k, "warm") for k in targets},
+            "load_file_s": {k: med(k, "load_file") for k in targets if res[k]["load_file"]},
+            "safe_open_s": {k: med(k, "safe_open") for k in targets if res[k]["safe_open"]},
+            "random_4k": rm,
+            "pack": {"shardfs_s": median(pack_t), "mksquashfs_s": median(squash_t), "shardfs_bytes": stored, "squashfs_bytes": squash_size},
+            "daemon": {"peak_rss_mib": max(p["peak_rss_mib"] for p in proc), "cpu_s": median([p["cpu_s"] for p in proc]), "cache_size_mib": 1024},
+            "raw": {"reads": res, "random": rnd, "pack_s": pack_t, "mksquashfs_s": squash_t},
+        }
+        c, w = summary["cold_GBps"], summary["warm_GBps"]
+        targets_met = [
+            ("cold read >= 3x squashfuse", c["shardfs"] / c["squashfuse"], 3.0),
+            ("cold read >= 0.6x codec none", c["shardfs"] / c["shardfs-none"], 0.6),
+            ("warm re-read >= 0.8x plain", w["shardfs"] / w["plain"], 0.8),
+            ("random 4K p50 <= squashfuse (ratio sq/ours >= 1)", rm["squashfuse"]["p50_us"] / rm["shardfs"]["p50_us"], 1.0),
+            ("pack size <= mksquashfs (ratio sq/ours >= 1)", squash_size / stored, 1.0),
+            ("pack time <= 1.5x mksquashfs (ratio sq*1.5/ours >= 1)", 1.5 * median(squash_t) / median(pack_t), 1.0),
+            ("daemon peak RSS <= cache + 64 MiB (ratio >= 1)", (1024 + 64) / summary["daemon"]["peak_rss_mib"], 1.0),
+            ("random 4K: <= ~2 chunks decompressed per read (2/x >= 1)", 2.0 / max(1e-9, rm["shardfs"]["chunks_per_read"]), 1.0),
+        ]
+        if summary["load_file_s"]:
+            lf = summary["load_file_s"]
+            targets_met.insert(3, ("load_file cold >= 2x squashfuse", lf["squashfuse"] / lf["shardfs"], 2.0))
+        summary["targets"] = [{"target": n, "value": v, "needed": need, "met": v >= need} for n, v, need in targets_met]
+        print_table(summary)
+        with open(os.path.join(args.out, "bench.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        chart(summary, os.path.join(args.out, "bench.png"))
+        print(f"\nwrote {args.out}/bench.json and {args.out}/bench.png")
+    finally:
+        for t in mounted:
+            try:
+                t.umount()
+            except Exception:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        return next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "unknown")
+
+
+def print_table(s):
+    m = s["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}; file {s['file']['name']} ({s['file']['bytes'] / 2**30:.2f} GiB); medians of {s['runs']} runs\n")
+    c, w = s["cold_GBps"], s["warm_GBps"]
+    print(f"{'sequential read (dd bs=4M)':<30}{'cold GB/s':>10}{'x squashfuse':>14}{'x plain':>9}{'warm GB/s':>11}{'x plain':>9}")
+    for k in c:
+        print(f"{k:<30}{c[k]:>10.2f}{c[k] / c['squashfuse']:>14.2f}{c[k] / c['plain']:>9.2f}{w[k]:>11.2f}{w[k] / w['plain']:>9.2f}")
+    for what in ("load_file_s", "safe_open_s"):
+        if s[what]:
+            print(f"\n{'safetensors ' + what[:-2] + ', cold':<30}{'seconds':>10}{'speed x squashfuse':>20}{'x plain':>9}")
+            for k, v in s[what].items():
+                print(f"{k:<30}{v:>10.2f}{s[what]['squashfuse'] / v:>20.2f}{s[what]['plain'] / v:>9.2f}")
+    r = s["random_4k"]
+    print(f"\n{'random 4 KiB preads, cold':<30}{'p50 us':>10}{'p99 us':>10}{'IOPS':>10}{'p50 x sq':>10}")
+    for k, v in r.items():
+        print(f"{k:<30}{v['p50_us']:>10.0f}{v['p99_us']:>10.0f}{v['iops']:>10.0f}{r['squashfuse']['p50_us'] / v['p50_us']:>10.2f}")
+    print(f"shardfs chunks decompressed per random read: {r['shardfs']['chunks_per_read']:.3f}")
+    p = s["pack"]
+    print(f"\npack: shardfs {p['shardfs_s']:.2f}s, {p['shardfs_bytes'] / 2**20:.1f} MiB; mksquashfs {p['mksquashfs_s']:.2f}s, {p['squashfs_bytes'] / 2**20:.1f} MiB"
+          f" -> time x{p['shardfs_s'] / p['mksquashfs_s']:.2f}, size x{p['shardfs_bytes'] / p['squashfs_bytes']:.3f} of mksquashfs")
+    d = s["daemon"]
+    print(f"daemon: peak RSS {d['peak_rss_mib']:.0f} MiB (cache {d['cache_size_mib']} MiB), {d['cpu_s']:.2f} CPU s per cold+warm read")
+    print("\ntargets:")
+    for t in s["targets"]:
+        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']:.2f} (needs >= {t['needed']})")
+
+
+def chart(s, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(s["cold_GBps"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = range(len(keys))
+    ax.bar([i - 0.2 for i in x], [s["cold_GBps"][k] for k in keys], 0.4, label="cold")
+    ax.bar([i + 0.2 for i in x], [s["warm_GBps"][k] for k in keys], 0.4, label="warm re-read")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(keys)
+    ax.set_ylabel("GB/s (median)")
+    ax.set_title(f"sequential read of {s['file']['name']} ({s['file']['bytes'] / 2**30:.2f} GiB), {s['machine']['cores']} cores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
