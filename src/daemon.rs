@@ -41,6 +41,8 @@ pub struct MountOptionsRecord {
     pub prefetch: usize,
     pub threads: usize,
     pub allow_other: bool,
+    /// The kernel's read-ahead window for the mount, in KiB (set when running as root).
+    pub read_ahead_kb: u64,
 }
 
 /// What `mount` was asked to do.
@@ -281,6 +283,8 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
         .arg(req.options.prefetch.to_string())
         .arg("--threads")
         .arg(req.options.threads.to_string())
+        .arg("--read-ahead")
+        .arg(format!("{}KiB", req.options.read_ahead_kb))
         .arg("--foreground")
         .env(READY_FD_ENV, CHILD_FD.to_string())
         .stdin(Stdio::null())
@@ -377,6 +381,7 @@ fn serve(
         let mut session = fuser::Session::new(fs, &canonical, &config)
             .map_err(|e| err(format!("cannot mount {}: {e}", canonical.display())))?;
         let mut unmounter = session.unmount_callable();
+        set_read_ahead(&canonical, req.options.read_ahead_kb);
         let (state_path, log_path) = state_paths(&canonical);
         let state = MountState {
             pid: std::process::id(),
@@ -421,6 +426,30 @@ fn serve(
         let _ = writeln!(r, "error: {e}");
     }
     result
+}
+
+/// Raises the kernel's read-ahead window of the mount's backing device, so sequential readers
+/// send large reads (up to fs.fuse.max_pages_limit) and several at once. Only root may; others
+/// keep the kernel default. The device comes from mountinfo: a stat of the mountpoint would ask
+/// this very daemon, which does not answer yet.
+fn set_read_ahead(mountpoint: &Path, kb: u64) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let want = mountpoint.as_os_str().as_bytes();
+    let dev = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && unescape(f[4]) == want).then(|| f[2].to_string())
+        })
+        .last();
+    let Some(dev) = dev else { return };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match fs::write(&knob, kb.to_string()) {
+        Ok(()) => log::info!("read-ahead of {} set to {kb} KiB", mountpoint.display()),
+        Err(e) => log::info!("cannot set {knob} ({e}); keeping the kernel's read-ahead"),
+    }
 }
 
 fn write_state(path: &Path, state: &MountState) -> Result<(), DaemonError> {

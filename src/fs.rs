@@ -58,7 +58,7 @@ pub struct FsOptions {
     pub cache_size: u64,
     /// Chunks kept loading ahead of a sequential reader.
     pub prefetch: usize,
-    /// Worker threads for reads and for prefetch (each pool).
+    /// Worker threads answering reads; read-ahead runs on twice as many.
     pub threads: usize,
 }
 
@@ -166,9 +166,9 @@ impl ShardFs {
             }
         }
         let threads = opts.threads.max(1);
-        let pool = |name: &'static str| {
+        let pool = |name: &'static str, n: usize| {
             rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
+                .num_threads(n)
                 .thread_name(move |i| format!("{name}-{i}"))
                 .build()
                 .map_err(std::io::Error::other)
@@ -178,8 +178,10 @@ impl ShardFs {
             nodes,
             cache: Arc::new(ChunkCache::new(opts.cache_size)),
             stats: Arc::new(Stats::default()),
-            readers: pool("read")?,
-            prefetchers: Arc::new(pool("prefetch")?),
+            readers: pool("read", threads)?,
+            // Twice as many loaders as cores: while some wait for a chunk file to come off the
+            // disk, the others keep the cores decompressing.
+            prefetchers: Arc::new(pool("prefetch", 2 * threads)?),
             prefetch: opts.prefetch,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),

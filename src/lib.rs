@@ -12,3 +12,4 @@ pub mod placement;
 pub mod prefetch;
 pub mod store;
 pub mod units;
+pub mod warm;

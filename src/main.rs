@@ -99,18 +99,29 @@ enum Command {
         /// Memory for decompressed chunks, e.g. 512MiB, 2G (chunks being loaded count too)
         #[arg(long, default_value = "1GiB", value_parser = parse_cache_size)]
         cache_size: u64,
-        /// Chunks loaded ahead of a sequential reader [default: twice the threads]
+        /// Chunks loaded ahead of a sequential reader [default: four times the threads]
         #[arg(long)]
         prefetch: Option<usize>,
-        /// Worker threads for reads and for read-ahead [default: the number of cores]
+        /// Worker threads answering reads (read-ahead uses twice as many) [default: the number of cores]
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         threads: Option<u32>,
+        /// Kernel read-ahead window for the mount (root only; up to 1MiB goes in one request)
+        #[arg(long, default_value = "4MiB", value_parser = parse_size_any)]
+        read_ahead: u64,
         /// Stay in the foreground (logs to stderr) instead of detaching
         #[arg(long)]
         foreground: bool,
         /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)
         #[arg(long)]
         allow_other: bool,
+    },
+    /// Read a mounted file or model with parallel readers so it sits in the page cache before a loader starts
+    Warm {
+        /// A file or folder under a shardfs mount (or any path)
+        path: PathBuf,
+        /// Parallel readers [default: twice the number of cores]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        readers: Option<u32>,
     },
     /// Unmount a shardfs mount and wait for its daemon to exit (also cleans up a dead daemon's mount)
     Unmount { mountpoint: PathBuf },
@@ -132,6 +143,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_size_any(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_cache_size(s: &str) -> Result<u64, String> {
@@ -239,6 +254,7 @@ fn run(command: Command) -> Result<(), Failure> {
             cache_size,
             prefetch,
             threads,
+            read_ahead,
             foreground,
             allow_other,
         } => {
@@ -253,13 +269,32 @@ fn run(command: Command) -> Result<(), Failure> {
                 name,
                 options: daemon::MountOptionsRecord {
                     cache_size,
-                    prefetch: prefetch.unwrap_or(2 * threads),
+                    prefetch: prefetch.unwrap_or(4 * threads),
                     threads,
                     allow_other,
+                    read_ahead_kb: read_ahead.div_ceil(1024),
                 },
                 foreground,
             };
             daemon::mount(&req)?;
+            Ok(())
+        }
+        Command::Warm { path, readers } => {
+            let readers = readers.map(|r| r as usize).unwrap_or_else(|| {
+                2 * std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let s = shardfs::warm::warm(&path, readers, std::io::stderr().is_terminal())
+                .map_err(Failure::Error)?;
+            println!(
+                "warmed {}: {} files, {} in {:.2}s, {:.2} GB/s",
+                path.display(),
+                s.files,
+                format_bytes(s.bytes),
+                s.seconds,
+                s.bytes as f64 / s.seconds.max(1e-9) / 1e9
+            );
             Ok(())
         }
         Command::Unmount { mountpoint } => {
