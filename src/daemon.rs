@@ -111,27 +111,28 @@ fn mount_path(p: &Path) -> PathBuf {
         .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
 }
 
-/// The fstype of what is mounted exactly at `path`, from /proc/self/mountinfo, as
-/// `fstype source` (a shardfs mount is `fuse shardfs` or `fuse.shardfs shardfs`).
-pub fn mounted_fstype(path: &Path) -> Option<String> {
+/// What /proc/self/mountinfo says of the topmost mount exactly at `path`:
+/// (`major:minor`, `fstype source`). A shardfs mount is `fuse shardfs` or `fuse.shardfs shardfs`.
+fn mountinfo(path: &Path) -> Option<(String, String)> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.as_os_str().as_bytes();
-    let mut found = None;
-    for line in info.lines() {
+    info.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() > dash + 1 && fields.len() > 4 && unescape(fields[4]) == want {
-            // The last (topmost) mount wins.
-            found = Some(format!(
+        let dash = fields.iter().position(|f| *f == "-")?;
+        (fields.len() > dash + 1 && fields.len() > 4 && unescape(fields[4]) == want).then(|| {
+            let kind = format!(
                 "{} {}",
                 fields[dash + 1],
                 fields.get(dash + 2).unwrap_or(&"")
-            ));
-        }
-    }
-    found
+            );
+            (fields[2].to_string(), kind)
+        })
+    })
+}
+
+/// The `fstype source` of what is mounted exactly at `path`.
+pub fn mounted_fstype(path: &Path) -> Option<String> {
+    mountinfo(path).map(|(_, kind)| kind)
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
@@ -433,18 +434,9 @@ fn serve(
 /// keep the kernel default. The device comes from mountinfo: a stat of the mountpoint would ask
 /// this very daemon, which does not answer yet.
 fn set_read_ahead(mountpoint: &Path, kb: u64) {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+    let Some((dev, _)) = mountinfo(mountpoint) else {
         return;
     };
-    let want = mountpoint.as_os_str().as_bytes();
-    let dev = info
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 4 && unescape(f[4]) == want).then(|| f[2].to_string())
-        })
-        .last();
-    let Some(dev) = dev else { return };
     let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     match fs::write(&knob, kb.to_string()) {
         Ok(()) => log::info!("read-ahead of {} set to {kb} KiB", mountpoint.display()),
