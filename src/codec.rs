@@ -11,6 +11,8 @@ use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
+pub mod float;
+
 pub const HEADER_LEN: usize = 24;
 const MAGIC: &[u8; 4] = b"SHC1";
 
@@ -39,6 +41,10 @@ pub enum CodecError {
 pub enum Codec {
     None,
     Zstd,
+    /// Byte-grouped 2-byte floats (bf16, fp16), see `float`.
+    Float16,
+    /// Byte-grouped 4-byte floats (fp32), see `float`.
+    Float32,
 }
 
 impl Codec {
@@ -46,6 +52,8 @@ impl Codec {
         match self {
             Codec::None => 0,
             Codec::Zstd => 1,
+            Codec::Float16 => 2,
+            Codec::Float32 => 3,
         }
     }
 
@@ -53,6 +61,8 @@ impl Codec {
         match id {
             0 => Ok(Codec::None),
             1 => Ok(Codec::Zstd),
+            2 => Ok(Codec::Float16),
+            3 => Ok(Codec::Float32),
             other => Err(CodecError::UnknownCodec(other)),
         }
     }
@@ -61,6 +71,8 @@ impl Codec {
         match self {
             Codec::None => "none",
             Codec::Zstd => "zstd",
+            Codec::Float16 => "float16",
+            Codec::Float32 => "float32",
         }
     }
 }
@@ -114,15 +126,41 @@ impl ChunkHeader {
 }
 
 /// Encodes `raw` into a complete chunk file image (header + payload).
-pub fn encode(raw: &[u8], choice: CodecChoice, level: i32) -> Result<(Codec, Vec<u8>), CodecError> {
-    let compressed = match choice {
-        CodecChoice::None => None,
-        CodecChoice::Zstd | CodecChoice::Auto => Some(zstd_compress(raw, level)?),
+/// What a chunk holds, as far as the codec cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    Bytes,
+    /// Floats of this many bytes (2: bf16/fp16, 4: fp32).
+    Floats(usize),
+}
+
+/// Encodes `raw` into a complete chunk file image (header + payload). `auto` uses the float codec
+/// for float content and zstd otherwise, and stores the chunk raw when neither saves 2%.
+pub fn encode(
+    raw: &[u8],
+    choice: CodecChoice,
+    level: i32,
+    content: Content,
+) -> Result<(Codec, Vec<u8>), CodecError> {
+    let compressed = match (choice, content) {
+        (CodecChoice::None, _) => None,
+        (CodecChoice::Auto, Content::Floats(width)) if width == 2 || width == 4 => {
+            let codec = if width == 2 {
+                Codec::Float16
+            } else {
+                Codec::Float32
+            };
+            Some((
+                codec,
+                float::encode(raw, width, &mut |g| zstd_compress(g, Tuning::FloatGroup))?,
+            ))
+        }
+        _ => Some((Codec::Zstd, zstd_compress(raw, Tuning::Chunk(level))?)),
     };
     let (codec, payload): (Codec, &[u8]) = match &compressed {
-        Some(c) if choice == CodecChoice::Zstd => (Codec::Zstd, c),
-        Some(c) if (c.len() as f64) <= raw.len() as f64 * (1.0 - AUTO_MIN_SAVING) => {
-            (Codec::Zstd, c)
+        Some((codec, c)) if choice == CodecChoice::Zstd => (*codec, c),
+        Some((codec, c)) if (c.len() as f64) <= raw.len() as f64 * (1.0 - AUTO_MIN_SAVING) => {
+            (*codec, c)
         }
         _ => (Codec::None, raw),
     };
@@ -138,38 +176,85 @@ pub fn encode(raw: &[u8], choice: CodecChoice, level: i32) -> Result<(Codec, Vec
 }
 
 thread_local! {
-    /// One zstd context per thread and level, reused across chunks.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
+    /// zstd contexts of this thread, one per level, reused across chunks.
+    static COMPRESSORS: std::cell::RefCell<Vec<(Tuning, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// zstd at `level`. Chunks are compressed as independent blocks: at the fast levels (1-3) the
-/// search tables are sized as for 128 KiB inputs, which keeps them in cache and is faster on
-/// weights (whose gain comes from entropy coding, not long matches) at the same ratio.
-fn zstd_compress(raw: &[u8], level: i32) -> Result<Vec<u8>, CodecError> {
+/// How zstd is tuned for a kind of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tuning {
+    /// A whole chunk at a level. At the fast levels (1-3) the search tables are sized as for
+    /// 128 KiB inputs, which keeps them in cache and is faster on weights (whose gain comes from
+    /// entropy coding, not long matches) at the same ratio.
+    Chunk(i32),
+    /// A float exponent group: level 1 with a tiny match finder, so nearly everything is
+    /// Huffman-coded literals. Measured on bf16 exponents against plain level 1: ratio 3.07x vs
+    /// 2.78x, compression 3x faster, decompression 1.8x faster.
+    FloatGroup,
+}
+
+fn zstd_compress(raw: &[u8], tuning: Tuning) -> Result<Vec<u8>, CodecError> {
     use zstd::zstd_safe::CParameter;
     let fail = |e: std::io::Error| CodecError::Compress(e.to_string());
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            let mut c = zstd::bulk::Compressor::new(level).map_err(fail)?;
-            if level <= 3 {
-                c.set_parameter(CParameter::WindowLog(17)).map_err(fail)?;
-                c.set_parameter(CParameter::HashLog(16)).map_err(fail)?;
-                c.set_parameter(CParameter::ChainLog(16)).map_err(fail)?;
+    COMPRESSORS.with(|cell| {
+        let mut contexts = cell.borrow_mut();
+        let at = match contexts.iter().position(|(t, _)| *t == tuning) {
+            Some(i) => i,
+            None => {
+                let params: &[CParameter] = match tuning {
+                    Tuning::Chunk(level) if level <= 3 => &[
+                        CParameter::WindowLog(17),
+                        CParameter::HashLog(16),
+                        CParameter::ChainLog(16),
+                    ],
+                    Tuning::Chunk(_) => &[],
+                    Tuning::FloatGroup => &[
+                        CParameter::WindowLog(17),
+                        CParameter::HashLog(6),
+                        CParameter::MinMatch(7),
+                    ],
+                };
+                let level = match tuning {
+                    Tuning::Chunk(level) => level,
+                    Tuning::FloatGroup => 1,
+                };
+                let mut c = zstd::bulk::Compressor::new(level).map_err(fail)?;
+                for p in params {
+                    c.set_parameter(*p).map_err(fail)?;
+                }
+                contexts.push((tuning, c));
+                contexts.len() - 1
             }
-            *slot = Some((level, c));
-        }
-        match slot.as_mut() {
-            Some((_, c)) => c.compress(raw).map_err(fail),
-            None => Err(CodecError::Compress("no compressor".into())),
-        }
+        };
+        contexts[at].1.compress(raw).map_err(fail)
     })
 }
 
 thread_local! {
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// Decompressed float groups, before they are interleaved into the chunk.
+    static GROUP_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// zstd-decompresses `src` into `dst`, returning the bytes produced (never more than `dst`).
+fn zstd_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize, CodecError> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| CodecError::Decompress(e.to_string()))?,
+            );
+        }
+        match slot.as_mut() {
+            Some(d) => d
+                .decompress_to_buffer(src, dst)
+                .map_err(|e| CodecError::Decompress(e.to_string())),
+            None => Err(CodecError::Decompress("no decompressor".into())),
+        }
+    })
 }
 
 /// Decodes a payload (the bytes after the header) into `out`, which must be exactly the chunk's
@@ -193,21 +278,17 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
             out.copy_from_slice(payload);
             out.len()
         }
-        Codec::Zstd => DECOMPRESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(
-                    zstd::bulk::Decompressor::new()
-                        .map_err(|e| CodecError::Decompress(e.to_string()))?,
-                );
-            }
-            match slot.as_mut() {
-                Some(d) => d
-                    .decompress_to_buffer(payload, out)
-                    .map_err(|e| CodecError::Decompress(e.to_string())),
-                None => Err(CodecError::Decompress("no decompressor".into())),
-            }
-        })?,
+        Codec::Zstd => zstd_decompress(payload, out)?,
+        Codec::Float16 | Codec::Float32 => GROUP_SCRATCH
+            .with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                let result = float::decode(payload, out, &mut scratch, &mut zstd_decompress);
+                if scratch.capacity() > 64 << 20 {
+                    *scratch = Vec::new();
+                }
+                result
+            })
+            .map(|()| out.len())?,
     };
     if produced as u64 != expected {
         return Err(CodecError::WrongLength {
@@ -310,11 +391,11 @@ mod tests {
     fn round_trips_every_codec() {
         let data = floaty(100_000);
         for choice in [CodecChoice::Auto, CodecChoice::Zstd, CodecChoice::None] {
-            let (codec, image) = encode(&data, choice, 3).unwrap();
+            let (codec, image) = encode(&data, choice, 3, Content::Bytes).unwrap();
             assert_eq!(ChunkHeader::parse(&image).unwrap().codec, codec);
             assert_eq!(decode_file(image, data.len() as u64).unwrap(), data);
         }
-        let (_, empty) = encode(&[], CodecChoice::Auto, 3).unwrap();
+        let (_, empty) = encode(&[], CodecChoice::Auto, 3, Content::Bytes).unwrap();
         assert_eq!(decode_file(empty, 0).unwrap(), Vec::<u8>::new());
     }
 
@@ -330,15 +411,19 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            encode(&random, CodecChoice::Auto, 3).unwrap().0,
+            encode(&random, CodecChoice::Auto, 3, Content::Bytes)
+                .unwrap()
+                .0,
             Codec::None
         );
         assert_eq!(
-            encode(&random, CodecChoice::Zstd, 3).unwrap().0,
+            encode(&random, CodecChoice::Zstd, 3, Content::Bytes)
+                .unwrap()
+                .0,
             Codec::Zstd
         );
         let zeros = vec![0u8; 65536];
-        let (codec, image) = encode(&zeros, CodecChoice::Auto, 3).unwrap();
+        let (codec, image) = encode(&zeros, CodecChoice::Auto, 3, Content::Bytes).unwrap();
         assert_eq!(codec, Codec::Zstd);
         assert!(image.len() < 1000);
     }
@@ -346,7 +431,7 @@ mod tests {
     #[test]
     fn detects_damage() {
         let data = floaty(10_000);
-        let (_, image) = encode(&data, CodecChoice::Zstd, 3).unwrap();
+        let (_, image) = encode(&data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
         assert!(matches!(
             decode_file(image[..10].to_vec(), 10_000),
             Err(CodecError::Short)
@@ -368,7 +453,7 @@ mod tests {
         let mut wrong_len = image.clone();
         wrong_len[8] = wrong_len[8].wrapping_add(1);
         assert!(decode_file(wrong_len, 10_000).is_err());
-        let (_, raw) = encode(&data, CodecChoice::None, 3).unwrap();
+        let (_, raw) = encode(&data, CodecChoice::None, 3, Content::Bytes).unwrap();
         assert!(matches!(
             decode_file(raw[..raw.len() - 1].to_vec(), 10_000),
             Err(CodecError::WrongLength { .. })

@@ -2,6 +2,7 @@
 //! failure ends as one line on stderr and a non-zero exit.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use shardfs::chunking::Partition;
 use shardfs::codec::CodecChoice;
 use shardfs::daemon;
 use shardfs::placement::Placement;
@@ -59,6 +60,9 @@ enum Command {
         /// How chunk replicas are spread over members
         #[arg(long, value_enum, default_value_t = Placement::Hash)]
         placement: Placement,
+        /// Where files are cut: on tensor boundaries (safetensors; other files fall back to fixed) or every chunk-size bytes
+        #[arg(long, value_enum, default_value_t = Partition::Tensor)]
+        partition: Partition,
         /// Let listed directories that are not yet members join the store
         #[arg(long)]
         init: bool,
@@ -214,6 +218,7 @@ fn run(command: Command) -> Result<(), Failure> {
             codec,
             level,
             placement,
+            partition,
             init,
         } => {
             let opts = PackOptions {
@@ -227,6 +232,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 },
                 level,
                 placement,
+                partition,
                 init,
                 progress: std::io::stderr().is_terminal(),
             };

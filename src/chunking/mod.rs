@@ -1,6 +1,15 @@
-//! Where a file is cut into chunks. `fixed` cuts every `chunk_size` bytes; the last chunk holds
-//! the rest, and an empty file has no chunks.
+//! Where a file is cut into chunks. `fixed` cuts every `chunk_size` bytes. `tensor` reads the
+//! layout of a safetensors file (and, where parsers exist, other formats) and cuts on tensor
+//! boundaries: a large tensor gets chunks of its own, about `chunk_size` each; small neighbouring
+//! tensors and headers are grouped so that no chunk is tiny. Each cut records what it holds, so
+//! float tensors get the float codec and readers of one tensor decompress only its chunks.
+//! Anything unrecognised, or a header that does not check out, falls back to fixed cuts.
 
+pub mod safetensors;
+
+use crate::codec::Content;
+use serde::{Deserialize, Serialize};
+use std::io;
 use thiserror::Error;
 
 /// The largest chunk size a store accepts.
@@ -16,11 +25,111 @@ pub enum ChunkingError {
     TooLarge(u64),
 }
 
-/// One chunk of a file: `len` bytes at `offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a file's layout could not be used.
+#[derive(Debug, Error)]
+pub enum LayoutError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Random access to the bytes of a file being laid out (a file, or a slice in tests).
+pub trait ReadAt {
+    fn len(&self) -> u64;
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes in memory, as a `ReadAt`.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl ReadAt for Bytes<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A file with its length, as a `ReadAt`.
+pub struct FileAt {
+    pub file: std::fs::File,
+    pub len: u64,
+}
+
+impl ReadAt for FileAt {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+}
+
+/// One tensor's bytes in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpan {
+    pub name: String,
+    pub dtype: String,
+    /// Element width when the dtype is a float the float codec handles (2 or 4 bytes).
+    pub float_width: Option<usize>,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A tensor (or part of one) held by a chunk, as manifests record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorTag {
+    pub name: String,
+    pub dtype: String,
+}
+
+/// Float dtypes the float codec handles, by the names safetensors, GGUF and torch use.
+pub fn dtype_float_width(dtype: &str) -> Option<usize> {
+    match dtype {
+        "BF16" | "F16" | "bfloat16" | "float16" | "half" => Some(2),
+        "F32" | "float32" | "float" => Some(4),
+        _ => None,
+    }
+}
+
+/// How files are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Partition {
+    /// Tensor boundaries where the format is recognised, fixed cuts otherwise.
+    Tensor,
+    /// Every `chunk_size` bytes.
+    Fixed,
+}
+
+/// One chunk of a file: `len` bytes at `offset`, and what they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
     pub offset: u64,
     pub len: u64,
+    pub content: Content,
+    pub tensors: Vec<TensorTag>,
+}
+
+impl Cut {
+    fn bytes(offset: u64, len: u64) -> Cut {
+        Cut {
+            offset,
+            len,
+            content: Content::Bytes,
+            tensors: Vec::new(),
+        }
+    }
 }
 
 pub fn check_chunk_size(chunk_size: u64) -> Result<(), ChunkingError> {
@@ -38,33 +147,291 @@ pub fn fixed(size: u64, chunk_size: u64) -> Result<Vec<Cut>, ChunkingError> {
     let mut offset = 0;
     while offset < size {
         let len = chunk_size.min(size - offset);
-        cuts.push(Cut { offset, len });
+        cuts.push(Cut::bytes(offset, len));
         offset += len;
     }
     Ok(cuts)
+}
+
+/// The tensors of a recognised model file, or why none could be read.
+pub fn layout(src: &dyn ReadAt) -> Result<Option<Vec<TensorSpan>>, LayoutError> {
+    if safetensors::looks_like(src) {
+        return safetensors::parse(src).map(Some);
+    }
+    Ok(None)
+}
+
+/// Cuts a file by `partition`; with `tensor`, falls back to fixed cuts (logging why) when the
+/// layout is unknown or unusable.
+pub fn plan(
+    src: &dyn ReadAt,
+    partition: Partition,
+    chunk_size: u64,
+    name: &str,
+) -> Result<Vec<Cut>, ChunkingError> {
+    check_chunk_size(chunk_size)?;
+    if partition == Partition::Tensor {
+        match layout(src) {
+            Ok(Some(spans)) => return Ok(by_tensor(src.len(), &spans, chunk_size)),
+            Ok(None) => {}
+            Err(e) => log::warn!("{name}: {e}; cutting it in fixed-size chunks"),
+        }
+    }
+    fixed(src.len(), chunk_size)
+}
+
+/// What a run of bytes holds while cuts are being assembled.
+#[derive(Debug, Clone)]
+struct Piece {
+    start: u64,
+    end: u64,
+    tensor: Option<(usize, TensorTag)>,
+}
+
+/// Cuts on tensor boundaries. `spans` must be sorted, non-overlapping and inside `size`.
+pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
+    // Pieces: gaps (headers, padding) and tensors, large tensors split into ~chunk_size parts
+    // whose length is a whole number of elements.
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    for s in spans {
+        if s.start > at {
+            pieces.push(Piece {
+                start: at,
+                end: s.start,
+                tensor: None,
+            });
+        }
+        let tag = TensorTag {
+            name: s.name.clone(),
+            dtype: s.dtype.clone(),
+        };
+        let len = s.end - s.start;
+        let width = s.float_width.unwrap_or(1) as u64;
+        let parts = len.div_ceil(chunk_size).max(1);
+        let part = (len.div_ceil(parts)).div_ceil(width) * width;
+        let mut p = s.start;
+        while p < s.end || (p == s.start && len == 0) {
+            let e = (p + part.max(1)).min(s.end);
+            pieces.push(Piece {
+                start: p,
+                end: e,
+                tensor: Some((s.float_width.unwrap_or(0), tag.clone())),
+            });
+            if e == p {
+                break;
+            }
+            p = e;
+        }
+        at = at.max(s.end);
+    }
+    if at < size {
+        pieces.push(Piece {
+            start: at,
+            end: size,
+            tensor: None,
+        });
+    }
+
+    // Group: a piece of at least half a chunk stands alone; smaller neighbours share a chunk up
+    // to chunk_size.
+    let mut cuts: Vec<Cut> = Vec::new();
+    let mut group: Vec<Piece> = Vec::new();
+    let flush = |group: &mut Vec<Piece>, cuts: &mut Vec<Cut>| {
+        if let (Some(first), Some(last)) = (group.first(), group.last()) {
+            // A group of nothing but empty tensors has no bytes to store.
+            if last.end > first.start {
+                cuts.push(make_cut(first.start, last.end, group));
+            }
+        }
+        group.clear();
+    };
+    for piece in pieces {
+        let len = piece.end - piece.start;
+        if len == 0 {
+            if let Some((_, tag)) = &piece.tensor {
+                // An empty tensor has no bytes to hold; name it in the current group.
+                group.push(Piece {
+                    start: piece.start,
+                    end: piece.start,
+                    tensor: Some((0, tag.clone())),
+                });
+            }
+            continue;
+        }
+        if len * 2 >= chunk_size {
+            flush(&mut group, &mut cuts);
+            group.push(piece);
+            flush(&mut group, &mut cuts);
+            continue;
+        }
+        let group_len = group.first().map_or(0, |f| piece.start - f.start);
+        if group_len + len > chunk_size {
+            flush(&mut group, &mut cuts);
+        }
+        group.push(piece);
+    }
+    flush(&mut group, &mut cuts);
+    cuts
+}
+
+/// A cut over `[start, end)` holding `pieces`: float content when every byte that is not a
+/// small header belongs to float tensors of one width, aligned to that width.
+fn make_cut(start: u64, end: u64, pieces: &[Piece]) -> Cut {
+    let len = end - start;
+    let mut tensors: Vec<TensorTag> = Vec::new();
+    let mut width: Option<usize> = None;
+    let mut float_bytes = 0;
+    let mut uniform = true;
+    for p in pieces {
+        let Some((w, tag)) = &p.tensor else { continue };
+        if tensors.last() != Some(tag) {
+            tensors.push(tag.clone());
+        }
+        if p.end == p.start {
+            continue;
+        }
+        if *w == 0 || width.is_some_and(|x| x != *w) || !(p.start - start).is_multiple_of(*w as u64)
+        {
+            uniform = false;
+        }
+        width = Some(*w);
+        float_bytes += p.end - p.start;
+    }
+    let content = match width {
+        Some(w) if uniform && w > 0 && float_bytes * 8 >= len * 7 => Content::Floats(w),
+        _ => Content::Bytes,
+    };
+    Cut {
+        offset: start,
+        len,
+        content,
+        tensors,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn bytes_cut(offset: u64, len: u64) -> Cut {
+        Cut::bytes(offset, len)
+    }
+
     #[test]
-    fn cuts_cover_the_file() {
+    fn fixed_cuts_cover_the_file() {
         assert!(fixed(0, 4).unwrap().is_empty());
-        assert_eq!(fixed(1, 4).unwrap(), vec![Cut { offset: 0, len: 1 }]);
-        assert_eq!(fixed(4, 4).unwrap(), vec![Cut { offset: 0, len: 4 }]);
+        assert_eq!(fixed(1, 4).unwrap(), vec![bytes_cut(0, 1)]);
+        assert_eq!(fixed(4, 4).unwrap(), vec![bytes_cut(0, 4)]);
         assert_eq!(
             fixed(9, 4).unwrap(),
-            vec![
-                Cut { offset: 0, len: 4 },
-                Cut { offset: 4, len: 4 },
-                Cut { offset: 8, len: 1 }
-            ]
+            vec![bytes_cut(0, 4), bytes_cut(4, 4), bytes_cut(8, 1)]
         );
         assert_eq!(fixed(9, 0), Err(ChunkingError::Zero));
         assert_eq!(
             fixed(9, MAX_CHUNK_SIZE + 1),
             Err(ChunkingError::TooLarge(MAX_CHUNK_SIZE + 1))
+        );
+    }
+
+    fn span(name: &str, dtype: &str, start: u64, end: u64) -> TensorSpan {
+        TensorSpan {
+            name: name.into(),
+            dtype: dtype.into(),
+            float_width: dtype_float_width(dtype),
+            start,
+            end,
+        }
+    }
+
+    /// Cuts tile the file exactly.
+    fn assert_tiles(cuts: &[Cut], size: u64) {
+        let mut at = 0;
+        for c in cuts {
+            assert_eq!(c.offset, at, "{cuts:?}");
+            assert!(c.len > 0);
+            at += c.len;
+        }
+        assert_eq!(at, size);
+    }
+
+    #[test]
+    fn large_tensors_get_their_own_chunks_small_ones_are_grouped() {
+        let k = 1024;
+        // header 64 bytes, two small tensors, one big bf16 tensor of 10 KiB, one small int tensor.
+        let spans = vec![
+            span("a", "F32", 64, 64 + 100 * 4),
+            span("b", "F32", 464, 464 + 200),
+            span("big", "BF16", 1024, 1024 + 10 * k),
+            span("ids", "I64", 11 * k, 11 * k + 80),
+        ];
+        let size = 11 * k + 80;
+        let cuts = by_tensor(size, &spans, 4 * k);
+        assert_tiles(&cuts, size);
+        // The header, a, b (and the padding up to big) share the first chunk.
+        assert_eq!(cuts[0].offset, 0);
+        assert_eq!(
+            cuts[0]
+                .tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        // big is split into 3 chunks of ~3.4 KiB, each its own, each float16-coded.
+        let big: Vec<&Cut> = cuts
+            .iter()
+            .filter(|c| c.tensors.iter().any(|t| t.name == "big"))
+            .collect();
+        assert_eq!(big.len(), 3);
+        for c in &big {
+            assert_eq!(c.tensors.len(), 1);
+            assert_eq!(c.content, Content::Floats(2));
+            assert_eq!(c.len % 2, 0);
+            assert!(c.offset >= 1024 && c.offset + c.len <= 11 * k);
+        }
+        assert_eq!(cuts.last().unwrap().tensors[0].name, "ids");
+        assert_eq!(cuts.last().unwrap().content, Content::Bytes);
+    }
+
+    #[test]
+    fn mixed_or_misaligned_chunks_use_the_byte_codec() {
+        // bf16 then f32 in one small group: mixed widths.
+        let spans = vec![span("h", "BF16", 8, 108), span("f", "F32", 108, 208)];
+        let cuts = by_tensor(208, &spans, 1 << 20);
+        assert_eq!(cuts.len(), 1);
+        assert_eq!(cuts[0].content, Content::Bytes);
+        // A float tensor starting at an odd offset within its chunk.
+        let spans = vec![span("h", "BF16", 9, 1009)];
+        let cuts = by_tensor(1009, &spans, 1 << 20);
+        assert_eq!(cuts[0].content, Content::Bytes);
+        // Aligned and mostly floats: float codec.
+        let spans = vec![span("h", "BF16", 8, 1008)];
+        assert_eq!(
+            by_tensor(1008, &spans, 1 << 20)[0].content,
+            Content::Floats(2)
+        );
+    }
+
+    #[test]
+    fn safetensors_files_are_planned_by_tensor() {
+        let img = safetensors::tests::image(&[
+            ("w1", "BF16", vec![4096], vec![1; 8192]),
+            ("w2", "F32", vec![4096], vec![2; 16384]),
+            ("bias", "F32", vec![4], vec![3; 16]),
+        ]);
+        let cuts = plan(&Bytes(&img[..]), Partition::Tensor, 8192, "m").unwrap();
+        assert_tiles(&cuts, img.len() as u64);
+        assert!(cuts.iter().any(|c| c.content == Content::Floats(2)));
+        assert!(cuts.iter().any(|c| c.content == Content::Floats(4)));
+        // A broken header falls back to fixed cuts.
+        let mut broken = img.clone();
+        broken[20] = b'#';
+        let cuts = plan(&Bytes(&broken[..]), Partition::Tensor, 8192, "m").unwrap();
+        assert_eq!(cuts, fixed(broken.len() as u64, 8192).unwrap());
+        assert_eq!(
+            plan(&Bytes(&img[..]), Partition::Fixed, 8192, "m").unwrap(),
+            fixed(img.len() as u64, 8192).unwrap()
         );
     }
 }

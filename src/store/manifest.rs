@@ -6,7 +6,7 @@
 //! relies on (chunks tile each file exactly, paths stay inside the model), so a hostile or
 //! damaged manifest can never make a reader return wrong bytes.
 
-use crate::chunking::MAX_CHUNK_SIZE;
+use crate::chunking::{MAX_CHUNK_SIZE, TensorTag};
 use crate::codec::{Codec, Hash32};
 use crate::placement::Placement;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,9 @@ pub struct ChunkRef {
     pub stored_len: u64,
     /// Member ids holding a replica, primary first.
     pub members: Vec<String>,
+    /// The tensors (or parts of tensors) this chunk holds, when the file's layout is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensors: Vec<TensorTag>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +200,10 @@ pub(crate) mod tests {
             codec: Codec::Zstd,
             stored_len: len / 2,
             members: vec!["m0".into(), "m1".into()],
+            tensors: vec![TensorTag {
+                name: format!("t{byte}"),
+                dtype: "BF16".into(),
+            }],
         };
         Manifest {
             format_version: MANIFEST_FORMAT,

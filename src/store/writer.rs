@@ -7,7 +7,7 @@
 use super::manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT, Manifest, check_model_name};
 use super::member::Member;
 use super::{Store, StoreError, fsio, io_err};
-use crate::chunking::{self, Cut};
+use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
 use crate::placement::{self, ChunkPos, Placement, Slot};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,6 +29,7 @@ pub struct PackOptions {
     pub codec: CodecChoice,
     pub level: i32,
     pub placement: Placement,
+    pub partition: Partition,
     /// Let member directories that are not yet part of the store join it.
     pub init: bool,
     /// Draw a progress bar (on a terminal).
@@ -44,6 +45,7 @@ impl Default for PackOptions {
             codec: CodecChoice::Auto,
             level: 3,
             placement: Placement::Hash,
+            partition: Partition::Tensor,
             init: false,
             progress: false,
         }
@@ -170,7 +172,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Hashes, places, and (where a member lacks it) encodes and writes one chunk.
-    fn store_chunk(&self, index: u64, cut: Cut, data: &[u8]) -> Result<ChunkRef, StoreError> {
+    fn store_chunk(&self, index: u64, cut: &Cut, data: &[u8]) -> Result<ChunkRef, StoreError> {
         let hash = Hash32::of(data);
         let pos = ChunkPos {
             hash: &hash,
@@ -194,7 +196,7 @@ impl Ctx<'_> {
         let (codec, stored_len) = if missing.is_empty() {
             existing.unwrap_or((Codec::None, 0))
         } else {
-            let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level)
+            let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             for (m, path) in &missing {
                 let dir = path.parent().unwrap_or(&m.path).to_path_buf();
@@ -216,6 +218,7 @@ impl Ctx<'_> {
             codec,
             stored_len,
             members: targets.iter().map(|m| m.id().to_string()).collect(),
+            tensors: cut.tensors.clone(),
         })
     }
 }
@@ -240,7 +243,7 @@ fn pack_file(
     first_index: u64,
 ) -> Result<FileEntry, StoreError> {
     let threads = rayon::current_num_threads().max(1);
-    let (tx, rx) = sync_channel::<(u64, Cut, Vec<u8>)>(threads * 2);
+    let (tx, rx) = sync_channel::<(u64, &Cut, Vec<u8>)>(threads * 2);
     let (file_hash, chunks) = std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<Hash32, StoreError> {
             let read_err =
@@ -257,7 +260,7 @@ fn pack_file(
                     }
                 })?;
                 hasher.update(&buf);
-                if tx.send((first_index + i as u64, *cut, buf)).is_err() {
+                if tx.send((first_index + i as u64, cut, buf)).is_err() {
                     break; // the workers stopped on an error of their own
                 }
             }
@@ -313,8 +316,13 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     placement::check(opts.replicas, store.members.len())?;
     let plans: Vec<Vec<Cut>> = sources
         .iter()
-        .map(|s| chunking::fixed(s.size, opts.chunk_size))
-        .collect::<Result<_, _>>()?;
+        .map(|s| {
+            let file = File::open(&s.abs)
+                .map_err(|e| source_err(format!("cannot read {}: {e}", s.abs.display())))?;
+            let src = FileAt { file, len: s.size };
+            chunking::plan(&src, opts.partition, opts.chunk_size, &s.rel).map_err(StoreError::from)
+        })
+        .collect::<Result<_, StoreError>>()?;
     let total_chunks: u64 = plans.iter().map(|p| p.len() as u64).sum();
     let bytes_in: u64 = sources.iter().map(|s| s.size).sum();
 
