@@ -74,6 +74,15 @@ impl ChunkCache {
         inner.lru.contains(key) || inner.inflight.contains_key(key)
     }
 
+    /// The chunk `key` if it is cached (counted as a hit), without waiting for anything.
+    pub fn get_cached(&self, key: &Hash32) -> Option<Chunk> {
+        let chunk = self.inner.lock().lru.get(key).cloned();
+        if chunk.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        chunk
+    }
+
     /// Returns the chunk `key` (`len` bytes once loaded), from the cache, by joining a load under
     /// way, or by calling `load` on this thread.
     pub fn get<F>(&self, key: Hash32, len: u64, load: F) -> (Result<Chunk, String>, Served)
@@ -159,8 +168,10 @@ mod tests {
             assert_eq!(s, Served::Loaded);
         }
         assert_eq!(cache.used_bytes(), 300);
-        // Touch 0 so 1 is the least recently used; loading 3 evicts 1.
+        // Touch 0 and 2 so 1 is the least recently used; loading 3 evicts 1.
         assert_eq!(cache.get(key(0), 100, || unreachable!()).1, Served::Hit);
+        assert!(cache.get_cached(&key(2)).is_some());
+        assert!(cache.get_cached(&key(42)).is_none());
         cache.get(key(3), 100, || buf(3, 100)).0.unwrap();
         assert!(cache.used_bytes() <= 300);
         assert!(!cache.contains_or_loading(&key(1)));

@@ -273,6 +273,35 @@ fn load(
     result
 }
 
+/// Replies with bytes `[offset, end)` of `file`, held by `chunks` (from chunk `first` on): a
+/// slice of the chunk itself when one chunk holds them all.
+fn reply_range(
+    stats: &Stats,
+    file: &FileEntry,
+    offset: u64,
+    end: u64,
+    first: usize,
+    chunks: &[Chunk],
+    reply: ReplyData,
+) {
+    stats
+        .bytes_served
+        .fetch_add(end - offset, Ordering::Relaxed);
+    let start_in = (offset - file.chunks[first].offset) as usize;
+    if let [only] = chunks {
+        reply.data(&only[start_in..start_in + (end - offset) as usize]);
+        return;
+    }
+    let mut buf = Vec::with_capacity((end - offset) as usize);
+    for (i, c) in chunks.iter().enumerate() {
+        let chunk_start = file.chunks[first + i].offset;
+        let a = offset.saturating_sub(chunk_start) as usize;
+        let b = ((end - chunk_start) as usize).min(c.len());
+        buf.extend_from_slice(&c[a..b]);
+    }
+    reply.data(&buf);
+}
+
 /// Index of the chunk holding byte `offset` (which is inside the file).
 fn chunk_at(file: &FileEntry, offset: u64) -> usize {
     file.chunks.partition_point(|c| c.offset + c.len <= offset)
@@ -348,6 +377,10 @@ impl Filesystem for ShardFs {
             let ahead = ra
                 .lock()
                 .on_read(offset, end - offset, last, file.chunks.len(), window);
+            log::debug!(
+                "read fh {} {offset}+{size}: read-ahead {ahead:?}",
+                u64::from(fh)
+            );
             for index in ahead {
                 if self.cache.contains_or_loading(&file.chunks[index].hash) {
                     continue;
@@ -367,6 +400,14 @@ impl Filesystem for ShardFs {
             }
         }
 
+        // Chunks already in memory are answered here: no hand-off, nothing to wait for.
+        let cached: Option<Vec<Chunk>> = (first..=last)
+            .map(|i| self.cache.get_cached(&file.chunks[i].hash))
+            .collect();
+        if let Some(chunks) = cached {
+            return reply_range(&self.stats, &file, offset, end, first, &chunks, reply);
+        }
+        // Otherwise a worker loads (or waits for) them and replies.
         let (store, cache, stats) = (self.store.clone(), self.cache.clone(), self.stats.clone());
         self.readers.spawn(move || {
             let mut chunks = Vec::with_capacity(last - first + 1);
@@ -380,23 +421,7 @@ impl Filesystem for ShardFs {
                     }
                 }
             }
-            stats
-                .bytes_served
-                .fetch_add(end - offset, Ordering::Relaxed);
-            let start_in = (offset - file.chunks[first].offset) as usize;
-            if first == last {
-                let end_in = start_in + (end - offset) as usize;
-                reply.data(&chunks[0][start_in..end_in]);
-            } else {
-                let mut buf = Vec::with_capacity((end - offset) as usize);
-                for (i, c) in chunks.iter().enumerate() {
-                    let chunk_start = file.chunks[first + i].offset;
-                    let a = offset.saturating_sub(chunk_start) as usize;
-                    let b = ((end - chunk_start) as usize).min(c.len());
-                    buf.extend_from_slice(&c[a..b]);
-                }
-                reply.data(&buf);
-            }
+            reply_range(&stats, &file, offset, end, first, &chunks, reply);
         });
     }
 

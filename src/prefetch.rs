@@ -4,8 +4,9 @@
 
 use std::ops::Range;
 
-/// Reads may arrive this far from the expected offset and still count as sequential.
-const SLACK: u64 = 1 << 20;
+/// Reads may arrive this far from the expected offset and still count as sequential: a large
+/// read() makes the kernel send dozens of 1 MiB requests at once, which arrive out of order.
+const SLACK: u64 = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct Readahead {
