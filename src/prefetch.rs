@@ -94,9 +94,10 @@ mod tests {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let offset = ((x >> 20) % (100 * C)) / 4096 * 4096 + C;
+            // Uniform over a 4 GiB file.
+            let offset = ((x >> 20) % (4096 * C)) / 4096 * 4096;
             total += ra
-                .on_read(offset, 4096, (offset / C) as usize, 101, 4)
+                .on_read(offset, 4096, (offset / C) as usize, 4096, 4)
                 .len();
         }
         assert!(total < 20, "random reads triggered {total} prefetches");
