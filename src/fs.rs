@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// File contents never change under a mount: the kernel may cache names and attributes long.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// Threads answering reads that must wait for a chunk.
+const READERS: usize = 16;
 /// The extended attribute of the mount root that returns live counters as JSON.
 pub const STATUS_XATTR: &str = "user.shardfs.status";
 
@@ -58,7 +60,7 @@ pub struct FsOptions {
     pub cache_size: u64,
     /// Chunks kept loading ahead of a sequential reader.
     pub prefetch: usize,
-    /// Worker threads answering reads; read-ahead runs on twice as many.
+    /// Decompression workers: read-ahead runs on twice as many (some wait on the disk).
     pub threads: usize,
 }
 
@@ -178,7 +180,10 @@ impl ShardFs {
             nodes,
             cache: Arc::new(ChunkCache::new(opts.cache_size)),
             stats: Arc::new(Stats::default()),
-            readers: pool("read", threads)?,
+            // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
+            // is ready never queues behind reads still waiting (measured: 1-10 ms queueing with
+            // one per core under a mmap loader).
+            readers: pool("read", READERS.max(threads))?,
             // Twice as many loaders as cores: while some wait for a chunk file to come off the
             // disk, the others keep the cores decompressing.
             prefetchers: Arc::new(pool("prefetch", 2 * threads)?),

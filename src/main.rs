@@ -106,7 +106,7 @@ enum Command {
         /// Chunks loaded ahead of a sequential reader [default: four times the threads]
         #[arg(long)]
         prefetch: Option<usize>,
-        /// Worker threads answering reads (read-ahead uses twice as many) [default: the number of cores]
+        /// Cores to decompress on: read-ahead uses twice as many threads [default: the number of cores]
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         threads: Option<u32>,
         /// Kernel read-ahead window for the mount (root only; up to 1MiB goes in one request)
