@@ -1,11 +1,12 @@
 //! Where a file is cut into chunks. `fixed` cuts every `chunk_size` bytes. `tensor` reads the
-//! layout of a safetensors file (and, where parsers exist, other formats) and cuts on tensor
-//! boundaries: a large tensor gets chunks of its own, about `chunk_size` each; small neighbouring
+//! layout of a safetensors, GGUF or PyTorch zip file and cuts on tensor boundaries: a large tensor gets chunks of its own, about `chunk_size` each; small neighbouring
 //! tensors and headers are grouped so that no chunk is tiny. Each cut records what it holds, so
 //! float tensors get the float codec and readers of one tensor decompress only its chunks.
 //! Anything unrecognised, or a header that does not check out, falls back to fixed cuts.
 
+pub mod gguf;
 pub mod safetensors;
+pub mod torchzip;
 
 use crate::codec::Content;
 use serde::{Deserialize, Serialize};
@@ -155,6 +156,12 @@ pub fn fixed(size: u64, chunk_size: u64) -> Result<Vec<Cut>, ChunkingError> {
 
 /// The tensors of a recognised model file, or why none could be read.
 pub fn layout(src: &dyn ReadAt) -> Result<Option<Vec<TensorSpan>>, LayoutError> {
+    if gguf::looks_like(src) {
+        return gguf::parse(src).map(Some);
+    }
+    if torchzip::looks_like(src) {
+        return torchzip::parse(src).map(Some);
+    }
     if safetensors::looks_like(src) {
         return safetensors::parse(src).map(Some);
     }
@@ -234,18 +241,11 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
     }
 
     // Group: a piece of at least half a chunk stands alone; smaller neighbours share a chunk up
-    // to chunk_size.
-    let mut cuts: Vec<Cut> = Vec::new();
+    // to chunk_size. A small gap between two large pieces (a zip record header, padding) joins
+    // the chunk before it rather than making a tiny chunk of its own.
+    let mut groups: Vec<Vec<Piece>> = Vec::new();
     let mut group: Vec<Piece> = Vec::new();
-    let flush = |group: &mut Vec<Piece>, cuts: &mut Vec<Cut>| {
-        if let (Some(first), Some(last)) = (group.first(), group.last()) {
-            // A group of nothing but empty tensors has no bytes to store.
-            if last.end > first.start {
-                cuts.push(make_cut(first.start, last.end, group));
-            }
-        }
-        group.clear();
-    };
+    let span = |g: &[Piece]| g.first().zip(g.last()).map_or(0, |(f, l)| l.end - f.start);
     for piece in pieces {
         let len = piece.end - piece.start;
         if len == 0 {
@@ -259,20 +259,33 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
             }
             continue;
         }
-        if len * 2 >= chunk_size {
-            flush(&mut group, &mut cuts);
-            group.push(piece);
-            flush(&mut group, &mut cuts);
+        let small_gap = piece.tensor.is_none() && len * 16 < chunk_size;
+        if small_gap
+            && span(&group) == 0
+            && let Some(prev) = groups
+                .last_mut()
+                .filter(|g| span(g) + len <= chunk_size + chunk_size / 8)
+        {
+            prev.push(piece);
             continue;
         }
-        let group_len = group.first().map_or(0, |f| piece.start - f.start);
-        if group_len + len > chunk_size {
-            flush(&mut group, &mut cuts);
+        if len * 2 >= chunk_size {
+            groups.push(std::mem::take(&mut group));
+            groups.push(vec![piece]);
+            continue;
+        }
+        if span(&group) + len > chunk_size {
+            groups.push(std::mem::take(&mut group));
         }
         group.push(piece);
     }
-    flush(&mut group, &mut cuts);
-    cuts
+    groups.push(group);
+    // A group of nothing but empty tensors has no bytes to store.
+    groups
+        .iter()
+        .filter(|g| span(g) > 0)
+        .map(|g| make_cut(g[0].start, g[g.len() - 1].end, g))
+        .collect()
 }
 
 /// A cut over `[start, end)` holding `pieces`: float content when every byte that is not a
@@ -392,6 +405,26 @@ mod tests {
         }
         assert_eq!(cuts.last().unwrap().tensors[0].name, "ids");
         assert_eq!(cuts.last().unwrap().content, Content::Bytes);
+    }
+
+    #[test]
+    fn small_gaps_between_large_tensors_join_the_chunk_before() {
+        // Like a torch zip: each 4 KiB record preceded by an 80-byte local header.
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for i in 0..4 {
+            at += 80;
+            spans.push(span(&format!("r{i}"), "F32", at, at + 4096));
+            at += 4096;
+        }
+        let cuts = by_tensor(at + 22, &spans, 4096);
+        assert_tiles(&cuts, at + 22);
+        assert_eq!(cuts.len(), 5, "{cuts:?}");
+        assert_eq!(cuts[0].len, 80, "the leading header has no chunk before it");
+        for c in &cuts[1..] {
+            assert!(c.len >= 4096);
+            assert_eq!(c.content, Content::Floats(4));
+        }
     }
 
     #[test]
