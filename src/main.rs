@@ -411,6 +411,9 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
                     "chunk_size": m.chunk_size,
                     "codec": m.codec,
                     "placement": m.placement,
+                    "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
+                        (dtype, serde_json::json!({"bytes": bytes, "stored_bytes": stored, "ratio": ratio(bytes, stored)}))
+                    }).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();

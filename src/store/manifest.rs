@@ -149,6 +149,29 @@ impl Manifest {
             .sum()
     }
 
+    /// Logical and stored bytes per dtype of the chunks' tensors: `mixed` for chunks holding
+    /// several dtypes, `untyped` for chunks of files whose layout is not known. Repeated chunks
+    /// count once.
+    pub fn by_dtype(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut seen = HashSet::new();
+        for c in self.files.iter().flat_map(|f| &f.chunks) {
+            if !seen.insert(c.hash) {
+                continue;
+            }
+            let mut dtypes = c.tensors.iter().map(|t| t.dtype.as_str());
+            let key = match dtypes.next() {
+                None => "untyped",
+                Some(first) if dtypes.all(|d| d == first) => first,
+                Some(_) => "mixed",
+            };
+            let e = out.entry(key.to_string()).or_insert((0, 0));
+            e.0 += c.len;
+            e.1 += c.stored_len;
+        }
+        out
+    }
+
     pub fn chunk_count(&self) -> usize {
         self.files.iter().map(|f| f.chunks.len()).sum()
     }
@@ -246,6 +269,8 @@ pub(crate) mod tests {
         assert_eq!(m.logical_size(), 10);
         assert_eq!(m.stored_size(), 2 + 2); // chunks 1 and 2; the third repeats chunk 1
         assert_eq!(m.chunk_count(), 3);
+        let by = m.by_dtype();
+        assert_eq!(by.get("BF16"), Some(&(8, 4)), "{by:?}");
         assert!(m.file("/sub/empty.txt").is_some());
     }
 
