@@ -256,18 +256,20 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
     starts.sort_unstable();
     let mut spans = Vec::with_capacity(infos.len());
     for (name, elems, kind, offset) in infos {
-        let (dtype, size) = match ggml_type(kind) {
+        let (dtype, size, block_bytes) = match ggml_type(kind) {
             Some((dtype, block, bytes)) => {
                 if elems % block != 0 {
                     return Err(bad(format!(
                         "{name}: {elems} elements is not a whole number of {dtype} blocks"
                     )));
                 }
+                let size = (elems / block)
+                    .checked_mul(bytes)
+                    .ok_or_else(|| bad("tensor size overflows"))?;
                 (
                     dtype.to_string(),
-                    (elems / block)
-                        .checked_mul(bytes)
-                        .ok_or_else(|| bad("tensor size overflows"))?,
+                    size,
+                    (block > 1).then_some(bytes as usize),
                 )
             }
             None => {
@@ -276,7 +278,11 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
                     .copied()
                     .find(|&s| s > offset)
                     .unwrap_or(data_len);
-                (format!("ggml-type-{kind}"), next.saturating_sub(offset))
+                (
+                    format!("ggml-type-{kind}"),
+                    next.saturating_sub(offset),
+                    None,
+                )
             }
         };
         let end = offset
@@ -285,6 +291,7 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
             .ok_or_else(|| bad(format!("{name}: data past the end of the file")))?;
         spans.push(TensorSpan {
             float_width: dtype_float_width(&dtype),
+            block: block_bytes,
             name,
             dtype,
             start: data_start + offset,
@@ -382,6 +389,7 @@ pub(crate) mod tests {
         );
         assert_eq!(spans[0].float_width, Some(2));
         assert_eq!(spans[1].float_width, None);
+        assert_eq!(spans[1].block, Some(34));
         assert_eq!(spans[0].start % 32, 0);
         assert_eq!(
             &img[spans[1].start as usize..spans[1].end as usize],

@@ -84,6 +84,8 @@ pub struct TensorSpan {
     pub dtype: String,
     /// Element width when the dtype is a float the float codec handles (2 or 4 bytes).
     pub float_width: Option<usize>,
+    /// Bytes per quantization block, for block-quantized tensors (GGUF Q8_0, Q4_K, ...).
+    pub block: Option<usize>,
     pub start: u64,
     pub end: u64,
 }
@@ -192,7 +194,7 @@ pub fn plan(
 struct Piece {
     start: u64,
     end: u64,
-    tensor: Option<(usize, TensorTag)>,
+    tensor: Option<(Content, TensorTag)>,
 }
 
 /// Cuts on tensor boundaries. `spans` must be sorted, non-overlapping and inside `size`.
@@ -214,7 +216,12 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
             dtype: s.dtype.clone(),
         };
         let len = s.end - s.start;
-        let width = s.float_width.unwrap_or(1) as u64;
+        let grouping = match (s.float_width, s.block) {
+            (Some(w), _) => Content::Floats(w),
+            (None, Some(b)) if b >= 2 => Content::Blocks(b),
+            _ => Content::Bytes,
+        };
+        let width = unit(grouping) as u64;
         let parts = len.div_ceil(chunk_size).max(1);
         let part = (len.div_ceil(parts)).div_ceil(width) * width;
         let mut p = s.start;
@@ -223,7 +230,7 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
             pieces.push(Piece {
                 start: p,
                 end: e,
-                tensor: Some((s.float_width.unwrap_or(0), tag.clone())),
+                tensor: Some((grouping, tag.clone())),
             });
             if e == p {
                 break;
@@ -254,7 +261,7 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
                 group.push(Piece {
                     start: piece.start,
                     end: piece.start,
-                    tensor: Some((0, tag.clone())),
+                    tensor: Some((Content::Bytes, tag.clone())),
                 });
             }
             continue;
@@ -288,31 +295,44 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
         .collect()
 }
 
-/// A cut over `[start, end)` holding `pieces`: float content when every byte that is not a
-/// small header belongs to float tensors of one width, aligned to that width.
+/// Bytes per element of a grouping (1 for plain bytes).
+fn unit(content: Content) -> usize {
+    match content {
+        Content::Floats(w) | Content::Blocks(w) => w.max(1),
+        Content::Bytes => 1,
+    }
+}
+
+/// A cut over `[start, end)` holding `pieces`: grouped content (floats of one width, or
+/// quantization blocks of one size) when every byte that is not a small header belongs to such
+/// tensors, aligned to their element; plain bytes otherwise.
 fn make_cut(start: u64, end: u64, pieces: &[Piece]) -> Cut {
     let len = end - start;
     let mut tensors: Vec<TensorTag> = Vec::new();
-    let mut width: Option<usize> = None;
-    let mut float_bytes = 0;
+    let mut grouping: Option<Content> = None;
+    let mut grouped_bytes = 0;
     let mut uniform = true;
     for p in pieces {
-        let Some((w, tag)) = &p.tensor else { continue };
+        let Some((content, tag)) = &p.tensor else {
+            continue;
+        };
         if tensors.last() != Some(tag) {
             tensors.push(tag.clone());
         }
         if p.end == p.start {
             continue;
         }
-        if *w == 0 || width.is_some_and(|x| x != *w) || !(p.start - start).is_multiple_of(*w as u64)
+        if *content == Content::Bytes
+            || grouping.is_some_and(|g| g != *content)
+            || !(p.start - start).is_multiple_of(unit(*content) as u64)
         {
             uniform = false;
         }
-        width = Some(*w);
-        float_bytes += p.end - p.start;
+        grouping = Some(*content);
+        grouped_bytes += p.end - p.start;
     }
-    let content = match width {
-        Some(w) if uniform && w > 0 && float_bytes * 8 >= len * 7 => Content::Floats(w),
+    let content = match grouping {
+        Some(g) if uniform && grouped_bytes * 8 >= len * 7 => g,
         _ => Content::Bytes,
     };
     Cut {
@@ -352,6 +372,7 @@ mod tests {
             name: name.into(),
             dtype: dtype.into(),
             float_width: dtype_float_width(dtype),
+            block: (dtype == "Q8_0").then_some(34),
             start,
             end,
         }
@@ -424,6 +445,22 @@ mod tests {
         for c in &cuts[1..] {
             assert!(c.len >= 4096);
             assert_eq!(c.content, Content::Floats(4));
+        }
+    }
+
+    #[test]
+    fn quantized_tensors_are_cut_on_whole_blocks() {
+        let spans = vec![span("q", "Q8_0", 32, 32 + 34 * 1000)];
+        let cuts = by_tensor(32 + 34 * 1000, &spans, 10_000);
+        assert_tiles(&cuts, 32 + 34 * 1000);
+        let q: Vec<&Cut> = cuts
+            .iter()
+            .filter(|c| c.tensors.iter().any(|t| t.name == "q"))
+            .collect();
+        assert!(q.len() >= 3);
+        for c in q {
+            assert_eq!(c.content, Content::Blocks(34));
+            assert_eq!((c.offset - 32) % 34, 0);
         }
     }
 

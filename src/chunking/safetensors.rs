@@ -99,6 +99,7 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
             name: name.clone(),
             dtype: dtype.to_string(),
             float_width: dtype_float_width(dtype),
+            block: None,
             start: data_start + start,
             end: data_start + end,
         });

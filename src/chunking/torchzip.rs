@@ -362,6 +362,7 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
             Some(TensorSpan {
                 name: format!("storage/{key}"),
                 float_width: dtype_float_width(&dtype),
+                block: None,
                 dtype,
                 start: m.data_start,
                 end: m.data_start + m.len,

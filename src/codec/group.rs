@@ -1,13 +1,14 @@
-//! The byte-grouping codec for float tensors. Each element is first rotated left by one bit so
-//! that the sign moves to the lowest bit and the exponent fills the top byte exactly (bf16 and
-//! fp32; fp16 gets its 5 exponent bits in the top byte too). Then byte i of every element goes
-//! to group i, and each group is stored with zstd (level 1) or raw, whichever is smaller: the
-//! exponent group, which carries ~2.7 bits of information per byte, shrinks to a third, while the
-//! mantissa groups are near-random and stay raw. fp32 tensors holding bf16 values have two
-//! all-zero groups, which cost nothing.
+//! The byte-grouping codec: byte i of every element of `width` bytes goes to group i, and each
+//! group is stored with zstd or raw, whichever is smaller. For float tensors (width 2 or 4) each
+//! element is first rotated left by one bit so that the sign moves to the lowest bit and the
+//! exponent fills the top byte exactly (bf16 and fp32; fp16 gets its 5 exponent bits in the top
+//! byte too): the exponent group, ~2.7 bits of information per byte, shrinks to a third, while
+//! the mantissa groups are near-random and stay raw; fp32 tensors holding bf16 values have two
+//! all-zero groups, which cost nothing. For quantized blocks (GGUF Q8_0, Q4_K, ...; width = the
+//! block's bytes, no rotation) the scales are separated from the quants, which then code better.
 //!
-//! Payload: `width` (u8), then per group its mode (u8: 0 raw, 1 zstd) and stored length (u64 LE),
-//! then the groups in order (lowest byte first), then the `raw_len % width` trailing bytes raw.
+//! Payload: `width` (u16 LE), then per group its mode (u8: 0 raw, 1 zstd) and stored length (u64
+//! LE), then the groups in order (lowest byte first), then the `raw_len % width` trailing bytes.
 
 use super::CodecError;
 
@@ -39,15 +40,23 @@ pub type GroupCompressor<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, CodecError> +
 /// Decompresses one group into a slice of exactly its length, returning the bytes produced.
 pub type GroupDecompressor<'a> = dyn FnMut(&[u8], &mut [u8]) -> Result<usize, CodecError> + 'a;
 
-fn table_len(width: usize) -> usize {
-    1 + width * 9
+/// Whether `width` can be grouped (and rotated, for floats).
+fn valid_width(width: usize, rotate: bool) -> bool {
+    (2..=MAX_WIDTH).contains(&width) && (!rotate || width == 2 || width == 4)
 }
 
-/// Splits `raw` into `width` byte groups (after the rotation), one after the other in `groups`.
-fn split(raw: &[u8], width: usize, groups: &mut [u8]) {
+fn table_len(width: usize) -> usize {
+    2 + width * 9
+}
+
+/// The widest element the codec takes (a GGUF Q8_K block is 292 bytes).
+pub const MAX_WIDTH: usize = 1024;
+
+/// Splits `raw` into `width` byte groups (floats rotated first), one after the other in `groups`.
+fn split(raw: &[u8], width: usize, rotate: bool, groups: &mut [u8]) {
     let n = raw.len() / width;
-    match width {
-        2 => {
+    match (width, rotate) {
+        (2, true) => {
             let (lo, hi) = groups.split_at_mut(n);
             for ((c, l), h) in raw.chunks_exact(2).zip(lo.iter_mut()).zip(hi.iter_mut()) {
                 let v = u16::from_le_bytes([c[0], c[1]]).rotate_left(1);
@@ -55,7 +64,7 @@ fn split(raw: &[u8], width: usize, groups: &mut [u8]) {
                 *h = (v >> 8) as u8;
             }
         }
-        _ => {
+        (4, true) => {
             let (b0, rest) = groups.split_at_mut(n);
             let (b1, rest) = rest.split_at_mut(n);
             let (b2, b3) = rest.split_at_mut(n);
@@ -69,45 +78,60 @@ fn split(raw: &[u8], width: usize, groups: &mut [u8]) {
                 b3[i] = v[3];
             }
         }
+        _ => {
+            for (i, element) in raw.chunks_exact(width).enumerate() {
+                for (j, &b) in element.iter().enumerate() {
+                    groups[j * n + i] = b;
+                }
+            }
+        }
     }
 }
 
-/// Interleaves the groups back into elements and undoes the rotation. No branch per element.
-fn join(groups: &[&[u8]], out: &mut [u8]) {
-    match groups {
-        [lo, hi] => {
+/// Interleaves the groups back into elements (undoing the float rotation). No branch per element.
+fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
+    match (groups, rotate) {
+        ([lo, hi], true) => {
             for ((o, &l), &h) in out.chunks_exact_mut(2).zip(lo.iter()).zip(hi.iter()) {
                 let v = (u16::from(h) << 8 | u16::from(l)).rotate_right(1);
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        [b0, b1, b2, b3] => {
+        ([b0, b1, b2, b3], true) => {
             let n = b0.len().min(b1.len()).min(b2.len()).min(b3.len());
             for (i, o) in out.chunks_exact_mut(4).take(n).enumerate() {
                 let v = u32::from_le_bytes([b0[i], b1[i], b2[i], b3[i]]).rotate_right(1);
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        _ => {}
+        _ => {
+            let width = groups.len();
+            for (j, g) in groups.iter().enumerate() {
+                for (o, &b) in out.chunks_exact_mut(width).map(|e| &mut e[j]).zip(g.iter()) {
+                    *o = b;
+                }
+            }
+        }
     }
 }
 
-/// Encodes `raw` as elements of `width` bytes (2 or 4).
+/// Encodes `raw` as elements of `width` bytes, rotating floats (`rotate`, widths 2 and 4).
 pub fn encode(
     raw: &[u8],
     width: usize,
+    rotate: bool,
     compress: &mut GroupCompressor<'_>,
 ) -> Result<Vec<u8>, CodecError> {
-    if width != 2 && width != 4 {
+    if !valid_width(width, rotate) {
         return Err(CodecError::Compress(format!(
-            "float codec needs 2- or 4-byte elements, not {width}"
+            "cannot group elements of {width} bytes"
         )));
     }
     let n = raw.len() / width;
     let mut groups = vec![0u8; n * width];
-    split(raw, width, &mut groups);
+    split(raw, width, rotate, &mut groups);
     let mut table = Vec::with_capacity(table_len(width));
-    table.push(width as u8);
+    table.extend_from_slice(&(width as u16).to_le_bytes());
     let mut body = Vec::with_capacity(raw.len());
     for g in groups.chunks_exact(n.max(1)).take(width) {
         let worth_trying = n > 0 && entropy_bits(g) < 8.0 * (1.0 - MIN_SAVING);
@@ -135,23 +159,27 @@ pub fn encode(
     Ok(table)
 }
 
-/// Decodes a float-codec payload into `out` (the chunk's exact length). `scratch` is reused
-/// between calls; `decompress` fills a slice exactly or fails.
+/// Decodes a grouped payload into `out` (the chunk's exact length). `scratch` is reused between
+/// calls; `decompress` fills a slice exactly or fails.
 pub fn decode(
     payload: &[u8],
+    rotate: bool,
     out: &mut [u8],
     scratch: &mut Vec<u8>,
     decompress: &mut GroupDecompressor<'_>,
 ) -> Result<(), CodecError> {
-    let bad = |why: &str| CodecError::Decompress(format!("float codec: {why}"));
-    let width = *payload.first().ok_or_else(|| bad("empty payload"))? as usize;
-    if width != 2 && width != 4 {
+    let bad = |why: &str| CodecError::Decompress(format!("grouped codec: {why}"));
+    let width = match payload {
+        [a, b, ..] => usize::from(u16::from_le_bytes([*a, *b])),
+        _ => return Err(bad("empty payload")),
+    };
+    if !valid_width(width, rotate) {
         return Err(bad("bad element width"));
     }
     let n = out.len() / width;
     let tail = out.len() - n * width;
     let table = payload
-        .get(1..table_len(width))
+        .get(2..table_len(width))
         .ok_or_else(|| bad("short table"))?;
     let mut entries = Vec::with_capacity(width);
     let mut total = 0u64;
@@ -186,7 +214,7 @@ pub fn decode(
             groups.push(dst);
         }
     }
-    join(&groups, &mut out[..n * width]);
+    join(&groups, rotate, &mut out[..n * width]);
     out[n * width..].copy_from_slice(&payload[at..]);
     Ok(())
 }
@@ -205,9 +233,10 @@ mod tests {
     }
 
     fn round_trip(raw: &[u8], width: usize) -> Vec<u8> {
-        let enc = encode(raw, width, &mut zstd1).unwrap();
+        let rotate = width == 2 || width == 4;
+        let enc = encode(raw, width, rotate, &mut zstd1).unwrap();
         let mut out = vec![0u8; raw.len()];
-        decode(&enc, &mut out, &mut Vec::new(), &mut unzstd).unwrap();
+        decode(&enc, rotate, &mut out, &mut Vec::new(), &mut unzstd).unwrap();
         assert_eq!(out, raw, "width {width}, {} bytes", raw.len());
         enc
     }
@@ -231,7 +260,7 @@ mod tests {
 
     #[test]
     fn round_trips_all_shapes() {
-        for width in [2, 4] {
+        for width in [2, 4, 18, 34, 210, 292] {
             for len in [0, 1, 3, 4, 5, 1000, 4097] {
                 round_trip(&bf16(len / 2 + 1)[..len], width);
             }
@@ -279,21 +308,21 @@ mod tests {
     #[test]
     fn damaged_payloads_fail_cleanly() {
         let raw = bf16(5000);
-        let enc = encode(&raw, 2, &mut zstd1).unwrap();
+        let enc = encode(&raw, 2, true, &mut zstd1).unwrap();
         let mut out = vec![0u8; raw.len()];
         for cut in [0, 1, 5, 19, enc.len() - 1] {
             assert!(
-                decode(&enc[..cut], &mut out, &mut Vec::new(), &mut unzstd).is_err(),
+                decode(&enc[..cut], true, &mut out, &mut Vec::new(), &mut unzstd).is_err(),
                 "cut {cut}"
             );
         }
         let mut bad = enc.clone();
-        bad[0] = 3;
-        assert!(decode(&bad, &mut out, &mut Vec::new(), &mut unzstd).is_err());
+        bad[0] = 3; // width 3 cannot be a rotated float
+        assert!(decode(&bad, true, &mut out, &mut Vec::new(), &mut unzstd).is_err());
         let mut bad = enc.clone();
-        bad[2] = 0xff; // a group length far past the payload
-        assert!(decode(&bad, &mut out, &mut Vec::new(), &mut unzstd).is_err());
+        bad[4] = 0xff; // a group length far past the payload
+        assert!(decode(&bad, true, &mut out, &mut Vec::new(), &mut unzstd).is_err());
         let mut wrong_len = vec![0u8; raw.len() - 2];
-        assert!(decode(&enc, &mut wrong_len, &mut Vec::new(), &mut unzstd).is_err());
+        assert!(decode(&enc, true, &mut wrong_len, &mut Vec::new(), &mut unzstd).is_err());
     }
 }
