@@ -33,6 +33,12 @@ enum CodecArg {
     None,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LossyArg {
+    /// fp32 safetensors tensors stored as bf16 (round to nearest even), header rewritten
+    Bf16,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Pack a model file or a model folder into the store (replacing a model of the same name)
@@ -63,6 +69,9 @@ enum Command {
         /// Where files are cut: on tensor boundaries (safetensors; other files fall back to fixed) or every chunk-size bytes
         #[arg(long, value_enum, default_value_t = Partition::Tensor)]
         partition: Partition,
+        /// Opt in to lossy storage: the model then reads back as a different (smaller) file
+        #[arg(long, value_enum)]
+        lossy: Option<LossyArg>,
         /// Let listed directories that are not yet members join the store
         #[arg(long)]
         init: bool,
@@ -219,6 +228,7 @@ fn run(command: Command) -> Result<(), Failure> {
             level,
             placement,
             partition,
+            lossy,
             init,
         } => {
             let opts = PackOptions {
@@ -233,6 +243,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 level,
                 placement,
                 partition,
+                lossy_bf16: matches!(lossy, Some(LossyArg::Bf16)),
                 init,
                 progress: std::io::stderr().is_terminal(),
             };
@@ -325,6 +336,12 @@ fn run(command: Command) -> Result<(), Failure> {
                 for p in &report.problems {
                     println!("{}", p.describe());
                 }
+                for l in &report.lossy {
+                    println!(
+                        "NOTE: model {}, file {} is lossy ({}): it differs by design from the packed file (blake3 {})",
+                        l.model, l.file, l.kind, l.original_blake3
+                    );
+                }
                 println!(
                     "{}: {} models, {} files, {} chunks, {} replicas checked ({}), {} problems",
                     if report.ok { "OK" } else { "FAILED" },
@@ -402,7 +419,8 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
                 serde_json::json!({
                     "name": m.name,
                     "version": m.version,
-                    "files": m.files.iter().map(|f| serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3})).collect::<Vec<_>>(),
+                    "files": m.files.iter().map(|f| serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy})).collect::<Vec<_>>(),
+                    "lossy": m.is_lossy(),
                     "logical_bytes": m.logical_size(),
                     "stored_bytes": m.stored_size(),
                     "ratio": ratio(m.logical_size(), m.stored_size()),
@@ -431,7 +449,11 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
     for m in &manifests {
         println!(
             "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}",
-            m.name,
+            if m.is_lossy() {
+                format!("{} (lossy)", m.name)
+            } else {
+                m.name.clone()
+            },
             m.files.len(),
             format_bytes(m.logical_size()),
             format_bytes(m.stored_size()),

@@ -357,3 +357,99 @@ fn result_does_not_depend_on_thread_count() {
         "pack output differs with the thread count"
     );
 }
+
+/// A safetensors file with one F32 tensor of `values` and one I64 tensor.
+fn f32_safetensors(values: &[f32]) -> Vec<u8> {
+    let n = values.len() * 4;
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{n}]}},"i":{{"dtype":"I64","shape":[1],"data_offsets":[{n},{}]}}}}"#,
+        values.len(),
+        n + 8
+    );
+    let mut h = header.into_bytes();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&42i64.to_le_bytes());
+    out
+}
+
+#[test]
+fn lossy_bf16_is_opt_in_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&members(dir.path(), 2));
+    let values: Vec<f32> = (0..5000)
+        .map(|i| ((i as f32) * 0.37).sin() * 0.02)
+        .collect();
+    let src = dir.path().join("m.safetensors");
+    let original = f32_safetensors(&values);
+    fs::write(&src, &original).unwrap();
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--name",
+        "exact",
+    ]);
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &store,
+        "--name",
+        "small",
+        "--lossy",
+        "bf16",
+    ]);
+    assert_eq!(
+        export(&store, "exact", None),
+        original,
+        "without --lossy the bytes are exact"
+    );
+    let small = export(&store, "small", None);
+    let hlen = u64::from_le_bytes(small[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&small[8..8 + hlen]).unwrap();
+    assert_eq!(header["w"]["dtype"], "BF16");
+    assert_eq!(header["w"]["data_offsets"], serde_json::json!([0, 10000]));
+    assert_eq!(
+        header["i"]["data_offsets"],
+        serde_json::json!([10000, 10008])
+    );
+    let data = &small[8 + hlen..];
+    for (i, v) in values.iter().enumerate() {
+        let b = u16::from_le_bytes([data[2 * i], data[2 * i + 1]]);
+        let bits = v.to_bits();
+        let expect = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+        assert_eq!(b, expect, "element {i}");
+    }
+    assert_eq!(&data[10000..], &42i64.to_le_bytes());
+    let listing = stdout(&ok(&["ls", "--store", &store]));
+    assert!(
+        listing.contains("small (lossy)") && !listing.contains("exact (lossy)"),
+        "{listing}"
+    );
+    let report = stdout(&ok(&["verify", "--store", &store]));
+    assert!(
+        report.contains("NOTE: model small") && report.contains("lossy (bf16)"),
+        "{report}"
+    );
+    let ls: serde_json::Value =
+        serde_json::from_slice(&ok(&["ls", "--store", &store, "--json"]).stdout).unwrap();
+    let small_json = ls["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "small")
+        .unwrap();
+    assert_eq!(small_json["lossy"], true);
+    assert_eq!(
+        small_json["files"][0]["lossy"]["original_size"],
+        original.len() as u64
+    );
+}

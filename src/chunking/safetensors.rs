@@ -5,6 +5,7 @@
 
 use super::{LayoutError, ReadAt, TensorSpan, dtype_float_width};
 use serde_json::Value;
+use std::io::Write;
 
 /// safetensors itself refuses headers above 100 MB.
 const MAX_HEADER: u64 = 100_000_000;
@@ -116,6 +117,110 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
     Ok(spans)
 }
 
+/// fp32 -> bf16, rounding to nearest even; NaNs stay NaN (quiet, same sign).
+pub fn f32_to_bf16(bits: u32) -> u16 {
+    if (bits & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((bits >> 16) as u16) | 0x0040;
+    }
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// What `to_bf16` did.
+#[derive(Debug, Clone)]
+pub struct Narrowed {
+    /// Tensors converted from F32.
+    pub tensors: usize,
+    pub original_size: u64,
+    pub original_blake3: crate::codec::Hash32,
+}
+
+/// Writes to `out` a valid safetensors file equal to `src` except that every F32 tensor is
+/// stored as BF16 (rounded to nearest even) with a header to match. Returns `None`, writing
+/// nothing, when `src` has no F32 tensor or its header does not check out.
+pub fn to_bf16(src: &dyn ReadAt, out: &mut dyn Write) -> Result<Option<Narrowed>, LayoutError> {
+    let spans = parse(src)?;
+    if !spans.iter().any(|s| s.dtype == "F32") {
+        return Ok(None);
+    }
+    let mut len = [0u8; 8];
+    src.read_exact_at(&mut len, 0)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    src.read_exact_at(&mut header, 8)?;
+    let mut table: serde_json::Map<String, Value> =
+        serde_json::from_slice(&header).map_err(|e| LayoutError::Invalid(e.to_string()))?;
+    let data_start = 8 + header.len() as u64;
+    // New offsets, in the order the data lies.
+    let mut at = 0u64;
+    for s in &spans {
+        let narrow = s.dtype == "F32";
+        let len = if narrow {
+            (s.end - s.start) / 2
+        } else {
+            s.end - s.start
+        };
+        if let Some(info) = table.get_mut(&s.name).and_then(Value::as_object_mut) {
+            if narrow {
+                info.insert("dtype".into(), Value::from("BF16"));
+            }
+            info.insert("data_offsets".into(), serde_json::json!([at, at + len]));
+        }
+        at += len;
+    }
+    let mut new_header =
+        serde_json::to_vec(&table).map_err(|e| LayoutError::Invalid(e.to_string()))?;
+    while !new_header.len().is_multiple_of(8) {
+        new_header.push(b' ');
+    }
+    let mut original = blake3::Hasher::new();
+    let mut head = vec![0u8; data_start as usize];
+    src.read_exact_at(&mut head, 0)?;
+    original.update(&head);
+    out.write_all(&(new_header.len() as u64).to_le_bytes())?;
+    out.write_all(&new_header)?;
+    // Copy the data section in file order; bytes between tensors (none in a well-formed file)
+    // count for the original hash but are not kept.
+    let mut pos = data_start;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut narrow_buf = Vec::with_capacity(2 << 20);
+    let mut copy = |from: u64,
+                    to: u64,
+                    narrow: bool,
+                    out: &mut dyn Write,
+                    keep: bool|
+     -> Result<(), LayoutError> {
+        let mut p = from;
+        while p < to {
+            let n = ((to - p) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], p)?;
+            original.update(&buf[..n]);
+            if keep && narrow {
+                narrow_buf.clear();
+                for w in buf[..n].chunks_exact(4) {
+                    let v = f32_to_bf16(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                    narrow_buf.extend_from_slice(&v.to_le_bytes());
+                }
+                out.write_all(&narrow_buf)?;
+            } else if keep {
+                out.write_all(&buf[..n])?;
+            }
+            p += n as u64;
+        }
+        Ok(())
+    };
+    for s in &spans {
+        copy(pos, s.start, false, out, false)?;
+        copy(s.start, s.end, s.dtype == "F32", out, true)?;
+        pos = s.end;
+    }
+    copy(pos, src.len(), false, out, false)?;
+    Ok(Some(Narrowed {
+        tensors: spans.iter().filter(|s| s.dtype == "F32").count(),
+        original_size: src.len(),
+        original_blake3: crate::codec::Hash32(*original.finalize().as_bytes()),
+    }))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -166,6 +271,42 @@ pub(crate) mod tests {
             &img[spans[1].start as usize..spans[1].end as usize],
             &[2; 16]
         );
+    }
+
+    #[test]
+    fn narrows_f32_tensors_to_bf16() {
+        let f: Vec<u8> = [1.0f32, -2.5, 1.2345, f32::NAN, 1e-40, 65504.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let img = image(&[
+            ("w", "F32", vec![2, 3], f.clone()),
+            ("i", "I64", vec![1], vec![9; 8]),
+        ]);
+        let mut out = Vec::new();
+        let done = to_bf16(&Bytes(&img), &mut out).unwrap().unwrap();
+        assert_eq!(done.tensors, 1);
+        assert_eq!(done.original_blake3, crate::codec::Hash32::of(&img));
+        let spans = parse(&Bytes(&out)).unwrap();
+        let w = spans.iter().find(|s| s.name == "w").unwrap();
+        assert_eq!((w.dtype.as_str(), w.end - w.start), ("BF16", 12));
+        let got: Vec<f32> = out[w.start as usize..w.end as usize]
+            .chunks_exact(2)
+            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+            .collect();
+        assert_eq!(got[0], 1.0);
+        assert_eq!(got[1], -2.5);
+        assert!((got[2] - 1.2345).abs() < 0.02);
+        assert!(got[3].is_nan());
+        assert_eq!(got[5], 65536.0, "65504 rounds to the nearest bf16");
+        let i = spans.iter().find(|s| s.name == "i").unwrap();
+        assert_eq!(&out[i.start as usize..i.end as usize], &[9; 8]);
+        // Nothing to narrow: no output.
+        let ints = image(&[("i", "I64", vec![1], vec![9; 8])]);
+        assert!(to_bf16(&Bytes(&ints), &mut Vec::new()).unwrap().is_none());
+        // Round to nearest even at the halfway point.
+        assert_eq!(f32_to_bf16(0x3f80_8000), 0x3f80);
+        assert_eq!(f32_to_bf16(0x3f81_8000), 0x3f82);
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub struct FileEntry {
     pub mtime_nanos: u32,
     pub blake3: Hash32,
     pub chunks: Vec<ChunkRef>,
+    /// Set when the stored bytes differ from the packed file by design (`pack --lossy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossy: Option<Lossy>,
+}
+
+/// How a lossy file differs from the file that was packed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lossy {
+    /// `bf16`: fp32 tensors stored as bf16 (round to nearest even), header rewritten to match.
+    pub kind: String,
+    pub original_size: u64,
+    pub original_blake3: Hash32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +184,11 @@ impl Manifest {
         out
     }
 
+    /// Whether any file is stored lossily.
+    pub fn is_lossy(&self) -> bool {
+        self.files.iter().any(|f| f.lossy.is_some())
+    }
+
     pub fn chunk_count(&self) -> usize {
         self.files.iter().map(|f| f.chunks.len()).sum()
     }
@@ -247,6 +264,11 @@ pub(crate) mod tests {
                     mtime_nanos: 5,
                     blake3: Hash32::of(b"file"),
                     chunks: vec![chunk(0, 4, 1), chunk(4, 4, 2), chunk(8, 2, 1)],
+                    lossy: Some(Lossy {
+                        kind: "bf16".into(),
+                        original_size: 20,
+                        original_blake3: Hash32::of(b"orig"),
+                    }),
                 },
                 FileEntry {
                     path: "sub/empty.txt".into(),
@@ -256,6 +278,7 @@ pub(crate) mod tests {
                     mtime_nanos: 0,
                     blake3: Hash32::of(b""),
                     chunks: vec![],
+                    lossy: None,
                 },
             ],
         }

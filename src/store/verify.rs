@@ -37,6 +37,17 @@ pub struct Report {
     pub replicas_checked: usize,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// Files stored lossily by design (`pack --lossy`): not problems, but worth knowing.
+    pub lossy: Vec<LossyFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LossyFile {
+    pub model: String,
+    pub file: String,
+    pub kind: String,
+    pub original_size: u64,
+    pub original_blake3: String,
 }
 
 impl Problem {
@@ -203,7 +214,21 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             bytes += b;
         }
     }
+    let lossy = manifests
+        .iter()
+        .flat_map(|m| m.files.iter().map(move |f| (m, f)))
+        .filter_map(|(m, f)| {
+            f.lossy.as_ref().map(|l| LossyFile {
+                model: m.name.clone(),
+                file: f.path.clone(),
+                kind: l.kind.clone(),
+                original_size: l.original_size,
+                original_blake3: l.original_blake3.to_hex(),
+            })
+        })
+        .collect();
     Ok(Report {
+        lossy,
         ok: problems.is_empty(),
         models: manifests.len(),
         files,

@@ -4,7 +4,7 @@
 //! compresses and writes its chunks. Chunk files are written before the manifest, so a reader
 //! never sees a manifest whose chunks are not on disk.
 
-use super::manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT, Manifest, check_model_name};
+use super::manifest::{ChunkRef, FileEntry, Lossy, MANIFEST_FORMAT, Manifest, check_model_name};
 use super::member::Member;
 use super::{Store, StoreError, fsio, io_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
@@ -30,6 +30,8 @@ pub struct PackOptions {
     pub level: i32,
     pub placement: Placement,
     pub partition: Partition,
+    /// Store fp32 safetensors tensors as bf16 (`pack --lossy bf16`); never the default.
+    pub lossy_bf16: bool,
     /// Let member directories that are not yet part of the store join it.
     pub init: bool,
     /// Draw a progress bar (on a terminal).
@@ -46,6 +48,7 @@ impl Default for PackOptions {
             level: 3,
             placement: Placement::Hash,
             partition: Partition::Tensor,
+            lossy_bf16: false,
             init: false,
             progress: false,
         }
@@ -74,6 +77,56 @@ struct Source {
     mode: u32,
     mtime_secs: i64,
     mtime_nanos: u32,
+    /// For `--lossy`: the narrowed copy packed instead of `abs`, and how it differs.
+    narrowed: Option<(PathBuf, Lossy)>,
+}
+
+impl Source {
+    /// The file whose bytes are stored: the narrowed copy for a lossy pack.
+    fn data_path(&self) -> &Path {
+        self.narrowed.as_ref().map_or(&self.abs, |(p, _)| p)
+    }
+}
+
+/// For `--lossy bf16`: writes a bf16 copy of each safetensors file with fp32 tensors into the
+/// first member's `tmp/` and points the source at it. Other files are packed as they are.
+fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreError> {
+    for s in sources.iter_mut() {
+        let file = File::open(&s.abs)
+            .map_err(|e| source_err(format!("cannot read {}: {e}", s.abs.display())))?;
+        let src = FileAt { file, len: s.size };
+        if !chunking::safetensors::looks_like(&src) {
+            continue;
+        }
+        let path = tmp_dir.join(fsio::tmp_name("lossy"));
+        let out = File::create(&path).map_err(io_err(&path))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+        let done = chunking::safetensors::to_bf16(&src, &mut out);
+        let flushed = std::io::Write::flush(&mut out);
+        match (done, flushed) {
+            (Ok(Some(n)), Ok(())) => {
+                let size = fs::metadata(&path).map_err(io_err(&path))?.len();
+                log::info!("{}: {} fp32 tensors stored as bf16", s.rel, n.tensors);
+                s.size = size;
+                let lossy = Lossy {
+                    kind: "bf16".into(),
+                    original_size: n.original_size,
+                    original_blake3: n.original_blake3,
+                };
+                s.narrowed = Some((path, lossy));
+            }
+            (Ok(None), _) => drop(fs::remove_file(&path)),
+            (Err(e), _) => {
+                let _ = fs::remove_file(&path);
+                log::warn!("{}: {e}; packing it unchanged", s.rel);
+            }
+            (_, Err(e)) => {
+                let _ = fs::remove_file(&path);
+                return Err(io_err(&path)(e));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn source_err(msg: String) -> StoreError {
@@ -90,6 +143,7 @@ fn stat_source(abs: PathBuf, rel: String, meta: &fs::Metadata) -> Result<Source,
         mode: meta.permissions().mode() & 0o7777,
         mtime_secs: meta.mtime(),
         mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        narrowed: None,
     })
 }
 
@@ -248,7 +302,7 @@ fn pack_file(
         let reader = s.spawn(move || -> Result<Hash32, StoreError> {
             let read_err =
                 |e: io::Error| source_err(format!("cannot read {}: {e}", src.abs.display()));
-            let mut f = File::open(&src.abs).map_err(read_err)?;
+            let mut f = File::open(src.data_path()).map_err(read_err)?;
             let mut hasher = blake3::Hasher::new();
             for (i, cut) in cuts.iter().enumerate() {
                 let mut buf = vec![0u8; cut.len as usize];
@@ -293,6 +347,7 @@ fn pack_file(
         mtime_nanos: src.mtime_nanos,
         blake3: file_hash,
         chunks: chunks.into_iter().map(|(_, c)| c).collect(),
+        lossy: src.narrowed.as_ref().map(|(_, l)| l.clone()),
     })
 }
 
@@ -314,10 +369,14 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let store = Store::open_for_pack(paths, opts.init)?;
     let _lock = store.lock_for_pack()?;
     placement::check(opts.replicas, store.members.len())?;
+    let mut sources = sources;
+    if opts.lossy_bf16 {
+        narrow_sources(&mut sources, &store.members[0].tmp_dir())?;
+    }
     let plans: Vec<Vec<Cut>> = sources
         .iter()
         .map(|s| {
-            let file = File::open(&s.abs)
+            let file = File::open(s.data_path())
                 .map_err(|e| source_err(format!("cannot read {}: {e}", s.abs.display())))?;
             let src = FileAt { file, len: s.size };
             chunking::plan(&src, opts.partition, opts.chunk_size, &s.rel).map_err(StoreError::from)
@@ -393,6 +452,9 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         files,
     };
     write_manifest(&store, &manifest)?;
+    for (path, _) in sources.iter().filter_map(|s| s.narrowed.as_ref()) {
+        let _ = fs::remove_file(path);
+    }
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
     Ok(PackSummary {
         name,
