@@ -112,7 +112,7 @@ enum Command {
         /// Memory for decompressed chunks, e.g. 512MiB, 2G (chunks being loaded count too)
         #[arg(long, default_value = "1GiB", value_parser = parse_cache_size)]
         cache_size: u64,
-        /// Chunks loaded ahead of a sequential reader [default: four times the threads]
+        /// Chunks loaded ahead of a sequential reader [default: eight times the threads]
         #[arg(long)]
         prefetch: Option<usize>,
         /// Cores to decompress on: read-ahead uses twice as many threads [default: the number of cores]
@@ -286,7 +286,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 name,
                 options: daemon::MountOptionsRecord {
                     cache_size,
-                    prefetch: prefetch.unwrap_or(4 * threads),
+                    prefetch: prefetch.unwrap_or(8 * threads),
                     threads,
                     allow_other,
                     read_ahead_kb: read_ahead.div_ceil(1024),
