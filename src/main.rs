@@ -419,7 +419,10 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
                 serde_json::json!({
                     "name": m.name,
                     "version": m.version,
-                    "files": m.files.iter().map(|f| serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy})).collect::<Vec<_>>(),
+                    "files": m.files.iter().map(|f| {
+                        let tensors: std::collections::BTreeSet<&str> = f.chunks.iter().flat_map(|c| c.tensors.iter().map(|t| t.name.as_str())).collect();
+                        serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy, "tensors": tensors.len(), "chunks": f.chunks.len()})
+                    }).collect::<Vec<_>>(),
                     "lossy": m.is_lossy(),
                     "logical_bytes": m.logical_size(),
                     "stored_bytes": m.stored_size(),

@@ -542,3 +542,36 @@ fn bad_mount_arguments() {
     drop(m);
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn files_that_only_look_like_a_format_round_trip() {
+    // A .safetensors whose header lies (offsets past the end), and a "GGUF" that is not one.
+    let fx = Fixture::new(2);
+    let mut rng = Rng::new(106);
+    let mut fake_st = (40u64).to_le_bytes().to_vec();
+    fake_st.extend_from_slice(
+        br#"{"w":{"dtype":"F32","shape":[9999999],"data_offsets":[0,39999996]}}"#,
+    );
+    fake_st.extend_from_slice(&rng.floats(300_000));
+    let mut fake_gguf = b"GGUF".to_vec();
+    fake_gguf.extend_from_slice(&rng.bytes(200_000));
+    let folder = fx.path("src/liars");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(folder.join("model.safetensors"), &fake_st).unwrap();
+    fs::write(folder.join("model.gguf"), &fake_gguf).unwrap();
+    ok(&[
+        "pack",
+        folder.to_str().unwrap(),
+        "--store",
+        &fx.store,
+        "--chunk-size",
+        "64KiB",
+        "--replicas",
+        "2",
+    ]);
+    assert!(export(&fx.store, "liars", Some("model.safetensors")) == fake_st);
+    assert!(export(&fx.store, "liars", Some("model.gguf")) == fake_gguf);
+    let m = fx.mount(&["--name", "liars"]);
+    assert!(fs::read(m.dir.join("model.safetensors")).unwrap() == fake_st);
+    assert!(fs::read(m.dir.join("model.gguf")).unwrap() == fake_gguf);
+}
