@@ -90,6 +90,21 @@ pub struct TensorSpan {
     pub end: u64,
 }
 
+/// Sorts spans by offset and refuses overlapping ones (`format` names the parser in the error).
+pub(crate) fn sorted_disjoint(
+    mut spans: Vec<TensorSpan>,
+    format: &str,
+) -> Result<Vec<TensorSpan>, LayoutError> {
+    spans.sort_by_key(|s| (s.start, s.end));
+    if let Some(w) = spans.windows(2).find(|w| w[1].start < w[0].end) {
+        return Err(LayoutError::Invalid(format!(
+            "{format}: {} and {} overlap",
+            w[0].name, w[1].name
+        )));
+    }
+    Ok(spans)
+}
+
 /// A tensor (or part of one) held by a chunk, as manifests record it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorTag {

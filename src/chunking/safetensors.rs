@@ -105,16 +105,7 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
             end: data_start + end,
         });
     }
-    spans.sort_by_key(|s| (s.start, s.end));
-    for w in spans.windows(2) {
-        if w[1].start < w[0].end {
-            return Err(bad(format!(
-                "tensors {} and {} overlap",
-                w[0].name, w[1].name
-            )));
-        }
-    }
-    Ok(spans)
+    super::sorted_disjoint(spans, "safetensors")
 }
 
 /// fp32 -> bf16, rounding to nearest even; NaNs stay NaN (quiet, same sign).

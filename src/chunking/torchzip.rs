@@ -347,7 +347,7 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
         Some(p) if p.len <= MAX_PICKLE => storage_dtypes(&read(src, p.data_start, p.len)?),
         _ => HashMap::new(),
     };
-    let mut spans: Vec<TensorSpan> = members
+    let spans: Vec<TensorSpan> = members
         .iter()
         .filter_map(|m| {
             let (dir, key) = m.name.rsplit_once('/')?;
@@ -372,16 +372,7 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
     if spans.is_empty() {
         return Err(bad("no stored tensor records"));
     }
-    spans.sort_by_key(|s| (s.start, s.end));
-    for w in spans.windows(2) {
-        if w[1].start < w[0].end {
-            return Err(bad(format!(
-                "records {} and {} overlap",
-                w[0].name, w[1].name
-            )));
-        }
-    }
-    Ok(spans)
+    super::sorted_disjoint(spans, "torch zip")
 }
 
 #[cfg(test)]
