@@ -1,7 +1,9 @@
 //! Buffers for decompressed chunks: anonymous memory mappings, backed by transparent huge pages
 //! where the system allows (`madvise`). A 4 MiB chunk then costs two page faults instead of a
 //! thousand, and freeing it returns the memory to the system at once, so the daemon's resident
-//! size follows its cache.
+//! size follows its cache. Also a small shared pool of scratch buffers (compressed payloads,
+//! decoded byte groups), reused across threads but bounded in number, so that many reader
+//! threads do not each keep megabytes of scratch.
 
 use std::io;
 use std::ops::{Deref, DerefMut};
@@ -94,6 +96,38 @@ impl std::fmt::Debug for ChunkBuf {
     }
 }
 
+/// A bounded pool of reusable scratch `Vec`s shared by all threads.
+pub struct ScratchPool {
+    free: parking_lot::Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+/// Buffers larger than this are not kept.
+const MAX_KEPT: usize = 64 << 20;
+
+impl ScratchPool {
+    pub const fn new(keep: usize) -> ScratchPool {
+        ScratchPool {
+            free: parking_lot::Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// Runs `f` with a buffer (length and contents unspecified: `f` resizes it), then keeps the
+    /// buffer for the next caller if the pool has room.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+        let mut buf = self.free.lock().pop().unwrap_or_default();
+        let out = f(&mut buf);
+        if buf.capacity() <= MAX_KEPT {
+            let mut free = self.free.lock();
+            if free.len() < self.keep {
+                free.push(buf);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +145,16 @@ mod tests {
         }
         let c = ChunkBuf::from_slice(b"hello").unwrap();
         assert_eq!(&c[..], b"hello");
+    }
+
+    #[test]
+    fn scratch_pool_reuses_a_bounded_number_of_buffers() {
+        let pool = ScratchPool::new(1);
+        pool.with(|b| b.resize(100, 1));
+        assert!(pool.with(|b| b.capacity()) >= 100, "the buffer is reused");
+        assert_eq!(pool.free.lock().len(), 1);
+        // Nested use takes a second buffer; only one is kept afterwards.
+        pool.with(|_| pool.with(|b| b.len()));
+        assert_eq!(pool.free.lock().len(), 1);
     }
 }

@@ -242,11 +242,12 @@ fn zstd_compress(raw: &[u8], tuning: Tuning) -> Result<Vec<u8>, CodecError> {
     })
 }
 
+/// Decompressed byte groups, before they are interleaved into the chunk.
+static GROUP_SCRATCH: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
+
 thread_local! {
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
-    /// Decompressed byte groups, before they are interleaved into the chunk.
-    static GROUP_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// zstd-decompresses `src` into `dst`, returning the bytes produced (never more than `dst`).
@@ -291,15 +292,9 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
         }
         Codec::Zstd => zstd_decompress(payload, out)?,
         Codec::Float16 | Codec::Float32 | Codec::Blocks => GROUP_SCRATCH
-            .with(|cell| {
-                let mut scratch = cell.borrow_mut();
+            .with(|scratch| {
                 let rotate = header.codec != Codec::Blocks;
-                let result =
-                    group::decode(payload, rotate, out, &mut scratch, &mut zstd_decompress);
-                if scratch.capacity() > 64 << 20 {
-                    *scratch = Vec::new();
-                }
-                result
+                group::decode(payload, rotate, out, scratch, &mut zstd_decompress)
             })
             .map(|()| out.len())?,
     };

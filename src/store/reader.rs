@@ -46,10 +46,8 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-thread_local! {
-    /// Compressed payloads are read into a buffer reused by each thread.
-    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Compressed payloads are read into buffers from this pool.
+static PAYLOADS: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
 
 /// Reads one replica file of `chunk` from `member` into `out` (exactly the chunk's length) and
 /// verifies it; `out` holds the chunk's bytes only when this returns `Ok`.
@@ -105,17 +103,12 @@ pub fn read_replica_into(
     if header.codec == codec::Codec::None {
         file.read_exact(out).map_err(short)?;
     } else {
-        PAYLOAD.with(|cell| {
-            let mut payload = cell.borrow_mut();
+        PAYLOADS.with(|payload| {
             payload.resize(payload_len as usize, 0);
-            let result = file.read_exact(&mut payload).map_err(short).and_then(|()| {
-                codec::decode_into(header, &payload, out)
+            file.read_exact(payload).map_err(short).and_then(|()| {
+                codec::decode_into(header, payload, out)
                     .map_err(|e| ReplicaError::Corrupt(e.to_string()))
-            });
-            if payload.capacity() > 64 << 20 {
-                *payload = Vec::new();
-            }
-            result
+            })
         })?;
     }
     if Hash32::of(out) != chunk.hash {
