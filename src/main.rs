@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CodecArg {
-    /// zstd where it saves at least 2%, raw otherwise
+    /// the float codec for bf16/fp16/fp32 tensors, the block codec for quantized GGUF tensors,
+    /// zstd elsewhere; raw when a chunk would not shrink by 2%
     Auto,
     Zstd,
     None,
@@ -78,6 +79,7 @@ enum Command {
     },
     /// List the models of a store
     Ls {
+        /// Member directories of the store, comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         /// Machine-readable output
@@ -86,8 +88,10 @@ enum Command {
     },
     /// Write a model's exact original bytes out of the store
     Export {
+        /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
+        /// The model to export
         #[arg(long)]
         name: String,
         /// One file of the model (its path inside the model)
@@ -102,6 +106,7 @@ enum Command {
         after_help = "Without --name the mount root holds one folder per model; with --name it holds that model's files.\nThe daemon logs next to its state file (see `shardfs status`)."
     )]
     Mount {
+        /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         /// An existing empty directory
@@ -147,6 +152,7 @@ enum Command {
     },
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
+        /// Member directories of the store, comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true)]
         store: Vec<PathBuf>,
         /// Only this model
