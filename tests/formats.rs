@@ -5,33 +5,12 @@
 mod common;
 use common::*;
 use std::fs;
-use std::path::PathBuf;
-use std::process::Command;
-
-/// The python that has the model libraries, as set up by `scripts/setup`.
-pub fn python() -> PathBuf {
-    match std::env::var_os("SHARDFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "SHARDFS_PYTHON is not set: run the suite with scripts/test, which creates the Python venv"
-        ),
-    }
-}
 
 #[test]
 fn real_model_formats_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("sample-model");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen_models.py");
-    let out = Command::new(python())
-        .args([script, models.to_str().unwrap(), "--mib", "6"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gen_models.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gen_models(&models, 6);
     let paths = members(dir.path(), 3);
     let store = store_arg(&paths);
     let files = tree(&models);

@@ -7,21 +7,10 @@ use std::process::Command;
 
 #[test]
 fn python_loaders_read_the_mount() {
-    let python = std::env::var_os("SHARDFS_PYTHON").expect(
-        "SHARDFS_PYTHON is not set: run the suite with scripts/test, which creates the Python venv",
-    );
+    let python = python();
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("sample-model");
-    let gen_script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen_models.py");
-    let out = Command::new(&python)
-        .args([gen_script, models.to_str().unwrap(), "--mib", "24"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gen_models.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gen_models(&models, 24);
     let store = store_arg(&members(dir.path(), 3));
     ok(&[
         "pack",

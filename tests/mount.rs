@@ -421,16 +421,7 @@ fn lifecycle() {
     // kill -9, then unmount cleans up the stale mount.
     let m = fx.mount(&["--name", "m"]);
     let pid = m.pid();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    while process_alive(pid) {
-        std::thread::yield_now();
-    }
+    kill_and_wait(pid, "-9");
     // A dead daemon's mount answers "not connected" (or "aborted" for a request caught in the kill).
     let dead = fs::metadata(m.dir.join("m.bin"))
         .unwrap_err()
@@ -451,16 +442,7 @@ fn lifecycle() {
     // SIGTERM to the daemon unmounts cleanly and removes its state.
     let m = fx.mount(&["--name", "m"]);
     let pid = m.pid();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    while process_alive(pid) {
-        std::thread::yield_now();
-    }
+    kill_and_wait(pid, "-TERM");
     assert!(!is_mounted(&mnt), "SIGTERM left the mount behind");
     let out = run_in(&fx.state(), &["status", mnt.to_str().unwrap()]);
     assert!(

@@ -263,3 +263,43 @@ pub fn pack_bytes(dir: &Path, store: &str, name: &str, data: &[u8], extra: &[&st
     ok(&args);
     src
 }
+
+/// The python that has the model libraries, as set up by `scripts/setup` (`scripts/test` sets
+/// SHARDFS_PYTHON).
+pub fn python() -> PathBuf {
+    match std::env::var_os("SHARDFS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "SHARDFS_PYTHON is not set: run the suite with scripts/test, which creates the Python venv"
+        ),
+    }
+}
+
+/// Writes the sample models of `scripts/gen_models.py` (every format, about `mib` MiB each)
+/// into `dir`.
+pub fn gen_models(dir: &Path, mib: u32) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen_models.py");
+    let out = Command::new(python())
+        .args([script, dir.to_str().unwrap(), "--mib", &mib.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gen_models.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends `signal` (e.g. "-9", "-TERM") to `pid` and waits until the process is gone.
+pub fn kill_and_wait(pid: u32, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    while process_alive(pid) {
+        std::thread::yield_now();
+    }
+}
