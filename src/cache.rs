@@ -74,6 +74,11 @@ impl ChunkCache {
         inner.lru.contains(key) || inner.inflight.contains_key(key)
     }
 
+    /// Makes `key` the first chunk to go when memory is needed (a reader has passed it).
+    pub fn demote(&self, key: &Hash32) {
+        self.inner.lock().lru.demote(key);
+    }
+
     /// The chunk `key` if it is cached (counted as a hit), without waiting for anything.
     pub fn get_cached(&self, key: &Hash32) -> Option<Chunk> {
         let chunk = self.inner.lock().lru.get(key).cloned();
@@ -168,13 +173,15 @@ mod tests {
             assert_eq!(s, Served::Loaded);
         }
         assert_eq!(cache.used_bytes(), 300);
-        // Touch 0 and 2 so 1 is the least recently used; loading 3 evicts 1.
+        // Touch 0 and 2, then demote 2: loading 3 evicts 2, not 1.
         assert_eq!(cache.get(key(0), 100, || unreachable!()).1, Served::Hit);
         assert!(cache.get_cached(&key(2)).is_some());
+        // A demoted chunk goes first even though it was used last.
+        cache.demote(&key(2));
         assert!(cache.get_cached(&key(42)).is_none());
         cache.get(key(3), 100, || buf(3, 100)).0.unwrap();
         assert!(cache.used_bytes() <= 300);
-        assert!(!cache.contains_or_loading(&key(1)));
+        assert!(!cache.contains_or_loading(&key(2)));
         assert!(cache.contains_or_loading(&key(0)) && cache.contains_or_loading(&key(3)));
         // Too big to keep: served, not cached.
         assert_eq!(

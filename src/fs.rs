@@ -379,14 +379,18 @@ impl Filesystem for ShardFs {
             let window = self
                 .prefetch
                 .min((self.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
-            let ahead = ra
-                .lock()
-                .on_read(offset, end - offset, last, file.chunks.len(), window);
-            log::debug!(
-                "read fh {} {offset}+{size}: read-ahead {ahead:?}",
-                u64::from(fh)
+            let advice = ra.lock().on_read(
+                offset,
+                end - offset,
+                (first, last),
+                file.chunks.len(),
+                window,
             );
-            for index in ahead {
+            log::debug!("read fh {} {offset}+{size}: {advice:?}", u64::from(fh));
+            for index in advice.behind {
+                self.cache.demote(&file.chunks[index].hash);
+            }
+            for index in advice.ahead {
                 if self.cache.contains_or_loading(&file.chunks[index].hash) {
                     continue;
                 }

@@ -1,6 +1,8 @@
 //! Sequential-read detection for one open file: after two reads in a row that continue where
 //! the previous one ended (give or take the reordering of parallel kernel readahead), it asks for
-//! the next chunks to be loaded ahead. Random reads ask for nothing.
+//! the next chunks to be loaded ahead, and names the chunks the stream has left behind so the
+//! cache can let them go first (a file larger than the cache then does not evict the chunks
+//! loaded ahead before they are read). Random reads ask for nothing.
 
 use std::ops::Range;
 
@@ -8,25 +10,41 @@ use std::ops::Range;
 /// read() makes the kernel send dozens of 1 MiB requests at once, which arrive out of order.
 const SLACK: u64 = 16 << 20;
 
+/// Chunks this far behind the current read are still kept as recently used: reordered reads
+/// may come back for them.
+const BEHIND_MARGIN: usize = 4;
+
 #[derive(Debug, Default)]
 pub struct Readahead {
     next_offset: u64,
     streak: u32,
     /// Chunks below this index were already asked for.
     requested_until: usize,
+    /// Chunks below this index were already reported as left behind.
+    passed_until: usize,
+}
+
+/// What a read suggests to the cache.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Advice {
+    /// Chunks to load ahead.
+    pub ahead: Range<usize>,
+    /// Chunks the stream has passed: first to go when memory is needed.
+    pub behind: Range<usize>,
 }
 
 impl Readahead {
-    /// Records a read of `[offset, offset + len)` that touches chunks `first..=last`, and returns
-    /// the chunk indices (below `n_chunks`) to load ahead, at most `window` past `last`.
+    /// Records a read of `[offset, offset + len)` that touches chunks `first..=last`: the chunk
+    /// indices (below `n_chunks`) to load ahead, at most `window` past `last`, and those left
+    /// behind.
     pub fn on_read(
         &mut self,
         offset: u64,
         len: u64,
-        last: usize,
+        (first, last): (usize, usize),
         n_chunks: usize,
         window: usize,
-    ) -> Range<usize> {
+    ) -> Advice {
         let sequential = offset == 0
             || (offset + SLACK >= self.next_offset && offset <= self.next_offset + SLACK);
         self.streak = if sequential {
@@ -38,17 +56,24 @@ impl Readahead {
         if !sequential {
             self.next_offset = offset + len;
             self.requested_until = 0;
+            self.passed_until = first;
         }
-        if self.streak < 2 || window == 0 {
-            return 0..0;
+        if self.streak < 2 {
+            return Advice::default();
+        }
+        let mut advice = Advice::default();
+        let behind_end = first.saturating_sub(BEHIND_MARGIN);
+        if behind_end > self.passed_until {
+            advice.behind = self.passed_until..behind_end;
+            self.passed_until = behind_end;
         }
         let start = (last + 1).max(self.requested_until);
         let end = (last + 1 + window).min(n_chunks);
-        if start >= end {
-            return 0..0;
+        if window > 0 && start < end {
+            self.requested_until = end;
+            advice.ahead = start..end;
         }
-        self.requested_until = end;
-        start..end
+        advice
     }
 }
 
@@ -60,7 +85,8 @@ mod tests {
     const R: u64 = 128 << 10; // kernel read size
 
     fn read(ra: &mut Readahead, offset: u64) -> Range<usize> {
-        ra.on_read(offset, R, ((offset + R - 1) / C) as usize, 100, 4)
+        let chunks = ((offset / C) as usize, ((offset + R - 1) / C) as usize);
+        ra.on_read(offset, R, chunks, 100, 4).ahead
     }
 
     #[test]
@@ -96,11 +122,36 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             // Uniform over a 4 GiB file.
             let offset = ((x >> 20) % (4096 * C)) / 4096 * 4096;
-            total += ra
-                .on_read(offset, 4096, (offset / C) as usize, 4096, 4)
-                .len();
+            let advice = ra.on_read(
+                offset,
+                4096,
+                ((offset / C) as usize, (offset / C) as usize),
+                4096,
+                4,
+            );
+            total += advice.ahead.len() + advice.behind.len();
         }
         assert!(total < 20, "random reads triggered {total} prefetches");
+    }
+
+    #[test]
+    fn chunks_left_behind_are_reported_once() {
+        let mut ra = Readahead::default();
+        let mut behind = Vec::new();
+        let mut offset = 0;
+        while offset < 20 * C {
+            let chunks = ((offset / C) as usize, ((offset + R - 1) / C) as usize);
+            behind.extend(ra.on_read(offset, R, chunks, 100, 4).behind);
+            offset += R;
+        }
+        // The stream is in chunk 19: chunks up to 19 - BEHIND_MARGIN are behind it, each once.
+        assert_eq!(behind, (0..19 - BEHIND_MARGIN).collect::<Vec<_>>());
+        // A jump starts over from where it landed: nothing before it is reported.
+        let chunks = (60, 60);
+        assert_eq!(ra.on_read(60 * C, R, chunks, 100, 4), Advice::default());
+        ra.on_read(60 * C + R, R, chunks, 100, 4);
+        let a = ra.on_read(70 * C, R, (70, 70), 100, 4);
+        assert_eq!(a.behind, 60..66);
     }
 
     #[test]
