@@ -439,6 +439,21 @@ fn lifecycle() {
     assert!(!is_mounted(&mnt));
     std::mem::forget(m);
 
+    // status shows a dead daemon's mount as stale once, and cleans it up.
+    let m = fx.mount(&["--name", "m"]);
+    kill_and_wait(m.pid(), "-9");
+    let listing = run_in(&fx.state(), &["status", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    assert_eq!(entries[0]["state"], "stale");
+    assert!(!is_mounted(&mnt), "status left the dead mount behind");
+    let again = run_in(&fx.state(), &["status", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    std::mem::forget(m);
+
     // SIGTERM to the daemon unmounts cleanly and removes its state.
     let m = fx.mount(&["--name", "m"]);
     let pid = m.pid();
