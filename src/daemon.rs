@@ -420,6 +420,10 @@ fn serve(
         }
         let run = session.run();
         let _ = fs::remove_file(&state_path);
+        // A clean session that logged nothing leaves no empty log behind.
+        if fs::metadata(&log_path).is_ok_and(|m| m.len() == 0) {
+            let _ = fs::remove_file(&log_path);
+        }
         log::info!("unmounted {}", canonical.display());
         run.map_err(|e| err(format!("session ended with an error: {e}")))
     })();

@@ -201,16 +201,18 @@ impl From<StoreError> for Failure {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("SHARDFS_LOG", "warn"))
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "shardfs: {}: {}",
-                record.level().as_str().to_lowercase(),
-                record.args()
-            )
-        })
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::new().filter_or("SHARDFS_LOG", "warn,fuser=error"),
+    )
+    .format(|buf, record| {
+        writeln!(
+            buf,
+            "shardfs: {}: {}",
+            record.level().as_str().to_lowercase(),
+            record.args()
+        )
+    })
+    .init();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
