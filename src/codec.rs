@@ -307,20 +307,6 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
     Ok(())
 }
 
-/// Decodes a whole chunk file image (header + payload) of a chunk of `expected` bytes.
-pub fn decode_file(image: Vec<u8>, expected: u64) -> Result<Vec<u8>, CodecError> {
-    let header = ChunkHeader::parse(&image)?;
-    if image.len() as u64 != HEADER_LEN as u64 + header.payload_len {
-        return Err(CodecError::WrongLength {
-            expected: header.payload_len,
-            found: (image.len() - HEADER_LEN) as u64,
-        });
-    }
-    let mut out = vec![0u8; usize::try_from(expected).map_err(|_| CodecError::BadHeader)?];
-    decode_into(header, &image[HEADER_LEN..], &mut out)?;
-    Ok(out)
-}
-
 /// A BLAKE3 hash, written as 64 lowercase hex digits in manifests and chunk file names.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash32(pub [u8; 32]);
@@ -379,6 +365,20 @@ impl<'de> Deserialize<'de> for Hash32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes a whole chunk file image (header + payload) of a chunk of `expected` bytes.
+    fn decode_file(image: Vec<u8>, expected: u64) -> Result<Vec<u8>, CodecError> {
+        let header = ChunkHeader::parse(&image)?;
+        if image.len() as u64 != HEADER_LEN as u64 + header.payload_len {
+            return Err(CodecError::WrongLength {
+                expected: header.payload_len,
+                found: (image.len() - HEADER_LEN) as u64,
+            });
+        }
+        let mut out = vec![0u8; usize::try_from(expected).map_err(|_| CodecError::BadHeader)?];
+        decode_into(header, &image[HEADER_LEN..], &mut out)?;
+        Ok(out)
+    }
 
     fn floaty(n: usize) -> Vec<u8> {
         // bf16-like: a narrow exponent byte and a noisy mantissa byte.

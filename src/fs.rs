@@ -194,13 +194,22 @@ impl ShardFs {
         })
     }
 
+    /// A point-in-time copy of the counters (for `status`, through the status attribute).
     pub fn counters(&self) -> Counters {
-        counters(&self.stats, &self.cache)
-    }
-
-    /// Shared handles to the counters, for a reporter outside the filesystem.
-    pub fn stats_handle(&self) -> (Arc<Stats>, Arc<ChunkCache>) {
-        (self.stats.clone(), self.cache.clone())
+        let (stats, cache) = (&self.stats, &self.cache);
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            bytes_served: l(&stats.bytes_served),
+            reads: l(&stats.reads),
+            cache_hits: l(&cache.hits),
+            cache_misses: l(&cache.misses),
+            cache_bytes_used: cache.used_bytes(),
+            cache_capacity: cache.capacity(),
+            chunks_decompressed: l(&stats.chunks_decompressed),
+            chunks_prefetched: l(&stats.prefetched),
+            replica_failovers: l(&stats.replica_failovers),
+            errors: l(&stats.errors),
+        }
     }
 
     fn node(&self, ino: INodeNo) -> Option<&Node> {
@@ -210,22 +219,6 @@ impl ShardFs {
         } else {
             self.nodes.get(i as usize - 1)
         }
-    }
-}
-
-pub fn counters(stats: &Stats, cache: &ChunkCache) -> Counters {
-    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    Counters {
-        bytes_served: l(&stats.bytes_served),
-        reads: l(&stats.reads),
-        cache_hits: l(&cache.hits),
-        cache_misses: l(&cache.misses),
-        cache_bytes_used: cache.used_bytes(),
-        cache_capacity: cache.capacity(),
-        chunks_decompressed: l(&stats.chunks_decompressed),
-        chunks_prefetched: l(&stats.prefetched),
-        replica_failovers: l(&stats.replica_failovers),
-        errors: l(&stats.errors),
     }
 }
 

@@ -117,22 +117,27 @@ pub fn read_replica_into(
     Ok(())
 }
 
-/// Reads one replica file of `chunk` from `member` and returns its verified bytes.
-pub fn read_replica(member: &Member, chunk: &ChunkRef) -> Result<Vec<u8>, ReplicaError> {
-    let mut out = vec![0u8; chunk.len as usize];
-    read_replica_into(member, chunk, &mut out)?;
-    Ok(out)
-}
-
 impl Store {
-    /// Reads one replica by member id.
+    /// Reads one replica by member id and returns its verified bytes.
     pub fn read_replica_of(
         &self,
         member_id: &str,
         chunk: &ChunkRef,
     ) -> Result<Vec<u8>, ReplicaError> {
+        let mut out = vec![0u8; chunk.len as usize];
+        self.read_replica_into_of(member_id, chunk, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads one replica by member id into `out`; it holds the chunk only on `Ok`.
+    fn read_replica_into_of(
+        &self,
+        member_id: &str,
+        chunk: &ChunkRef,
+        out: &mut [u8],
+    ) -> Result<(), ReplicaError> {
         match self.member(member_id) {
-            Some(m) => read_replica(m, chunk),
+            Some(m) => read_replica_into(m, chunk, out),
             None => Err(ReplicaError::MemberUnavailable(member_id.to_string())),
         }
     }
@@ -158,11 +163,7 @@ impl Store {
     ) -> Result<(), ChunkUnreadable> {
         let mut details = Vec::new();
         for id in &chunk.members {
-            let result = match self.member(id) {
-                Some(m) => read_replica_into(m, chunk, out),
-                None => Err(ReplicaError::MemberUnavailable(id.to_string())),
-            };
-            match result {
+            match self.read_replica_into_of(id, chunk, out) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     on_failure(id, &e);
