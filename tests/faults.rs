@@ -17,18 +17,13 @@ fn setup(
     let dir = tempfile::tempdir().unwrap();
     let paths = members(dir.path(), n_members);
     let store = store_arg(&paths);
-    let src = dir.path().join("model.bin");
-    fs::write(&src, data).unwrap();
-    ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
+    pack_bytes(
+        dir.path(),
         &store,
-        "--chunk-size",
-        "64KiB",
-        "--replicas",
-        replicas,
-    ]);
+        "model",
+        data,
+        &["--chunk-size", "64KiB", "--replicas", replicas],
+    );
     (dir, paths, store)
 }
 
@@ -395,7 +390,7 @@ fn sigkill_during_pack() {
     let v1 = rng.floats(40 << 20);
     let src = dir.path().join("model.bin");
     fs::write(&src, &v1).unwrap();
-    ok(&[
+    let pack_args = [
         "pack",
         src.to_str().unwrap(),
         "--store",
@@ -404,22 +399,14 @@ fn sigkill_during_pack() {
         "2",
         "--chunk-size",
         "1MiB",
-    ]);
+    ];
+    ok(&pack_args);
     let v2 = rng.floats(40 << 20);
     fs::write(&src, &v2).unwrap();
     let mut killed_midway = 0;
     for attempt in 0..12u64 {
         let mut child = Command::new(bin())
-            .args([
-                "pack",
-                src.to_str().unwrap(),
-                "--store",
-                &store,
-                "--replicas",
-                "2",
-                "--chunk-size",
-                "1MiB",
-            ])
+            .args(pack_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -456,16 +443,7 @@ fn sigkill_during_pack() {
         // Start over from v1 for the next attempt.
         if now == v2 {
             fs::write(&src, &v1).unwrap();
-            ok(&[
-                "pack",
-                src.to_str().unwrap(),
-                "--store",
-                &store,
-                "--replicas",
-                "2",
-                "--chunk-size",
-                "1MiB",
-            ]);
+            ok(&pack_args);
             fs::write(&src, &v2).unwrap();
         }
         for p in &paths {
@@ -495,16 +473,7 @@ fn sigkill_during_pack() {
         killed_midway >= 6,
         "only {killed_midway} kills landed during the pack"
     );
-    ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
-        &store,
-        "--replicas",
-        "2",
-        "--chunk-size",
-        "1MiB",
-    ]);
+    ok(&pack_args);
     for p in &paths {
         assert_eq!(
             fs::read_dir(p.join("tmp")).unwrap().count(),
