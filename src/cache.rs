@@ -79,6 +79,15 @@ impl ChunkCache {
         self.inner.lock().lru.demote(key);
     }
 
+    /// Drops `key` from the cache (every byte of it was sent to the kernel, whose page cache holds
+    /// them now). Its memory is freed, or reused, once no reply holds it.
+    pub fn release(&self, key: &Hash32) {
+        let mut inner = self.inner.lock();
+        if let Some(chunk) = inner.lru.pop(key) {
+            inner.cached_bytes -= chunk.len() as u64;
+        }
+    }
+
     /// The chunk `key` if it is cached (counted as a hit), without waiting for anything.
     pub fn get_cached(&self, key: &Hash32) -> Option<Chunk> {
         let chunk = self.inner.lock().lru.get(key).cloned();
@@ -180,9 +189,15 @@ mod tests {
         cache.demote(&key(2));
         assert!(cache.get_cached(&key(42)).is_none());
         cache.get(key(3), 100, || buf(3, 100)).0.unwrap();
-        assert!(cache.used_bytes() <= 300);
+        assert_eq!(cache.used_bytes(), 300);
         assert!(!cache.contains_or_loading(&key(2)));
         assert!(cache.contains_or_loading(&key(0)) && cache.contains_or_loading(&key(3)));
+        // A released chunk leaves at once, and its bytes with it.
+        cache.release(&key(3));
+        assert!(!cache.contains_or_loading(&key(3)));
+        assert_eq!(cache.used_bytes(), 200);
+        cache.release(&key(3));
+        assert_eq!(cache.used_bytes(), 200, "releasing twice changes nothing");
         // Too big to keep: served, not cached.
         assert_eq!(
             cache.get(key(9), 1000, || buf(9, 1000)).0.unwrap().len(),

@@ -9,6 +9,7 @@ use crate::cache::{Chunk, ChunkCache, Served};
 use crate::prefetch::Readahead;
 use crate::store::Store;
 use crate::store::manifest::{FileEntry, Manifest};
+use crate::workers::Workers;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
@@ -26,6 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Threads answering reads that must wait for a chunk.
 const READERS: usize = 16;
+/// At most this much of the cache budget keeps buffers of released chunks for reuse.
+const SPARE_MAX: u64 = 64 << 20;
 /// The extended attribute of the mount root that returns live counters as JSON.
 pub const STATUS_XATTR: &str = "user.shardfs.status";
 
@@ -65,8 +68,56 @@ pub struct FsOptions {
 }
 
 enum NodeKind {
-    Dir { children: BTreeMap<String, u64> },
-    File { entry: Arc<FileEntry> },
+    Dir {
+        children: BTreeMap<String, u64>,
+    },
+    File {
+        entry: Arc<FileEntry>,
+        sent: Arc<SentBytes>,
+    },
+}
+
+/// Bytes of each chunk of a file sent to the kernel. Once all of a chunk has gone out through
+/// the page cache (not `O_DIRECT`), the kernel holds it: the cache lets the chunk go (its buffer
+/// serves the next chunk without fresh pages to zero, and a cold read of a large file keeps only
+/// the chunks ahead of the reader) and read-ahead skips it. Counting bytes rather than watching
+/// the offset works for readers that come back for skipped parts, as mmap loaders do. When the
+/// kernel asks again for a chunk it had, it has dropped pages: the counts start over from there.
+struct SentBytes(Box<[AtomicU64]>);
+
+impl SentBytes {
+    fn new(n_chunks: usize) -> SentBytes {
+        SentBytes((0..n_chunks).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Whether all of chunk `index` of `file` was sent.
+    fn complete(&self, file: &FileEntry, index: usize) -> bool {
+        self.0[index].load(Ordering::Relaxed) >= file.chunks[index].len
+    }
+
+    /// A read of chunks `first..=last` is coming: if the kernel already had one of them, it has
+    /// dropped pages, likely the following ones too: counts start over for `first..until`.
+    fn on_read(&self, file: &FileEntry, first: usize, last: usize, until: usize) {
+        if (first..=last).any(|i| self.complete(file, i)) {
+            for sent in &self.0[first..until.max(last + 1).min(self.0.len())] {
+                sent.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records that `[offset, end)` of `file` was sent, and releases the chunks it completes.
+    fn record(&self, cache: &ChunkCache, file: &FileEntry, offset: u64, end: u64, first: usize) {
+        for (c, sent) in file.chunks[first..].iter().zip(&self.0[first..]) {
+            if c.offset >= end {
+                break;
+            }
+            let part = end.min(c.offset + c.len) - offset.max(c.offset);
+            let before = sent.fetch_add(part, Ordering::Relaxed);
+            if before < c.len && before + part >= c.len {
+                cache.release(&c.hash);
+            }
+        }
+    }
 }
 
 struct Node {
@@ -79,9 +130,11 @@ pub struct ShardFs {
     store: Arc<Store>,
     nodes: Vec<Node>,
     cache: Arc<ChunkCache>,
+    /// `--cache-size`: the cache's capacity plus the spare buffers kept for reuse.
+    cache_size: u64,
     stats: Arc<Stats>,
-    readers: rayon::ThreadPool,
-    prefetchers: Arc<rayon::ThreadPool>,
+    readers: Workers,
+    prefetchers: Workers,
     prefetch: usize,
     handles: Mutex<HashMap<u64, Arc<Mutex<Readahead>>>>,
     next_fh: AtomicU64,
@@ -160,6 +213,7 @@ impl ShardFs {
                     attr: attr(ino, FileType::RegularFile, f.size, mtime),
                     kind: NodeKind::File {
                         entry: Arc::new(f.clone()),
+                        sent: Arc::new(SentBytes::new(f.chunks.len())),
                     },
                 });
                 if let NodeKind::Dir { children } = &mut nodes[parent as usize - 1].kind {
@@ -168,25 +222,23 @@ impl ShardFs {
             }
         }
         let threads = opts.threads.max(1);
-        let pool = |name: &'static str, n: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .thread_name(move |i| format!("{name}-{i}"))
-                .build()
-                .map_err(std::io::Error::other)
-        };
+        // Part of the budget holds the buffers of released chunks for reuse (see buffer.rs); the
+        // cache gets the rest, so that the two together stay within `--cache-size`.
+        let spare = (opts.cache_size / 8).min(SPARE_MAX);
+        crate::buffer::keep_spare(spare as usize);
         Ok(ShardFs {
             store,
             nodes,
-            cache: Arc::new(ChunkCache::new(opts.cache_size)),
+            cache: Arc::new(ChunkCache::new(opts.cache_size - spare)),
+            cache_size: opts.cache_size,
             stats: Arc::new(Stats::default()),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
             // is ready never queues behind reads still waiting (measured: 1-10 ms queueing with
             // one per core under a mmap loader).
-            readers: pool("read", READERS.max(threads))?,
+            readers: Workers::new("read", READERS.max(threads))?,
             // Twice as many loaders as cores: while some wait for a chunk file to come off the
             // disk, the others keep the cores decompressing.
-            prefetchers: Arc::new(pool("prefetch", 2 * threads)?),
+            prefetchers: Workers::new("prefetch", 2 * threads)?,
             prefetch: opts.prefetch,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -203,8 +255,8 @@ impl ShardFs {
             reads: l(&stats.reads),
             cache_hits: l(&cache.hits),
             cache_misses: l(&cache.misses),
-            cache_bytes_used: cache.used_bytes(),
-            cache_capacity: cache.capacity(),
+            cache_bytes_used: cache.used_bytes() + crate::buffer::spare_bytes() as u64,
+            cache_capacity: self.cache_size,
             chunks_decompressed: l(&stats.chunks_decompressed),
             chunks_prefetched: l(&stats.prefetched),
             replica_failovers: l(&stats.replica_failovers),
@@ -252,7 +304,7 @@ fn load(
 ) -> Result<Chunk, String> {
     let c = &file.chunks[index];
     let (result, served) = cache.get(c.hash, c.len, || {
-        let mut buf = ChunkBuf::zeroed(c.len as usize)
+        let mut buf = ChunkBuf::for_overwrite(c.len as usize)
             .map_err(|e| format!("no memory for chunk {}: {e}", c.hash))?;
         store
             .load_chunk_into(c, &mut buf, &|member, e| {
@@ -350,14 +402,16 @@ impl Filesystem for ShardFs {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(NodeKind::File { entry }) = self.node(ino).map(|n| &n.kind) else {
+        let Some(NodeKind::File { entry, sent }) = self.node(ino).map(|n| &n.kind) else {
             return reply.error(Errno::EISDIR);
         };
         let file = entry.clone();
+        // What an O_DIRECT reader is sent does not stay in the page cache.
+        let sent = (flags.0 & libc::O_DIRECT == 0).then(|| sent.clone());
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         if offset >= file.size || size == 0 {
             return reply.data(&[]);
@@ -367,11 +421,14 @@ impl Filesystem for ShardFs {
         let last = chunk_at(&file, end - 1);
 
         // Ask for the chunks after this read while it is being served.
+        let window = self
+            .prefetch
+            .min((self.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
+        if let Some(sent) = &sent {
+            sent.on_read(&file, first, last, last + 1 + window);
+        }
         let readahead = self.handles.lock().get(&u64::from(fh)).cloned();
         if let Some(ra) = readahead {
-            let window = self
-                .prefetch
-                .min((self.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
             let advice = ra.lock().on_read(
                 offset,
                 end - offset,
@@ -384,7 +441,8 @@ impl Filesystem for ShardFs {
                 self.cache.demote(&file.chunks[index].hash);
             }
             for index in advice.ahead {
-                if self.cache.contains_or_loading(&file.chunks[index].hash) {
+                let kernel_has = sent.as_ref().is_some_and(|s| s.complete(&file, index));
+                if kernel_has || self.cache.contains_or_loading(&file.chunks[index].hash) {
                     continue;
                 }
                 let (store, cache, stats, file) = (
@@ -407,7 +465,11 @@ impl Filesystem for ShardFs {
             .map(|i| self.cache.get_cached(&file.chunks[i].hash))
             .collect();
         if let Some(chunks) = cached {
-            return reply_range(&self.stats, &file, offset, end, first, &chunks, reply);
+            reply_range(&self.stats, &file, offset, end, first, &chunks, reply);
+            if let Some(sent) = sent {
+                sent.record(&self.cache, &file, offset, end, first);
+            }
+            return;
         }
         // Otherwise a worker loads (or waits for) them and replies.
         let (store, cache, stats) = (self.store.clone(), self.cache.clone(), self.stats.clone());
@@ -424,6 +486,9 @@ impl Filesystem for ShardFs {
                 }
             }
             reply_range(&stats, &file, offset, end, first, &chunks, reply);
+            if let Some(sent) = sent {
+                sent.record(&cache, &file, offset, end, first);
+            }
         });
     }
 

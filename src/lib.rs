@@ -13,3 +13,4 @@ pub mod prefetch;
 pub mod store;
 pub mod units;
 pub mod warm;
+pub mod workers;
