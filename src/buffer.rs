@@ -1,7 +1,7 @@
 //! Buffers for decompressed chunks: anonymous memory mappings, backed by transparent huge pages
 //! where the system allows (`madvise`). A 4 MiB chunk then costs two page faults instead of a
-//! thousand. A dropped buffer's mapping is kept for the next chunk while the spare pool has room
-//! (`keep_spare`): its pages stay resident, so reusing it skips the kernel's zeroing of fresh
+//! thousand. A dropped buffer's mapping is kept for the next chunk while its spare pool has room
+//! (`SparePool::keep`): its pages stay resident, so reusing it skips the kernel's zeroing of fresh
 //! pages, measured at a quarter of the daemon's CPU time on a cold read. Beyond that room a
 //! dropped buffer returns its memory to the system at once, so the daemon's resident size follows
 //! its cache. Also a small shared pool of scratch buffers (compressed payloads, decoded byte
@@ -20,6 +20,8 @@ pub struct ChunkBuf {
     ptr: NonNull<u8>,
     len: usize,
     map_len: usize,
+    /// Where the mapping goes when the buffer is dropped.
+    pool: &'static SparePool,
 }
 
 // SAFETY: the mapping is owned by this value alone; &ChunkBuf only gives shared reads.
@@ -27,7 +29,9 @@ unsafe impl Send for ChunkBuf {}
 // SAFETY: as above.
 unsafe impl Sync for ChunkBuf {}
 
-/// Mappings of dropped buffers, kept for reuse.
+/// Mappings of dropped buffers, kept for reuse up to a limit in bytes (0 keeps none).
+pub struct SparePool(Mutex<Spare>);
+
 struct Spare {
     maps: Vec<(NonNull<u8>, usize)>,
     bytes: usize,
@@ -37,63 +41,120 @@ struct Spare {
 // SAFETY: the pool owns the mappings it holds; they are only handed out under its lock.
 unsafe impl Send for Spare {}
 
-static SPARE: Mutex<Spare> = Mutex::new(Spare {
-    maps: Vec::new(),
-    bytes: 0,
-    limit: 0,
-});
+/// The pool `ChunkBuf::for_overwrite` draws from and gives back to.
+pub static SPARE: SparePool = SparePool::new();
 
-/// Keeps up to `bytes` of dropped buffers' mappings for reuse (0, the default, keeps none).
-/// Memory kept here stays resident: callers count it in their memory budget.
-pub fn keep_spare(bytes: usize) {
-    let surplus = {
-        let mut spare = SPARE.lock();
+fn unmap(maps: Vec<(NonNull<u8>, usize)>) -> usize {
+    maps.into_iter()
+        .map(|(ptr, len)| {
+            // SAFETY: the caller owns these mappings and nothing refers to them any more.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+            len
+        })
+        .sum()
+}
+
+impl SparePool {
+    pub const fn new() -> SparePool {
+        SparePool(Mutex::new(Spare {
+            maps: Vec::new(),
+            bytes: 0,
+            limit: 0,
+        }))
+    }
+
+    /// Keeps up to `bytes` of dropped buffers' mappings for reuse. Memory kept here stays
+    /// resident: its owner counts it in its memory budget (`bytes`) and trims it (`trim`).
+    pub fn keep(&self, bytes: usize) {
+        let mut spare = self.0.lock();
         spare.limit = bytes;
-        let mut surplus = Vec::new();
-        while spare.bytes > spare.limit {
-            match spare.maps.pop() {
-                Some(m) => {
-                    spare.bytes -= m.1;
-                    surplus.push(m);
-                }
-                None => break,
-            }
+        let over = spare.bytes.saturating_sub(bytes);
+        let surplus = Self::pop(&mut spare, over);
+        drop(spare);
+        unmap(surplus);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.lock().bytes
+    }
+
+    /// Returns kept mappings to the system until at least `bytes` are freed or none is left;
+    /// returns the bytes freed.
+    pub fn trim(&self, bytes: usize) -> usize {
+        let freed = Self::pop(&mut self.0.lock(), bytes);
+        unmap(freed)
+    }
+
+    fn pop(spare: &mut Spare, bytes: usize) -> Vec<(NonNull<u8>, usize)> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        while total < bytes {
+            let Some(m) = spare.maps.pop() else { break };
+            spare.bytes -= m.1;
+            total += m.1;
+            out.push(m);
         }
-        surplus
-    };
-    for (ptr, map_len) in surplus {
-        unmap(ptr, map_len);
+        out
+    }
+
+    /// The smallest kept mapping of at least `map_len` bytes, if one is no more than twice that.
+    fn take(&self, map_len: usize) -> Option<(NonNull<u8>, usize)> {
+        let mut spare = self.0.lock();
+        let (i, _) = spare
+            .maps
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.1 >= map_len && m.1 <= 2 * map_len)
+            .min_by_key(|(_, m)| m.1)?;
+        let m = spare.maps.swap_remove(i);
+        spare.bytes -= m.1;
+        Some(m)
+    }
+
+    /// Keeps a mapping if there is room; gives it back otherwise.
+    fn put(&self, ptr: NonNull<u8>, map_len: usize) -> Option<(NonNull<u8>, usize)> {
+        let mut spare = self.0.lock();
+        if spare.bytes + map_len > spare.limit {
+            return Some((ptr, map_len));
+        }
+        spare.bytes += map_len;
+        spare.maps.push((ptr, map_len));
+        None
     }
 }
 
-/// Bytes held by the spare pool.
-pub fn spare_bytes() -> usize {
-    SPARE.lock().bytes
-}
-
-fn unmap(ptr: NonNull<u8>, map_len: usize) {
-    // SAFETY: the caller owns this mapping and nothing refers to it any more.
-    unsafe { libc::munmap(ptr.as_ptr().cast(), map_len) };
+impl Default for SparePool {
+    fn default() -> SparePool {
+        SparePool::new()
+    }
 }
 
 impl ChunkBuf {
     /// A buffer of `len` bytes with unspecified contents (a reused mapping's old bytes, or zeros):
-    /// the caller must overwrite all of it before anyone reads it.
+    /// the caller must overwrite all of it before anyone reads it. Drawn from `SPARE`.
     pub fn for_overwrite(len: usize) -> io::Result<ChunkBuf> {
+        ChunkBuf::for_overwrite_in(&SPARE, len)
+    }
+
+    /// `for_overwrite`, drawing from and giving back to `pool`.
+    pub fn for_overwrite_in(pool: &'static SparePool, len: usize) -> io::Result<ChunkBuf> {
         if len == 0 {
             return Ok(ChunkBuf {
                 ptr: NonNull::dangling(),
                 len: 0,
                 map_len: 0,
+                pool,
             });
         }
         let align = if len >= HUGE { HUGE } else { 4096 };
         let map_len = len.div_ceil(align) * align;
-        if let Some((ptr, found)) = take_spare(map_len) {
+        if let Some((ptr, found)) = pool.take(map_len) {
             return Ok(ChunkBuf {
                 ptr,
                 len,
                 map_len: found,
+                pool,
             });
         }
         // SAFETY: an anonymous private mapping; the result is checked below.
@@ -116,7 +177,12 @@ impl ChunkBuf {
         }
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(ChunkBuf { ptr, len, map_len })
+        Ok(ChunkBuf {
+            ptr,
+            len,
+            map_len,
+            pool,
+        })
     }
 
     /// A buffer holding a copy of `data`.
@@ -125,20 +191,6 @@ impl ChunkBuf {
         b.copy_from_slice(data);
         Ok(b)
     }
-}
-
-/// The smallest spare mapping of at least `map_len` bytes, if one is no more than twice that.
-fn take_spare(map_len: usize) -> Option<(NonNull<u8>, usize)> {
-    let mut spare = SPARE.lock();
-    let (i, _) = spare
-        .maps
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.1 >= map_len && m.1 <= 2 * map_len)
-        .min_by_key(|(_, m)| m.1)?;
-    let m = spare.maps.swap_remove(i);
-    spare.bytes -= m.1;
-    Some(m)
 }
 
 impl Deref for ChunkBuf {
@@ -161,15 +213,9 @@ impl Drop for ChunkBuf {
         if self.map_len == 0 {
             return;
         }
-        {
-            let mut spare = SPARE.lock();
-            if spare.bytes + self.map_len <= spare.limit {
-                spare.bytes += self.map_len;
-                spare.maps.push((self.ptr, self.map_len));
-                return;
-            }
+        if let Some(back) = self.pool.put(self.ptr, self.map_len) {
+            unmap(vec![back]);
         }
-        unmap(self.ptr, self.map_len);
     }
 }
 
@@ -231,29 +277,36 @@ mod tests {
 
     #[test]
     fn dropped_buffers_are_reused_up_to_the_spare_limit() {
-        // The pool is global: nextest runs each test in its own process, so nothing else takes
-        // from it here.
-        keep_spare(8 << 20);
-        let a = ChunkBuf::from_slice(&vec![7u8; 4 << 20]).unwrap();
-        let b = ChunkBuf::from_slice(&vec![8u8; 4 << 20]).unwrap();
-        let c = ChunkBuf::from_slice(&vec![9u8; 3 << 20]).unwrap();
+        let pool: &'static SparePool = Box::leak(Box::default());
+        pool.keep(8 << 20);
+        let make = |byte, len| {
+            let mut b = ChunkBuf::for_overwrite_in(pool, len).unwrap();
+            b.fill(byte);
+            b
+        };
+        let (a, b, c) = (make(7, 4 << 20), make(8, 4 << 20), make(9, 3 << 20));
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         drop((a, b, c));
-        assert!(
-            spare_bytes() <= 8 << 20,
-            "the pool keeps no more than its limit"
-        );
+        assert_eq!(pool.bytes(), 8 << 20, "two kept, the third over the limit");
         // A buffer of a size that fits takes one of the kept mappings, old bytes and all.
-        let d = ChunkBuf::for_overwrite(3 << 20).unwrap();
+        let d = ChunkBuf::for_overwrite_in(pool, 3 << 20).unwrap();
         assert!(d.as_ptr() == pa || d.as_ptr() == pb);
         assert!(d[0] == 7 || d[0] == 8);
         assert_eq!(d.len(), 3 << 20);
         // Much smaller buffers do not take a large mapping.
-        let e = ChunkBuf::for_overwrite(4096).unwrap();
+        let e = ChunkBuf::for_overwrite_in(pool, 4096).unwrap();
         assert!(e.as_ptr() != pa && e.as_ptr() != pb);
-        keep_spare(0);
         drop((d, e));
-        assert_eq!(spare_bytes(), 0);
+        assert_eq!(
+            pool.bytes(),
+            8 << 20,
+            "the small one did not fit under the limit"
+        );
+        // Trimming frees whole mappings until enough is freed.
+        assert_eq!(pool.trim(1), 4 << 20);
+        assert_eq!(pool.bytes(), 4 << 20);
+        pool.keep(0);
+        assert_eq!(pool.bytes(), 0);
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The byte-bounded LRU of decompressed chunks, with single-flight loading: when several readers
 //! want the same chunk at once, one loads it and the others wait for that load. No lock is held
-//! while a chunk is read or decompressed. Chunks being loaded count against the budget.
+//! while a chunk is read or decompressed. Chunks being loaded, and the freed chunk buffers kept for
+//! reuse (buffer.rs), count against the budget.
 
-use crate::buffer::ChunkBuf;
+use crate::buffer::{ChunkBuf, SPARE, SparePool};
 use crate::codec::Hash32;
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Most bytes of freed chunk buffers kept for reuse.
+const SPARE_MAX: u64 = 64 << 20;
 
 /// A decompressed chunk, shared between the cache and readers.
 pub type Chunk = Arc<ChunkBuf>;
@@ -38,15 +42,27 @@ struct Inner {
 
 pub struct ChunkCache {
     capacity: u64,
+    /// Where freed chunk buffers wait for reuse; counted in the capacity.
+    spare: &'static SparePool,
     inner: Mutex<Inner>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
 
 impl ChunkCache {
+    /// A cache of `capacity` bytes whose chunk buffers come from (and go back to) `SPARE`.
     pub fn new(capacity: u64) -> ChunkCache {
+        ChunkCache::with_spare(capacity, &SPARE)
+    }
+
+    /// A cache counting the buffers kept in `spare` (its chunks' pool) in its capacity. The pool
+    /// keeps at most `SPARE_MAX` (or the capacity): enough for the buffers a stream of loads
+    /// cycles through, while memory a finished load freed goes back to the system.
+    pub fn with_spare(capacity: u64, spare: &'static SparePool) -> ChunkCache {
+        spare.keep(capacity.min(SPARE_MAX) as usize);
         ChunkCache {
             capacity,
+            spare,
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 cached_bytes: 0,
@@ -62,10 +78,10 @@ impl ChunkCache {
         self.capacity
     }
 
-    /// Bytes held by cached chunks plus chunks being loaded.
+    /// Bytes held by cached chunks, chunks being loaded and spare buffers kept for reuse.
     pub fn used_bytes(&self) -> u64 {
         let inner = self.inner.lock();
-        inner.cached_bytes + inner.inflight_bytes
+        inner.cached_bytes + inner.inflight_bytes + self.spare.bytes() as u64
     }
 
     /// Whether `key` is cached or being loaded.
@@ -103,7 +119,7 @@ impl ChunkCache {
     where
         F: FnOnce() -> Result<ChunkBuf, String>,
     {
-        let flight = {
+        let (flight, dropped) = {
             let mut inner = self.inner.lock();
             if let Some(chunk) = inner.lru.get(&key) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -124,11 +140,12 @@ impl ChunkCache {
             let f = Arc::new(Flight::default());
             inner.inflight.insert(key, f.clone());
             inner.inflight_bytes += len;
-            Self::evict(&mut inner, self.capacity);
-            f
+            let dropped = self.evict(&mut inner, len);
+            (f, dropped)
         };
+        drop(dropped);
         let result = load().map(Arc::new);
-        {
+        let dropped = {
             let mut inner = self.inner.lock();
             inner.inflight.remove(&key);
             inner.inflight_bytes -= len;
@@ -139,23 +156,45 @@ impl ChunkCache {
                     if let Some(old) = inner.lru.put(key, chunk.clone()) {
                         inner.cached_bytes -= old.len() as u64;
                     }
-                    Self::evict(&mut inner, self.capacity);
+                    self.evict(&mut inner, 0)
+                } else {
+                    Vec::new()
                 }
+            } else {
+                Vec::new()
             }
-        }
+        };
+        drop(dropped);
         *flight.done.lock() = Some(result.clone());
         flight.cond.notify_all();
         (result, Served::Loaded)
     }
 
-    /// Drops least recently used chunks until cached + in flight fit the capacity.
-    fn evict(inner: &mut Inner, capacity: u64) {
-        while inner.cached_bytes + inner.inflight_bytes > capacity {
+    /// Makes cached + in flight + spare buffers fit the capacity, counting on a load that is
+    /// about to start (`incoming` bytes) to take its buffer from the spares: returns spare
+    /// buffers to the system first, then drops least recently used chunks. The dropped chunks are
+    /// returned, to be let go of after the lock: their buffers then serve the loads that needed
+    /// the room.
+    fn evict(&self, inner: &mut Inner, incoming: u64) -> Vec<Chunk> {
+        let used = |inner: &Inner| {
+            let spare = (self.spare.bytes() as u64).saturating_sub(incoming);
+            inner.cached_bytes + inner.inflight_bytes + spare
+        };
+        let over = used(inner).saturating_sub(self.capacity);
+        if over > 0 {
+            self.spare.trim(over as usize);
+        }
+        let mut dropped = Vec::new();
+        while used(inner) > self.capacity {
             match inner.lru.pop_lru() {
-                Some((_, chunk)) => inner.cached_bytes -= chunk.len() as u64,
+                Some((_, chunk)) => {
+                    inner.cached_bytes -= chunk.len() as u64;
+                    dropped.push(chunk);
+                }
                 None => break,
             }
         }
+        dropped
     }
 }
 
@@ -173,9 +212,47 @@ mod tests {
         Hash32::of(&i.to_le_bytes())
     }
 
+    /// A cache with a spare pool of its own (tests run in parallel threads under `cargo test`).
+    fn new_cache(capacity: u64) -> ChunkCache {
+        ChunkCache::with_spare(capacity, Box::leak(Box::default()))
+    }
+
+    #[test]
+    fn freed_buffers_serve_the_next_loads_within_the_budget() {
+        const MB4: usize = 4 << 20;
+        let pool: &'static SparePool = Box::leak(Box::default());
+        let cache = ChunkCache::with_spare(3 * MB4 as u64, pool);
+        let load = |byte: u8| {
+            move || {
+                let mut b = ChunkBuf::for_overwrite_in(pool, MB4).unwrap();
+                b.fill(byte);
+                Ok(b)
+            }
+        };
+        let first = cache.get(key(0), MB4 as u64, load(0)).0.unwrap().as_ptr();
+        for i in 1..3 {
+            cache.get(key(i), MB4 as u64, load(i as u8)).0.unwrap();
+        }
+        // Full: loading a fourth chunk evicts chunk 0, whose buffer the load then reuses.
+        let (c3, _) = cache.get(key(3), MB4 as u64, load(3));
+        let c3 = c3.unwrap();
+        assert_eq!(c3.as_ptr(), first);
+        assert!(c3.iter().all(|&b| b == 3));
+        assert_eq!(cache.used_bytes(), 3 * MB4 as u64);
+        drop(c3);
+        // A released chunk's buffer waits in the pool, still counted.
+        cache.release(&key(3));
+        assert_eq!(pool.bytes(), MB4);
+        assert_eq!(cache.used_bytes(), 3 * MB4 as u64);
+        // A load that cannot use it (twice the size) makes room by returning it to the system.
+        let big = move || Ok(ChunkBuf::for_overwrite_in(pool, 2 * MB4).unwrap());
+        cache.get(key(9), 2 * MB4 as u64, big).0.unwrap();
+        assert!(cache.used_bytes() <= 3 * MB4 as u64);
+    }
+
     #[test]
     fn keeps_within_budget_and_evicts_lru() {
-        let cache = ChunkCache::new(300);
+        let cache = new_cache(300);
         for i in 0..3 {
             let (r, s) = cache.get(key(i), 100, || buf(i as u8, 100));
             assert_eq!(r.unwrap()[0], i as u8);
@@ -209,7 +286,7 @@ mod tests {
 
     #[test]
     fn failures_are_not_cached() {
-        let cache = ChunkCache::new(1000);
+        let cache = new_cache(1000);
         assert!(cache.get(key(1), 10, || Err("bad".into())).0.is_err());
         assert_eq!(cache.get(key(1), 10, || buf(1, 10)).1, Served::Loaded);
         assert_eq!(cache.used_bytes(), 10);
@@ -217,7 +294,7 @@ mod tests {
 
     #[test]
     fn concurrent_readers_load_once() {
-        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let cache = Arc::new(new_cache(1 << 20));
         let loads = Arc::new(AtomicUsize::new(0));
         let barrier = Arc::new(Barrier::new(8));
         let threads: Vec<_> = (0..8)

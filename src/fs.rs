@@ -27,8 +27,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Threads answering reads that must wait for a chunk.
 const READERS: usize = 16;
-/// At most this much of the cache budget keeps buffers of released chunks for reuse.
-const SPARE_MAX: u64 = 64 << 20;
 /// The extended attribute of the mount root that returns live counters as JSON.
 pub const STATUS_XATTR: &str = "user.shardfs.status";
 
@@ -130,8 +128,6 @@ pub struct ShardFs {
     store: Arc<Store>,
     nodes: Vec<Node>,
     cache: Arc<ChunkCache>,
-    /// `--cache-size`: the cache's capacity plus the spare buffers kept for reuse.
-    cache_size: u64,
     stats: Arc<Stats>,
     readers: Workers,
     prefetchers: Workers,
@@ -222,15 +218,10 @@ impl ShardFs {
             }
         }
         let threads = opts.threads.max(1);
-        // Part of the budget holds the buffers of released chunks for reuse (see buffer.rs); the
-        // cache gets the rest, so that the two together stay within `--cache-size`.
-        let spare = (opts.cache_size / 8).min(SPARE_MAX);
-        crate::buffer::keep_spare(spare as usize);
         Ok(ShardFs {
             store,
             nodes,
-            cache: Arc::new(ChunkCache::new(opts.cache_size - spare)),
-            cache_size: opts.cache_size,
+            cache: Arc::new(ChunkCache::new(opts.cache_size)),
             stats: Arc::new(Stats::default()),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
             // is ready never queues behind reads still waiting (measured: 1-10 ms queueing with
@@ -255,8 +246,8 @@ impl ShardFs {
             reads: l(&stats.reads),
             cache_hits: l(&cache.hits),
             cache_misses: l(&cache.misses),
-            cache_bytes_used: cache.used_bytes() + crate::buffer::spare_bytes() as u64,
-            cache_capacity: self.cache_size,
+            cache_bytes_used: cache.used_bytes(),
+            cache_capacity: cache.capacity(),
             chunks_decompressed: l(&stats.chunks_decompressed),
             chunks_prefetched: l(&stats.prefetched),
             replica_failovers: l(&stats.replica_failovers),
