@@ -59,6 +59,10 @@ pub struct MountRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountState {
     pub pid: u32,
+    /// When the daemon started (clock ticks since boot, field 22 of `/proc/PID/stat`): tells it
+    /// from a later process that got the same pid. 0 in state files that predate it.
+    #[serde(default)]
+    pub pid_start: u64,
     pub mountpoint: String,
     pub store: Vec<String>,
     pub model: Option<String>,
@@ -159,15 +163,27 @@ fn is_shardfs(fstype: &str) -> bool {
     fstype.starts_with("fuse") && fstype.ends_with(" shardfs")
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // A pid is ours only if it still runs shardfs (pids are reused).
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            c.split(|&b| b == 0)
-                .next()
-                .is_some_and(|exe| exe.ends_with(b"shardfs"))
-        })
-        .unwrap_or(false)
+/// When process `pid` started (clock ticks since boot), if it runs (a zombie does not).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after it follow the
+    // last ')'. Field 3 is the state, field 22 the start time.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether the daemon a state file names still runs (pids are reused: the start time must match).
+fn daemon_alive(state: &MountState) -> bool {
+    match process_start(state.pid) {
+        None => false,
+        Some(start) if state.pid_start != 0 => start == state.pid_start,
+        // An older state file: the process must at least be a shardfs.
+        Some(_) => fs::read(format!("/proc/{}/cmdline", state.pid))
+            .is_ok_and(|c| c.windows(7).any(|w| w == b"shardfs")),
+    }
 }
 
 /// Checks everything that can be checked before mounting; returns the canonical mountpoint,
@@ -386,6 +402,7 @@ fn serve(
         let (state_path, log_path) = state_paths(&canonical);
         let state = MountState {
             pid: std::process::id(),
+            pid_start: process_start(std::process::id()).unwrap_or(0),
             mountpoint: canonical.display().to_string(),
             store: req
                 .store
@@ -489,11 +506,11 @@ fn kernel_unmount(path: &Path, lazy: bool) -> io::Result<()> {
 }
 
 /// Waits up to `timeout` for a process to exit.
-fn wait_exit(pid: u32, timeout: Duration) -> bool {
+fn wait_exit(state: &MountState, timeout: Duration) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, state.pid as libc::pid_t, 0) } as i32;
     if fd < 0 {
-        return !pid_alive(pid);
+        return !daemon_alive(state);
     }
     // SAFETY: fd was just returned by pidfd_open.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -504,7 +521,7 @@ fn wait_exit(pid: u32, timeout: Duration) -> bool {
     };
     // SAFETY: one valid pollfd.
     let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
-    n == 1 || !pid_alive(pid)
+    n == 1 || !daemon_alive(state)
 }
 
 /// `shardfs unmount`: unmounts, waits for the daemon to exit, and cleans up after a daemon that
@@ -514,7 +531,7 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
     let (state_path, _) = state_paths(&path);
     let state = read_state(&state_path);
     let fstype = mounted_fstype(&path);
-    let daemon_alive = state.as_ref().is_some_and(|s| pid_alive(s.pid));
+    let alive = state.as_ref().is_some_and(daemon_alive);
     match fstype.as_deref() {
         None if state.is_none() => {
             return Err(DaemonError::NotMounted(format!(
@@ -524,7 +541,7 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
         }
         None => {}
         Some(t) if is_shardfs(t) => {
-            let lazy = !daemon_alive;
+            let lazy = !alive;
             kernel_unmount(&path, lazy).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EBUSY) {
                     err(format!(
@@ -543,8 +560,8 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
             )));
         }
     }
-    if let Some(s) = state.as_ref().filter(|_| daemon_alive)
-        && !wait_exit(s.pid, Duration::from_secs(20))
+    if let Some(s) = state.as_ref().filter(|_| alive)
+        && !wait_exit(s, Duration::from_secs(20))
     {
         return Err(err(format!(
             "the daemon (pid {}) did not exit after the unmount",
@@ -552,7 +569,7 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
         )));
     }
     let _ = fs::remove_file(&state_path);
-    Ok(if daemon_alive || state.is_none() {
+    Ok(if alive || state.is_none() {
         format!("unmounted {}", path.display())
     } else {
         format!(
@@ -618,7 +635,7 @@ pub fn status(mountpoint: Option<&Path>) -> Result<Vec<MountStatus>, DaemonError
         let Some(mount) = read_state(&p) else {
             continue;
         };
-        if pid_alive(mount.pid) {
+        if daemon_alive(&mount) {
             let counters = live_counters(&mount.mountpoint);
             out.push(MountStatus {
                 state: "live".into(),

@@ -454,6 +454,44 @@ fn lifecycle() {
     );
     std::mem::forget(m);
 
+    // A binary under another name (a versioned install) runs a live mount that status reports
+    // as live, not as a dead daemon to clean up, and that unmounts normally.
+    let renamed = fx.path("sfs-1.2");
+    fs::copy(bin(), &renamed).unwrap();
+    let with_renamed = |args: &[&str]| {
+        std::process::Command::new(&renamed)
+            .env("SHARDFS_STATE_DIR", fx.state())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let store = fx.store.clone();
+    let out = with_renamed(&[
+        "mount",
+        "--store",
+        &store,
+        mnt.to_str().unwrap(),
+        "--name",
+        "m",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = with_renamed(&["status", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    assert_eq!(entries[0]["state"], "live", "{entries}");
+    assert!(entries[0]["pid_start"].as_u64().unwrap() > 0, "{entries}");
+    assert!(fs::read(mnt.join("m.bin")).unwrap() == data);
+    let out = with_renamed(&["unmount", mnt.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&mnt));
+
     // SIGTERM to the daemon unmounts cleanly and removes its state.
     let m = fx.mount(&["--name", "m"]);
     let pid = m.pid();
