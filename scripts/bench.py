@@ -3,7 +3,8 @@
 reported as a ratio against its baseline from the same run on the same machine:
 
   1. cold sequential read (dd bs=4M): shardfs, shardfs --codec none, plain file, squashfuse
-  2. warm re-read of each (page cache)
+  2. warm re-read of each (page cache), and the share of each file's cached pages held in large
+     folios (what sets the page cache's speed)
   3. safetensors load_file and safe_open touching every tensor, cold: shardfs, squashfuse, plain
   4. random 4 KiB preads, cold: p50/p99 latency and IOPS, shardfs vs squashfuse
   5. pack time and stored size: shardfs pack vs mksquashfs -comp zstd -b 128K (+ fsync of the
@@ -72,6 +73,49 @@ print(time.perf_counter() - t0)
 def run_loader(python, path, how):
     """Seconds the loader took to load and touch every tensor (after its imports)."""
     return float(sh(python, "-c", LOAD_SCRIPT, path, how).stdout.split()[-1])
+
+
+def large_folio_share(path, pages=4096):
+    """Share of the file's cached pages that sit in large folios (compound pages), sampled over
+    the file right after it was read: the page cache serves a large folio with one lookup where a
+    4 KiB one needs one per page, which is what sets the warm re-read speed of a file system.
+    Needs root (/proc/kpageflags); None where it cannot be read."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return None
+        try:
+            step = max(1, size // 4096 // pages)
+            idx = range(0, size // 4096, step)
+            base = ctypes.cast(addr, ctypes.POINTER(ctypes.c_char))
+            for i in idx:
+                base[i * 4096]  # map the cached page (it was just read: no I/O)
+            large = total = 0
+            with open("/proc/self/pagemap", "rb") as pm, open("/proc/kpageflags", "rb") as kf:
+                for i in idx:
+                    pm.seek((addr // 4096 + i) * 8)
+                    entry = struct.unpack("<Q", pm.read(8))[0]
+                    if not entry >> 63:
+                        continue
+                    kf.seek((entry & ((1 << 55) - 1)) * 8)
+                    flags = struct.unpack("<Q", kf.read(8))[0]
+                    total += 1
+                    large += (flags >> 15) & 3 != 0  # KPF_COMPOUND_HEAD / _TAIL
+            return large / total if total else None
+        finally:
+            libc.munmap(addr, size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def random_reads(path, n, seed=1):
@@ -192,6 +236,7 @@ def main():
 
         res = {k: {"cold": [], "warm": [], "load_file": [], "safe_open": []} for k in targets}
         rnd = {k: [] for k in ("shardfs", "squashfuse")}
+        folios = {}
         proc = []
         for run in range(args.runs):
             for key, t in targets.items():
@@ -201,6 +246,8 @@ def main():
                 drop_caches()
                 res[key]["cold"].append(size / timed(lambda: dd(path)) / 1e9)
                 res[key]["warm"].append(size / timed(lambda: dd(path)) / 1e9)
+                if run == 0:
+                    folios[key] = large_folio_share(path)
                 if key == "shardfs":
                     proc.append(t.proc())
                 t.umount()
@@ -235,6 +282,7 @@ def main():
             "runs": args.runs,
             "cold_GBps": {k: med(k, "cold") for k in targets},
             "warm_GBps": {k: med(k, "warm") for k in targets},
+            "large_folio_share": folios,
             "load_file_s": {k: med(k, "load_file") for k in targets if res[k]["load_file"]},
             "safe_open_s": {k: med(k, "safe_open") for k in targets if res[k]["safe_open"]},
             "random_4k": rm,
@@ -283,6 +331,10 @@ def print_table(s):
     print(f"{'sequential read (dd bs=4M)':<30}{'cold GB/s':>10}{'x squashfuse':>14}{'x plain':>9}{'warm GB/s':>11}{'x plain':>9}")
     for k in c:
         print(f"{k:<30}{c[k]:>10.2f}{c[k] / c['squashfuse']:>14.2f}{c[k] / c['plain']:>9.2f}{w[k]:>11.2f}{w[k] / w['plain']:>9.2f}")
+    lf = s.get("large_folio_share") or {}
+    if any(v is not None for v in lf.values()):
+        print("page cache after the read, share in large folios: " + ", ".join(
+            f"{k} {v:.0%}" if v is not None else f"{k} n/a" for k, v in lf.items()))
     for what in ("load_file_s", "safe_open_s"):
         if s[what]:
             print(f"\n{'safetensors ' + what[:-2] + ', cold':<30}{'seconds':>10}{'speed x squashfuse':>20}{'x plain':>9}")
