@@ -2,7 +2,8 @@
 //! numbers, exact sizes and long TTLs. `read` runs on a worker pool and replies from there: it
 //! maps the byte range to chunks, takes them from the chunk cache (loading through the store's
 //! replica failover on a miss) and hands the kernel a slice of the cached chunk. Sequential
-//! readers get the next chunks loaded ahead on a second pool. Nothing here knows chunk files.
+//! readers get the next chunks loaded ahead on a second pool; a chunk whose every byte has gone to
+//! the kernel's page cache leaves the chunk cache. Nothing here knows chunk files.
 
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, ChunkCache, Served};
