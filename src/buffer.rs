@@ -255,6 +255,18 @@ impl ScratchPool {
         }
         out
     }
+
+    /// Runs `f` with a buffer of exactly `len` bytes (contents unspecified). A kept buffer only
+    /// ever grows: its bytes are not written again to resize it (on a fresh mapping every page
+    /// written is a page fault).
+    pub fn with_len<T>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+        self.with(|buf| {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(&mut buf[..len])
+        })
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +327,12 @@ mod tests {
         pool.with(|b| b.resize(100, 1));
         assert!(pool.with(|b| b.capacity()) >= 100, "the buffer is reused");
         assert_eq!(pool.free.lock().len(), 1);
+        // with_len hands out exactly the length asked for, from the same buffer.
+        assert_eq!(pool.with_len(10, |b| b.len()), 10);
+        assert!(
+            pool.with(|b| b.capacity()) >= 100,
+            "a shorter use does not shrink it"
+        );
         // Nested use takes a second buffer; only one is kept afterwards.
         pool.with(|_| pool.with(|b| b.len()));
         assert_eq!(pool.free.lock().len(), 1);

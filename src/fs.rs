@@ -334,15 +334,21 @@ fn reply_range(
         reply.data(&only[start_in..start_in + (end - offset) as usize]);
         return;
     }
-    let mut buf = Vec::with_capacity((end - offset) as usize);
-    for (i, c) in chunks.iter().enumerate() {
-        let chunk_start = file.chunks[first + i].offset;
-        let a = offset.saturating_sub(chunk_start) as usize;
-        let b = ((end - chunk_start) as usize).min(c.len());
-        buf.extend_from_slice(&c[a..b]);
-    }
-    reply.data(&buf);
+    REPLIES.with_len((end - offset) as usize, |buf| {
+        let mut at = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            let chunk_start = file.chunks[first + i].offset;
+            let a = offset.saturating_sub(chunk_start) as usize;
+            let b = ((end - chunk_start) as usize).min(c.len());
+            buf[at..at + b - a].copy_from_slice(&c[a..b]);
+            at += b - a;
+        }
+        reply.data(buf);
+    });
 }
+
+/// Replies that span chunks are assembled in buffers from this pool.
+static REPLIES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(8);
 
 /// Index of the chunk holding byte `offset` (which is inside the file).
 fn chunk_at(file: &FileEntry, offset: u64) -> usize {

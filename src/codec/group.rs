@@ -197,9 +197,12 @@ pub fn decode(
         return Err(bad("group lengths do not add up to the payload"));
     }
     let zstd_groups = entries.iter().filter(|(m, _)| *m == ZSTD).count();
-    scratch.resize(zstd_groups * n, 0);
+    // Grown only: a buffer reused across chunks is not written again to resize it.
+    if scratch.len() < zstd_groups * n {
+        scratch.resize(zstd_groups * n, 0);
+    }
     let mut at = table_len(width);
-    let mut unpacked = scratch.chunks_exact_mut(n.max(1));
+    let mut unpacked = scratch[..zstd_groups * n].chunks_exact_mut(n.max(1));
     let mut groups: Vec<&[u8]> = Vec::with_capacity(width);
     for (mode, len) in entries {
         let stored = &payload[at..at + len];

@@ -123,8 +123,7 @@ pub fn read_replica_into(
         )));
     }
     let file_len = file_len as usize;
-    PAYLOADS.with(|buf| {
-        buf.resize(file_len + 2 * DIRECT_ALIGN, 0);
+    PAYLOADS.with_len(file_len + 2 * DIRECT_ALIGN, |buf| {
         let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
         let room = buf.len() - at - file_len;
         let image = &mut buf[at..at + file_len];
