@@ -11,7 +11,8 @@ reported as a ratio against its baseline from the same run on the same machine:
      image, since pack ends with its chunks durable)
   6. the shardfs daemon's peak RSS and CPU seconds
 
-Each cold run mounts afresh (an empty daemon cache) and drops the page cache first.
+Each cold run mounts afresh (an empty daemon cache) and drops the page cache first; each run
+starts with a different target.
 """
 import argparse
 import json
@@ -240,7 +241,11 @@ def main():
         proc = []  # the daemon after a cold + warm dd: CPU seconds and peak RSS
         peaks = []  # its peak RSS after the loaders and the random reads
         for run in range(args.runs):
-            for key, t in targets.items():
+            # Each run starts with a different target: the first measurement after the packing
+            # (gigabytes just written) is often the slowest, and no target should always take it.
+            order = list(targets.items())
+            order = order[run % len(order):] + order[:run % len(order)]
+            for key, t in order:
                 path = os.path.join(t.mnt, fname)
                 t.mount()
                 mounted.append(t)
