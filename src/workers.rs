@@ -22,7 +22,11 @@ impl Workers {
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     for job in jobs {
-                        job();
+                        // A job that panics must not take its thread with it: the pool would
+                        // shrink for good. (The reply it held is dropped, which answers EIO.)
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            log::error!("a worker job panicked; the thread goes on");
+                        }
                     }
                 })?;
         }
@@ -62,5 +66,14 @@ mod tests {
         let mut got: Vec<i32> = rx.iter().collect();
         got.sort();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_shrink_the_pool() {
+        let workers = Workers::new("test", 1).unwrap();
+        workers.spawn(|| panic!("job fails"));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        workers.spawn(move || tx.send(7).unwrap());
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(7));
     }
 }
