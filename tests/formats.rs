@@ -27,30 +27,16 @@ fn real_model_formats_round_trip() {
     );
     for f in &files {
         let src = models.join(f);
-        ok(&[
-            "pack",
-            src.to_str().unwrap(),
-            "--store",
+        pack(
+            &src,
             &store,
-            "--replicas",
-            "2",
-            "--chunk-size",
-            "1MiB",
-            "--name",
-            f,
-        ]);
+            &["--replicas", "2", "--chunk-size", "1MiB", "--name", f],
+        );
         let got = export(&store, f, Some(f));
         assert!(got == fs::read(&src).unwrap(), "{f} differs after export");
     }
     // The folder as one model, read back whole.
-    ok(&[
-        "pack",
-        models.to_str().unwrap(),
-        "--store",
-        &store,
-        "--replicas",
-        "2",
-    ]);
+    pack(&models, &store, &["--replicas", "2"]);
     let restored = dir.path().join("restored");
     ok(&[
         "export",

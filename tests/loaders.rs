@@ -12,16 +12,11 @@ fn python_loaders_read_the_mount() {
     let models = dir.path().join("sample-model");
     gen_models(&models, 24);
     let store = store_arg(&members(dir.path(), 3));
-    ok(&[
-        "pack",
-        models.to_str().unwrap(),
-        "--store",
+    pack(
+        &models,
         &store,
-        "--replicas",
-        "2",
-        "--chunk-size",
-        "1MiB",
-    ]);
+        &["--replicas", "2", "--chunk-size", "1MiB"],
+    );
     let m = Mounted::new(
         &store,
         &dir.path().join("mnt"),

@@ -90,14 +90,7 @@ fn files_read_back_exactly() {
     let nested = rng.floats(5 * CS as usize + 7);
     fs::write(folder.join("sub/deeper/w.bin"), &nested).unwrap();
     fs::write(folder.join("config.json"), b"{\"a\": 1}").unwrap();
-    ok(&[
-        "pack",
-        folder.to_str().unwrap(),
-        "--store",
-        &fx.store,
-        "--chunk-size",
-        "64KiB",
-    ]);
+    pack(&folder, &fx.store, &["--chunk-size", "64KiB"]);
 
     let m = fx.mount(&[]);
     let mut names: Vec<String> = fs::read_dir(&m.dir)
@@ -594,16 +587,11 @@ fn files_that_only_look_like_a_format_round_trip() {
     fs::create_dir_all(&folder).unwrap();
     fs::write(folder.join("model.safetensors"), &fake_st).unwrap();
     fs::write(folder.join("model.gguf"), &fake_gguf).unwrap();
-    ok(&[
-        "pack",
-        folder.to_str().unwrap(),
-        "--store",
+    pack(
+        &folder,
         &fx.store,
-        "--chunk-size",
-        "64KiB",
-        "--replicas",
-        "2",
-    ]);
+        &["--chunk-size", "64KiB", "--replicas", "2"],
+    );
     assert!(export(&fx.store, "liars", Some("model.safetensors")) == fake_st);
     assert!(export(&fx.store, "liars", Some("model.gguf")) == fake_gguf);
     let m = fx.mount(&["--name", "liars"]);

@@ -16,18 +16,13 @@ fn sizes_around_chunk_boundaries_round_trip() {
     for size in [0, 1, CS - 1, CS, CS + 1, 3 * CS + 17] {
         for (kind, data) in [("random", rng.bytes(size)), ("float", rng.floats(size))] {
             let name = format!("{kind}-{size}");
-            let src = dir.path().join(format!("{name}.bin"));
-            fs::write(&src, &data).unwrap();
-            ok(&[
-                "pack",
-                src.to_str().unwrap(),
-                "--store",
+            pack_bytes(
+                dir.path(),
                 &store,
-                "--chunk-size",
-                "64KiB",
-                "--replicas",
-                "2",
-            ]);
+                &name,
+                &data,
+                &["--chunk-size", "64KiB", "--replicas", "2"],
+            );
             assert_eq!(
                 export(&store, &name, None),
                 data,
@@ -56,14 +51,7 @@ fn hundred_mib_files_round_trip_and_floats_compress() {
     ] {
         let src = dir.path().join(format!("{name}.bin"));
         fs::write(&src, &data).unwrap();
-        let out = stdout(&ok(&[
-            "pack",
-            src.to_str().unwrap(),
-            "--store",
-            &store,
-            "--replicas",
-            "2",
-        ]));
+        let out = stdout(&pack(&src, &store, &["--replicas", "2"]));
         assert!(out.contains("25 chunks"), "{out}");
         let exported = dir.path().join(format!("{name}.out"));
         ok(&[
@@ -121,14 +109,7 @@ fn folders_keep_their_tree() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, data).unwrap();
     }
-    ok(&[
-        "pack",
-        model.to_str().unwrap(),
-        "--store",
-        &store,
-        "--chunk-size",
-        "64KiB",
-    ]);
+    pack(&model, &store, &["--chunk-size", "64KiB"]);
     // The model takes the folder's name; exporting it whole writes the tree to a new directory.
     let out = dir.path().join("restored");
     ok(&[
@@ -181,20 +162,20 @@ fn every_placement_and_replica_count() {
             let src = dir.path().join("m.bin");
             fs::write(&src, &data).unwrap();
             let r = replicas.to_string();
-            ok(&[
-                "pack",
-                src.to_str().unwrap(),
-                "--store",
+            pack(
+                &src,
                 &store,
-                "--chunk-size",
-                "64KiB",
-                "--replicas",
-                &r,
-                "--placement",
-                placement,
-                "--codec",
-                "zstd",
-            ]);
+                &[
+                    "--chunk-size",
+                    "64KiB",
+                    "--replicas",
+                    &r,
+                    "--placement",
+                    placement,
+                    "--codec",
+                    "zstd",
+                ],
+            );
             assert_eq!(export(&store, "m", None), data, "{placement} r={replicas}");
             // Each chunk is on exactly `replicas` distinct members, as the manifest says.
             let manifest = manifest_json(&paths[0], "m");
@@ -233,16 +214,7 @@ fn dedup_and_repack() {
     let store = store_arg(&paths);
     let mut rng = Rng::new(5);
     let v1 = rng.floats(10 * CS);
-    let src = dir.path().join("model.bin");
-    fs::write(&src, &v1).unwrap();
-    ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
-        &store,
-        "--chunk-size",
-        "64KiB",
-    ]);
+    let src = pack_bytes(dir.path(), &store, "model", &v1, &["--chunk-size", "64KiB"]);
     let count = || paths.iter().map(|p| chunk_files(p).len()).sum::<usize>();
     let bytes = || {
         paths
@@ -254,30 +226,18 @@ fn dedup_and_repack() {
     let (n1, b1) = (count(), bytes());
     assert_eq!(n1, 10);
     // The same bytes under another name add no chunk.
-    let out = stdout(&ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
+    let out = stdout(&pack(
+        &src,
         &store,
-        "--chunk-size",
-        "64KiB",
-        "--name",
-        "copy",
-    ]));
+        &["--chunk-size", "64KiB", "--name", "copy"],
+    ));
     assert!(out.contains("(0 new)"), "{out}");
     assert_eq!((count(), bytes()), (n1, b1));
     // Re-packing a changed file replaces the model; only the changed chunk is new.
     let mut v2 = v1.clone();
     v2[3 * CS + 7] ^= 0xff;
     fs::write(&src, &v2).unwrap();
-    let out = stdout(&ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
-        &store,
-        "--chunk-size",
-        "64KiB",
-    ]));
+    let out = stdout(&pack(&src, &store, &["--chunk-size", "64KiB"]));
     assert!(
         out.contains("(1 new)") && out.contains("version 2"),
         "{out}"
@@ -389,24 +349,8 @@ fn lossy_bf16_is_opt_in_and_reported() {
     let src = dir.path().join("m.safetensors");
     let original = f32_safetensors(&values);
     fs::write(&src, &original).unwrap();
-    ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
-        &store,
-        "--name",
-        "exact",
-    ]);
-    ok(&[
-        "pack",
-        src.to_str().unwrap(),
-        "--store",
-        &store,
-        "--name",
-        "small",
-        "--lossy",
-        "bf16",
-    ]);
+    pack(&src, &store, &["--name", "exact"]);
+    pack(&src, &store, &["--name", "small", "--lossy", "bf16"]);
     assert_eq!(
         export(&store, "exact", None),
         original,

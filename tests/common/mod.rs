@@ -258,10 +258,15 @@ pub fn drop_page_cache(file: &Path) {
 pub fn pack_bytes(dir: &Path, store: &str, name: &str, data: &[u8], extra: &[&str]) -> PathBuf {
     let src = dir.join(format!("{name}.bin"));
     fs::write(&src, data).unwrap();
+    pack(&src, store, extra);
+    src
+}
+
+/// `shardfs pack SRC --store STORE EXTRA...`, which must succeed; returns its output.
+pub fn pack(src: &Path, store: &str, extra: &[&str]) -> Output {
     let mut args = vec!["pack", src.to_str().unwrap(), "--store", store];
     args.extend_from_slice(extra);
-    ok(&args);
-    src
+    ok(&args)
 }
 
 /// The python that has the model libraries, as set up by `scripts/setup` (`scripts/test` sets
