@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -125,11 +126,16 @@ struct Node {
     kind: NodeKind,
 }
 
-pub struct ShardFs {
+/// What a read needs on whichever thread answers it: the store, the chunk cache, the counters.
+struct Shared {
     store: Arc<Store>,
+    cache: ChunkCache,
+    stats: Stats,
+}
+
+pub struct ShardFs {
+    shared: Arc<Shared>,
     nodes: Vec<Node>,
-    cache: Arc<ChunkCache>,
-    stats: Arc<Stats>,
     readers: Workers,
     prefetchers: Workers,
     prefetch: usize,
@@ -220,10 +226,12 @@ impl ShardFs {
         }
         let threads = opts.threads.max(1);
         Ok(ShardFs {
-            store,
+            shared: Arc::new(Shared {
+                store,
+                cache: ChunkCache::new(opts.cache_size),
+                stats: Stats::default(),
+            }),
             nodes,
-            cache: Arc::new(ChunkCache::new(opts.cache_size)),
-            stats: Arc::new(Stats::default()),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
             // is ready never queues behind reads still waiting (measured: 1-10 ms queueing with
             // one per core under a mmap loader).
@@ -240,7 +248,7 @@ impl ShardFs {
 
     /// A point-in-time copy of the counters (for `status`, through the status attribute).
     pub fn counters(&self) -> Counters {
-        let (stats, cache) = (&self.stats, &self.cache);
+        let (stats, cache) = (&self.shared.stats, &self.shared.cache);
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Counters {
             bytes_served: l(&stats.bytes_served),
@@ -286,65 +294,67 @@ fn add_dir(nodes: &mut Vec<Node>, parent: u64, name: &str, now: SystemTime) -> u
     ino
 }
 
-/// Loads chunk `index` of `file` through the cache.
-fn load(
-    store: &Store,
-    cache: &ChunkCache,
-    stats: &Stats,
-    file: &FileEntry,
-    index: usize,
-) -> Result<Chunk, String> {
-    let c = &file.chunks[index];
-    let (result, served) = cache.get(c.hash, c.len, || {
-        let mut buf = ChunkBuf::for_overwrite(c.len as usize)
-            .map_err(|e| format!("no memory for chunk {}: {e}", c.hash))?;
-        store
-            .load_chunk_into(c, &mut buf, &|member, e| {
-                stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "chunk {} on member {member}: {e}; trying the next replica",
-                    c.hash
-                );
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(buf)
-    });
-    if served == Served::Loaded && result.is_ok() {
-        stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
-    }
-    result
-}
-
-/// Replies with bytes `[offset, end)` of `file`, held by `chunks` (from chunk `first` on): a
-/// slice of the chunk itself when one chunk holds them all.
-fn reply_range(
-    stats: &Stats,
-    file: &FileEntry,
-    offset: u64,
-    end: u64,
-    first: usize,
-    chunks: &[Chunk],
-    reply: ReplyData,
-) {
-    stats
-        .bytes_served
-        .fetch_add(end - offset, Ordering::Relaxed);
-    let start_in = (offset - file.chunks[first].offset) as usize;
-    if let [only] = chunks {
-        reply.data(&only[start_in..start_in + (end - offset) as usize]);
-        return;
-    }
-    REPLIES.with_len((end - offset) as usize, |buf| {
-        let mut at = 0;
-        for (i, c) in chunks.iter().enumerate() {
-            let chunk_start = file.chunks[first + i].offset;
-            let a = offset.saturating_sub(chunk_start) as usize;
-            let b = ((end - chunk_start) as usize).min(c.len());
-            buf[at..at + b - a].copy_from_slice(&c[a..b]);
-            at += b - a;
+impl Shared {
+    /// Loads chunk `index` of `file` through the cache.
+    fn load(&self, file: &FileEntry, index: usize) -> Result<Chunk, String> {
+        let (cache, stats) = (&self.cache, &self.stats);
+        let c = &file.chunks[index];
+        let (result, served) = cache.get(c.hash, c.len, || {
+            let mut buf = ChunkBuf::for_overwrite(c.len as usize)
+                .map_err(|e| format!("no memory for chunk {}: {e}", c.hash))?;
+            self.store
+                .load_chunk_into(c, &mut buf, &|member, e| {
+                    stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "chunk {} on member {member}: {e}; trying the next replica",
+                        c.hash
+                    );
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(buf)
+        });
+        if served == Served::Loaded && result.is_ok() {
+            stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
         }
-        reply.data(buf);
-    });
+        result
+    }
+
+    /// Replies with bytes `range` of `file`, held by `chunks` (from chunk `first` on): a slice of
+    /// the chunk itself when one chunk holds them all. Then records them in `sent`, for a reader
+    /// whose bytes stay in the page cache.
+    fn reply(
+        &self,
+        file: &FileEntry,
+        range: Range<u64>,
+        first: usize,
+        chunks: &[Chunk],
+        sent: Option<&SentBytes>,
+        reply: ReplyData,
+    ) {
+        let (offset, end) = (range.start, range.end);
+        self.stats
+            .bytes_served
+            .fetch_add(end - offset, Ordering::Relaxed);
+        let start_in = (offset - file.chunks[first].offset) as usize;
+        if let [only] = chunks {
+            reply.data(&only[start_in..start_in + (end - offset) as usize]);
+        } else {
+            REPLIES.with_len((end - offset) as usize, |buf| {
+                let mut at = 0;
+                for (i, c) in chunks.iter().enumerate() {
+                    let chunk_start = file.chunks[first + i].offset;
+                    let a = offset.saturating_sub(chunk_start) as usize;
+                    let b = ((end - chunk_start) as usize).min(c.len());
+                    buf[at..at + b - a].copy_from_slice(&c[a..b]);
+                    at += b - a;
+                }
+                reply.data(buf);
+            });
+        }
+        if let Some(sent) = sent {
+            sent.record(&self.cache, file, offset, end, first);
+        }
+    }
 }
 
 /// Replies that span chunks are assembled in buffers from this pool.
@@ -410,7 +420,8 @@ impl Filesystem for ShardFs {
         let file = entry.clone();
         // What an O_DIRECT reader is sent does not stay in the page cache.
         let sent = (flags.0 & libc::O_DIRECT == 0).then(|| sent.clone());
-        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        shared.stats.reads.fetch_add(1, Ordering::Relaxed);
         if offset >= file.size || size == 0 {
             return reply.data(&[]);
         }
@@ -421,7 +432,7 @@ impl Filesystem for ShardFs {
         // Ask for the chunks after this read while it is being served.
         let window = self
             .prefetch
-            .min((self.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
+            .min((shared.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
         if let Some(sent) = &sent {
             sent.on_read(&file, first, last, last + 1 + window);
         }
@@ -436,23 +447,18 @@ impl Filesystem for ShardFs {
             );
             log::debug!("read fh {} {offset}+{size}: {advice:?}", u64::from(fh));
             for index in advice.behind {
-                self.cache.demote(&file.chunks[index].hash);
+                shared.cache.demote(&file.chunks[index].hash);
             }
             for index in advice.ahead {
                 let kernel_has = sent.as_ref().is_some_and(|s| s.complete(&file, index));
-                if kernel_has || self.cache.contains_or_loading(&file.chunks[index].hash) {
+                if kernel_has || shared.cache.contains_or_loading(&file.chunks[index].hash) {
                     continue;
                 }
-                let (store, cache, stats, file) = (
-                    self.store.clone(),
-                    self.cache.clone(),
-                    self.stats.clone(),
-                    file.clone(),
-                );
+                let (shared, file) = (shared.clone(), file.clone());
                 self.prefetchers.spawn(move || {
-                    if !cache.contains_or_loading(&file.chunks[index].hash) {
-                        stats.prefetched.fetch_add(1, Ordering::Relaxed);
-                        let _ = load(&store, &cache, &stats, &file, index);
+                    if !shared.cache.contains_or_loading(&file.chunks[index].hash) {
+                        shared.stats.prefetched.fetch_add(1, Ordering::Relaxed);
+                        let _ = shared.load(&file, index);
                     }
                 });
             }
@@ -460,33 +466,26 @@ impl Filesystem for ShardFs {
 
         // Chunks already in memory are answered here: no hand-off, nothing to wait for.
         let cached: Option<Vec<Chunk>> = (first..=last)
-            .map(|i| self.cache.get_cached(&file.chunks[i].hash))
+            .map(|i| shared.cache.get_cached(&file.chunks[i].hash))
             .collect();
         if let Some(chunks) = cached {
-            reply_range(&self.stats, &file, offset, end, first, &chunks, reply);
-            if let Some(sent) = sent {
-                sent.record(&self.cache, &file, offset, end, first);
-            }
-            return;
+            return shared.reply(&file, offset..end, first, &chunks, sent.as_deref(), reply);
         }
         // Otherwise a worker loads (or waits for) them and replies.
-        let (store, cache, stats) = (self.store.clone(), self.cache.clone(), self.stats.clone());
+        let shared = shared.clone();
         self.readers.spawn(move || {
             let mut chunks = Vec::with_capacity(last - first + 1);
             for index in first..=last {
-                match load(&store, &cache, &stats, &file, index) {
+                match shared.load(&file, index) {
                     Ok(c) => chunks.push(c),
                     Err(e) => {
                         log::error!("read of '{}' bytes {offset}..{end}: {e}", file.path);
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
                         return reply.error(Errno::EIO);
                     }
                 }
             }
-            reply_range(&stats, &file, offset, end, first, &chunks, reply);
-            if let Some(sent) = sent {
-                sent.record(&cache, &file, offset, end, first);
-            }
+            shared.reply(&file, offset..end, first, &chunks, sent.as_deref(), reply);
         });
     }
 
