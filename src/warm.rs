@@ -3,7 +3,6 @@
 //! the next 16 MiB segment, so the daemon sees several sequential streams and keeps both cores
 //! decompressing.
 
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -47,16 +46,7 @@ pub fn warm(path: &Path, readers: usize, progress: bool) -> Result<WarmSummary, 
         .flat_map(|(i, (_, len))| (0..len.div_ceil(SEGMENT)).map(move |s| (i, s * SEGMENT)))
         .collect();
     let total: u64 = files.iter().map(|(_, l)| l).sum();
-    let bar = if progress {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} warming [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    let bar = crate::units::byte_progress(total, progress, "warming", "");
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|s| {

@@ -10,7 +10,7 @@ use super::{Store, StoreError, fsio, io_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
 use crate::placement::{self, ChunkPos, Placement, Slot};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -385,16 +385,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let total_chunks: u64 = plans.iter().map(|p| p.len() as u64).sum();
     let bytes_in: u64 = sources.iter().map(|s| s.size).sum();
 
-    let progress = if opts.progress {
-        ProgressBar::new(bytes_in)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        progress.set_style(style.progress_chars("=> "));
-    }
+    let progress = crate::units::byte_progress(bytes_in, opts.progress, "{msg}", " eta {eta}");
     progress.set_message(format!("packing {name}"));
     let ctx = Ctx {
         store: &store,
