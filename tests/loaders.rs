@@ -3,11 +3,9 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 #[test]
 fn python_loaders_read_the_mount() {
-    let python = python();
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("sample-model");
     gen_models(&models, 24);
@@ -23,16 +21,9 @@ fn python_loaders_read_the_mount() {
         &dir.path().join("state"),
         &["--name", "sample-model"],
     );
-    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_loaders.py");
-    let out = Command::new(&python)
-        .args([check, models.to_str().unwrap(), m.dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loaders failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python_script(
+        "check_loaders.py",
+        &[models.to_str().unwrap(), m.dir.to_str().unwrap()],
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
@@ -47,18 +38,12 @@ fn python_loaders_read_the_mount() {
         &dir.path().join("state"),
         &[],
     );
-    let out = Command::new(&python)
-        .args([
-            check,
+    python_script(
+        "check_loaders.py",
+        &[
             models.to_str().unwrap(),
             m.dir.join("sample-model").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert_eq!(m.status()["errors"], 0);
 }

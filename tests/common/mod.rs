@@ -283,16 +283,30 @@ pub fn python() -> PathBuf {
 /// Writes the sample models of `scripts/gen_models.py` (every format, about `mib` MiB each)
 /// into `dir`.
 pub fn gen_models(dir: &Path, mib: u32) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gen_models.py");
+    python_script(
+        "gen_models.py",
+        &[dir.to_str().unwrap(), "--mib", &mib.to_string()],
+    );
+}
+
+/// Runs `scripts/SCRIPT ARGS...` with the python that has the model libraries; fails the test if
+/// the script fails. Returns what it printed.
+pub fn python_script(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
     let out = Command::new(python())
-        .args([script, dir.to_str().unwrap(), "--mib", &mib.to_string()])
+        .arg(path)
+        .args(args)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "gen_models.py failed: {}",
+        "{script} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
 }
 
 /// Sends `signal` (e.g. "-9", "-TERM") to `pid` and waits until the process is gone.
