@@ -86,15 +86,26 @@ impl Source {
     fn data_path(&self) -> &Path {
         self.narrowed.as_ref().map_or(&self.abs, |(p, _)| p)
     }
+
+    /// Opens the file whose bytes are stored.
+    fn open(&self) -> Result<File, StoreError> {
+        File::open(self.data_path()).map_err(cannot_read(&self.abs))
+    }
+}
+
+/// The error for a source file that cannot be read, naming the file as the user gave it.
+fn cannot_read(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
+    move |e| source_err(format!("cannot read {}: {e}", path.display()))
 }
 
 /// For `--lossy bf16`: writes a bf16 copy of each safetensors file with fp32 tensors into the
 /// first member's `tmp/` and points the source at it. Other files are packed as they are.
 fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreError> {
     for s in sources.iter_mut() {
-        let file = File::open(&s.abs)
-            .map_err(|e| source_err(format!("cannot read {}: {e}", s.abs.display())))?;
-        let src = FileAt { file, len: s.size };
+        let src = FileAt {
+            file: s.open()?,
+            len: s.size,
+        };
         if !chunking::safetensors::looks_like(&src) {
             continue;
         }
@@ -135,7 +146,7 @@ fn source_err(msg: String) -> StoreError {
 
 fn stat_source(abs: PathBuf, rel: String, meta: &fs::Metadata) -> Result<Source, StoreError> {
     // Open now so an unreadable file fails the pack before the store is touched.
-    File::open(&abs).map_err(|e| source_err(format!("cannot read {}: {e}", abs.display())))?;
+    File::open(&abs).map_err(cannot_read(&abs))?;
     Ok(Source {
         abs,
         rel,
@@ -300,9 +311,8 @@ fn pack_file(
     let (tx, rx) = sync_channel::<(u64, &Cut, Vec<u8>)>(threads * 2);
     let (file_hash, chunks) = std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<Hash32, StoreError> {
-            let read_err =
-                |e: io::Error| source_err(format!("cannot read {}: {e}", src.abs.display()));
-            let mut f = File::open(src.data_path()).map_err(read_err)?;
+            let read_err = cannot_read(&src.abs);
+            let mut f = src.open()?;
             let mut hasher = blake3::Hasher::new();
             for (i, cut) in cuts.iter().enumerate() {
                 let mut buf = vec![0u8; cut.len as usize];
@@ -376,9 +386,10 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let plans: Vec<Vec<Cut>> = sources
         .iter()
         .map(|s| {
-            let file = File::open(s.data_path())
-                .map_err(|e| source_err(format!("cannot read {}: {e}", s.abs.display())))?;
-            let src = FileAt { file, len: s.size };
+            let src = FileAt {
+                file: s.open()?,
+                len: s.size,
+            };
             chunking::plan(&src, opts.partition, opts.chunk_size, &s.rel).map_err(StoreError::from)
         })
         .collect::<Result<_, StoreError>>()?;
