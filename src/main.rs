@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         replicas: usize,
         /// Chunk size, e.g. 512KiB, 4MiB, 16M (at most 1GiB)
-        #[arg(long, default_value = "4MiB", value_parser = parse_size_arg)]
+        #[arg(long, default_value = "4MiB", value_parser = parse_chunk_size)]
         chunk_size: u64,
         /// Chunk codec
         #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
@@ -170,15 +170,15 @@ fn parse_size_any(s: &str) -> Result<u64, String> {
 }
 
 fn parse_cache_size(s: &str) -> Result<u64, String> {
-    let n = parse_size(s).map_err(|e| e.to_string())?;
+    let n = parse_size_any(s)?;
     if n < (1 << 20) {
         return Err("the cache must hold at least 1MiB".into());
     }
     Ok(n)
 }
 
-fn parse_size_arg(s: &str) -> Result<u64, String> {
-    let n = parse_size(s).map_err(|e| e.to_string())?;
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    let n = parse_size_any(s)?;
     shardfs::chunking::check_chunk_size(n).map_err(|e| e.to_string())?;
     Ok(n)
 }
