@@ -183,6 +183,18 @@ fn parse_chunk_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// The cores this process may run on (2 when the system does not say).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Prints `value` as indented JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Error(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// Failures the command line reports: an error, or a check that found problems (exit 1).
 enum Failure {
     Error(String),
@@ -284,11 +296,7 @@ fn run(command: Command) -> Result<(), Failure> {
             foreground,
             allow_other,
         } => {
-            let threads = threads.map(|t| t as usize).unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            });
+            let threads = threads.map_or_else(cores, |t| t as usize);
             let req = daemon::MountRequest {
                 store,
                 mountpoint,
@@ -306,11 +314,7 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Warm { path, readers } => {
-            let readers = readers.map(|r| r as usize).unwrap_or_else(|| {
-                2 * std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            });
+            let readers = readers.map_or_else(|| 2 * cores(), |r| r as usize);
             let s = shardfs::warm::warm(&path, readers, std::io::stderr().is_terminal())
                 .map_err(Failure::Error)?;
             println!(
@@ -338,9 +342,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let store = Store::open(&store)?;
             let report = verify::verify(&store, name.as_deref())?;
             if json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Failure::Error(e.to_string()))?;
-                println!("{text}");
+                print_json(&report)?;
             } else {
                 for p in &report.problems {
                     println!("{}", p.describe());
@@ -379,10 +381,7 @@ fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             _ => serde_json::to_value(&mounts),
         }
         .map_err(|e| Failure::Error(e.to_string()))?;
-        let text =
-            serde_json::to_string_pretty(&value).map_err(|e| Failure::Error(e.to_string()))?;
-        println!("{text}");
-        return Ok(());
+        return print_json(&value);
     }
     if mounts.is_empty() {
         println!("no shardfs mounts");
@@ -447,12 +446,7 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
                 })
             })
             .collect();
-        let text = serde_json::to_string_pretty(
-            &serde_json::json!({"store_id": store.store_id, "models": rows}),
-        )
-        .map_err(|e| Failure::Error(e.to_string()))?;
-        println!("{text}");
-        return Ok(());
+        return print_json(&serde_json::json!({"store_id": store.store_id, "models": rows}));
     }
     println!(
         "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}",
