@@ -33,9 +33,18 @@ pub fn looks_like(src: &dyn ReadAt) -> bool {
     head[8] == b'{' && (2..=MAX_HEADER).contains(&n) && n <= src.len() - 8
 }
 
-/// Reads the tensor table. Offsets in the result are absolute file offsets.
-pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
-    let bad = |why: String| LayoutError::Invalid(format!("safetensors: {why}"));
+/// A checked safetensors header: the file's first bytes (length prefix and JSON) and its table.
+struct Header {
+    bytes: Vec<u8>,
+    table: serde_json::Map<String, Value>,
+}
+
+fn bad(why: String) -> LayoutError {
+    LayoutError::Invalid(format!("safetensors: {why}"))
+}
+
+/// Reads and checks the length prefix and the JSON header.
+fn read_header(src: &dyn ReadAt) -> Result<Header, LayoutError> {
     let size = src.len();
     let mut len = [0u8; 8];
     if size < 8 {
@@ -48,14 +57,25 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
             "header length {header_len} does not fit a {size}-byte file"
         )));
     }
-    let mut header = vec![0u8; header_len as usize];
-    src.read_exact_at(&mut header, 8)?;
+    let mut bytes = vec![0u8; 8 + header_len as usize];
+    src.read_exact_at(&mut bytes, 0)?;
     let json: Value =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    let table = json
-        .as_object()
-        .ok_or_else(|| bad("header is not an object".into()))?;
-    let data_start = 8 + header_len;
+        serde_json::from_slice(&bytes[8..]).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    match json {
+        Value::Object(table) => Ok(Header { bytes, table }),
+        _ => Err(bad("header is not an object".into())),
+    }
+}
+
+/// Reads the tensor table. Offsets in the result are absolute file offsets.
+pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
+    spans(&read_header(src)?, src.len())
+}
+
+/// The tensors `header` describes in a file of `size` bytes, checked against it.
+fn spans(header: &Header, size: u64) -> Result<Vec<TensorSpan>, LayoutError> {
+    let table = &header.table;
+    let data_start = header.bytes.len() as u64;
     let data_len = size - data_start;
     let mut spans = Vec::with_capacity(table.len());
     for (name, info) in table {
@@ -130,17 +150,13 @@ pub struct Narrowed {
 /// stored as BF16 (rounded to nearest even) with a header to match. Returns `None`, writing
 /// nothing, when `src` has no F32 tensor or its header does not check out.
 pub fn to_bf16(src: &dyn ReadAt, out: &mut dyn Write) -> Result<Option<Narrowed>, LayoutError> {
-    let spans = parse(src)?;
+    let header = read_header(src)?;
+    let spans = spans(&header, src.len())?;
     if !spans.iter().any(|s| s.dtype == "F32") {
         return Ok(None);
     }
-    let mut len = [0u8; 8];
-    src.read_exact_at(&mut len, 0)?;
-    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
-    src.read_exact_at(&mut header, 8)?;
-    let mut table: serde_json::Map<String, Value> =
-        serde_json::from_slice(&header).map_err(|e| LayoutError::Invalid(e.to_string()))?;
-    let data_start = 8 + header.len() as u64;
+    let data_start = header.bytes.len() as u64;
+    let mut table = header.table;
     // New offsets, in the order the data lies.
     let mut at = 0u64;
     for s in &spans {
@@ -164,9 +180,7 @@ pub fn to_bf16(src: &dyn ReadAt, out: &mut dyn Write) -> Result<Option<Narrowed>
         new_header.push(b' ');
     }
     let mut original = blake3::Hasher::new();
-    let mut head = vec![0u8; data_start as usize];
-    src.read_exact_at(&mut head, 0)?;
-    original.update(&head);
+    original.update(&header.bytes);
     out.write_all(&(new_header.len() as u64).to_le_bytes())?;
     out.write_all(&new_header)?;
     // Copy the data section in file order; bytes between tensors (none in a well-formed file)
