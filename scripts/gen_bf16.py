@@ -2,10 +2,10 @@
 """Writes a safetensors file of bf16 tensors holding normal(0, 0.02) values, like the weights of
 a trained model, without needing torch. Usage: gen_bf16.py OUT [--gib 1] [--tensors 64]"""
 import argparse
-import json
-import struct
 
 import numpy as np
+
+from st_format import header, to_bf16_bits
 
 
 def main():
@@ -18,23 +18,13 @@ def main():
     total = int(args.gib * (1 << 30)) // 2  # elements
     cols = 4096
     rows = max(1, total // args.tensors // cols)
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for i in range(args.tensors):
-        n = rows * cols * 2
-        header[f"layers.{i}.weight"] = {"dtype": "BF16", "shape": [rows, cols], "data_offsets": [offset, offset + n]}
-        offset += n
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
+    n = rows * cols * 2
+    entries = [(f"layers.{i}.weight", "BF16", (rows, cols), n) for i in range(args.tensors)]
     rng = np.random.default_rng(args.seed)
     with open(args.out, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
+        f.write(header(entries, metadata={"format": "pt"}))
         for _ in range(args.tensors):
-            a = rng.normal(0, 0.02, size=rows * cols).astype(np.float32)
-            # round to nearest even bf16
-            u = a.view(np.uint32)
-            u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-            f.write(u.astype(np.uint16).tobytes())
-
+            f.write(to_bf16_bits(rng.normal(0, 0.02, size=rows * cols)).tobytes())
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,8 @@ import zipfile
 
 import numpy as np
 
+from st_format import header, to_bf16_bits
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "shardfs", "weights")
 
@@ -44,11 +46,11 @@ def real_weights():
 def read_safetensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
+        table = json.loads(f.read(n))
         data = f.read()
-    meta = header.pop("__metadata__", None)
+    meta = table.pop("__metadata__", None)
     tensors = {}
-    for k, v in header.items():
+    for k, v in table.items():
         s, e = v["data_offsets"]
         dt = {"F32": np.float32, "F16": np.float16, "I64": np.int64}[v["dtype"]]
         tensors[k] = np.frombuffer(data[s:e], dtype=dt).reshape(v["shape"])
@@ -57,22 +59,10 @@ def read_safetensors(path):
 
 def write_safetensors(path, tensors):
     """tensors: name -> (dtype name, shape, raw bytes)."""
-    header, off, blobs = {}, 0, []
-    for k, (dt, shape, raw) in tensors.items():
-        header[k] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(raw)]}
-        off += len(raw)
-        blobs.append(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        for b in blobs:
-            f.write(b)
-
-
-def to_bf16_bits(a):
-    u = a.astype(np.float32).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        f.write(header([(k, dt, shape, len(raw)) for k, (dt, shape, raw) in tensors.items()]))
+        for _, _, raw in tensors.values():
+            f.write(raw)
 
 
 def make_inputs(work):
