@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -198,6 +199,11 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("scripts/bench needs root: it drops the page cache and mounts")
+    if not stat.S_ISCHR(os.stat("/dev/null").st_mode):
+        # Seen on these machines: /dev/null replaced by a regular file on tmpfs. Every dd would
+        # then write a gigabyte into memory and the plain file's warm read fall from ~25 to ~2 GB/s.
+        sys.exit("/dev/null is not the null device (a regular file?): recreate it with "
+                 "`rm /dev/null && mknod -m 666 /dev/null c 1 3` and run again")
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="shardfs-bench.")
     mounted = []
