@@ -2,7 +2,8 @@
 """The read-path benchmark behind scripts/bench. Every figure is the median of --runs runs and is
 reported as a ratio against its baseline from the same run on the same machine:
 
-  1. cold sequential read (dd bs=4M): shardfs, shardfs --codec none, plain file, squashfuse
+  1. cold sequential read (dd bs=4M): shardfs, shardfs --codec none, plain file, squashfuse, and
+     the FUSE ceiling: the file served from a FUSE daemon's memory (examples/memfs)
   2. warm re-read of each (page cache), and the share of each file's cached pages held in large
      folios (what sets the page cache's speed)
   3. safetensors load_file and safe_open touching every tensor, cold: shardfs, squashfuse, plain
@@ -172,6 +173,26 @@ class Squash:
         sh("fusermount3", "-u", self.mnt)
 
 
+class MemFs:
+    """examples/memfs: the file served from the FUSE daemon's memory with no store, hash or
+    decompression, mounted the way shardfs mounts. Its page cache is dropped like the others' but
+    its memory is not: its cold read is the ceiling of any FUSE file system on this machine."""
+    label = "FUSE ceiling (memfs)"
+
+    def __init__(self, bin_, src, mnt):
+        self.bin, self.src, self.mnt = bin_, src, mnt
+
+    def mount(self):
+        self.proc = subprocess.Popen([self.bin, self.src, self.mnt], stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.proc.wait()
+            raise RuntimeError(f"memfs did not mount {self.mnt}")
+
+    def umount(self):
+        sh("fusermount3", "-u", self.mnt)
+        self.proc.wait()
+
+
 class Plain:
     label = "plain"
 
@@ -193,6 +214,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", nargs="?", help="model file to use (default: a generated 1 GiB bf16 safetensors)")
     ap.add_argument("--bin", required=True)
+    ap.add_argument("--memfs", required=True, help="the examples/memfs binary (the FUSE ceiling)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--random-reads", type=int, default=2000)
     ap.add_argument("--out", default=os.path.join(os.getcwd(), "bench-results"))
@@ -237,6 +259,7 @@ def main():
             "shardfs-none": Shardfs(args.bin, os.path.join(work, "raw"), os.path.join(work, "mnt-raw"), "m", "shardfs --codec none"),
             "plain": Plain(plain_dir),
             "squashfuse": Squash(img, os.path.join(work, "mnt-q")),
+            "fuse-ceiling": MemFs(args.memfs, src, os.path.join(work, "mnt-m")),
         }
         for t in targets.values():
             os.makedirs(t.mnt, exist_ok=True)
@@ -264,7 +287,7 @@ def main():
                     proc.append(t.proc())
                 t.umount()
                 mounted.remove(t)
-                if is_safetensors and key != "shardfs-none":
+                if is_safetensors and key in ("shardfs", "plain", "squashfuse"):
                     for how in ("load_file", "safe_open"):
                         t.mount()
                         mounted.append(t)
@@ -350,6 +373,10 @@ def print_table(s):
     if any(v is not None for v in lf.values()):
         print("page cache after the read, share in large folios: " + ", ".join(
             f"{k} {v:.0%}" if v is not None else f"{k} n/a" for k, v in lf.items()))
+    if "fuse-ceiling" in c:
+        f = "fuse-ceiling"
+        print(f"shardfs reaches {c['shardfs'] / c[f]:.2f}x of the FUSE ceiling cold and {w['shardfs'] / w[f]:.2f}x warm;"
+              f" the ceiling itself is {c[f] / c['squashfuse']:.2f}x squashfuse cold and {w[f] / w['plain']:.2f}x plain warm")
     for what in ("load_file_s", "safe_open_s"):
         if s[what]:
             print(f"\n{'safetensors ' + what[:-2] + ', cold':<30}{'seconds':>10}{'speed x squashfuse':>20}{'x plain':>9}")

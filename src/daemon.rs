@@ -454,7 +454,7 @@ fn serve(
 /// send large reads (up to fs.fuse.max_pages_limit) and several at once. Only root may; others
 /// keep the kernel default. The device comes from mountinfo: a stat of the mountpoint would ask
 /// this very daemon, which does not answer yet.
-fn set_read_ahead(mountpoint: &Path, kb: u64) {
+pub fn set_read_ahead(mountpoint: &Path, kb: u64) {
     let Some((dev, _)) = mountinfo(mountpoint) else {
         return;
     };
