@@ -454,9 +454,13 @@ impl Filesystem for ShardFs {
                 if kernel_has || shared.cache.contains_or_loading(&file.chunks[index].hash) {
                     continue;
                 }
-                let (shared, file) = (shared.clone(), file.clone());
+                let (shared, file, sent) = (shared.clone(), file.clone(), sent.clone());
                 self.prefetchers.spawn(move || {
-                    if !shared.cache.contains_or_loading(&file.chunks[index].hash) {
+                    // Checked again when the job runs: meanwhile a reader may have loaded the
+                    // chunk, sent all of it and let it go. Loading it again would decompress it
+                    // twice and leave it in the cache, where nothing would ever release it.
+                    let kernel_has = sent.as_ref().is_some_and(|s| s.complete(&file, index));
+                    if !kernel_has && !shared.cache.contains_or_loading(&file.chunks[index].hash) {
                         shared.stats.prefetched.fetch_add(1, Ordering::Relaxed);
                         let _ = shared.load(&file, index);
                     }
