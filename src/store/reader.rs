@@ -47,7 +47,7 @@ pub struct ChunkUnreadable {
 }
 
 /// Chunk files are read into buffers from this pool.
-static PAYLOADS: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
+static PAYLOADS: crate::buffer::MappedScratchPool = crate::buffer::MappedScratchPool::new(4);
 
 /// Direct I/O wants buffers, offsets and lengths aligned to the device's block size.
 const DIRECT_ALIGN: usize = 4096;
@@ -157,33 +157,35 @@ pub fn read_replica_into(
         )));
     }
     let file_len = file_len as usize;
-    PAYLOADS.with_len(file_len + 2 * DIRECT_ALIGN, |buf| {
-        let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        let room = buf.len() - at - file_len;
-        let image = &mut buf[at..at + file_len];
-        let shrank = |e: io::Error| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                ReplicaError::Corrupt("file shrank while being read".into())
-            } else {
-                ReplicaError::Io(e)
+    PAYLOADS
+        .with_len(file_len + 2 * DIRECT_ALIGN, |buf| {
+            let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            let room = buf.len() - at - file_len;
+            let image = &mut buf[at..at + file_len];
+            let shrank = |e: io::Error| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    ReplicaError::Corrupt("file shrank while being read".into())
+                } else {
+                    ReplicaError::Io(e)
+                }
+            };
+            // From the page cache when it holds the file (just packed, or read by another tool);
+            // otherwise with direct I/O: a chunk is read once and kept decompressed, so a copy in the
+            // page cache would only cost a memory copy (measured at a sixth of the daemon's CPU time
+            // on a cold read) and crowd out the decompressed bytes.
+            let mut done = false;
+            if !in_page_cache(&file, file_len as u64)
+                && let Some(direct) = open_direct(&path).map_err(ReplicaError::Io)?
+            {
+                done = read_direct(&direct, image, room).map_err(ReplicaError::Io)?;
             }
-        };
-        // From the page cache when it holds the file (just packed, or read by another tool);
-        // otherwise with direct I/O: a chunk is read once and kept decompressed, so a copy in the
-        // page cache would only cost a memory copy (measured at a sixth of the daemon's CPU time
-        // on a cold read) and crowd out the decompressed bytes.
-        let mut done = false;
-        if !in_page_cache(&file, file_len as u64)
-            && let Some(direct) = open_direct(&path).map_err(ReplicaError::Io)?
-        {
-            done = read_direct(&direct, image, room).map_err(ReplicaError::Io)?;
-        }
-        if !done {
-            use std::os::unix::fs::FileExt;
-            file.read_exact_at(image, 0).map_err(shrank)?;
-        }
-        decode_image(image, chunk, out)
-    })?;
+            if !done {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(image, 0).map_err(shrank)?;
+            }
+            decode_image(image, chunk, out)
+        })
+        .map_err(ReplicaError::Io)??;
     if Hash32::of(out) != chunk.hash {
         return Err(ReplicaError::HashMismatch);
     }
