@@ -20,10 +20,23 @@ const MIN_SAVING: f64 = 0.02;
 /// Order-0 entropy of `data` in bits per byte: a group above 8 × (1 − MIN_SAVING) bits cannot
 /// be compressed enough to keep, so it is stored raw without trying (the mantissa groups).
 fn entropy_bits(data: &[u8]) -> f64 {
-    let mut counts = [0u64; 256];
-    for &b in data {
-        counts[b as usize] += 1;
+    // Four tables counted in turn: with one, a run of equal bytes (the exponents of neighbouring
+    // weights) makes each increment wait for the previous one to the same counter. Measured: the
+    // count took 70% of the grouping codec's encode time, a fifth of `pack`'s CPU.
+    let mut tables = [[0u64; 256]; 4];
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        tables[0][q[0] as usize] += 1;
+        tables[1][q[1] as usize] += 1;
+        tables[2][q[2] as usize] += 1;
+        tables[3][q[3] as usize] += 1;
     }
+    for &b in quads.remainder() {
+        tables[0][b as usize] += 1;
+    }
+    let counts: Vec<u64> = (0..256)
+        .map(|i| tables.iter().map(|t| t[i]).sum())
+        .collect();
     let n = data.len() as f64;
     counts
         .iter()
