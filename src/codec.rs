@@ -149,40 +149,56 @@ pub fn encode(
     level: i32,
     content: Content,
 ) -> Result<(Codec, Vec<u8>), CodecError> {
+    // One buffer from the header on: the groups and the header go straight into it.
+    let mut out = Vec::with_capacity(HEADER_LEN + raw.len() + 64);
+    out.resize(HEADER_LEN, 0);
+    let grouped = |width, rotate, out: &mut Vec<u8>| {
+        GROUP_SCRATCH.with(|scratch| {
+            group::encode(
+                raw,
+                width,
+                rotate,
+                scratch,
+                &mut |g| zstd_compress(g, Tuning::Group),
+                out,
+            )
+        })
+    };
     let compressed = match (choice, content) {
         (CodecChoice::None, _) => None,
         (CodecChoice::Auto, Content::Floats(width)) if width == 2 || width == 4 => {
-            let codec = if width == 2 {
+            grouped(width, true, &mut out)?;
+            Some(if width == 2 {
                 Codec::Float16
             } else {
                 Codec::Float32
-            };
-            let grouped =
-                group::encode(raw, width, true, &mut |g| zstd_compress(g, Tuning::Group))?;
-            Some((codec, grouped))
+            })
         }
         (CodecChoice::Auto, Content::Blocks(width)) if (2..=group::MAX_WIDTH).contains(&width) => {
-            let grouped =
-                group::encode(raw, width, false, &mut |g| zstd_compress(g, Tuning::Group))?;
-            Some((Codec::Blocks, grouped))
+            grouped(width, false, &mut out)?;
+            Some(Codec::Blocks)
         }
-        _ => Some((Codec::Zstd, zstd_compress(raw, Tuning::Chunk(level))?)),
+        _ => {
+            out.extend_from_slice(&zstd_compress(raw, Tuning::Chunk(level))?);
+            Some(Codec::Zstd)
+        }
     };
-    let (codec, payload): (Codec, &[u8]) = match &compressed {
-        Some((codec, c)) if choice == CodecChoice::Zstd => (*codec, c),
-        Some((codec, c)) if (c.len() as f64) <= raw.len() as f64 * (1.0 - AUTO_MIN_SAVING) => {
-            (*codec, c)
+    let payload_len = out.len() - HEADER_LEN;
+    let codec = match compressed {
+        Some(codec) if choice == CodecChoice::Zstd => codec,
+        Some(codec) if (payload_len as f64) <= raw.len() as f64 * (1.0 - AUTO_MIN_SAVING) => codec,
+        _ => {
+            out.truncate(HEADER_LEN);
+            out.extend_from_slice(raw);
+            Codec::None
         }
-        _ => (Codec::None, raw),
     };
     let header = ChunkHeader {
         codec,
         raw_len: raw.len() as u64,
-        payload_len: payload.len() as u64,
+        payload_len: (out.len() - HEADER_LEN) as u64,
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&header.to_bytes());
-    out.extend_from_slice(payload);
+    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
     Ok((codec, out))
 }
 
@@ -242,7 +258,8 @@ fn zstd_compress(raw: &[u8], tuning: Tuning) -> Result<Vec<u8>, CodecError> {
     })
 }
 
-/// Decompressed byte groups, before they are interleaved into the chunk.
+/// Byte groups: decompressed, before they are interleaved into the chunk; split, before they
+/// are compressed.
 static GROUP_SCRATCH: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
 
 thread_local! {

@@ -128,48 +128,49 @@ fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
     }
 }
 
-/// Encodes `raw` as elements of `width` bytes, rotating floats (`rotate`, widths 2 and 4).
+/// Encodes `raw` as elements of `width` bytes, rotating floats (`rotate`, widths 2 and 4), and
+/// appends the payload to `out`. `scratch` holds the byte groups; it is reused between calls.
 pub fn encode(
     raw: &[u8],
     width: usize,
     rotate: bool,
+    scratch: &mut Vec<u8>,
     compress: &mut GroupCompressor<'_>,
-) -> Result<Vec<u8>, CodecError> {
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     if !valid_width(width, rotate) {
         return Err(CodecError::Compress(format!(
             "cannot group elements of {width} bytes"
         )));
     }
     let n = raw.len() / width;
-    let mut groups = vec![0u8; n * width];
-    split(raw, width, rotate, &mut groups);
-    let mut table = Vec::with_capacity(table_len(width));
-    table.extend_from_slice(&(width as u16).to_le_bytes());
-    let mut body = Vec::with_capacity(raw.len());
-    for g in groups.chunks_exact(n.max(1)).take(width) {
+    // Grown only, like decode's: a reused buffer is not written again to resize it.
+    if scratch.len() < n * width {
+        scratch.resize(n * width, 0);
+    }
+    let groups = &mut scratch[..n * width];
+    split(raw, width, rotate, groups);
+    out.extend_from_slice(&(width as u16).to_le_bytes());
+    // The table's entries are filled in as the groups go out after it. With no whole element
+    // they stay zero (raw, empty), which keeps the layout uniform.
+    let table = out.len();
+    out.resize(table + width * 9, 0);
+    for (j, g) in groups.chunks_exact(n.max(1)).take(width).enumerate() {
         let worth_trying = n > 0 && entropy_bits(g) < 8.0 * (1.0 - MIN_SAVING);
         let packed = if worth_trying {
             compress(g)?
         } else {
             Vec::new()
         };
-        if worth_trying && (packed.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING) {
-            table.push(ZSTD);
-            table.extend_from_slice(&(packed.len() as u64).to_le_bytes());
-            body.extend_from_slice(&packed);
-        } else {
-            table.push(RAW);
-            table.extend_from_slice(&(g.len() as u64).to_le_bytes());
-            body.extend_from_slice(g);
-        }
+        let keep = worth_trying && (packed.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING);
+        let (mode, bytes) = if keep { (ZSTD, &packed[..]) } else { (RAW, g) };
+        let entry = &mut out[table + j * 9..table + (j + 1) * 9];
+        entry[0] = mode;
+        entry[1..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
     }
-    if n == 0 {
-        // No whole element: an empty table entry per group keeps the layout uniform.
-        table.resize(table_len(width), 0);
-    }
-    table.extend_from_slice(&body);
-    table.extend_from_slice(&raw[n * width..]);
-    Ok(table)
+    out.extend_from_slice(&raw[n * width..]);
+    Ok(())
 }
 
 /// Decodes a grouped payload into `out` (the chunk's exact length). `scratch` is reused between
@@ -248,9 +249,15 @@ mod tests {
             .map_err(|e| CodecError::Decompress(e.to_string()))
     }
 
+    fn enc(raw: &[u8], width: usize, rotate: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(raw, width, rotate, &mut Vec::new(), &mut zstd1, &mut out).unwrap();
+        out
+    }
+
     fn round_trip(raw: &[u8], width: usize) -> Vec<u8> {
         let rotate = width == 2 || width == 4;
-        let enc = encode(raw, width, rotate, &mut zstd1).unwrap();
+        let enc = enc(raw, width, rotate);
         let mut out = vec![0u8; raw.len()];
         decode(&enc, rotate, &mut out, &mut Vec::new(), &mut unzstd).unwrap();
         assert_eq!(out, raw, "width {width}, {} bytes", raw.len());
@@ -324,7 +331,7 @@ mod tests {
     #[test]
     fn damaged_payloads_fail_cleanly() {
         let raw = bf16(5000);
-        let enc = encode(&raw, 2, true, &mut zstd1).unwrap();
+        let enc = enc(&raw, 2, true);
         let mut out = vec![0u8; raw.len()];
         for cut in [0, 1, 5, 19, enc.len() - 1] {
             assert!(
