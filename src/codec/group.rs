@@ -150,11 +150,12 @@ pub fn encode(
     }
     let groups = &mut scratch[..n * width];
     split(raw, width, rotate, groups);
-    out.extend_from_slice(&(width as u16).to_le_bytes());
     // The table's entries are filled in as the groups go out after it. With no whole element
     // they stay zero (raw, empty), which keeps the layout uniform.
-    let table = out.len();
-    out.resize(table + width * 9, 0);
+    let start = out.len();
+    out.resize(start + table_len(width), 0);
+    out[start..start + 2].copy_from_slice(&(width as u16).to_le_bytes());
+    let table = start + 2;
     for (j, g) in groups.chunks_exact(n.max(1)).take(width).enumerate() {
         let worth_trying = n > 0 && entropy_bits(g) < 8.0 * (1.0 - MIN_SAVING);
         let packed = if worth_trying {

@@ -169,10 +169,10 @@ pub fn read_replica_into(
                     ReplicaError::Io(e)
                 }
             };
-            // From the page cache when it holds the file (just packed, or read by another tool);
-            // otherwise with direct I/O: a chunk is read once and kept decompressed, so a copy in the
-            // page cache would only cost a memory copy (measured at a sixth of the daemon's CPU time
-            // on a cold read) and crowd out the decompressed bytes.
+            // From the page cache when it holds the file (just packed, or read by another
+            // tool); otherwise with direct I/O: a chunk is read once and kept decompressed, so a
+            // copy in the page cache would only cost a memory copy (measured at a sixth of the
+            // daemon's CPU time on a cold read) and crowd out the decompressed bytes.
             let mut done = false;
             if !in_page_cache(&file, file_len as u64)
                 && let Some(direct) = open_direct(&path).map_err(ReplicaError::Io)?
