@@ -130,6 +130,47 @@ impl Default for SparePool {
     }
 }
 
+/// A fresh anonymous private mapping of `len` bytes.
+fn map_anon(len: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: an anonymous private mapping; the result is checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr)
+}
+
+/// A fresh mapping of `len` bytes (a multiple of 4 KiB) that starts on a huge-page boundary and
+/// asks for huge pages: every whole 2 MiB of it can be one, and the rest stays in 4 KiB pages, so
+/// a buffer a little over a multiple of 2 MiB does not hold a mostly empty huge page at its end.
+fn map_huge(len: usize) -> io::Result<*mut libc::c_void> {
+    let base = map_anon(len + HUGE)?;
+    let head = (base as usize).next_multiple_of(HUGE) - base as usize;
+    // SAFETY: both ranges lie in the mapping just made and nothing refers to them.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base, head);
+        }
+        libc::munmap(base.cast::<u8>().add(head + len).cast(), HUGE - head);
+    }
+    // SAFETY: the range kept is inside the mapping; the advice only affects its pages, and if
+    // it fails the buffer just stays in 4 KiB pages.
+    unsafe {
+        let ptr = base.cast::<u8>().add(head).cast::<libc::c_void>();
+        libc::madvise(ptr, len, libc::MADV_HUGEPAGE);
+        Ok(ptr)
+    }
+}
+
 impl ChunkBuf {
     /// A buffer of `len` bytes with unspecified contents (a reused mapping's old bytes, or zeros):
     /// the caller must overwrite all of it before anyone reads it. Drawn from `SPARE`.
@@ -147,8 +188,7 @@ impl ChunkBuf {
                 pool,
             });
         }
-        let align = if len >= HUGE { HUGE } else { 4096 };
-        let map_len = len.div_ceil(align) * align;
+        let map_len = len.div_ceil(4096) * 4096;
         if let Some((ptr, found)) = pool.take(map_len) {
             return Ok(ChunkBuf {
                 ptr,
@@ -157,24 +197,11 @@ impl ChunkBuf {
                 pool,
             });
         }
-        // SAFETY: an anonymous private mapping; the result is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
+        let ptr = if len >= HUGE {
+            map_huge(map_len)?
+        } else {
+            map_anon(map_len)?
         };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        if len >= HUGE {
-            // SAFETY: advice on the mapping just made; failure only loses the speed-up.
-            unsafe { libc::madvise(ptr, map_len, libc::MADV_HUGEPAGE) };
-        }
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(ChunkBuf {
@@ -324,6 +351,22 @@ mod tests {
         }
         let c = ChunkBuf::from_slice(b"hello").unwrap();
         assert_eq!(&c[..], b"hello");
+    }
+
+    #[test]
+    fn large_buffers_start_on_a_huge_page_and_end_at_their_last_page() {
+        let pool: &'static SparePool = Box::leak(Box::default());
+        pool.keep(64 << 20);
+        let mut b = ChunkBuf::for_overwrite_in(pool, (4 << 20) + 100).unwrap();
+        assert_eq!(b.as_ptr() as usize % HUGE, 0);
+        b.fill(3);
+        assert_eq!(b[(4 << 20) + 99], 3);
+        drop(b);
+        assert_eq!(
+            pool.bytes(),
+            (4 << 20) + 4096,
+            "the mapping is not rounded to 2 MiB"
+        );
     }
 
     #[test]
