@@ -44,7 +44,7 @@ enum LossyArg {
 enum Command {
     /// Pack a model file or a model folder into the store (replacing a model of the same name)
     Pack {
-        /// The file or folder to pack (folders are walked recursively; regular files only)
+        /// The file or folder to pack (folders are walked recursively; links to files are followed)
         src: PathBuf,
         /// Member directories of the store, comma-separated; created if missing
         #[arg(long, value_delimiter = ',', required = true)]

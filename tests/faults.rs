@@ -230,16 +230,22 @@ fn bad_inputs_get_one_line_errors() {
         "no model named 'missing'",
     );
 
-    // Special files and symlinks inside a folder are refused.
+    // Special files, links to folders and broken links inside a folder are refused.
     let folder = d.join("folder");
     fs::create_dir(&folder).unwrap();
     fs::write(folder.join("ok.bin"), b"fine").unwrap();
-    std::os::unix::fs::symlink(&src, folder.join("link.bin")).unwrap();
+    std::os::unix::fs::symlink(d, folder.join("dir-link")).unwrap();
     fails(
         &["pack", folder.to_str().unwrap(), "--store", &store],
-        "symlink",
+        "symlink to something other than a regular file",
     );
-    fs::remove_file(folder.join("link.bin")).unwrap();
+    fs::remove_file(folder.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink(d.join("nowhere"), folder.join("broken")).unwrap();
+    fails(
+        &["pack", folder.to_str().unwrap(), "--store", &store],
+        "symlink that cannot be followed",
+    );
+    fs::remove_file(folder.join("broken")).unwrap();
     let fifo = folder.join("pipe");
     assert!(
         Command::new("mkfifo")

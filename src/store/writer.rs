@@ -158,8 +158,9 @@ fn stat_source(abs: PathBuf, rel: String, meta: &fs::Metadata) -> Result<Source,
     })
 }
 
-/// Lists the regular files under `src`, sorted by relative path. Symlinks and special files
-/// inside a folder are refused.
+/// Lists the regular files under `src`, sorted by relative path. A symlink to a regular file is
+/// packed as that file under the link's name (a Hugging Face cache snapshot links every file to
+/// a blob); links to folders, broken links and special files are refused.
 fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
     let meta =
         fs::metadata(src).map_err(|e| source_err(format!("cannot open {}: {e}", src.display())))?;
@@ -200,15 +201,27 @@ fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
                 entry.map_err(|e| source_err(format!("cannot list {}: {e}", dir.display())))?;
             let path = entry.path();
             let rel = format!("{prefix}{}", utf8(&path)?);
-            let meta = fs::symlink_metadata(&path)
+            let mut meta = fs::symlink_metadata(&path)
                 .map_err(|e| source_err(format!("{}: {e}", path.display())))?;
+            if meta.file_type().is_symlink() {
+                meta = match fs::metadata(&path) {
+                    Ok(target) if target.is_file() => target,
+                    Ok(_) => {
+                        return Err(source_err(format!(
+                            "{} is a symlink to something other than a regular file; shardfs follows links to files only",
+                            path.display()
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(source_err(format!(
+                            "{} is a symlink that cannot be followed: {e}",
+                            path.display()
+                        )));
+                    }
+                };
+            }
             let ft = meta.file_type();
-            if ft.is_symlink() {
-                return Err(source_err(format!(
-                    "{} is a symlink; shardfs packs regular files only (copy the target in, or pack it directly)",
-                    path.display()
-                )));
-            } else if ft.is_dir() {
+            if ft.is_dir() {
                 stack.push((path, format!("{rel}/")));
             } else if ft.is_file() {
                 out.push(stat_source(path, rel, &meta)?);
