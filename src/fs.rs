@@ -295,6 +295,13 @@ fn add_dir(nodes: &mut Vec<Node>, parent: u64, name: &str, now: SystemTime) -> u
 }
 
 impl Shared {
+    /// Whether read-ahead should load chunk `index` of `file`: the kernel does not hold all of it
+    /// (as far as `sent` knows), and it is neither cached nor being loaded.
+    fn wanted_ahead(&self, file: &FileEntry, index: usize, sent: Option<&SentBytes>) -> bool {
+        !sent.is_some_and(|s| s.complete(file, index))
+            && !self.cache.contains_or_loading(&file.chunks[index].hash)
+    }
+
     /// Loads chunk `index` of `file` through the cache.
     fn load(&self, file: &FileEntry, index: usize) -> Result<Chunk, String> {
         let (cache, stats) = (&self.cache, &self.stats);
@@ -450,17 +457,15 @@ impl Filesystem for ShardFs {
                 shared.cache.demote(&file.chunks[index].hash);
             }
             for index in advice.ahead {
-                let kernel_has = sent.as_ref().is_some_and(|s| s.complete(&file, index));
-                if kernel_has || shared.cache.contains_or_loading(&file.chunks[index].hash) {
+                if !shared.wanted_ahead(&file, index, sent.as_deref()) {
                     continue;
                 }
                 let (shared, file, sent) = (shared.clone(), file.clone(), sent.clone());
                 self.prefetchers.spawn(move || {
-                    // Checked again when the job runs: meanwhile a reader may have loaded the
+                    // Asked again when the job runs: meanwhile a reader may have loaded the
                     // chunk, sent all of it and let it go. Loading it again would decompress it
                     // twice and leave it in the cache, where nothing would ever release it.
-                    let kernel_has = sent.as_ref().is_some_and(|s| s.complete(&file, index));
-                    if !kernel_has && !shared.cache.contains_or_loading(&file.chunks[index].hash) {
+                    if shared.wanted_ahead(&file, index, sent.as_deref()) {
                         shared.stats.prefetched.fetch_add(1, Ordering::Relaxed);
                         let _ = shared.load(&file, index);
                     }
