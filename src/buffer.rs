@@ -4,9 +4,9 @@
 //! (`SparePool::keep`): its pages stay resident, so reusing it skips the kernel's zeroing of fresh
 //! pages, measured at a quarter of the daemon's CPU time on a cold read. Beyond that room a
 //! dropped buffer returns its memory to the system at once, so the daemon's resident size follows
-//! its cache. Also small shared pools of scratch buffers (compressed payloads in mappings of their
-//! own, decoded byte groups), reused across threads but bounded in number, so that many reader
-//! threads do not each keep megabytes of scratch.
+//! its cache. Also a small shared pool of scratch buffers (decoded byte groups, replies that
+//! span chunks), reused across threads but bounded in number, so that many reader threads do not
+//! each keep megabytes of scratch.
 
 use parking_lot::Mutex;
 use std::io;
@@ -55,11 +55,17 @@ fn unmap(maps: Vec<(NonNull<u8>, usize)>) -> usize {
 }
 
 impl SparePool {
+    /// A pool that keeps nothing until `keep` gives it room.
     pub const fn new() -> SparePool {
+        SparePool::with_limit(0)
+    }
+
+    /// A pool that keeps up to `bytes` from the start.
+    pub const fn with_limit(bytes: usize) -> SparePool {
         SparePool(Mutex::new(Spare {
             maps: Vec::new(),
             bytes: 0,
-            limit: 0,
+            limit: bytes,
         }))
     }
 
@@ -296,45 +302,6 @@ impl ScratchPool {
     }
 }
 
-/// Buffers the kernel reads chunk files into with direct I/O, kept in whole mappings like chunk
-/// buffers: from 2 MiB they sit in huge pages, so a chunk file's read reaches the device as a
-/// few large requests rather than one per megabyte of scattered 4 KiB pages (measured on a cold
-/// read of a 1 GiB file: requests of ~910 KiB instead of ~600 KiB, device latency 0.8-0.9 ms
-/// instead of 2.4-3.4 ms, the read 0.49-0.54 s instead of 0.61-0.92 s). Bounded in number like
-/// `ScratchPool`; a kept mapping only ever grows.
-pub struct MappedScratchPool {
-    free: Mutex<Vec<ChunkBuf>>,
-    keep: usize,
-}
-
-/// Where a `MappedScratchPool`'s dropped mappings go: nowhere, they are unmapped.
-static UNKEPT: SparePool = SparePool::new();
-
-impl MappedScratchPool {
-    pub const fn new(keep: usize) -> MappedScratchPool {
-        MappedScratchPool {
-            free: Mutex::new(Vec::new()),
-            keep,
-        }
-    }
-
-    /// Runs `f` with a buffer of exactly `len` bytes (contents unspecified), then keeps the
-    /// buffer for the next caller if the pool has room. Fails only if no mapping can be made.
-    pub fn with_len<T>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> T) -> io::Result<T> {
-        let kept = self.free.lock().pop();
-        let mut buf = match kept {
-            Some(b) if b.len() >= len => b,
-            _ => ChunkBuf::for_overwrite_in(&UNKEPT, len)?,
-        };
-        let out = f(&mut buf[..len]);
-        let mut free = self.free.lock();
-        if free.len() < self.keep {
-            free.push(buf);
-        }
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +334,15 @@ mod tests {
             (4 << 20) + 4096,
             "the mapping is not rounded to 2 MiB"
         );
+    }
+
+    #[test]
+    fn a_pool_made_with_a_limit_keeps_from_the_start() {
+        static POOL: SparePool = SparePool::with_limit(1 << 20);
+        drop(ChunkBuf::for_overwrite_in(&POOL, 1000).unwrap());
+        assert_eq!(POOL.bytes(), 4096);
+        drop(ChunkBuf::for_overwrite_in(&POOL, 2 << 20).unwrap());
+        assert_eq!(POOL.bytes(), 4096, "over the limit: given back");
     }
 
     #[test]
@@ -417,23 +393,6 @@ mod tests {
         );
         // Nested use takes a second buffer; only one is kept afterwards.
         pool.with(|_| pool.with(|b| b.len()));
-        assert_eq!(pool.free.lock().len(), 1);
-    }
-
-    #[test]
-    fn mapped_scratch_pool_grows_and_keeps_a_bounded_number() {
-        let pool = MappedScratchPool::new(1);
-        let first = pool.with_len(3 << 20, |b| b.as_ptr()).unwrap();
-        // A shorter use gets the same mapping, cut to the length asked for.
-        let (ptr, len) = pool.with_len(100, |b| (b.as_ptr(), b.len())).unwrap();
-        assert_eq!((ptr, len), (first, 100));
-        // A longer one replaces it with a mapping large enough.
-        assert_eq!(pool.with_len(5 << 20, |b| b.len()).unwrap(), 5 << 20);
-        assert!(pool.free.lock()[0].len() >= 5 << 20);
-        // Nested use takes a second buffer; only one is kept afterwards.
-        pool.with_len(10, |_| pool.with_len(10, |b| b.len()))
-            .unwrap()
-            .unwrap();
         assert_eq!(pool.free.lock().len(), 1);
     }
 }

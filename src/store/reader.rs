@@ -5,6 +5,7 @@
 use super::manifest::{ChunkRef, FileEntry};
 use super::member::Member;
 use super::{Store, StoreError, io_err};
+use crate::buffer::{ChunkBuf, SparePool};
 use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
 use rayon::prelude::*;
 use std::fs::File;
@@ -46,8 +47,12 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// Chunk files are read into buffers from this pool.
-static PAYLOADS: crate::buffer::MappedScratchPool = crate::buffer::MappedScratchPool::new(4);
+/// Chunk files are read into mappings of their own, kept here for the next reads (a few chunk
+/// files' worth). From 2 MiB they sit in huge pages, so a chunk file's read reaches the device
+/// as a few large requests rather than one per megabyte of scattered 4 KiB pages (measured on a
+/// cold read of a 1 GiB file: requests of ~910 KiB instead of ~600 KiB, device latency
+/// 0.8-0.9 ms instead of 2.4-3.4 ms, the read 0.49-0.54 s instead of 0.61-0.92 s).
+static PAYLOADS: SparePool = SparePool::with_limit(16 << 20);
 
 /// Direct I/O wants buffers, offsets and lengths aligned to the device's block size.
 const DIRECT_ALIGN: usize = 4096;
@@ -157,35 +162,33 @@ pub fn read_replica_into(
         )));
     }
     let file_len = file_len as usize;
-    PAYLOADS
-        .with_len(file_len + 2 * DIRECT_ALIGN, |buf| {
-            let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-            let room = buf.len() - at - file_len;
-            let image = &mut buf[at..at + file_len];
-            let shrank = |e: io::Error| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    ReplicaError::Corrupt("file shrank while being read".into())
-                } else {
-                    ReplicaError::Io(e)
-                }
-            };
-            // From the page cache when it holds the file (just packed, or read by another
-            // tool); otherwise with direct I/O: a chunk is read once and kept decompressed, so a
-            // copy in the page cache would only cost a memory copy (measured at a sixth of the
-            // daemon's CPU time on a cold read) and crowd out the decompressed bytes.
-            let mut done = false;
-            if !in_page_cache(&file, file_len as u64)
-                && let Some(direct) = open_direct(&path).map_err(ReplicaError::Io)?
-            {
-                done = read_direct(&direct, image, room).map_err(ReplicaError::Io)?;
-            }
-            if !done {
-                use std::os::unix::fs::FileExt;
-                file.read_exact_at(image, 0).map_err(shrank)?;
-            }
-            decode_image(image, chunk, out)
-        })
-        .map_err(ReplicaError::Io)??;
+    let mut buf = ChunkBuf::for_overwrite_in(&PAYLOADS, file_len + 2 * DIRECT_ALIGN)
+        .map_err(ReplicaError::Io)?;
+    let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let room = buf.len() - at - file_len;
+    let image = &mut buf[at..at + file_len];
+    let shrank = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            ReplicaError::Corrupt("file shrank while being read".into())
+        } else {
+            ReplicaError::Io(e)
+        }
+    };
+    // From the page cache when it holds the file (just packed, or read by another tool);
+    // otherwise with direct I/O: a chunk is read once and kept decompressed, so a copy in the
+    // page cache would only cost a memory copy (measured at a sixth of the daemon's CPU time on a
+    // cold read) and crowd out the decompressed bytes.
+    let mut done = false;
+    if !in_page_cache(&file, file_len as u64)
+        && let Some(direct) = open_direct(&path).map_err(ReplicaError::Io)?
+    {
+        done = read_direct(&direct, image, room).map_err(ReplicaError::Io)?;
+    }
+    if !done {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(image, 0).map_err(shrank)?;
+    }
+    decode_image(image, chunk, out)?;
     if Hash32::of(out) != chunk.hash {
         return Err(ReplicaError::HashMismatch);
     }
