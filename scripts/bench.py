@@ -16,6 +16,7 @@ Each cold run mounts afresh (an empty daemon cache) and drops the page cache fir
 starts with a different target.
 """
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -139,8 +140,8 @@ def random_reads(path, n, seed=1):
 
 
 class Shardfs:
-    def __init__(self, bin_, store, mnt, name, label):
-        self.bin, self.store, self.mnt, self.name, self.label = bin_, store, mnt, name, label
+    def __init__(self, bin_, store, mnt, name):
+        self.bin, self.store, self.mnt, self.name = bin_, store, mnt, name
 
     def mount(self):
         sh(self.bin, "mount", "--store", self.store, self.mnt, "--name", self.name)
@@ -164,7 +165,7 @@ class Shardfs:
 
 class Squash:
     def __init__(self, image, mnt):
-        self.image, self.mnt, self.label = image, mnt, "squashfuse"
+        self.image, self.mnt = image, mnt
 
     def mount(self):
         sh("squashfuse", self.image, self.mnt)
@@ -177,7 +178,6 @@ class MemFs:
     """examples/memfs: the file served from the FUSE daemon's memory with no store, hash or
     decompression, mounted the way shardfs mounts. Its page cache is dropped like the others' but
     its memory is not: its cold read is the ceiling of any FUSE file system on this machine."""
-    label = "FUSE ceiling (memfs)"
 
     def __init__(self, bin_, src, mnt):
         self.bin, self.src, self.mnt = bin_, src, mnt
@@ -194,8 +194,6 @@ class MemFs:
 
 
 class Plain:
-    label = "plain"
-
     def __init__(self, d):
         self.mnt = d
 
@@ -204,6 +202,18 @@ class Plain:
 
     def umount(self):
         pass
+
+
+@contextlib.contextmanager
+def cold(target, mounted):
+    """Mounts `target` afresh (an empty daemon cache) and drops the page cache; unmounts after.
+    On an error `target` stays listed in `mounted`, which main unmounts on the way out."""
+    target.mount()
+    mounted.append(target)
+    drop_caches()
+    yield
+    target.umount()
+    mounted.remove(target)
 
 
 def median(xs):
@@ -257,8 +267,8 @@ def main():
         sh(args.bin, "pack", src, "--store", os.path.join(work, "raw"), "--name", "m", "--codec", "none")
 
         targets = {
-            "shardfs": Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-s"), "m", "shardfs"),
-            "shardfs-none": Shardfs(args.bin, os.path.join(work, "raw"), os.path.join(work, "mnt-raw"), "m", "shardfs --codec none"),
+            "shardfs": Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-s"), "m"),
+            "shardfs-none": Shardfs(args.bin, os.path.join(work, "raw"), os.path.join(work, "mnt-raw"), "m"),
             "plain": Plain(plain_dir),
             "squashfuse": Squash(img, os.path.join(work, "mnt-q")),
             "fuse-ceiling": MemFs(args.memfs, src, os.path.join(work, "mnt-m")),
@@ -278,39 +288,27 @@ def main():
             order = order[run % len(order):] + order[:run % len(order)]
             for key, t in order:
                 path = os.path.join(t.mnt, fname)
-                t.mount()
-                mounted.append(t)
-                drop_caches()
-                res[key]["cold"].append(size / timed(lambda: dd(path)) / 1e9)
-                res[key]["warm"].append(size / timed(lambda: dd(path)) / 1e9)
-                if run == 0:
-                    folios[key] = large_folio_share(path)
-                if key == "shardfs":
-                    proc.append(t.proc())
-                t.umount()
-                mounted.remove(t)
+                with cold(t, mounted):
+                    res[key]["cold"].append(size / timed(lambda: dd(path)) / 1e9)
+                    res[key]["warm"].append(size / timed(lambda: dd(path)) / 1e9)
+                    if run == 0:
+                        folios[key] = large_folio_share(path)
+                    if key == "shardfs":
+                        proc.append(t.proc())
                 if is_safetensors and key in ("shardfs", "plain", "squashfuse"):
                     for how in ("load_file", "safe_open"):
-                        t.mount()
-                        mounted.append(t)
-                        drop_caches()
-                        res[key][how].append(run_loader(sys.executable, path, how))
-                        if key == "shardfs":
-                            peaks.append(t.proc()["peak_rss_mib"])
-                        t.umount()
-                        mounted.remove(t)
+                        with cold(t, mounted):
+                            res[key][how].append(run_loader(sys.executable, path, how))
+                            if key == "shardfs":
+                                peaks.append(t.proc()["peak_rss_mib"])
                 if key in rnd:
-                    t.mount()
-                    mounted.append(t)
-                    drop_caches()
-                    r = random_reads(path, args.random_reads, seed=run)
-                    if key == "shardfs":
-                        st = t.status()
-                        r["chunks_per_read"] = st["chunks_decompressed"] / max(1, st["reads"])
-                        peaks.append(t.proc()["peak_rss_mib"])
+                    with cold(t, mounted):
+                        r = random_reads(path, args.random_reads, seed=run)
+                        if key == "shardfs":
+                            st = t.status()
+                            r["chunks_per_read"] = st["chunks_decompressed"] / max(1, st["reads"])
+                            peaks.append(t.proc()["peak_rss_mib"])
                     rnd[key].append(r)
-                    t.umount()
-                    mounted.remove(t)
 
         def med(key, what):
             return median(res[key][what]) if res[key][what] else None
