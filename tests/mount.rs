@@ -480,13 +480,7 @@ fn lifecycle() {
     // as live, not as a dead daemon to clean up, and that unmounts normally.
     let renamed = fx.path("sfs-1.2");
     fs::copy(bin(), &renamed).unwrap();
-    let with_renamed = |args: &[&str]| {
-        std::process::Command::new(&renamed)
-            .env("SHARDFS_STATE_DIR", fx.state())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let with_renamed = |args: &[&str]| run_bin_in(&renamed, &fx.state(), args);
     let store = fx.store.clone();
     let out = with_renamed(&[
         "mount",

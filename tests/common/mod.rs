@@ -175,7 +175,13 @@ pub struct Mounted {
 
 /// Runs `shardfs` with the state directory of a test.
 pub fn run_in(state_dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
+    run_bin_in(Path::new(bin()), state_dir, args)
+}
+
+/// Runs the shardfs binary at `bin` (a copy under another name, say) with the state directory
+/// of a test.
+pub fn run_bin_in(bin: &Path, state_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
         .env("SHARDFS_STATE_DIR", state_dir)
         .args(args)
         .output()
