@@ -152,13 +152,13 @@ pub fn encode(
     // One buffer from the header on: the groups and the header go straight into it.
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len() + 64);
     out.resize(HEADER_LEN, 0);
-    let grouped = |width, rotate, out: &mut Vec<u8>| {
-        GROUP_SCRATCH.with(|scratch| {
+    let grouped = |width: usize, rotate, out: &mut Vec<u8>| {
+        GROUP_SCRATCH.with_len(raw.len() / width * width, |groups| {
             group::encode(
                 raw,
                 width,
                 rotate,
-                scratch,
+                groups,
                 &mut |g| zstd_compress(g, Tuning::Group),
                 out,
             )

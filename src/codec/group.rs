@@ -129,12 +129,13 @@ fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
 }
 
 /// Encodes `raw` as elements of `width` bytes, rotating floats (`rotate`, widths 2 and 4), and
-/// appends the payload to `out`. `scratch` holds the byte groups; it is reused between calls.
+/// appends the payload to `out`. `groups` (exactly the whole elements' bytes, `raw.len() / width
+/// * width`, contents unspecified) holds the byte groups on the way.
 pub fn encode(
     raw: &[u8],
     width: usize,
     rotate: bool,
-    scratch: &mut Vec<u8>,
+    groups: &mut [u8],
     compress: &mut GroupCompressor<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
@@ -144,11 +145,12 @@ pub fn encode(
         )));
     }
     let n = raw.len() / width;
-    // Grown only, like decode's: a reused buffer is not written again to resize it.
-    if scratch.len() < n * width {
-        scratch.resize(n * width, 0);
+    if groups.len() != n * width {
+        return Err(CodecError::Compress(format!(
+            "{} bytes for the groups of {n} elements of {width}",
+            groups.len()
+        )));
     }
-    let groups = &mut scratch[..n * width];
     split(raw, width, rotate, groups);
     // The table's entries are filled in as the groups go out after it. With no whole element
     // they stay zero (raw, empty), which keeps the layout uniform.
@@ -252,7 +254,8 @@ mod tests {
 
     fn enc(raw: &[u8], width: usize, rotate: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(raw, width, rotate, &mut Vec::new(), &mut zstd1, &mut out).unwrap();
+        let mut groups = vec![0; raw.len() / width * width];
+        encode(raw, width, rotate, &mut groups, &mut zstd1, &mut out).unwrap();
         out
     }
 
