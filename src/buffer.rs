@@ -4,9 +4,9 @@
 //! (`SparePool::keep`): its pages stay resident, so reusing it skips the kernel's zeroing of fresh
 //! pages, measured at a quarter of the daemon's CPU time on a cold read. Beyond that room a
 //! dropped buffer returns its memory to the system at once, so the daemon's resident size follows
-//! its cache. Also a small shared pool of scratch buffers (decoded byte groups, replies that
-//! span chunks), reused across threads but bounded in number, so that many reader threads do not
-//! each keep megabytes of scratch.
+//! its cache. Also a small shared pool of scratch buffers (the float codec's byte groups,
+//! replies that span chunks), reused across threads but bounded in number, so that many reader
+//! threads do not each keep megabytes of scratch.
 
 use parking_lot::Mutex;
 use std::io;
