@@ -1,0 +1,283 @@
+//! Running a mount: detaching the daemon (it re-executes itself in the foreground, in a new
+//! session, and reports "mounted" or the failure back through a pipe), serving the mount,
+//! signals (SIGTERM/SIGINT/SIGHUP unmount cleanly) and the read-ahead window. `checks` holds what
+//! is checked before mounting, `control` the state files and the `unmount` and `status`
+//! commands, `procfs` what is read from `/proc`.
+
+mod checks;
+mod control;
+mod procfs;
+
+pub use control::{MountState, MountStatus, state_dir, status, unmount};
+pub use procfs::mounted_fstype;
+
+use crate::fs::{FsOptions, ShardFs};
+use crate::store::{Store, StoreError};
+use checks::preflight;
+use control::{mount_path, state_paths, write_state};
+use procfs::{mountinfo, process_start};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// The environment variable that tells a re-executed daemon which fd reports readiness.
+const READY_FD_ENV: &str = "SHARDFS_READY_FD";
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Mount(String),
+    #[error("{0}")]
+    NotMounted(String),
+}
+
+fn err(msg: impl Into<String>) -> DaemonError {
+    DaemonError::Mount(msg.into())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountOptionsRecord {
+    pub cache_size: u64,
+    pub prefetch: usize,
+    pub threads: usize,
+    pub allow_other: bool,
+    /// The kernel's read-ahead window for the mount, in KiB (set when running as root).
+    pub read_ahead_kb: u64,
+}
+
+/// What `mount` was asked to do.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    pub store: Vec<PathBuf>,
+    pub mountpoint: PathBuf,
+    pub name: Option<String>,
+    pub options: MountOptionsRecord,
+    pub foreground: bool,
+}
+
+/// `shardfs mount`: mounts and returns once the mount is live (or runs it, with `foreground`).
+pub fn mount(req: &MountRequest) -> Result<(), DaemonError> {
+    let (canonical, store, manifests) = preflight(req)?;
+    let ready_fd = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    if req.foreground {
+        // SAFETY: the fd was handed to this process by its parent for this purpose alone.
+        let ready = ready_fd.map(|fd| unsafe { fs::File::from(OwnedFd::from_raw_fd(fd)) });
+        return serve(req, canonical, store, manifests, ready);
+    }
+    drop(store);
+    spawn_daemon(req, &canonical)
+}
+
+/// Starts the daemon (this binary with `--foreground`), detached in its own session with its
+/// output in the log file, and waits for it to report the mount live or failed.
+fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError> {
+    let (_, log_path) = state_paths(canonical);
+    fs::create_dir_all(state_dir()).map_err(|e| err(format!("{}: {e}", state_dir().display())))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(err(format!("pipe: {}", io::Error::last_os_error())));
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    const CHILD_FD: i32 = 3;
+    let exe =
+        std::env::current_exe().map_err(|e| err(format!("cannot find the shardfs binary: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg("--store")
+        .arg(
+            req.store
+                .iter()
+                .map(|p| p.as_os_str().to_owned())
+                .collect::<Vec<_>>()
+                .join(std::ffi::OsStr::new(",")),
+        )
+        .arg(canonical)
+        .arg("--cache-size")
+        .arg(req.options.cache_size.to_string())
+        .arg("--prefetch")
+        .arg(req.options.prefetch.to_string())
+        .arg("--threads")
+        .arg(req.options.threads.to_string())
+        .arg("--read-ahead")
+        .arg(format!("{}KiB", req.options.read_ahead_kb))
+        .arg("--foreground")
+        .env(READY_FD_ENV, CHILD_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
+        .stderr(log);
+    if let Some(n) = &req.name {
+        cmd.arg("--name").arg(n);
+    }
+    if req.options.allow_other {
+        cmd.arg("--allow-other");
+    }
+    let write_raw = write_end.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(write_raw, CHILD_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| err(format!("cannot start the daemon: {e}")))?;
+    drop(write_end);
+    let mut answer = String::new();
+    let _ = fs::File::from(read_end).read_to_string(&mut answer);
+    let answer = answer.trim();
+    if answer == "ok" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    if let Some(msg) = answer.strip_prefix("error: ") {
+        Err(err(msg.to_string()))
+    } else {
+        Err(err(format!(
+            "the daemon exited before the mount was live; see {}",
+            log_path.display()
+        )))
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread started after, so that one
+/// thread can wait for them with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Runs the mount in this process until it is unmounted.
+fn serve(
+    req: &MountRequest,
+    canonical: PathBuf,
+    store: Store,
+    manifests: Vec<crate::store::manifest::Manifest>,
+    mut ready: Option<fs::File>,
+) -> Result<(), DaemonError> {
+    let sigset = block_signals();
+    // Large buffers (chunks) come from mmap and go back to the system when freed, so the resident
+    // size follows the cache instead of the allocator's high-water mark.
+    // SAFETY: mallopt only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+    let result = (|| -> Result<(), DaemonError> {
+        let opts = FsOptions {
+            cache_size: req.options.cache_size,
+            prefetch: req.options.prefetch,
+            threads: req.options.threads,
+        };
+        let fs = ShardFs::new(Arc::new(store), manifests, req.name.is_some(), &opts)
+            .map_err(|e| err(format!("cannot start worker threads: {e}")))?;
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName("shardfs".to_string()),
+            fuser::MountOption::Subtype("shardfs".to_string()),
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+        ];
+        if req.options.allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
+        config.n_threads = Some(2);
+        config.clone_fd = true;
+        let mut session = fuser::Session::new(fs, &canonical, &config)
+            .map_err(|e| err(format!("cannot mount {}: {e}", canonical.display())))?;
+        let mut unmounter = session.unmount_callable();
+        set_read_ahead(&canonical, req.options.read_ahead_kb);
+        let (state_path, log_path) = state_paths(&canonical);
+        let state = MountState {
+            pid: std::process::id(),
+            pid_start: process_start(std::process::id()).unwrap_or(0),
+            mountpoint: canonical.display().to_string(),
+            store: req
+                .store
+                .iter()
+                .map(|p| mount_path(p).display().to_string())
+                .collect(),
+            model: req.name.clone(),
+            options: req.options.clone(),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            log: log_path.display().to_string(),
+        };
+        write_state(&state_path, &state)?;
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            // SAFETY: waits on the set blocked above.
+            unsafe { libc::sigwait(&sigset, &mut sig) };
+            log::info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                log::error!("unmount on signal failed: {e}");
+            }
+        });
+        log::info!(
+            "mounted {} (pid {})",
+            canonical.display(),
+            std::process::id()
+        );
+        if let Some(mut r) = ready.take() {
+            let _ = r.write_all(b"ok\n");
+        }
+        let run = session.run();
+        let _ = fs::remove_file(&state_path);
+        // A clean session that logged nothing leaves no empty log behind.
+        if fs::metadata(&log_path).is_ok_and(|m| m.len() == 0) {
+            let _ = fs::remove_file(&log_path);
+        }
+        log::info!("unmounted {}", canonical.display());
+        run.map_err(|e| err(format!("session ended with an error: {e}")))
+    })();
+    if let (Err(e), Some(mut r)) = (&result, ready) {
+        let _ = writeln!(r, "error: {e}");
+    }
+    result
+}
+
+/// Raises the kernel's read-ahead window of the mount's backing device, so sequential readers
+/// send large reads (up to fs.fuse.max_pages_limit) and several at once. Only root may; others
+/// keep the kernel default. The device comes from mountinfo: a stat of the mountpoint would ask
+/// this very daemon, which does not answer yet.
+pub fn set_read_ahead(mountpoint: &Path, kb: u64) {
+    let Some((dev, _)) = mountinfo(mountpoint) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match fs::write(&knob, kb.to_string()) {
+        Ok(()) => log::info!("read-ahead of {} set to {kb} KiB", mountpoint.display()),
+        Err(e) => log::info!("cannot set {knob} ({e}); keeping the kernel's read-ahead"),
+    }
+}

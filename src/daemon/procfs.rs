@@ -1,0 +1,80 @@
+//! What is read from `/proc`: the mount table (`/proc/self/mountinfo`) and when a process
+//! started (`/proc/PID/stat`, which tells a daemon from a later process with the same pid).
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// What /proc/self/mountinfo says of the topmost mount exactly at `path`:
+/// (`major:minor`, `fstype source`). A shardfs mount is `fuse shardfs` or `fuse.shardfs shardfs`.
+pub(super) fn mountinfo(path: &Path) -> Option<(String, String)> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let dash = fields.iter().position(|f| *f == "-")?;
+        (fields.len() > dash + 1 && fields.len() > 4 && unescape(fields[4]) == want).then(|| {
+            let kind = format!(
+                "{} {}",
+                fields[dash + 1],
+                fields.get(dash + 2).unwrap_or(&"")
+            );
+            (fields[2].to_string(), kind)
+        })
+    })
+}
+
+/// The `fstype source` of what is mounted exactly at `path`.
+pub fn mounted_fstype(path: &Path) -> Option<String> {
+    mountinfo(path).map(|(_, kind)| kind)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub(super) fn is_shardfs(fstype: &str) -> bool {
+    fstype.starts_with("fuse") && fstype.ends_with(" shardfs")
+}
+
+/// When process `pid` started (clock ticks since boot), if it runs (a zombie does not).
+pub(super) fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after it follow the
+    // last ')'. Field 3 is the state, field 22 the start time.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(r"/mnt/with\040space"), b"/mnt/with space");
+        assert_eq!(unescape("/plain"), b"/plain");
+        assert_eq!(unescape(r"/trailing\04"), br"/trailing\04");
+        assert!(mounted_fstype(Path::new("/")).is_some());
+        assert_eq!(mounted_fstype(Path::new("/surely/not/a/mount")), None);
+    }
+}
