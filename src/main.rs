@@ -47,7 +47,7 @@ enum Command {
         /// The file or folder to pack (folders are walked recursively; links to files are followed)
         src: PathBuf,
         /// Member directories of the store, comma-separated; created if missing
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
         store: Vec<PathBuf>,
         /// Model name [default: the file's stem or the folder's name]
         #[arg(long)]
@@ -67,7 +67,8 @@ enum Command {
         /// How chunk replicas are spread over members
         #[arg(long, value_enum, default_value_t = Placement::Hash)]
         placement: Placement,
-        /// Where files are cut: on tensor boundaries (safetensors; other files fall back to fixed) or every chunk-size bytes
+        /// Where files are cut: on tensor boundaries (safetensors, GGUF and PyTorch zip checkpoints;
+        /// other files fall back to fixed) or every chunk-size bytes
         #[arg(long, value_enum, default_value_t = Partition::Tensor)]
         partition: Partition,
         /// Opt in to lossy storage: the model then reads back as a different (smaller) file
@@ -80,7 +81,7 @@ enum Command {
     /// List the models of a store
     Ls {
         /// Member directories of the store, comma-separated, in any order
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
         store: Vec<PathBuf>,
         /// Machine-readable output
         #[arg(long)]
@@ -89,7 +90,7 @@ enum Command {
     /// Write a model's exact original bytes out of the store
     Export {
         /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
         store: Vec<PathBuf>,
         /// The model to export
         #[arg(long)]
@@ -107,7 +108,7 @@ enum Command {
     )]
     Mount {
         /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
         store: Vec<PathBuf>,
         /// An existing empty directory
         mountpoint: PathBuf,
@@ -143,9 +144,13 @@ enum Command {
         readers: Option<u32>,
     },
     /// Unmount a shardfs mount and wait for its daemon to exit (also cleans up a dead daemon's mount)
-    Unmount { mountpoint: PathBuf },
-    /// Show live mounts with their counters (stale entries are shown and cleaned)
+    Unmount {
+        /// The directory the store is mounted on
+        mountpoint: PathBuf,
+    },
+    /// Show live mounts with their counters and each model's health (stale entries are shown and cleaned)
     Status {
+        /// One mount to show [default: every mount this machine's state directory knows]
         mountpoint: Option<PathBuf>,
         /// Machine-readable output (an object for one mountpoint, an array otherwise)
         #[arg(long)]
@@ -154,7 +159,7 @@ enum Command {
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Member directories of the store, comma-separated, in any order
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
         store: Vec<PathBuf>,
         /// Only this model
         #[arg(long)]
@@ -163,6 +168,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One member of a `--store` list: whitespace around it is dropped; an empty one is an error.
+fn parse_member(s: &str) -> Result<PathBuf, String> {
+    let member = s.trim();
+    if member.is_empty() {
+        return Err(
+            "empty member in the store list (two commas in a row, or one at an end)".into(),
+        );
+    }
+    Ok(PathBuf::from(member))
 }
 
 fn parse_size_any(s: &str) -> Result<u64, String> {
@@ -214,19 +230,38 @@ impl From<StoreError> for Failure {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Mount {
+            foreground: true,
+            ..
+        }
+    );
+    // The daemon's log is read later, so its lines carry the time; a command's warnings are
+    // read as they appear.
     env_logger::Builder::from_env(
         env_logger::Env::new().filter_or("SHARDFS_LOG", "warn,fuser=error"),
     )
-    .format(|buf, record| {
-        writeln!(
-            buf,
-            "shardfs: {}: {}",
-            record.level().as_str().to_lowercase(),
-            record.args()
-        )
+    .format(move |buf, record| {
+        let level = record.level().as_str().to_lowercase();
+        if daemon {
+            let now = buf.timestamp_millis();
+            writeln!(buf, "{now} shardfs: {level}: {}", record.args())
+        } else {
+            writeln!(buf, "shardfs: {level}: {}", record.args())
+        }
     })
     .init();
-    let cli = Cli::parse();
+    if !daemon {
+        // A closed stdout (`shardfs ls | head -1`) ends a command quietly by SIGPIPE, as it ends
+        // coreutils, instead of a panic in `println!` (Rust ignores SIGPIPE by default). The
+        // daemon keeps ignoring it: it has no stdout worth dying for.
+        // SAFETY: sets a signal disposition before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems) => ExitCode::from(1),
@@ -500,19 +535,42 @@ fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> R
             .map_err(|e| Failure::Error(format!("stdout: {e}")))?;
         return Ok(());
     }
-    // Write under a temporary name next to the output and rename at the end: an output is
-    // complete or absent.
+    let existing = match std::fs::metadata(output) {
+        Ok(m) => Some(m.file_type()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Failure::Error(format!("{}: {e}", output.display()))),
+    };
+    match (single, existing) {
+        (Some(_), Some(t)) if t.is_dir() => {
+            return Err(Failure::Error(format!(
+                "{} is a directory; a model of one file exports to a file name",
+                output.display()
+            )));
+        }
+        // A device, FIFO or socket is written in place: renaming a file over it would replace
+        // the device itself (`-o /dev/null` would leave a regular file there).
+        (Some(f), Some(t)) if !t.is_file() => return export_in_place(&store, f, output),
+        (None, Some(_)) => {
+            return Err(Failure::Error(format!(
+                "{} exists; a model of several files exports to a new directory",
+                output.display()
+            )));
+        }
+        _ => {}
+    }
+    // A regular file or a new path: write under a temporary name next to it and rename at the
+    // end, so that an output is complete or absent. A link to a file is followed, so that the
+    // link stays and its target is replaced.
+    let output = &match existing {
+        Some(_) => std::fs::canonicalize(output)
+            .map_err(|e| Failure::Error(format!("{}: {e}", output.display())))?,
+        None => output.to_path_buf(),
+    };
     let tmp = sibling_tmp(output)?;
     let result = (|| -> Result<(), Failure> {
         match single {
             Some(f) => export_to_path(&store, f, &tmp),
             None => {
-                if output.exists() {
-                    return Err(Failure::Error(format!(
-                        "{} exists; a model of several files exports to a new directory",
-                        output.display()
-                    )));
-                }
                 for f in &manifest.files {
                     let dest = tmp.join(&f.path);
                     if let Some(parent) = dest.parent() {
@@ -531,6 +589,23 @@ fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> R
         let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir_all(&tmp));
     }
     result
+}
+
+/// Writes one file's bytes into an existing device, FIFO or socket: no temporary, no rename,
+/// no change of its mode.
+fn export_in_place(
+    store: &Store,
+    f: &shardfs::store::manifest::FileEntry,
+    output: &Path,
+) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| Failure::Error(format!("{}: {e}", output.display()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(output)
+        .map_err(fail)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    store.export_file(f, &mut out, &report_failover)?;
+    out.flush().map_err(fail)
 }
 
 fn sibling_tmp(output: &Path) -> Result<PathBuf, Failure> {
