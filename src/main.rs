@@ -6,6 +6,7 @@ use shardfs::chunking::Partition;
 use shardfs::codec::CodecChoice;
 use shardfs::daemon;
 use shardfs::placement::Placement;
+use shardfs::store::health::{Health, ModelHealth};
 use shardfs::store::writer::{PackOptions, pack};
 use shardfs::store::{Store, StoreError, verify};
 use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
@@ -134,6 +135,12 @@ enum Command {
         /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)
         #[arg(long)]
         allow_other: bool,
+        /// Mount even when some chunks have no replica on the members given (their bytes read as EIO)
+        #[arg(long)]
+        allow_degraded: bool,
+        /// Print nothing once mounted
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Read a mounted file or model with parallel readers so it sits in the page cache before a loader starts
     Warm {
@@ -330,6 +337,8 @@ fn run(command: Command) -> Result<(), Failure> {
             read_ahead,
             foreground,
             allow_other,
+            allow_degraded,
+            quiet,
         } => {
             let threads = threads.map_or_else(cores, |t| t as usize);
             let req = daemon::MountRequest {
@@ -344,6 +353,8 @@ fn run(command: Command) -> Result<(), Failure> {
                     read_ahead_kb: read_ahead.div_ceil(1024),
                 },
                 foreground,
+                allow_degraded,
+                quiet,
             };
             daemon::mount(&req)?;
             Ok(())
@@ -379,7 +390,19 @@ fn run(command: Command) -> Result<(), Failure> {
             if json {
                 print_json(&report)?;
             } else {
-                for p in &report.problems {
+                // A member that did not open gets one line, not one per replica it holds.
+                let gone = |p: &&verify::Problem| {
+                    p.member_id.as_ref().is_some_and(|id| {
+                        report
+                            .unavailable_members
+                            .iter()
+                            .any(|u| &u.member_id == id)
+                    })
+                };
+                for u in &report.unavailable_members {
+                    println!("{}", u.describe());
+                }
+                for p in report.problems.iter().filter(|p| !gone(p)) {
                     println!("{}", p.describe());
                 }
                 for l in &report.lossy {
@@ -448,6 +471,9 @@ fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         } else if m.state == "stale" {
             println!("  its daemon is gone; the entry was cleaned up");
         }
+        for h in &m.mount.models {
+            println!("  model {}: {}", h.model, h.describe());
+        }
     }
     Ok(())
 }
@@ -455,10 +481,15 @@ fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
 fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
     let store = Store::open(paths)?;
     let manifests = store.manifests()?;
+    let health: Vec<ModelHealth> = manifests
+        .iter()
+        .map(|m| ModelHealth::of(&store, m))
+        .collect();
     if json {
         let rows: Vec<serde_json::Value> = manifests
             .iter()
-            .map(|m| {
+            .zip(&health)
+            .map(|(m, h)| {
                 serde_json::json!({
                     "name": m.name,
                     "version": m.version,
@@ -473,6 +504,11 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
                     "replicas": m.replicas,
                     "chunks": m.chunk_count(),
                     "chunk_size": m.chunk_size,
+                    "health": h.health,
+                    "degraded_chunks": h.degraded_chunks,
+                    "unreachable_chunks": h.unreachable_chunks,
+                    "unreadable_files": h.unreadable_files,
+                    "missing_members": h.missing_members,
                     "codec": m.codec,
                     "placement": m.placement,
                     "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
@@ -484,12 +520,12 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
         return print_json(&serde_json::json!({"store_id": store.store_id, "models": rows}));
     }
     println!(
-        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}",
+        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
         "NAME", "FILES", "SIZE", "STORED", "RATIO", "REPLICAS", "CHUNKS"
     );
-    for m in &manifests {
+    for (m, h) in manifests.iter().zip(&health) {
         println!(
-            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}",
+            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
             if m.is_lossy() {
                 format!("{} (lossy)", m.name)
             } else {
@@ -500,8 +536,12 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
             format_bytes(m.stored_size()),
             ratio(m.logical_size(), m.stored_size()),
             m.replicas,
-            m.chunk_count()
+            m.chunk_count(),
+            h.health.as_str()
         );
+    }
+    for h in health.iter().filter(|h| h.health != Health::Ok) {
+        println!("model {}: {}", h.model, h.describe());
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! The state file of each live mount, and the `unmount` and `status` commands, including
 //! clean-up after a daemon that died.
 
-use super::procfs::{is_shardfs, mounted_fstype, process_start};
+use super::procfs::{is_shardfs, mounted_fstype, mounts_under, process_start};
 use super::{DaemonError, MountOptionsRecord, err};
 use crate::fs::{Counters, STATUS_XATTR};
+use crate::store::health::ModelHealth;
+use libc::EBUSY;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fs;
@@ -28,6 +30,9 @@ pub struct MountState {
     pub options: MountOptionsRecord,
     pub started_unix: u64,
     pub log: String,
+    /// Each model's health among the members that opened when the mount started.
+    #[serde(default)]
+    pub models: Vec<ModelHealth>,
 }
 
 /// One line of `status`.
@@ -154,16 +159,24 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
     let alive = state.as_ref().is_some_and(daemon_alive);
     match fstype.as_deref() {
         None if state.is_none() => {
-            return Err(DaemonError::NotMounted(format!(
-                "{} is not a shardfs mount",
-                path.display()
-            )));
+            let why = match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist",
+                _ => "is not a shardfs mount",
+            };
+            return Err(DaemonError::NotMounted(format!("{} {why}", path.display())));
         }
         None => {}
         Some(t) if is_shardfs(t) => {
             let lazy = !alive;
             kernel_unmount(&path, lazy).map_err(|e| {
-                if e.raw_os_error() == Some(libc::EBUSY) {
+                let nested = mounts_under(&path);
+                if let (Some(EBUSY), Some(inner)) = (e.raw_os_error(), nested.first()) {
+                    err(format!(
+                        "{} is busy: {} is mounted inside it; unmount that first",
+                        path.display(),
+                        inner.display()
+                    ))
+                } else if e.raw_os_error() == Some(EBUSY) {
                     err(format!(
                         "{} is busy: a process still uses files under it",
                         path.display()

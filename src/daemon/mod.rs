@@ -12,7 +12,9 @@ pub use control::{MountState, MountStatus, state_dir, status, unmount};
 pub use procfs::mounted_fstype;
 
 use crate::fs::{FsOptions, ShardFs};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::store::health::Health;
+use crate::units::format_bytes;
 use checks::preflight;
 use control::{mount_path, state_paths, write_state};
 use procfs::{mountinfo, process_start};
@@ -62,21 +64,55 @@ pub struct MountRequest {
     pub name: Option<String>,
     pub options: MountOptionsRecord,
     pub foreground: bool,
+    /// Mount even when some chunk has no replica on a member that opened.
+    pub allow_degraded: bool,
+    /// Print nothing on success.
+    pub quiet: bool,
 }
 
 /// `shardfs mount`: mounts and returns once the mount is live (or runs it, with `foreground`).
+/// Unless `quiet`, prints one line once the mount is live: what is mounted where.
 pub fn mount(req: &MountRequest) -> Result<(), DaemonError> {
-    let (canonical, store, manifests) = preflight(req)?;
+    let checked = preflight(req)?;
     let ready_fd = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok());
     if req.foreground {
         // SAFETY: the fd was handed to this process by its parent for this purpose alone.
         let ready = ready_fd.map(|fd| unsafe { fs::File::from(OwnedFd::from_raw_fd(fd)) });
-        return serve(req, canonical, store, manifests, ready);
+        return serve(req, checked, ready);
     }
-    drop(store);
-    spawn_daemon(req, &canonical)
+    spawn_daemon(req, &checked.canonical)?;
+    if !req.quiet {
+        println!("{}", mounted_line(req, &checked));
+    }
+    Ok(())
+}
+
+/// `mounted 2 models (5 files, 1.2 GiB) at /mnt/models from 3 members; cache 1.0 GiB`.
+fn mounted_line(req: &MountRequest, checked: &checks::Checked) -> String {
+    let ms = &checked.manifests;
+    let files: usize = ms.iter().map(|m| m.files.len()).sum();
+    let bytes: u64 = ms.iter().map(|m| m.logical_size()).sum();
+    let what = match (&req.name, ms.len()) {
+        (Some(n), _) => format!("model '{n}'"),
+        (None, 1) => "1 model".to_string(),
+        (None, n) => format!("{n} models"),
+    };
+    let not_ok: Vec<String> = checked
+        .health
+        .iter()
+        .filter(|h| h.health != Health::Ok)
+        .map(|h| format!("; model '{}' is {}", h.model, h.health.as_str()))
+        .collect();
+    format!(
+        "mounted {what} ({files} files, {}) at {} from {} members; cache {}{}",
+        format_bytes(bytes),
+        checked.canonical.display(),
+        checked.store.members.len(),
+        format_bytes(req.options.cache_size),
+        not_ok.concat()
+    )
 }
 
 /// Starts the daemon (this binary with `--foreground`), detached in its own session with its
@@ -130,6 +166,9 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
     if req.options.allow_other {
         cmd.arg("--allow-other");
     }
+    if req.allow_degraded {
+        cmd.arg("--allow-degraded");
+    }
     let write_raw = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -179,11 +218,16 @@ fn block_signals() -> libc::sigset_t {
 /// Runs the mount in this process until it is unmounted.
 fn serve(
     req: &MountRequest,
-    canonical: PathBuf,
-    store: Store,
-    manifests: Vec<crate::store::manifest::Manifest>,
+    checked: checks::Checked,
     mut ready: Option<fs::File>,
 ) -> Result<(), DaemonError> {
+    let line = mounted_line(req, &checked);
+    let checks::Checked {
+        canonical,
+        store,
+        manifests,
+        health,
+    } = checked;
     let sigset = block_signals();
     // Large buffers (chunks) come from mmap and go back to the system when freed, so the resident
     // size follows the cache instead of the allocator's high-water mark.
@@ -233,6 +277,7 @@ fn serve(
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             log: log_path.display().to_string(),
+            models: health,
         };
         write_state(&state_path, &state)?;
         std::thread::spawn(move || {
@@ -244,13 +289,13 @@ fn serve(
                 log::error!("unmount on signal failed: {e}");
             }
         });
-        log::info!(
-            "mounted {} (pid {})",
-            canonical.display(),
-            std::process::id()
-        );
-        if let Some(mut r) = ready.take() {
-            let _ = r.write_all(b"ok\n");
+        log::info!("{line} (pid {})", std::process::id());
+        match ready.take() {
+            Some(mut r) => {
+                let _ = r.write_all(b"ok\n");
+            }
+            None if !req.quiet => println!("{line}"),
+            None => {}
         }
         let run = session.run();
         let _ = fs::remove_file(&state_path);
@@ -272,7 +317,7 @@ fn serve(
 /// keep the kernel default. The device comes from mountinfo: a stat of the mountpoint would ask
 /// this very daemon, which does not answer yet.
 pub fn set_read_ahead(mountpoint: &Path, kb: u64) {
-    let Some((dev, _)) = mountinfo(mountpoint) else {
+    let Some(dev) = mountinfo(mountpoint).map(|m| m.dev) else {
         return;
     };
     let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");

@@ -1,32 +1,73 @@
 //! What is read from `/proc`: the mount table (`/proc/self/mountinfo`) and when a process
 //! started (`/proc/PID/stat`, which tells a daemon from a later process with the same pid).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// What /proc/self/mountinfo says of the topmost mount exactly at `path`:
-/// (`major:minor`, `fstype source`). A shardfs mount is `fuse shardfs` or `fuse.shardfs shardfs`.
-pub(super) fn mountinfo(path: &Path) -> Option<(String, String)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.as_os_str().as_bytes();
-    info.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let dash = fields.iter().position(|f| *f == "-")?;
-        (fields.len() > dash + 1 && fields.len() > 4 && unescape(fields[4]) == want).then(|| {
-            let kind = format!(
-                "{} {}",
-                fields[dash + 1],
-                fields.get(dash + 2).unwrap_or(&"")
-            );
-            (fields[2].to_string(), kind)
+/// One line of `/proc/self/mountinfo`.
+pub(super) struct MountEntry {
+    /// `major:minor` of the mounted filesystem.
+    pub dev: String,
+    pub mount_point: PathBuf,
+    /// `fstype source`: a shardfs mount is `fuse shardfs` or `fuse.shardfs shardfs`.
+    pub kind: String,
+}
+
+/// This process's mount table, in mount order (a later entry covers an earlier one at the same
+/// place).
+pub(super) fn mount_table() -> Vec<MountEntry> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            (fields.len() > dash + 1 && fields.len() > 4).then(|| MountEntry {
+                dev: fields[2].to_string(),
+                mount_point: PathBuf::from(OsStr::from_bytes(&unescape(fields[4]))),
+                kind: format!(
+                    "{} {}",
+                    fields[dash + 1],
+                    fields.get(dash + 2).unwrap_or(&"")
+                ),
+            })
         })
-    })
+        .collect()
+}
+
+/// The topmost mount exactly at `path`.
+pub(super) fn mountinfo(path: &Path) -> Option<MountEntry> {
+    mount_table()
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path)
 }
 
 /// The `fstype source` of what is mounted exactly at `path`.
 pub fn mounted_fstype(path: &Path) -> Option<String> {
-    mountinfo(path).map(|(_, kind)| kind)
+    mountinfo(path).map(|m| m.kind)
+}
+
+/// The mount that holds `path` (an absolute, canonical path): the topmost of the deepest mount
+/// points at or above it.
+pub(super) fn mount_holding(path: &Path) -> Option<MountEntry> {
+    // `max_by_key` keeps the last of equals: the topmost.
+    mount_table()
+        .into_iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.components().count())
+}
+
+/// Mount points strictly below `path`.
+pub(super) fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    mount_table()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p != path && p.starts_with(path))
+        .collect()
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).

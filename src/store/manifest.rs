@@ -28,6 +28,17 @@ pub struct Manifest {
     pub placement: Placement,
     pub replicas: usize,
     pub files: Vec<FileEntry>,
+    /// The store's members when the model was packed, so that a report can name a member that
+    /// is gone by its index too. Empty in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRef>,
+}
+
+/// A member as a manifest remembers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRef {
+    pub id: String,
+    pub index: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +204,11 @@ impl Manifest {
         self.files.iter().map(|f| f.chunks.len()).sum()
     }
 
+    /// The index a member had when the model was packed, when the manifest recorded it.
+    pub fn member_index(&self, id: &str) -> Option<u32> {
+        self.members.iter().find(|m| m.id == id).map(|m| m.index)
+    }
+
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         let path = path.trim_start_matches('/');
         self.files.iter().find(|f| f.path == path)
@@ -255,6 +271,10 @@ pub(crate) mod tests {
             level: 3,
             placement: Placement::Hash,
             replicas: 2,
+            members: vec![MemberRef {
+                id: "m0".into(),
+                index: 0,
+            }],
             files: vec![
                 FileEntry {
                     path: "model.safetensors".into(),

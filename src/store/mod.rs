@@ -1,10 +1,12 @@
 //! The store on disk: a set of self-describing member directories holding content-addressed
 //! chunk files and one manifest per model (kept on every member). This module opens a store from
 //! its member paths (in any order), checks they belong together, and finds manifests; `writer`
-//! packs, `reader` reads chunks back with replica failover and exports, `verify` scrubs.
+//! packs, `reader` reads chunks back with replica failover and exports, `verify` scrubs,
+//! `health` tells which models the opened members can serve whole.
 //! Nothing here knows about FUSE.
 
 pub mod fsio;
+pub mod health;
 pub mod manifest;
 pub mod member;
 pub mod reader;

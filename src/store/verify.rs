@@ -8,6 +8,7 @@ use super::{Store, StoreError};
 use crate::codec::Hash32;
 use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One replica's check: its member id and the verified bytes or why they are not usable.
 type ReplicaResult = (String, Result<Vec<u8>, super::reader::ReplicaError>);
@@ -37,8 +38,36 @@ pub struct Report {
     pub replicas_checked: usize,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// Members that hold replicas but did not open, one entry each (their replicas are also in
+    /// `problems`, as `missing` with no `member_path`).
+    pub unavailable_members: Vec<UnavailableMember>,
     /// Files stored lossily by design (`pack --lossy`): not problems, but worth knowing.
     pub lossy: Vec<LossyFile>,
+}
+
+/// A member named by manifests that is not among the members that opened.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnavailableMember {
+    pub member_id: String,
+    /// Its index in the store, when a manifest recorded it.
+    pub index: Option<u32>,
+    /// Replicas the manifests place on it, and of how many models.
+    pub replicas: usize,
+    pub models: usize,
+}
+
+impl UnavailableMember {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let index = self
+            .index
+            .map(|i| format!(" (index {i})"))
+            .unwrap_or_default();
+        format!(
+            "MEMBER-UNAVAILABLE: member {}{index} holds {} replicas of {} models: its path was not given or is not readable",
+            self.member_id, self.replicas, self.models
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,6 +196,37 @@ fn verify_file(
     (replicas, bytes)
 }
 
+/// The members that `problems` name by id only (not among the members that opened), with what
+/// they hold.
+fn unavailable_members(
+    store: &Store,
+    manifests: &[Manifest],
+    problems: &[Problem],
+) -> Vec<UnavailableMember> {
+    let mut by_id: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
+    for p in problems {
+        if let (Some(id), Some(model)) = (&p.member_id, &p.model)
+            && store.member(id).is_none()
+            && p.chunk.is_some()
+        {
+            let entry = by_id.entry(id).or_default();
+            entry.0 += 1;
+            entry.1.insert(model);
+        }
+    }
+    let mut out: Vec<UnavailableMember> = by_id
+        .into_iter()
+        .map(|(id, (replicas, models))| UnavailableMember {
+            member_id: id.to_string(),
+            index: manifests.iter().find_map(|m| m.member_index(id)),
+            replicas,
+            models: models.len(),
+        })
+        .collect();
+    out.sort_by_key(|m| m.index);
+    out
+}
+
 /// Verifies one model (or every model) of the store.
 pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
     let names = match name {
@@ -227,7 +287,9 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             })
         })
         .collect();
+    let unavailable_members = unavailable_members(store, &manifests, &problems);
     Ok(Report {
+        unavailable_members,
         lossy,
         ok: problems.is_empty(),
         models: manifests.len(),

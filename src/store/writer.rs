@@ -4,7 +4,9 @@
 //! compresses and writes its chunks. Chunk files are written before the manifest, so a reader
 //! never sees a manifest whose chunks are not on disk.
 
-use super::manifest::{ChunkRef, FileEntry, Lossy, MANIFEST_FORMAT, Manifest, check_model_name};
+use super::manifest::{
+    ChunkRef, FileEntry, Lossy, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
+};
 use super::member::Member;
 use super::{Store, StoreError, fsio, io_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
@@ -474,6 +476,14 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         placement: opts.placement,
         replicas: opts.replicas,
         files,
+        members: store
+            .members
+            .iter()
+            .map(|m| MemberRef {
+                id: m.id().to_string(),
+                index: m.info.index,
+            })
+            .collect(),
     };
     write_manifest(&store, &manifest)?;
     for (path, _) in sources.iter().filter_map(|s| s.narrowed.as_ref()) {
