@@ -3,7 +3,12 @@
 //! maps the byte range to chunks, takes them from the chunk cache (loading through the store's
 //! replica failover on a miss) and hands the kernel a slice of the cached chunk. Sequential
 //! readers get the next chunks loaded ahead on a second pool; a chunk whose every byte has gone to
-//! the kernel's page cache leaves the chunk cache. Nothing here knows chunk files.
+//! the kernel's page cache leaves the chunk cache. Nothing here knows chunk files. `tree` builds
+//! the nodes, `sent` tracks which bytes the kernel holds, `stats` keeps the counters.
+
+mod sent;
+mod stats;
+mod tree;
 
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, ChunkCache, Served};
@@ -12,18 +17,20 @@ use crate::store::Store;
 use crate::store::manifest::{FileEntry, Manifest};
 use crate::workers::Workers;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use parking_lot::Mutex;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use sent::SentBytes;
+pub use stats::{Counters, Stats};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tree::{Node, NodeKind};
 
 /// File contents never change under a mount: the kernel may cache names and attributes long.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -32,32 +39,6 @@ const READERS: usize = 16;
 /// The extended attribute of the mount root that returns live counters as JSON.
 pub const STATUS_XATTR: &str = "user.shardfs.status";
 
-/// Counters of a mount, reported by `status`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub bytes_served: AtomicU64,
-    pub reads: AtomicU64,
-    pub chunks_decompressed: AtomicU64,
-    pub prefetched: AtomicU64,
-    pub replica_failovers: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-/// A point-in-time copy of the counters.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct Counters {
-    pub bytes_served: u64,
-    pub reads: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub cache_bytes_used: u64,
-    pub cache_capacity: u64,
-    pub chunks_decompressed: u64,
-    pub chunks_prefetched: u64,
-    pub replica_failovers: u64,
-    pub errors: u64,
-}
-
 #[derive(Debug, Clone)]
 pub struct FsOptions {
     pub cache_size: u64,
@@ -65,65 +46,6 @@ pub struct FsOptions {
     pub prefetch: usize,
     /// Decompression workers: read-ahead runs on twice as many (some wait on the disk).
     pub threads: usize,
-}
-
-enum NodeKind {
-    Dir {
-        children: BTreeMap<String, u64>,
-    },
-    File {
-        entry: Arc<FileEntry>,
-        sent: Arc<SentBytes>,
-    },
-}
-
-/// Bytes of each chunk of a file sent to the kernel. Once all of a chunk has gone out through
-/// the page cache (not `O_DIRECT`), the kernel holds it: the cache lets the chunk go (its buffer
-/// serves the next chunk without fresh pages to zero, and a cold read of a large file keeps only
-/// the chunks ahead of the reader) and read-ahead skips it. Counting bytes rather than watching
-/// the offset works for readers that come back for skipped parts, as mmap loaders do. When the
-/// kernel asks again for a chunk it had, it has dropped pages: the counts start over from there.
-struct SentBytes(Box<[AtomicU64]>);
-
-impl SentBytes {
-    fn new(n_chunks: usize) -> SentBytes {
-        SentBytes((0..n_chunks).map(|_| AtomicU64::new(0)).collect())
-    }
-
-    /// Whether all of chunk `index` of `file` was sent.
-    fn complete(&self, file: &FileEntry, index: usize) -> bool {
-        self.0[index].load(Ordering::Relaxed) >= file.chunks[index].len
-    }
-
-    /// A read of chunks `first..=last` is coming: if the kernel already had one of them, it has
-    /// dropped pages, likely the following ones too: counts start over for `first..until`.
-    fn on_read(&self, file: &FileEntry, first: usize, last: usize, until: usize) {
-        if (first..=last).any(|i| self.complete(file, i)) {
-            for sent in &self.0[first..until.max(last + 1).min(self.0.len())] {
-                sent.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Records that `[offset, end)` of `file` was sent, and releases the chunks it completes.
-    fn record(&self, cache: &ChunkCache, file: &FileEntry, offset: u64, end: u64, first: usize) {
-        for (c, sent) in file.chunks[first..].iter().zip(&self.0[first..]) {
-            if c.offset >= end {
-                break;
-            }
-            let part = end.min(c.offset + c.len) - offset.max(c.offset);
-            let before = sent.fetch_add(part, Ordering::Relaxed);
-            if before < c.len && before + part >= c.len {
-                cache.release(&c.hash);
-            }
-        }
-    }
-}
-
-struct Node {
-    parent: u64,
-    attr: FileAttr,
-    kind: NodeKind,
 }
 
 /// What a read needs on whichever thread answers it: the store, the chunk cache, the counters.
@@ -144,86 +66,15 @@ pub struct ShardFs {
     logical_bytes: u64,
 }
 
-fn to_time(secs: i64, nanos: u32) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nanos)
-    } else {
-        UNIX_EPOCH
-    }
-}
-
-fn attr(ino: u64, kind: FileType, size: u64, mtime: SystemTime) -> FileAttr {
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    FileAttr {
-        ino: INodeNo(ino),
-        size,
-        blocks: size.div_ceil(512),
-        atime: mtime,
-        mtime,
-        ctime: mtime,
-        crtime: mtime,
-        kind,
-        perm: if kind == FileType::Directory {
-            0o555
-        } else {
-            0o444
-        },
-        nlink: if kind == FileType::Directory { 2 } else { 1 },
-        uid,
-        gid,
-        rdev: 0,
-        flags: 0,
-        blksize: 128 * 1024,
-    }
-}
-
 impl ShardFs {
-    /// Builds the tree: with `single`, the root holds that model's files; otherwise one folder
-    /// per model.
+    /// Builds the tree (see `tree::build`) and starts the worker pools.
     pub fn new(
         store: Arc<Store>,
         manifests: Vec<Manifest>,
         single: bool,
         opts: &FsOptions,
     ) -> std::io::Result<ShardFs> {
-        let now = SystemTime::now();
-        let mut nodes = vec![Node {
-            parent: 1,
-            attr: attr(1, FileType::Directory, 0, now),
-            kind: NodeKind::Dir {
-                children: BTreeMap::new(),
-            },
-        }];
-        let mut logical_bytes = 0;
-        for m in &manifests {
-            let base = if single {
-                1
-            } else {
-                add_dir(&mut nodes, 1, &m.name, now)
-            };
-            for f in &m.files {
-                logical_bytes += f.size;
-                let mut parent = base;
-                let parts: Vec<&str> = f.path.split('/').collect();
-                for dir in &parts[..parts.len() - 1] {
-                    parent = add_dir(&mut nodes, parent, dir, now);
-                }
-                let ino = nodes.len() as u64 + 1;
-                let mtime = to_time(f.mtime_secs, f.mtime_nanos);
-                nodes.push(Node {
-                    parent,
-                    attr: attr(ino, FileType::RegularFile, f.size, mtime),
-                    kind: NodeKind::File {
-                        entry: Arc::new(f.clone()),
-                        sent: Arc::new(SentBytes::new(f.chunks.len())),
-                    },
-                });
-                if let NodeKind::Dir { children } = &mut nodes[parent as usize - 1].kind {
-                    children.insert(parts[parts.len() - 1].to_string(), ino);
-                }
-            }
-        }
+        let (nodes, logical_bytes) = tree::build(&manifests, single);
         let threads = opts.threads.max(1);
         Ok(ShardFs {
             shared: Arc::new(Shared {
@@ -272,26 +123,6 @@ impl ShardFs {
             self.nodes.get(i as usize - 1)
         }
     }
-}
-
-fn add_dir(nodes: &mut Vec<Node>, parent: u64, name: &str, now: SystemTime) -> u64 {
-    if let NodeKind::Dir { children } = &nodes[parent as usize - 1].kind
-        && let Some(&ino) = children.get(name)
-    {
-        return ino;
-    }
-    let ino = nodes.len() as u64 + 1;
-    nodes.push(Node {
-        parent,
-        attr: attr(ino, FileType::Directory, 0, now),
-        kind: NodeKind::Dir {
-            children: BTreeMap::new(),
-        },
-    });
-    if let NodeKind::Dir { children } = &mut nodes[parent as usize - 1].kind {
-        children.insert(name.to_string(), ino);
-    }
-    ino
 }
 
 impl Shared {
@@ -598,77 +429,5 @@ impl Filesystem for ShardFs {
         } else {
             reply.data(&[])
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::{Codec, Hash32};
-    use crate::store::manifest::ChunkRef;
-
-    /// A file of four 100-byte chunks, each cached.
-    fn setup() -> (FileEntry, ChunkCache, SentBytes) {
-        let chunks: Vec<ChunkRef> = (0..4u64)
-            .map(|i| ChunkRef {
-                offset: i * 100,
-                len: 100,
-                hash: Hash32::of(&i.to_le_bytes()),
-                codec: Codec::None,
-                stored_len: 100,
-                members: vec![],
-                tensors: vec![],
-            })
-            .collect();
-        let cache = ChunkCache::new(1 << 20);
-        for c in &chunks {
-            let buf = ChunkBuf::from_slice(&[1; 100]).unwrap();
-            cache.get(c.hash, 100, || Ok(buf)).0.unwrap();
-        }
-        let file = FileEntry {
-            path: "f".into(),
-            size: 400,
-            mode: 0o444,
-            mtime_secs: 0,
-            mtime_nanos: 0,
-            blake3: Hash32::of(b""),
-            chunks,
-            lossy: None,
-        };
-        let sent = SentBytes::new(4);
-        (file, cache, sent)
-    }
-
-    #[test]
-    fn a_chunk_goes_once_all_of_it_was_sent_in_any_order() {
-        let (file, cache, sent) = setup();
-        let cached = |i: usize| cache.contains_or_loading(&file.chunks[i].hash);
-        // The second halves of chunks 0 and 1 first (a read straddling them), as mmap loaders do.
-        sent.record(&cache, &file, 50, 150, 0);
-        assert!(cached(0) && cached(1));
-        sent.record(&cache, &file, 150, 200, 1);
-        assert!(cached(0) && !cached(1), "chunk 1 is complete");
-        assert!(sent.complete(&file, 1) && !sent.complete(&file, 0));
-        sent.record(&cache, &file, 0, 50, 0);
-        assert!(!cached(0) && sent.complete(&file, 0));
-        assert!(cached(2) && cached(3));
-    }
-
-    #[test]
-    fn a_chunk_asked_for_again_starts_the_counts_over() {
-        let (file, cache, sent) = setup();
-        sent.record(&cache, &file, 0, 250, 0);
-        // A read of chunks still being sent changes nothing.
-        sent.on_read(&file, 2, 2, 4);
-        sent.record(&cache, &file, 250, 300, 2);
-        assert!((0..3).all(|i| sent.complete(&file, i)));
-        // The kernel came back for chunk 1, which it had: it dropped pages, so the counts of 1
-        // and the window after it (up to 3) start over; chunk 0 stays complete.
-        sent.on_read(&file, 1, 1, 3);
-        assert!(sent.complete(&file, 0));
-        assert!(!sent.complete(&file, 1) && !sent.complete(&file, 2));
-        // Sent again, chunk 1 is complete again (and released again: nothing left to drop).
-        sent.record(&cache, &file, 100, 200, 1);
-        assert!(sent.complete(&file, 1));
     }
 }

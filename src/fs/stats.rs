@@ -1,0 +1,31 @@
+//! The counters of a mount: live atomics on the read path, and the point-in-time copy that
+//! `status` reads through the root's status attribute.
+
+use serde::Serialize;
+use std::sync::atomic::AtomicU64;
+
+/// Counters of a mount, reported by `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub bytes_served: AtomicU64,
+    pub reads: AtomicU64,
+    pub chunks_decompressed: AtomicU64,
+    pub prefetched: AtomicU64,
+    pub replica_failovers: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Counters {
+    pub bytes_served: u64,
+    pub reads: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes_used: u64,
+    pub cache_capacity: u64,
+    pub chunks_decompressed: u64,
+    pub chunks_prefetched: u64,
+    pub replica_failovers: u64,
+    pub errors: u64,
+}
