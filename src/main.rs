@@ -7,6 +7,7 @@ use shardfs::codec::CodecChoice;
 use shardfs::daemon;
 use shardfs::placement::Placement;
 use shardfs::store::health::{Health, ModelHealth};
+use shardfs::store::reader::{MemberTrouble, ReplicaError};
 use shardfs::store::writer::{PackOptions, pack};
 use shardfs::store::{Store, StoreError, verify};
 use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
@@ -546,13 +547,14 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn report_failover(member: &str, e: &shardfs::store::reader::ReplicaError) {
-    log::warn!("replica on member {member} failed ({e}); trying the next one");
-}
+/// Hears of every replica that failed during an export.
+type OnFailure<'a> = dyn Fn(&str, &ReplicaError) + Sync + 'a;
 
 fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> Result<(), Failure> {
     let store = Store::open(paths)?;
     let manifest = store.manifest(name)?;
+    let trouble = MemberTrouble::default();
+    let report_failover = |member: &str, e: &ReplicaError| trouble.failed(member, e);
     let single = match file {
         Some(p) => Some(manifest.file(p).ok_or_else(|| StoreError::UnknownFile {
             model: name.to_string(),
@@ -589,7 +591,9 @@ fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> R
         }
         // A device, FIFO or socket is written in place: renaming a file over it would replace
         // the device itself (`-o /dev/null` would leave a regular file there).
-        (Some(f), Some(t)) if !t.is_file() => return export_in_place(&store, f, output),
+        (Some(f), Some(t)) if !t.is_file() => {
+            return export_in_place(&store, f, output, &report_failover);
+        }
         (None, Some(_)) => {
             return Err(Failure::Error(format!(
                 "{} exists; a model of several files exports to a new directory",
@@ -609,7 +613,7 @@ fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> R
     let tmp = sibling_tmp(output)?;
     let result = (|| -> Result<(), Failure> {
         match single {
-            Some(f) => export_to_path(&store, f, &tmp),
+            Some(f) => export_to_path(&store, f, &tmp, &report_failover),
             None => {
                 for f in &manifest.files {
                     let dest = tmp.join(&f.path);
@@ -617,7 +621,7 @@ fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> R
                         std::fs::create_dir_all(parent)
                             .map_err(|e| Failure::Error(format!("{}: {e}", parent.display())))?;
                     }
-                    export_to_path(&store, f, &dest)?;
+                    export_to_path(&store, f, &dest, &report_failover)?;
                 }
                 Ok(())
             }
@@ -637,6 +641,7 @@ fn export_in_place(
     store: &Store,
     f: &shardfs::store::manifest::FileEntry,
     output: &Path,
+    report_failover: &OnFailure<'_>,
 ) -> Result<(), Failure> {
     let fail = |e: std::io::Error| Failure::Error(format!("{}: {e}", output.display()));
     let file = std::fs::OpenOptions::new()
@@ -644,7 +649,7 @@ fn export_in_place(
         .open(output)
         .map_err(fail)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    store.export_file(f, &mut out, &report_failover)?;
+    store.export_file(f, &mut out, report_failover)?;
     out.flush().map_err(fail)
 }
 
@@ -662,12 +667,13 @@ fn export_to_path(
     store: &Store,
     f: &shardfs::store::manifest::FileEntry,
     dest: &Path,
+    report_failover: &OnFailure<'_>,
 ) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt;
     let file = std::fs::File::create(dest)
         .map_err(|e| Failure::Error(format!("{}: {e}", dest.display())))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    store.export_file(f, &mut out, &report_failover)?;
+    store.export_file(f, &mut out, report_failover)?;
     let file = out
         .into_inner()
         .map_err(|e| Failure::Error(format!("{}: {}", dest.display(), e.error())))?;

@@ -15,6 +15,7 @@ use crate::cache::{Chunk, ChunkCache, Served};
 use crate::prefetch::Readahead;
 use crate::store::Store;
 use crate::store::manifest::{FileEntry, Manifest};
+use crate::store::reader::MemberTrouble;
 use crate::workers::Workers;
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
@@ -53,6 +54,7 @@ struct Shared {
     store: Arc<Store>,
     cache: ChunkCache,
     stats: Stats,
+    trouble: MemberTrouble,
 }
 
 pub struct ShardFs {
@@ -81,6 +83,7 @@ impl ShardFs {
                 store,
                 cache: ChunkCache::new(opts.cache_size),
                 stats: Stats::default(),
+                trouble: MemberTrouble::default(),
             }),
             nodes,
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
@@ -109,7 +112,7 @@ impl ShardFs {
             cache_bytes_used: cache.used_bytes(),
             cache_capacity: cache.capacity(),
             chunks_decompressed: l(&stats.chunks_decompressed),
-            chunks_prefetched: l(&stats.prefetched),
+            chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
         }
@@ -133,26 +136,29 @@ impl Shared {
             && !self.cache.contains_or_loading(&file.chunks[index].hash)
     }
 
-    /// Loads chunk `index` of `file` through the cache.
-    fn load(&self, file: &FileEntry, index: usize) -> Result<Chunk, String> {
+    /// Loads chunk `index` of `file` through the cache; `ahead` when read-ahead asks.
+    fn load(&self, file: &FileEntry, index: usize, ahead: bool) -> Result<Chunk, String> {
         let (cache, stats) = (&self.cache, &self.stats);
         let c = &file.chunks[index];
         let (result, served) = cache.get(c.hash, c.len, || {
             let mut buf = ChunkBuf::for_overwrite(c.len as usize)
                 .map_err(|e| format!("no memory for chunk {}: {e}", c.hash))?;
-            self.store
+            let member = self
+                .store
                 .load_chunk_into(c, &mut buf, &|member, e| {
                     stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
-                    log::warn!(
-                        "chunk {} on member {member}: {e}; trying the next replica",
-                        c.hash
-                    );
+                    log::debug!("chunk {}: member {member} failed", c.hash);
+                    self.trouble.failed(member, e);
                 })
                 .map_err(|e| e.to_string())?;
+            self.trouble.served(member);
             Ok(buf)
         });
         if served == Served::Loaded && result.is_ok() {
             stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
+            if ahead {
+                stats.chunks_prefetched.fetch_add(1, Ordering::Relaxed);
+            }
         }
         result
     }
@@ -297,8 +303,7 @@ impl Filesystem for ShardFs {
                     // chunk, sent all of it and let it go. Loading it again would decompress it
                     // twice and leave it in the cache, where nothing would ever release it.
                     if shared.wanted_ahead(&file, index, sent.as_deref()) {
-                        shared.stats.prefetched.fetch_add(1, Ordering::Relaxed);
-                        let _ = shared.load(&file, index);
+                        let _ = shared.load(&file, index, true);
                     }
                 });
             }
@@ -316,7 +321,7 @@ impl Filesystem for ShardFs {
         self.readers.spawn(move || {
             let mut chunks = Vec::with_capacity(last - first + 1);
             for index in first..=last {
-                match shared.load(&file, index) {
+                match shared.load(&file, index, false) {
                     Ok(c) => chunks.push(c),
                     Err(e) => {
                         log::error!("read of '{}' bytes {offset}..{end}: {e}", file.path);

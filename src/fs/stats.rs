@@ -9,8 +9,10 @@ use std::sync::atomic::AtomicU64;
 pub struct Stats {
     pub bytes_served: AtomicU64,
     pub reads: AtomicU64,
+    /// Chunks read from a member, verified and decompressed (by whichever reader asked).
     pub chunks_decompressed: AtomicU64,
-    pub prefetched: AtomicU64,
+    /// Of `chunks_decompressed`, those that read-ahead loaded.
+    pub chunks_prefetched: AtomicU64,
     pub replica_failovers: AtomicU64,
     pub errors: AtomicU64,
 }

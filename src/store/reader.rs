@@ -1,13 +1,16 @@
 //! Reading a store back: one replica of a chunk (read, check header and length, decompress,
-//! check BLAKE3), a chunk with failover over its replicas, and whole-file export. Bytes that fail
-//! their hash are never handed out.
+//! check BLAKE3), a chunk with failover over its replicas, whole-file export, and the log of
+//! members' failures (one warning per episode, not per chunk). Bytes that fail their hash are
+//! never handed out.
 
 use super::manifest::{ChunkRef, FileEntry};
 use super::member::Member;
 use super::{Store, StoreError, io_err};
 use crate::buffer::{ChunkBuf, SparePool};
 use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
+use parking_lot::Mutex;
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use thiserror::Error;
@@ -15,7 +18,7 @@ use thiserror::Error;
 /// Why one replica of a chunk could not be used.
 #[derive(Debug, Error)]
 pub enum ReplicaError {
-    #[error("member {0} is not available")]
+    #[error("not among the members that opened")]
     MemberUnavailable(String),
     #[error("replica missing")]
     Missing,
@@ -34,6 +37,40 @@ impl ReplicaError {
             ReplicaError::MemberUnavailable(_) | ReplicaError::Missing => "missing",
             ReplicaError::Io(_) => "unreadable",
             ReplicaError::Corrupt(_) | ReplicaError::HashMismatch => "corrupt",
+        }
+    }
+}
+
+/// Members in a failure episode, with the failed reads of each: a member's first failure is a
+/// warning, the next ones are logged at debug level only, until the member serves a chunk again
+/// (which ends the episode, with one line saying so). One missing disk thus logs one warning,
+/// not one per chunk it held.
+#[derive(Debug, Default)]
+pub struct MemberTrouble(Mutex<HashMap<String, u64>>);
+
+impl MemberTrouble {
+    /// A read from `member` failed; the next replica is tried.
+    pub fn failed(&self, member: &str, e: &ReplicaError) {
+        let mut episodes = self.0.lock();
+        let failures = episodes.entry(member.to_string()).or_insert(0);
+        *failures += 1;
+        if *failures == 1 {
+            log::warn!(
+                "member {member}: {e}; reading other replicas, and not logging this member's failures again until it serves a chunk"
+            );
+        } else {
+            log::debug!("member {member}: {e}");
+        }
+    }
+
+    /// `member` served a chunk: its failure episode, if any, is over.
+    pub fn served(&self, member: &str) {
+        let mut episodes = self.0.lock();
+        if episodes.is_empty() {
+            return;
+        }
+        if let Some(failures) = episodes.remove(member) {
+            log::warn!("member {member} serves chunks again, after {failures} failed reads");
         }
     }
 }
@@ -253,17 +290,18 @@ impl Store {
         Ok(out)
     }
 
-    /// `load_chunk` into a buffer of the chunk's length; it holds the chunk only on `Ok`.
-    pub fn load_chunk_into(
+    /// `load_chunk` into a buffer of the chunk's length; it holds the chunk only on `Ok`, which
+    /// names the member that served it.
+    pub fn load_chunk_into<'c>(
         &self,
-        chunk: &ChunkRef,
+        chunk: &'c ChunkRef,
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
-    ) -> Result<(), ChunkUnreadable> {
+    ) -> Result<&'c str, ChunkUnreadable> {
         let mut details = Vec::new();
         for id in &chunk.members {
             match self.read_replica_into_of(id, chunk, out) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(id),
                 Err(e) => {
                     on_failure(id, &e);
                     details.push(format!("member {id}: {e}"));
