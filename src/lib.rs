@@ -7,6 +7,7 @@ pub mod cache;
 pub mod chunking;
 pub mod codec;
 pub mod daemon;
+pub mod export;
 pub mod fs;
 pub mod placement;
 pub mod prefetch;

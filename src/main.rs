@@ -7,7 +7,6 @@ use shardfs::codec::CodecChoice;
 use shardfs::daemon;
 use shardfs::placement::Placement;
 use shardfs::store::health::{Health, ModelHealth};
-use shardfs::store::reader::{MemberTrouble, ReplicaError};
 use shardfs::store::writer::{PackOptions, pack};
 use shardfs::store::{Store, StoreError, verify};
 use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
@@ -384,7 +383,11 @@ fn run(command: Command) -> Result<(), Failure> {
             name,
             file,
             output,
-        } => export(&store, &name, file.as_deref(), &output),
+        } => {
+            let store = Store::open(&store)?;
+            shardfs::export::export(&store, &name, file.as_deref(), &output)
+                .map_err(|e| Failure::Error(e.to_string()))
+        }
         Command::Verify { store, name, json } => {
             let store = Store::open(&store)?;
             let report = verify::verify(&store, name.as_deref())?;
@@ -544,141 +547,5 @@ fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
     for h in health.iter().filter(|h| h.health != Health::Ok) {
         println!("model {}: {}", h.model, h.describe());
     }
-    Ok(())
-}
-
-/// Hears of every replica that failed during an export.
-type OnFailure<'a> = dyn Fn(&str, &ReplicaError) + Sync + 'a;
-
-fn export(paths: &[PathBuf], name: &str, file: Option<&str>, output: &Path) -> Result<(), Failure> {
-    let store = Store::open(paths)?;
-    let manifest = store.manifest(name)?;
-    let trouble = MemberTrouble::default();
-    let report_failover = |member: &str, e: &ReplicaError| trouble.failed(member, e);
-    let single = match file {
-        Some(p) => Some(manifest.file(p).ok_or_else(|| StoreError::UnknownFile {
-            model: name.to_string(),
-            path: p.to_string(),
-        })?),
-        None if manifest.files.len() == 1 => manifest.files.first(),
-        None => None,
-    };
-    if output == Path::new("-") {
-        let Some(f) = single else {
-            return Err(Failure::Error(format!(
-                "model '{name}' has {} files: pick one with --file, or export to a directory",
-                manifest.files.len()
-            )));
-        };
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        store.export_file(f, &mut out, &report_failover)?;
-        out.flush()
-            .map_err(|e| Failure::Error(format!("stdout: {e}")))?;
-        return Ok(());
-    }
-    let existing = match std::fs::metadata(output) {
-        Ok(m) => Some(m.file_type()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Failure::Error(format!("{}: {e}", output.display()))),
-    };
-    match (single, existing) {
-        (Some(_), Some(t)) if t.is_dir() => {
-            return Err(Failure::Error(format!(
-                "{} is a directory; a model of one file exports to a file name",
-                output.display()
-            )));
-        }
-        // A device, FIFO or socket is written in place: renaming a file over it would replace
-        // the device itself (`-o /dev/null` would leave a regular file there).
-        (Some(f), Some(t)) if !t.is_file() => {
-            return export_in_place(&store, f, output, &report_failover);
-        }
-        (None, Some(_)) => {
-            return Err(Failure::Error(format!(
-                "{} exists; a model of several files exports to a new directory",
-                output.display()
-            )));
-        }
-        _ => {}
-    }
-    // A regular file or a new path: write under a temporary name next to it and rename at the
-    // end, so that an output is complete or absent. A link to a file is followed, so that the
-    // link stays and its target is replaced.
-    let output = &match existing {
-        Some(_) => std::fs::canonicalize(output)
-            .map_err(|e| Failure::Error(format!("{}: {e}", output.display())))?,
-        None => output.to_path_buf(),
-    };
-    let tmp = sibling_tmp(output)?;
-    let result = (|| -> Result<(), Failure> {
-        match single {
-            Some(f) => export_to_path(&store, f, &tmp, &report_failover),
-            None => {
-                for f in &manifest.files {
-                    let dest = tmp.join(&f.path);
-                    if let Some(parent) = dest.parent() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|e| Failure::Error(format!("{}: {e}", parent.display())))?;
-                    }
-                    export_to_path(&store, f, &dest, &report_failover)?;
-                }
-                Ok(())
-            }
-        }?;
-        std::fs::rename(&tmp, output)
-            .map_err(|e| Failure::Error(format!("{}: {e}", output.display())))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir_all(&tmp));
-    }
-    result
-}
-
-/// Writes one file's bytes into an existing device, FIFO or socket: no temporary, no rename,
-/// no change of its mode.
-fn export_in_place(
-    store: &Store,
-    f: &shardfs::store::manifest::FileEntry,
-    output: &Path,
-    report_failover: &OnFailure<'_>,
-) -> Result<(), Failure> {
-    let fail = |e: std::io::Error| Failure::Error(format!("{}: {e}", output.display()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(output)
-        .map_err(fail)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    store.export_file(f, &mut out, report_failover)?;
-    out.flush().map_err(fail)
-}
-
-fn sibling_tmp(output: &Path) -> Result<PathBuf, Failure> {
-    let name = output
-        .file_name()
-        .ok_or_else(|| Failure::Error(format!("{} is not a file name", output.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".shardfs-export-{}", std::process::id()));
-    Ok(output.with_file_name(tmp_name))
-}
-
-fn export_to_path(
-    store: &Store,
-    f: &shardfs::store::manifest::FileEntry,
-    dest: &Path,
-    report_failover: &OnFailure<'_>,
-) -> Result<(), Failure> {
-    use std::os::unix::fs::PermissionsExt;
-    let file = std::fs::File::create(dest)
-        .map_err(|e| Failure::Error(format!("{}: {e}", dest.display())))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    store.export_file(f, &mut out, report_failover)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| Failure::Error(format!("{}: {}", dest.display(), e.error())))?;
-    file.sync_all()
-        .map_err(|e| Failure::Error(format!("{}: {e}", dest.display())))?;
-    let _ = file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777));
     Ok(())
 }

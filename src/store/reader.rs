@@ -56,7 +56,7 @@ impl MemberTrouble {
         *failures += 1;
         if *failures == 1 {
             log::warn!(
-                "member {member}: {e}; reading other replicas, and not logging this member's failures again until it serves a chunk"
+                "member {member}: read failed ({e}); reading other replicas, and not logging this member's failures again until it serves a chunk"
             );
         } else {
             log::debug!("member {member}: {e}");
