@@ -234,8 +234,9 @@ def main():
     if os.geteuid() != 0:
         sys.exit("scripts/bench needs root: it drops the page cache and mounts")
     if not stat.S_ISCHR(os.stat("/dev/null").st_mode):
-        # Seen on these machines: /dev/null replaced by a regular file on tmpfs. Every dd would
-        # then write a gigabyte into memory and the plain file's warm read fall from ~25 to ~2 GB/s.
+        # Once caused by shardfs itself: `export -o /dev/null` renamed its temporary file over the
+        # device (export now writes devices in place). Any tool run as root can do the same, and
+        # every dd would then write a gigabyte into memory: the figures would all be wrong.
         sys.exit("/dev/null is not the null device (a regular file?): recreate it with "
                  "`rm /dev/null && mknod -m 666 /dev/null c 1 3` and run again")
     os.makedirs(args.out, exist_ok=True)
