@@ -5,7 +5,6 @@ use super::procfs::{is_shardfs, mounted_fstype, mounts_under, process_start};
 use super::{DaemonError, MountOptionsRecord, err};
 use crate::fs::{Counters, STATUS_XATTR};
 use crate::store::health::ModelHealth;
-use libc::EBUSY;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fs;
@@ -169,14 +168,14 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
         Some(t) if is_shardfs(t) => {
             let lazy = !alive;
             kernel_unmount(&path, lazy).map_err(|e| {
-                let nested = mounts_under(&path);
-                if let (Some(EBUSY), Some(inner)) = (e.raw_os_error(), nested.first()) {
+                // fusermount3 reports busy in words only: a mount inside is named either way.
+                if let Some(inner) = mounts_under(&path).first() {
                     err(format!(
                         "{} is busy: {} is mounted inside it; unmount that first",
                         path.display(),
                         inner.display()
                     ))
-                } else if e.raw_os_error() == Some(EBUSY) {
+                } else if e.raw_os_error() == Some(libc::EBUSY) {
                     err(format!(
                         "{} is busy: a process still uses files under it",
                         path.display()
