@@ -247,13 +247,7 @@ fn bad_inputs_get_one_line_errors() {
     );
     fs::remove_file(folder.join("broken")).unwrap();
     let fifo = folder.join("pipe");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfifo(&fifo);
     fails(
         &["pack", folder.to_str().unwrap(), "--store", &store],
         "special file",

@@ -105,17 +105,14 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn export_writes_devices_and_fifos_in_place() {
     let fx = Fixture::new(2, 2, 5);
-    let export_to = |out: &Path| {
-        ok(&[
-            "export",
-            "--store",
-            &fx.store,
-            "--name",
-            "m",
-            "-o",
-            out.to_str().unwrap(),
-        ])
+    let args = |out: &Path| {
+        ["export", "--store", &fx.store, "--name", "m", "-o"]
+            .map(String::from)
+            .into_iter()
+            .chain([out.to_str().unwrap().to_string()])
+            .collect::<Vec<String>>()
     };
+    let export_to = |out: &Path| ok(&args(out).iter().map(String::as_str).collect::<Vec<_>>());
 
     // A character device (the null device, made here) stays that device.
     let dev = fx.path("null");
@@ -144,13 +141,7 @@ fn export_writes_devices_and_fifos_in_place() {
 
     // A FIFO with a reader on the other end gets the bytes and stays a FIFO.
     let fifo = fx.path("pipe");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfifo(&fifo);
     let (tx, rx) = std::sync::mpsc::channel();
     let reader_path = fifo.clone();
     std::thread::spawn(move || {
@@ -171,15 +162,7 @@ fn export_writes_devices_and_fifos_in_place() {
     let dir = fx.path("out-dir");
     fs::create_dir(&dir).unwrap();
     fails(
-        &[
-            "export",
-            "--store",
-            &fx.store,
-            "--name",
-            "m",
-            "-o",
-            dir.to_str().unwrap(),
-        ],
+        &args(&dir).iter().map(String::as_str).collect::<Vec<_>>(),
         "is a directory",
     );
     let file = fx.path("out.bin");

@@ -315,6 +315,15 @@ pub fn python_script(script: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Makes a named pipe at `path`.
+pub fn mkfifo(path: &Path) {
+    assert!(
+        Command::new("mkfifo").arg(path).status().unwrap().success(),
+        "mkfifo {}",
+        path.display()
+    );
+}
+
 /// Sends `signal` (e.g. "-9", "-TERM") to `pid` and waits until the process is gone.
 pub fn kill_and_wait(pid: u32, signal: &str) {
     assert!(
