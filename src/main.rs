@@ -48,7 +48,7 @@ enum Command {
         /// The file or folder to pack (folders are walked recursively; links to files are followed)
         src: PathBuf,
         /// Member directories of the store, comma-separated; created if missing
-        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Model name [default: the file's stem or the folder's name]
         #[arg(long)]
@@ -82,7 +82,7 @@ enum Command {
     /// List the models of a store
     Ls {
         /// Member directories of the store, comma-separated, in any order
-        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Machine-readable output
         #[arg(long)]
@@ -91,7 +91,7 @@ enum Command {
     /// Write a model's exact original bytes out of the store
     Export {
         /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// The model to export
         #[arg(long)]
@@ -109,7 +109,7 @@ enum Command {
     )]
     Mount {
         /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// An existing empty directory
         mountpoint: PathBuf,
@@ -166,7 +166,7 @@ enum Command {
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Member directories of the store, comma-separated, in any order
-        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_member)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Only this model
         #[arg(long)]
@@ -177,15 +177,31 @@ enum Command {
     },
 }
 
-/// One member of a `--store` list: whitespace around it is dropped; an empty one is an error.
-fn parse_member(s: &str) -> Result<PathBuf, String> {
-    let member = s.trim();
-    if member.is_empty() {
-        return Err(
-            "empty member in the store list (two commas in a row, or one at an end)".into(),
-        );
+/// Parses one member of a `--store` list: whitespace around it is dropped; an empty one is an
+/// error. Works on the raw argument, so that member paths need not be UTF-8.
+#[derive(Clone)]
+struct MemberParser;
+
+impl clap::builder::TypedValueParser for MemberParser {
+    type Value = PathBuf;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PathBuf, clap::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let member = value.as_bytes().trim_ascii();
+        if member.is_empty() {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                "empty member in the --store list (two commas in a row, or one at an end)\n",
+            )
+            .with_cmd(cmd));
+        }
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(member)))
     }
-    Ok(PathBuf::from(member))
 }
 
 fn parse_size_any(s: &str) -> Result<u64, String> {

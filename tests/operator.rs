@@ -231,6 +231,27 @@ fn store_lists_are_trimmed_and_empty_members_refused() {
     );
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listing["models"][0]["health"], "ok", "{listing}");
+    // A member path need not be UTF-8.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = fx
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"disk-\xff"));
+    let src = fx.path("m.bin");
+    let packed = Command::new(bin())
+        .arg("pack")
+        .arg(&src)
+        .arg("--store")
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(packed.status.success(), "{}", text(&packed.stderr));
+    let listed = Command::new(bin())
+        .args(["ls", "--json", "--store"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
     let doubled = format!("{},,{}", fx.some(&[0]), fx.some(&[1]));
     fails(&["ls", "--store", &doubled], "empty member");
     let trailing = format!("{},", fx.store);
