@@ -3,12 +3,13 @@
 //! manifest copies are checked. The report lists each problem with the member, the chunk and the
 //! file bytes it affects.
 
+use super::health::ModelHealth;
 use super::manifest::{FileEntry, Manifest};
 use super::{Store, StoreError};
 use crate::codec::Hash32;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// One replica's check: its member id and the verified bytes or why they are not usable.
 type ReplicaResult = (String, Result<Vec<u8>, super::reader::ReplicaError>);
@@ -196,33 +197,26 @@ fn verify_file(
     (replicas, bytes)
 }
 
-/// The members that `problems` name by id only (not among the members that opened), with what
-/// they hold.
-fn unavailable_members(
-    store: &Store,
-    manifests: &[Manifest],
-    problems: &[Problem],
-) -> Vec<UnavailableMember> {
-    let mut by_id: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
-    for p in problems {
-        if let (Some(id), Some(model)) = (&p.member_id, &p.model)
-            && store.member(id).is_none()
-            && p.chunk.is_some()
-        {
-            let entry = by_id.entry(id).or_default();
-            entry.0 += 1;
-            entry.1.insert(model);
+/// The members the manifests place replicas on that did not open, with what they hold: each
+/// model's missing members (see `health`), summed over the models.
+fn unavailable_members(store: &Store, manifests: &[Manifest]) -> Vec<UnavailableMember> {
+    let mut by_id: BTreeMap<String, UnavailableMember> = BTreeMap::new();
+    for m in manifests {
+        for missing in ModelHealth::of(store, m).missing_members {
+            let entry = by_id
+                .entry(missing.id.clone())
+                .or_insert_with(|| UnavailableMember {
+                    member_id: missing.id,
+                    index: None,
+                    replicas: 0,
+                    models: 0,
+                });
+            entry.index = entry.index.or(missing.index);
+            entry.replicas += missing.replicas;
+            entry.models += 1;
         }
     }
-    let mut out: Vec<UnavailableMember> = by_id
-        .into_iter()
-        .map(|(id, (replicas, models))| UnavailableMember {
-            member_id: id.to_string(),
-            index: manifests.iter().find_map(|m| m.member_index(id)),
-            replicas,
-            models: models.len(),
-        })
-        .collect();
+    let mut out: Vec<UnavailableMember> = by_id.into_values().collect();
     out.sort_by_key(|m| m.index);
     out
 }
@@ -287,7 +281,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             })
         })
         .collect();
-    let unavailable_members = unavailable_members(store, &manifests, &problems);
+    let unavailable_members = unavailable_members(store, &manifests);
     Ok(Report {
         unavailable_members,
         lossy,
