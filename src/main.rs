@@ -19,9 +19,13 @@ use std::process::ExitCode;
     name = "shardfs",
     version,
     about = "Store big model files as compressed, checksummed, replicated chunks over several directories, and read them back byte-exact",
-    after_help = "A store is a comma-separated list of member directories (disks, mounts, nodes), given in any order.\nSet SHARDFS_LOG=debug for more detail on stderr."
+    after_help = "A store is a comma-separated list of members, given in any order: directories (disks, network mounts) and\ns3://BUCKET[/PREFIX] prefixes on any S3-compatible server (credentials, region and endpoint from the\nstandard AWS_* environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).\nSet SHARDFS_LOG=debug for more detail on stderr."
 )]
 struct Cli {
+    /// Longest wait for one request to a member (connect, first byte, whole chunk), retries included;
+    /// a member that misses it counts as failed and the next replica is read
+    #[arg(long, global = true, default_value = "5s", value_parser = shardfs::units::parse_duration)]
+    member_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -285,7 +289,7 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    match run(cli.command) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems) => ExitCode::from(1),
         Err(Failure::Error(msg)) => {
@@ -295,8 +299,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), Failure> {
-    match command {
+fn run(cli: Cli) -> Result<(), Failure> {
+    let members = shardfs::member::Options {
+        timeout: cli.member_timeout,
+        ..shardfs::member::Options::default()
+    };
+    match cli.command {
         Command::Pack {
             src,
             store,
@@ -325,6 +333,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 lossy_bf16: matches!(lossy, Some(LossyArg::Bf16)),
                 init,
                 progress: std::io::stderr().is_terminal(),
+                member: members,
             };
             let s = pack(&src, &store, &opts)?;
             println!(
@@ -342,7 +351,7 @@ fn run(command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Ls { store, json } => ls(&store, json),
+        Command::Ls { store, json } => ls(&store, &members, json),
         Command::Mount {
             store,
             mountpoint,
@@ -367,6 +376,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     threads,
                     allow_other,
                     read_ahead_kb: read_ahead.div_ceil(1024),
+                    member_timeout_ms: members.timeout.as_millis() as u64,
                 },
                 foreground,
                 allow_degraded,
@@ -400,12 +410,12 @@ fn run(command: Command) -> Result<(), Failure> {
             file,
             output,
         } => {
-            let store = Store::open(&store)?;
+            let store = Store::open_with(&store, &members)?;
             shardfs::export::export(&store, &name, file.as_deref(), &output)
                 .map_err(|e| Failure::Error(e.to_string()))
         }
         Command::Verify { store, name, json } => {
-            let store = Store::open(&store)?;
+            let store = Store::open_with(&store, &members)?;
             let report = verify::verify(&store, name.as_deref())?;
             if json {
                 print_json(&report)?;
@@ -498,8 +508,8 @@ fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn ls(paths: &[PathBuf], json: bool) -> Result<(), Failure> {
-    let store = Store::open(paths)?;
+fn ls(paths: &[PathBuf], members: &shardfs::member::Options, json: bool) -> Result<(), Failure> {
+    let store = Store::open_with(paths, members)?;
     let manifests = store.manifests()?;
     let health: Vec<ModelHealth> = manifests
         .iter()

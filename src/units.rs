@@ -33,6 +33,33 @@ pub enum SizeError {
     Overflow(String),
 }
 
+/// Parses a duration: a number with `ms`, `s` (the default) or `m`, e.g. `500ms`, `2.5s`, `1m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration (use e.g. 500ms, 5s, 1m)"
+            ));
+        }
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 && (n * scale).is_finite() && n * scale <= 86_400.0 => {
+            Ok(std::time::Duration::from_secs_f64(n * scale))
+        }
+        _ => Err(format!(
+            "'{text}' is not a duration between 1ms and a day (use e.g. 500ms, 5s, 1m)"
+        )),
+    }
+}
+
 /// Parses a byte count. `K`, `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024;
 /// `KB`, `MB`, `GB`, `TB` are powers of 1000; a bare number (or `B`) is bytes. Case does not
 /// matter and a fractional number is allowed when the result is a whole count of bytes after

@@ -78,7 +78,7 @@ pub(super) fn preflight(req: &MountRequest) -> Result<Checked, DaemonError> {
     if unsafe { libc::geteuid() } != 0 && find_in_path("fusermount3").is_none() {
         return Err(err("fusermount3 not found: install the fuse3 package"));
     }
-    let store = Store::open(&req.store)?;
+    let store = Store::open_with(&req.store, &req.options.members())?;
     let manifests = match &req.name {
         Some(n) => vec![store.manifest(n)?],
         None => store.manifests()?,
@@ -120,7 +120,7 @@ fn check_health(
         let given: Vec<String> = store
             .unavailable
             .iter()
-            .map(|(p, why)| format!("{} ({why})", p.display()))
+            .map(|(p, why)| format!("{p} ({why})"))
             .collect();
         let given = if given.is_empty() {
             String::new()

@@ -54,6 +54,23 @@ pub struct MountOptionsRecord {
     pub allow_other: bool,
     /// The kernel's read-ahead window for the mount, in KiB (set when running as root).
     pub read_ahead_kb: u64,
+    /// The member deadline (`--member-timeout`), in milliseconds.
+    #[serde(default = "default_member_timeout_ms")]
+    pub member_timeout_ms: u64,
+}
+
+fn default_member_timeout_ms() -> u64 {
+    crate::member::DEFAULT_TIMEOUT.as_millis() as u64
+}
+
+impl MountOptionsRecord {
+    /// Member options the mount opens its store with.
+    pub fn members(&self) -> crate::member::Options {
+        crate::member::Options {
+            timeout: std::time::Duration::from_millis(self.member_timeout_ms.max(1)),
+            ..crate::member::Options::default()
+        }
+    }
 }
 
 /// What `mount` was asked to do.
@@ -73,6 +90,11 @@ pub struct MountRequest {
 /// `shardfs mount`: mounts and returns once the mount is live (or runs it, with `foreground`).
 /// Unless `quiet`, prints one line once the mount is live: what is mounted where.
 pub fn mount(req: &MountRequest) -> Result<(), DaemonError> {
+    if req.foreground {
+        // Before any thread starts (opening the store starts some: a thread pool, an S3
+        // member's runtime), so that signals reach only the thread that waits for them.
+        block_signals();
+    }
     let checked = preflight(req)?;
     let ready_fd = std::env::var(READY_FD_ENV)
         .ok()
@@ -155,6 +177,8 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
         .arg(req.options.threads.to_string())
         .arg("--read-ahead")
         .arg(format!("{}KiB", req.options.read_ahead_kb))
+        .arg("--member-timeout")
+        .arg(format!("{}ms", req.options.member_timeout_ms))
         .arg("--foreground")
         .env(READY_FD_ENV, CHILD_FD.to_string())
         .stdin(Stdio::null())
@@ -268,7 +292,13 @@ fn serve(
             store: req
                 .store
                 .iter()
-                .map(|p| mount_path(p).display().to_string())
+                .map(|p| {
+                    if crate::member::is_url(p) {
+                        p.display().to_string()
+                    } else {
+                        mount_path(p).display().to_string()
+                    }
+                })
                 .collect(),
             model: req.name.clone(),
             options: req.options.clone(),

@@ -200,7 +200,9 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, id)| Member {
-                path: format!("/nonexistent/{id}").into(),
+                io: std::sync::Arc::new(crate::member::dir::DirMember::new(std::path::Path::new(
+                    &format!("/nonexistent/{id}"),
+                ))),
                 info: MemberInfo {
                     format_version: STORE_FORMAT,
                     store_id: "s".into(),

@@ -1,11 +1,12 @@
-//! One member directory of a store: its `shardfs-store.json` (store id, member id, index,
-//! weight, format version) and the layout beneath it (`chunks/`, `manifests/`, `tmp/`, `lock`).
+//! One member of a store as the store sees it: its I/O (a directory or an object-store prefix,
+//! see `crate::member`) and what its `shardfs-store.json` says of it (store id, member id,
+//! index, weight, format version).
 
-use crate::codec::Hash32;
+use crate::member::MemberIo;
+pub use crate::member::layout::MEMBER_FILE;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-pub const MEMBER_FILE: &str = "shardfs-store.json";
 pub const STORE_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,10 +25,10 @@ fn default_weight() -> f64 {
     1.0
 }
 
-/// An opened member: where it is and what it says of itself.
+/// An opened member: its I/O and what it says of itself.
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub path: PathBuf,
+    pub io: Arc<dyn MemberIo>,
     pub info: MemberInfo,
 }
 
@@ -36,23 +37,10 @@ impl Member {
         &self.info.member_id
     }
 
-    pub fn chunk_path(&self, hash: &Hash32) -> PathBuf {
-        chunk_path(&self.path, hash)
+    /// Where the member is (a path, or `s3://bucket/prefix`), for messages.
+    pub fn location(&self) -> &str {
+        self.io.location()
     }
-
-    pub fn manifest_path(&self, name: &str) -> PathBuf {
-        self.path.join("manifests").join(format!("{name}.json"))
-    }
-
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.path.join("tmp")
-    }
-}
-
-/// `<member>/chunks/<first two hex digits>/<hex>`.
-pub fn chunk_path(member: &Path, hash: &Hash32) -> PathBuf {
-    let hex = hash.to_hex();
-    member.join("chunks").join(&hex[..2]).join(hex)
 }
 
 /// A fresh random id (128 bits, hex), from the kernel's random source.

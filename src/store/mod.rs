@@ -1,11 +1,10 @@
-//! The store on disk: a set of self-describing member directories holding content-addressed
-//! chunk files and one manifest per model (kept on every member). This module opens a store from
-//! its member paths (in any order), checks they belong together, and finds manifests; `writer`
-//! packs, `reader` reads chunks back with replica failover and exports, `verify` scrubs,
-//! `health` tells which models the opened members can serve whole.
-//! Nothing here knows about FUSE.
+//! The store: a set of self-describing members (directories or object-store prefixes, see
+//! `crate::member`) holding content-addressed chunk files and one manifest per model (kept on
+//! every member). This module opens a store from its member specs (in any order), checks they
+//! belong together, and finds manifests; `writer` packs, `reader` reads chunks back with replica
+//! failover and exports, `verify` scrubs, `health` tells which models the opened members can
+//! serve whole. Nothing here knows about FUSE, and nothing here knows which kind a member is.
 
-pub mod fsio;
 pub mod health;
 pub mod manifest;
 pub mod member;
@@ -13,46 +12,58 @@ pub mod reader;
 pub mod verify;
 pub mod writer;
 
+use crate::member::{self as io, Expect, MemberError};
 use crate::placement::PlacementError;
 use manifest::Manifest;
 use member::{MEMBER_FILE, Member, MemberInfo, STORE_FORMAT};
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
-use std::io;
+use std::io as stdio;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io { path: PathBuf, source: stdio::Error },
+    #[error("{location}: {source}")]
+    Member {
+        location: String,
+        source: MemberError,
+    },
     #[error("no store members given")]
     NoMembers,
-    #[error("member path {} is not a directory", .0.display())]
-    NotADirectory(PathBuf),
-    #[error("{}: corrupt {MEMBER_FILE}: {reason}", path.display())]
-    CorruptMember { path: PathBuf, reason: String },
-    #[error("{}: store format {found} is not supported (this build reads format {STORE_FORMAT})", path.display())]
-    UnsupportedFormat { path: PathBuf, found: u32 },
-    #[error("the member list mixes two stores: {} belongs to store {}, {} to store {}", a.display(), a_store, b.display(), b_store)]
+    #[error("{location}: corrupt {MEMBER_FILE}: {reason}")]
+    CorruptMember { location: String, reason: String },
+    #[error(
+        "{location}: store format {found} is not supported (this build reads format {STORE_FORMAT})"
+    )]
+    UnsupportedFormat { location: String, found: u32 },
+    #[error(
+        "the member list mixes two stores: {a} belongs to store {a_store}, {b} to store {b_store}"
+    )]
     MixedStores {
-        a: PathBuf,
+        a: String,
         a_store: String,
-        b: PathBuf,
+        b: String,
         b_store: String,
     },
-    #[error("{} and {} are the same member", a.display(), b.display())]
-    DuplicateMember { a: PathBuf, b: PathBuf },
-    #[error("{} is not a member of store {store}; pass --init to add it as a new member", path.display())]
-    NotAMember { path: PathBuf, store: String },
+    #[error("{a} and {b} are the same member")]
+    DuplicateMember { a: String, b: String },
+    #[error("{location} is not a member of store {store}; pass --init to add it as a new member")]
+    NotAMember { location: String, store: String },
     #[error("no member of the store could be opened: {0}")]
     NoneAvailable(String),
-    #[error("store member {} is busy: another pack holds its lock", .0.display())]
-    Busy(PathBuf),
+    #[error("store member {0} is busy: another pack holds its lock")]
+    Busy(String),
     #[error("no model named '{0}' in the store")]
     UnknownModel(String),
     #[error("the manifest of model '{name}' is unreadable on every member ({reason})")]
     CorruptManifest { name: String, reason: String },
+    #[error(
+        "model '{name}' changed on {location} while this pack ran (another pack of it?); nothing of this pack was published there: pack again"
+    )]
+    Conflict { name: String, location: String },
     #[error("model '{model}' has no file '{path}'")]
     UnknownFile { model: String, path: String },
     #[error("{0}")]
@@ -67,9 +78,17 @@ pub enum StoreError {
     Unreadable(#[from] reader::ChunkUnreadable),
 }
 
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(stdio::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A member error, naming the member.
+pub(crate) fn member_err(location: &str) -> impl FnOnce(MemberError) -> StoreError + '_ {
+    move |source| StoreError::Member {
+        location: location.to_string(),
         source,
     }
 }
@@ -79,41 +98,55 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct Store {
     pub store_id: String,
     pub members: Vec<Member>,
-    /// Member paths given but unreadable (directory gone, not initialised), with the reason.
-    pub unavailable: Vec<(PathBuf, String)>,
+    /// Members given but unreadable (directory or bucket gone, not initialised, refused), by
+    /// location, with the reason.
+    pub unavailable: Vec<(String, String)>,
     by_id: HashMap<String, usize>,
 }
 
-/// What a member path holds.
-enum Probe {
-    Member(MemberInfo),
-    /// The directory exists (or not) but holds no `shardfs-store.json`.
-    Empty {
-        exists: bool,
-    },
+/// One member's copy of a model's manifest.
+#[derive(Debug)]
+pub struct ManifestCopy<'a> {
+    pub member: &'a Member,
+    /// What a conditional update of this copy names; `None` when there is no copy.
+    pub tag: Option<String>,
+    /// `None` where the member has no copy, `Err` with a reason where its copy is damaged or
+    /// could not be read.
+    pub manifest: Option<Result<Manifest, String>>,
 }
 
-fn probe(path: &Path) -> Result<Probe, StoreError> {
-    match fs::metadata(path) {
-        Ok(m) if !m.is_dir() => return Err(StoreError::NotADirectory(path.to_path_buf())),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Empty { exists: false }),
-        Err(e) => return Err(io_err(path)(e)),
-    }
-    let file = path.join(MEMBER_FILE);
-    let bytes = match fs::read(&file) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Empty { exists: true }),
-        Err(e) => return Err(io_err(&file)(e)),
+/// What a member spec holds.
+enum Probe {
+    Member(MemberInfo),
+    /// The place holds no `shardfs-store.json`, or is not there at all.
+    Empty {
+        reason: String,
+    },
+    /// The member did not answer, or refused.
+    Unavailable(String),
+}
+
+fn probe(member: &dyn io::MemberIo) -> Result<Probe, StoreError> {
+    let location = member.location();
+    let bytes = match member.read_info() {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Ok(Probe::Empty {
+                reason: "not a store member".into(),
+            });
+        }
+        Err(MemberError::Absent(reason)) => return Ok(Probe::Empty { reason }),
+        Err(e @ MemberError::Invalid(_)) => return Err(member_err(location)(e)),
+        Err(e) => return Ok(Probe::Unavailable(e.to_string())),
     };
     let info: MemberInfo =
         serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMember {
-            path: path.to_path_buf(),
+            location: location.to_string(),
             reason: e.to_string(),
         })?;
     if info.format_version != STORE_FORMAT {
         return Err(StoreError::UnsupportedFormat {
-            path: path.to_path_buf(),
+            location: location.to_string(),
             found: info.format_version,
         });
     }
@@ -122,63 +155,77 @@ fn probe(path: &Path) -> Result<Probe, StoreError> {
         || !(info.weight > 0.0 && info.weight.is_finite())
     {
         return Err(StoreError::CorruptMember {
-            path: path.to_path_buf(),
+            location: location.to_string(),
             reason: "empty id or bad weight".into(),
         });
     }
     Ok(Probe::Member(info))
 }
 
+/// A member's I/O and what it holds.
+type Probed = (Arc<dyn io::MemberIo>, Probe);
+
+/// Opens every spec's member I/O, in parallel (remote members answer in milliseconds each).
+fn open_all(specs: &[PathBuf], opts: &io::Options) -> Result<Vec<Probed>, StoreError> {
+    use rayon::prelude::*;
+    specs
+        .par_iter()
+        .map(|spec| {
+            let member = io::open(spec, opts).map_err(member_err(&spec.display().to_string()))?;
+            let probed = probe(member.as_ref())?;
+            Ok((member, probed))
+        })
+        .collect()
+}
+
 impl Store {
-    /// Opens a store for reading. Member paths that are gone or hold no member file are listed
-    /// in `unavailable` (a lost disk must not stop reads); anything else wrong is an error.
-    pub fn open(paths: &[PathBuf]) -> Result<Store, StoreError> {
-        if paths.is_empty() {
+    /// `open_with` default member options.
+    pub fn open(specs: &[PathBuf]) -> Result<Store, StoreError> {
+        Store::open_with(specs, &io::Options::default())
+    }
+
+    /// Opens a store for reading. Members that are gone, hold no member file or do not answer
+    /// are listed in `unavailable` (a lost disk must not stop reads); anything else wrong is an
+    /// error.
+    pub fn open_with(specs: &[PathBuf], opts: &io::Options) -> Result<Store, StoreError> {
+        if specs.is_empty() {
             return Err(StoreError::NoMembers);
         }
         let mut members = Vec::new();
         let mut unavailable = Vec::new();
-        for path in paths {
-            match probe(path)? {
-                Probe::Member(info) => members.push(Member {
-                    path: path.clone(),
-                    info,
-                }),
-                Probe::Empty { exists } => {
-                    let reason = if exists {
-                        "not a store member"
-                    } else {
-                        "directory missing"
-                    };
-                    unavailable.push((path.clone(), reason.to_string()));
+        for (member, probed) in open_all(specs, opts)? {
+            match probed {
+                Probe::Member(info) => members.push(Member { io: member, info }),
+                Probe::Empty { reason } | Probe::Unavailable(reason) => {
+                    unavailable.push((member.location().to_string(), reason));
                 }
             }
         }
         if members.is_empty() {
             let why = unavailable
                 .iter()
-                .map(|(p, r)| format!("{}: {r}", p.display()))
+                .map(|(p, r)| format!("{p}: {r}"))
                 .collect::<Vec<_>>()
                 .join("; ");
             return Err(StoreError::NoneAvailable(why));
         }
-        for (path, reason) in &unavailable {
-            log::warn!("store member {} is unavailable ({reason})", path.display());
+        for (location, reason) in &unavailable {
+            log::warn!("store member {location} is unavailable ({reason})");
         }
         Store::assemble(members, unavailable)
     }
 
     fn assemble(
         mut members: Vec<Member>,
-        unavailable: Vec<(PathBuf, String)>,
+        unavailable: Vec<(String, String)>,
     ) -> Result<Store, StoreError> {
         let first = &members[0];
         for m in &members[1..] {
             if m.info.store_id != first.info.store_id {
                 return Err(StoreError::MixedStores {
-                    a: first.path.clone(),
+                    a: first.location().to_string(),
                     a_store: first.info.store_id.clone(),
-                    b: m.path.clone(),
+                    b: m.location().to_string(),
                     b_store: m.info.store_id.clone(),
                 });
             }
@@ -193,8 +240,8 @@ impl Store {
         for (i, m) in members.iter().enumerate() {
             if let Some(prev) = by_id.insert(m.info.member_id.clone(), i) {
                 return Err(StoreError::DuplicateMember {
-                    a: members[prev].path.clone(),
-                    b: m.path.clone(),
+                    a: members[prev].location().to_string(),
+                    b: m.location().to_string(),
                 });
             }
         }
@@ -206,39 +253,47 @@ impl Store {
         })
     }
 
-    /// Opens (creating where needed) a store for packing: every path must end up a member.
-    /// Missing directories are created. A directory without a member file joins the store only
-    /// with `init`, or while the store holds no model yet (a first pack that was interrupted).
-    pub fn open_for_pack(paths: &[PathBuf], init: bool) -> Result<Store, StoreError> {
-        if paths.is_empty() {
+    /// Opens (creating where needed) a store for packing: every spec must end up a member.
+    /// Missing directories are created; a missing bucket only with `init`. A place without a
+    /// member file joins the store only with `init`, or while the store holds no model yet (a
+    /// first pack that was interrupted).
+    pub fn open_for_pack(
+        specs: &[PathBuf],
+        init: bool,
+        opts: &io::Options,
+    ) -> Result<Store, StoreError> {
+        if specs.is_empty() {
             return Err(StoreError::NoMembers);
         }
         let mut members = Vec::new();
         let mut empty = Vec::new();
-        for path in paths {
-            match probe(path)? {
-                Probe::Member(info) => members.push(Member {
-                    path: path.clone(),
-                    info,
-                }),
-                Probe::Empty { .. } => empty.push(path.clone()),
+        for (member, probed) in open_all(specs, opts)? {
+            match probed {
+                Probe::Member(info) => members.push(Member { io: member, info }),
+                Probe::Empty { .. } => empty.push(member),
+                Probe::Unavailable(reason) => {
+                    return Err(StoreError::Member {
+                        location: member.location().to_string(),
+                        source: MemberError::Unavailable(reason),
+                    });
+                }
             }
         }
         let store_id = match members.first() {
             Some(m) => m.info.store_id.clone(),
             None => member::new_id().map_err(io_err(Path::new("/dev/urandom")))?,
         };
-        if let (Some(path), false, false) = (empty.first(), members.is_empty(), init) {
+        if let (Some(m), false, false) = (empty.first(), members.is_empty(), init) {
             let partial = Store::assemble(members.clone(), vec![])?;
             if !partial.model_names()?.is_empty() {
                 return Err(StoreError::NotAMember {
-                    path: path.clone(),
+                    location: m.location().to_string(),
                     store: store_id,
                 });
             }
         }
         let first_index = members.iter().map(|m| m.info.index + 1).max().unwrap_or(0);
-        for (index, path) in (first_index..).zip(empty) {
+        for (index, member) in (first_index..).zip(empty) {
             let info = MemberInfo {
                 format_version: STORE_FORMAT,
                 store_id: store_id.clone(),
@@ -246,8 +301,12 @@ impl Store {
                 index,
                 weight: 1.0,
             };
-            init_member(&path, &info)?;
-            members.push(Member { path, info });
+            let bytes =
+                serde_json::to_vec_pretty(&info).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            member
+                .init(&bytes, init)
+                .map_err(member_err(member.location()))?;
+            members.push(Member { io: member, info });
         }
         Store::assemble(members, vec![])
     }
@@ -256,46 +315,51 @@ impl Store {
         self.by_id.get(id).map(|&i| &self.members[i])
     }
 
-    /// Names of every model with a manifest on at least one member, sorted.
+    /// Names of every model with a manifest on at least one member, sorted. A member that
+    /// cannot list is logged and skipped.
     pub fn model_names(&self) -> Result<Vec<String>, StoreError> {
         let mut names = BTreeSet::new();
         for m in &self.members {
-            let dir = m.path.join("manifests");
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io_err(&dir))?;
-                let file_name = entry.file_name();
-                let name = file_name.to_str().and_then(|n| n.strip_suffix(".json"));
-                if let Some(name) = name.filter(|n| manifest::check_model_name(n).is_ok()) {
-                    names.insert(name.to_string());
-                }
+            match m.io.list_manifests() {
+                Ok(list) => names.extend(
+                    list.into_iter()
+                        .filter(|n| manifest::check_model_name(n).is_ok()),
+                ),
+                Err(e) => log::warn!("member {}: cannot list manifests: {e}", m.location()),
             }
         }
         Ok(names.into_iter().collect())
     }
 
-    /// Every member's copy of a model's manifest: `None` where the member has none, `Err` with a
-    /// reason where its copy is damaged.
-    pub fn manifest_copies(&self, name: &str) -> Vec<(&Member, Option<Result<Manifest, String>>)> {
+    /// Every member's copy of a model's manifest.
+    pub fn manifest_copies(&self, name: &str) -> Vec<ManifestCopy<'_>> {
         self.members
             .iter()
-            .map(|m| {
-                let copy = match fs::read(m.manifest_path(name)) {
-                    Ok(bytes) => Some(Manifest::from_bytes(&bytes).and_then(|mf| {
+            .map(|m| match m.io.get_manifest(name) {
+                Ok(Some(stored)) => {
+                    let parsed = Manifest::from_bytes(&stored.bytes).and_then(|mf| {
                         if mf.name == name {
                             Ok(mf)
                         } else {
                             Err(format!("names model '{}'", mf.name))
                         }
-                    })),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => Some(Err(e.to_string())),
-                };
-                (m, copy)
+                    });
+                    ManifestCopy {
+                        member: m,
+                        tag: Some(stored.tag),
+                        manifest: Some(parsed),
+                    }
+                }
+                Ok(None) => ManifestCopy {
+                    member: m,
+                    tag: None,
+                    manifest: None,
+                },
+                Err(e) => ManifestCopy {
+                    member: m,
+                    tag: None,
+                    manifest: Some(Err(e.to_string())),
+                },
             })
             .collect()
     }
@@ -306,8 +370,8 @@ impl Store {
         manifest::check_model_name(name).map_err(|_| StoreError::UnknownModel(name.to_string()))?;
         let mut best: Option<Manifest> = None;
         let mut damaged = Vec::new();
-        for (member, copy) in self.manifest_copies(name) {
-            match copy {
+        for copy in self.manifest_copies(name) {
+            match copy.manifest {
                 Some(Ok(m)) if best.as_ref().is_none_or(|b| m.version > b.version) => {
                     best = Some(m);
                 }
@@ -315,7 +379,7 @@ impl Store {
                 Some(Err(reason)) => {
                     log::warn!(
                         "manifest of '{name}' on {} is damaged: {reason}",
-                        member.path.display()
+                        copy.member.location()
                     );
                     damaged.push(reason);
                 }
@@ -339,59 +403,56 @@ impl Store {
             .map(|n| self.manifest(n))
             .collect()
     }
+
+    /// A local directory for large temporary files: a directory member's, else the system's.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.members
+            .iter()
+            .find_map(|m| m.io.local_dir())
+            .unwrap_or_else(std::env::temp_dir)
+    }
 }
 
-/// Creates a member's directories and writes its member file.
-fn init_member(path: &Path, info: &MemberInfo) -> Result<(), StoreError> {
-    for sub in ["chunks", "manifests", "tmp"] {
-        let dir = path.join(sub);
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    }
-    let bytes = serde_json::to_vec_pretty(info).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let dest = path.join(MEMBER_FILE);
-    fsio::write_atomic(&path.join("tmp"), &dest, &bytes, fsio::Durable::Now)
-        .map_err(io_err(&dest))?;
-    fsio::sync_dir(path).map_err(io_err(path))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsio::sync_dir(parent).map_err(io_err(parent))?;
-    }
-    Ok(())
-}
-
-/// Exclusive locks on every member for the length of a pack.
+/// Locks on every member for the length of a pack.
 pub struct PackLock {
-    _files: Vec<File>,
+    _locks: Vec<Box<dyn io::Lock>>,
 }
 
 impl Store {
     /// Takes every member's lock without waiting, then clears leftovers of killed packs.
     pub fn lock_for_pack(&self) -> Result<PackLock, StoreError> {
-        let mut files = Vec::new();
+        let mut locks = Vec::new();
         for m in &self.members {
-            let path = m.path.join("lock");
-            let f = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            match f.try_lock() {
-                Ok(()) => files.push(f),
-                Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Busy(m.path.clone())),
-                Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+            match m.io.lock() {
+                Ok(l) => locks.push(l),
+                Err(MemberError::Unavailable(_)) => {
+                    return Err(StoreError::Busy(m.location().to_string()));
+                }
+                Err(e) => return Err(member_err(m.location())(e)),
             }
         }
-        for m in &self.members {
-            let tmp = m.tmp_dir();
-            fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-            let n = fsio::clean_tmp(&tmp).map_err(io_err(&tmp))?;
-            if n > 0 {
-                log::info!(
-                    "removed {n} leftover temporary files from {}",
-                    tmp.display()
-                );
-            }
+        Ok(PackLock { _locks: locks })
+    }
+
+    /// Replaces a model's manifest on one member, only if that member's copy is still the one
+    /// read as `copy_tag` (`None`: it had none).
+    pub fn put_manifest(
+        &self,
+        member: &Member,
+        name: &str,
+        bytes: &[u8],
+        copy_tag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let expect = match copy_tag {
+            Some(t) => Expect::Tag(t.to_string()),
+            None => Expect::Absent,
+        };
+        match member.io.put_manifest(name, bytes, &expect) {
+            Err(MemberError::Conflict) => Err(StoreError::Conflict {
+                name: name.to_string(),
+                location: member.location().to_string(),
+            }),
+            other => other.map_err(member_err(member.location())),
         }
-        Ok(PackLock { _files: files })
     }
 }

@@ -6,13 +6,12 @@
 use super::manifest::{ChunkRef, FileEntry};
 use super::member::Member;
 use super::{Store, StoreError, io_err};
-use crate::buffer::{ChunkBuf, SparePool};
 use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
+use crate::member::MemberError;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io::Write;
 use thiserror::Error;
 
 /// Why one replica of a chunk could not be used.
@@ -23,7 +22,9 @@ pub enum ReplicaError {
     #[error("replica missing")]
     Missing,
     #[error("read error: {0}")]
-    Io(io::Error),
+    Io(String),
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
     #[error("corrupt replica: {0}")]
     Corrupt(String),
     #[error("corrupt replica: content hash mismatch")]
@@ -35,8 +36,19 @@ impl ReplicaError {
     pub fn kind(&self) -> &'static str {
         match self {
             ReplicaError::MemberUnavailable(_) | ReplicaError::Missing => "missing",
-            ReplicaError::Io(_) => "unreadable",
+            ReplicaError::Io(_) | ReplicaError::TimedOut(_) => "unreadable",
             ReplicaError::Corrupt(_) | ReplicaError::HashMismatch => "corrupt",
+        }
+    }
+}
+
+impl From<MemberError> for ReplicaError {
+    fn from(e: MemberError) -> ReplicaError {
+        match e {
+            MemberError::Missing => ReplicaError::Missing,
+            MemberError::Corrupt(why) => ReplicaError::Corrupt(why),
+            MemberError::TimedOut(d) => ReplicaError::TimedOut(d),
+            other => ReplicaError::Io(other.to_string()),
         }
     }
 }
@@ -84,146 +96,29 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// Chunk files are read into mappings of their own, kept here for the next reads (a few chunk
-/// files' worth). From 2 MiB they sit in huge pages, so a chunk file's read reaches the device
-/// as a few large requests rather than one per megabyte of scattered 4 KiB pages (measured on a
-/// cold read of a 1 GiB file: requests of ~910 KiB instead of ~600 KiB, device latency
-/// 0.8-0.9 ms instead of 2.4-3.4 ms, the read 0.49-0.54 s instead of 0.61-0.92 s).
-static PAYLOADS: SparePool = SparePool::with_limit(16 << 20);
-
-/// Direct I/O wants buffers, offsets and lengths aligned to the device's block size.
-const DIRECT_ALIGN: usize = 4096;
-
-/// Whether the page cache holds all `len` bytes of `file`, asked without reading anything
-/// (`cachestat`, Linux 6.5; older kernels answer no).
-fn in_page_cache(file: &File, len: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    /// The syscall's number, the same on every architecture.
-    const SYS_CACHESTAT: libc::c_long = 451;
-    #[repr(C)]
-    struct Range {
-        off: u64,
-        len: u64,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        nr_cache: u64,
-        nr_dirty: u64,
-        nr_writeback: u64,
-        nr_evicted: u64,
-        nr_recently_evicted: u64,
-    }
-    let range = Range { off: 0, len };
-    let mut stat = Stat::default();
-    // SAFETY: cachestat reads `range` and fills `stat`, both live for the call.
-    let r = unsafe {
-        libc::syscall(
-            SYS_CACHESTAT,
-            file.as_raw_fd(),
-            &range as *const Range,
-            &mut stat as *mut Stat,
-            0,
-        )
-    };
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    r == 0 && stat.nr_cache >= len.div_ceil(page)
-}
-
-/// Opens a chunk file for direct I/O, or `None` where the filesystem does not allow it.
-fn open_direct(path: &std::path::Path) -> io::Result<Option<File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads all of `dst` from offset 0 of a file opened for direct I/O. `dst` is aligned and `room`
-/// more bytes follow it, so every request covers whole blocks. `Ok(false)`: the file could not
-/// be read this way (the filesystem refused, or a short read left an unaligned offset), read it
-/// through the page cache instead.
-fn read_direct(file: &File, dst: &mut [u8], room: usize) -> io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let len = dst.len();
-    let aligned = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-    if aligned > len + room {
-        return Ok(false);
-    }
-    // SAFETY: the caller guarantees `room` writable bytes after `dst` in the same buffer.
-    let whole = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr(), aligned) };
-    let mut done = 0;
-    while done < len {
-        match file.read_at(&mut whole[done..], done as u64) {
-            Ok(n) if n > 0 && (n % DIRECT_ALIGN == 0 || done + n >= len) => done += n,
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Reads one replica file of `chunk` from `member` into `out` (exactly the chunk's length) and
+/// Reads one replica of `chunk` from `member` into `out` (exactly the chunk's length) and
 /// verifies it; `out` holds the chunk's bytes only when this returns `Ok`.
 pub fn read_replica_into(
     member: &Member,
     chunk: &ChunkRef,
     out: &mut [u8],
 ) -> Result<(), ReplicaError> {
-    let path = member.chunk_path(&chunk.hash);
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReplicaError::Missing),
-        Err(e) => return Err(ReplicaError::Io(e)),
-    };
-    let file_len = file.metadata().map_err(ReplicaError::Io)?.len();
-    if file_len < HEADER_LEN as u64 {
+    // A stored image may not be larger than the worst case of its codec: bounds the allocation.
+    let max_len = HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(chunk.len as usize) as u64;
+    let image = member
+        .io
+        .get_chunk(&chunk.hash, max_len)
+        .map_err(ReplicaError::from)?;
+    check_image(&image, chunk, out)
+}
+
+/// Decodes a replica's stored image into `out` and checks it against the chunk's hash.
+pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
+    if image.len() < HEADER_LEN {
         return Err(ReplicaError::Corrupt(format!(
-            "file is {file_len} bytes, shorter than a header"
+            "file is {} bytes, shorter than a header",
+            image.len()
         )));
-    }
-    // A payload may not be larger than the worst case of its codec: bounds the allocation.
-    let max_payload = zstd::zstd_safe::compress_bound(chunk.len as usize) as u64;
-    if file_len - HEADER_LEN as u64 > max_payload {
-        return Err(ReplicaError::Corrupt(format!(
-            "{file_len}-byte file for a {}-byte chunk",
-            chunk.len
-        )));
-    }
-    let file_len = file_len as usize;
-    let mut buf = ChunkBuf::for_overwrite_in(&PAYLOADS, file_len + 2 * DIRECT_ALIGN)
-        .map_err(ReplicaError::Io)?;
-    let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    let room = buf.len() - at - file_len;
-    let image = &mut buf[at..at + file_len];
-    let shrank = |e: io::Error| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            ReplicaError::Corrupt("file shrank while being read".into())
-        } else {
-            ReplicaError::Io(e)
-        }
-    };
-    // From the page cache when it holds the file (just packed, or read by another tool);
-    // otherwise with direct I/O: a chunk is read once and kept decompressed, so a copy in the
-    // page cache would only cost a memory copy (measured at a sixth of the daemon's CPU time on a
-    // cold read) and crowd out the decompressed bytes.
-    let mut done = false;
-    if !in_page_cache(&file, file_len as u64)
-        && let Some(direct) = open_direct(&path).map_err(ReplicaError::Io)?
-    {
-        done = read_direct(&direct, image, room).map_err(ReplicaError::Io)?;
-    }
-    if !done {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(image, 0).map_err(shrank)?;
     }
     decode_image(image, chunk, out)?;
     if Hash32::of(out) != chunk.hash {

@@ -154,7 +154,7 @@ fn verify_file(
                     Err(e) => problems.push(Problem {
                         model: Some(model.to_string()),
                         file: Some(file.path.clone()),
-                        member_path: store.member(&id).map(|m| m.path.display().to_string()),
+                        member_path: store.member(&id).map(|m| m.location().to_string()),
                         member_id: Some(id),
                         chunk: Some(chunk.hash.to_hex()),
                         offset: Some(chunk.offset),
@@ -230,15 +230,16 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
     let mut problems = Vec::new();
     for (path, reason) in &store.unavailable {
         problems.push(Problem {
-            member_path: Some(path.display().to_string()),
+            member_path: Some(path.clone()),
             ..Problem::new("member-unavailable", reason.clone())
         });
     }
     let mut manifests: Vec<Manifest> = Vec::new();
     for n in &names {
         let manifest = store.manifest(n)?;
-        for (member, copy) in store.manifest_copies(n) {
-            let trouble = match copy {
+        for copy in store.manifest_copies(n) {
+            let member = copy.member;
+            let trouble = match copy.manifest {
                 None => Some("manifest copy missing".to_string()),
                 Some(Err(reason)) => Some(format!("manifest copy damaged: {reason}")),
                 Some(Ok(m)) if m.version < manifest.version => Some(format!(
@@ -251,7 +252,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
                 problems.push(Problem {
                     model: Some(n.clone()),
                     member_id: Some(member.id().to_string()),
-                    member_path: Some(member.path.display().to_string()),
+                    member_path: Some(member.location().to_string()),
                     ..Problem::new("manifest", detail)
                 });
             }

@@ -8,9 +8,11 @@ use super::manifest::{
     ChunkRef, FileEntry, Lossy, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
 };
 use super::member::Member;
-use super::{Store, StoreError, fsio, io_err};
+use super::{ManifestCopy, Store, StoreError, io_err, member_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
+use crate::member::dir::tmp_name;
+use crate::member::{ChunkHead, MemberError};
 use crate::placement::{self, ChunkPos, Placement, Slot};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
@@ -38,6 +40,8 @@ pub struct PackOptions {
     pub init: bool,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
+    /// Deadlines and retries of member calls.
+    pub member: crate::member::Options,
 }
 
 impl Default for PackOptions {
@@ -53,6 +57,7 @@ impl Default for PackOptions {
             lossy_bf16: false,
             init: false,
             progress: false,
+            member: crate::member::Options::default(),
         }
     }
 }
@@ -101,7 +106,7 @@ fn cannot_read(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
 }
 
 /// For `--lossy bf16`: writes a bf16 copy of each safetensors file with fp32 tensors into the
-/// first member's `tmp/` and points the source at it. Other files are packed as they are.
+/// store's scratch directory and points the source at it. Other files are packed as they are.
 fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreError> {
     for s in sources.iter_mut() {
         let src = FileAt {
@@ -111,7 +116,7 @@ fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreErr
         if !chunking::safetensors::looks_like(&src) {
             continue;
         }
-        let path = tmp_dir.join(fsio::tmp_name("lossy"));
+        let path = tmp_dir.join(tmp_name("lossy"));
         let out = File::create(&path).map_err(io_err(&path))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
         let done = chunking::safetensors::to_bf16(&src, &mut out);
@@ -265,12 +270,15 @@ impl Ctx<'_> {
                 .map(|i| &self.store.members[i])
                 .collect();
         let mut existing: Option<(Codec, u64)> = None;
+        // Targets lacking the chunk, and whether a damaged file is there to replace.
         let mut missing = Vec::new();
         for m in &targets {
-            let path = m.chunk_path(&hash);
-            match existing_chunk(&path, cut.len) {
-                Some(found) => existing = existing.or(Some(found)),
-                None => missing.push((*m, path)),
+            match m.io.chunk_head(&hash).map_err(member_err(m.location()))? {
+                Some(head) => match whole_chunk(&head, cut.len) {
+                    Some(found) => existing = existing.or(Some(found)),
+                    None => missing.push((*m, true)),
+                },
+                None => missing.push((*m, false)),
             }
         }
         let (codec, stored_len) = if missing.is_empty() {
@@ -278,11 +286,8 @@ impl Ctx<'_> {
         } else {
             let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            for (m, path) in &missing {
-                let dir = path.parent().unwrap_or(&m.path).to_path_buf();
-                fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-                fsio::write_atomic(&m.tmp_dir(), path, &image, fsio::Durable::Later)
-                    .map_err(io_err(path))?;
+            for (m, replace) in &missing {
+                put_chunk(m, &hash, &image, *replace, cut.len)?;
             }
             self.written
                 .lock()
@@ -305,13 +310,31 @@ impl Ctx<'_> {
 
 /// A chunk file already in place, whole (its header and size agree) and for `len` bytes: its
 /// codec and size. Anything else is written again.
-fn existing_chunk(path: &Path, len: u64) -> Option<(Codec, u64)> {
-    let mut f = File::open(path).ok()?;
-    let size = f.metadata().ok()?.len();
-    let mut head = [0u8; HEADER_LEN];
-    f.read_exact(&mut head).ok()?;
-    let h = ChunkHeader::parse(&head).ok()?;
-    (h.raw_len == len && size == HEADER_LEN as u64 + h.payload_len).then_some((h.codec, size))
+fn whole_chunk(head: &ChunkHead, len: u64) -> Option<(Codec, u64)> {
+    let h = ChunkHeader::parse(&head.header).ok()?;
+    (h.raw_len == len && head.size == HEADER_LEN as u64 + h.payload_len)
+        .then_some((h.codec, head.size))
+}
+
+/// Puts one chunk file on a member. One that another pack put meanwhile is kept when whole.
+fn put_chunk(
+    m: &Member,
+    hash: &Hash32,
+    image: &[u8],
+    replace: bool,
+    len: u64,
+) -> Result<(), StoreError> {
+    match m.io.put_chunk(hash, image, replace) {
+        Err(MemberError::AlreadyExists) => {
+            let head = m.io.chunk_head(hash).map_err(member_err(m.location()))?;
+            if head.is_some_and(|h| whole_chunk(&h, len).is_some()) {
+                return Ok(());
+            }
+            m.io.put_chunk(hash, image, true)
+                .map_err(member_err(m.location()))
+        }
+        other => other.map_err(member_err(m.location())),
+    }
 }
 
 /// Packs one file: a reader thread streams its chunks in order (and hashes the whole file)
@@ -400,12 +423,15 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         )));
     }
 
-    let store = Store::open_for_pack(paths, opts.init)?;
+    let store = Store::open_for_pack(paths, opts.init, &opts.member)?;
     let _lock = store.lock_for_pack()?;
     placement::check(opts.replicas, store.members.len())?;
+    // The copies this pack replaces: its manifest is published only over these, so a pack of
+    // the same model that published meanwhile is not silently undone.
+    let copies = store.manifest_copies(&name);
     let mut sources = sources;
     if opts.lossy_bf16 {
-        narrow_sources(&mut sources, &store.members[0].tmp_dir())?;
+        narrow_sources(&mut sources, &store.scratch_dir())?;
     }
     let plans: Vec<Vec<Cut>> = sources
         .iter()
@@ -448,12 +474,16 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     store
         .members
         .par_iter()
-        .try_for_each(|m| fsio::sync_fs(&m.path).map_err(io_err(&m.path)))?;
+        .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
 
-    let version = store
-        .manifest_copies(&name)
-        .into_iter()
-        .filter_map(|(_, copy)| copy.and_then(Result::ok).map(|m| m.version))
+    let version = copies
+        .iter()
+        .filter_map(|c| {
+            c.manifest
+                .as_ref()
+                .and_then(|m| m.as_ref().ok())
+                .map(|m| m.version)
+        })
         .max()
         .unwrap_or(0)
         + 1;
@@ -485,7 +515,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
             })
             .collect(),
     };
-    write_manifest(&store, &manifest)?;
+    write_manifest(&store, &manifest, &copies)?;
     for (path, _) in sources.iter().filter_map(|s| s.narrowed.as_ref()) {
         let _ = fs::remove_file(path);
     }
@@ -502,18 +532,17 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     })
 }
 
-/// Writes a manifest to every member, each copy atomically.
-pub fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), StoreError> {
+/// Writes a manifest to every member, each copy in one atomic step over the copy read before.
+pub fn write_manifest(
+    store: &Store,
+    manifest: &Manifest,
+    copies: &[ManifestCopy<'_>],
+) -> Result<(), StoreError> {
     let bytes = manifest
         .to_bytes()
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
-    for m in &store.members {
-        let dir = m.path.join("manifests");
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let dest = m.manifest_path(&manifest.name);
-        fsio::write_atomic(&m.tmp_dir(), &dest, &bytes, fsio::Durable::Now)
-            .map_err(io_err(&dest))?;
-        fsio::sync_dir(&dir).map_err(io_err(&dir))?;
+    for copy in copies {
+        store.put_manifest(copy.member, &manifest.name, &bytes, copy.tag.as_deref())?;
     }
     Ok(())
 }

@@ -1,0 +1,197 @@
+//! The I/O of one store member, the only code that touches a member's bytes: probe and
+//! initialise it, get a chunk file's stored image (whole or its header), put a chunk or a
+//! manifest atomically, list and delete, flush, lock. One implementation per kind of member sits
+//! side by side: `dir` (a local directory, a disk or a network mount) and `s3` (an
+//! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use.
+//! Nothing here checks a chunk's content: verification stays in the store, so no kind of member
+//! can skip it. A call never waits longer than the member's timeout.
+
+pub mod dir;
+pub mod layout;
+pub mod s3;
+
+use crate::codec::{HEADER_LEN, Hash32};
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a member call did not do what was asked.
+#[derive(Debug, Error)]
+pub enum MemberError {
+    /// The object (chunk, manifest, member file) is not there.
+    #[error("not found")]
+    Missing,
+    /// A put that must not replace found something in place.
+    #[error("already exists")]
+    AlreadyExists,
+    /// A conditional update found another version than the one it was based on.
+    #[error("changed meanwhile by another writer")]
+    Conflict,
+    /// No answer within the member's deadline.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// The member's place is not there: no directory, no bucket.
+    #[error("{0}")]
+    Absent(String),
+    /// The spec names something that cannot be a member (a file, a bad URL).
+    #[error("{0}")]
+    Invalid(String),
+    /// The member cannot be used at all: the bucket or directory is gone, credentials are
+    /// refused, the endpoint is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// What the member holds cannot be right (an object too large for its chunk).
+    #[error("{0}")]
+    Corrupt(String),
+    /// Any other failure of one request; another try may work.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl MemberError {
+    /// A failure that says the member is unwell (not merely lacking one object).
+    pub fn is_member_fault(&self) -> bool {
+        matches!(
+            self,
+            MemberError::TimedOut(_) | MemberError::Unavailable(_) | MemberError::Io(_)
+        )
+    }
+}
+
+impl From<std::io::Error> for MemberError {
+    fn from(e: std::io::Error) -> MemberError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => MemberError::Missing,
+            std::io::ErrorKind::AlreadyExists => MemberError::AlreadyExists,
+            std::io::ErrorKind::TimedOut => MemberError::TimedOut(Duration::ZERO),
+            _ => MemberError::Io(e.to_string()),
+        }
+    }
+}
+
+/// The stored image of a chunk file (header and payload), as a member returned it.
+pub enum Image {
+    /// Read into a buffer of its own, at `at..at + len`.
+    Buf {
+        buf: crate::buffer::ChunkBuf,
+        at: usize,
+        len: usize,
+    },
+    /// The body of a response.
+    Bytes(bytes::Bytes),
+}
+
+impl Deref for Image {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Image::Buf { buf, at, len } => &buf[*at..*at + *len],
+            Image::Bytes(b) => b,
+        }
+    }
+}
+
+/// The start of a chunk file, to tell whether a whole one is in place.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkHead {
+    pub header: [u8; HEADER_LEN],
+    /// Size of the whole stored file.
+    pub size: u64,
+}
+
+/// A manifest as stored, with the token a conditional update names.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub bytes: Vec<u8>,
+    /// The member's version of the object (an ETag, or a hash of a file's bytes).
+    pub tag: String,
+}
+
+/// What a manifest put may replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No copy may be there yet.
+    Absent,
+    /// The copy must still be the one read with this tag.
+    Tag(String),
+}
+
+/// A member lock held for the length of a pack; released on drop.
+pub trait Lock: Send {}
+
+/// One member's I/O. Synchronous and shareable: the store calls it from many threads.
+pub trait MemberIo: Send + Sync + fmt::Debug {
+    /// How the member was named (a path, or `s3://bucket/prefix`), for messages.
+    fn location(&self) -> &str;
+    /// A member across a network (latency in milliseconds, not microseconds): reads hedge to
+    /// it later and keep more chunks in flight.
+    fn remote(&self) -> bool;
+    /// A local directory for large temporary files, where the member has one.
+    fn local_dir(&self) -> Option<std::path::PathBuf>;
+    /// The member file, or `None` where there is none (an empty directory or prefix).
+    /// `Unavailable` where the member itself is not there (no directory, no bucket).
+    fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError>;
+    /// Makes the member's places (directories, the bucket with `create`) and writes its member
+    /// file.
+    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError>;
+    /// A chunk file's whole stored image; `Corrupt` when it is larger than `max_len`.
+    fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
+    /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
+    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
+    /// Writes a chunk file as one atomic step; `replace` overwrites a damaged one in place,
+    /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
+    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
+    /// Every chunk file's hash (names that are not a hash are skipped).
+    fn list_chunks(&self) -> Result<Vec<Hash32>, MemberError>;
+    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError>;
+    /// A model's manifest, or `None`.
+    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError>;
+    /// Replaces a model's manifest in one step (readers see the old or the new), when what is
+    /// there is what `expect` says; `Conflict` otherwise. Durable when it returns.
+    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
+    /// Names of the manifests held (`<name>.json` without the suffix).
+    fn list_manifests(&self) -> Result<Vec<String>, MemberError>;
+    /// Makes every chunk put so far durable.
+    fn flush(&self) -> Result<(), MemberError>;
+    /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it
+    /// is taken) and clears what killed packs left behind.
+    fn lock(&self) -> Result<Box<dyn Lock>, MemberError>;
+}
+
+/// How member calls behave: deadline and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The longest one call may take, retries included.
+    pub timeout: Duration,
+    /// Further tries of a request that failed in a way another try may mend.
+    pub retries: usize,
+}
+
+/// Members answer within a few seconds or count as failed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            timeout: DEFAULT_TIMEOUT,
+            retries: 2,
+        }
+    }
+}
+
+/// Opens the member a `--store` entry names: `s3://BUCKET[/PREFIX]` is an object-store member,
+/// anything else a directory.
+pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberError> {
+    match s3::parse_url(spec) {
+        Some(url) => Ok(Arc::new(s3::S3Member::open(url?, opts)?)),
+        None => Ok(Arc::new(dir::DirMember::new(spec))),
+    }
+}
+
+/// Whether a `--store` entry names an object-store member (not a path to canonicalise).
+pub fn is_url(spec: &Path) -> bool {
+    s3::parse_url(spec).is_some()
+}

@@ -1,0 +1,533 @@
+//! A member that is a prefix of an S3 bucket (`s3://BUCKET[/PREFIX]`) on any S3-compatible
+//! server, through the `object_store` crate. Credentials, region and endpoint come from the
+//! standard environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+//!
+//! The client is async: the member owns a small tokio runtime and the store's std threads call
+//! into it with a deadline, so a stalled endpoint is a timed-out call, never a hung thread.
+//! Chunk objects are immutable and named by their hash: they are put only where absent
+//! (`PutMode::Create`), and large ones go up as multipart uploads, which are invisible until
+//! completed. A manifest is replaced by one PUT conditional on the ETag that was read, so two
+//! packers of one model cannot silently undo one another. A write whose answer timed out may
+//! have landed: it is read back before it is tried again. Packs take no lock here: content
+//! addressing makes concurrent chunk puts safe, and the conditional manifest put catches the
+//! one race that matters.
+
+use super::layout::{self, CHUNKS, MANIFESTS, MEMBER_FILE};
+use super::{ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Options, Stored};
+use crate::codec::{HEADER_LEN, Hash32};
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
+};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Chunk images from this size go up as multipart uploads, in parts of this size.
+const MULTIPART_FROM: usize = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// A write may take its deadline plus the time to send its bytes at this slowest rate.
+const SLOWEST_UPLOAD: f64 = 8.0 * 1024.0 * 1024.0;
+
+/// What an `s3://` member spec names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+/// `Some` when `spec` is an `s3://` URL (then `Err` when it is not a valid one).
+pub fn parse_url(spec: &Path) -> Option<Result<Url, MemberError>> {
+    let s = spec.to_str()?;
+    let rest = s.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bad = |why: &str| Some(Err(MemberError::Invalid(format!("{s}: {why}"))));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    if !bucket_ok {
+        return bad(
+            "not a valid bucket name (3 to 63 lowercase letters, digits, '-', '.', '_'): use s3://BUCKET[/PREFIX]",
+        );
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|c| c == "." || c == "..") {
+        return bad("a prefix may not hold '.' or '..'");
+    }
+    Some(Ok(Url {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+    }))
+}
+
+/// An object-store member.
+#[derive(Debug)]
+pub struct S3Member {
+    location: String,
+    url: Url,
+    store: AmazonS3,
+    client: ClientOptions,
+    rt: tokio::runtime::Runtime,
+    timeout: Duration,
+}
+
+/// The S3 member's pack lock: none is needed (see the module's notes).
+struct NoLock;
+impl Lock for NoLock {}
+
+/// An error and its causes on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn member_err(e: object_store::Error) -> MemberError {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => MemberError::Missing,
+        E::AlreadyExists { .. } => MemberError::AlreadyExists,
+        E::Precondition { .. } => MemberError::Conflict,
+        other => {
+            let msg = one_line(&other);
+            let refused = [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "403 Forbidden",
+                "Connection refused",
+                "dns error",
+            ];
+            if refused.iter().any(|r| msg.contains(r)) {
+                MemberError::Unavailable(msg)
+            } else {
+                MemberError::Io(msg)
+            }
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+impl S3Member {
+    pub fn open(url: Url, opts: &Options) -> Result<S3Member, MemberError> {
+        let location = if url.prefix.is_empty() {
+            format!("s3://{}", url.bucket)
+        } else {
+            format!("s3://{}/{}", url.bucket, url.prefix)
+        };
+        // The whole client configuration in one place: `with_client_options` replaces every
+        // client option set before it (an earlier `AWS_ALLOW_HTTP` included).
+        let client = ClientOptions::new()
+            .with_allow_http(env_flag("AWS_ALLOW_HTTP"))
+            .with_connect_timeout(opts.timeout.min(Duration::from_secs(3)))
+            .with_read_timeout(opts.timeout)
+            .with_timeout_disabled()
+            .with_pool_max_idle_per_host(64);
+        let retry = RetryConfig {
+            max_retries: opts.retries,
+            retry_timeout: opts.timeout,
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&url.bucket)
+            .with_client_options(client.clone())
+            .with_retry(retry);
+        if std::env::var_os("AWS_REGION").is_none()
+            && let Ok(region) = std::env::var("AWS_DEFAULT_REGION")
+        {
+            builder = builder.with_region(region);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| MemberError::Unavailable(format!("{location}: {}", one_line(&e))))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shardfs-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| MemberError::Unavailable(format!("{location}: runtime: {e}")))?;
+        Ok(S3Member {
+            location,
+            url,
+            store,
+            client,
+            rt,
+            timeout: opts.timeout,
+        })
+    }
+
+    fn key(&self, key: &str) -> Key {
+        if self.url.prefix.is_empty() {
+            Key::from(key)
+        } else {
+            Key::from(format!("{}/{key}", self.url.prefix))
+        }
+    }
+
+    /// Runs one call on the runtime, giving up after `limit`.
+    fn run<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, MemberError>>,
+    ) -> Result<T, MemberError> {
+        self.rt
+            .block_on(async { tokio::time::timeout(limit, fut).await })
+            .unwrap_or(Err(MemberError::TimedOut(limit)))
+    }
+
+    /// The deadline of a write of `bytes`.
+    fn write_limit(&self, bytes: usize) -> Duration {
+        self.timeout * 2 + Duration::from_secs_f64(bytes as f64 / SLOWEST_UPLOAD)
+    }
+
+    fn head_size(&self, key: &Key) -> Result<Option<u64>, MemberError> {
+        match self.run(self.timeout, async {
+            self.store.head(key).await.map_err(member_err)
+        }) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(MemberError::Missing) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the bucket exists (a listing of the member's prefix answers).
+    fn bucket_exists(&self) -> Result<bool, MemberError> {
+        let prefix = self.key(MANIFESTS);
+        match self.run(self.timeout, async {
+            self.store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(member_err)
+        }) {
+            Ok(_) => Ok(true),
+            Err(MemberError::Missing) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the bucket (an S3 CreateBucket: a signed PUT of the bucket's URL).
+    fn create_bucket(&self) -> Result<(), MemberError> {
+        use object_store::client::{HttpConnector, ReqwestConnector};
+        use object_store::signer::Signer;
+        self.run(self.timeout, async {
+            let url = self
+                .store
+                .signed_url(http::Method::PUT, &Key::from(""), Duration::from_secs(300))
+                .await
+                .map_err(member_err)?;
+            let client = ReqwestConnector::default()
+                .connect(&self.client)
+                .map_err(member_err)?;
+            let request = http::Request::builder()
+                .method(http::Method::PUT)
+                .uri(url.as_str())
+                .body(object_store::client::HttpRequestBody::empty())
+                .map_err(|e| MemberError::Io(e.to_string()))?;
+            let response = client
+                .execute(request)
+                .await
+                .map_err(|e| MemberError::Unavailable(one_line(&e)))?;
+            let status = response.status();
+            if status.is_success() || status == http::StatusCode::CONFLICT {
+                Ok(())
+            } else {
+                Err(MemberError::Unavailable(format!(
+                    "creating bucket '{}' failed: HTTP {status}",
+                    self.url.bucket
+                )))
+            }
+        })
+    }
+
+    /// Puts `bytes` under `key` with `mode`; a put whose answer was lost is read back first.
+    fn put_small(&self, key: &Key, bytes: &[u8], mode: PutMode) -> Result<(), MemberError> {
+        let limit = self.write_limit(bytes.len());
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(bytes));
+        let attempt = |mode: PutMode| {
+            let payload = payload.clone();
+            self.run(limit, async move {
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                self.store
+                    .put_opts(key, payload, opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(member_err)
+            })
+        };
+        match attempt(mode.clone()) {
+            Err(MemberError::TimedOut(_) | MemberError::Io(_)) => {
+                if self.holds(key, bytes)? {
+                    return Ok(());
+                }
+                attempt(mode)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether `key` holds exactly `bytes`.
+    fn holds(&self, key: &Key, bytes: &[u8]) -> Result<bool, MemberError> {
+        match self.run(self.timeout, async {
+            let got = self.store.get(key).await.map_err(member_err)?;
+            got.bytes().await.map_err(member_err)
+        }) {
+            Ok(found) => Ok(found.as_ref() == bytes),
+            Err(MemberError::Missing) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_multipart(&self, key: &Key, bytes: &[u8]) -> Result<(), MemberError> {
+        let limit = self.write_limit(bytes.len());
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        self.run(limit, async {
+            let upload = self.store.put_multipart(key).await.map_err(member_err)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut at = 0;
+            while at < body.len() {
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    let _ = writer.abort().await;
+                    return Err(member_err(e));
+                }
+                let end = (at + PART_SIZE).min(body.len());
+                writer.put(body.slice(at..end));
+                at = end;
+            }
+            writer.finish().await.map(|_| ()).map_err(member_err)
+        })
+    }
+}
+
+impl MemberIo for S3Member {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn local_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
+        let key = self.key(MEMBER_FILE);
+        match self.run(self.timeout, async {
+            let got = self.store.get(&key).await.map_err(member_err)?;
+            got.bytes().await.map_err(member_err)
+        }) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(MemberError::Missing) => {
+                if self.bucket_exists()? {
+                    Ok(None)
+                } else {
+                    Err(MemberError::Absent(format!(
+                        "bucket '{}' does not exist",
+                        self.url.bucket
+                    )))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError> {
+        if !self.bucket_exists()? {
+            if !create {
+                return Err(MemberError::Unavailable(format!(
+                    "bucket '{}' does not exist (pack --init creates it)",
+                    self.url.bucket
+                )));
+            }
+            self.create_bucket()?;
+        }
+        self.put_small(&self.key(MEMBER_FILE), info, PutMode::Overwrite)
+    }
+
+    fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
+        let key = self.key(&layout::chunk_key(hash));
+        let bytes = self.run(self.timeout, async {
+            let got = self.store.get(&key).await.map_err(member_err)?;
+            if got.meta.size > max_len {
+                return Err(MemberError::Corrupt(format!(
+                    "{}-byte object, larger than any image of its chunk",
+                    got.meta.size
+                )));
+            }
+            got.bytes().await.map_err(member_err)
+        })?;
+        Ok(Image::Bytes(bytes))
+    }
+
+    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
+        let key = self.key(&layout::chunk_key(hash));
+        let Some(size) = self.head_size(&key)? else {
+            return Ok(None);
+        };
+        if size < HEADER_LEN as u64 {
+            return Ok(None);
+        }
+        let got = self.run(self.timeout, async {
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
+                ..GetOptions::default()
+            };
+            let got = self.store.get_opts(&key, opts).await.map_err(member_err)?;
+            got.bytes().await.map_err(member_err)
+        });
+        let bytes = match got {
+            Ok(b) => b,
+            Err(MemberError::Missing) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(header) = <[u8; HEADER_LEN]>::try_from(bytes.as_ref()) else {
+            return Ok(None);
+        };
+        Ok(Some(ChunkHead { header, size }))
+    }
+
+    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
+        let key = self.key(&layout::chunk_key(hash));
+        if image.len() >= MULTIPART_FROM {
+            if !replace && self.head_size(&key)?.is_some() {
+                return Err(MemberError::AlreadyExists);
+            }
+            return self.put_multipart(&key, image);
+        }
+        let mode = if replace {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        self.put_small(&key, image, mode)
+    }
+
+    fn list_chunks(&self) -> Result<Vec<Hash32>, MemberError> {
+        let prefix = self.key(CHUNKS);
+        // A listing of a large member takes many pages: each gets the deadline.
+        let limit = self.timeout * 20;
+        self.run(limit, async {
+            let metas: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(member_err)?;
+            Ok(metas
+                .iter()
+                .filter_map(|m| m.location.filename().and_then(layout::chunk_name))
+                .collect())
+        })
+    }
+
+    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
+        let key = self.key(&layout::chunk_key(hash));
+        self.run(self.timeout, async {
+            self.store.delete(&key).await.map_err(member_err)
+        })
+    }
+
+    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
+        let key = self.key(&layout::manifest_key(name));
+        match self.run(self.timeout, async {
+            let got = self.store.get(&key).await.map_err(member_err)?;
+            let tag = got.meta.e_tag.clone().unwrap_or_default();
+            let bytes = got.bytes().await.map_err(member_err)?;
+            Ok((bytes, tag))
+        }) {
+            Ok((bytes, tag)) => Ok(Some(Stored {
+                bytes: bytes.to_vec(),
+                tag,
+            })),
+            Err(MemberError::Missing) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        let key = self.key(&layout::manifest_key(name));
+        let mode = match expect {
+            Expect::Absent => PutMode::Create,
+            Expect::Tag(t) if t.is_empty() => PutMode::Overwrite,
+            Expect::Tag(t) => PutMode::Update(UpdateVersion {
+                e_tag: Some(t.clone()),
+                version: None,
+            }),
+        };
+        match self.put_small(&key, bytes, mode) {
+            Err(MemberError::AlreadyExists) => Err(MemberError::Conflict),
+            other => other,
+        }
+    }
+
+    fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
+        let prefix = self.key(MANIFESTS);
+        self.run(self.timeout, async {
+            let listed = self
+                .store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(member_err)?;
+            Ok(listed
+                .objects
+                .iter()
+                .filter_map(|m| m.location.filename().and_then(layout::manifest_name))
+                .map(str::to_string)
+                .collect())
+        })
+    }
+
+    fn flush(&self) -> Result<(), MemberError> {
+        // A PUT is durable once the server acknowledged it.
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
+        Ok(Box::new(NoLock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let p = |s: &str| parse_url(Path::new(s));
+        assert!(p("/data/s").is_none());
+        assert_eq!(
+            p("s3://models/prod/").unwrap().unwrap(),
+            Url {
+                bucket: "models".into(),
+                prefix: "prod".into()
+            }
+        );
+        assert_eq!(p("s3://models").unwrap().unwrap().prefix, "");
+        assert!(p("s3://").unwrap().is_err());
+        assert!(p("s3://Bad_Bucket").unwrap().is_err());
+        assert!(p("s3://models/../x").unwrap().is_err());
+    }
+}
