@@ -98,6 +98,29 @@ fn one_line(e: &dyn std::error::Error) -> String {
     msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The text between `<tag>` and `</tag>` in an S3 error body.
+fn xml_field<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let len = text[start..].find(&format!("</{tag}>"))?;
+    Some(&text[start..start + len])
+}
+
+/// An S3 error as one short line: the server's status, code and message where it sent them,
+/// else the client's error chain.
+fn short(e: &object_store::Error) -> String {
+    let full = one_line(e);
+    let status = full
+        .split_once("status code: ")
+        .map(|(_, rest)| rest.split(':').next().unwrap_or(rest).trim().to_string());
+    match (status, xml_field(&full, "Code")) {
+        (Some(status), Some(code)) => {
+            let message = xml_field(&full, "Message").unwrap_or("");
+            format!("HTTP {status}: {code}: {message}")
+        }
+        _ => full,
+    }
+}
+
 fn member_err(e: object_store::Error) -> MemberError {
     use object_store::Error as E;
     match e {
@@ -105,7 +128,10 @@ fn member_err(e: object_store::Error) -> MemberError {
         E::AlreadyExists { .. } => MemberError::AlreadyExists,
         E::Precondition { .. } => MemberError::Conflict,
         other => {
-            let msg = one_line(&other);
+            let msg = short(&other);
+            if msg.contains("NoSuchBucket") {
+                return MemberError::Absent("the bucket does not exist".into());
+            }
             let refused = [
                 "InvalidAccessKeyId",
                 "SignatureDoesNotMatch",
@@ -219,7 +245,7 @@ impl S3Member {
                 .map_err(member_err)
         }) {
             Ok(_) => Ok(true),
-            Err(MemberError::Missing) => Ok(false),
+            Err(MemberError::Missing | MemberError::Absent(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -340,7 +366,7 @@ impl MemberIo for S3Member {
             got.bytes().await.map_err(member_err)
         }) {
             Ok(b) => Ok(Some(b.to_vec())),
-            Err(MemberError::Missing) => {
+            Err(MemberError::Missing | MemberError::Absent(_)) => {
                 if self.bucket_exists()? {
                     Ok(None)
                 } else {

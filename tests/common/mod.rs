@@ -337,3 +337,4 @@ pub fn kill_and_wait(pid: u32, signal: &str) {
         std::thread::yield_now();
     }
 }
+pub mod weed;

