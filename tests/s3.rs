@@ -78,7 +78,7 @@ fn both_member_kinds_keep_the_same_contract() {
         let big = Rng::new(7).bytes(20 << 20);
         m.put_chunk(&big_hash, &big, false).unwrap();
         assert!(
-            &*m.get_chunk(&big_hash, 64 << 20).unwrap() == &big[..],
+            *m.get_chunk(&big_hash, 64 << 20).unwrap() == big[..],
             "{what}"
         );
         let mut listed = m.list_chunks().unwrap();
