@@ -144,7 +144,11 @@ impl ChunkCache {
             (f, dropped)
         };
         drop(dropped);
-        let result = load().map(Arc::new);
+        // A load that panics still ends its flight, or the readers joined to it would wait
+        // forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+            .unwrap_or_else(|_| Err("chunk load failed (internal error, see the log)".into()))
+            .map(Arc::new);
         let dropped = {
             let mut inner = self.inner.lock();
             inner.inflight.remove(&key);

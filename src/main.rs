@@ -498,6 +498,22 @@ fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 c.replica_failovers,
                 c.errors
             );
+            for m in &c.members {
+                let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+                println!(
+                    "  member {}: {}, {} requests, {} failures ({} timeouts), {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
+                    m.location,
+                    m.state,
+                    m.requests,
+                    m.failures,
+                    m.timeouts,
+                    m.hedges,
+                    format_bytes(m.bytes_fetched),
+                    p(m.latency_ms_p50),
+                    p(m.latency_ms_p90),
+                    p(m.latency_ms_p99)
+                );
+            }
         } else if m.state == "stale" {
             println!("  its daemon is gone; the entry was cleaned up");
         }

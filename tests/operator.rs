@@ -566,6 +566,12 @@ fn every_status_field_is_documented() {
             "models[].{key} is not in the README's table"
         );
     }
+    for key in s["members"][0].as_object().unwrap().keys() {
+        assert!(
+            table.contains(&format!("`{key}`")),
+            "members[].{key} is not in the README's table"
+        );
+    }
 }
 
 #[test]

@@ -115,6 +115,12 @@ impl ShardFs {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
+            members: self.shared.store.liveness.snapshot(|id| {
+                self.shared
+                    .store
+                    .member(id)
+                    .map_or_else(String::new, |m| m.location().to_string())
+            }),
         }
     }
 

@@ -30,4 +30,7 @@ pub struct Counters {
     pub chunks_prefetched: u64,
     pub replica_failovers: u64,
     pub errors: u64,
+    /// How each member has been answering.
+    #[serde(default)]
+    pub members: Vec<crate::store::liveness::MemberStats>,
 }

@@ -6,6 +6,7 @@
 //! serve whole. Nothing here knows about FUSE, and nothing here knows which kind a member is.
 
 pub mod health;
+pub mod liveness;
 pub mod manifest;
 pub mod member;
 pub mod reader;
@@ -102,6 +103,10 @@ pub struct Store {
     /// location, with the reason.
     pub unavailable: Vec<(String, String)>,
     by_id: HashMap<String, usize>,
+    /// How each member has been answering reads.
+    pub liveness: liveness::Liveness,
+    /// The member deadline: a read of one chunk gives up after this much per replica.
+    pub timeout: std::time::Duration,
 }
 
 /// One member's copy of a model's manifest.
@@ -212,7 +217,9 @@ impl Store {
         for (location, reason) in &unavailable {
             log::warn!("store member {location} is unavailable ({reason})");
         }
-        Store::assemble(members, unavailable)
+        let mut store = Store::assemble(members, unavailable)?;
+        store.timeout = opts.timeout;
+        Ok(store)
     }
 
     fn assemble(
@@ -247,9 +254,11 @@ impl Store {
         }
         Ok(Store {
             store_id: members[0].info.store_id.clone(),
+            liveness: liveness::Liveness::new(members.iter().map(|m| m.id())),
             members,
             unavailable,
             by_id,
+            timeout: io::DEFAULT_TIMEOUT,
         })
     }
 
@@ -308,7 +317,9 @@ impl Store {
                 .map_err(member_err(member.location()))?;
             members.push(Member { io: member, info });
         }
-        Store::assemble(members, vec![])
+        let mut store = Store::assemble(members, vec![])?;
+        store.timeout = opts.timeout;
+        Ok(store)
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {

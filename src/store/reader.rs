@@ -3,15 +3,17 @@
 //! members' failures (one warning per episode, not per chunk). Bytes that fail their hash are
 //! never handed out.
 
+use super::liveness::{Outcome, Record};
 use super::manifest::{ChunkRef, FileEntry};
 use super::member::Member;
 use super::{Store, StoreError, io_err};
 use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
-use crate::member::MemberError;
+use crate::member::{Image, MemberError};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why one replica of a chunk could not be used.
@@ -96,22 +98,6 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// Reads one replica of `chunk` from `member` into `out` (exactly the chunk's length) and
-/// verifies it; `out` holds the chunk's bytes only when this returns `Ok`.
-pub fn read_replica_into(
-    member: &Member,
-    chunk: &ChunkRef,
-    out: &mut [u8],
-) -> Result<(), ReplicaError> {
-    // A stored image may not be larger than the worst case of its codec: bounds the allocation.
-    let max_len = HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(chunk.len as usize) as u64;
-    let image = member
-        .io
-        .get_chunk(&chunk.hash, max_len)
-        .map_err(ReplicaError::from)?;
-    check_image(&image, chunk, out)
-}
-
 /// Decodes a replica's stored image into `out` and checks it against the chunk's hash.
 pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
     if image.len() < HEADER_LEN {
@@ -148,6 +134,36 @@ fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), Re
     codec::decode_into(header, payload, out).map_err(|e| ReplicaError::Corrupt(e.to_string()))
 }
 
+/// What one request of a replica gave, timed.
+type Fetched = (usize, Duration, Result<Image, MemberError>);
+
+/// Gets a replica's stored image from `member`, and records how it went.
+fn fetch(
+    member: &Member,
+    record: Option<&Record>,
+    chunk: &ChunkRef,
+) -> (Duration, Result<Image, MemberError>) {
+    // A stored image may not be larger than the worst case of its codec: bounds the allocation.
+    let max_len = HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(chunk.len as usize) as u64;
+    let started = Instant::now();
+    let got = member.io.get_chunk(&chunk.hash, max_len);
+    let took = started.elapsed();
+    if let Some(r) = record {
+        r.record(
+            took,
+            match &got {
+                Ok(image) => Outcome::Answered {
+                    bytes: image.len() as u64,
+                },
+                Err(MemberError::Missing | MemberError::Corrupt(_)) => Outcome::NotThere,
+                Err(MemberError::TimedOut(_)) => Outcome::TimedOut,
+                Err(_) => Outcome::Failed,
+            },
+        );
+    }
+    (took, got)
+}
+
 impl Store {
     /// Reads one replica by member id and returns its verified bytes.
     pub fn read_replica_of(
@@ -156,21 +172,12 @@ impl Store {
         chunk: &ChunkRef,
     ) -> Result<Vec<u8>, ReplicaError> {
         let mut out = vec![0u8; chunk.len as usize];
-        self.read_replica_into_of(member_id, chunk, &mut out)?;
+        let member = self
+            .member(member_id)
+            .ok_or_else(|| ReplicaError::MemberUnavailable(member_id.to_string()))?;
+        let (_, image) = fetch(member, self.liveness.record(member_id).map(|r| &**r), chunk);
+        check_image(&image?, chunk, &mut out)?;
         Ok(out)
-    }
-
-    /// Reads one replica by member id into `out`; it holds the chunk only on `Ok`.
-    fn read_replica_into_of(
-        &self,
-        member_id: &str,
-        chunk: &ChunkRef,
-        out: &mut [u8],
-    ) -> Result<(), ReplicaError> {
-        match self.member(member_id) {
-            Some(m) => read_replica_into(m, chunk, out),
-            None => Err(ReplicaError::MemberUnavailable(member_id.to_string())),
-        }
     }
 
     /// Reads a chunk from the first replica that verifies; `on_failure` hears of every replica
@@ -187,6 +194,12 @@ impl Store {
 
     /// `load_chunk` into a buffer of the chunk's length; it holds the chunk only on `Ok`, which
     /// names the member that served it.
+    ///
+    /// Replicas are asked in the order `liveness` gives (members that are down last). A
+    /// replica that has not answered within its hedge delay is not waited for alone: the next
+    /// one is asked too, and the first answer that verifies wins. Each request has the member
+    /// deadline, and the whole read gives up after one deadline per replica, so a stalled
+    /// member makes a read slower or EIO, never a hang.
     pub fn load_chunk_into<'c>(
         &self,
         chunk: &'c ChunkRef,
@@ -194,20 +207,110 @@ impl Store {
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<&'c str, ChunkUnreadable> {
         let mut details = Vec::new();
-        for id in &chunk.members {
-            match self.read_replica_into_of(id, chunk, out) {
-                Ok(()) => return Ok(id),
-                Err(e) => {
-                    on_failure(id, &e);
-                    details.push(format!("member {id}: {e}"));
-                }
+        let mut fail = |id: &str, e: ReplicaError| {
+            on_failure(id, &e);
+            details.push(format!("member {id}: {e}"));
+        };
+        // The replicas on members that opened, in the order to try them.
+        let mut order: Vec<(&'c str, &Member)> = Vec::new();
+        for id in self.liveness.order(&chunk.members) {
+            match self.member(id) {
+                Some(m) => order.push((id, m)),
+                None => fail(id, ReplicaError::MemberUnavailable(id.to_string())),
             }
         }
-        Err(ChunkUnreadable {
+        let unreadable = |details: Vec<String>| ChunkUnreadable {
             hash: chunk.hash,
             len: chunk.len,
             details: details.join("; "),
-        })
+        };
+        if order.is_empty() {
+            return Err(unreadable(details));
+        }
+        if order.len() == 1 {
+            let (id, m) = order[0];
+            let (_, got) = fetch(m, self.liveness.record(id).map(|r| &**r), chunk);
+            return match got
+                .map_err(ReplicaError::from)
+                .and_then(|image| check_image(&image, chunk, out))
+            {
+                Ok(()) => Ok(id),
+                Err(e) => {
+                    fail(id, e);
+                    Err(unreadable(details))
+                }
+            };
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
+        let launch = |i: usize| {
+            let (id, m) = order[i];
+            let (tx, m, chunk, record) = (
+                tx.clone(),
+                m.clone(),
+                chunk.clone(),
+                self.liveness.record(id).cloned(),
+            );
+            let job = move || {
+                let (took, got) = fetch(&m, record.as_deref(), &chunk);
+                let _ = tx.send((i, took, got));
+            };
+            if let Err(e) = std::thread::Builder::new().name("fetch".into()).spawn(job) {
+                log::warn!("cannot start a fetch thread: {e}");
+            }
+        };
+        let give_up = Instant::now() + self.timeout * order.len() as u32 + Duration::from_secs(1);
+        let (mut next, mut in_flight) = (1, 1);
+        launch(0);
+        while in_flight > 0 {
+            let now = Instant::now();
+            if now >= give_up {
+                break;
+            }
+            let wait = if next < order.len() {
+                let (id, _) = order[next - 1];
+                self.liveness
+                    .record(id)
+                    .map_or(Duration::from_millis(500), |r| {
+                        r.hedge_delay(self.timeout / 2)
+                    })
+            } else {
+                give_up - now
+            };
+            match rx.recv_timeout(wait.min(give_up - now)) {
+                Ok((i, _, got)) => {
+                    in_flight -= 1;
+                    let (id, _) = order[i];
+                    match got
+                        .map_err(ReplicaError::from)
+                        .and_then(|image| check_image(&image, chunk, out))
+                    {
+                        Ok(()) => return Ok(id),
+                        Err(e) => fail(id, e),
+                    }
+                    if in_flight == 0 && next < order.len() {
+                        launch(next);
+                        (next, in_flight) = (next + 1, 1);
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if next < order.len() => {
+                    let (slow, _) = order[next - 1];
+                    if let Some(r) = self.liveness.record(slow) {
+                        r.hedged();
+                    }
+                    log::debug!(
+                        "chunk {}: member {slow} is slow, asking the next replica too",
+                        chunk.hash
+                    );
+                    launch(next);
+                    (next, in_flight) = (next + 1, in_flight + 1);
+                }
+                Err(_) => break,
+            }
+        }
+        if in_flight > 0 {
+            details.push(format!("{in_flight} replicas did not answer in time"));
+        }
+        Err(unreadable(details))
     }
 
     /// Streams one file's exact bytes to `out`, reading chunks a window at a time in parallel.

@@ -1,0 +1,252 @@
+//! How each opened member has been answering reads: requests, failures, timeouts, hedges,
+//! bytes fetched and recent latencies; from them its state (`up`, `slow`, `down`), the delay
+//! after which a read of it is hedged to the next replica, and the order replicas are tried in.
+//! A member that times out, or fails twice in a row for reasons of its own (not a missing or
+//! corrupt replica), is down for `DOWN_FOR`: reads try it last, and the first read after that
+//! time probes it again.
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a member that stopped answering is passed over.
+pub const DOWN_FOR: Duration = Duration::from_secs(10);
+/// Failures of its own in a row that mark a member down.
+const DOWN_AFTER: u32 = 2;
+/// Latencies kept per member for the percentiles.
+const SAMPLES: usize = 256;
+/// A read is hedged after this many times the member's recent 90th percentile latency...
+const HEDGE_FACTOR: u32 = 3;
+/// ...but never sooner than this (a local disk answers in milliseconds; hedging it to a
+/// second replica at the first hiccup would only double the reads)...
+const HEDGE_MIN: Duration = Duration::from_millis(50);
+/// ...and after this while the member has too few samples to tell.
+const HEDGE_UNKNOWN: Duration = Duration::from_millis(500);
+/// A member whose recent 90th percentile is above this is `slow`.
+const SLOW: Duration = Duration::from_secs(1);
+
+/// One member's record.
+#[derive(Debug, Default)]
+pub struct Record {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    timeouts: AtomicU64,
+    hedges: AtomicU64,
+    bytes: AtomicU64,
+    in_a_row: AtomicU32,
+    down_until: Mutex<Option<Instant>>,
+    latencies_us: Mutex<VecDeque<u64>>,
+}
+
+/// What happened to one request.
+pub enum Outcome {
+    /// Answered with `bytes` (whether or not they verified: the member answered).
+    Answered { bytes: u64 },
+    /// Nothing there, or corrupt: the member itself is well.
+    NotThere,
+    /// Timed out.
+    TimedOut,
+    /// Failed for a reason of the member's own (refused, I/O error).
+    Failed,
+}
+
+impl Record {
+    /// Records a request that took `took`.
+    pub fn record(&self, took: Duration, outcome: Outcome) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let timed_out = matches!(outcome, Outcome::TimedOut);
+        let failed = match outcome {
+            Outcome::Answered { bytes } => {
+                self.bytes.fetch_add(bytes, Ordering::Relaxed);
+                false
+            }
+            Outcome::NotThere => false,
+            Outcome::TimedOut => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Outcome::Failed => true,
+        };
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            let n = self.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= DOWN_AFTER || timed_out {
+                let mut down = self.down_until.lock();
+                if down.is_none_or(|t| t <= Instant::now()) {
+                    log::warn!("member marked down for {DOWN_FOR:?} after {n} failed requests");
+                }
+                *down = Some(Instant::now() + DOWN_FOR);
+            }
+            return;
+        }
+        self.in_a_row.store(0, Ordering::Relaxed);
+        *self.down_until.lock() = None;
+        let mut l = self.latencies_us.lock();
+        if l.len() == SAMPLES {
+            l.pop_front();
+        }
+        l.push_back(took.as_micros() as u64);
+    }
+
+    pub fn hedged(&self) {
+        self.hedges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down_until.lock().is_some_and(|t| t > Instant::now())
+    }
+
+    /// The `p`th percentile (0-100) of recent latencies, when there are enough samples.
+    fn percentile(&self, p: usize) -> Option<Duration> {
+        let l = self.latencies_us.lock();
+        if l.len() < 8 {
+            return None;
+        }
+        let mut v: Vec<u64> = l.iter().copied().collect();
+        v.sort_unstable();
+        let i = (v.len() * p / 100).min(v.len() - 1);
+        Some(Duration::from_micros(v[i]))
+    }
+
+    /// How long to wait for this member before asking the next replica too.
+    pub fn hedge_delay(&self, limit: Duration) -> Duration {
+        let d = match self.percentile(90) {
+            Some(p90) => (p90 * HEDGE_FACTOR).max(HEDGE_MIN),
+            None => HEDGE_UNKNOWN,
+        };
+        d.min(limit)
+    }
+
+    fn state(&self) -> &'static str {
+        if self.is_down() {
+            "down"
+        } else if self.in_a_row.load(Ordering::Relaxed) > 0
+            || self.percentile(90).is_some_and(|p| p > SLOW)
+        {
+            "slow"
+        } else {
+            "up"
+        }
+    }
+}
+
+/// A member's record as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct MemberStats {
+    pub id: String,
+    pub location: String,
+    /// `up`, `slow` (failing or slow lately) or `down` (passed over for now).
+    pub state: String,
+    pub requests: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    /// Reads of this member that were also asked of the next replica because it was slow.
+    pub hedges: u64,
+    pub bytes_fetched: u64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p90: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+}
+
+/// Every opened member's record, by id.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    records: HashMap<String, Arc<Record>>,
+}
+
+impl Liveness {
+    pub fn new<'a>(ids: impl Iterator<Item = &'a str>) -> Liveness {
+        Liveness {
+            records: ids.map(|id| (id.to_string(), Arc::default())).collect(),
+        }
+    }
+
+    pub fn record(&self, id: &str) -> Option<&Arc<Record>> {
+        self.records.get(id)
+    }
+
+    /// `ids` in the order to try them: members that are not down first, in the given order.
+    pub fn order<'a>(&self, ids: &'a [String]) -> Vec<&'a str> {
+        let (mut up, down): (Vec<&str>, Vec<&str>) = ids
+            .iter()
+            .map(String::as_str)
+            .partition(|id| !self.records.get(*id).is_some_and(|r| r.is_down()));
+        up.extend(down);
+        up
+    }
+
+    /// Every member's record, for `status`; `location` names a member by id.
+    pub fn snapshot(&self, location: impl Fn(&str) -> String) -> Vec<MemberStats> {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let mut out: Vec<MemberStats> = self
+            .records
+            .iter()
+            .map(|(id, r)| MemberStats {
+                id: id.clone(),
+                location: location(id),
+                state: r.state().to_string(),
+                requests: r.requests.load(Ordering::Relaxed),
+                failures: r.failures.load(Ordering::Relaxed),
+                timeouts: r.timeouts.load(Ordering::Relaxed),
+                hedges: r.hedges.load(Ordering::Relaxed),
+                bytes_fetched: r.bytes.load(Ordering::Relaxed),
+                latency_ms_p50: ms(r.percentile(50)),
+                latency_ms_p90: ms(r.percentile(90)),
+                latency_ms_p99: ms(r.percentile(99)),
+            })
+            .collect();
+        out.sort_by(|a, b| a.location.cmp(&b.location));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_mark_down_and_an_answer_brings_back() {
+        let l = Liveness::new(["a", "b"].into_iter());
+        let ids = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(l.order(&ids), vec!["a", "b"]);
+        let a = l.record("a").unwrap();
+        a.record(Duration::from_millis(1), Outcome::NotThere);
+        a.record(Duration::from_millis(1), Outcome::Failed);
+        assert!(!a.is_down(), "one failure is not enough");
+        a.record(Duration::from_millis(1), Outcome::Failed);
+        assert!(a.is_down());
+        assert_eq!(l.order(&ids), vec!["b", "a"]);
+        a.record(Duration::from_millis(1), Outcome::Answered { bytes: 10 });
+        assert!(!a.is_down());
+        // A timeout alone marks down.
+        let b = l.record("b").unwrap();
+        b.record(Duration::from_secs(5), Outcome::TimedOut);
+        assert!(b.is_down());
+        let snap = l.snapshot(|id| format!("/{id}"));
+        assert_eq!(snap[1].state, "down");
+        assert_eq!((snap[0].requests, snap[0].failures), (4, 2));
+        assert_eq!(snap[0].bytes_fetched, 10);
+    }
+
+    #[test]
+    fn hedge_delay_follows_latencies() {
+        let r = Record::default();
+        let limit = Duration::from_secs(5);
+        assert_eq!(r.hedge_delay(limit), HEDGE_UNKNOWN);
+        for _ in 0..20 {
+            r.record(Duration::from_millis(40), Outcome::Answered { bytes: 1 });
+        }
+        assert_eq!(r.hedge_delay(limit), Duration::from_millis(120));
+        assert_eq!(
+            r.hedge_delay(Duration::from_millis(60)),
+            Duration::from_millis(60)
+        );
+        for _ in 0..220 {
+            r.record(Duration::from_micros(100), Outcome::Answered { bytes: 1 });
+        }
+        assert_eq!(r.hedge_delay(limit), HEDGE_MIN);
+    }
+}
