@@ -121,3 +121,315 @@ fn both_member_kinds_keep_the_same_contract() {
         m.flush().unwrap();
     }
 }
+
+fn verify_json(store: &str) -> serde_json::Value {
+    let out = run(&["verify", "--store", store, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(if report["ok"] == true { 0 } else { 1 }),
+        "{report}"
+    );
+    report
+}
+
+/// Runs `cmd` with a time limit far above any deadline of the mount: a hang shows up as exit
+/// status 124 instead of a test that never ends.
+fn bounded(cmd: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .arg("60")
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_corrupt_object_is_found_and_named() {
+    let (dir, _weed) = server();
+    let store = "s3://scrub";
+    let data = Rng::new(2).floats(1 << 20);
+    let src = dir.path().join("m.bin");
+    fs::write(&src, &data).unwrap();
+    pack(&src, store, &["--chunk-size", "256KiB", "--init"]);
+    assert_eq!(verify_json(store)["ok"], true);
+    // Overwrite one chunk object with other bytes, through the member interface.
+    let opts = shardfs::member::Options::default();
+    let m = shardfs::member::open(std::path::Path::new(store), &opts).unwrap();
+    let victim = m.list_chunks().unwrap()[0];
+    let mut image = m.get_chunk(&victim, 1 << 30).unwrap().to_vec();
+    let last = image.len() - 1;
+    image[last] ^= 0x55;
+    m.put_chunk(&victim, &image, true).unwrap();
+    let report = verify_json(store);
+    assert_eq!(report["ok"], false);
+    let problem = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "corrupt")
+        .unwrap_or_else(|| panic!("no corrupt replica reported: {report}"));
+    assert_eq!(problem["chunk"], victim.to_hex());
+    assert_eq!(problem["member_path"], store);
+    // The read path never hands the bad bytes out.
+    let out = run(&["export", "--store", store, "--name", "m", "-o", "-"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.len() < data.len());
+}
+
+#[test]
+fn loaders_read_models_from_mixed_and_bucket_only_stores() {
+    let (dir, _weed) = server();
+    let d = dir.path();
+    let models = d.join("sample-model");
+    gen_models(&models, 6);
+    let local = d.join("local");
+    // Packed with the bucket last, mounted with it first: members go in any order.
+    let packed = format!("{},s3://mixed", local.display());
+    let mounted = format!("s3://mixed,{}", local.display());
+    pack(
+        &models,
+        &packed,
+        &["--replicas", "2", "--chunk-size", "1MiB", "--init"],
+    );
+    let m = Mounted::new(
+        &mounted,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "sample-model"],
+    );
+    let out = python_script(
+        "check_loaders.py",
+        &[models.to_str().unwrap(), m.dir.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        6,
+        "{out}"
+    );
+    let s = m.status();
+    assert_eq!(s["errors"], 0);
+    let members = s["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{s}");
+    let s3 = members
+        .iter()
+        .find(|m| m["location"] == "s3://mixed")
+        .unwrap();
+    assert!(s3["requests"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s3["state"], "up");
+    drop(m);
+
+    let only = "s3://only/models/v1";
+    pack(&models, only, &["--chunk-size", "1MiB", "--init"]);
+    assert_eq!(verify_json(only)["ok"], true);
+    let m = Mounted::new(only, &d.join("mnt"), &d.join("state"), &[]);
+    python_script(
+        "check_loaders.py",
+        &[
+            models.to_str().unwrap(),
+            m.dir.join("sample-model").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(m.status()["errors"], 0);
+    let ls = ok(&["ls", "--store", only, "--json"]);
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(ls["models"][0]["health"], "ok");
+}
+
+#[test]
+fn a_stopped_or_stalled_server_fails_over_to_the_local_replica() {
+    let (dir, weed) = server();
+    let d = dir.path();
+    let store = format!("{},s3://failover", d.join("local").display());
+    let mut rng = Rng::new(3);
+    let (a, b) = (rng.floats(12 << 20), rng.floats(12 << 20));
+    fs::create_dir_all(d.join("src")).unwrap();
+    fs::write(d.join("src/a.bin"), &a).unwrap();
+    fs::write(d.join("src/b.bin"), &b).unwrap();
+    pack(
+        &d.join("src"),
+        &store,
+        &[
+            "--replicas",
+            "2",
+            "--chunk-size",
+            "1MiB",
+            "--init",
+            "--name",
+            "m",
+        ],
+    );
+    let m = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &[
+            "--name",
+            "m",
+            "--cache-size",
+            "8MiB",
+            "--member-timeout",
+            "2s",
+        ],
+    );
+    // Stalled: the server takes connections and answers nothing.
+    weed.signal("-STOP");
+    let out = bounded(&["cat", m.dir.join("a.bin").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "read with the server stalled: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == a, "a.bin differs with the server stalled");
+    let s = m.status();
+    let s3 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["location"] == "s3://failover")
+        .unwrap()
+        .clone();
+    assert!(
+        s3["hedges"].as_u64().unwrap() + s3["timeouts"].as_u64().unwrap() > 0,
+        "the stalled member was never hedged or timed out: {s}"
+    );
+    // Stopped: connections are refused.
+    weed.signal("-CONT");
+    drop(weed);
+    let out = bounded(&["cat", m.dir.join("b.bin").to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(out.stdout == b, "b.bin differs with the server gone");
+    let s = m.status();
+    assert!(s["replica_failovers"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["errors"], 0, "{s}");
+}
+
+#[test]
+fn a_stalled_bucket_only_store_gives_eio_in_time_and_the_mount_answers() {
+    let (dir, weed) = server();
+    let d = dir.path();
+    let store = "s3://stall";
+    let mut rng = Rng::new(4);
+    let (a, b) = (rng.floats(2 << 20), rng.floats(2 << 20));
+    fs::create_dir_all(d.join("src")).unwrap();
+    fs::write(d.join("src/a.bin"), &a).unwrap();
+    fs::write(d.join("src/b.bin"), &b).unwrap();
+    pack(
+        &d.join("src"),
+        store,
+        &["--chunk-size", "512KiB", "--init", "--name", "m"],
+    );
+    let m = Mounted::new(
+        store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "m", "--member-timeout", "1s"],
+    );
+    let a_path = m.dir.join("a.bin");
+    assert!(fs::read(&a_path).unwrap() == a);
+    weed.signal("-STOP");
+    let out = bounded(&["cat", m.dir.join("b.bin").to_str().unwrap()]);
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the read hung with the server stalled"
+    );
+    assert!(
+        !out.status.success(),
+        "b.bin read with no reachable replica"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+    // The mount keeps answering: listings, status, and what it already holds.
+    let ls = bounded(&["ls", "-l", m.dir.to_str().unwrap()]);
+    assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("b.bin"));
+    let s = m.status();
+    assert!(s["errors"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["members"][0]["state"], "down", "{s}");
+    let out = bounded(&["cat", a_path.to_str().unwrap()]);
+    assert!(out.status.success() && out.stdout == a);
+    weed.signal("-CONT");
+}
+
+#[test]
+fn bad_credentials_and_missing_buckets_are_one_line_errors() {
+    let (dir, _weed) = server();
+    let src = dir.path().join("m.bin");
+    fs::write(&src, Rng::new(5).bytes(100_000)).unwrap();
+    let s = src.to_str().unwrap();
+    // No bucket, no --init: nothing is created.
+    fails(&["pack", s, "--store", "s3://nobucket"], "s3://nobucket");
+    fails(&["ls", "--store", "s3://nobucket"], "does not exist");
+    fails(&["pack", s, "--store", "s3://nobucket"], "--init");
+    ok(&["pack", s, "--store", "s3://creds", "--init"]);
+    // SAFETY: this test starts no threads of its own.
+    unsafe { std::env::set_var("AWS_SECRET_ACCESS_KEY", "wrong") };
+    fails(&["ls", "--store", "s3://creds"], "s3://creds");
+    fails(
+        &["pack", s, "--store", "s3://creds"],
+        "SignatureDoesNotMatch",
+    );
+    fails(&["pack", s, "--store", "s3://Bad_Name"], "bucket name");
+}
+
+#[test]
+fn sigkill_during_a_pack_to_a_bucket_keeps_the_old_version() {
+    use shardfs::codec::{ChunkHeader, HEADER_LEN};
+    let (dir, _weed) = server();
+    let store = "s3://killed";
+    let mut rng = Rng::new(6);
+    let v1 = rng.floats(8 << 20);
+    let src = dir.path().join("model.bin");
+    fs::write(&src, &v1).unwrap();
+    let pack_args = [
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        store,
+        "--chunk-size",
+        "256KiB",
+    ];
+    let mut first = pack_args.to_vec();
+    first.push("--init");
+    ok(&first);
+    let m = shardfs::member::open(std::path::Path::new(store), &Default::default()).unwrap();
+    let v1_chunks = m.list_chunks().unwrap().len();
+    let v2 = rng.floats(8 << 20);
+    fs::write(&src, &v2).unwrap();
+    let mut killed_midway = 0;
+    for attempt in 0..4 {
+        let mut child = std::process::Command::new(bin())
+            .args(pack_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let target = v1_chunks + 2 + attempt * 8;
+        while m.list_chunks().unwrap().len() < target && child.try_wait().unwrap().is_none() {
+            std::thread::yield_now();
+        }
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        killed_midway += usize::from(!finished);
+        assert_eq!(verify_json(store)["ok"], true, "after kill {attempt}");
+        let now = export(store, "model", None);
+        assert!(
+            now == v1 || now == v2,
+            "after kill {attempt} the model is neither version"
+        );
+        // No object is half there: every chunk object holds a whole image.
+        for h in m.list_chunks().unwrap() {
+            let head = m.chunk_head(&h).unwrap().unwrap();
+            let header = ChunkHeader::parse(&head.header).unwrap();
+            assert_eq!(head.size, HEADER_LEN as u64 + header.payload_len);
+        }
+        if now == v2 {
+            break;
+        }
+    }
+    assert!(killed_midway >= 1, "no kill landed during a pack");
+    ok(&pack_args);
+    assert_eq!(export(store, "model", None), v2);
+}

@@ -48,7 +48,7 @@ pub fn parse_url(spec: &Path) -> Option<Result<Url, MemberError>> {
     let s = spec.to_str()?;
     let rest = s.strip_prefix("s3://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let bad = |why: &str| Some(Err(MemberError::Invalid(format!("{s}: {why}"))));
+    let bad = |why: &str| Some(Err(MemberError::Invalid(why.to_string())));
     let bucket_ok = (3..=63).contains(&bucket.len())
         && bucket
             .bytes()
