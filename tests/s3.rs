@@ -433,3 +433,71 @@ fn sigkill_during_a_pack_to_a_bucket_keeps_the_old_version() {
     ok(&pack_args);
     assert_eq!(export(store, "model", None), v2);
 }
+
+#[test]
+fn link_faults_fail_over_to_the_local_replica() {
+    use common::weed::Shaper;
+    let (dir, weed) = server();
+    let proxy = Shaper::start(weed.port, &["--rate", "1gbit", "--latency", "1ms"]);
+    // SAFETY: this test has started no threads of its own yet.
+    unsafe { std::env::set_var("AWS_ENDPOINT_URL", proxy.endpoint()) };
+    let d = dir.path();
+    let store = format!("s3://linkfaults,{}", d.join("local").display());
+    let mut rng = Rng::new(8);
+    let files: Vec<Vec<u8>> = (0..4).map(|_| rng.floats(6 << 20)).collect();
+    fs::create_dir_all(d.join("src")).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        fs::write(d.join(format!("src/{i}.bin")), f).unwrap();
+    }
+    pack(
+        &d.join("src"),
+        &store,
+        &[
+            "--replicas",
+            "2",
+            "--chunk-size",
+            "1MiB",
+            "--init",
+            "--name",
+            "m",
+        ],
+    );
+    let m = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &[
+            "--name",
+            "m",
+            "--cache-size",
+            "4MiB",
+            "--member-timeout",
+            "2s",
+        ],
+    );
+    // One file per fault mode; each must read exact.
+    for (i, mode) in ["reset", "refuse", "slow", "stall"].iter().enumerate() {
+        proxy.set(mode);
+        let out = bounded(&["cat", m.dir.join(format!("{i}.bin")).to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == files[i],
+            "{i}.bin differs with the link in mode {mode}"
+        );
+        proxy.set("normal");
+    }
+    let s = m.status();
+    assert_eq!(s["errors"], 0, "{s}");
+    let s3 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["location"] == "s3://linkfaults")
+        .unwrap()
+        .clone();
+    assert!(s3["failures"].as_u64().unwrap() > 0, "{s}");
+}

@@ -179,3 +179,59 @@ impl Drop for Weed {
         let _ = self.child.wait();
     }
 }
+
+/// The shaping proxy (`netshape`) between shardfs and a server, stopped when dropped.
+pub struct Shaper {
+    child: Child,
+    pub listen: String,
+    control: String,
+}
+
+impl Shaper {
+    /// Starts a proxy to `127.0.0.1:port` with extra `args` (`--rate`, `--latency`).
+    pub fn start(port: u16, args: &[&str]) -> Shaper {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netshape"))
+            .arg("--to")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("netshape starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = |what: &str| {
+            let line = lines.next().unwrap().unwrap();
+            line.strip_prefix(what)
+                .unwrap_or_else(|| panic!("netshape said {line}"))
+                .to_string()
+        };
+        let listen = next("listen ");
+        let control = next("control ");
+        Shaper {
+            child,
+            listen,
+            control,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Sends one control command (`stall`, `reset`, `rate 1gbit`...) and waits for its answer.
+    pub fn set(&self, command: &str) {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = TcpStream::connect(&self.control).unwrap();
+        writeln!(s, "{command}").unwrap();
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim(), "ok", "netshape {command}");
+    }
+}
+
+impl Drop for Shaper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
