@@ -2,8 +2,8 @@
 //! bytes fetched and recent latencies; from them its state (`up`, `slow`, `down`), the delay
 //! after which a read of it is hedged to the next replica, and the order replicas are tried in.
 //! A member that times out, or fails twice in a row for reasons of its own (not a missing or
-//! corrupt replica), is down for `DOWN_FOR`: reads try it last, and the first read after that
-//! time probes it again.
+//! corrupt replica), is down for `DOWN_FOR`: reads try it last (and not at all while every
+//! replica's member is down), and the first read after that time probes it again.
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -166,6 +166,11 @@ impl Liveness {
 
     pub fn record(&self, id: &str) -> Option<&Arc<Record>> {
         self.records.get(id)
+    }
+
+    /// Whether the member `id` is down now.
+    pub fn is_down(&self, id: &str) -> bool {
+        self.records.get(id).is_some_and(|r| r.is_down())
     }
 
     /// `ids` in the order to try them: members that are not down first, in the given order.

@@ -195,7 +195,8 @@ impl Store {
     /// `load_chunk` into a buffer of the chunk's length; it holds the chunk only on `Ok`, which
     /// names the member that served it.
     ///
-    /// Replicas are asked in the order `liveness` gives (members that are down last). A
+    /// Replicas are asked in the order `liveness` gives (members that are down last, and none
+    /// while all are down). A
     /// replica that has not answered within its hedge delay is not waited for alone: the next
     /// one is asked too, and the first answer that verifies wins. Each request has the member
     /// deadline, and the whole read gives up after one deadline per replica, so a stalled
@@ -218,6 +219,18 @@ impl Store {
                 Some(m) => order.push((id, m)),
                 None => fail(id, ReplicaError::MemberUnavailable(id.to_string())),
             }
+        }
+        // Members that are down are tried only when none is up, and not at all while every
+        // one of them is down: a reader gets EIO at once instead of a deadline per read, until
+        // `DOWN_FOR` has passed and the next read probes the member again.
+        if !order.is_empty() && order.iter().all(|(id, _)| self.liveness.is_down(id)) {
+            for (id, _) in &order {
+                fail(
+                    id,
+                    ReplicaError::Io("member is down (not answering lately)".into()),
+                );
+            }
+            order.clear();
         }
         let unreadable = |details: Vec<String>| ChunkUnreadable {
             hash: chunk.hash,
