@@ -1,5 +1,5 @@
 //! shardfs: big model files stored as compressed, checksummed, replicated chunks over several
-//! directories, read back byte-exact. The binary (`main.rs`) is a thin command line over this
+//! members (directories, S3 buckets), read back byte-exact. The binary (`main.rs`) is a thin command line over this
 //! library; the integration tests drive both.
 
 pub mod buffer;

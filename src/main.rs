@@ -18,7 +18,7 @@ use std::process::ExitCode;
 #[command(
     name = "shardfs",
     version,
-    about = "Store big model files as compressed, checksummed, replicated chunks over several directories, and read them back byte-exact",
+    about = "Store big model files as compressed, checksummed, replicated chunks over several members (directories, S3 buckets), and read them back byte-exact",
     after_help = "A store is a comma-separated list of members, given in any order: directories (disks, network mounts) and\ns3://BUCKET[/PREFIX] prefixes on any S3-compatible server (credentials, region and endpoint from the\nstandard AWS_* environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).\nSet SHARDFS_LOG=debug for more detail on stderr."
 )]
 struct Cli {
@@ -51,7 +51,7 @@ enum Command {
     Pack {
         /// The file or folder to pack (folders are walked recursively; links to files are followed)
         src: PathBuf,
-        /// Member directories of the store, comma-separated; created if missing
+        /// Members of the store, comma-separated: directories (created if missing) or s3://BUCKET[/PREFIX] (a bucket is created only with --init)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Model name [default: the file's stem or the folder's name]
@@ -79,13 +79,13 @@ enum Command {
         /// Opt in to lossy storage: the model then reads back as a different (smaller) file
         #[arg(long, value_enum)]
         lossy: Option<LossyArg>,
-        /// Let listed directories that are not yet members join the store
+        /// Let listed directories and buckets that are not yet members join the store (and create a missing bucket)
         #[arg(long)]
         init: bool,
     },
     /// List the models of a store
     Ls {
-        /// Member directories of the store, comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Machine-readable output
@@ -94,7 +94,7 @@ enum Command {
     },
     /// Write a model's exact original bytes out of the store
     Export {
-        /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// The model to export
@@ -112,7 +112,7 @@ enum Command {
         after_help = "Without --name the mount root holds one folder per model; with --name it holds that model's files.\nThe daemon logs next to its state file (see `shardfs status`)."
     )]
     Mount {
-        /// Member directories of the store, comma-separated, in any order (a lost one may be left out)
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// An existing empty directory
@@ -169,7 +169,7 @@ enum Command {
     },
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
-        /// Member directories of the store, comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Only this model

@@ -501,3 +501,70 @@ fn link_faults_fail_over_to_the_local_replica() {
         .clone();
     assert!(s3["failures"].as_u64().unwrap() > 0, "{s}");
 }
+
+/// Two packs of one model at once: the one that publishes second was based on the version the
+/// first replaced, so it fails with a clear error instead of silently undoing the first.
+#[test]
+fn a_pack_does_not_silently_undo_a_concurrent_pack_of_the_same_model() {
+    use common::weed::Shaper;
+    let (dir, weed) = server();
+    let d = dir.path();
+    let store = "s3://racing";
+    let mut rng = Rng::new(9);
+    let v1 = rng.floats(1 << 20);
+    let src = d.join("model.bin");
+    fs::write(&src, &v1).unwrap();
+    pack(&src, store, &["--init"]);
+    // The slow pack goes through a 100 Mbit/s link: its 16 MiB take over a second to upload.
+    let slow_link = Shaper::start(weed.port, &["--rate", "100mbit"]);
+    let slow_src = d.join("slow/model.bin");
+    fs::create_dir_all(slow_src.parent().unwrap()).unwrap();
+    let slow_data = rng.floats(16 << 20);
+    fs::write(&slow_src, &slow_data).unwrap();
+    let m = shardfs::member::open(std::path::Path::new(store), &Default::default()).unwrap();
+    let before = m.list_chunks().unwrap().len();
+    let slow = std::process::Command::new(bin())
+        .args([
+            "pack",
+            slow_src.to_str().unwrap(),
+            "--store",
+            store,
+            "--chunk-size",
+            "1MiB",
+        ])
+        .env("AWS_ENDPOINT_URL", slow_link.endpoint())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the slow pack is uploading (it has read the manifest), a quick pack publishes.
+    while m.list_chunks().unwrap().len() == before {
+        std::thread::yield_now();
+    }
+    let v3 = rng.floats(1 << 20);
+    fs::write(&src, &v3).unwrap();
+    pack(&src, store, &[]);
+    let out = slow.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the slow pack published over the quick one"
+    );
+    assert!(
+        stderr.contains("changed on s3://racing while this pack ran"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        export(store, "model", None),
+        v3,
+        "the quick pack's version was lost"
+    );
+    // Packed again, the slow one now builds on the quick one's version.
+    pack(
+        &slow_src,
+        store,
+        &["--chunk-size", "1MiB", "--name", "model"],
+    );
+    assert_eq!(export(store, "model", None), slow_data);
+}
