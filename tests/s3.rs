@@ -8,6 +8,7 @@ mod common;
 use common::weed::Weed;
 use common::*;
 use std::fs;
+use std::path::Path;
 
 /// A test's server (with the AWS_* environment pointing at it) and its temporary directory.
 fn server() -> (tempfile::TempDir, Weed) {
@@ -143,6 +144,30 @@ fn bounded(cmd: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Writes `files` as `src/0.bin`, `src/1.bin`, ... under `d`, packs them as model `m` with
+/// `pack_args`, and mounts that model with `mount_args`.
+fn pack_and_mount(
+    d: &Path,
+    store: &str,
+    files: &[Vec<u8>],
+    pack_args: &[&str],
+    mount_args: &[&str],
+) -> Mounted {
+    fs::create_dir_all(d.join("src")).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        fs::write(d.join(format!("src/{i}.bin")), f).unwrap();
+    }
+    let mut args = vec!["--init", "--name", "m"];
+    args.extend_from_slice(pack_args);
+    pack(&d.join("src"), store, &args);
+    let mut args = vec!["--name", "m"];
+    args.extend_from_slice(mount_args);
+    Mounted::new(store, &d.join("mnt"), &d.join("state"), &args)
+}
+
+/// Replicas on the directory and the bucket, chunks small enough to count.
+const BOTH: &[&str] = &["--replicas", "2", "--chunk-size", "1MiB"];
+
 #[test]
 fn a_corrupt_object_is_found_and_named() {
     let (dir, _weed) = server();
@@ -241,45 +266,19 @@ fn a_stopped_or_stalled_server_fails_over_to_the_local_replica() {
     let d = dir.path();
     let store = format!("{},s3://failover", d.join("local").display());
     let mut rng = Rng::new(3);
-    let (a, b) = (rng.floats(12 << 20), rng.floats(12 << 20));
-    fs::create_dir_all(d.join("src")).unwrap();
-    fs::write(d.join("src/a.bin"), &a).unwrap();
-    fs::write(d.join("src/b.bin"), &b).unwrap();
-    pack(
-        &d.join("src"),
-        &store,
-        &[
-            "--replicas",
-            "2",
-            "--chunk-size",
-            "1MiB",
-            "--init",
-            "--name",
-            "m",
-        ],
-    );
-    let m = Mounted::new(
-        &store,
-        &d.join("mnt"),
-        &d.join("state"),
-        &[
-            "--name",
-            "m",
-            "--cache-size",
-            "8MiB",
-            "--member-timeout",
-            "2s",
-        ],
-    );
+    let files = [rng.floats(12 << 20), rng.floats(12 << 20)];
+    let (a, b) = (&files[0], &files[1]);
+    let mount_args = ["--cache-size", "8MiB", "--member-timeout", "2s"];
+    let m = pack_and_mount(d, &store, &files, BOTH, &mount_args);
     // Stalled: the server takes connections and answers nothing.
     weed.signal("-STOP");
-    let out = bounded(&["cat", m.dir.join("a.bin").to_str().unwrap()]);
+    let out = bounded(&["cat", m.dir.join("0.bin").to_str().unwrap()]);
     assert!(
         out.status.success(),
         "read with the server stalled: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout == a, "a.bin differs with the server stalled");
+    assert!(out.stdout == *a, "0.bin differs with the server stalled");
     let s = m.status();
     let s3 = s["members"]
         .as_array()
@@ -295,9 +294,9 @@ fn a_stopped_or_stalled_server_fails_over_to_the_local_replica() {
     // Stopped: connections are refused.
     weed.signal("-CONT");
     drop(weed);
-    let out = bounded(&["cat", m.dir.join("b.bin").to_str().unwrap()]);
+    let out = bounded(&["cat", m.dir.join("1.bin").to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(out.stdout == b, "b.bin differs with the server gone");
+    assert!(out.stdout == *b, "1.bin differs with the server gone");
     let s = m.status();
     assert!(s["replica_failovers"].as_u64().unwrap() > 0, "{s}");
     assert_eq!(s["errors"], 0, "{s}");
@@ -309,25 +308,19 @@ fn a_stalled_bucket_only_store_gives_eio_in_time_and_the_mount_answers() {
     let d = dir.path();
     let store = "s3://stall";
     let mut rng = Rng::new(4);
-    let (a, b) = (rng.floats(2 << 20), rng.floats(2 << 20));
-    fs::create_dir_all(d.join("src")).unwrap();
-    fs::write(d.join("src/a.bin"), &a).unwrap();
-    fs::write(d.join("src/b.bin"), &b).unwrap();
-    pack(
-        &d.join("src"),
+    let files = [rng.floats(2 << 20), rng.floats(2 << 20)];
+    let a = &files[0];
+    let m = pack_and_mount(
+        d,
         store,
-        &["--chunk-size", "512KiB", "--init", "--name", "m"],
+        &files,
+        &["--chunk-size", "512KiB"],
+        &["--member-timeout", "1s"],
     );
-    let m = Mounted::new(
-        store,
-        &d.join("mnt"),
-        &d.join("state"),
-        &["--name", "m", "--member-timeout", "1s"],
-    );
-    let a_path = m.dir.join("a.bin");
-    assert!(fs::read(&a_path).unwrap() == a);
+    let a_path = m.dir.join("0.bin");
+    assert!(fs::read(&a_path).unwrap() == *a);
     weed.signal("-STOP");
-    let out = bounded(&["cat", m.dir.join("b.bin").to_str().unwrap()]);
+    let out = bounded(&["cat", m.dir.join("1.bin").to_str().unwrap()]);
     assert_ne!(
         out.status.code(),
         Some(124),
@@ -335,7 +328,7 @@ fn a_stalled_bucket_only_store_gives_eio_in_time_and_the_mount_answers() {
     );
     assert!(
         !out.status.success(),
-        "b.bin read with no reachable replica"
+        "1.bin read with no reachable replica"
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
@@ -343,12 +336,12 @@ fn a_stalled_bucket_only_store_gives_eio_in_time_and_the_mount_answers() {
     );
     // The mount keeps answering: listings, status, and what it already holds.
     let ls = bounded(&["ls", "-l", m.dir.to_str().unwrap()]);
-    assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("b.bin"));
+    assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("1.bin"));
     let s = m.status();
     assert!(s["errors"].as_u64().unwrap() > 0, "{s}");
     assert_eq!(s["members"][0]["state"], "down", "{s}");
     let out = bounded(&["cat", a_path.to_str().unwrap()]);
-    assert!(out.status.success() && out.stdout == a);
+    assert!(out.status.success() && out.stdout == *a);
     weed.signal("-CONT");
 }
 
@@ -445,36 +438,8 @@ fn link_faults_fail_over_to_the_local_replica() {
     let store = format!("s3://linkfaults,{}", d.join("local").display());
     let mut rng = Rng::new(8);
     let files: Vec<Vec<u8>> = (0..4).map(|_| rng.floats(6 << 20)).collect();
-    fs::create_dir_all(d.join("src")).unwrap();
-    for (i, f) in files.iter().enumerate() {
-        fs::write(d.join(format!("src/{i}.bin")), f).unwrap();
-    }
-    pack(
-        &d.join("src"),
-        &store,
-        &[
-            "--replicas",
-            "2",
-            "--chunk-size",
-            "1MiB",
-            "--init",
-            "--name",
-            "m",
-        ],
-    );
-    let m = Mounted::new(
-        &store,
-        &d.join("mnt"),
-        &d.join("state"),
-        &[
-            "--name",
-            "m",
-            "--cache-size",
-            "4MiB",
-            "--member-timeout",
-            "2s",
-        ],
-    );
+    let mount_args = ["--cache-size", "4MiB", "--member-timeout", "2s"];
+    let m = pack_and_mount(d, &store, &files, BOTH, &mount_args);
     // One file per fault mode; each must read exact.
     for (i, mode) in ["reset", "refuse", "slow", "stall"].iter().enumerate() {
         proxy.set(mode);
