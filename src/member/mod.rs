@@ -2,11 +2,14 @@
 //! initialise it, get a chunk file's stored image (whole or its header), put a chunk or a
 //! manifest atomically, list and delete, flush, lock. One implementation per kind of member sits
 //! side by side: `dir` (a local directory, a disk or a network mount) and `s3` (an
-//! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use.
+//! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use;
+//! `faulty` (tests only) wraps either to make its reads slow, failing or corrupt.
 //! Nothing here checks a chunk's content: verification stays in the store, so no kind of member
 //! can skip it. A call never waits longer than the member's timeout.
 
 pub mod dir;
+#[cfg(test)]
+pub mod faulty;
 pub mod layout;
 pub mod s3;
 
