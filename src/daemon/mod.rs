@@ -16,7 +16,7 @@ use crate::store::StoreError;
 use crate::store::health::Health;
 use crate::units::format_bytes;
 use checks::preflight;
-use control::{mount_path, state_paths, write_state};
+use control::{state_paths, write_state};
 use procfs::{mountinfo, process_start};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -292,13 +292,7 @@ fn serve(
             store: req
                 .store
                 .iter()
-                .map(|p| {
-                    if crate::member::is_url(p) {
-                        p.display().to_string()
-                    } else {
-                        mount_path(p).display().to_string()
-                    }
-                })
+                .map(|p| crate::member::absolute_spec(p).display().to_string())
                 .collect(),
             model: req.name.clone(),
             options: req.options.clone(),

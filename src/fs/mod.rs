@@ -82,7 +82,7 @@ impl ShardFs {
     ) -> std::io::Result<ShardFs> {
         let (nodes, logical_bytes) = tree::build(&manifests, single);
         let threads = opts.threads.max(1);
-        let remote_extra = if store.members.iter().any(|m| m.io.remote()) {
+        let remote_extra = if store.has_remote_members() {
             REMOTE_IN_FLIGHT
         } else {
             0

@@ -194,7 +194,12 @@ pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberErro
     }
 }
 
-/// Whether a `--store` entry names an object-store member (not a path to canonicalise).
-pub fn is_url(spec: &Path) -> bool {
-    s3::parse_url(spec).is_some()
+/// A `--store` entry as it should be recorded for later use from another directory: a path made
+/// absolute (symlinks resolved where it exists), a URL as it is.
+pub fn absolute_spec(spec: &Path) -> std::path::PathBuf {
+    if s3::parse_url(spec).is_some() {
+        return spec.to_path_buf();
+    }
+    std::fs::canonicalize(spec)
+        .unwrap_or_else(|_| std::path::absolute(spec).unwrap_or_else(|_| spec.to_path_buf()))
 }

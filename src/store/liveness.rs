@@ -31,6 +31,8 @@ const SLOW: Duration = Duration::from_secs(1);
 /// One member's record.
 #[derive(Debug, Default)]
 pub struct Record {
+    /// The member's id, for the log.
+    id: String,
     requests: AtomicU64,
     failures: AtomicU64,
     timeouts: AtomicU64,
@@ -76,7 +78,10 @@ impl Record {
             if n >= DOWN_AFTER || timed_out {
                 let mut down = self.down_until.lock();
                 if down.is_none_or(|t| t <= Instant::now()) {
-                    log::warn!("member marked down for {DOWN_FOR:?} after {n} failed requests");
+                    log::warn!(
+                        "member {} marked down for {DOWN_FOR:?} after {n} failed requests in a row: reads go to other replicas first",
+                        self.id
+                    );
                 }
                 *down = Some(Instant::now() + DOWN_FOR);
             }
@@ -160,7 +165,15 @@ pub struct Liveness {
 impl Liveness {
     pub fn new<'a>(ids: impl Iterator<Item = &'a str>) -> Liveness {
         Liveness {
-            records: ids.map(|id| (id.to_string(), Arc::default())).collect(),
+            records: ids
+                .map(|id| {
+                    let record = Record {
+                        id: id.to_string(),
+                        ..Record::default()
+                    };
+                    (id.to_string(), Arc::new(record))
+                })
+                .collect(),
         }
     }
 

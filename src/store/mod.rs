@@ -415,6 +415,12 @@ impl Store {
             .collect()
     }
 
+    /// Whether some member is across a network (its answers take milliseconds, not
+    /// microseconds): read-ahead then keeps more chunks in flight.
+    pub fn has_remote_members(&self) -> bool {
+        self.members.iter().any(|m| m.io.remote())
+    }
+
     /// A local directory for large temporary files: a directory member's, else the system's.
     pub fn scratch_dir(&self) -> PathBuf {
         self.members
