@@ -260,6 +260,14 @@ def main():
         with open(args.passwd, "w") as f:
             f.write(f"{KEY}:{SECRET}\n")
         os.chmod(args.passwd, 0o600)
+        # The S3 port answers before the filer and volume servers are ready: wait until a bucket
+        # can be made.
+        deadline = time.time() + 60
+        while subprocess.run(["rclone", "mkdir", "bench:readiness"], env=direct,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            if time.time() > deadline:
+                sys.exit("weed does not create buckets after 60 s")
+            time.sleep(0.1)
         print("uploading: shardfs pack, rclone copyto (one plain object)", flush=True)
         pack = sh(args.bin, "pack", src, "--store", "s3://bench-shardfs", "--name", "model", "--init", env=direct)
         print("  " + pack.stdout.strip())

@@ -224,6 +224,20 @@ fn serve_conn(link: Arc<Link>, client: TcpStream, to: SocketAddr) {
     done.store(true, Ordering::SeqCst);
 }
 
+/// Listens on `addr` again after `refuse`. The accept loop may still hold the old socket for a
+/// moment (its `accept` returns once the socket is shut down), so binding is retried for up to
+/// two seconds.
+fn rebind(addr: SocketAddr) -> Option<TcpListener> {
+    for _ in 0..100 {
+        match TcpListener::bind(addr) {
+            Ok(l) => return Some(l),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    eprintln!("netshape: cannot listen on {addr} again");
+    None
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -341,11 +355,16 @@ fn run() -> Result<(), String> {
                             };
                         }
                     } else if was == REFUSE || slot.is_none() {
-                        *slot = Some(TcpListener::bind(listen_addr).map_err(|e| e.to_string())?);
+                        *slot = rebind(listen_addr);
                     }
+                    let listening = slot.is_some() || mode == REFUSE;
                     drop(slot);
                     link.changed.notify_all();
-                    "ok".to_string()
+                    if listening {
+                        "ok".to_string()
+                    } else {
+                        format!("cannot listen on {listen_addr} again")
+                    }
                 }
                 ["rate", r] => match parse_rate(r) {
                     Ok(v) => {

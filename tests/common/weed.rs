@@ -158,6 +158,22 @@ impl Weed {
         }
     }
 
+    /// Waits (up to 60 s) until the server creates a bucket and stores an object: its S3 port
+    /// answers before its filer and volume servers are ready, and a loaded machine shows it.
+    /// Needs `set_env`. Leaves a bucket named `readiness`.
+    pub fn wait_usable(&self) {
+        let opts = shardfs::member::Options::default();
+        let m = shardfs::member::open(Path::new("s3://readiness"), &opts).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = m.init(b"{}", true) {
+            assert!(
+                Instant::now() < deadline,
+                "weed is not usable after 60 s: {e}"
+            );
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `signal` (e.g. "-STOP", "-CONT") to the server.
     pub fn signal(&self, signal: &str) {
         assert!(
