@@ -13,6 +13,7 @@ pub mod member;
 pub mod placement;
 pub mod prefetch;
 pub mod store;
+pub mod sync;
 pub mod units;
 pub mod warm;
 pub mod workers;

@@ -167,6 +167,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring every model back to its replica count: re-create missing and corrupt replicas from
+    /// good ones, and bring every member's manifests up to date; exit 1 listing what could not be repaired
+    #[command(
+        after_help = "Replicas go to the members the placement ranks first among those given; a corrupt file is replaced\nonly once a good copy is written. Safe to kill and run again. Takes the members' pack lock."
+    )]
+    Repair {
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// Only this model
+        #[arg(long)]
+        name: Option<String>,
+        /// Report what would be done without writing anything
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
@@ -414,6 +433,56 @@ fn run(cli: Cli) -> Result<(), Failure> {
             shardfs::export::export(&store, &name, file.as_deref(), &output)
                 .map_err(|e| Failure::Error(e.to_string()))
         }
+        Command::Repair {
+            store,
+            name,
+            dry_run,
+            json,
+        } => {
+            let store = Store::open_with(&store, &members)?;
+            let opts = shardfs::sync::repair::RepairOptions {
+                name,
+                dry_run,
+                progress: !json && std::io::stderr().is_terminal(),
+            };
+            let r = shardfs::sync::repair::repair(&store, &opts)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for u in &r.unrepaired {
+                    println!(
+                        "UNREPAIRED: model {}, file {} bytes {}..{}: chunk {}: {} of {} replicas good: {}",
+                        u.model,
+                        u.file,
+                        u.offset,
+                        u.offset + u.len,
+                        u.chunk,
+                        u.good,
+                        u.replicas,
+                        u.reason
+                    );
+                }
+                let verb = if r.dry_run {
+                    "would re-create"
+                } else {
+                    "re-created"
+                };
+                println!(
+                    "{}: {} models, {} chunks; {verb} {} replicas ({} corrupt replaced), {} copied, {} manifest copies {}, {:.1}s, {}",
+                    if r.ok { "OK" } else { "INCOMPLETE" },
+                    r.models,
+                    r.chunks,
+                    r.replicas_recreated,
+                    r.corrupt_replaced,
+                    format_bytes(r.bytes_copied),
+                    r.manifests_synced,
+                    if r.dry_run { "to sync" } else { "synced" },
+                    r.seconds,
+                    format_rate(r.bytes_copied, r.seconds)
+                );
+            }
+            if r.ok { Ok(()) } else { Err(Failure::Problems) }
+        }
         Command::Verify { store, name, json } => {
             let store = Store::open_with(&store, &members)?;
             let report = verify::verify(&store, name.as_deref())?;
@@ -432,8 +501,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for u in &report.unavailable_members {
                     println!("{}", u.describe());
                 }
+                // Under-replicated chunks get one line per model.
+                let mut under: std::collections::BTreeMap<&str, usize> = Default::default();
                 for p in report.problems.iter().filter(|p| !gone(p)) {
-                    println!("{}", p.describe());
+                    if p.kind == "under-replicated" {
+                        *under.entry(p.model.as_deref().unwrap_or("?")).or_default() += 1;
+                    } else {
+                        println!("{}", p.describe());
+                    }
+                }
+                for (model, n) in under {
+                    println!(
+                        "under-replicated: model {model}: {n} chunks have fewer good replicas than packed (shardfs repair re-creates them)"
+                    );
                 }
                 for l in &report.lossy {
                     println!(

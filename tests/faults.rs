@@ -98,9 +98,12 @@ fn corrupted_chunk_is_reported_exactly_and_export_stays_exact() {
     let (is_ok, report) = verify_json(&store);
     assert!(!is_ok);
     let problems = report["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 1, "{problems:?}");
+    // The corrupt replica, and its chunk left with one good replica of two.
+    assert_eq!(problems.len(), 2, "{problems:?}");
     let p = &problems[0];
     assert_eq!(p["kind"], "corrupt");
+    assert_eq!(problems[1]["kind"], "under-replicated");
+    assert_eq!(problems[1]["chunk"], p["chunk"]);
     assert_eq!(
         p["chunk"].as_str().unwrap(),
         victim.file_name().unwrap().to_str().unwrap()

@@ -16,7 +16,8 @@ type ReplicaResult = (String, Result<Vec<u8>, super::reader::ReplicaError>);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// `missing`, `corrupt`, `unreadable`, `unrecoverable`, `file-hash`, `manifest` or
+    /// `missing`, `corrupt`, `unreadable`, `under-replicated` (fewer good replicas than the
+    /// model was packed with, at least one), `unrecoverable`, `file-hash`, `manifest` or
     /// `member-unavailable`.
     pub kind: String,
     pub model: Option<String>,
@@ -124,6 +125,7 @@ impl Problem {
 fn verify_file(
     store: &Store,
     model: &str,
+    replicas_wanted: usize,
     file: &FileEntry,
     problems: &mut Vec<Problem>,
 ) -> (usize, u64) {
@@ -144,11 +146,13 @@ fn verify_file(
             .collect();
         for (chunk, replica_results) in batch.iter().zip(results) {
             let mut good: Option<Vec<u8>> = None;
+            let mut good_count = 0;
             for (id, result) in replica_results {
                 replicas += 1;
                 match result {
                     Ok(data) => {
                         bytes += data.len() as u64;
+                        good_count += 1;
                         good.get_or_insert(data);
                     }
                     Err(e) => problems.push(Problem {
@@ -162,6 +166,19 @@ fn verify_file(
                         ..Problem::new(e.kind(), e.to_string())
                     }),
                 }
+            }
+            if good.is_some() && good_count < replicas_wanted {
+                problems.push(Problem {
+                    model: Some(model.to_string()),
+                    file: Some(file.path.clone()),
+                    chunk: Some(chunk.hash.to_hex()),
+                    offset: Some(chunk.offset),
+                    len: Some(chunk.len),
+                    ..Problem::new(
+                        "under-replicated",
+                        format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
+                    )
+                });
             }
             match good {
                 Some(data) => {
@@ -262,7 +279,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
     let (mut files, mut chunks, mut replicas, mut bytes) = (0, 0, 0, 0);
     for m in &manifests {
         for f in &m.files {
-            let (r, b) = verify_file(store, &m.name, f, &mut problems);
+            let (r, b) = verify_file(store, &m.name, m.replicas, f, &mut problems);
             files += 1;
             chunks += f.chunks.len();
             replicas += r;

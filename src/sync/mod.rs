@@ -1,0 +1,4 @@
+//! Keeping the copies true, built on the store: `repair` re-creates missing and corrupt
+//! replicas and brings every member's manifests up to date.
+
+pub mod repair;

@@ -1,0 +1,320 @@
+//! `repair`: brings every model back to its replica count and every member's manifest up to
+//! date. For each chunk of a model's newest manifest, every listed replica is read and verified;
+//! where fewer than the model's replicas verify, the missing ones are re-created from a good one
+//! onto the members the placement ranks first among those that opened (a member already holding
+//! a good copy, from an earlier repair that was killed, is counted without copying). A corrupt
+//! replica is replaced in one atomic put: its bytes are gone only once the good copy is in place.
+//! Copies are made durable before a manifest names them; a new manifest (generation + 1, the
+//! new replica lists) then goes to every member over the copy read at the start, and members with
+//! a missing, damaged or older copy get it too. Killed at any moment, a rerun finds what was done
+//! and finishes the rest.
+
+use crate::codec::Hash32;
+use crate::member::MemberError;
+use crate::placement::{self, ChunkPos, Slot};
+use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
+use crate::store::reader::check_image;
+use crate::store::{ManifestCopy, Store, StoreError, member_err};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct RepairOptions {
+    /// Only this model.
+    pub name: Option<String>,
+    /// Report what would be done; write nothing.
+    pub dry_run: bool,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// A chunk that could not be brought back to its replica count.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unrepaired {
+    pub model: String,
+    pub file: String,
+    /// The file's bytes `[offset, offset + len)` the chunk holds.
+    pub offset: u64,
+    pub len: u64,
+    pub chunk: String,
+    /// Good replicas left, and the count the model was packed with.
+    pub good: usize,
+    pub replicas: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// Every chunk of every model is at full replication (after the repair, or already).
+    pub ok: bool,
+    pub dry_run: bool,
+    pub models: usize,
+    pub chunks: usize,
+    /// Replicas copied to a member (or that would be, with `--dry-run`).
+    pub replicas_recreated: u64,
+    /// Of those, corrupt files replaced in place.
+    pub corrupt_replaced: u64,
+    /// Stored bytes copied.
+    pub bytes_copied: u64,
+    /// Member copies of manifests written (missing, damaged, older, or naming moved replicas).
+    pub manifests_synced: u64,
+    pub unrepaired: Vec<Unrepaired>,
+    pub seconds: f64,
+}
+
+/// What one chunk needed.
+#[derive(Default)]
+struct ChunkFix {
+    /// The replica list to record, when it changed.
+    members: Option<Vec<String>>,
+    recreated: u64,
+    replaced: u64,
+    bytes: u64,
+    unrepaired: Option<(usize, String)>,
+}
+
+/// Repairs one chunk: checks its listed replicas, re-creates missing ones.
+fn repair_chunk(
+    store: &Store,
+    manifest: &Manifest,
+    chunk: &ChunkRef,
+    pos: ChunkPos<'_>,
+    slots: &[Slot<'_>],
+    dry_run: bool,
+) -> Result<ChunkFix, StoreError> {
+    let want = manifest.replicas.max(1);
+    let mut good: Vec<String> = Vec::new();
+    let mut image: Option<Vec<u8>> = None;
+    let mut scratch = vec![0u8; chunk.len as usize];
+    let max_len = max_image(chunk);
+    for id in &chunk.members {
+        let Some(m) = store.member(id) else { continue };
+        if good.contains(id) {
+            continue;
+        }
+        match m.io.get_chunk(&chunk.hash, max_len) {
+            Ok(img) if check_image(&img, chunk, &mut scratch).is_ok() => {
+                good.push(id.clone());
+                if image.is_none() {
+                    image = Some(img.to_vec());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut fix = ChunkFix::default();
+    let listed_ok = good.len() == chunk.members.len() && good.len() >= want;
+    if listed_ok {
+        return Ok(fix);
+    }
+    let Some(image) = image else {
+        fix.unrepaired = Some((0, "no good replica left".into()));
+        return Ok(fix);
+    };
+    // Every opened member, in the order the placement ranks them for this chunk.
+    let ranked = placement::place(manifest.placement, pos, slots, slots.len())?;
+    let mut members = good.clone();
+    for i in ranked {
+        if members.len() >= want {
+            break;
+        }
+        let id = slots[i].id;
+        if members.iter().any(|m| m == id) {
+            continue;
+        }
+        let Some(m) = store.member(id) else { continue };
+        // A good copy may be there already (an earlier repair was killed after copying).
+        let existing = m.io.get_chunk(&chunk.hash, max_len);
+        let already = matches!(&existing, Ok(img) if check_image(img, chunk, &mut scratch).is_ok());
+        if !already {
+            let present = !matches!(existing, Err(MemberError::Missing));
+            if !dry_run {
+                m.io.put_chunk(&chunk.hash, &image, present)
+                    .map_err(member_err(m.location()))?;
+            }
+            fix.recreated += 1;
+            fix.replaced += u64::from(present);
+            fix.bytes += image.len() as u64;
+        }
+        members.push(id.to_string());
+    }
+    if members.len() < want {
+        fix.unrepaired = Some((
+            members.len(),
+            format!(
+                "only {} of the {want} replicas can be placed: too few members opened",
+                members.len()
+            ),
+        ));
+    }
+    if members != chunk.members {
+        fix.members = Some(members);
+    }
+    Ok(fix)
+}
+
+/// The largest stored image a chunk can have.
+fn max_image(chunk: &ChunkRef) -> u64 {
+    crate::codec::HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(chunk.len as usize) as u64
+}
+
+/// The newest valid copy of a model's manifest. Copies of one generation that differ are
+/// ordered by creation time, then by their bytes' hash, so every run picks the same one.
+fn newest(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
+    copies
+        .iter()
+        .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
+        .max_by_key(|m| {
+            let bytes = m.to_bytes().unwrap_or_default();
+            (m.version, m.created_unix, Hash32::of(&bytes).to_hex())
+        })
+        .cloned()
+}
+
+/// Repairs one model; adds to `report`.
+fn repair_model(
+    store: &Store,
+    name: &str,
+    opts: &RepairOptions,
+    progress: &ProgressBar,
+    report: &mut RepairReport,
+) -> Result<(), StoreError> {
+    let copies = store.manifest_copies(name);
+    let Some(mut manifest) = newest(&copies) else {
+        return Err(StoreError::CorruptManifest {
+            name: name.to_string(),
+            reason: "no valid copy on any member".into(),
+        });
+    };
+    let slots: Vec<Slot<'_>> = store
+        .members
+        .iter()
+        .map(|m| Slot {
+            id: m.id(),
+            weight: m.info.weight,
+        })
+        .collect();
+    let total = manifest.chunk_count() as u64;
+    let recreated = AtomicU64::new(0);
+    let mut changed = false;
+    let mut index = 0u64;
+    let mut fixes = Vec::new();
+    for file in &manifest.files {
+        let first = index;
+        let results: Vec<Result<ChunkFix, StoreError>> = file
+            .chunks
+            .par_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pos = ChunkPos {
+                    hash: &c.hash,
+                    index: first + i as u64,
+                    total,
+                };
+                let fix = repair_chunk(store, &manifest, c, pos, &slots, opts.dry_run);
+                progress.inc(c.len);
+                if let Ok(f) = &fix {
+                    recreated.fetch_add(f.recreated, Ordering::Relaxed);
+                }
+                fix
+            })
+            .collect();
+        index += file.chunks.len() as u64;
+        fixes.push(results.into_iter().collect::<Result<Vec<_>, _>>()?);
+    }
+    report.chunks += total as usize;
+    for (file, file_fixes) in manifest.files.iter_mut().zip(fixes) {
+        for (chunk, fix) in file.chunks.iter_mut().zip(file_fixes) {
+            report.replicas_recreated += fix.recreated;
+            report.corrupt_replaced += fix.replaced;
+            report.bytes_copied += fix.bytes;
+            if let Some((good, reason)) = fix.unrepaired {
+                report.unrepaired.push(Unrepaired {
+                    model: name.to_string(),
+                    file: file.path.clone(),
+                    offset: chunk.offset,
+                    len: chunk.len,
+                    chunk: chunk.hash.to_hex(),
+                    good,
+                    replicas: manifest.replicas,
+                    reason,
+                });
+            }
+            if let Some(members) = fix.members {
+                chunk.members = members;
+                changed = true;
+            }
+        }
+    }
+    // The copies must be durable before a manifest names them.
+    if !opts.dry_run && report.replicas_recreated > 0 {
+        store
+            .members
+            .par_iter()
+            .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
+    }
+    if changed {
+        manifest.version += 1;
+        for m in &store.members {
+            if !manifest.members.iter().any(|r| r.id == m.id()) {
+                manifest.members.push(MemberRef {
+                    id: m.id().to_string(),
+                    index: m.info.index,
+                });
+            }
+        }
+    }
+    let bytes = manifest
+        .to_bytes()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    for copy in &copies {
+        let current = matches!(&copy.manifest, Some(Ok(m)) if m.version == manifest.version && m.to_bytes().ok().as_deref() == Some(&bytes[..]));
+        if current {
+            continue;
+        }
+        if !opts.dry_run {
+            store.put_manifest(copy.member, name, &bytes, copy.tag.as_deref())?;
+        }
+        report.manifests_synced += 1;
+    }
+    Ok(())
+}
+
+/// Repairs every model (or `opts.name`) of the store.
+pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, StoreError> {
+    let started = Instant::now();
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(store.lock_for_pack()?)
+    };
+    let names = match &opts.name {
+        Some(n) => {
+            store.manifest(n)?;
+            vec![n.clone()]
+        }
+        None => store.model_names()?,
+    };
+    let bytes: u64 = names
+        .iter()
+        .filter_map(|n| store.manifest(n).ok())
+        .map(|m| m.logical_size())
+        .sum();
+    let progress = crate::units::byte_progress(bytes, opts.progress, "{msg}", " eta {eta}");
+    progress.set_message("repairing");
+    let mut report = RepairReport {
+        dry_run: opts.dry_run,
+        models: names.len(),
+        ..RepairReport::default()
+    };
+    for name in &names {
+        repair_model(store, name, opts, &progress, &mut report)?;
+    }
+    progress.finish_and_clear();
+    report.ok = report.unrepaired.is_empty();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,423 @@
+//! Keeping the copies true: `repair` after a lost disk, flipped bytes and a member that missed a
+//! re-pack, while a mount serves readers that compare every byte; and `repair` killed at many
+//! moments. Real files, real mounts, bytes compared.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn verify(store: &str) -> serde_json::Value {
+    let out = run(&["verify", "--store", store, "--json"]);
+    let r = json(&out);
+    assert_eq!(out.status.code(), Some(if r["ok"] == true { 0 } else { 1 }));
+    r
+}
+
+fn repair(store: &str) -> serde_json::Value {
+    let out = run(&["repair", "--store", store, "--json"]);
+    let r = json(&out);
+    assert!(
+        out.status.success(),
+        "repair failed: {r}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r
+}
+
+/// Every chunk of `model`'s manifest (read from `member`) is listed on `replicas` distinct
+/// members, each holding the chunk file.
+fn fully_replicated(members: &[PathBuf], model: &str, replicas: usize) {
+    let m = manifest_json(&members[0], model);
+    let ids: Vec<(String, &PathBuf)> = members
+        .iter()
+        .map(|p| {
+            let info: serde_json::Value =
+                serde_json::from_slice(&fs::read(p.join("shardfs-store.json")).unwrap()).unwrap();
+            (info["member_id"].as_str().unwrap().to_string(), p)
+        })
+        .collect();
+    for f in m["files"].as_array().unwrap() {
+        for c in f["chunks"].as_array().unwrap() {
+            let listed: Vec<&str> = c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let mut distinct = listed.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), replicas, "chunk {}: {listed:?}", c["hash"]);
+            for id in listed {
+                let (_, dir) = ids.iter().find(|(i, _)| i == id).unwrap();
+                let hex = c["hash"].as_str().unwrap();
+                assert!(
+                    dir.join("chunks").join(&hex[..2]).join(hex).exists(),
+                    "chunk {hex} listed on {id} but not there"
+                );
+            }
+        }
+    }
+}
+
+/// A mount with 8 readers re-reading its files and comparing every byte, until stopped.
+struct Readers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    bad: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    rounds: Arc<AtomicU64>,
+}
+
+impl Readers {
+    fn start(files: Vec<(PathBuf, Arc<Vec<u8>>)>) -> Readers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bad, errors, rounds) = (Arc::default(), Arc::default(), Arc::default());
+        let threads = (0..8)
+            .map(|i| {
+                let (stop, bad, errors, rounds): (
+                    Arc<AtomicBool>,
+                    Arc<AtomicU64>,
+                    Arc<AtomicU64>,
+                    Arc<AtomicU64>,
+                ) = (
+                    stop.clone(),
+                    Arc::clone(&bad),
+                    Arc::clone(&errors),
+                    Arc::clone(&rounds),
+                );
+                let files = files.clone();
+                std::thread::spawn(move || {
+                    let mut n = i;
+                    while !stop.load(Ordering::SeqCst) {
+                        let (path, want) = &files[n % files.len()];
+                        n += 1;
+                        // O_DIRECT: every read reaches the daemon, not the page cache.
+                        let got = read_direct(path);
+                        match got {
+                            Ok(b) if b == **want => {}
+                            Ok(_) => {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(_) => {
+                                errors.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        rounds.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Readers {
+            stop,
+            threads,
+            bad,
+            errors,
+            rounds,
+        }
+    }
+
+    /// Stops the readers once each has read a few more times; fails on any wrong byte or error.
+    fn finish(self) {
+        let target = self.rounds.load(Ordering::SeqCst) + 16;
+        while self.rounds.load(Ordering::SeqCst) < target {
+            std::thread::yield_now();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            self.bad.load(Ordering::SeqCst),
+            0,
+            "readers got wrong bytes"
+        );
+        assert_eq!(self.errors.load(Ordering::SeqCst), 0, "readers got errors");
+    }
+}
+
+fn read_direct(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Three members, replicas 2, a model `m` of two files; mounted with readers running.
+struct Fixture {
+    dir: tempfile::TempDir,
+    members: Vec<PathBuf>,
+    store: String,
+    files: Vec<Arc<Vec<u8>>>,
+}
+
+impl Fixture {
+    fn new(seed: u64, mib: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let members = members(dir.path(), 3);
+        let store = store_arg(&members);
+        let mut rng = Rng::new(seed);
+        let files: Vec<Arc<Vec<u8>>> = (0..2).map(|_| Arc::new(rng.floats(mib << 20))).collect();
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        for (i, f) in files.iter().enumerate() {
+            fs::write(src.join(format!("{i}.bin")), &**f).unwrap();
+        }
+        pack(
+            &src,
+            &store,
+            &["--replicas", "2", "--chunk-size", "64KiB", "--name", "m"],
+        );
+        Fixture {
+            dir,
+            members,
+            store,
+            files,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn mount_with_readers(&self) -> (Mounted, Readers) {
+        let m = Mounted::new(
+            &self.store,
+            &self.path("mnt"),
+            &self.path("state"),
+            &["--name", "m", "--cache-size", "4MiB"],
+        );
+        let files = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (m.dir.join(format!("{i}.bin")), f.clone()))
+            .collect();
+        (m, Readers::start(files))
+    }
+
+    fn exact(&self) {
+        for (i, f) in self.files.iter().enumerate() {
+            assert!(
+                export(&self.store, "m", Some(&format!("{i}.bin"))) == **f,
+                "{i}.bin differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_lost_disk_is_refilled_while_a_mount_serves_readers() {
+    let fx = Fixture::new(1, 3);
+    let (mount, readers) = fx.mount_with_readers();
+    let lost = &fx.members[1];
+    let held = chunk_files(lost).len();
+    assert!(held > 20);
+    for f in chunk_files(lost) {
+        fs::remove_file(f).unwrap();
+    }
+    let before = verify(&fx.store);
+    assert_eq!(before["ok"], false);
+    let kinds: Vec<&str> = before["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"missing") && kinds.contains(&"under-replicated"),
+        "{kinds:?}"
+    );
+    // A dry run changes nothing.
+    let dry = json(&run(&[
+        "repair",
+        "--store",
+        &fx.store,
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(dry["replicas_recreated"].as_u64().unwrap() as usize, held);
+    assert_eq!(chunk_files(lost).len(), 0);
+    let r = repair(&fx.store);
+    assert_eq!(r["ok"], true);
+    assert_eq!(
+        r["replicas_recreated"].as_u64().unwrap() as usize,
+        held,
+        "{r}"
+    );
+    assert!(r["bytes_copied"].as_u64().unwrap() > 0);
+    assert_eq!(verify(&fx.store)["ok"], true);
+    fully_replicated(&fx.members, "m", 2);
+    fx.exact();
+    // Nothing left to do.
+    let again = repair(&fx.store);
+    assert_eq!(again["replicas_recreated"], 0, "{again}");
+    assert_eq!(again["manifests_synced"], 0, "{again}");
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+}
+
+#[test]
+fn flipped_bytes_on_two_members_are_replaced() {
+    let fx = Fixture::new(2, 2);
+    let (mount, readers) = fx.mount_with_readers();
+    // Three chunk files on each of two members, never both replicas of one chunk.
+    let mut flipped = 0;
+    let mut names = std::collections::HashSet::new();
+    for member in &fx.members[..2] {
+        let victims: Vec<PathBuf> = chunk_files(member)
+            .into_iter()
+            .filter(|f| !names.contains(f.file_name().unwrap()))
+            .step_by(5)
+            .take(3)
+            .collect();
+        names.extend(victims.iter().map(|f| f.file_name().unwrap().to_owned()));
+        for f in victims {
+            let mut b = fs::read(&f).unwrap();
+            let at = b.len() - 1;
+            b[at] ^= 0xff;
+            fs::write(&f, b).unwrap();
+            flipped += 1;
+        }
+    }
+    assert_eq!(verify(&fx.store)["ok"], false);
+    let r = repair(&fx.store);
+    assert_eq!(r["corrupt_replaced"].as_u64().unwrap(), flipped, "{r}");
+    assert_eq!(verify(&fx.store)["ok"], true);
+    fully_replicated(&fx.members, "m", 2);
+    fx.exact();
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+}
+
+#[test]
+fn a_member_offline_during_a_repack_gets_the_new_manifest() {
+    let fx = Fixture::new(3, 1);
+    let (mount, readers) = fx.mount_with_readers();
+    // The third member is offline while the model is packed again with other bytes.
+    let v2 = Rng::new(33).floats(1 << 20);
+    let src2 = fx.path("v2");
+    fs::create_dir_all(&src2).unwrap();
+    fs::write(src2.join("0.bin"), &v2).unwrap();
+    let two = store_arg(&fx.members[..2]);
+    pack(
+        &src2,
+        &two,
+        &["--replicas", "2", "--chunk-size", "64KiB", "--name", "m"],
+    );
+    let stale = verify(&fx.store);
+    assert!(
+        stale["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "manifest"),
+        "{stale}"
+    );
+    let r = repair(&fx.store);
+    assert_eq!(r["manifests_synced"].as_u64().unwrap(), 1, "{r}");
+    assert_eq!(verify(&fx.store)["ok"], true);
+    // Every member order gives the new version; with the third member alone too.
+    for order in [
+        store_arg(&[
+            fx.members[2].clone(),
+            fx.members[0].clone(),
+            fx.members[1].clone(),
+        ]),
+        store_arg(&[
+            fx.members[1].clone(),
+            fx.members[2].clone(),
+            fx.members[0].clone(),
+        ]),
+    ] {
+        assert!(export(&order, "m", Some("0.bin")) == v2);
+        let ls = json(&ok(&["ls", "--store", &order, "--json"]));
+        assert_eq!(
+            ls["models"][0]["files"].as_array().unwrap().len(),
+            1,
+            "{ls}"
+        );
+    }
+    let m3 = manifest_json(&fx.members[2], "m");
+    assert_eq!(m3["version"], manifest_json(&fx.members[0], "m")["version"]);
+    // The mount still serves the version it opened (live updates are not its business here).
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+}
+
+#[test]
+fn repair_killed_at_many_moments_finishes_on_a_rerun() {
+    let fx = Fixture::new(4, 4);
+    let lost = &fx.members[2];
+    let mut killed_midway = 0;
+    for attempt in 0..10usize {
+        for f in chunk_files(lost) {
+            fs::remove_file(f).unwrap();
+        }
+        let mut child = std::process::Command::new(bin())
+            .args(["repair", "--store", &fx.store])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let target = 1 + attempt * 9;
+        while chunk_files(lost).len() < target && child.try_wait().unwrap().is_none() {
+            std::thread::yield_now();
+        }
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        killed_midway += usize::from(!finished);
+        // Nothing is lost: every byte still reads back.
+        fx.exact();
+        let stray: Vec<PathBuf> = chunk_files(lost)
+            .into_iter()
+            .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(stray.is_empty(), "temporary files in chunks/: {stray:?}");
+    }
+    assert!(
+        killed_midway >= 5,
+        "only {killed_midway} kills landed during a repair"
+    );
+    let r = repair(&fx.store);
+    assert_eq!(r["ok"], true);
+    assert_eq!(verify(&fx.store)["ok"], true);
+    fully_replicated(&fx.members, "m", 2);
+    fx.exact();
+}
+
+#[test]
+fn a_chunk_with_no_good_replica_is_named_with_its_bytes() {
+    let fx = Fixture::new(5, 1);
+    // Delete every replica of one chunk.
+    let m = manifest_json(&fx.members[0], "m");
+    let chunk = &m["files"][0]["chunks"][3];
+    let hex = chunk["hash"].as_str().unwrap();
+    for member in &fx.members {
+        let _ = fs::remove_file(member.join("chunks").join(&hex[..2]).join(hex));
+    }
+    let out = run(&["repair", "--store", &fx.store]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let start = chunk["offset"].as_u64().unwrap();
+    let end = start + chunk["len"].as_u64().unwrap();
+    assert!(
+        text.contains(&format!("file 0.bin bytes {start}..{end}")) && text.contains(hex),
+        "{text}"
+    );
+    assert!(text.contains("no good replica left"), "{text}");
+}
