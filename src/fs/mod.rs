@@ -168,7 +168,7 @@ impl Shared {
                     self.trouble.failed(member, e);
                 })
                 .map_err(|e| e.to_string())?;
-            self.trouble.served(member);
+            self.trouble.served(&member);
             Ok(buf)
         });
         if served == Served::Loaded && result.is_ok() {

@@ -201,7 +201,50 @@ impl Store {
     /// one is asked too, and the first answer that verifies wins. Each request has the member
     /// deadline, and the whole read gives up after one deadline per replica, so a stalled
     /// member makes a read slower or EIO, never a hang.
-    pub fn load_chunk_into<'c>(
+    ///
+    /// The replica list is a hint: when every listed replica fails, every other member that
+    /// opened and is not down is asked for the chunk (by its hash) before the read fails, so a
+    /// replica that repair or a member change put elsewhere is still found.
+    pub fn load_chunk_into(
+        &self,
+        chunk: &ChunkRef,
+        out: &mut [u8],
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<String, ChunkUnreadable> {
+        match self.load_listed(chunk, out, on_failure) {
+            Ok(id) => Ok(id.to_string()),
+            Err(mut e) => {
+                let unlisted = self.members.iter().filter(|m| {
+                    !chunk.members.iter().any(|id| id == m.id()) && !self.liveness.is_down(m.id())
+                });
+                for m in unlisted {
+                    let record = self.liveness.record(m.id()).map(|r| &**r);
+                    let (_, got) = fetch(m, record, chunk);
+                    match got
+                        .map_err(ReplicaError::from)
+                        .and_then(|image| check_image(&image, chunk, out))
+                    {
+                        Ok(()) => {
+                            log::info!(
+                                "chunk {}: found on member {}, which its manifest does not list",
+                                chunk.hash,
+                                m.id()
+                            );
+                            return Ok(m.id().to_string());
+                        }
+                        Err(ReplicaError::Missing) => {}
+                        Err(err) => e
+                            .details
+                            .push_str(&format!("; unlisted member {}: {err}", m.id())),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `load_chunk_into` over the replicas the manifest lists.
+    fn load_listed<'c>(
         &self,
         chunk: &'c ChunkRef,
         out: &mut [u8],
@@ -416,9 +459,7 @@ mod tests {
 
     fn load(store: &Store, chunk: &ChunkRef) -> (Result<String, ChunkUnreadable>, Vec<u8>) {
         let mut out = vec![0u8; chunk.len as usize];
-        let got = store
-            .load_chunk_into(chunk, &mut out, &|_, _| {})
-            .map(str::to_string);
+        let got = store.load_chunk_into(chunk, &mut out, &|_, _| {});
         (got, out)
     }
 
@@ -488,6 +529,17 @@ mod tests {
             ),
             asked
         );
+    }
+
+    #[test]
+    fn a_chunk_is_looked_for_on_members_its_manifest_does_not_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, f, mut chunk, data) = two(dir.path());
+        chunk.members = vec!["a".into()];
+        f[0].set(Fault::Corrupt);
+        let (got, out) = load(&store, &chunk);
+        assert_eq!(got.unwrap(), "b");
+        assert!(out == data);
     }
 
     #[test]
