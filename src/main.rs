@@ -186,6 +186,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change the store's members: list, add, set-weight, replace (a lost disk), remove (drain)
+    #[command(
+        subcommand,
+        after_help = "The member list (id, index, weight, where each member lives) is kept on every member.\nA disk died: shardfs member replace --store REST OLD NEW, then shardfs repair --store REST,NEW."
+    )]
+    Member(MemberCommand),
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
@@ -197,6 +203,58 @@ enum Command {
         /// Machine-readable report
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// List every member the store knows: id, location, index, weight, replicas and bytes held, health
+    List {
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an empty (or missing) directory or bucket prefix as a new member
+    Add {
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// The new member's place (created if missing; a bucket is created)
+        new: PathBuf,
+        /// Relative capacity, for hash placement
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+    },
+    /// Set a member's relative capacity (hash placement of new chunks, repair)
+    SetWeight {
+        /// Members of the store, comma-separated, in any order (the member to change among them)
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// The member: its id or its location
+        member: String,
+        /// The new weight (a positive number)
+        weight: f64,
+    },
+    /// Let a new, empty place take a lost member's place (same id and index); repair then fills it
+    Replace {
+        /// The members that still work, comma-separated, in any order (not the lost one)
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// The lost member: its id or its location (see member list)
+        old: String,
+        /// The new, empty directory or bucket prefix
+        new: PathBuf,
+    },
+    /// Drain a member (its replicas are made on the others first), then retire it from the store
+    Remove {
+        /// Members of the store, comma-separated, in any order (the member to remove may be among them)
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// The member: its id or its location
+        old: String,
     },
 }
 
@@ -444,6 +502,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 name,
                 dry_run,
                 progress: !json && std::io::stderr().is_terminal(),
+                exclude: None,
             };
             let r = shardfs::sync::repair::repair(&store, &opts)?;
             if json {
@@ -483,6 +542,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             if r.ok { Ok(()) } else { Err(Failure::Problems) }
         }
+        Command::Member(cmd) => member_command(cmd, &members),
         Command::Verify { store, name, json } => {
             let store = Store::open_with(&store, &members)?;
             let report = verify::verify(&store, name.as_deref())?;
@@ -602,6 +662,89 @@ fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn member_command(cmd: MemberCommand, opts: &shardfs::member::Options) -> Result<(), Failure> {
+    use shardfs::sync::members;
+    let row_line = |r: &members::MemberRow| {
+        format!(
+            "{} {} index {} weight {} {} replicas {} {}",
+            r.id,
+            if r.location.is_empty() {
+                "(location unknown)"
+            } else {
+                &r.location
+            },
+            r.index,
+            r.weight,
+            r.chunks,
+            format_bytes(r.bytes),
+            r.health
+        )
+    };
+    match cmd {
+        MemberCommand::List { store, json } => {
+            let store = Store::open_with(&store, opts)?;
+            let rows = members::list(&store)?;
+            if json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  HEALTH",
+                "ID", "LOCATION", "INDEX", "WEIGHT", "CHUNKS", "BYTES"
+            );
+            for r in rows {
+                println!(
+                    "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  {}",
+                    r.id,
+                    r.location,
+                    r.index,
+                    r.weight,
+                    r.chunks,
+                    format_bytes(r.bytes),
+                    r.health
+                );
+            }
+            Ok(())
+        }
+        MemberCommand::Add { store, new, weight } => {
+            let r = members::add(&store, &new, weight, opts)?;
+            println!("added member {}", row_line(&r));
+            Ok(())
+        }
+        MemberCommand::SetWeight {
+            store,
+            member,
+            weight,
+        } => {
+            let store = Store::open_with(&store, opts)?;
+            let r = members::set_weight(&store, &member, weight)?;
+            println!("member {}", row_line(&r));
+            Ok(())
+        }
+        MemberCommand::Replace { store, old, new } => {
+            let store = Store::open_with(&store, opts)?;
+            let r = members::replace(&store, &old, &new, opts)?;
+            println!(
+                "{} takes the place of the lost member {} (index {}); run shardfs repair to fill it",
+                new.display(),
+                r.id,
+                r.index
+            );
+            Ok(())
+        }
+        MemberCommand::Remove { store, old } => {
+            let store = Store::open_with(&store, opts)?;
+            let r = members::remove(&store, &old, std::io::stderr().is_terminal())?;
+            println!(
+                "removed member {old}: {} replicas made on other members ({}), {} manifest copies rewritten; it is retired",
+                r.replicas_recreated,
+                format_bytes(r.bytes_copied),
+                r.manifests_synced
+            );
+            Ok(())
+        }
+    }
 }
 
 fn ls(paths: &[PathBuf], members: &shardfs::member::Options, json: bool) -> Result<(), Failure> {

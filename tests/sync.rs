@@ -421,3 +421,181 @@ fn a_chunk_with_no_good_replica_is_named_with_its_bytes() {
     );
     assert!(text.contains("no good replica left"), "{text}");
 }
+
+#[test]
+fn a_lost_disk_replaced_by_an_empty_one_is_refilled() {
+    let fx = Fixture::new(6, 2);
+    let (mount, readers) = fx.mount_with_readers();
+    // The disk dies: its directory is gone, an empty one is mounted in its place elsewhere.
+    let lost = fx.members[1].clone();
+    let before = json(&ok(&["member", "list", "--store", &fx.store, "--json"]));
+    let lost_id = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["location"] == lost.to_str().unwrap())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::remove_dir_all(&lost).unwrap();
+    let fresh = fx.path("fresh-disk");
+    fs::create_dir_all(&fresh).unwrap();
+    let rest = store_arg(&[fx.members[0].clone(), fx.members[2].clone()]);
+    // Still readable members cannot be replaced; a non-empty new place is refused.
+    fails(
+        &[
+            "member",
+            "replace",
+            "--store",
+            &fx.store,
+            fx.members[0].to_str().unwrap(),
+            fresh.to_str().unwrap(),
+        ],
+        "still readable",
+    );
+    fails(
+        &[
+            "member",
+            "replace",
+            "--store",
+            &rest,
+            lost.to_str().unwrap(),
+            fx.members[2].to_str().unwrap(),
+        ],
+        "already a member",
+    );
+    ok(&[
+        "member",
+        "replace",
+        "--store",
+        &rest,
+        lost.to_str().unwrap(),
+        fresh.to_str().unwrap(),
+    ]);
+    let now = store_arg(&[fx.members[0].clone(), fresh.clone(), fx.members[2].clone()]);
+    let listed = json(&ok(&["member", "list", "--store", &now, "--json"]));
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == lost_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["location"], fresh.to_str().unwrap(), "{listed}");
+    assert_eq!(row["health"], "up");
+    let r = repair(&now);
+    assert!(r["replicas_recreated"].as_u64().unwrap() > 10, "{r}");
+    assert_eq!(verify(&now)["ok"], true);
+    fully_replicated(
+        &[fx.members[0].clone(), fresh.clone(), fx.members[2].clone()],
+        "m",
+        2,
+    );
+    for (i, f) in fx.files.iter().enumerate() {
+        assert!(export(&now, "m", Some(&format!("{i}.bin"))) == **f);
+    }
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+}
+
+#[test]
+fn members_are_added_reweighted_and_removed_with_replicas_intact() {
+    let fx = Fixture::new(7, 2);
+    let (mount, readers) = fx.mount_with_readers();
+    let rows = json(&ok(&["member", "list", "--store", &fx.store, "--json"]));
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["health"] == "up" && r["chunks"].as_u64().unwrap() > 0)
+    );
+    // Add a fourth, give it twice the weight.
+    let d3 = fx.path("disk3");
+    ok(&[
+        "member",
+        "add",
+        "--store",
+        &fx.store,
+        d3.to_str().unwrap(),
+        "--weight",
+        "2",
+    ]);
+    let four = format!("{},{}", fx.store, d3.display());
+    ok(&[
+        "member",
+        "set-weight",
+        "--store",
+        &four,
+        d3.to_str().unwrap(),
+        "3",
+    ]);
+    let rows = json(&ok(&["member", "list", "--store", &four, "--json"]));
+    let added = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["location"] == d3.to_str().unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (added["index"].as_u64(), added["weight"].as_f64()),
+        (Some(3), Some(3.0)),
+        "{rows}"
+    );
+    fails(
+        &[
+            "member",
+            "set-weight",
+            "--store",
+            &four,
+            d3.to_str().unwrap(),
+            "0",
+        ],
+        "positive",
+    );
+    // Remove the first member: its replicas are drained onto the others.
+    let gone = fx.members[0].clone();
+    ok(&["member", "remove", "--store", &four, gone.to_str().unwrap()]);
+    let rest = store_arg(&[fx.members[1].clone(), fx.members[2].clone(), d3.clone()]);
+    assert_eq!(verify(&rest)["ok"], true);
+    fully_replicated(
+        &[fx.members[1].clone(), fx.members[2].clone(), d3.clone()],
+        "m",
+        2,
+    );
+    for (i, f) in fx.files.iter().enumerate() {
+        assert!(export(&rest, "m", Some(&format!("{i}.bin"))) == **f);
+    }
+    // Given again, the retired member is left out; it is listed as retired.
+    {
+        let v = verify(&four);
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    let rows = json(&ok(&["member", "list", "--store", &rest, "--json"]));
+    let retired = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["location"] == gone.to_str().unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!(retired["health"], "retired", "{rows}");
+    // Down to two members with replicas 2, a further removal is refused.
+    ok(&["member", "remove", "--store", &rest, d3.to_str().unwrap()]);
+    let two = store_arg(&[fx.members[1].clone(), fx.members[2].clone()]);
+    fails(
+        &[
+            "member",
+            "remove",
+            "--store",
+            &two,
+            fx.members[1].to_str().unwrap(),
+        ],
+        "cannot remove",
+    );
+    assert_eq!(verify(&two)["ok"], true);
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+}

@@ -41,6 +41,36 @@ impl DirMember {
         self.root.join(TMP)
     }
 
+    /// A small file and its tag, or `None`.
+    fn get_file(&self, key: &str) -> Result<Option<Stored>, MemberError> {
+        match fs::read(self.path(key)) {
+            Ok(bytes) => Ok(Some(Stored {
+                tag: tag_of(&bytes),
+                bytes,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(key)(e)),
+        }
+    }
+
+    /// Replaces a small file durably when it still is what `expect` says. Writers of one
+    /// directory are serialised by its lock, so checking then renaming is enough.
+    fn put_checked(&self, key: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        let current = self.get_file(key)?;
+        let matches = match (expect, &current) {
+            (Expect::Absent, None) => true,
+            (Expect::Tag(t), Some(c)) => *t == c.tag,
+            _ => false,
+        };
+        if !matches {
+            return Err(MemberError::Conflict);
+        }
+        let dest = self.path(key);
+        write_atomic(&self.tmp(), &dest, bytes, true).map_err(self.err(key))?;
+        let dir = dest.parent().unwrap_or(&self.root);
+        sync_dir(dir).map_err(self.err(key))
+    }
+
     /// Errors name the file they are about.
     fn err(&self, key: &str) -> impl Fn(io::Error) -> MemberError + '_ {
         let path = self.path(key);
@@ -340,32 +370,20 @@ impl MemberIo for DirMember {
     }
 
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        let key = layout::manifest_key(name);
-        match fs::read(self.path(&key)) {
-            Ok(bytes) => Ok(Some(Stored {
-                tag: tag_of(&bytes),
-                bytes,
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(&key)(e)),
-        }
+        self.get_file(&layout::manifest_key(name))
     }
 
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        // Packs on one directory are serialised by its lock, so checking then renaming is enough.
-        let current = self.get_manifest(name)?;
-        let matches = match (expect, &current) {
-            (Expect::Absent, None) => true,
-            (Expect::Tag(t), Some(c)) => *t == c.tag,
-            _ => false,
-        };
-        if !matches {
-            return Err(MemberError::Conflict);
-        }
         fs::create_dir_all(self.path(MANIFESTS)).map_err(self.err(MANIFESTS))?;
-        let key = layout::manifest_key(name);
-        write_atomic(&self.tmp(), &self.path(&key), bytes, true).map_err(self.err(&key))?;
-        sync_dir(&self.path(MANIFESTS)).map_err(self.err(MANIFESTS))
+        self.put_checked(&layout::manifest_key(name), bytes, expect)
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
+        self.get_file(name)
+    }
+
+    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        self.put_checked(name, bytes, expect)
     }
 
     fn list_manifests(&self) -> Result<Vec<String>, MemberError> {

@@ -105,6 +105,12 @@ impl MemberIo for Faulty {
     fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
         self.inner.list_manifests()
     }
+    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
+        self.inner.get_meta(name)
+    }
+    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        self.inner.put_meta(name, bytes, expect)
+    }
     fn flush(&self) -> Result<(), MemberError> {
         self.inner.flush()
     }

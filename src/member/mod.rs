@@ -157,6 +157,10 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
     /// Names of the manifests held (`<name>.json` without the suffix).
     fn list_manifests(&self) -> Result<Vec<String>, MemberError>;
+    /// A store-level file at the member's root (`members.json`), or `None`.
+    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError>;
+    /// Replaces a store-level file in one step, when what is there is what `expect` says.
+    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<(), MemberError>;
     /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it

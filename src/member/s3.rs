@@ -325,6 +325,41 @@ impl S3Member {
         }
     }
 
+    /// A small object and its ETag, or `None`.
+    fn get_stored(&self, key: &str) -> Result<Option<Stored>, MemberError> {
+        let key = self.key(key);
+        match self.run(self.timeout, async {
+            let got = self.store.get(&key).await.map_err(member_err)?;
+            let tag = got.meta.e_tag.clone().unwrap_or_default();
+            let bytes = got.bytes().await.map_err(member_err)?;
+            Ok((bytes, tag))
+        }) {
+            Ok((bytes, tag)) => Ok(Some(Stored {
+                bytes: bytes.to_vec(),
+                tag,
+            })),
+            Err(MemberError::Missing) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces a small object in one PUT, conditional on what `expect` says is there.
+    fn put_conditional(&self, key: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        let key = self.key(key);
+        let mode = match expect {
+            Expect::Absent => PutMode::Create,
+            Expect::Tag(t) if t.is_empty() => PutMode::Overwrite,
+            Expect::Tag(t) => PutMode::Update(UpdateVersion {
+                e_tag: Some(t.clone()),
+                version: None,
+            }),
+        };
+        match self.put_small(&key, bytes, mode) {
+            Err(MemberError::AlreadyExists) => Err(MemberError::Conflict),
+            other => other,
+        }
+    }
+
     fn put_multipart(&self, key: &Key, bytes: &[u8]) -> Result<(), MemberError> {
         let limit = self.write_limit(bytes.len());
         let body = bytes::Bytes::copy_from_slice(bytes);
@@ -477,36 +512,19 @@ impl MemberIo for S3Member {
     }
 
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        let key = self.key(&layout::manifest_key(name));
-        match self.run(self.timeout, async {
-            let got = self.store.get(&key).await.map_err(member_err)?;
-            let tag = got.meta.e_tag.clone().unwrap_or_default();
-            let bytes = got.bytes().await.map_err(member_err)?;
-            Ok((bytes, tag))
-        }) {
-            Ok((bytes, tag)) => Ok(Some(Stored {
-                bytes: bytes.to_vec(),
-                tag,
-            })),
-            Err(MemberError::Missing) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_stored(&layout::manifest_key(name))
     }
 
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        let key = self.key(&layout::manifest_key(name));
-        let mode = match expect {
-            Expect::Absent => PutMode::Create,
-            Expect::Tag(t) if t.is_empty() => PutMode::Overwrite,
-            Expect::Tag(t) => PutMode::Update(UpdateVersion {
-                e_tag: Some(t.clone()),
-                version: None,
-            }),
-        };
-        match self.put_small(&key, bytes, mode) {
-            Err(MemberError::AlreadyExists) => Err(MemberError::Conflict),
-            other => other,
-        }
+        self.put_conditional(&layout::manifest_key(name), bytes, expect)
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
+        self.get_stored(name)
+    }
+
+    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        self.put_conditional(name, bytes, expect)
     }
 
     fn list_manifests(&self) -> Result<Vec<String>, MemberError> {

@@ -9,6 +9,7 @@ pub mod health;
 pub mod liveness;
 pub mod manifest;
 pub mod member;
+pub mod member_list;
 pub mod reader;
 pub mod verify;
 pub mod writer;
@@ -217,7 +218,33 @@ impl Store {
         for (location, reason) in &unavailable {
             log::warn!("store member {location} is unavailable ({reason})");
         }
-        let mut store = Store::assemble(members, unavailable)?;
+        let store = Store::assemble(members, unavailable)?;
+        // A member `member remove` retired is no longer part of the store.
+        let (list, _) = store.member_list();
+        let retired = |m: &Member| list.get(m.id()).is_some_and(|l| l.retired);
+        let mut store = if store.members.iter().any(retired) {
+            let Store {
+                members,
+                mut unavailable,
+                ..
+            } = store;
+            let (gone, kept): (Vec<Member>, Vec<Member>) = members.into_iter().partition(retired);
+            for m in gone {
+                log::warn!(
+                    "{} was retired from the store (member remove); it is not read",
+                    m.location()
+                );
+                unavailable.push((m.location().to_string(), "retired".into()));
+            }
+            if kept.is_empty() {
+                return Err(StoreError::NoneAvailable(
+                    "every member given was retired".into(),
+                ));
+            }
+            Store::assemble(kept, unavailable)?
+        } else {
+            store
+        };
         store.timeout = opts.timeout;
         Ok(store)
     }

@@ -245,7 +245,8 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
         None => store.model_names()?,
     };
     let mut problems = Vec::new();
-    for (path, reason) in &store.unavailable {
+    // A member given that was retired (member remove) is left out, not a problem.
+    for (path, reason) in store.unavailable.iter().filter(|(_, r)| r != "retired") {
         problems.push(Problem {
             member_path: Some(path.clone()),
             ..Problem::new("member-unavailable", reason.clone())

@@ -426,6 +426,17 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let store = Store::open_for_pack(paths, opts.init, &opts.member)?;
     let _lock = store.lock_for_pack()?;
     placement::check(opts.replicas, store.members.len())?;
+    let list = store.update_member_list(|_| {})?;
+    if let Some(m) = store
+        .members
+        .iter()
+        .find(|m| list.get(m.id()).is_some_and(|l| l.retired))
+    {
+        return Err(StoreError::Invalid(format!(
+            "{} was retired from the store (member remove); leave it out of --store",
+            m.location()
+        )));
+    }
     // The copies this pack replaces: its manifest is published only over these, so a pack of
     // the same model that published meanwhile is not silently undone.
     let copies = store.manifest_copies(&name);

@@ -29,6 +29,9 @@ pub struct RepairOptions {
     pub dry_run: bool,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
+    /// A member being drained (`member remove`): its replicas may be copied from, but count for
+    /// nothing and no replica goes to it.
+    pub exclude: Option<String>,
 }
 
 /// A chunk that could not be brought back to its replica count.
@@ -83,8 +86,10 @@ fn repair_chunk(
     chunk: &ChunkRef,
     pos: ChunkPos<'_>,
     slots: &[Slot<'_>],
-    dry_run: bool,
+    opts: &RepairOptions,
 ) -> Result<ChunkFix, StoreError> {
+    let dry_run = opts.dry_run;
+    let excluded = |id: &str| opts.exclude.as_deref() == Some(id);
     let want = manifest.replicas.max(1);
     let mut good: Vec<String> = Vec::new();
     let mut image: Option<Vec<u8>> = None;
@@ -97,7 +102,9 @@ fn repair_chunk(
         }
         match m.io.get_chunk(&chunk.hash, max_len) {
             Ok(img) if check_image(&img, chunk, &mut scratch).is_ok() => {
-                good.push(id.clone());
+                if !excluded(id) {
+                    good.push(id.clone());
+                }
                 if image.is_none() {
                     image = Some(img.to_vec());
                 }
@@ -192,6 +199,7 @@ fn repair_model(
     let slots: Vec<Slot<'_>> = store
         .members
         .iter()
+        .filter(|m| opts.exclude.as_deref() != Some(m.id()))
         .map(|m| Slot {
             id: m.id(),
             weight: m.info.weight,
@@ -214,7 +222,7 @@ fn repair_model(
                     index: first + i as u64,
                     total,
                 };
-                let fix = repair_chunk(store, &manifest, c, pos, &slots, opts.dry_run);
+                let fix = repair_chunk(store, &manifest, c, pos, &slots, opts);
                 progress.inc(c.len);
                 if let Ok(f) = &fix {
                     recreated.fetch_add(f.recreated, Ordering::Relaxed);

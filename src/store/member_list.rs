@@ -1,0 +1,130 @@
+//! The store's member list, `members.json`, kept on every member: each member's id, index,
+//! weight, where it lives (the path or URL it was given when it joined or was replaced) and
+//! whether it was retired. It carries a generation: the newest copy among the members that
+//! opened is the list; every change writes generation + 1 to every member that opened, each
+//! copy in one atomic step over the copy read.
+
+use super::{Store, StoreError, member_err};
+use crate::member::Expect;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const MEMBER_LIST: &str = "members.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberList {
+    pub generation: u64,
+    pub members: Vec<Listed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub index: u32,
+    pub weight: f64,
+    /// Where the member lives: an absolute path, or an `s3://` URL.
+    pub location: String,
+    /// Drained and retired by `member remove`: no longer part of the store.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+impl MemberList {
+    pub fn get(&self, id: &str) -> Option<&Listed> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// The entry a user names: by member id, or by location (as given or made absolute).
+    pub fn find(&self, who: &str) -> Option<&Listed> {
+        let absolute = crate::member::absolute_spec(Path::new(who))
+            .display()
+            .to_string();
+        self.members
+            .iter()
+            .find(|m| m.id == who || m.location == who || m.location == absolute)
+    }
+}
+
+impl Store {
+    /// The newest member list among the members that opened, and each member's copy's tag
+    /// (`None`: it has none).
+    pub fn member_list(&self) -> (MemberList, Vec<Option<String>>) {
+        let mut best = MemberList::default();
+        let mut tags = Vec::new();
+        for m in &self.members {
+            match m.io.get_meta(MEMBER_LIST) {
+                Ok(Some(stored)) => {
+                    match serde_json::from_slice::<MemberList>(&stored.bytes) {
+                        Ok(list) if list.generation > best.generation => best = list,
+                        Ok(_) => {}
+                        Err(e) => log::warn!("{}: damaged {MEMBER_LIST}: {e}", m.location()),
+                    }
+                    tags.push(Some(stored.tag));
+                }
+                Ok(None) => tags.push(None),
+                Err(e) => {
+                    log::warn!("{}: cannot read {MEMBER_LIST}: {e}", m.location());
+                    tags.push(None);
+                }
+            }
+        }
+        (best, tags)
+    }
+
+    /// Records the members that opened (where they live, index, weight) in the member list,
+    /// applies `change`, and writes the list to every member that opened when it differs from a
+    /// member's copy.
+    pub fn update_member_list(
+        &self,
+        change: impl FnOnce(&mut MemberList),
+    ) -> Result<MemberList, StoreError> {
+        let (old, tags) = self.member_list();
+        let mut list = old.clone();
+        for m in &self.members {
+            let location = crate::member::absolute_spec(Path::new(m.location()))
+                .display()
+                .to_string();
+            let entry = Listed {
+                id: m.id().to_string(),
+                index: m.info.index,
+                weight: m.info.weight,
+                location,
+                retired: false,
+            };
+            match list.members.iter_mut().find(|l| l.id == entry.id) {
+                Some(l) if !l.retired => *l = entry,
+                Some(_) => {}
+                None => list.members.push(entry),
+            }
+        }
+        change(&mut list);
+        list.members.sort_by_key(|m| m.index);
+        let changed = {
+            let mut a = list.clone();
+            a.generation = old.generation;
+            a != old
+        };
+        if changed {
+            list.generation = old.generation + 1;
+        }
+        let bytes =
+            serde_json::to_vec_pretty(&list).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        for (m, tag) in self.members.iter().zip(tags) {
+            let current =
+                m.io.get_meta(MEMBER_LIST)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.bytes == bytes);
+            if current {
+                continue;
+            }
+            let expect = match tag {
+                Some(t) => Expect::Tag(t),
+                None => Expect::Absent,
+            };
+            m.io.put_meta(MEMBER_LIST, &bytes, &expect)
+                .map_err(member_err(m.location()))?;
+        }
+        Ok(list)
+    }
+}
