@@ -186,6 +186,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a model from the store (its manifest on every member); gc then frees its chunks
+    Rm {
+        /// Members of the store, comma-separated, in any order (every member: a removed model
+        /// would come back with one left out)
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// The model to remove
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete chunk files no manifest and no live mount references, and report the space returned
+    #[command(
+        after_help = "Chunks shared with other models stay; so do chunks a live mount's lease names, and chunk files younger\nthan --min-age (a pack on another host may be writing them). Takes the members' pack lock."
+    )]
+    Gc {
+        /// Members of the store, comma-separated, in any order (every member must be given)
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// Report what would be deleted without deleting
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep unreferenced chunk files younger than this
+        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_duration)]
+        min_age: std::time::Duration,
+        /// Machine-readable report
+        #[arg(long)]
+        json: bool,
+    },
     /// Change the store's members: list, add, set-weight, replace (a lost disk), remove (drain)
     #[command(
         subcommand,
@@ -543,6 +571,37 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if r.ok { Ok(()) } else { Err(Failure::Problems) }
         }
         Command::Member(cmd) => member_command(cmd, &members),
+        Command::Rm { store, name } => {
+            let store = Store::open_with(&store, &members)?;
+            let n = shardfs::sync::gc::rm(&store, &name)?;
+            println!(
+                "removed model {name} from {n} members; shardfs gc frees the chunks no other model uses"
+            );
+            Ok(())
+        }
+        Command::Gc {
+            store,
+            dry_run,
+            min_age,
+            json,
+        } => {
+            let store = Store::open_with(&store, &members)?;
+            let r = shardfs::sync::gc::gc(&store, dry_run, min_age)?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "{} {} chunk files, {} returned; kept {} younger than --min-age and {} named by {} live mounts' leases; {:.1}s",
+                if r.dry_run { "would delete" } else { "deleted" },
+                r.chunk_files_deleted,
+                format_bytes(r.bytes_returned),
+                r.kept_young,
+                r.kept_for_leases,
+                r.live_leases,
+                r.seconds
+            );
+            Ok(())
+        }
         Command::Verify { store, name, json } => {
             let store = Store::open_with(&store, &members)?;
             let report = verify::verify(&store, name.as_deref())?;

@@ -33,7 +33,8 @@ pub enum SizeError {
     Overflow(String),
 }
 
-/// Parses a duration: a number with `ms`, `s` (the default) or `m`, e.g. `500ms`, `2.5s`, `1m`.
+/// Parses a duration: a number with `ms`, `s` (the default), `m` or `h`, e.g. `500ms`, `2.5s`,
+/// `1m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t
@@ -44,9 +45,10 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
+        "h" => 3600.0,
         _ => {
             return Err(format!(
-                "'{text}' is not a duration (use e.g. 500ms, 5s, 1m)"
+                "'{text}' is not a duration (use e.g. 500ms, 5s, 1m, 1h)"
             ));
         }
     };
@@ -55,7 +57,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             Ok(std::time::Duration::from_secs_f64(n * scale))
         }
         _ => Err(format!(
-            "'{text}' is not a duration between 1ms and a day (use e.g. 500ms, 5s, 1m)"
+            "'{text}' is not a duration between 1ms and a day (use e.g. 500ms, 5s, 1m, 1h)"
         )),
     }
 }

@@ -83,7 +83,7 @@ fn both_member_kinds_keep_the_same_contract() {
             *m.get_chunk(&big_hash, 64 << 20).unwrap() == big[..],
             "{what}"
         );
-        let mut listed = m.list_chunks().unwrap();
+        let mut listed: Vec<_> = m.list_chunks().unwrap().iter().map(|e| e.hash).collect();
         listed.sort_by_key(|h| h.to_hex());
         let mut want = vec![small, big_hash];
         want.sort_by_key(|h| h.to_hex());
@@ -181,7 +181,7 @@ fn a_corrupt_object_is_found_and_named() {
     // Overwrite one chunk object with other bytes, through the member interface.
     let opts = shardfs::member::Options::default();
     let m = shardfs::member::open(std::path::Path::new(store), &opts).unwrap();
-    let victim = m.list_chunks().unwrap()[0];
+    let victim = m.list_chunks().unwrap()[0].hash;
     let mut image = m.get_chunk(&victim, 1 << 30).unwrap().to_vec();
     let last = image.len() - 1;
     image[last] ^= 0x55;
@@ -421,8 +421,8 @@ fn sigkill_during_a_pack_to_a_bucket_keeps_the_old_version() {
             "after kill {attempt} the model is neither version"
         );
         // No object is half there: every chunk object holds a whole image.
-        for h in m.list_chunks().unwrap() {
-            let head = m.chunk_head(&h).unwrap().unwrap();
+        for e in m.list_chunks().unwrap() {
+            let head = m.chunk_head(&e.hash).unwrap().unwrap();
             let header = ChunkHeader::parse(&head.header).unwrap();
             assert_eq!(head.size, HEADER_LEN as u64 + header.payload_len);
         }

@@ -599,3 +599,180 @@ fn members_are_added_reweighted_and_removed_with_replicas_intact() {
     readers.finish();
     assert_eq!(mount.status()["errors"], 0);
 }
+
+fn chunk_bytes(members: &[PathBuf]) -> u64 {
+    members
+        .iter()
+        .flat_map(|m| chunk_files(m))
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn rm_and_gc_keep_shared_chunks_and_return_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 3);
+    let store = store_arg(&paths);
+    let mut rng = Rng::new(10);
+    let (shared, own, other) = (
+        rng.floats(1 << 20),
+        rng.floats(1 << 20),
+        rng.floats(1 << 20),
+    );
+    for (name, files) in [
+        ("a", vec![("s.bin", &shared), ("o.bin", &own)]),
+        ("b", vec![("s.bin", &shared)]),
+        ("c", vec![("x.bin", &other)]),
+    ] {
+        let src = d.join(name);
+        fs::create_dir_all(&src).unwrap();
+        for (f, bytes) in files {
+            fs::write(src.join(f), bytes).unwrap();
+        }
+        pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
+    }
+    fails(
+        &["rm", "--store", &store, "--name", "nope"],
+        "no model named 'nope'",
+    );
+    fails(
+        &["rm", "--store", &store_arg(&paths[..2]), "--name", "a"],
+        "every member",
+    );
+    ok(&["rm", "--store", &store, "--name", "a"]);
+    let ls = json(&ok(&["ls", "--store", &store, "--json"]));
+    let names: Vec<&str> = ls["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["b", "c"]);
+    // Young chunk files are kept by default; a dry run deletes nothing.
+    let young = json(&ok(&["gc", "--store", &store, "--json"]));
+    assert_eq!(young["chunk_files_deleted"], 0);
+    assert!(young["kept_young"].as_u64().unwrap() > 0, "{young}");
+    let before = chunk_bytes(&paths);
+    let dry = json(&ok(&[
+        "gc",
+        "--store",
+        &store,
+        "--dry-run",
+        "--min-age",
+        "1ms",
+        "--json",
+    ]));
+    assert!(dry["chunk_files_deleted"].as_u64().unwrap() > 0);
+    assert_eq!(chunk_bytes(&paths), before);
+    let r = json(&ok(&[
+        "gc",
+        "--store",
+        &store,
+        "--min-age",
+        "1ms",
+        "--json",
+    ]));
+    assert_eq!(r["chunk_files_deleted"], dry["chunk_files_deleted"]);
+    let after = chunk_bytes(&paths);
+    assert_eq!(before - after, r["bytes_returned"].as_u64().unwrap(), "{r}");
+    // o.bin's 16 chunks x 2 replicas went; nothing b or c uses did.
+    assert_eq!(r["chunk_files_deleted"], 32, "{r}");
+    assert_eq!(verify(&store)["ok"], true);
+    assert!(export(&store, "b", Some("s.bin")) == shared);
+    assert!(export(&store, "c", Some("x.bin")) == other);
+    let again = json(&ok(&[
+        "gc",
+        "--store",
+        &store,
+        "--min-age",
+        "1ms",
+        "--json",
+    ]));
+    assert_eq!(again["chunk_files_deleted"], 0);
+}
+
+#[test]
+fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    let mut rng = Rng::new(11);
+    let v1 = rng.floats(2 << 20);
+    let src = d.join("m.bin");
+    fs::write(&src, &v1).unwrap();
+    pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "m", "--cache-size", "1MiB"],
+    );
+    // A new version replaces the one the mount serves.
+    let v2 = rng.floats(2 << 20);
+    fs::write(&src, &v2).unwrap();
+    pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
+    let r = json(&ok(&[
+        "gc",
+        "--store",
+        &store,
+        "--min-age",
+        "1ms",
+        "--json",
+    ]));
+    assert_eq!(r["live_leases"], 1, "{r}");
+    assert_eq!(r["chunk_files_deleted"], 0, "{r}");
+    assert!(r["kept_for_leases"].as_u64().unwrap() >= 64, "{r}");
+    assert!(
+        read_direct(&mount.dir.join("m.bin")).unwrap() == v1,
+        "the mount lost its version"
+    );
+    assert!(mount.unmount().status.success());
+    let r = json(&ok(&[
+        "gc",
+        "--store",
+        &store,
+        "--min-age",
+        "1ms",
+        "--json",
+    ]));
+    assert_eq!(r["live_leases"], 0, "{r}");
+    assert_eq!(r["chunk_files_deleted"], 64, "{r}");
+    assert!(export(&store, "m", None) == v2);
+    // A gc beside a running pack is refused by the pack's lock, or finds nothing of it to take.
+    let v3 = rng.floats(24 << 20);
+    fs::write(&src, &v3).unwrap();
+    let child = std::process::Command::new(bin())
+        .args([
+            "pack",
+            src.to_str().unwrap(),
+            "--store",
+            &store,
+            "--replicas",
+            "2",
+            "--chunk-size",
+            "64KiB",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while chunk_files(&paths[0]).len() < 200 {
+        std::thread::yield_now();
+    }
+    let out = run(&["gc", "--store", &store, "--min-age", "1ms"]);
+    assert!(
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("busy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packed = child.wait_with_output().unwrap();
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
+    assert_eq!(verify(&store)["ok"], true);
+    assert!(export(&store, "m", None) == v3);
+}

@@ -265,7 +265,29 @@ fn serve(
             prefetch: req.options.prefetch,
             threads: req.options.threads,
         };
-        let fs = ShardFs::new(Arc::new(store), manifests, req.name.is_some(), &opts)
+        // The lease names what this mount reads, so gc and member changes leave it in place.
+        let store = Arc::new(store);
+        let mount_id = crate::store::member::new_id()
+            .map_err(|e| err(format!("cannot make a mount id: {e}")))?;
+        let mut lease = crate::store::lease::Lease::new(
+            &mount_id,
+            &canonical.display().to_string(),
+            &manifests,
+        );
+        store.write_lease(&mut lease);
+        let (stop_leasing, stopped) = crossbeam_channel::bounded::<()>(1);
+        let leasing = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(crate::store::lease::LEASE_REFRESH)
+                {
+                    store.write_lease(&mut lease);
+                }
+                store.drop_lease(&lease.mount_id);
+            })
+        };
+        let fs = ShardFs::new(store, manifests, req.name.is_some(), &opts)
             .map_err(|e| err(format!("cannot start worker threads: {e}")))?;
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -322,6 +344,8 @@ fn serve(
             None => {}
         }
         let run = session.run();
+        drop(stop_leasing);
+        let _ = leasing.join();
         let _ = fs::remove_file(&state_path);
         // A clean session that logged nothing leaves no empty log behind.
         if fs::metadata(&log_path).is_ok_and(|m| m.len() == 0) {

@@ -8,7 +8,7 @@
 //! decompressed bytes.
 
 use super::layout::{self, CHUNKS, LOCK, MANIFESTS, MEMBER_FILE, TMP};
-use super::{ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Stored};
+use super::{ChunkEntry, ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Stored};
 use crate::buffer::{ChunkBuf, SparePool};
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
@@ -342,7 +342,7 @@ impl MemberIo for DirMember {
         write_atomic(&self.tmp(), &dest, image, false).map_err(self.err(&key))
     }
 
-    fn list_chunks(&self) -> Result<Vec<Hash32>, MemberError> {
+    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
         let mut out = Vec::new();
         let top = match fs::read_dir(self.path(CHUNKS)) {
             Ok(d) => d,
@@ -356,8 +356,13 @@ impl MemberIo for DirMember {
             }
             for f in fs::read_dir(sub.path()).map_err(self.err(CHUNKS))? {
                 let f = f.map_err(self.err(CHUNKS))?;
-                if let Some(h) = f.file_name().to_str().and_then(layout::chunk_name) {
-                    out.push(h);
+                if let Some(hash) = f.file_name().to_str().and_then(layout::chunk_name) {
+                    let Ok(meta) = f.metadata() else { continue };
+                    out.push(ChunkEntry {
+                        hash,
+                        size: meta.len(),
+                        modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    });
                 }
             }
         }
@@ -383,7 +388,41 @@ impl MemberIo for DirMember {
     }
 
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        if let Some(dir) = self.path(name).parent() {
+            fs::create_dir_all(dir).map_err(self.err(name))?;
+        }
         self.put_checked(name, bytes, expect)
+    }
+
+    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+        let entries = match fs::read_dir(self.path(dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(self.err(dir))?;
+            if let Some(name) = entry.file_name().to_str() {
+                out.push(format!("{dir}/{name}"));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
+        match fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(name)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
+        let key = layout::manifest_key(name);
+        match fs::remove_file(self.path(&key)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(&key)(e)),
+            _ => sync_dir(&self.path(MANIFESTS)).or(Ok(())),
+        }
     }
 
     fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
@@ -489,7 +528,8 @@ mod tests {
             Err(MemberError::AlreadyExists)
         ));
         m.flush().unwrap();
-        assert_eq!(m.list_chunks().unwrap(), vec![h]);
+        let listed = m.list_chunks().unwrap();
+        assert_eq!((listed.len(), listed[0].hash, listed[0].size), (1, h, 5));
         assert_eq!(&*m.get_chunk(&h, 100).unwrap(), b"image");
         assert!(matches!(m.get_chunk(&h, 3), Err(MemberError::Corrupt(_))));
         m.delete_chunk(&h).unwrap();

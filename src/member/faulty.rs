@@ -1,7 +1,7 @@
 //! A test twin: wraps any member and makes its chunk reads slow, failing or corrupt on demand,
 //! so the store's failover, hedging and down-marking can be tested without a network.
 
-use super::{ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Stored};
+use super::{ChunkEntry, ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Stored};
 use crate::codec::Hash32;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -90,7 +90,7 @@ impl MemberIo for Faulty {
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
         self.inner.put_chunk(hash, image, replace)
     }
-    fn list_chunks(&self) -> Result<Vec<Hash32>, MemberError> {
+    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
         self.inner.list_chunks()
     }
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
@@ -110,6 +110,15 @@ impl MemberIo for Faulty {
     }
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
         self.inner.put_meta(name, bytes, expect)
+    }
+    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+        self.inner.list_meta(dir)
+    }
+    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
+        self.inner.delete_meta(name)
+    }
+    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
+        self.inner.delete_manifest(name)
     }
     fn flush(&self) -> Result<(), MemberError> {
         self.inner.flush()

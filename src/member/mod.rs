@@ -105,6 +105,14 @@ pub struct ChunkHead {
     pub size: u64,
 }
 
+/// A chunk file as a listing shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub hash: Hash32,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
 /// A manifest as stored, with the token a conditional update names.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -147,8 +155,9 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// Writes a chunk file as one atomic step; `replace` overwrites a damaged one in place,
     /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
-    /// Every chunk file's hash (names that are not a hash are skipped).
-    fn list_chunks(&self) -> Result<Vec<Hash32>, MemberError>;
+    /// Every chunk file: hash, size, when it was last written (names that are not a hash are
+    /// skipped).
+    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError>;
     /// A model's manifest, or `None`.
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError>;
@@ -160,7 +169,14 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// A store-level file at the member's root (`members.json`), or `None`.
     fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError>;
     /// Replaces a store-level file in one step, when what is there is what `expect` says.
+    /// `name` may hold one folder (`leases/<id>.json`).
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
+    /// Names of the store-level files in folder `dir` (`leases`).
+    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError>;
+    /// Deletes a store-level file (gone already is fine).
+    fn delete_meta(&self, name: &str) -> Result<(), MemberError>;
+    /// Deletes a model's manifest (gone already is fine).
+    fn delete_manifest(&self, name: &str) -> Result<(), MemberError>;
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<(), MemberError>;
     /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it

@@ -14,7 +14,7 @@
 //! one race that matters.
 
 use super::layout::{self, CHUNKS, MANIFESTS, MEMBER_FILE};
-use super::{ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Options, Stored};
+use super::{ChunkEntry, ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Options, Stored};
 use crate::codec::{HEADER_LEN, Hash32};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -486,7 +486,7 @@ impl MemberIo for S3Member {
         self.put_small(&key, image, mode)
     }
 
-    fn list_chunks(&self) -> Result<Vec<Hash32>, MemberError> {
+    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
         let prefix = self.key(CHUNKS);
         // A listing of a large member takes many pages: each gets the deadline.
         let limit = self.timeout * 20;
@@ -499,7 +499,14 @@ impl MemberIo for S3Member {
                 .map_err(member_err)?;
             Ok(metas
                 .iter()
-                .filter_map(|m| m.location.filename().and_then(layout::chunk_name))
+                .filter_map(|m| {
+                    let hash = m.location.filename().and_then(layout::chunk_name)?;
+                    Some(ChunkEntry {
+                        hash,
+                        size: m.size,
+                        modified: m.last_modified.into(),
+                    })
+                })
                 .collect())
         })
     }
@@ -525,6 +532,36 @@ impl MemberIo for S3Member {
 
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
         self.put_conditional(name, bytes, expect)
+    }
+
+    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+        let prefix = self.key(dir);
+        self.run(self.timeout, async {
+            let listed = self
+                .store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(member_err)?;
+            Ok(listed
+                .objects
+                .iter()
+                .filter_map(|m| m.location.filename().map(|f| format!("{dir}/{f}")))
+                .collect())
+        })
+    }
+
+    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
+        let key = self.key(name);
+        match self.run(self.timeout, async {
+            self.store.delete(&key).await.map_err(member_err)
+        }) {
+            Err(MemberError::Missing) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
+        self.delete_meta(&layout::manifest_key(name))
     }
 
     fn list_manifests(&self) -> Result<Vec<String>, MemberError> {

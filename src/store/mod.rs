@@ -6,6 +6,7 @@
 //! serve whole. Nothing here knows about FUSE, and nothing here knows which kind a member is.
 
 pub mod health;
+pub mod lease;
 pub mod liveness;
 pub mod manifest;
 pub mod member;

@@ -1,0 +1,137 @@
+//! Leases: what each live mount reads, so that nothing it needs is deleted under it. A mount
+//! writes `leases/<mount-id>.json` on every member when it starts and every `LEASE_REFRESH`
+//! while it lives (the models and generations it serves, and the chunks they name), and deletes
+//! it when it ends. A lease not refreshed for `LEASE_TTL` belongs to a dead mount and is ignored.
+//! `gc` keeps every chunk a live lease names.
+
+use super::manifest::Manifest;
+use super::{Store, member_err};
+use crate::codec::Hash32;
+use crate::member::Expect;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const LEASES: &str = "leases";
+/// How often a live mount rewrites its lease.
+pub const LEASE_REFRESH: Duration = Duration::from_secs(60);
+/// A lease older than this is a dead mount's.
+pub const LEASE_TTL: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedModel {
+    pub name: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub mount_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub mountpoint: String,
+    pub refreshed_unix: u64,
+    pub models: Vec<LeasedModel>,
+    pub chunks: Vec<Hash32>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Lease {
+    /// A lease for a mount serving `manifests`.
+    pub fn new(mount_id: &str, mountpoint: &str, manifests: &[Manifest]) -> Lease {
+        let mut chunks: Vec<Hash32> = manifests
+            .iter()
+            .flat_map(|m| m.files.iter().flat_map(|f| f.chunks.iter().map(|c| c.hash)))
+            .collect();
+        chunks.sort_by_key(|h| h.0);
+        chunks.dedup();
+        Lease {
+            mount_id: mount_id.to_string(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            mountpoint: mountpoint.to_string(),
+            refreshed_unix: now_unix(),
+            models: manifests
+                .iter()
+                .map(|m| LeasedModel {
+                    name: m.name.clone(),
+                    version: m.version,
+                })
+                .collect(),
+            chunks,
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        now_unix().saturating_sub(self.refreshed_unix) < LEASE_TTL.as_secs()
+    }
+
+    fn key(id: &str) -> String {
+        format!("{LEASES}/{id}.json")
+    }
+}
+
+impl Store {
+    /// Writes (or refreshes) `lease` on every member; a member that cannot take it is logged.
+    pub fn write_lease(&self, lease: &mut Lease) {
+        lease.refreshed_unix = now_unix();
+        let Ok(bytes) = serde_json::to_vec(lease) else {
+            return;
+        };
+        let key = Lease::key(&lease.mount_id);
+        for m in &self.members {
+            let expect = match m.io.get_meta(&key) {
+                Ok(Some(s)) => Expect::Tag(s.tag),
+                _ => Expect::Absent,
+            };
+            if let Err(e) =
+                m.io.put_meta(&key, &bytes, &expect)
+                    .map_err(member_err(m.location()))
+            {
+                log::warn!("cannot write this mount's lease: {e}");
+            }
+        }
+    }
+
+    /// Deletes a mount's lease from every member.
+    pub fn drop_lease(&self, mount_id: &str) {
+        for m in &self.members {
+            if let Err(e) = m.io.delete_meta(&Lease::key(mount_id)) {
+                log::warn!("{}: cannot delete this mount's lease: {e}", m.location());
+            }
+        }
+    }
+
+    /// Every live lease found on any member (the newest copy of each).
+    pub fn live_leases(&self) -> Vec<Lease> {
+        let mut by_id: BTreeMap<String, Lease> = BTreeMap::new();
+        for m in &self.members {
+            let Ok(names) = m.io.list_meta(LEASES) else {
+                continue;
+            };
+            for name in names {
+                let Ok(Some(stored)) = m.io.get_meta(&name) else {
+                    continue;
+                };
+                let Ok(lease) = serde_json::from_slice::<Lease>(&stored.bytes) else {
+                    continue;
+                };
+                let newer = by_id
+                    .get(&lease.mount_id)
+                    .is_none_or(|l| l.refreshed_unix < lease.refreshed_unix);
+                if newer {
+                    by_id.insert(lease.mount_id.clone(), lease);
+                }
+            }
+        }
+        by_id.into_values().filter(Lease::alive).collect()
+    }
+}

@@ -1,0 +1,119 @@
+//! `rm` retires a model (its manifest on every member); `gc` deletes the chunk files that no
+//! manifest copy and no live mount's lease references, reporting the space returned. Both take
+//! the members' pack lock, so they never run beside a pack on a directory member; on an object
+//! store (no lock) a chunk file younger than `--min-age` is kept, since a pack elsewhere may be
+//! writing it for a manifest not yet published. Every member given must be readable: a manifest
+//! only an absent member holds could otherwise lose its chunks, and a removed model would come
+//! back with the member.
+
+use crate::codec::Hash32;
+use crate::store::{Store, StoreError, member_err};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Chunk files younger than this are kept by default.
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(3600);
+
+fn all_given(store: &Store, what: &str) -> Result<(), StoreError> {
+    if let Some((location, reason)) = store.unavailable.iter().find(|(_, r)| r != "retired") {
+        return Err(StoreError::Invalid(format!(
+            "{what} needs every member readable: {location} is not ({reason})"
+        )));
+    }
+    let (list, _) = store.member_list();
+    if let Some(l) = list
+        .members
+        .iter()
+        .find(|l| !l.retired && store.member(&l.id).is_none())
+    {
+        return Err(StoreError::Invalid(format!(
+            "{what} needs every member of the store: member {} ({}) was not given",
+            l.id, l.location
+        )));
+    }
+    Ok(())
+}
+
+/// Removes model `name` from every member.
+pub fn rm(store: &Store, name: &str) -> Result<usize, StoreError> {
+    all_given(store, "rm")?;
+    store.manifest(name)?;
+    let _lock = store.lock_for_pack()?;
+    for m in &store.members {
+        m.io.delete_manifest(name)
+            .map_err(member_err(m.location()))?;
+    }
+    Ok(store.members.len())
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Chunk files deleted (or that would be), and their bytes.
+    pub chunk_files_deleted: u64,
+    pub bytes_returned: u64,
+    /// Unreferenced chunk files kept because they are younger than the minimum age.
+    pub kept_young: u64,
+    /// Chunks kept only because a live mount's lease names them.
+    pub kept_for_leases: u64,
+    pub live_leases: usize,
+    pub seconds: f64,
+}
+
+/// Deletes unreferenced chunk files on every member.
+pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, StoreError> {
+    let started = Instant::now();
+    all_given(store, "gc")?;
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(store.lock_for_pack()?)
+    };
+    // Every valid copy of every manifest on every member, stale ones too.
+    let mut referenced: HashSet<Hash32> = HashSet::new();
+    for name in store.model_names()? {
+        for copy in store.manifest_copies(&name) {
+            if let Some(Ok(m)) = copy.manifest {
+                for f in &m.files {
+                    referenced.extend(f.chunks.iter().map(|c| c.hash));
+                }
+            }
+        }
+    }
+    let leases = store.live_leases();
+    let leased: HashSet<Hash32> = leases
+        .iter()
+        .flat_map(|l| l.chunks.iter().copied())
+        .collect();
+    let mut report = GcReport {
+        dry_run,
+        live_leases: leases.len(),
+        ..GcReport::default()
+    };
+    let now = SystemTime::now();
+    for m in &store.members {
+        for entry in m.io.list_chunks().map_err(member_err(m.location()))? {
+            if referenced.contains(&entry.hash) {
+                continue;
+            }
+            if leased.contains(&entry.hash) {
+                report.kept_for_leases += 1;
+                continue;
+            }
+            let age = now.duration_since(entry.modified).unwrap_or(Duration::ZERO);
+            if age < min_age {
+                report.kept_young += 1;
+                continue;
+            }
+            if !dry_run {
+                m.io.delete_chunk(&entry.hash)
+                    .map_err(member_err(m.location()))?;
+            }
+            report.chunk_files_deleted += 1;
+            report.bytes_returned += entry.size;
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
