@@ -186,6 +186,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move replicas to where the placement puts them now (after member add, remove or set-weight)
+    #[command(
+        after_help = "Copies and verifies first, publishes the new manifests, then deletes the old copies (kept while a live\nmount's lease names an older generation; run again later). Takes the members' pack lock."
+    )]
+    Rebalance {
+        /// Members of the store, comma-separated, in any order
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// Report what would move without moving anything
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a model from the store (its manifest on every member); gc then frees its chunks
     Rm {
         /// Members of the store, comma-separated, in any order (every member: a removed model
@@ -571,6 +586,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if r.ok { Ok(()) } else { Err(Failure::Problems) }
         }
         Command::Member(cmd) => member_command(cmd, &members),
+        Command::Rebalance {
+            store,
+            dry_run,
+            json,
+        } => {
+            let store = Store::open_with(&store, &members)?;
+            let r = shardfs::sync::rebalance::rebalance(&store, dry_run)?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "{} {} of {} replicas ({} chunks), {} copied; {} old copies deleted, {} kept for live mounts; {:.1}s",
+                if r.dry_run { "would move" } else { "moved" },
+                r.replicas_moved,
+                r.replicas,
+                r.chunks,
+                format_bytes(r.bytes_copied),
+                r.old_copies_deleted,
+                r.old_copies_kept,
+                r.seconds
+            );
+            Ok(())
+        }
         Command::Rm { store, name } => {
             let store = Store::open_with(&store, &members)?;
             let n = shardfs::sync::gc::rm(&store, &name)?;

@@ -776,3 +776,76 @@ fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
     assert_eq!(verify(&store)["ok"], true);
     assert!(export(&store, "m", None) == v3);
 }
+
+#[test]
+fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut paths = members(d, 3);
+    let store = store_arg(&paths);
+    let data = Arc::new(Rng::new(12).floats(72 << 20));
+    let src = d.join("m.bin");
+    fs::write(&src, &*data).unwrap();
+    pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "m", "--cache-size", "4MiB"],
+    );
+    let readers = Readers::start(vec![(mount.dir.join("m.bin"), data.clone())]);
+    let new = d.join("disk3");
+    ok(&["member", "add", "--store", &store, new.to_str().unwrap()]);
+    paths.push(new);
+    let four = store_arg(&paths);
+    let dry = json(&ok(&["rebalance", "--store", &four, "--dry-run", "--json"]));
+    let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
+    assert_eq!(dry["replicas_moved"], r["replicas_moved"]);
+    let share = r["replicas_moved"].as_f64().unwrap() / r["replicas"].as_f64().unwrap();
+    // 1152 chunks x 2 replicas: a quarter moves, give or take 0.05 (about five standard
+    // deviations).
+    assert!(
+        (0.20..=0.30).contains(&share),
+        "moved {share:.3} of the replicas: {r}"
+    );
+    // The mount still reads its generation: the old copies stay until it is gone.
+    assert!(r["old_copies_kept"].as_u64().unwrap() > 0, "{r}");
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+    assert!(mount.unmount().status.success());
+    let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
+    assert_eq!(r["replicas_moved"], 0, "{r}");
+    assert!(r["old_copies_deleted"].as_u64().unwrap() > 0, "{r}");
+    // Exactly the listed copies are left: two per chunk.
+    let files: usize = paths.iter().map(|p| chunk_files(p).len()).sum();
+    assert_eq!(files, 2 * 1152);
+    assert_eq!(verify(&four)["ok"], true);
+    fully_replicated(&paths, "m", 2);
+    assert!(export(&four, "m", None) == *data);
+    // Bytes per member within 10% of their share (equal weights: a quarter each), counting
+    // the copies the manifest lists.
+    let m = manifest_json(&paths[0], "m");
+    let ids: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let info: serde_json::Value =
+                serde_json::from_slice(&fs::read(p.join("shardfs-store.json")).unwrap()).unwrap();
+            info["member_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut bytes = vec![0u64; 4];
+    for c in m["files"][0]["chunks"].as_array().unwrap() {
+        for id in c["members"].as_array().unwrap() {
+            let i = ids.iter().position(|x| x == id.as_str().unwrap()).unwrap();
+            bytes[i] += c["stored_len"].as_u64().unwrap();
+        }
+    }
+    let total: u64 = bytes.iter().sum();
+    for b in &bytes {
+        let share = *b as f64 / total as f64;
+        assert!(
+            (0.225..=0.275).contains(&share),
+            "bytes per member {bytes:?}"
+        );
+    }
+}

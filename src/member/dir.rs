@@ -451,6 +451,10 @@ impl MemberIo for DirMember {
         }
     }
 
+    fn exclusive_lock(&self) -> bool {
+        true
+    }
+
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         let f = File::options()
             .create(true)

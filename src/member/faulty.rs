@@ -123,6 +123,9 @@ impl MemberIo for Faulty {
     fn flush(&self) -> Result<(), MemberError> {
         self.inner.flush()
     }
+    fn exclusive_lock(&self) -> bool {
+        self.inner.exclusive_lock()
+    }
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         self.inner.lock()
     }

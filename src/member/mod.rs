@@ -179,6 +179,9 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     fn delete_manifest(&self, name: &str) -> Result<(), MemberError>;
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<(), MemberError>;
+    /// Whether `lock` excludes every other writer (a directory's flock does; an object store
+    /// has none, so a pack elsewhere may be writing while a lock is "held").
+    fn exclusive_lock(&self) -> bool;
     /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it
     /// is taken) and clears what killed packs left behind.
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError>;

@@ -586,6 +586,10 @@ impl MemberIo for S3Member {
         Ok(())
     }
 
+    fn exclusive_lock(&self) -> bool {
+        false
+    }
+
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         Ok(Box::new(NoLock))
     }

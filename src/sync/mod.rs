@@ -1,7 +1,9 @@
 //! Keeping the copies true, built on the store: `repair` re-creates missing and corrupt
 //! replicas and brings every member's manifests up to date; `members` adds, reweights, replaces
-//! and removes members; `gc` retires models (`rm`) and deletes unreferenced chunk files.
+//! and removes members; `rebalance` moves replicas to where the placement puts them now; `gc`
+//! retires models (`rm`) and deletes unreferenced chunk files.
 
 pub mod gc;
 pub mod members;
+pub mod rebalance;
 pub mod repair;

@@ -1,0 +1,207 @@
+//! `rebalance`: moves replicas to where the placement puts them now (after a member was added,
+//! removed or reweighted). For each chunk the members the placement picks get a verified copy
+//! first; then every member receives the new manifest (generation + 1, the new replica lists);
+//! only then are copies the manifests no longer list where they are deleted, and not while a
+//! live mount's lease names an older generation of the model (a later run deletes them).
+//! Killed at any moment, a rerun finds the copies already made and finishes.
+
+use crate::codec::Hash32;
+use crate::placement::{self, ChunkPos, Slot};
+use crate::store::manifest::Manifest;
+use crate::store::reader::check_image;
+use crate::store::{Store, StoreError, member_err};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RebalanceReport {
+    pub dry_run: bool,
+    pub chunks: u64,
+    /// Replicas (chunk, member) in place before, and how many of them moved.
+    pub replicas: u64,
+    pub replicas_moved: u64,
+    pub bytes_copied: u64,
+    pub old_copies_deleted: u64,
+    /// Old copies kept because a live mount still reads an older generation.
+    pub old_copies_kept: u64,
+    pub seconds: f64,
+}
+
+fn max_image(len: u64) -> u64 {
+    crate::codec::HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(len as usize) as u64
+}
+
+/// Moves one model's replicas (copies to the members the placement picks; the lists updated).
+fn rebalance_model(
+    store: &Store,
+    manifest: &mut Manifest,
+    slots: &[Slot<'_>],
+    dry_run: bool,
+    report: &mut RebalanceReport,
+) -> Result<(), StoreError> {
+    let total = manifest.chunk_count() as u64;
+    let replicas = manifest.replicas.min(slots.len()).max(1);
+    let mut index = 0u64;
+    for file in &mut manifest.files {
+        let first = index;
+        index += file.chunks.len() as u64;
+        let moves: Vec<Result<(Vec<String>, u64), StoreError>> = file
+            .chunks
+            .par_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pos = ChunkPos {
+                    hash: &c.hash,
+                    index: first + i as u64,
+                    total,
+                };
+                let want: Vec<String> = placement::place(manifest.placement, pos, slots, replicas)?
+                    .into_iter()
+                    .map(|i| slots[i].id.to_string())
+                    .collect();
+                let missing: Vec<&String> = want.iter().filter(|w| !c.members.contains(w)).collect();
+                if missing.is_empty() {
+                    return Ok((want, 0));
+                }
+                // A verified image from a current replica.
+                let mut scratch = vec![0u8; c.len as usize];
+                let image = c
+                    .members
+                    .iter()
+                    .filter_map(|id| store.member(id))
+                    .find_map(|m| {
+                        let img = m.io.get_chunk(&c.hash, max_image(c.len)).ok()?;
+                        check_image(&img, c, &mut scratch).ok().map(|_| img.to_vec())
+                    })
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "chunk {} of '{}' has no good replica to move (run shardfs repair first)",
+                            c.hash, file.path
+                        ))
+                    })?;
+                let mut copied = 0;
+                for id in missing {
+                    let Some(m) = store.member(id) else { continue };
+                    let there = m
+                        .io
+                        .get_chunk(&c.hash, max_image(c.len))
+                        .is_ok_and(|img| check_image(&img, c, &mut scratch).is_ok());
+                    if !there && !dry_run {
+                        m.io.put_chunk(&c.hash, &image, true)
+                            .map_err(member_err(m.location()))?;
+                    }
+                    if !there {
+                        copied += image.len() as u64;
+                    }
+                }
+                Ok((want, copied))
+            })
+            .collect();
+        for (c, result) in file.chunks.iter_mut().zip(moves) {
+            let (want, copied) = result?;
+            report.chunks += 1;
+            report.replicas += c.members.len() as u64;
+            report.bytes_copied += copied;
+            report.replicas_moved += c.members.iter().filter(|m| !want.contains(m)).count() as u64;
+            c.members = want;
+        }
+    }
+    Ok(())
+}
+
+pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreError> {
+    let started = Instant::now();
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(store.lock_for_pack()?)
+    };
+    let slots: Vec<Slot<'_>> = store
+        .members
+        .iter()
+        .map(|m| Slot {
+            id: m.id(),
+            weight: m.info.weight,
+        })
+        .collect();
+    let mut report = RebalanceReport {
+        dry_run,
+        ..RebalanceReport::default()
+    };
+    let leases = store.live_leases();
+    // Where each chunk is listed now, and the chunks of models a live mount reads at an older
+    // generation (their old copies stay).
+    let mut listed: HashMap<Hash32, HashSet<String>> = HashMap::new();
+    let mut protected: HashSet<Hash32> = HashSet::new();
+    for name in store.model_names()? {
+        let copies = store.manifest_copies(&name);
+        let mut manifest = store.manifest(&name)?;
+        let before = manifest.clone();
+        rebalance_model(store, &mut manifest, &slots, dry_run, &mut report)?;
+        if manifest.files != before.files {
+            manifest.version += 1;
+            if !dry_run {
+                store
+                    .members
+                    .par_iter()
+                    .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
+                let bytes = manifest
+                    .to_bytes()
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                for copy in &copies {
+                    store.put_manifest(copy.member, &name, &bytes, copy.tag.as_deref())?;
+                }
+            }
+        }
+        let leased_older = leases.iter().any(|l| {
+            l.models
+                .iter()
+                .any(|m| m.name == name && m.version < manifest.version)
+        });
+        for f in &manifest.files {
+            for c in &f.chunks {
+                if leased_older {
+                    protected.insert(c.hash);
+                }
+                listed
+                    .entry(c.hash)
+                    .or_default()
+                    .extend(c.members.iter().cloned());
+            }
+        }
+    }
+    // Copies no manifest lists where they are: moved away now or earlier (a rerun after a live
+    // mount ended, or a kill), or left by repair and member changes. On a member another writer
+    // may be using (no exclusive lock), only copies older than gc's minimum age go.
+    let now = std::time::SystemTime::now();
+    for m in &store.members {
+        for entry in m.io.list_chunks().map_err(member_err(m.location()))? {
+            let Some(where_) = listed.get(&entry.hash) else {
+                continue; // unreferenced: gc's business
+            };
+            if where_.contains(m.id()) {
+                continue;
+            }
+            if protected.contains(&entry.hash) {
+                report.old_copies_kept += 1;
+                continue;
+            }
+            let age = now.duration_since(entry.modified).unwrap_or_default();
+            if !m.io.exclusive_lock() && age < super::gc::DEFAULT_MIN_AGE {
+                report.old_copies_kept += 1;
+                continue;
+            }
+            if !dry_run {
+                match m.io.delete_chunk(&entry.hash) {
+                    Ok(()) | Err(crate::member::MemberError::Missing) => {}
+                    Err(e) => return Err(member_err(m.location())(e)),
+                }
+            }
+            report.old_copies_deleted += 1;
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
