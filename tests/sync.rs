@@ -849,3 +849,112 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
         );
     }
 }
+
+/// Starts `shardfs ARGS`, waits until `progress()` has grown by `step` (or the command ended),
+/// kills it with SIGKILL; true when the kill landed before the command finished.
+fn kill_after(args: &[&str], progress: &dyn Fn() -> usize, step: usize) -> bool {
+    let start = progress();
+    let mut child = std::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while progress().abs_diff(start) < step && child.try_wait().unwrap().is_none() {
+        std::thread::yield_now();
+    }
+    let finished = child.try_wait().unwrap().is_some();
+    child.kill().ok();
+    child.wait().unwrap();
+    !finished
+}
+
+#[test]
+fn rebalance_member_remove_and_gc_killed_at_ten_moments_each_finish_on_a_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut paths = members(d, 3);
+    let store = store_arg(&paths);
+    let mut rng = Rng::new(13);
+    // x is large: gc deletes thousands of files a second, so its kills need many to land among.
+    let (m, x) = (rng.floats(36 << 20), rng.floats(48 << 20));
+    for (name, data) in [("m", &m), ("x", &x)] {
+        let src = d.join(format!("{name}.bin"));
+        fs::write(&src, data).unwrap();
+        pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
+    }
+    let all_files = |paths: &[PathBuf]| paths.iter().map(|p| chunk_files(p).len()).sum::<usize>();
+    let exact = |store: &str| {
+        assert!(export(store, "m", None) == m, "m differs");
+    };
+
+    // Rebalance onto a fourth member, killed as it copies.
+    let new = d.join("disk3");
+    ok(&["member", "add", "--store", &store, new.to_str().unwrap()]);
+    paths.push(new.clone());
+    let four = store_arg(&paths);
+    let mut landed = 0;
+    for _ in 0..10 {
+        landed += usize::from(kill_after(
+            &["rebalance", "--store", &four],
+            &|| chunk_files(&new).len(),
+            25,
+        ));
+        exact(&four);
+        let v = verify(&four);
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    assert!(landed >= 8, "only {landed} kills landed during rebalance");
+    ok(&["rebalance", "--store", &four]);
+    assert_eq!(verify(&four)["ok"], true);
+    fully_replicated(&paths, "m", 2);
+
+    // Drain the first member, killed as it copies.
+    let gone = paths[0].clone();
+    let rest: Vec<PathBuf> = paths[1..].to_vec();
+    let mut landed = 0;
+    for _ in 0..10 {
+        landed += usize::from(kill_after(
+            &["member", "remove", "--store", &four, gone.to_str().unwrap()],
+            &|| all_files(&rest),
+            25,
+        ));
+        exact(&four);
+        assert_eq!(verify(&four)["ok"], true);
+    }
+    assert!(
+        landed >= 8,
+        "only {landed} kills landed during member remove"
+    );
+    ok(&["member", "remove", "--store", &four, gone.to_str().unwrap()]);
+    let three = store_arg(&rest);
+    assert_eq!(verify(&three)["ok"], true);
+    fully_replicated(&rest, "m", 2);
+    exact(&three);
+
+    // Retire x and collect its chunks, killed as it deletes.
+    ok(&["rm", "--store", &three, "--name", "x"]);
+    let mut landed = 0;
+    for _ in 0..10 {
+        landed += usize::from(kill_after(
+            &["gc", "--store", &three, "--min-age", "1ms"],
+            &|| all_files(&rest),
+            10,
+        ));
+        exact(&three);
+        assert_eq!(verify(&three)["ok"], true);
+    }
+    assert!(landed >= 8, "only {landed} kills landed during gc");
+    let r = json(&ok(&[
+        "gc",
+        "--store",
+        &three,
+        "--min-age",
+        "1ms",
+        "--json",
+    ]));
+    assert_eq!(verify(&three)["ok"], true);
+    exact(&three);
+    // Only m's listed copies are left (the drained member's old files excepted).
+    assert_eq!(all_files(&rest), 2 * 576, "{r}");
+}

@@ -122,6 +122,16 @@ pub fn add(
     let mut all = specs.to_vec();
     all.push(new.to_path_buf());
     let store = Store::open_with(&all, opts)?;
+    // Every member keeps a copy of every manifest.
+    for name in existing.model_names()? {
+        let manifest = existing.manifest(&name)?;
+        let bytes = manifest
+            .to_bytes()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if let Some(m) = store.member(&info.member_id) {
+            store.put_manifest(m, &name, &bytes, None)?;
+        }
+    }
     store.update_member_list(|_| {})?;
     list_row(&store, &info.member_id)
 }
