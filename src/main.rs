@@ -1,17 +1,19 @@
 //! The `shardfs` command line: parses arguments, calls the library, prints results. Every
 //! failure ends as one line on stderr and a non-zero exit.
 
+mod cli;
+
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::Failure;
 use shardfs::chunking::Partition;
 use shardfs::codec::CodecChoice;
 use shardfs::daemon;
 use shardfs::placement::Placement;
-use shardfs::store::health::{Health, ModelHealth};
+use shardfs::store::Store;
 use shardfs::store::writer::{PackOptions, pack};
-use shardfs::store::{Store, StoreError, verify};
 use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -234,7 +236,7 @@ enum Command {
         subcommand,
         after_help = "The member list (id, index, weight, where each member lives) is kept on every member.\nA disk died: shardfs member replace --store REST OLD NEW, then shardfs repair --store REST,NEW."
     )]
-    Member(MemberCommand),
+    Member(cli::sync::MemberCommand),
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
@@ -249,62 +251,10 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum MemberCommand {
-    /// List every member the store knows: id, location, index, weight, replicas and bytes held, health
-    List {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
-    /// Add an empty (or missing) directory or bucket prefix as a new member
-    Add {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
-        /// The new member's place (created if missing; a bucket is created)
-        new: PathBuf,
-        /// Relative capacity, for hash placement
-        #[arg(long, default_value_t = 1.0)]
-        weight: f64,
-    },
-    /// Set a member's relative capacity (hash placement of new chunks, repair)
-    SetWeight {
-        /// Members of the store, comma-separated, in any order (the member to change among them)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
-        /// The member: its id or its location
-        member: String,
-        /// The new weight (a positive number)
-        weight: f64,
-    },
-    /// Let a new, empty place take a lost member's place (same id and index); repair then fills it
-    Replace {
-        /// The members that still work, comma-separated, in any order (not the lost one)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
-        /// The lost member: its id or its location (see member list)
-        old: String,
-        /// The new, empty directory or bucket prefix
-        new: PathBuf,
-    },
-    /// Drain a member (its replicas are made on the others first), then retire it from the store
-    Remove {
-        /// Members of the store, comma-separated, in any order (the member to remove may be among them)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
-        /// The member: its id or its location
-        old: String,
-    },
-}
-
 /// Parses one member of a `--store` list: whitespace around it is dropped; an empty one is an
 /// error. Works on the raw argument, so that member paths need not be UTF-8.
 #[derive(Clone)]
-struct MemberParser;
+pub(crate) struct MemberParser;
 
 impl clap::builder::TypedValueParser for MemberParser {
     type Value = PathBuf;
@@ -349,31 +299,6 @@ fn parse_chunk_size(s: &str) -> Result<u64, String> {
 /// The cores this process may run on (2 when the system does not say).
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Prints `value` as indented JSON.
-fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Error(e.to_string()))?;
-    println!("{text}");
-    Ok(())
-}
-
-/// Failures the command line reports: an error, or a check that found problems (exit 1).
-enum Failure {
-    Error(String),
-    Problems,
-}
-
-impl From<shardfs::daemon::DaemonError> for Failure {
-    fn from(e: shardfs::daemon::DaemonError) -> Failure {
-        Failure::Error(e.to_string())
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        Failure::Error(e.to_string())
-    }
 }
 
 fn main() -> ExitCode {
@@ -471,7 +396,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Ls { store, json } => ls(&store, &members, json),
+        Command::Ls { store, json } => cli::reports::ls(&store, &members, json),
         Command::Mount {
             store,
             mountpoint,
@@ -523,7 +448,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", daemon::unmount(&mountpoint)?);
             Ok(())
         }
-        Command::Status { mountpoint, json } => status(mountpoint.as_deref(), json),
+        Command::Status { mountpoint, json } => cli::reports::status(mountpoint.as_deref(), json),
         Command::Export {
             store,
             name,
@@ -539,375 +464,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             name,
             dry_run,
             json,
-        } => {
-            let store = Store::open_with(&store, &members)?;
-            let opts = shardfs::sync::repair::RepairOptions {
-                name,
-                dry_run,
-                progress: !json && std::io::stderr().is_terminal(),
-                exclude: None,
-            };
-            let r = shardfs::sync::repair::repair(&store, &opts)?;
-            if json {
-                print_json(&r)?;
-            } else {
-                for u in &r.unrepaired {
-                    println!(
-                        "UNREPAIRED: model {}, file {} bytes {}..{}: chunk {}: {} of {} replicas good: {}",
-                        u.model,
-                        u.file,
-                        u.offset,
-                        u.offset + u.len,
-                        u.chunk,
-                        u.good,
-                        u.replicas,
-                        u.reason
-                    );
-                }
-                let verb = if r.dry_run {
-                    "would re-create"
-                } else {
-                    "re-created"
-                };
-                println!(
-                    "{}: {} models, {} chunks; {verb} {} replicas ({} corrupt replaced), {} copied, {} manifest copies {}, {:.1}s, {}",
-                    if r.ok { "OK" } else { "INCOMPLETE" },
-                    r.models,
-                    r.chunks,
-                    r.replicas_recreated,
-                    r.corrupt_replaced,
-                    format_bytes(r.bytes_copied),
-                    r.manifests_synced,
-                    if r.dry_run { "to sync" } else { "synced" },
-                    r.seconds,
-                    format_rate(r.bytes_copied, r.seconds)
-                );
-            }
-            if r.ok { Ok(()) } else { Err(Failure::Problems) }
-        }
-        Command::Member(cmd) => member_command(cmd, &members),
+        } => cli::sync::repair(store, name, dry_run, json, &members),
+        Command::Member(cmd) => cli::sync::member_command(cmd, &members),
         Command::Rebalance {
             store,
             dry_run,
             json,
-        } => {
-            let store = Store::open_with(&store, &members)?;
-            let r = shardfs::sync::rebalance::rebalance(&store, dry_run)?;
-            if json {
-                return print_json(&r);
-            }
-            println!(
-                "{} {} of {} replicas ({} chunks), {} copied; {} old copies deleted, {} kept for live mounts; {:.1}s",
-                if r.dry_run { "would move" } else { "moved" },
-                r.replicas_moved,
-                r.replicas,
-                r.chunks,
-                format_bytes(r.bytes_copied),
-                r.old_copies_deleted,
-                r.old_copies_kept,
-                r.seconds
-            );
-            Ok(())
-        }
-        Command::Rm { store, name } => {
-            let store = Store::open_with(&store, &members)?;
-            let n = shardfs::sync::gc::rm(&store, &name)?;
-            println!(
-                "removed model {name} from {n} members; shardfs gc frees the chunks no other model uses"
-            );
-            Ok(())
-        }
+        } => cli::sync::rebalance(store, dry_run, json, &members),
+        Command::Rm { store, name } => cli::sync::rm(store, name, &members),
         Command::Gc {
             store,
             dry_run,
             min_age,
             json,
-        } => {
-            let store = Store::open_with(&store, &members)?;
-            let r = shardfs::sync::gc::gc(&store, dry_run, min_age)?;
-            if json {
-                return print_json(&r);
-            }
-            println!(
-                "{} {} chunk files, {} returned; kept {} younger than --min-age and {} named by {} live mounts' leases; {:.1}s",
-                if r.dry_run { "would delete" } else { "deleted" },
-                r.chunk_files_deleted,
-                format_bytes(r.bytes_returned),
-                r.kept_young,
-                r.kept_for_leases,
-                r.live_leases,
-                r.seconds
-            );
-            Ok(())
-        }
-        Command::Verify { store, name, json } => {
-            let store = Store::open_with(&store, &members)?;
-            let report = verify::verify(&store, name.as_deref())?;
-            if json {
-                print_json(&report)?;
-            } else {
-                // A member that did not open gets one line, not one per replica it holds.
-                let gone = |p: &&verify::Problem| {
-                    p.member_id.as_ref().is_some_and(|id| {
-                        report
-                            .unavailable_members
-                            .iter()
-                            .any(|u| &u.member_id == id)
-                    })
-                };
-                for u in &report.unavailable_members {
-                    println!("{}", u.describe());
-                }
-                // Under-replicated chunks get one line per model.
-                let mut under: std::collections::BTreeMap<&str, usize> = Default::default();
-                for p in report.problems.iter().filter(|p| !gone(p)) {
-                    if p.kind == "under-replicated" {
-                        *under.entry(p.model.as_deref().unwrap_or("?")).or_default() += 1;
-                    } else {
-                        println!("{}", p.describe());
-                    }
-                }
-                for (model, n) in under {
-                    println!(
-                        "under-replicated: model {model}: {n} chunks have fewer good replicas than packed (shardfs repair re-creates them)"
-                    );
-                }
-                for l in &report.lossy {
-                    println!(
-                        "NOTE: model {}, file {} is lossy ({}): it differs by design from the packed file (blake3 {})",
-                        l.model, l.file, l.kind, l.original_blake3
-                    );
-                }
-                println!(
-                    "{}: {} models, {} files, {} chunks, {} replicas checked ({}), {} problems",
-                    if report.ok { "OK" } else { "FAILED" },
-                    report.models,
-                    report.files,
-                    report.chunks,
-                    report.replicas_checked,
-                    format_bytes(report.bytes_checked),
-                    report.problems.len()
-                );
-            }
-            if report.ok {
-                Ok(())
-            } else {
-                Err(Failure::Problems)
-            }
-        }
+        } => cli::sync::gc(store, dry_run, min_age, json, &members),
+        Command::Verify { store, name, json } => cli::reports::verify(store, name, json, &members),
     }
-}
-
-fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
-    let mounts = daemon::status(mountpoint)?;
-    if json {
-        let value = match (mountpoint, mounts.first()) {
-            (Some(_), Some(one)) => serde_json::to_value(one),
-            _ => serde_json::to_value(&mounts),
-        }
-        .map_err(|e| Failure::Error(e.to_string()))?;
-        return print_json(&value);
-    }
-    if mounts.is_empty() {
-        println!("no shardfs mounts");
-    }
-    for m in &mounts {
-        let model = m.mount.model.as_deref().unwrap_or("(all models)");
-        println!(
-            "{} [{}] pid {} model {} store {}",
-            m.mount.mountpoint,
-            m.state,
-            m.mount.pid,
-            model,
-            m.mount.store.join(",")
-        );
-        if let Some(c) = &m.counters {
-            println!(
-                "  served {} in {} reads; cache {} hits / {} misses, {} of {} used; {} chunks decompressed ({} prefetched); {} replica failovers; {} errors",
-                format_bytes(c.bytes_served),
-                c.reads,
-                c.cache_hits,
-                c.cache_misses,
-                format_bytes(c.cache_bytes_used),
-                format_bytes(c.cache_capacity),
-                c.chunks_decompressed,
-                c.chunks_prefetched,
-                c.replica_failovers,
-                c.errors
-            );
-            for m in &c.members {
-                let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
-                println!(
-                    "  member {}: {}, {} requests, {} failures ({} timeouts), {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
-                    m.location,
-                    m.state,
-                    m.requests,
-                    m.failures,
-                    m.timeouts,
-                    m.hedges,
-                    format_bytes(m.bytes_fetched),
-                    p(m.latency_ms_p50),
-                    p(m.latency_ms_p90),
-                    p(m.latency_ms_p99)
-                );
-            }
-        } else if m.state == "stale" {
-            println!("  its daemon is gone; the entry was cleaned up");
-        }
-        for h in &m.mount.models {
-            println!("  model {}: {}", h.model, h.describe());
-        }
-    }
-    Ok(())
-}
-
-fn member_command(cmd: MemberCommand, opts: &shardfs::member::Options) -> Result<(), Failure> {
-    use shardfs::sync::members;
-    let row_line = |r: &members::MemberRow| {
-        format!(
-            "{} {} index {} weight {} {} replicas {} {}",
-            r.id,
-            if r.location.is_empty() {
-                "(location unknown)"
-            } else {
-                &r.location
-            },
-            r.index,
-            r.weight,
-            r.chunks,
-            format_bytes(r.bytes),
-            r.health
-        )
-    };
-    match cmd {
-        MemberCommand::List { store, json } => {
-            let store = Store::open_with(&store, opts)?;
-            let rows = members::list(&store)?;
-            if json {
-                return print_json(&rows);
-            }
-            println!(
-                "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  HEALTH",
-                "ID", "LOCATION", "INDEX", "WEIGHT", "CHUNKS", "BYTES"
-            );
-            for r in rows {
-                println!(
-                    "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  {}",
-                    r.id,
-                    r.location,
-                    r.index,
-                    r.weight,
-                    r.chunks,
-                    format_bytes(r.bytes),
-                    r.health
-                );
-            }
-            Ok(())
-        }
-        MemberCommand::Add { store, new, weight } => {
-            let r = members::add(&store, &new, weight, opts)?;
-            println!("added member {}", row_line(&r));
-            Ok(())
-        }
-        MemberCommand::SetWeight {
-            store,
-            member,
-            weight,
-        } => {
-            let store = Store::open_with(&store, opts)?;
-            let r = members::set_weight(&store, &member, weight)?;
-            println!("member {}", row_line(&r));
-            Ok(())
-        }
-        MemberCommand::Replace { store, old, new } => {
-            let store = Store::open_with(&store, opts)?;
-            let r = members::replace(&store, &old, &new, opts)?;
-            println!(
-                "{} takes the place of the lost member {} (index {}); run shardfs repair to fill it",
-                new.display(),
-                r.id,
-                r.index
-            );
-            Ok(())
-        }
-        MemberCommand::Remove { store, old } => {
-            let store = Store::open_with(&store, opts)?;
-            let r = members::remove(&store, &old, std::io::stderr().is_terminal())?;
-            println!(
-                "removed member {old}: {} replicas made on other members ({}), {} manifest copies rewritten; it is retired",
-                r.replicas_recreated,
-                format_bytes(r.bytes_copied),
-                r.manifests_synced
-            );
-            Ok(())
-        }
-    }
-}
-
-fn ls(paths: &[PathBuf], members: &shardfs::member::Options, json: bool) -> Result<(), Failure> {
-    let store = Store::open_with(paths, members)?;
-    let manifests = store.manifests()?;
-    let health: Vec<ModelHealth> = manifests
-        .iter()
-        .map(|m| ModelHealth::of(&store, m))
-        .collect();
-    if json {
-        let rows: Vec<serde_json::Value> = manifests
-            .iter()
-            .zip(&health)
-            .map(|(m, h)| {
-                serde_json::json!({
-                    "name": m.name,
-                    "version": m.version,
-                    "files": m.files.iter().map(|f| {
-                        let tensors: std::collections::BTreeSet<&str> = f.chunks.iter().flat_map(|c| c.tensors.iter().map(|t| t.name.as_str())).collect();
-                        serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy, "tensors": tensors.len(), "chunks": f.chunks.len()})
-                    }).collect::<Vec<_>>(),
-                    "lossy": m.is_lossy(),
-                    "logical_bytes": m.logical_size(),
-                    "stored_bytes": m.stored_size(),
-                    "ratio": ratio(m.logical_size(), m.stored_size()),
-                    "replicas": m.replicas,
-                    "chunks": m.chunk_count(),
-                    "chunk_size": m.chunk_size,
-                    "health": h.health,
-                    "degraded_chunks": h.degraded_chunks,
-                    "unreachable_chunks": h.unreachable_chunks,
-                    "unreadable_files": h.unreadable_files,
-                    "missing_members": h.missing_members,
-                    "codec": m.codec,
-                    "placement": m.placement,
-                    "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
-                        (dtype, serde_json::json!({"bytes": bytes, "stored_bytes": stored, "ratio": ratio(bytes, stored)}))
-                    }).collect::<serde_json::Map<_, _>>(),
-                })
-            })
-            .collect();
-        return print_json(&serde_json::json!({"store_id": store.store_id, "models": rows}));
-    }
-    println!(
-        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
-        "NAME", "FILES", "SIZE", "STORED", "RATIO", "REPLICAS", "CHUNKS"
-    );
-    for (m, h) in manifests.iter().zip(&health) {
-        println!(
-            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
-            if m.is_lossy() {
-                format!("{} (lossy)", m.name)
-            } else {
-                m.name.clone()
-            },
-            m.files.len(),
-            format_bytes(m.logical_size()),
-            format_bytes(m.stored_size()),
-            ratio(m.logical_size(), m.stored_size()),
-            m.replicas,
-            m.chunk_count(),
-            h.health.as_str()
-        );
-    }
-    for h in health.iter().filter(|h| h.health != Health::Ok) {
-        println!("model {}: {}", h.model, h.describe());
-    }
-    Ok(())
 }

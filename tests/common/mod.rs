@@ -250,14 +250,15 @@ pub fn process_alive(pid: u32) -> bool {
             .unwrap_or(true)
 }
 
-/// Drops the kernel's page cache so the next reads reach the daemon.
+/// Drops the kernel's cached pages of `file` so the next reads reach the daemon. Only this
+/// file's: dropping every cache (`/proc/sys/vm/drop_caches`) would also drop the pages of tests
+/// running beside this one, and make their daemons load chunks again.
 pub fn drop_page_cache(file: &Path) {
-    if fs::write("/proc/sys/vm/drop_caches", b"3").is_err() {
-        use std::os::fd::AsRawFd;
-        let f = fs::File::open(file).unwrap();
-        // SAFETY: fadvise on an open fd.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    }
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(file).unwrap();
+    // SAFETY: fadvise on an open fd.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "fadvise DONTNEED on {}", file.display());
 }
 
 /// Packs `data` as a one-file model `name` (file `name.bin`).
@@ -337,4 +338,5 @@ pub fn kill_and_wait(pid: u32, signal: &str) {
         std::thread::yield_now();
     }
 }
+pub mod sync;
 pub mod weed;

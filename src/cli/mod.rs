@@ -1,0 +1,33 @@
+//! The command line's output, apart from parsing (`main.rs`): the reporting commands
+//! (`reports`: ls, status, verify) and the data-sync commands (`sync`: repair, member,
+//! rebalance, rm, gc), and how failures become exit codes.
+
+pub mod reports;
+pub mod sync;
+
+use shardfs::store::StoreError;
+
+/// Prints `value` as indented JSON.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Error(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Failures the command line reports: an error, or a check that found problems (exit 1).
+pub enum Failure {
+    Error(String),
+    Problems,
+}
+
+impl From<shardfs::daemon::DaemonError> for Failure {
+    fn from(e: shardfs::daemon::DaemonError) -> Failure {
+        Failure::Error(e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Error(e.to_string())
+    }
+}

@@ -1,0 +1,204 @@
+//! The output of the commands that report: `ls`, `status`, `verify`.
+
+use super::{Failure, print_json};
+use shardfs::daemon;
+use shardfs::store::health::{Health, ModelHealth};
+use shardfs::store::{Store, verify};
+use shardfs::units::{format_bytes, ratio};
+use std::path::{Path, PathBuf};
+
+pub fn verify(
+    store: Vec<PathBuf>,
+    name: Option<String>,
+    json: bool,
+    members: &shardfs::member::Options,
+) -> Result<(), Failure> {
+    let store = Store::open_with(&store, members)?;
+    let report = verify::verify(&store, name.as_deref())?;
+    if json {
+        print_json(&report)?;
+    } else {
+        // A member that did not open gets one line, not one per replica it holds.
+        let gone = |p: &&verify::Problem| {
+            p.member_id.as_ref().is_some_and(|id| {
+                report
+                    .unavailable_members
+                    .iter()
+                    .any(|u| &u.member_id == id)
+            })
+        };
+        for u in &report.unavailable_members {
+            println!("{}", u.describe());
+        }
+        // Under-replicated chunks get one line per model.
+        let mut under: std::collections::BTreeMap<&str, usize> = Default::default();
+        for p in report.problems.iter().filter(|p| !gone(p)) {
+            if p.kind == "under-replicated" {
+                *under.entry(p.model.as_deref().unwrap_or("?")).or_default() += 1;
+            } else {
+                println!("{}", p.describe());
+            }
+        }
+        for (model, n) in under {
+            println!(
+                "under-replicated: model {model}: {n} chunks have fewer good replicas than packed (shardfs repair re-creates them)"
+            );
+        }
+        for l in &report.lossy {
+            println!(
+                "NOTE: model {}, file {} is lossy ({}): it differs by design from the packed file (blake3 {})",
+                l.model, l.file, l.kind, l.original_blake3
+            );
+        }
+        println!(
+            "{}: {} models, {} files, {} chunks, {} replicas checked ({}), {} problems",
+            if report.ok { "OK" } else { "FAILED" },
+            report.models,
+            report.files,
+            report.chunks,
+            report.replicas_checked,
+            format_bytes(report.bytes_checked),
+            report.problems.len()
+        );
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(Failure::Problems)
+    }
+}
+
+pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let mounts = daemon::status(mountpoint)?;
+    if json {
+        let value = match (mountpoint, mounts.first()) {
+            (Some(_), Some(one)) => serde_json::to_value(one),
+            _ => serde_json::to_value(&mounts),
+        }
+        .map_err(|e| Failure::Error(e.to_string()))?;
+        return print_json(&value);
+    }
+    if mounts.is_empty() {
+        println!("no shardfs mounts");
+    }
+    for m in &mounts {
+        let model = m.mount.model.as_deref().unwrap_or("(all models)");
+        println!(
+            "{} [{}] pid {} model {} store {}",
+            m.mount.mountpoint,
+            m.state,
+            m.mount.pid,
+            model,
+            m.mount.store.join(",")
+        );
+        if let Some(c) = &m.counters {
+            println!(
+                "  served {} in {} reads; cache {} hits / {} misses, {} of {} used; {} chunks decompressed ({} prefetched); {} replica failovers; {} errors",
+                format_bytes(c.bytes_served),
+                c.reads,
+                c.cache_hits,
+                c.cache_misses,
+                format_bytes(c.cache_bytes_used),
+                format_bytes(c.cache_capacity),
+                c.chunks_decompressed,
+                c.chunks_prefetched,
+                c.replica_failovers,
+                c.errors
+            );
+            for m in &c.members {
+                let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+                println!(
+                    "  member {}: {}, {} requests, {} failures ({} timeouts), {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
+                    m.location,
+                    m.state,
+                    m.requests,
+                    m.failures,
+                    m.timeouts,
+                    m.hedges,
+                    format_bytes(m.bytes_fetched),
+                    p(m.latency_ms_p50),
+                    p(m.latency_ms_p90),
+                    p(m.latency_ms_p99)
+                );
+            }
+        } else if m.state == "stale" {
+            println!("  its daemon is gone; the entry was cleaned up");
+        }
+        for h in &m.mount.models {
+            println!("  model {}: {}", h.model, h.describe());
+        }
+    }
+    Ok(())
+}
+
+pub fn ls(
+    paths: &[PathBuf],
+    members: &shardfs::member::Options,
+    json: bool,
+) -> Result<(), Failure> {
+    let store = Store::open_with(paths, members)?;
+    let manifests = store.manifests()?;
+    let health: Vec<ModelHealth> = manifests
+        .iter()
+        .map(|m| ModelHealth::of(&store, m))
+        .collect();
+    if json {
+        let rows: Vec<serde_json::Value> = manifests
+            .iter()
+            .zip(&health)
+            .map(|(m, h)| {
+                serde_json::json!({
+                    "name": m.name,
+                    "version": m.version,
+                    "files": m.files.iter().map(|f| {
+                        let tensors: std::collections::BTreeSet<&str> = f.chunks.iter().flat_map(|c| c.tensors.iter().map(|t| t.name.as_str())).collect();
+                        serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy, "tensors": tensors.len(), "chunks": f.chunks.len()})
+                    }).collect::<Vec<_>>(),
+                    "lossy": m.is_lossy(),
+                    "logical_bytes": m.logical_size(),
+                    "stored_bytes": m.stored_size(),
+                    "ratio": ratio(m.logical_size(), m.stored_size()),
+                    "replicas": m.replicas,
+                    "chunks": m.chunk_count(),
+                    "chunk_size": m.chunk_size,
+                    "health": h.health,
+                    "degraded_chunks": h.degraded_chunks,
+                    "unreachable_chunks": h.unreachable_chunks,
+                    "unreadable_files": h.unreadable_files,
+                    "missing_members": h.missing_members,
+                    "codec": m.codec,
+                    "placement": m.placement,
+                    "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
+                        (dtype, serde_json::json!({"bytes": bytes, "stored_bytes": stored, "ratio": ratio(bytes, stored)}))
+                    }).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({"store_id": store.store_id, "models": rows}));
+    }
+    println!(
+        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
+        "NAME", "FILES", "SIZE", "STORED", "RATIO", "REPLICAS", "CHUNKS"
+    );
+    for (m, h) in manifests.iter().zip(&health) {
+        println!(
+            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
+            if m.is_lossy() {
+                format!("{} (lossy)", m.name)
+            } else {
+                m.name.clone()
+            },
+            m.files.len(),
+            format_bytes(m.logical_size()),
+            format_bytes(m.stored_size()),
+            ratio(m.logical_size(), m.stored_size()),
+            m.replicas,
+            m.chunk_count(),
+            h.health.as_str()
+        );
+    }
+    for h in health.iter().filter(|h| h.health != Health::Ok) {
+        println!("model {}: {}", h.model, h.describe());
+    }
+    Ok(())
+}
