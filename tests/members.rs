@@ -9,6 +9,11 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// `gc --min-age 1ms --json`: collects at once what is unreferenced.
+fn gc(store: &str) -> serde_json::Value {
+    json(&ok(&["gc", "--store", store, "--min-age", "1ms", "--json"]))
+}
+
 #[test]
 fn members_are_added_reweighted_and_removed_with_replicas_intact() {
     let fx = Fixture::new(7, 2);
@@ -167,14 +172,7 @@ fn rm_and_gc_keep_shared_chunks_and_return_space() {
     ]));
     assert!(dry["chunk_files_deleted"].as_u64().unwrap() > 0);
     assert_eq!(chunk_bytes(&paths), before);
-    let r = json(&ok(&[
-        "gc",
-        "--store",
-        &store,
-        "--min-age",
-        "1ms",
-        "--json",
-    ]));
+    let r = gc(&store);
     assert_eq!(r["chunk_files_deleted"], dry["chunk_files_deleted"]);
     let after = chunk_bytes(&paths);
     assert_eq!(before - after, r["bytes_returned"].as_u64().unwrap(), "{r}");
@@ -183,14 +181,7 @@ fn rm_and_gc_keep_shared_chunks_and_return_space() {
     assert_eq!(verify(&store)["ok"], true);
     assert!(export(&store, "b", Some("s.bin")) == shared);
     assert!(export(&store, "c", Some("x.bin")) == other);
-    let again = json(&ok(&[
-        "gc",
-        "--store",
-        &store,
-        "--min-age",
-        "1ms",
-        "--json",
-    ]));
+    let again = gc(&store);
     assert_eq!(again["chunk_files_deleted"], 0);
 }
 
@@ -215,14 +206,7 @@ fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
     let v2 = rng.floats(2 << 20);
     fs::write(&src, &v2).unwrap();
     pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
-    let r = json(&ok(&[
-        "gc",
-        "--store",
-        &store,
-        "--min-age",
-        "1ms",
-        "--json",
-    ]));
+    let r = gc(&store);
     assert_eq!(r["live_leases"], 1, "{r}");
     assert_eq!(r["chunk_files_deleted"], 0, "{r}");
     assert!(r["kept_for_leases"].as_u64().unwrap() >= 64, "{r}");
@@ -231,14 +215,7 @@ fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
         "the mount lost its version"
     );
     assert!(mount.unmount().status.success());
-    let r = json(&ok(&[
-        "gc",
-        "--store",
-        &store,
-        "--min-age",
-        "1ms",
-        "--json",
-    ]));
+    let r = gc(&store);
     assert_eq!(r["live_leases"], 0, "{r}");
     assert_eq!(r["chunk_files_deleted"], 64, "{r}");
     assert!(export(&store, "m", None) == v2);
@@ -428,14 +405,7 @@ fn rebalance_member_remove_and_gc_killed_at_ten_moments_each_finish_on_a_rerun()
         assert_eq!(verify(&three)["ok"], true);
     }
     assert!(landed >= 8, "only {landed} kills landed during gc");
-    let r = json(&ok(&[
-        "gc",
-        "--store",
-        &three,
-        "--min-age",
-        "1ms",
-        "--json",
-    ]));
+    let r = gc(&three);
     assert_eq!(verify(&three)["ok"], true);
     exact(&three);
     // Only m's listed copies are left (the drained member's old files excepted).

@@ -4,13 +4,14 @@
 //! every member (`store::member_list`).
 
 use super::repair::{self, RepairOptions, RepairReport};
-use crate::member::{self, MemberError};
+use crate::member::{self, MemberError, MemberIo};
 use crate::store::member::{MemberInfo, STORE_FORMAT};
 use crate::store::member_list::Listed;
 use crate::store::{Store, StoreError, member_err};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One row of `member list`.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +68,19 @@ pub fn list(store: &Store) -> Result<Vec<MemberRow>, StoreError> {
         .collect())
 }
 
+/// Opens the place a new member goes: it must not be a member of a store yet.
+fn open_empty(new: &Path, opts: &member::Options) -> Result<Arc<dyn MemberIo>, StoreError> {
+    let io = member::open(new, opts).map_err(member_err(&new.display().to_string()))?;
+    match io.read_info() {
+        Ok(None) | Err(MemberError::Absent(_)) => Ok(io),
+        Ok(Some(_)) => Err(StoreError::Invalid(format!(
+            "{} is already a member of a store; give an empty directory or prefix",
+            new.display()
+        ))),
+        Err(e) => Err(member_err(io.location())(e)),
+    }
+}
+
 fn member_bytes(info: &MemberInfo) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec_pretty(info).map_err(|e| StoreError::Invalid(e.to_string()))
 }
@@ -90,17 +104,7 @@ pub fn add(
 ) -> Result<MemberRow, StoreError> {
     check_weight(weight)?;
     let existing = Store::open_with(specs, opts)?;
-    let io = member::open(new, opts).map_err(member_err(&new.display().to_string()))?;
-    match io.read_info() {
-        Ok(None) | Err(MemberError::Absent(_)) => {}
-        Ok(Some(_)) => {
-            return Err(StoreError::Invalid(format!(
-                "{} is already a member of a store",
-                new.display()
-            )));
-        }
-        Err(e) => return Err(member_err(io.location())(e)),
-    }
+    let io = open_empty(new, opts)?;
     let (list, _) = existing.member_list();
     let index = list
         .members
@@ -233,17 +237,7 @@ pub fn replace(
             m.location()
         )));
     }
-    let io = member::open(new, opts).map_err(member_err(&new.display().to_string()))?;
-    match io.read_info() {
-        Ok(None) | Err(MemberError::Absent(_)) => {}
-        Ok(Some(_)) => {
-            return Err(StoreError::Invalid(format!(
-                "{} is already a member of a store; give an empty directory or prefix",
-                new.display()
-            )));
-        }
-        Err(e) => return Err(member_err(io.location())(e)),
-    }
+    let io = open_empty(new, opts)?;
     let info = MemberInfo {
         format_version: STORE_FORMAT,
         store_id: store.store_id.clone(),
