@@ -288,3 +288,67 @@ fn a_lost_disk_replaced_by_an_empty_one_is_refilled() {
     readers.finish();
     assert_eq!(mount.status()["errors"], 0);
 }
+
+#[test]
+fn a_live_mount_follows_the_member_list_to_a_replacement() {
+    let fx = Fixture::new(15, 2);
+    // A disk is lost; the mount starts without it.
+    let lost = fx.members[1].clone();
+    fs::remove_dir_all(&lost).unwrap();
+    let rest = store_arg(&[fx.members[0].clone(), fx.members[2].clone()]);
+    let mount = Mounted::new(
+        &rest,
+        &fx.path("mnt"),
+        &fx.path("state"),
+        &["--name", "m", "--cache-size", "4MiB"],
+    );
+    let files = fx
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (mount.dir.join(format!("{i}.bin")), f.clone()))
+        .collect();
+    let readers = Readers::start(files);
+    // Its place is taken and refilled while the mount serves.
+    let fresh = fx.path("fresh-disk");
+    ok(&[
+        "member",
+        "replace",
+        "--store",
+        &rest,
+        lost.to_str().unwrap(),
+        fresh.to_str().unwrap(),
+    ]);
+    let now = store_arg(&[fx.members[0].clone(), fresh.clone(), fx.members[2].clone()]);
+    assert_eq!(repair(&now)["ok"], true);
+    // The mount finds the new member in the member list.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = mount.status();
+        if s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["location"] == fresh.to_str().unwrap())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mount never opened the new member: {s}"
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+    }
+    // A second disk loses its chunks: what it shared with the lost one now comes from the new one.
+    for f in chunk_files(&fx.members[0]) {
+        fs::remove_file(f).unwrap();
+    }
+    for (i, f) in fx.files.iter().enumerate() {
+        assert!(
+            read_direct(&mount.dir.join(format!("{i}.bin"))).unwrap() == **f,
+            "{i}.bin"
+        );
+    }
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+}

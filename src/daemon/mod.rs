@@ -137,6 +137,9 @@ fn mounted_line(req: &MountRequest, checked: &checks::Checked) -> String {
     )
 }
 
+/// How often a live mount re-reads the store's member list.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Starts the daemon (this binary with `--foreground`), detached in its own session with its
 /// output in the log file, and waits for it to report the mount live or failed.
 fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError> {
@@ -276,13 +279,23 @@ fn serve(
         );
         store.write_lease(&mut lease);
         let (stop_leasing, stopped) = crossbeam_channel::bounded::<()>(1);
+        // Every few seconds the mount follows the member list (members added, or new places
+        // of lost members, are opened); every minute it refreshes its lease.
         let leasing = {
             let store = store.clone();
+            let member_opts = req.options.members();
             std::thread::spawn(move || {
+                let mut last_lease = std::time::Instant::now();
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(crate::store::lease::LEASE_REFRESH)
+                    stopped.recv_timeout(FOLLOW_EVERY)
                 {
-                    store.write_lease(&mut lease);
+                    for location in store.follow_member_list(&member_opts) {
+                        log::warn!("now also reading member {location}, found in the member list");
+                    }
+                    if last_lease.elapsed() >= crate::store::lease::LEASE_REFRESH {
+                        store.write_lease(&mut lease);
+                        last_lease = std::time::Instant::now();
+                    }
                 }
                 store.drop_lease(&lease.mount_id);
             })

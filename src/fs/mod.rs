@@ -14,6 +14,7 @@ use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, ChunkCache, Served};
 use crate::prefetch::Readahead;
 use crate::store::Store;
+use crate::store::liveness::MemberStats;
 use crate::store::manifest::{FileEntry, Manifest};
 use crate::store::reader::MemberTrouble;
 use crate::workers::Workers;
@@ -126,12 +127,22 @@ impl ShardFs {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
-            members: self.shared.store.liveness.snapshot(|id| {
-                self.shared
-                    .store
-                    .member(id)
-                    .map_or_else(String::new, |m| m.location().to_string())
-            }),
+            members: {
+                let store = &self.shared.store;
+                let mut members = store.liveness.snapshot(|id| {
+                    store
+                        .member(id)
+                        .map_or_else(String::new, |m| m.location().to_string())
+                });
+                // Members picked up from the member list after the mount started.
+                members.extend(store.joined_members().map(|m| MemberStats {
+                    id: m.id().to_string(),
+                    location: m.location().to_string(),
+                    state: "up".into(),
+                    ..MemberStats::default()
+                }));
+                members
+            },
         }
     }
 

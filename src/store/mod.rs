@@ -109,7 +109,14 @@ pub struct Store {
     pub liveness: liveness::Liveness,
     /// The member deadline: a read of one chunk gives up after this much per replica.
     pub timeout: std::time::Duration,
+    /// Members a live mount found in the member list after it opened (added, or taking a lost
+    /// member's place): append-only, so a reference to one stays valid.
+    joined: Vec<std::sync::OnceLock<Member>>,
+    joining: parking_lot::Mutex<()>,
 }
+
+/// How many members a live mount can pick up after it opened.
+const JOINED_SLOTS: usize = 64;
 
 /// One member's copy of a model's manifest.
 #[derive(Debug)]
@@ -287,6 +294,10 @@ impl Store {
             unavailable,
             by_id,
             timeout: io::DEFAULT_TIMEOUT,
+            joined: (0..JOINED_SLOTS)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            joining: parking_lot::Mutex::new(()),
         })
     }
 
@@ -351,7 +362,54 @@ impl Store {
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {
-        self.by_id.get(id).map(|&i| &self.members[i])
+        match self.by_id.get(id) {
+            Some(&i) => Some(&self.members[i]),
+            None => self.joined_members().find(|m| m.id() == id),
+        }
+    }
+
+    /// Members picked up after the store opened (see `follow_member_list`).
+    pub fn joined_members(&self) -> impl Iterator<Item = &Member> {
+        self.joined.iter().map_while(|slot| slot.get())
+    }
+
+    /// For a live mount: opens the members the member list names that this store does not hold
+    /// yet (added, or a new place taking a lost member's id) when they answer and belong to this
+    /// store. Returns the locations newly opened.
+    pub fn follow_member_list(&self, opts: &io::Options) -> Vec<String> {
+        let _one_at_a_time = self.joining.lock();
+        let (list, _) = self.member_list();
+        let mut opened = Vec::new();
+        for l in list.members.iter().filter(|l| !l.retired) {
+            if self.member(&l.id).is_some() || l.location.is_empty() {
+                continue;
+            }
+            let Ok(member) = io::open(Path::new(&l.location), opts) else {
+                continue;
+            };
+            let Ok(Probe::Member(info)) = probe(member.as_ref()) else {
+                continue;
+            };
+            if info.store_id != self.store_id || info.member_id != l.id {
+                continue;
+            }
+            let Some(slot) = self.joined.iter().find(|s| s.get().is_none()) else {
+                log::warn!(
+                    "member {} is not opened: this mount has picked up {JOINED_SLOTS} members already",
+                    l.id
+                );
+                break;
+            };
+            log::info!(
+                "member {} found at {} in the member list; reading it too",
+                l.id,
+                l.location
+            );
+            if slot.set(Member { io: member, info }).is_ok() {
+                opened.push(l.location.clone());
+            }
+        }
+        opened
     }
 
     /// Names of every model with a manifest on at least one member, sorted. A member that

@@ -214,9 +214,14 @@ impl Store {
         match self.load_listed(chunk, out, on_failure) {
             Ok(id) => Ok(id.to_string()),
             Err(mut e) => {
-                let unlisted = self.members.iter().filter(|m| {
-                    !chunk.members.iter().any(|id| id == m.id()) && !self.liveness.is_down(m.id())
-                });
+                let unlisted = self
+                    .members
+                    .iter()
+                    .chain(self.joined_members())
+                    .filter(|m| {
+                        !chunk.members.iter().any(|id| id == m.id())
+                            && !self.liveness.is_down(m.id())
+                    });
                 for m in unlisted {
                     let record = self.liveness.record(m.id()).map(|r| &**r);
                     let (_, got) = fetch(m, record, chunk);
