@@ -124,21 +124,35 @@ impl Readers {
     }
 
     /// Stops the readers once each has read a few more times; fails on any wrong byte or error.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
         let target = self.rounds.load(Ordering::SeqCst) + 16;
         while self.rounds.load(Ordering::SeqCst) < target {
             std::thread::yield_now();
         }
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().unwrap();
-        }
+        self.stop_all();
         assert_eq!(
             self.bad.load(Ordering::SeqCst),
             0,
             "readers got wrong bytes"
         );
         assert_eq!(self.errors.load(Ordering::SeqCst), 0, "readers got errors");
+    }
+
+    fn stop_all(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in std::mem::take(&mut self.threads) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// A test that fails midway stops its readers too, so that its mount can be unmounted.
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
     }
 }
 
