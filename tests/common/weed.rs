@@ -59,6 +59,19 @@ impl Weed {
             .to_string(),
         )
         .unwrap();
+        // The ports are picked free, then released for weed to bind: a test beside this one may
+        // take one meanwhile, and weed then exits. Another set of ports is tried.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Weed::spawn(dir, &data, &creds) {
+                Ok(weed) => return weed,
+                Err(why) => last = why,
+            }
+        }
+        panic!("weed did not start three times: {last}");
+    }
+
+    fn spawn(dir: &Path, data: &Path, creds: &Path) -> Result<Weed, String> {
         let port = free_port();
         let mut args = vec![
             "mini".to_string(),
@@ -102,20 +115,20 @@ impl Weed {
             port,
             dir: dir.to_path_buf(),
         };
-        weed.wait_ready();
-        weed
+        weed.wait_ready()?;
+        Ok(weed)
     }
 
     /// Polls the S3 port until it answers HTTP (the gateway is up once it does).
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         use std::io::{Read, Write};
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
+                return Err(format!(
                     "weed exited ({status}) before serving: {}",
                     fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
-                );
+                ));
             }
             let answered = TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
                 s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -125,7 +138,7 @@ impl Weed {
                     && buf.starts_with(b"HTTP/")
             });
             if answered {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
