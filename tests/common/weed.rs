@@ -104,7 +104,7 @@ impl Weed {
         let log = fs::File::create(dir.join("weed.log")).unwrap();
         let child = Command::new(weed_bin())
             .args(&args)
-            .current_dir(&data)
+            .current_dir(data)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
