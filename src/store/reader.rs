@@ -137,16 +137,33 @@ fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), Re
 /// What one request of a replica gave, timed.
 type Fetched = (usize, Duration, Result<Image, MemberError>);
 
+/// The largest stored image a chunk of `len` bytes can have (the worst case of its codec):
+/// bounds what a read of a member may allocate.
+pub fn max_image_len(len: u64) -> u64 {
+    HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(len as usize) as u64
+}
+
+/// One replica's stored image from `member`, returned only when it decodes to the chunk's bytes
+/// (then in `scratch`, of the chunk's length). For the sync commands, which copy images as
+/// they are stored.
+pub fn verified_image(
+    member: &Member,
+    chunk: &ChunkRef,
+    scratch: &mut [u8],
+) -> Result<Image, ReplicaError> {
+    let image = member.io.get_chunk(&chunk.hash, max_image_len(chunk.len))?;
+    check_image(&image, chunk, scratch)?;
+    Ok(image)
+}
+
 /// Gets a replica's stored image from `member`, and records how it went.
 fn fetch(
     member: &Member,
     record: Option<&Record>,
     chunk: &ChunkRef,
 ) -> (Duration, Result<Image, MemberError>) {
-    // A stored image may not be larger than the worst case of its codec: bounds the allocation.
-    let max_len = HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(chunk.len as usize) as u64;
     let started = Instant::now();
-    let got = member.io.get_chunk(&chunk.hash, max_len);
+    let got = member.io.get_chunk(&chunk.hash, max_image_len(chunk.len));
     let took = started.elapsed();
     if let Some(r) = record {
         r.record(

@@ -8,7 +8,7 @@
 use crate::codec::Hash32;
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::Manifest;
-use crate::store::reader::check_image;
+use crate::store::reader::verified_image;
 use crate::store::{Store, StoreError, member_err};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -27,10 +27,6 @@ pub struct RebalanceReport {
     /// Old copies kept because a live mount still reads an older generation.
     pub old_copies_kept: u64,
     pub seconds: f64,
-}
-
-fn max_image(len: u64) -> u64 {
-    crate::codec::HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(len as usize) as u64
 }
 
 /// Moves one model's replicas (copies to the members the placement picks; the lists updated).
@@ -71,10 +67,7 @@ fn rebalance_model(
                     .members
                     .iter()
                     .filter_map(|id| store.member(id))
-                    .find_map(|m| {
-                        let img = m.io.get_chunk(&c.hash, max_image(c.len)).ok()?;
-                        check_image(&img, c, &mut scratch).ok().map(|_| img.to_vec())
-                    })
+                    .find_map(|m| verified_image(m, c, &mut scratch).ok().map(|img| img.to_vec()))
                     .ok_or_else(|| {
                         StoreError::Invalid(format!(
                             "chunk {} of '{}' has no good replica to move (run shardfs repair first)",
@@ -84,10 +77,7 @@ fn rebalance_model(
                 let mut copied = 0;
                 for id in missing {
                     let Some(m) = store.member(id) else { continue };
-                    let there = m
-                        .io
-                        .get_chunk(&c.hash, max_image(c.len))
-                        .is_ok_and(|img| check_image(&img, c, &mut scratch).is_ok());
+                    let there = verified_image(m, c, &mut scratch).is_ok();
                     if !there && !dry_run {
                         m.io.put_chunk(&c.hash, &image, true)
                             .map_err(member_err(m.location()))?;

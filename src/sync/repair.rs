@@ -10,10 +10,9 @@
 //! and finishes the rest.
 
 use crate::codec::Hash32;
-use crate::member::MemberError;
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
-use crate::store::reader::check_image;
+use crate::store::reader::{ReplicaError, verified_image};
 use crate::store::{ManifestCopy, Store, StoreError, member_err};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
@@ -94,22 +93,18 @@ fn repair_chunk(
     let mut good: Vec<String> = Vec::new();
     let mut image: Option<Vec<u8>> = None;
     let mut scratch = vec![0u8; chunk.len as usize];
-    let max_len = max_image(chunk);
     for id in &chunk.members {
         let Some(m) = store.member(id) else { continue };
         if good.contains(id) {
             continue;
         }
-        match m.io.get_chunk(&chunk.hash, max_len) {
-            Ok(img) if check_image(&img, chunk, &mut scratch).is_ok() => {
-                if !excluded(id) {
-                    good.push(id.clone());
-                }
-                if image.is_none() {
-                    image = Some(img.to_vec());
-                }
+        if let Ok(img) = verified_image(m, chunk, &mut scratch) {
+            if !excluded(id) {
+                good.push(id.clone());
             }
-            _ => {}
+            if image.is_none() {
+                image = Some(img.to_vec());
+            }
         }
     }
     let mut fix = ChunkFix::default();
@@ -134,10 +129,9 @@ fn repair_chunk(
         }
         let Some(m) = store.member(id) else { continue };
         // A good copy may be there already (an earlier repair was killed after copying).
-        let existing = m.io.get_chunk(&chunk.hash, max_len);
-        let already = matches!(&existing, Ok(img) if check_image(img, chunk, &mut scratch).is_ok());
-        if !already {
-            let present = !matches!(existing, Err(MemberError::Missing));
+        let existing = verified_image(m, chunk, &mut scratch);
+        if existing.is_err() {
+            let present = !matches!(existing, Err(ReplicaError::Missing));
             if !dry_run {
                 m.io.put_chunk(&chunk.hash, &image, present)
                     .map_err(member_err(m.location()))?;
@@ -161,11 +155,6 @@ fn repair_chunk(
         fix.members = Some(members);
     }
     Ok(fix)
-}
-
-/// The largest stored image a chunk can have.
-fn max_image(chunk: &ChunkRef) -> u64 {
-    crate::codec::HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(chunk.len as usize) as u64
 }
 
 /// The newest valid copy of a model's manifest. Copies of one generation that differ are
