@@ -237,13 +237,7 @@ impl S3Member {
 
     /// Whether the bucket exists (a listing of the member's prefix answers).
     fn bucket_exists(&self) -> Result<bool, MemberError> {
-        let prefix = self.key(MANIFESTS);
-        match self.run(self.timeout, async {
-            self.store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(member_err)
-        }) {
+        match self.file_names(MANIFESTS) {
             Ok(_) => Ok(true),
             Err(MemberError::Missing | MemberError::Absent(_)) => Ok(false),
             Err(e) => Err(e),
@@ -323,6 +317,23 @@ impl S3Member {
             Err(MemberError::Missing) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The names of the objects directly under folder `dir` of the member.
+    fn file_names(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+        let prefix = self.key(dir);
+        self.run(self.timeout, async {
+            let listed = self
+                .store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(member_err)?;
+            Ok(listed
+                .objects
+                .iter()
+                .filter_map(|m| m.location.filename().map(str::to_string))
+                .collect())
+        })
     }
 
     /// A small object and its ETag, or `None`.
@@ -535,19 +546,11 @@ impl MemberIo for S3Member {
     }
 
     fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
-        let prefix = self.key(dir);
-        self.run(self.timeout, async {
-            let listed = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(member_err)?;
-            Ok(listed
-                .objects
-                .iter()
-                .filter_map(|m| m.location.filename().map(|f| format!("{dir}/{f}")))
-                .collect())
-        })
+        Ok(self
+            .file_names(dir)?
+            .into_iter()
+            .map(|f| format!("{dir}/{f}"))
+            .collect())
     }
 
     fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
@@ -565,20 +568,12 @@ impl MemberIo for S3Member {
     }
 
     fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
-        let prefix = self.key(MANIFESTS);
-        self.run(self.timeout, async {
-            let listed = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(member_err)?;
-            Ok(listed
-                .objects
-                .iter()
-                .filter_map(|m| m.location.filename().and_then(layout::manifest_name))
-                .map(str::to_string)
-                .collect())
-        })
+        Ok(self
+            .file_names(MANIFESTS)?
+            .iter()
+            .filter_map(|f| layout::manifest_name(f))
+            .map(str::to_string)
+            .collect())
     }
 
     fn flush(&self) -> Result<(), MemberError> {

@@ -4,7 +4,7 @@
 //! file bytes it affects.
 
 use super::health::ModelHealth;
-use super::manifest::{FileEntry, Manifest};
+use super::manifest::{ChunkRef, FileEntry, Manifest};
 use super::{Store, StoreError};
 use crate::codec::Hash32;
 use rayon::prelude::*;
@@ -82,6 +82,24 @@ pub struct LossyFile {
 }
 
 impl Problem {
+    /// A problem with one chunk of `file`, naming the bytes it holds.
+    fn of_chunk(
+        kind: &str,
+        detail: String,
+        model: &str,
+        file: &FileEntry,
+        chunk: &ChunkRef,
+    ) -> Problem {
+        Problem {
+            model: Some(model.to_string()),
+            file: Some(file.path.clone()),
+            chunk: Some(chunk.hash.to_hex()),
+            offset: Some(chunk.offset),
+            len: Some(chunk.len),
+            ..Problem::new(kind, detail)
+        }
+    }
+
     fn new(kind: &str, detail: String) -> Problem {
         Problem {
             kind: kind.to_string(),
@@ -156,29 +174,20 @@ fn verify_file(
                         good.get_or_insert(data);
                     }
                     Err(e) => problems.push(Problem {
-                        model: Some(model.to_string()),
-                        file: Some(file.path.clone()),
                         member_path: store.member(&id).map(|m| m.location().to_string()),
                         member_id: Some(id),
-                        chunk: Some(chunk.hash.to_hex()),
-                        offset: Some(chunk.offset),
-                        len: Some(chunk.len),
-                        ..Problem::new(e.kind(), e.to_string())
+                        ..Problem::of_chunk(e.kind(), e.to_string(), model, file, chunk)
                     }),
                 }
             }
             if good.is_some() && good_count < replicas_wanted {
-                problems.push(Problem {
-                    model: Some(model.to_string()),
-                    file: Some(file.path.clone()),
-                    chunk: Some(chunk.hash.to_hex()),
-                    offset: Some(chunk.offset),
-                    len: Some(chunk.len),
-                    ..Problem::new(
-                        "under-replicated",
-                        format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
-                    )
-                });
+                problems.push(Problem::of_chunk(
+                    "under-replicated",
+                    format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
+                    model,
+                    file,
+                    chunk,
+                ));
             }
             match good {
                 Some(data) => {
@@ -186,17 +195,13 @@ fn verify_file(
                 }
                 None => {
                     whole_ok = false;
-                    problems.push(Problem {
-                        model: Some(model.to_string()),
-                        file: Some(file.path.clone()),
-                        chunk: Some(chunk.hash.to_hex()),
-                        offset: Some(chunk.offset),
-                        len: Some(chunk.len),
-                        ..Problem::new(
-                            "unrecoverable",
-                            "no good replica of this chunk is left".into(),
-                        )
-                    });
+                    problems.push(Problem::of_chunk(
+                        "unrecoverable",
+                        "no good replica of this chunk is left".into(),
+                        model,
+                        file,
+                        chunk,
+                    ));
                 }
             }
         }
