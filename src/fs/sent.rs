@@ -80,16 +80,7 @@ mod tests {
             let buf = ChunkBuf::from_slice(&[1; 100]).unwrap();
             cache.get(c.hash, 100, || Ok(buf)).0.unwrap();
         }
-        let file = FileEntry {
-            path: "f".into(),
-            size: 400,
-            mode: 0o444,
-            mtime_secs: 0,
-            mtime_nanos: 0,
-            blake3: Hash32::of(b""),
-            chunks,
-            lossy: None,
-        };
+        let file = FileEntry::for_test(400, chunks);
         let sent = SentBytes::new(4);
         (file, cache, sent)
     }

@@ -154,7 +154,7 @@ mod tests {
     use crate::codec::{Codec, Hash32};
     use crate::placement::Placement;
     use crate::store::manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT};
-    use crate::store::member::{Member, MemberInfo, STORE_FORMAT};
+    use crate::store::member::{Member, MemberInfo};
 
     /// A manifest of one file whose chunks of 10 bytes sit on the given members.
     fn one_file_manifest(replicas: &[&[&str]]) -> Manifest {
@@ -181,16 +181,7 @@ mod tests {
             level: 3,
             placement: Placement::Hash,
             replicas: 2,
-            files: vec![FileEntry {
-                path: "f".into(),
-                size: 10 * chunks.len() as u64,
-                mode: 0o444,
-                mtime_secs: 0,
-                mtime_nanos: 0,
-                blake3: Hash32::of(b""),
-                chunks,
-                lossy: None,
-            }],
+            files: vec![FileEntry::for_test(10 * chunks.len() as u64, chunks)],
             members: vec![],
         }
     }
@@ -203,13 +194,7 @@ mod tests {
                 io: std::sync::Arc::new(crate::member::dir::DirMember::new(std::path::Path::new(
                     &format!("/nonexistent/{id}"),
                 ))),
-                info: MemberInfo {
-                    format_version: STORE_FORMAT,
-                    store_id: "s".into(),
-                    member_id: id.to_string(),
-                    index: i as u32,
-                    weight: 1.0,
-                },
+                info: MemberInfo::for_test(id, i as u32),
             })
             .collect();
         Store::assemble(members, vec![]).unwrap()

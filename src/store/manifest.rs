@@ -56,6 +56,23 @@ pub struct FileEntry {
     pub lossy: Option<Lossy>,
 }
 
+#[cfg(test)]
+impl FileEntry {
+    /// A file `f` of `size` bytes held by `chunks`, as the unit tests build one.
+    pub fn for_test(size: u64, chunks: Vec<ChunkRef>) -> FileEntry {
+        FileEntry {
+            path: "f".into(),
+            size,
+            mode: 0o444,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            blake3: Hash32::of(b""),
+            chunks,
+            lossy: None,
+        }
+    }
+}
+
 /// How a lossy file differs from the file that was packed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lossy {

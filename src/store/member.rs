@@ -21,6 +21,20 @@ pub struct MemberInfo {
     pub weight: f64,
 }
 
+#[cfg(test)]
+impl MemberInfo {
+    /// A member `id` at `index` of the test store `s`, weight 1.
+    pub fn for_test(id: &str, index: u32) -> MemberInfo {
+        MemberInfo {
+            format_version: STORE_FORMAT,
+            store_id: "s".into(),
+            member_id: id.to_string(),
+            index,
+            weight: 1.0,
+        }
+    }
+}
+
 fn default_weight() -> f64 {
     1.0
 }

@@ -437,7 +437,7 @@ mod tests {
     use crate::member::MemberIo;
     use crate::member::dir::DirMember;
     use crate::member::faulty::{Fault, Faulty};
-    use crate::store::member::{MemberInfo, STORE_FORMAT};
+    use crate::store::member::MemberInfo;
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
@@ -455,13 +455,7 @@ mod tests {
             let f = Arc::new(Faulty::new(Arc::new(d)));
             members.push(Member {
                 io: f.clone(),
-                info: MemberInfo {
-                    format_version: STORE_FORMAT,
-                    store_id: "s".into(),
-                    member_id: id.to_string(),
-                    index: i as u32,
-                    weight: 1.0,
-                },
+                info: MemberInfo::for_test(id, i as u32),
             });
             faulty.push(f);
         }
