@@ -157,20 +157,10 @@ fn repair_killed_at_many_moments_finishes_on_a_rerun() {
         for f in chunk_files(lost) {
             fs::remove_file(f).unwrap();
         }
-        let mut child = std::process::Command::new(bin())
-            .args(["repair", "--store", &fx.store])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
         let target = 1 + attempt * 9;
-        while chunk_files(lost).len() < target && child.try_wait().unwrap().is_none() {
-            std::thread::yield_now();
-        }
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        killed_midway += usize::from(!finished);
+        killed_midway += usize::from(kill_when(&["repair", "--store", &fx.store], &|| {
+            chunk_files(lost).len() >= target
+        }));
         // Nothing is lost: every byte still reads back.
         fx.exact();
         let stray: Vec<PathBuf> = chunk_files(lost)

@@ -400,20 +400,10 @@ fn sigkill_during_a_pack_to_a_bucket_keeps_the_old_version() {
     fs::write(&src, &v2).unwrap();
     let mut killed_midway = 0;
     for attempt in 0..4 {
-        let mut child = std::process::Command::new(bin())
-            .args(pack_args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
         let target = v1_chunks + 2 + attempt * 8;
-        while m.list_chunks().unwrap().len() < target && child.try_wait().unwrap().is_none() {
-            std::thread::yield_now();
-        }
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        killed_midway += usize::from(!finished);
+        killed_midway += usize::from(common::sync::kill_when(&pack_args, &|| {
+            m.list_chunks().unwrap().len() >= target
+        }));
         assert_eq!(verify_json(store)["ok"], true, "after kill {attempt}");
         let now = export(store, "model", None);
         assert!(

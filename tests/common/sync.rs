@@ -239,21 +239,26 @@ pub fn chunk_bytes(members: &[PathBuf]) -> u64 {
         .sum()
 }
 
-/// Starts `shardfs ARGS`, waits until `progress()` has grown by `step` (or the command ended),
-/// kills it with SIGKILL; true when the kill landed before the command finished.
-pub fn kill_after(args: &[&str], progress: &dyn Fn() -> usize, step: usize) -> bool {
-    let start = progress();
+/// Starts `shardfs ARGS`, waits until `reached()` (or the command ended), kills it with
+/// SIGKILL; true when the kill landed before the command finished.
+pub fn kill_when(args: &[&str], reached: &dyn Fn() -> bool) -> bool {
     let mut child = std::process::Command::new(bin())
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    while progress().abs_diff(start) < step && child.try_wait().unwrap().is_none() {
+    while !reached() && child.try_wait().unwrap().is_none() {
         std::thread::yield_now();
     }
     let finished = child.try_wait().unwrap().is_some();
     child.kill().ok();
     child.wait().unwrap();
     !finished
+}
+
+/// `kill_when` `progress()` has moved by `step` from where it was at the start.
+pub fn kill_after(args: &[&str], progress: &dyn Fn() -> usize, step: usize) -> bool {
+    let start = progress();
+    kill_when(args, &|| progress().abs_diff(start) >= step)
 }
