@@ -5,7 +5,7 @@
 //! copy in one atomic step over the copy read.
 
 use super::{Store, StoreError, member_err};
-use crate::member::Expect;
+use crate::member::{Expect, Stored};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -46,11 +46,11 @@ impl MemberList {
 }
 
 impl Store {
-    /// The newest member list among the members that opened, and each member's copy's tag
+    /// The newest member list among the members that opened, and each member's copy as read
     /// (`None`: it has none).
-    pub fn member_list(&self) -> (MemberList, Vec<Option<String>>) {
+    pub fn member_list(&self) -> (MemberList, Vec<Option<Stored>>) {
         let mut best = MemberList::default();
-        let mut tags = Vec::new();
+        let mut copies = Vec::new();
         for m in &self.members {
             match m.io.get_meta(MEMBER_LIST) {
                 Ok(Some(stored)) => {
@@ -59,16 +59,16 @@ impl Store {
                         Ok(_) => {}
                         Err(e) => log::warn!("{}: damaged {MEMBER_LIST}: {e}", m.location()),
                     }
-                    tags.push(Some(stored.tag));
+                    copies.push(Some(stored));
                 }
-                Ok(None) => tags.push(None),
+                Ok(None) => copies.push(None),
                 Err(e) => {
                     log::warn!("{}: cannot read {MEMBER_LIST}: {e}", m.location());
-                    tags.push(None);
+                    copies.push(None);
                 }
             }
         }
-        (best, tags)
+        (best, copies)
     }
 
     /// Records the members that opened (where they live, index, weight) in the member list,
@@ -78,7 +78,7 @@ impl Store {
         &self,
         change: impl FnOnce(&mut MemberList),
     ) -> Result<MemberList, StoreError> {
-        let (old, tags) = self.member_list();
+        let (old, copies) = self.member_list();
         let mut list = old.clone();
         for m in &self.members {
             let location = crate::member::absolute_spec(Path::new(m.location()))
@@ -109,17 +109,10 @@ impl Store {
         }
         let bytes =
             serde_json::to_vec_pretty(&list).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        for (m, tag) in self.members.iter().zip(tags) {
-            let current =
-                m.io.get_meta(MEMBER_LIST)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|s| s.bytes == bytes);
-            if current {
-                continue;
-            }
-            let expect = match tag {
-                Some(t) => Expect::Tag(t),
+        for (m, copy) in self.members.iter().zip(copies) {
+            let expect = match copy {
+                Some(c) if c.bytes == bytes => continue,
+                Some(c) => Expect::Tag(c.tag),
                 None => Expect::Absent,
             };
             m.io.put_meta(MEMBER_LIST, &bytes, &expect)
