@@ -127,7 +127,12 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
     let mut protected: HashSet<Hash32> = HashSet::new();
     for name in store.model_names()? {
         let copies = store.manifest_copies(&name);
-        let mut manifest = store.manifest(&name)?;
+        // The newest copy, from the copies just read (not a second read of every member).
+        let mut manifest =
+            super::repair::newest(&copies).ok_or_else(|| StoreError::CorruptManifest {
+                name: name.clone(),
+                reason: "no valid copy on any member".into(),
+            })?;
         let before = manifest.clone();
         rebalance_model(store, &mut manifest, &slots, dry_run, &mut report)?;
         if manifest.files != before.files {

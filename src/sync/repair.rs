@@ -159,7 +159,7 @@ fn repair_chunk(
 
 /// The newest valid copy of a model's manifest. Copies of one generation that differ are
 /// ordered by creation time, then by their bytes' hash, so every run picks the same one.
-fn newest(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
+pub(super) fn newest(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
     copies
         .iter()
         .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
