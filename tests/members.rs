@@ -6,7 +6,7 @@ mod common;
 use common::sync::*;
 use common::*;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// `gc --min-age 1ms --json`: collects at once what is unreferenced.
@@ -303,16 +303,35 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
     assert!(export(&four, "m", None) == *data);
     // Bytes per member within 10% of their share (equal weights: a quarter each), counting
     // the copies the manifest lists.
+    assert_shares(&paths, &[0.25; 4]);
+    // Twice the weight for the new member: it ends with two fifths of the bytes.
+    ok(&[
+        "member",
+        "set-weight",
+        "--store",
+        &four,
+        paths[3].to_str().unwrap(),
+        "2",
+    ]);
+    let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
+    assert!(r["replicas_moved"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(verify(&four)["ok"], true);
+    fully_replicated(&paths, "m", 2);
+    assert_shares(&paths, &[0.2, 0.2, 0.2, 0.4]);
+    assert!(export(&four, "m", None) == *data);
+}
+
+fn member_id(path: &Path) -> String {
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(path.join("shardfs-store.json")).unwrap()).unwrap();
+    info["member_id"].as_str().unwrap().to_string()
+}
+
+/// Each member's share of the stored bytes of model "m"'s listed copies is within 10% of `want`.
+fn assert_shares(paths: &[PathBuf], want: &[f64]) {
     let m = manifest_json(&paths[0], "m");
-    let ids: Vec<String> = paths
-        .iter()
-        .map(|p| {
-            let info: serde_json::Value =
-                serde_json::from_slice(&fs::read(p.join("shardfs-store.json")).unwrap()).unwrap();
-            info["member_id"].as_str().unwrap().to_string()
-        })
-        .collect();
-    let mut bytes = vec![0u64; 4];
+    let ids: Vec<String> = paths.iter().map(|p| member_id(p)).collect();
+    let mut bytes = vec![0u64; paths.len()];
     for c in m["files"][0]["chunks"].as_array().unwrap() {
         for id in c["members"].as_array().unwrap() {
             let i = ids.iter().position(|x| x == id.as_str().unwrap()).unwrap();
@@ -320,11 +339,11 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
         }
     }
     let total: u64 = bytes.iter().sum();
-    for b in &bytes {
+    for (b, w) in bytes.iter().zip(want) {
         let share = *b as f64 / total as f64;
         assert!(
-            (0.225..=0.275).contains(&share),
-            "bytes per member {bytes:?}"
+            (share - w).abs() <= 0.1 * w,
+            "bytes per member {bytes:?}, shares wanted {want:?}"
         );
     }
 }

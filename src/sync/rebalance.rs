@@ -39,6 +39,9 @@ fn rebalance_model(
 ) -> Result<(), StoreError> {
     let total = manifest.chunk_count() as u64;
     let replicas = manifest.replicas.min(slots.len()).max(1);
+    let mut weighed = slots.to_vec();
+    placement::weigh(&mut weighed, replicas);
+    let slots = &weighed[..];
     let mut index = 0u64;
     for file in &mut manifest.files {
         let first = index;

@@ -185,7 +185,7 @@ fn repair_model(
             reason: "no valid copy on any member".into(),
         });
     };
-    let slots: Vec<Slot<'_>> = store
+    let mut slots: Vec<Slot<'_>> = store
         .members
         .iter()
         .filter(|m| opts.exclude.as_deref() != Some(m.id()))
@@ -194,6 +194,7 @@ fn repair_model(
             weight: m.info.weight,
         })
         .collect();
+    placement::weigh(&mut slots, manifest.replicas);
     let total = manifest.chunk_count() as u64;
     let recreated = AtomicU64::new(0);
     let mut changed = false;
