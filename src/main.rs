@@ -147,6 +147,13 @@ enum Command {
         /// Print nothing once mounted
         #[arg(long, short)]
         quiet: bool,
+        /// How often to look for new, re-packed and removed models: new opens get the newest
+        /// version, files already open keep reading theirs (`shardfs refresh` looks at once)
+        #[arg(long, default_value = "3s", value_parser = shardfs::units::parse_duration)]
+        refresh: std::time::Duration,
+        /// Serve the models as they are at mount time: never look for new versions
+        #[arg(long)]
+        pin: bool,
     },
     /// Read a mounted file or model with parallel readers so it sits in the page cache before a loader starts
     Warm {
@@ -160,6 +167,15 @@ enum Command {
     Unmount {
         /// The directory the store is mounted on
         mountpoint: PathBuf,
+    },
+    /// Make a live mount look for new, re-packed and removed models now (it also does every
+    /// --refresh interval); returns once it has, printing the version of each model it serves
+    Refresh {
+        /// The directory the store is mounted on
+        mountpoint: PathBuf,
+        /// Machine-readable output (the mount's status)
+        #[arg(long)]
+        json: bool,
     },
     /// Show live mounts with their counters and each model's health (stale entries are shown and cleaned)
     Status {
@@ -409,6 +425,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             allow_other,
             allow_degraded,
             quiet,
+            refresh,
+            pin,
         } => {
             let threads = threads.map_or_else(cores, |t| t as usize);
             let req = daemon::MountRequest {
@@ -422,6 +440,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     allow_other,
                     read_ahead_kb: read_ahead.div_ceil(1024),
                     member_timeout_ms: members.timeout.as_millis() as u64,
+                    refresh_ms: refresh.as_millis() as u64,
+                    pin,
                 },
                 foreground,
                 allow_degraded,
@@ -449,6 +469,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { mountpoint, json } => cli::reports::status(mountpoint.as_deref(), json),
+        Command::Refresh { mountpoint, json } => cli::reports::refresh(&mountpoint, json),
         Command::Export {
             store,
             name,

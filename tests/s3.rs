@@ -119,7 +119,9 @@ fn both_member_kinds_keep_the_same_contract() {
             b"two",
             "{what}"
         );
-        assert_eq!(m.list_manifests().unwrap(), vec!["a".to_string()], "{what}");
+        let listed = m.list_manifests().unwrap();
+        let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, vec!["a"], "{what}");
         m.flush().unwrap();
     }
 }

@@ -121,13 +121,71 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                     p(m.latency_ms_p99)
                 );
             }
+            print_versions(m);
         } else if m.state == "stale" {
             println!("  its daemon is gone; the entry was cleaned up");
         }
-        for h in &m.mount.models {
-            println!("  model {}: {}", h.model, h.describe());
-        }
     }
+    Ok(())
+}
+
+/// Each model a live mount serves: its version, since when, and its health when the mount
+/// started; then when the mount last looked for new versions.
+fn print_versions(m: &daemon::MountStatus) {
+    let Some(c) = &m.counters else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = |t: u64| format!("{} s ago", now.saturating_sub(t));
+    for v in &c.versions {
+        let health = m
+            .mount
+            .models
+            .iter()
+            .find(|h| h.model == v.name)
+            .map_or_else(String::new, |h| format!("; at mount time {}", h.describe()));
+        println!(
+            "  model {}: version {}, served to new opens since {}{health}",
+            v.name,
+            v.version,
+            ago(v.adopted_unix)
+        );
+    }
+    if m.mount.options.pin {
+        println!("  pinned: serves the versions it was mounted with");
+    } else if c.refreshes == 0 {
+        println!(
+            "  looks for new versions every {} ms; not yet",
+            m.mount.options.refresh_ms
+        );
+    } else {
+        println!(
+            "  looks for new versions every {} ms; last {}",
+            m.mount.options.refresh_ms,
+            ago(c.refreshed_unix)
+        );
+    }
+}
+
+/// `shardfs refresh`: the mount looked for new versions; what it serves now.
+pub fn refresh(mountpoint: &Path, json: bool) -> Result<(), Failure> {
+    let m = daemon::refresh(mountpoint)?;
+    if json {
+        let value = serde_json::to_value(&m).map_err(|e| Failure::Error(e.to_string()))?;
+        return print_json(&value);
+    }
+    let served: Vec<String> = m
+        .counters
+        .iter()
+        .flat_map(|c| &c.versions)
+        .map(|v| format!("'{}' version {}", v.name, v.version))
+        .collect();
+    let served = if served.is_empty() {
+        "no models".to_string()
+    } else {
+        served.join(", ")
+    };
+    println!("refreshed {}: serving {served}", m.mount.mountpoint);
     Ok(())
 }
 

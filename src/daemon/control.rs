@@ -3,7 +3,7 @@
 
 use super::procfs::{is_shardfs, mounted_fstype, mounts_under, process_start};
 use super::{DaemonError, MountOptionsRecord, err};
-use crate::fs::{Counters, STATUS_XATTR};
+use crate::fs::{Counters, REFRESH_XATTR, STATUS_XATTR, XATTR_MAX};
 use crate::store::health::ModelHealth;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -214,11 +214,51 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
 /// Live counters of a mount, read from the root's status attribute (with a time limit, so a hung
 /// daemon cannot hang `status`).
 fn live_counters(mountpoint: &str) -> Option<Counters> {
-    let path = CString::new(mountpoint).ok()?;
+    read_counters(mountpoint, STATUS_XATTR, Duration::from_secs(5)).ok()
+}
+
+/// `shardfs refresh`: makes a live mount look for new versions now; returns its counters once
+/// it has.
+pub fn refresh(mountpoint: &Path) -> Result<MountStatus, DaemonError> {
+    let path = mount_path(mountpoint);
+    let (state_path, _) = state_paths(&path);
+    let Some(mount) = read_state(&state_path).filter(daemon_alive) else {
+        return Err(DaemonError::NotMounted(format!(
+            "no live shardfs mount at {}",
+            path.display()
+        )));
+    };
+    if mount.options.pin {
+        return Err(err(format!(
+            "{} is pinned (mounted with --pin): it serves the versions it was mounted with",
+            path.display()
+        )));
+    }
+    let counters = read_counters(&mount.mountpoint, REFRESH_XATTR, Duration::from_secs(120))
+        .map_err(|e| {
+            err(format!(
+                "{}: the refresh did not finish: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(MountStatus {
+        state: "live".into(),
+        mount,
+        counters: Some(counters),
+    })
+}
+
+/// Reads counters from attribute `attr` of a mount's root, waiting at most `timeout`.
+fn read_counters(
+    mountpoint: &str,
+    attr: &'static str,
+    timeout: Duration,
+) -> Result<Counters, String> {
+    let path = CString::new(mountpoint).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let name = CString::new(STATUS_XATTR).unwrap_or_default();
-        let mut buf = vec![0u8; 64 * 1024];
+        let name = CString::new(attr).unwrap_or_default();
+        let mut buf = vec![0u8; XATTR_MAX];
         // SAFETY: valid path, name and buffer of the given size.
         let n = unsafe {
             libc::getxattr(
@@ -228,11 +268,17 @@ fn live_counters(mountpoint: &str) -> Option<Counters> {
                 buf.len(),
             )
         };
-        let value = (n > 0).then(|| buf[..n as usize].to_vec());
+        let value = if n > 0 {
+            Ok(buf[..n as usize].to_vec())
+        } else {
+            Err(io::Error::last_os_error().to_string())
+        };
         let _ = tx.send(value);
     });
-    let bytes = rx.recv_timeout(Duration::from_secs(5)).ok()??;
-    serde_json::from_slice(&bytes).ok()
+    let bytes = rx
+        .recv_timeout(timeout)
+        .map_err(|_| format!("no answer in {} s", timeout.as_secs()))??;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// `shardfs status`: every mount this machine's state directory knows (or one), live or stale.

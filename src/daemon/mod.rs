@@ -6,9 +6,10 @@
 
 mod checks;
 mod control;
+mod follow;
 mod procfs;
 
-pub use control::{MountState, MountStatus, state_dir, status, unmount};
+pub use control::{MountState, MountStatus, refresh, state_dir, status, unmount};
 pub use procfs::mounted_fstype;
 
 use crate::fs::{FsOptions, ShardFs};
@@ -57,6 +58,16 @@ pub struct MountOptionsRecord {
     /// The member deadline (`--member-timeout`), in milliseconds.
     #[serde(default = "default_member_timeout_ms")]
     pub member_timeout_ms: u64,
+    /// How often the mount looks for new versions (`--refresh`), in milliseconds.
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+    /// Serve the models as they were at mount time (`--pin`).
+    #[serde(default)]
+    pub pin: bool,
+}
+
+fn default_refresh_ms() -> u64 {
+    DEFAULT_REFRESH_MS
 }
 
 fn default_member_timeout_ms() -> u64 {
@@ -64,6 +75,10 @@ fn default_member_timeout_ms() -> u64 {
 }
 
 impl MountOptionsRecord {
+    pub fn refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.refresh_ms.max(100))
+    }
+
     /// Member options the mount opens its store with.
     pub fn members(&self) -> crate::member::Options {
         crate::member::Options {
@@ -137,8 +152,10 @@ fn mounted_line(req: &MountRequest, checked: &checks::Checked) -> String {
     )
 }
 
-/// How often a live mount re-reads the store's member list.
+/// How often a pinned mount re-reads the store's member list.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often a mount looks for new versions unless told (`--refresh`).
+pub const DEFAULT_REFRESH_MS: u64 = 3000;
 
 /// Starts the daemon (this binary with `--foreground`), detached in its own session with its
 /// output in the log file, and waits for it to report the mount live or failed.
@@ -182,6 +199,8 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
         .arg(format!("{}KiB", req.options.read_ahead_kb))
         .arg("--member-timeout")
         .arg(format!("{}ms", req.options.member_timeout_ms))
+        .arg("--refresh")
+        .arg(format!("{}ms", req.options.refresh_ms))
         .arg("--foreground")
         .env(READY_FD_ENV, CHILD_FD.to_string())
         .stdin(Stdio::null())
@@ -195,6 +214,9 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
     }
     if req.allow_degraded {
         cmd.arg("--allow-degraded");
+    }
+    if req.options.pin {
+        cmd.arg("--pin");
     }
     let write_raw = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -278,30 +300,15 @@ fn serve(
             &manifests,
         );
         store.write_lease(&mut lease);
-        let (stop_leasing, stopped) = crossbeam_channel::bounded::<()>(1);
-        // Every few seconds the mount follows the member list (members added, or new places
-        // of lost members, are opened); every minute it refreshes its lease.
-        let leasing = {
-            let store = store.clone();
-            let member_opts = req.options.members();
-            std::thread::spawn(move || {
-                let mut last_lease = std::time::Instant::now();
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(FOLLOW_EVERY)
-                {
-                    for location in store.follow_member_list(&member_opts) {
-                        log::warn!("now also reading member {location}, found in the member list");
-                    }
-                    if last_lease.elapsed() >= crate::store::lease::LEASE_REFRESH {
-                        store.write_lease(&mut lease);
-                        last_lease = std::time::Instant::now();
-                    }
-                }
-                store.drop_lease(&lease.mount_id);
-            })
-        };
-        let fs = ShardFs::new(store, manifests, req.name.is_some(), &opts)
+        let catalog = (!req.options.pin)
+            .then(|| crate::store::catalog::Catalog::new(&store, req.name.clone(), &manifests));
+        let mut fs = ShardFs::new(store.clone(), manifests, req.name.is_some(), &opts)
             .map_err(|e| err(format!("cannot start worker threads: {e}")))?;
+        let (ask_refresh, refresh_asked) = crossbeam_channel::unbounded();
+        if !req.options.pin {
+            fs.on_refresh(ask_refresh);
+        }
+        let live = fs.live();
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,
@@ -318,6 +325,24 @@ fn serve(
         let mut session = fuser::Session::new(fs, &canonical, &config)
             .map_err(|e| err(format!("cannot mount {}: {e}", canonical.display())))?;
         let mut unmounter = session.unmount_callable();
+        // From now on the mount follows the store (see `follow`).
+        let (stop_following, stopped) = crossbeam_channel::bounded::<()>(1);
+        let following = {
+            let follow = follow::Follow {
+                store,
+                live,
+                kernel: session.notifier(),
+                catalog,
+                lease,
+                every: if req.options.pin {
+                    FOLLOW_EVERY
+                } else {
+                    req.options.refresh()
+                },
+                members: req.options.members(),
+            };
+            std::thread::spawn(move || follow.run(stopped, refresh_asked))
+        };
         set_read_ahead(&canonical, req.options.read_ahead_kb);
         let (state_path, log_path) = state_paths(&canonical);
         let state = MountState {
@@ -357,8 +382,8 @@ fn serve(
             None => {}
         }
         let run = session.run();
-        drop(stop_leasing);
-        let _ = leasing.join();
+        drop(stop_following);
+        let _ = following.join();
         let _ = fs::remove_file(&state_path);
         // A clean session that logged nothing leaves no empty log behind.
         if fs::metadata(&log_path).is_ok_and(|m| m.len() == 0) {

@@ -24,17 +24,19 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use parking_lot::Mutex;
+use parking_lot::RwLock;
 use sent::SentBytes;
-pub use stats::{Counters, Stats};
+pub use stats::{Counters, ModelShown, Stats};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tree::{Node, NodeKind};
+use tree::{NodeKind, ROOT, Stale, Tree};
 
-/// File contents never change under a mount: the kernel may cache names and attributes long.
+/// An inode's content never changes (a new version of a file is a new inode) and a change of
+/// names is invalidated in the kernel when it happens: names and attributes may be cached long.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Threads answering reads that must wait for a chunk.
 const READERS: usize = 16;
@@ -44,6 +46,11 @@ const REMOTE_IN_FLIGHT: usize = 8;
 
 /// The extended attribute of the mount root that returns live counters as JSON.
 pub const STATUS_XATTR: &str = "user.shardfs.status";
+/// Reading this attribute of the root makes the mount look for new versions now; the answer
+/// (the counters, as JSON) comes once it has.
+pub const REFRESH_XATTR: &str = "user.shardfs.refresh";
+/// The most a counters answer takes.
+pub const XATTR_MAX: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -64,13 +71,21 @@ struct Shared {
 
 pub struct ShardFs {
     shared: Arc<Shared>,
-    nodes: Vec<Node>,
+    tree: Arc<RwLock<Tree>>,
     readers: Workers,
     prefetchers: Workers,
     prefetch: usize,
     handles: Mutex<HashMap<u64, Arc<Mutex<Readahead>>>>,
     next_fh: AtomicU64,
-    logical_bytes: u64,
+    /// Where a read of `REFRESH_XATTR` is handed (to the thread that follows the store).
+    refresh_requests: Option<crossbeam_channel::Sender<(ReplyXattr, u32)>>,
+}
+
+/// A handle on a running mount's tree and counters, for the thread that follows the store.
+#[derive(Clone)]
+pub struct Live {
+    shared: Arc<Shared>,
+    tree: Arc<RwLock<Tree>>,
 }
 
 impl ShardFs {
@@ -81,7 +96,7 @@ impl ShardFs {
         single: bool,
         opts: &FsOptions,
     ) -> std::io::Result<ShardFs> {
-        let (nodes, logical_bytes) = tree::build(&manifests, single);
+        let tree = Tree::new(&manifests, single);
         let threads = opts.threads.max(1);
         let remote_extra = if store.has_remote_members() {
             REMOTE_IN_FLIGHT
@@ -95,7 +110,7 @@ impl ShardFs {
                 stats: Stats::default(),
                 trouble: MemberTrouble::default(),
             }),
-            nodes,
+            tree: Arc::new(RwLock::new(tree)),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
             // is ready never queues behind reads still waiting (measured: 1-10 ms queueing with
             // one per core under a mmap loader).
@@ -108,11 +123,87 @@ impl ShardFs {
             prefetch: opts.prefetch,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            logical_bytes,
+            refresh_requests: None,
         })
     }
 
+    /// Reads of `REFRESH_XATTR` go to `to`, which answers each once it has refreshed (without
+    /// it, they fail with ENOTSUP: a pinned mount).
+    pub fn on_refresh(&mut self, to: crossbeam_channel::Sender<(ReplyXattr, u32)>) {
+        self.refresh_requests = Some(to);
+    }
+
+    /// A handle for following the store while the session owns the filesystem.
+    pub fn live(&self) -> Live {
+        Live {
+            shared: self.shared.clone(),
+            tree: self.tree.clone(),
+        }
+    }
+
     /// A point-in-time copy of the counters (for `status`, through the status attribute).
+    pub fn counters(&self) -> Counters {
+        self.live().counters()
+    }
+}
+
+impl Live {
+    /// Shows the store's changes (new current manifests, models gone), then tells the kernel
+    /// which names and listings it holds became stale. That is done after the tree's lock is
+    /// let go: the kernel may wait on a request of this mount that waits on the tree.
+    pub fn apply(
+        &self,
+        changes: &[crate::store::catalog::Change],
+        kernel: Option<&fuser::Notifier>,
+    ) {
+        use crate::store::catalog::Change;
+        let mut stale = Vec::new();
+        {
+            let mut tree = self.tree.write();
+            for c in changes {
+                match c {
+                    Change::Current(m) => tree.apply(m, &mut stale),
+                    Change::Removed(name) => tree.remove(name, &mut stale),
+                }
+            }
+        }
+        stale.sort();
+        stale.dedup();
+        let Some(kernel) = kernel else { return };
+        for s in stale {
+            // ENOENT: the kernel did not hold it. Nothing else is worse than a late update.
+            let result = match &s {
+                Stale::Entry(parent, name) => {
+                    kernel.inval_entry(INodeNo(*parent), OsStr::new(name))
+                }
+                Stale::Listing(dir) => kernel.inval_inode(INodeNo(*dir), 0, 0),
+            };
+            if let Err(e) = result
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::debug!("cannot invalidate {s:?} in the kernel: {e}");
+            }
+        }
+    }
+
+    /// Records that a look for new versions ended now.
+    pub fn refreshed(&self) {
+        let stats = &self.shared.stats;
+        stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        stats.refreshed_unix.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// The model versions live nodes come from and their chunks (what the lease must name).
+    pub fn in_use(
+        &self,
+    ) -> (
+        std::collections::BTreeSet<(String, u64)>,
+        Vec<crate::codec::Hash32>,
+    ) {
+        self.tree.read().in_use()
+    }
+
+    /// A point-in-time copy of the counters.
     pub fn counters(&self) -> Counters {
         let (stats, cache) = (&self.shared.stats, &self.shared.cache);
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -127,6 +218,19 @@ impl ShardFs {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
+            refreshes: l(&stats.refreshes),
+            refreshed_unix: l(&stats.refreshed_unix),
+            versions: {
+                let tree = self.tree.read();
+                tree.models
+                    .iter()
+                    .map(|(name, v)| ModelShown {
+                        name: name.clone(),
+                        version: v.version,
+                        adopted_unix: unix_secs(v.adopted),
+                    })
+                    .collect()
+            },
             members: {
                 let store = &self.shared.store;
                 let mut members = store.liveness.snapshot(|id| {
@@ -145,15 +249,28 @@ impl ShardFs {
             },
         }
     }
+}
 
-    fn node(&self, ino: INodeNo) -> Option<&Node> {
-        let i = u64::from(ino);
-        if i == 0 {
-            None
-        } else {
-            self.nodes.get(i as usize - 1)
-        }
+/// Answers a read of a counters attribute of `size` bytes (0: how many it takes).
+pub fn reply_counters(counters: &Counters, size: u32, reply: ReplyXattr) {
+    let value = serde_json::to_vec(counters).unwrap_or_default();
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(&value);
     }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now() -> u64 {
+    unix_secs(std::time::SystemTime::now())
 }
 
 impl Shared {
@@ -239,26 +356,36 @@ fn chunk_at(file: &FileEntry, offset: u64) -> usize {
 
 impl Filesystem for ShardFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let found = match self.node(parent).map(|n| &n.kind) {
+        let tree = self.tree.read();
+        let found = match tree.node(parent.into()).map(|n| &n.kind) {
             Some(NodeKind::Dir { children }) => name.to_str().and_then(|n| children.get(n)),
             Some(NodeKind::File { .. }) => return reply.error(Errno::ENOTDIR),
             None => return reply.error(Errno::ENOENT),
         };
-        match found.and_then(|&ino| self.node(INodeNo(ino))) {
-            Some(node) => reply.entry(&TTL, &node.attr, Generation(0)),
+        match found.and_then(|&ino| tree.node(ino)) {
+            Some(node) => {
+                node.looked_up();
+                reply.entry(&TTL, &node.attr, Generation(0))
+            }
             None => reply.error(Errno::ENOENT),
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if self.tree.read().forget(ino.into(), nlookup) {
+            self.tree.write().drop_if_unheld(ino.into());
+        }
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino) {
+        match self.tree.read().node(ino.into()) {
             Some(node) => reply.attr(&TTL, &node.attr),
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino).map(|n| &n.kind) {
+        match self.tree.read().node(ino.into()).map(|n| &n.kind) {
             Some(NodeKind::File { .. }) => {}
             Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENOENT),
@@ -286,12 +413,13 @@ impl Filesystem for ShardFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(NodeKind::File { entry, sent }) = self.node(ino).map(|n| &n.kind) else {
-            return reply.error(Errno::EISDIR);
+        let (file, sent) = match self.tree.read().node(ino.into()).map(|n| &n.kind) {
+            Some(NodeKind::File { entry, sent, .. }) => (entry.clone(), sent.clone()),
+            Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
         };
-        let file = entry.clone();
         // What an O_DIRECT reader is sent does not stay in the page cache.
-        let sent = (flags.0 & libc::O_DIRECT == 0).then(|| sent.clone());
+        let sent = (flags.0 & libc::O_DIRECT == 0).then_some(sent);
         let shared = &self.shared;
         shared.stats.reads.fetch_add(1, Ordering::Relaxed);
         if offset >= file.size || size == 0 {
@@ -377,7 +505,7 @@ impl Filesystem for ShardFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino).map(|n| &n.kind) {
+        match self.tree.read().node(ino.into()).map(|n| &n.kind) {
             Some(NodeKind::Dir { .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Some(NodeKind::File { .. }) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
@@ -392,7 +520,8 @@ impl Filesystem for ShardFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(node) = self.node(ino) else {
+        let tree = self.tree.read();
+        let Some(node) = tree.node(ino.into()) else {
             return reply.error(Errno::ENOENT);
         };
         let NodeKind::Dir { children } = &node.kind else {
@@ -404,12 +533,8 @@ impl Filesystem for ShardFs {
         ];
         let entries = dots
             .into_iter()
-            .chain(children.iter().map(|(name, &child)| {
-                (
-                    child,
-                    self.nodes[child as usize - 1].attr.kind,
-                    name.as_str(),
-                )
+            .chain(children.iter().filter_map(|(name, &child)| {
+                Some((child, tree.node(child)?.attr.kind, name.as_str()))
             }));
         for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
@@ -420,11 +545,12 @@ impl Filesystem for ShardFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let tree = self.tree.read();
         reply.statfs(
-            self.logical_bytes.div_ceil(4096),
+            tree.logical_bytes().div_ceil(4096),
             0,
             0,
-            self.nodes.len() as u64,
+            tree.len() as u64,
             0,
             4096,
             255,
@@ -433,7 +559,7 @@ impl Filesystem for ShardFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        if self.node(ino).is_none() {
+        if self.tree.read().node(ino.into()).is_none() {
             reply.error(Errno::ENOENT);
         } else if mask.contains(fuser::AccessFlags::W_OK) {
             reply.error(Errno::EROFS);
@@ -443,17 +569,25 @@ impl Filesystem for ShardFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if u64::from(ino) != 1 || name != STATUS_XATTR {
+        if u64::from(ino) != ROOT {
             return reply.error(Errno::ENODATA);
         }
-        let value = serde_json::to_vec(&self.counters()).unwrap_or_default();
-        if size == 0 {
-            reply.size(value.len() as u32);
-        } else if (size as usize) < value.len() {
-            reply.error(Errno::ERANGE);
-        } else {
-            reply.data(&value);
+        if name == REFRESH_XATTR {
+            // A size probe gets the most an answer takes; a read waits for the refresh.
+            return match &self.refresh_requests {
+                _ if size == 0 => reply.size(XATTR_MAX as u32),
+                Some(to) => {
+                    if let Err(e) = to.send((reply, size)) {
+                        e.into_inner().0.error(Errno::EIO);
+                    }
+                }
+                None => reply.error(Errno::ENOTSUP),
+            };
         }
+        if name != STATUS_XATTR {
+            return reply.error(Errno::ENODATA);
+        }
+        reply_counters(&self.counters(), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {

@@ -15,6 +15,19 @@ pub struct Stats {
     pub chunks_prefetched: AtomicU64,
     pub replica_failovers: AtomicU64,
     pub errors: AtomicU64,
+    /// Looks for new versions done, and when the last one ended (unix seconds).
+    pub refreshes: AtomicU64,
+    pub refreshed_unix: AtomicU64,
+}
+
+/// A model as the mount shows it now.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct ModelShown {
+    pub name: String,
+    /// The manifest version (generation) served to new opens.
+    pub version: u64,
+    /// When the mount started serving that version (unix seconds).
+    pub adopted_unix: u64,
 }
 
 /// A point-in-time copy of the counters.
@@ -33,4 +46,12 @@ pub struct Counters {
     /// How each member has been answering.
     #[serde(default)]
     pub members: Vec<crate::store::liveness::MemberStats>,
+    /// The version of each model new opens get.
+    #[serde(default)]
+    pub versions: Vec<ModelShown>,
+    /// Looks for new versions done (none with `--pin`), and when the last one ended.
+    #[serde(default)]
+    pub refreshes: u64,
+    #[serde(default)]
+    pub refreshed_unix: u64,
 }

@@ -8,7 +8,7 @@
 //! decompressed bytes.
 
 use super::layout::{self, CHUNKS, LOCK, MANIFESTS, MEMBER_FILE, TMP};
-use super::{ChunkEntry, ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Stored};
+use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
 use crate::buffer::{ChunkBuf, SparePool};
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
@@ -425,7 +425,7 @@ impl MemberIo for DirMember {
         }
     }
 
-    fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
+    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
         let entries = match fs::read_dir(self.path(MANIFESTS)) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -434,9 +434,27 @@ impl MemberIo for DirMember {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(self.err(MANIFESTS))?;
-            if let Some(name) = entry.file_name().to_str().and_then(layout::manifest_name) {
-                out.push(name.to_string());
-            }
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(layout::manifest_name) else {
+                continue;
+            };
+            // A manifest is replaced by a rename (a new inode); an edit in place moves the mtime.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err(MANIFESTS)(e)),
+            };
+            use std::os::unix::fs::MetadataExt;
+            out.push(Listed {
+                name: name.to_string(),
+                stamp: format!(
+                    "{}-{}-{}.{}",
+                    meta.ino(),
+                    meta.len(),
+                    meta.mtime(),
+                    meta.mtime_nsec()
+                ),
+            });
         }
         Ok(out)
     }
@@ -524,7 +542,9 @@ mod tests {
             Err(MemberError::Conflict)
         ));
         assert_eq!(m.get_manifest("a").unwrap().unwrap().bytes, b"two");
-        assert_eq!(m.list_manifests().unwrap(), vec!["a".to_string()]);
+        let listed = m.list_manifests().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "a");
         let h = Hash32::of(b"c");
         m.put_chunk(&h, b"image", false).unwrap();
         assert!(matches!(

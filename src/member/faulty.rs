@@ -1,7 +1,7 @@
 //! A test twin: wraps any member and makes its chunk reads slow, failing or corrupt on demand,
 //! so the store's failover, hedging and down-marking can be tested without a network.
 
-use super::{ChunkEntry, ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Stored};
+use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
 use crate::codec::Hash32;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -102,7 +102,7 @@ impl MemberIo for Faulty {
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
         self.inner.put_manifest(name, bytes, expect)
     }
-    fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
+    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
         self.inner.list_manifests()
     }
     fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {

@@ -121,6 +121,14 @@ pub struct Stored {
     pub tag: String,
 }
 
+/// A manifest as a listing shows it: its model's name and a stamp (an ETag, or a file's inode,
+/// size and mtime) that differs after every rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub stamp: String,
+}
+
 /// What a manifest put may replace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
@@ -164,8 +172,9 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// Replaces a model's manifest in one step (readers see the old or the new), when what is
     /// there is what `expect` says; `Conflict` otherwise. Durable when it returns.
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
-    /// Names of the manifests held (`<name>.json` without the suffix).
-    fn list_manifests(&self) -> Result<Vec<String>, MemberError>;
+    /// The manifests held (`<name>.json` without the suffix), each with a stamp that changes
+    /// whenever the copy is rewritten, so a live mount re-reads only copies that changed.
+    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError>;
     /// A store-level file at the member's root (`members.json`), or `None`.
     fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError>;
     /// Replaces a store-level file in one step, when what is there is what `expect` says.

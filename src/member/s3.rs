@@ -14,7 +14,9 @@
 //! one race that matters.
 
 use super::layout::{self, CHUNKS, MANIFESTS, MEMBER_FILE};
-use super::{ChunkEntry, ChunkHead, Expect, Image, Lock, MemberError, MemberIo, Options, Stored};
+use super::{
+    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stored,
+};
 use crate::codec::{HEADER_LEN, Hash32};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -321,6 +323,12 @@ impl S3Member {
 
     /// The names of the objects directly under folder `dir` of the member.
     fn file_names(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+        Ok(self.files(dir)?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// The objects directly under `dir`: each name with a stamp (its ETag, else its size and
+    /// time) that changes when it is rewritten.
+    fn files(&self, dir: &str) -> Result<Vec<(String, String)>, MemberError> {
         let prefix = self.key(dir);
         self.run(self.timeout, async {
             let listed = self
@@ -331,7 +339,12 @@ impl S3Member {
             Ok(listed
                 .objects
                 .iter()
-                .filter_map(|m| m.location.filename().map(str::to_string))
+                .filter_map(|m| {
+                    let stamp = m.e_tag.clone().unwrap_or_else(|| {
+                        format!("{}-{}", m.size, m.last_modified.timestamp_micros())
+                    });
+                    Some((m.location.filename()?.to_string(), stamp))
+                })
                 .collect())
         })
     }
@@ -567,12 +580,16 @@ impl MemberIo for S3Member {
         self.delete_meta(&layout::manifest_key(name))
     }
 
-    fn list_manifests(&self) -> Result<Vec<String>, MemberError> {
+    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
         Ok(self
-            .file_names(MANIFESTS)?
-            .iter()
-            .filter_map(|f| layout::manifest_name(f))
-            .map(str::to_string)
+            .files(MANIFESTS)?
+            .into_iter()
+            .filter_map(|(f, stamp)| {
+                Some(Listed {
+                    name: layout::manifest_name(&f)?.to_string(),
+                    stamp,
+                })
+            })
             .collect())
     }
 

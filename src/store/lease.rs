@@ -9,7 +9,7 @@ use super::{Store, member_err};
 use crate::codec::Hash32;
 use crate::member::Expect;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const LEASES: &str = "leases";
@@ -68,6 +68,19 @@ impl Lease {
                 .collect(),
             chunks,
         }
+    }
+
+    /// Names what the mount reads now: the model versions its files come from (an old version
+    /// stays while a file of it is open) and their chunks.
+    pub fn set_in_use(&mut self, versions: &BTreeSet<(String, u64)>, chunks: Vec<Hash32>) {
+        self.models = versions
+            .iter()
+            .map(|(name, version)| LeasedModel {
+                name: name.clone(),
+                version: *version,
+            })
+            .collect();
+        self.chunks = chunks;
     }
 
     pub fn alive(&self) -> bool {

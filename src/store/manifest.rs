@@ -105,6 +105,13 @@ struct EnvelopeIn<'a> {
 
 impl Manifest {
     /// The bytes written to `manifests/<name>.json`.
+    /// Which of two valid copies of a model's manifest is current: the higher version, then the
+    /// later pack, then the higher hash of its bytes, so that every reader picks the same one.
+    pub fn precedence(&self) -> (u64, u64, String) {
+        let bytes = self.to_bytes().unwrap_or_default();
+        (self.version, self.created_unix, Hash32::of(&bytes).to_hex())
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         let body = serde_json::to_string(self)?;
         let checksum = Hash32::of(body.as_bytes());

@@ -5,6 +5,7 @@
 //! failover and exports, `verify` scrubs, `health` tells which models the opened members can
 //! serve whole. Nothing here knows about FUSE, and nothing here knows which kind a member is.
 
+pub mod catalog;
 pub mod health;
 pub mod lease;
 pub mod liveness;
@@ -420,6 +421,7 @@ impl Store {
             match m.io.list_manifests() {
                 Ok(list) => names.extend(
                     list.into_iter()
+                        .map(|l| l.name)
                         .filter(|n| manifest::check_model_name(n).is_ok()),
                 ),
                 Err(e) => log::warn!("member {}: cannot list manifests: {e}", m.location()),
@@ -434,13 +436,7 @@ impl Store {
             .iter()
             .map(|m| match m.io.get_manifest(name) {
                 Ok(Some(stored)) => {
-                    let parsed = Manifest::from_bytes(&stored.bytes).and_then(|mf| {
-                        if mf.name == name {
-                            Ok(mf)
-                        } else {
-                            Err(format!("names model '{}'", mf.name))
-                        }
-                    });
+                    let parsed = parse_manifest(name, &stored.bytes);
                     ManifestCopy {
                         member: m,
                         tag: Some(stored.tag),
@@ -469,7 +465,11 @@ impl Store {
         let mut damaged = Vec::new();
         for copy in self.manifest_copies(name) {
             match copy.manifest {
-                Some(Ok(m)) if best.as_ref().is_none_or(|b| m.version > b.version) => {
+                Some(Ok(m))
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| m.precedence() > b.precedence()) =>
+                {
                     best = Some(m);
                 }
                 Some(Ok(_)) => {}
@@ -514,6 +514,17 @@ impl Store {
             .find_map(|m| m.io.local_dir())
             .unwrap_or_else(std::env::temp_dir)
     }
+}
+
+/// A copy of model `name`'s manifest read from a member, or why it is not valid.
+pub(crate) fn parse_manifest(name: &str, bytes: &[u8]) -> Result<Manifest, String> {
+    Manifest::from_bytes(bytes).and_then(|mf| {
+        if mf.name == name {
+            Ok(mf)
+        } else {
+            Err(format!("names model '{}'", mf.name))
+        }
+    })
 }
 
 /// Locks on every member for the length of a pack.

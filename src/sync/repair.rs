@@ -9,7 +9,6 @@
 //! a missing, damaged or older copy get it too. Killed at any moment, a rerun finds what was done
 //! and finishes the rest.
 
-use crate::codec::Hash32;
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
@@ -163,10 +162,7 @@ pub(super) fn newest(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
     copies
         .iter()
         .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
-        .max_by_key(|m| {
-            let bytes = m.to_bytes().unwrap_or_default();
-            (m.version, m.created_unix, Hash32::of(&bytes).to_hex())
-        })
+        .max_by_key(|m| m.precedence())
         .cloned()
 }
 
