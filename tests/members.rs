@@ -287,14 +287,29 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
         (0.20..=0.30).contains(&share),
         "moved {share:.3} of the replicas: {r}"
     );
-    // The mount still reads its generation: the old copies stay until it is gone.
+    // The mount still reads its generation: the old copies stay until it moves on.
     assert!(r["old_copies_kept"].as_u64().unwrap() > 0, "{r}");
-    readers.finish();
-    assert_eq!(mount.status()["errors"], 0);
-    assert!(mount.unmount().status.success());
+    // The mount takes the new manifest (same content: same inode) and its lease names it; the
+    // next rebalance then deletes the old copies while the readers go on.
+    let file = mount.dir.join("m.bin");
+    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap());
+    let before = mount.version("m").unwrap();
+    mount.refresh();
+    assert!(mount.version("m").unwrap() > before);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap()),
+        inode
+    );
     let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
     assert_eq!(r["replicas_moved"], 0, "{r}");
     assert!(r["old_copies_deleted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["old_copies_kept"], 0, "{r}");
+    // Every byte still reads from where the replicas are now.
+    drop_page_cache(&file);
+    assert!(fs::read(&file).unwrap() == *data);
+    readers.finish();
+    assert_eq!(mount.status()["errors"], 0);
+    assert!(mount.unmount().status.success());
     // Exactly the listed copies are left: two per chunk.
     let files: usize = paths.iter().map(|p| chunk_files(p).len()).sum();
     assert_eq!(files, 2 * 1152);

@@ -219,6 +219,30 @@ impl Mounted {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `shardfs refresh --json`: the mount has looked for new versions when it returns.
+    pub fn refresh(&self) -> serde_json::Value {
+        let out = run_in(
+            &self.state_dir,
+            &["refresh", self.dir.to_str().unwrap(), "--json"],
+        );
+        assert!(
+            out.status.success(),
+            "refresh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The version the mount serves of `model` to new opens.
+    pub fn version(&self, model: &str) -> Option<u64> {
+        let s = self.status();
+        s["versions"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == model)?["version"]
+            .as_u64()
+    }
+
     pub fn pid(&self) -> u32 {
         self.status()["pid"].as_u64().unwrap() as u32
     }

@@ -1,0 +1,191 @@
+//! Live updates under a mount: a re-pack reaches new opens within the refresh interval while
+//! files opened (and mmapped) before keep reading their version; models added and removed come
+//! and go; a damaged manifest copy changes nothing. Real mounts, bytes compared.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn ino(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().ino()
+}
+
+/// Waits until `done` holds, for at most `limit` (a liveness bound, not a measurement).
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::yield_now();
+    }
+}
+
+/// A read-only shared map of a whole open file.
+struct Map {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Map {
+    fn new(f: &fs::File) -> Map {
+        let len = f.metadata().unwrap().len() as usize;
+        // SAFETY: a fresh read-only mapping of an open file.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Map { ptr, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is live and `len` long.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
+    }
+
+    /// Drops the mapping's pages, so the next access faults them in from the mount again.
+    fn drop_pages(&self, f: &fs::File) {
+        // SAFETY: advice on a live mapping and an open file.
+        unsafe {
+            assert_eq!(libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED), 0);
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: unmaps what `new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+fn read_all_at(f: &fs::File) -> Vec<u8> {
+    let mut buf = vec![0u8; f.metadata().unwrap().len() as usize];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    buf
+}
+
+#[test]
+fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    let src = d.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let (w1, w2, u) = (
+        Rng::new(1).bytes(3 << 20),
+        Rng::new(2).bytes(3 << 20),
+        Rng::new(3).bytes(2 << 20),
+    );
+    fs::write(src.join("w.bin"), &w1).unwrap();
+    fs::write(src.join("u.bin"), &u).unwrap();
+    let flags = ["--name", "m", "--replicas", "2", "--chunk-size", "256KiB"];
+    pack(&src, &store, &flags);
+    // A cache smaller than the files: the old version's chunks come from the store again.
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--refresh", "500ms", "--cache-size", "1MiB"],
+    );
+    let (w, ub) = (mount.dir.join("m/w.bin"), mount.dir.join("m/u.bin"));
+    let (w_ino, u_ino) = (ino(&w), ino(&ub));
+    let old = fs::File::open(&w).unwrap();
+    let map = Map::new(&old);
+    assert!(map.bytes() == w1);
+    assert_eq!(mount.version("m"), Some(1));
+
+    // Re-pack: w.bin changes, u.bin does not.
+    fs::write(src.join("w.bin"), &w2).unwrap();
+    pack(&src, &store, &flags);
+    wait_for(Duration::from_secs(30), "the new version", || {
+        ino(&w) != w_ino
+    });
+    assert!(
+        fs::read(&w).unwrap() == w2,
+        "a new open reads the new bytes"
+    );
+    assert_eq!(ino(&ub), u_ino, "an unchanged file keeps its inode");
+    assert!(fs::read(&ub).unwrap() == u);
+    assert_eq!(mount.version("m"), Some(2));
+    // The old handle and the mmap, their pages dropped, still read the old version.
+    map.drop_pages(&old);
+    assert!(
+        read_all_at(&old) == w1,
+        "the old handle reads the old bytes"
+    );
+    map.drop_pages(&old);
+    assert!(map.bytes() == w1, "the mmap reads the old bytes");
+
+    // A model added appears; removed, it goes from listings while an open handle keeps working.
+    let n = Rng::new(4).bytes(1 << 20);
+    pack_bytes(d, &store, "n", &n, &["--name", "n"]);
+    mount.refresh();
+    let nb = mount.dir.join("n/n.bin");
+    assert!(fs::read(&nb).unwrap() == n);
+    let held = fs::File::open(&nb).unwrap();
+    ok(&["rm", "--store", &store, "--name", "n"]);
+    mount.refresh();
+    let names: Vec<String> = fs::read_dir(&mount.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["m".to_string()]);
+    assert!(!nb.exists());
+    assert!(
+        read_all_at(&held) == n,
+        "a removed model's open file still reads"
+    );
+
+    // A damaged copy on one member (garbage, then a half-written one) changes nothing.
+    let copy = paths[0].join("manifests/m.json");
+    let good = fs::read(&copy).unwrap();
+    for bad in [b"{not a manifest".to_vec(), good[..good.len() / 2].to_vec()] {
+        fs::write(&copy, &bad).unwrap();
+        mount.refresh();
+        assert_eq!(mount.version("m"), Some(2));
+        assert!(fs::read(&w).unwrap() == w2);
+        assert_eq!(ino(&ub), u_ino);
+    }
+    drop(map);
+    drop((old, held));
+    let s = mount.status();
+    assert_eq!(s["errors"], 0, "{s}");
+    assert!(mount.unmount().status.success());
+}
+
+#[test]
+fn a_pinned_mount_keeps_its_versions_and_refuses_a_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    let (a, b) = (Rng::new(5).bytes(1 << 20), Rng::new(6).bytes(1 << 20));
+    pack_bytes(d, &store, "m", &a, &["--name", "m"]);
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--pin", "--name", "m"],
+    );
+    pack_bytes(d, &store, "m", &b, &["--name", "m"]);
+    let out = run_in(&d.join("state"), &["refresh", mount.dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pinned") && err.lines().count() == 1, "{err}");
+    assert!(fs::read(mount.dir.join("m.bin")).unwrap() == a);
+    assert_eq!(mount.version("m"), Some(1), "{}", mount.status());
+    assert_eq!(mount.status()["refreshes"], 0);
+}
