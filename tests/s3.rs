@@ -582,3 +582,68 @@ fn repair_rm_and_gc_work_on_a_bucket_member() {
     assert_eq!(verify_json(&store)["ok"], true);
     assert!(export(&store, "keep", None) == keep);
 }
+
+#[test]
+fn member_add_rebalance_remove_and_replace_work_on_a_mix_of_directories_and_buckets() {
+    let (dir, _weed) = server();
+    let d = dir.path();
+    let local = d.join("local");
+    let store = format!("{},s3://mix/a", local.display());
+    let data = std::sync::Arc::new(Rng::new(15).floats(4 << 20));
+    let src = d.join("m.bin");
+    fs::write(&src, &*data).unwrap();
+    pack(
+        &src,
+        &store,
+        &["--replicas", "2", "--chunk-size", "64KiB", "--init"],
+    );
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "m", "--cache-size", "1MiB", "--refresh", "500ms"],
+    );
+    let readers = common::sync::Readers::start(vec![(mount.dir.join("m.bin"), data.clone())]);
+    let json = |out: std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // A bucket joins; rebalance moves about a third of the replicas onto it.
+    ok(&["member", "add", "--store", &store, "s3://mix/b"]);
+    let three = format!("{store},s3://mix/b");
+    let r = json(ok(&["rebalance", "--store", &three, "--json"]));
+    let moved = r["replicas_moved"].as_f64().unwrap() / r["replicas"].as_f64().unwrap();
+    assert!((0.15..=0.5).contains(&moved), "{r}");
+    mount.refresh();
+    assert_eq!(verify_json(&three)["ok"], true);
+
+    // The first bucket leaves: its replicas are drained to the others first.
+    ok(&["member", "remove", "--store", &three, "s3://mix/a"]);
+    let two = format!("{},s3://mix/b", local.display());
+    assert_eq!(verify_json(&two)["ok"], true);
+    mount.refresh();
+
+    // The directory is lost and a bucket takes its place; repair fills it.
+    fs::remove_dir_all(&local).unwrap();
+    let buckets = "s3://mix/b,s3://mix/c";
+    ok(&[
+        "member",
+        "replace",
+        "--store",
+        buckets,
+        local.to_str().unwrap(),
+        "s3://mix/c",
+    ]);
+    let r = json(ok(&["repair", "--store", buckets, "--json"]));
+    assert!(r["replicas_recreated"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(verify_json(buckets)["ok"], true);
+    // Every chunk is on both buckets now.
+    let m = shardfs::member::open(Path::new("s3://mix/c"), &Default::default()).unwrap();
+    assert_eq!(m.list_chunks().unwrap().len(), 64);
+    mount.refresh();
+    readers.finish();
+    assert!(export(buckets, "m", None) == *data);
+    let s = mount.status();
+    assert_eq!(s["errors"], 0, "{s}");
+    assert!(mount.unmount().status.success());
+}
