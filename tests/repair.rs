@@ -66,6 +66,7 @@ fn flipped_bytes_on_two_members_are_replaced() {
     let (mount, readers) = fx.mount_with_readers();
     // Three chunk files on each of two members, never both replicas of one chunk.
     let mut flipped = 0;
+    let mut damaged = Vec::new();
     let mut names = std::collections::HashSet::new();
     for member in &fx.members[..2] {
         let victims: Vec<PathBuf> = chunk_files(member)
@@ -79,7 +80,8 @@ fn flipped_bytes_on_two_members_are_replaced() {
             let mut b = fs::read(&f).unwrap();
             let at = b.len() - 1;
             b[at] ^= 0xff;
-            fs::write(&f, b).unwrap();
+            fs::write(&f, &b).unwrap();
+            damaged.push(b);
             flipped += 1;
         }
     }
@@ -91,6 +93,24 @@ fn flipped_bytes_on_two_members_are_replaced() {
     fx.exact();
     readers.finish();
     assert_eq!(mount.status()["errors"], 0);
+    // The damaged files were set aside, bytes as they were; gc deletes them.
+    let aside = |m: &PathBuf| -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = fs::read_dir(m.join("damaged"))
+            .map(|d| d.map(|e| fs::read(e.unwrap().path()).unwrap()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let mut set_aside: Vec<Vec<u8>> = fx.members.iter().flat_map(aside).collect();
+    set_aside.sort();
+    damaged.sort();
+    assert!(set_aside == damaged, "{} set aside", set_aside.len());
+    let out = ok(&["gc", "--store", &fx.store, "--min-age", "1ms", "--json"]);
+    let g = json(&out);
+    assert_eq!(g["stale_files_deleted"].as_u64().unwrap(), flipped, "{g}");
+    assert_eq!(g["chunk_files_deleted"], 0, "{g}");
+    assert!(fx.members.iter().all(|m| aside(m).is_empty()));
+    assert_eq!(verify(&fx.store)["ok"], true);
 }
 
 #[test]

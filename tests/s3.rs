@@ -558,12 +558,21 @@ fn repair_rm_and_gc_work_on_a_bucket_member() {
     for e in &objects[..5] {
         m.delete_chunk(&e.hash).unwrap();
     }
+    // Two more are damaged in place (what was there is set aside first).
+    for e in &objects[5..7] {
+        m.put_chunk(&e.hash, b"not a chunk", true).unwrap();
+    }
+    let aside = || m.clean_stale(std::time::Duration::ZERO, true).unwrap().0;
+    assert_eq!(aside(), 2);
     assert_eq!(verify_json(&store)["ok"], false);
     let out = ok(&["repair", "--store", &store, "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["replicas_recreated"], 5, "{r}");
+    assert_eq!(r["replicas_recreated"], 7, "{r}");
+    assert_eq!(r["corrupt_replaced"], 2, "{r}");
     assert_eq!(verify_json(&store)["ok"], true);
     assert_eq!(m.list_chunks().unwrap().len(), 16);
+    // The damaged objects were set aside too.
+    assert_eq!(aside(), 4);
     let rows: serde_json::Value =
         serde_json::from_slice(&ok(&["member", "list", "--store", &store, "--json"]).stdout)
             .unwrap();
@@ -578,6 +587,8 @@ fn repair_rm_and_gc_work_on_a_bucket_member() {
     let out = ok(&["gc", "--store", &store, "--min-age", "1ms", "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["chunk_files_deleted"], 16, "{r}");
+    assert_eq!(r["stale_files_deleted"], 4, "{r}");
+    assert_eq!(aside(), 0);
     assert_eq!(m.list_chunks().unwrap().len(), 8);
     assert_eq!(verify_json(&store)["ok"], true);
     assert!(export(&store, "keep", None) == keep);

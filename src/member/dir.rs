@@ -7,7 +7,7 @@
 //! memory copy (measured at a sixth of the daemon's CPU time on a cold read) and crowd out the
 //! decompressed bytes.
 
-use super::layout::{self, CHUNKS, LOCK, MANIFESTS, MEMBER_FILE, TMP};
+use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
 use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
 use crate::buffer::{ChunkBuf, SparePool};
 use crate::codec::{HEADER_LEN, Hash32};
@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A directory member.
 #[derive(Debug)]
@@ -339,7 +340,52 @@ impl MemberIo for DirMember {
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir).map_err(self.err(&key))?;
         }
+        if replace && dest.exists() {
+            // A second name for the damaged file, for whoever looks into it; the rename below
+            // then replaces it in one step.
+            let aside = self.path(&layout::damaged_key(hash));
+            let linked =
+                fs::create_dir_all(self.path(DAMAGED)).and_then(|_| fs::hard_link(&dest, &aside));
+            if let Err(e) = linked {
+                log::warn!(
+                    "{}: cannot set the damaged {} aside: {e}",
+                    self.location,
+                    key
+                );
+            }
+        }
         write_atomic(&self.tmp(), &dest, image, false).map_err(self.err(&key))
+    }
+
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+        let now = std::time::SystemTime::now();
+        let (mut files, mut bytes) = (0, 0);
+        for dir in [TMP, DAMAGED] {
+            let entries = match fs::read_dir(self.path(dir)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err(dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(self.err(dir))?;
+                let Ok(meta) = entry.metadata() else { continue };
+                let modified = meta.modified().unwrap_or(now);
+                if !meta.is_file() || now.duration_since(modified).unwrap_or_default() < older_than
+                {
+                    continue;
+                }
+                if !dry_run {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(self.err(dir)(e)),
+                    }
+                }
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+        Ok((files, bytes))
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {

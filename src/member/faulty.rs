@@ -96,6 +96,9 @@ impl MemberIo for Faulty {
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
         self.inner.delete_chunk(hash)
     }
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+        self.inner.clean_stale(older_than, dry_run)
+    }
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
         self.inner.get_manifest(name)
     }

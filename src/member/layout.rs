@@ -1,6 +1,7 @@
 //! Where things live inside a member, the same for every kind: `shardfs-store.json`,
-//! `manifests/<model>.json`, `chunks/<first two hex digits>/<blake3 hex>`. A directory member
-//! also has `tmp/` (files being written) and `lock`.
+//! `manifests/<model>.json`, `chunks/<first two hex digits>/<blake3 hex>`, and
+//! `damaged/<blake3 hex>.<time>` (a damaged chunk file moved aside when a good copy replaced it,
+//! until `gc` deletes it). A directory member also has `tmp/` (files being written) and `lock`.
 
 use crate::codec::Hash32;
 
@@ -9,6 +10,15 @@ pub const MANIFESTS: &str = "manifests";
 pub const CHUNKS: &str = "chunks";
 pub const TMP: &str = "tmp";
 pub const LOCK: &str = "lock";
+pub const DAMAGED: &str = "damaged";
+
+/// `damaged/<hex>.<nanoseconds since the epoch>`: where a damaged chunk file is set aside.
+pub fn damaged_key(hash: &Hash32) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{DAMAGED}/{}.{nanos}", hash.to_hex())
+}
 
 /// `chunks/ab/<hex>`.
 pub fn chunk_key(hash: &Hash32) -> String {

@@ -160,9 +160,14 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
     /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
-    /// Writes a chunk file as one atomic step; `replace` overwrites a damaged one in place,
+    /// Writes a chunk file as one atomic step; `replace` replaces a damaged one (first set aside
+    /// under `damaged/`; the damaged file is never gone before the good one is in place),
     /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
+    /// Leftovers older than `older_than`: temporary files of writes that were killed, and
+    /// damaged chunk files set aside. Deletes them unless `dry_run`; returns their count and
+    /// bytes.
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError>;
     /// Every chunk file: hash, size, when it was last written (names that are not a hash are
     /// skipped).
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;

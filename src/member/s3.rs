@@ -13,7 +13,7 @@
 //! addressing makes concurrent chunk puts safe, and the conditional manifest put catches the
 //! one race that matters.
 
-use super::layout::{self, CHUNKS, MANIFESTS, MEMBER_FILE};
+use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
 use super::{
     ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stored,
 };
@@ -384,6 +384,19 @@ impl S3Member {
         }
     }
 
+    /// Copies a damaged chunk object under `damaged/` before a good one replaces it (a missing
+    /// one needs nothing; a copy that fails is logged, the repair goes on).
+    fn set_aside(&self, hash: &Hash32, key: &Key) {
+        let aside = self.key(&layout::damaged_key(hash));
+        let copied = self.run(self.timeout, async {
+            self.store.copy(key, &aside).await.map_err(member_err)
+        });
+        match copied {
+            Ok(()) | Err(MemberError::Missing) => {}
+            Err(e) => log::warn!("{}: cannot set the damaged {key} aside: {e}", self.location),
+        }
+    }
+
     fn put_multipart(&self, key: &Key, bytes: &[u8]) -> Result<(), MemberError> {
         let limit = self.write_limit(bytes.len());
         let body = bytes::Bytes::copy_from_slice(bytes);
@@ -500,14 +513,48 @@ impl MemberIo for S3Member {
             if !replace && self.head_size(&key)?.is_some() {
                 return Err(MemberError::AlreadyExists);
             }
+            if replace {
+                self.set_aside(hash, &key);
+            }
             return self.put_multipart(&key, image);
         }
         let mode = if replace {
+            self.set_aside(hash, &key);
             PutMode::Overwrite
         } else {
             PutMode::Create
         };
         self.put_small(&key, image, mode)
+    }
+
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+        let prefix = self.key(DAMAGED);
+        let now = std::time::SystemTime::now();
+        self.run(self.timeout * 20, async {
+            let metas: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(member_err)?;
+            let (mut files, mut bytes) = (0, 0);
+            for m in metas {
+                let modified: std::time::SystemTime = m.last_modified.into();
+                let age = now.duration_since(modified).unwrap_or_default();
+                if age < older_than {
+                    continue;
+                }
+                if !dry_run {
+                    match self.store.delete(&m.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(member_err(e)),
+                    }
+                }
+                files += 1;
+                bytes += m.size;
+            }
+            Ok((files, bytes))
+        })
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {

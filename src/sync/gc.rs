@@ -52,6 +52,9 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Chunk files deleted (or that would be), and their bytes.
     pub chunk_files_deleted: u64,
+    /// Leftovers older than the minimum age deleted: temporary files of killed writes, damaged
+    /// chunk files set aside by a repair. Their bytes count in `bytes_returned`.
+    pub stale_files_deleted: u64,
     pub bytes_returned: u64,
     /// Unreferenced chunk files kept because they are younger than the minimum age.
     pub kept_young: u64,
@@ -65,6 +68,14 @@ pub struct GcReport {
 pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, StoreError> {
     let started = Instant::now();
     all_given(store, "gc")?;
+    // Before the lock, which clears a directory's temporary files without counting them.
+    let mut stale = (0, 0);
+    for m in &store.members {
+        let (files, bytes) =
+            m.io.clean_stale(min_age, dry_run)
+                .map_err(member_err(m.location()))?;
+        stale = (stale.0 + files, stale.1 + bytes);
+    }
     let _lock = if dry_run {
         None
     } else {
@@ -88,6 +99,8 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
         .collect();
     let mut report = GcReport {
         dry_run,
+        stale_files_deleted: stale.0,
+        bytes_returned: stale.1,
         live_leases: leases.len(),
         ..GcReport::default()
     };
