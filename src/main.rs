@@ -168,6 +168,14 @@ enum Command {
         /// The directory the store is mounted on
         mountpoint: PathBuf,
     },
+    /// Link this binary as mount(8)'s helper for type fuse.shardfs, so that `mount -t
+    /// fuse.shardfs STORE MOUNTPOINT -o OPTIONS` and /etc/fstab lines work (options: the mount
+    /// flags with '_' for '-', e.g. cache_size=4GiB,name=llama,pin)
+    InstallHelper {
+        /// Where mount(8) looks for helpers
+        #[arg(long, default_value = "/sbin")]
+        dir: PathBuf,
+    },
     /// Make a live mount look for new, re-packed and removed models now (it also does every
     /// --refresh interval); returns once it has, printing the version of each model it serves
     Refresh {
@@ -318,7 +326,25 @@ fn cores() -> usize {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::mount_helper::invocation(&argv) {
+        Ok(cli::mount_helper::Invocation::Command) => Cli::parse_from(argv),
+        // mount(8) shows a helper's stderr as is: one line, not clap's usage.
+        Ok(cli::mount_helper::Invocation::Mount(args)) => match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("bad mount options");
+                eprintln!("shardfs: {}", first.trim_start_matches("error: ").trim());
+                return ExitCode::from(2);
+            }
+        },
+        Ok(cli::mount_helper::Invocation::Fake) => return ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("shardfs: error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let daemon = matches!(
         cli.command,
         Command::Mount {
@@ -470,6 +496,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { mountpoint, json } => cli::reports::status(mountpoint.as_deref(), json),
         Command::Refresh { mountpoint, json } => cli::reports::refresh(&mountpoint, json),
+        Command::InstallHelper { dir } => {
+            println!(
+                "{}",
+                cli::mount_helper::install(&dir).map_err(Failure::Error)?
+            );
+            Ok(())
+        }
         Command::Export {
             store,
             name,

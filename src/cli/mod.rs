@@ -2,6 +2,7 @@
 //! (`reports`: ls, status, verify) and the data-sync commands (`sync`: repair, member,
 //! rebalance, rm, gc), and how failures become exit codes.
 
+pub mod mount_helper;
 pub mod reports;
 pub mod sync;
 

@@ -203,6 +203,8 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
         .arg(format!("{}ms", req.options.refresh_ms))
         .arg("--foreground")
         .env(READY_FD_ENV, CHILD_FD.to_string())
+        // Readiness goes back through the pipe; systemd's main process is this command's.
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
         .stderr(log);
@@ -374,6 +376,11 @@ fn serve(
             }
         });
         log::info!("{line} (pid {})", std::process::id());
+        // Under systemd (`Type=notify`), the mount is live now: say so.
+        notify_systemd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&line),
+        ]);
         match ready.take() {
             Some(mut r) => {
                 let _ = r.write_all(b"ok\n");
@@ -382,6 +389,7 @@ fn serve(
             None => {}
         }
         let run = session.run();
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         drop(stop_following);
         let _ = following.join();
         let _ = fs::remove_file(&state_path);
@@ -396,6 +404,13 @@ fn serve(
         let _ = writeln!(r, "error: {e}");
     }
     result
+}
+
+/// Tells systemd (when it started this process with `NOTIFY_SOCKET`) how the mount is doing.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::warn!("cannot notify systemd: {e}");
+    }
 }
 
 /// Raises the kernel's read-ahead window of the mount's backing device, so sequential readers

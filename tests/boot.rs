@@ -1,0 +1,217 @@
+//! Mounts at boot: `mount -t fuse` through mount.fuse3, an fstab line through `mount -T`, the
+//! binary run as `mount.fuse.shardfs`, bad options as one-line errors, the systemd unit checked
+//! by `systemd-analyze verify`, and readiness told to a fake `NOTIFY_SOCKET` only once the mount
+//! is live. Real mounts, bytes compared.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn sh(cmd: &str, args: &[&str], state: &Path) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("SHARDFS_STATE_DIR", state)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// Waits until nothing is mounted at `dir` and the mount's state is gone (the daemon exits
+/// after the kernel's unmount), for at most 30 s.
+fn wait_unmounted(dir: &Path, state: &Path) {
+    let start = Instant::now();
+    loop {
+        let s = run_in(state, &["status", "--json"]);
+        let none = serde_json::from_slice::<serde_json::Value>(&s.stdout)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| a.is_empty()));
+        if !is_mounted(dir) && none {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "still mounted");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 2));
+    let data = Rng::new(21).bytes(3 << 20);
+    pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    let spec = format!("{}#{store}", bin());
+    let m = mnt.to_str().unwrap();
+
+    // mount -t fuse: mount.fuse3 runs the binary with the options.
+    let out = sh(
+        "mount",
+        &[
+            "-t",
+            "fuse",
+            &spec,
+            m,
+            "-o",
+            "ro,cache_size=4MiB,refresh=1s,name=m",
+        ],
+        &state,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(mnt.join("m.bin")).unwrap() == data);
+    let s = json_of(&run_in(&state, &["status", m, "--json"]));
+    assert_eq!(s["options"]["cache_size"], 4 << 20, "{s}");
+    assert_eq!(s["options"]["refresh_ms"], 1000, "{s}");
+    assert!(sh("umount", &[m], &state).status.success());
+    wait_unmounted(&mnt, &state);
+
+    // An fstab line, mounted by its mountpoint.
+    let fstab = d.join("fstab");
+    fs::write(
+        &fstab,
+        format!("# models\n{spec} {m} fuse ro,_netdev,nofail,cache_size=8MiB,pin 0 0\n"),
+    )
+    .unwrap();
+    let out = sh("mount", &["-T", fstab.to_str().unwrap(), m], &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(mnt.join("m").join("m.bin")).unwrap() == data);
+    let s = json_of(&run_in(&state, &["status", m, "--json"]));
+    assert_eq!(s["options"]["pin"], true, "{s}");
+    assert!(sh("umount", &[m], &state).status.success());
+    wait_unmounted(&mnt, &state);
+
+    // The binary linked as mount(8)'s helper, run as mount(8) runs it.
+    let sbin = d.join("sbin");
+    fs::create_dir_all(&sbin).unwrap();
+    ok(&["install-helper", "--dir", sbin.to_str().unwrap()]);
+    ok(&["install-helper", "--dir", sbin.to_str().unwrap()]);
+    let helper = sbin.join("mount.fuse.shardfs");
+    assert_eq!(
+        fs::canonicalize(&helper).unwrap(),
+        fs::canonicalize(bin()).unwrap()
+    );
+    let out = sh(
+        helper.to_str().unwrap(),
+        &[&store, m, "-o", "rw,name=m", "-t", "fuse.shardfs"],
+        &state,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "a helper prints nothing");
+    assert!(fs::read(mnt.join("m.bin")).unwrap() == data);
+    assert!(run_in(&state, &["unmount", m]).status.success());
+    wait_unmounted(&mnt, &state);
+
+    // Bad options: one line naming the option, nothing mounted.
+    for (opts, needle) in [
+        ("ro,bogus=1", "unknown mount option 'bogus=1'"),
+        ("ro,cache_size=lots", "invalid value 'lots'"),
+        ("ro,name", "needs a value"),
+    ] {
+        let out = sh("mount", &["-t", "fuse", &spec, m, "-o", opts], &state);
+        assert!(!out.status.success(), "{opts}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = err.lines().filter(|l| l.contains("shardfs")).collect();
+        assert!(ours.len() == 1 && ours[0].contains(needle), "{opts}: {err}");
+        assert!(!is_mounted(&mnt));
+    }
+    // A helper file that is not a link is left alone.
+    let other = d.join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("mount.fuse.shardfs"), "#!/bin/sh\n").unwrap();
+    fails(
+        &["install-helper", "--dir", other.to_str().unwrap()],
+        "is not a link",
+    );
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_readiness_comes_once_the_mount_is_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The shipped unit, pointing at this build (verify checks that the binary exists).
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/shardfs-models.service"),
+    )
+    .unwrap()
+    .replace("/usr/local/bin/shardfs", bin());
+    let path = d.join("shardfs-models.service");
+    fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .expect("systemd-analyze (scripts/setup installs systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+
+    // The daemon as the unit runs it, with a notify socket standing in for systemd's.
+    let store = store_arg(&members(d, 2));
+    let data = Rng::new(22).bytes(2 << 20);
+    pack_bytes(d, &store, "m", &data, &[]);
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    let sock_path = d.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "mount",
+            "--foreground",
+            "--store",
+            &store,
+            mnt.to_str().unwrap(),
+        ])
+        .env("SHARDFS_STATE_DIR", &state)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("READY=1 within 60 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    // Ready means live: the mount is there and serves.
+    assert!(is_mounted(&mnt), "READY=1 came before the mount");
+    assert!(msg.contains("STATUS=mounted"), "{msg}");
+    assert!(fs::read(mnt.join("m").join("m.bin")).unwrap() == data);
+    // systemctl stop: SIGTERM, a clean unmount, STOPPING=1, exit 0.
+    kill_and_wait_child(&mut child);
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert!(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "STOPPING=1")
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+fn kill_and_wait_child(child: &mut std::process::Child) {
+    // SAFETY: signals a child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the daemon exited with {status}");
+}
