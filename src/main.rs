@@ -154,6 +154,10 @@ enum Command {
         /// Serve the models as they are at mount time: never look for new versions
         #[arg(long)]
         pin: bool,
+        /// Serve the counters in the Prometheus text format on http://ADDR/metrics, ADDR being
+        /// IP:PORT (127.0.0.1:9464; 0.0.0.0:9464 for every interface)
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Read a mounted file or model with parallel readers so it sits in the page cache before a loader starts
     Warm {
@@ -453,6 +457,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             quiet,
             refresh,
             pin,
+            metrics,
         } => {
             let threads = threads.map_or_else(cores, |t| t as usize);
             let req = daemon::MountRequest {
@@ -468,6 +473,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     member_timeout_ms: members.timeout.as_millis() as u64,
                     refresh_ms: refresh.as_millis() as u64,
                     pin,
+                    metrics,
                 },
                 foreground,
                 allow_degraded,

@@ -30,6 +30,7 @@ const VALUED: &[&str] = &[
     "read_ahead",
     "refresh",
     "member_timeout",
+    "metrics",
 ];
 /// `-o` options that are switches.
 const SWITCHES: &[&str] = &["pin", "allow_other", "allow_degraded"];

@@ -105,6 +105,27 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 c.replica_failovers,
                 c.errors
             );
+            let n = &c.now;
+            println!(
+                "  now: {} files open, {}/s over the last 5 s, {} reads waiting for chunks, {} read-ahead loads in flight",
+                n.open_files.len(),
+                format_bytes(n.recent_bytes_per_second as u64),
+                n.reads_waiting,
+                n.readahead_in_flight
+            );
+            const SHOWN: usize = 10;
+            for f in n.open_files.iter().take(SHOWN) {
+                println!(
+                    "  open {}: {} reads, {} in {:.1} s",
+                    f.path,
+                    f.reads,
+                    format_bytes(f.bytes_served),
+                    f.open_seconds
+                );
+            }
+            if n.open_files.len() > SHOWN {
+                println!("  ... and {} more open files", n.open_files.len() - SHOWN);
+            }
             for m in &c.members {
                 let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
                 println!(

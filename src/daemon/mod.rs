@@ -7,6 +7,7 @@
 mod checks;
 mod control;
 mod follow;
+mod metrics;
 mod procfs;
 
 pub use control::{MountState, MountStatus, refresh, state_dir, status, unmount};
@@ -64,6 +65,9 @@ pub struct MountOptionsRecord {
     /// Serve the models as they were at mount time (`--pin`).
     #[serde(default)]
     pub pin: bool,
+    /// Where `/metrics` is served (`--metrics`), if anywhere.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 fn default_refresh_ms() -> u64 {
@@ -220,6 +224,9 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
     if req.options.pin {
         cmd.arg("--pin");
     }
+    if let Some(addr) = &req.options.metrics {
+        cmd.arg("--metrics").arg(addr);
+    }
     let write_raw = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -311,6 +318,11 @@ fn serve(
             fs.on_refresh(ask_refresh);
         }
         let live = fs.live();
+        // Bound before the mount: an address that is taken or bad fails it.
+        let metrics_server = match &req.options.metrics {
+            Some(addr) => Some(metrics::bind(addr).map_err(err)?),
+            None => None,
+        };
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,
@@ -327,6 +339,7 @@ fn serve(
         let mut session = fuser::Session::new(fs, &canonical, &config)
             .map_err(|e| err(format!("cannot mount {}: {e}", canonical.display())))?;
         let mut unmounter = session.unmount_callable();
+        let _metrics = metrics_server.map(|s| metrics::Endpoint::start(s, live.clone()));
         // From now on the mount follows the store (see `follow`).
         let (stop_following, stopped) = crossbeam_channel::bounded::<()>(1);
         let following = {

@@ -3,9 +3,9 @@
 //! stale), says what the mount reads now (for its lease) and takes a copy of the counters (for
 //! `status`, the refresh answer and `/metrics`).
 
+use super::Shared;
 use super::stats::{Counters, ModelShown};
 use super::tree::{Stale, Tree};
-use super::Shared;
 use crate::store::liveness::MemberStats;
 use fuser::{Errno, INodeNo, ReplyXattr};
 use parking_lot::RwLock;
@@ -76,6 +76,28 @@ impl Live {
         self.tree.read().in_use()
     }
 
+    /// How long reads took (shared with the read path: it goes on counting).
+    pub fn read_latency(&self) -> crate::store::liveness::Latency {
+        self.shared.stats.read_latency.clone()
+    }
+
+    /// How long each opened member took to answer, by location.
+    pub fn member_latencies(&self) -> Vec<(String, crate::store::liveness::Latency)> {
+        let store = &self.shared.store;
+        let mut v: Vec<(String, crate::store::liveness::Latency)> = store
+            .liveness
+            .records()
+            .map(|(id, r)| {
+                let location = store
+                    .member(id)
+                    .map_or_else(|| id.clone(), |m| m.location().to_string());
+                (location, r.latency.clone())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// A point-in-time copy of the counters.
     pub fn counters(&self) -> Counters {
         let (stats, cache) = (&self.shared.stats, &self.shared.cache);
@@ -91,6 +113,7 @@ impl Live {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
+            now: self.shared.activity.now(),
             refreshes: l(&stats.refreshes),
             refreshed_unix: l(&stats.refreshed_unix),
             versions: {
@@ -145,4 +168,3 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
 fn unix_now() -> u64 {
     unix_secs(std::time::SystemTime::now())
 }
-

@@ -6,6 +6,7 @@
 //! the kernel's page cache leaves the chunk cache. Nothing here knows chunk files. `tree` builds
 //! the nodes, `sent` tracks which bytes the kernel holds, `stats` keeps the counters.
 
+mod activity;
 mod live;
 mod sent;
 mod stats;
@@ -13,22 +14,20 @@ mod tree;
 
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, ChunkCache, Served};
-use crate::prefetch::Readahead;
 use crate::store::Store;
 use crate::store::manifest::{FileEntry, Manifest};
 use crate::store::reader::MemberTrouble;
 use crate::workers::Workers;
+pub use activity::{Now, OpenShown};
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use parking_lot::Mutex;
+pub use live::{Live, reply_counters};
 use parking_lot::RwLock;
 use sent::SentBytes;
-pub use live::{Live, reply_counters};
 pub use stats::{Counters, ModelShown, Stats};
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -68,6 +67,15 @@ struct Shared {
     cache: ChunkCache,
     stats: Stats,
     trouble: MemberTrouble,
+    activity: activity::Activity,
+}
+
+/// What a read's answer records besides its bytes.
+struct Asked {
+    started: std::time::Instant,
+    handle: Option<Arc<activity::OpenFile>>,
+    /// The file's sent bytes, unless the reader bypasses the page cache.
+    sent: Option<Arc<SentBytes>>,
 }
 
 pub struct ShardFs {
@@ -76,7 +84,6 @@ pub struct ShardFs {
     readers: Workers,
     prefetchers: Workers,
     prefetch: usize,
-    handles: Mutex<HashMap<u64, Arc<Mutex<Readahead>>>>,
     next_fh: AtomicU64,
     /// Where a read of `REFRESH_XATTR` is handed (to the thread that follows the store).
     refresh_requests: Option<crossbeam_channel::Sender<(ReplyXattr, u32)>>,
@@ -103,6 +110,7 @@ impl ShardFs {
                 cache: ChunkCache::new(opts.cache_size),
                 stats: Stats::default(),
                 trouble: MemberTrouble::default(),
+                activity: activity::Activity::default(),
             }),
             tree: Arc::new(RwLock::new(tree)),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
@@ -115,7 +123,6 @@ impl ShardFs {
             // window stays within the cache budget, see `read`).
             prefetchers: Workers::new("prefetch", 2 * threads + remote_extra)?,
             prefetch: opts.prefetch,
-            handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             refresh_requests: None,
         })
@@ -185,13 +192,17 @@ impl Shared {
         range: Range<u64>,
         first: usize,
         chunks: &[Chunk],
-        sent: Option<&SentBytes>,
+        asked: Asked,
         reply: ReplyData,
     ) {
         let (offset, end) = (range.start, range.end);
         self.stats
             .bytes_served
             .fetch_add(end - offset, Ordering::Relaxed);
+        self.activity.served(end - offset);
+        if let Some(h) = &asked.handle {
+            h.served(end - offset);
+        }
         let start_in = (offset - file.chunks[first].offset) as usize;
         if let [only] = chunks {
             reply.data(&only[start_in..start_in + (end - offset) as usize]);
@@ -208,7 +219,8 @@ impl Shared {
                 reply.data(buf);
             });
         }
-        if let Some(sent) = sent {
+        self.stats.read_latency.observe(asked.started.elapsed());
+        if let Some(sent) = &asked.sent {
             sent.record(&self.cache, file, offset, end, first);
         }
     }
@@ -253,18 +265,16 @@ impl Filesystem for ShardFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree.read().node(ino.into()).map(|n| &n.kind) {
-            Some(NodeKind::File { .. }) => {}
+        let path = match self.tree.read().node(ino.into()).map(|n| &n.kind) {
+            Some(NodeKind::File { entry, model, .. }) => format!("{model}/{}", entry.path),
             Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENOENT),
-        }
+        };
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .insert(fh, Arc::new(Mutex::new(Readahead::default())));
+        self.shared.activity.open(fh, path);
         // KEEP_CACHE: the second read of a file comes from the page cache. Never DIRECT_IO:
         // a shared mmap of a direct-io file fails, which breaks safetensors.
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
@@ -281,6 +291,7 @@ impl Filesystem for ShardFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let started = std::time::Instant::now();
         let (file, sent) = match self.tree.read().node(ino.into()).map(|n| &n.kind) {
             Some(NodeKind::File { entry, sent, .. }) => (entry.clone(), sent.clone()),
             Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
@@ -304,9 +315,9 @@ impl Filesystem for ShardFs {
         if let Some(sent) = &sent {
             sent.on_read(&file, first, last, last + 1 + window);
         }
-        let readahead = self.handles.lock().get(&u64::from(fh)).cloned();
-        if let Some(ra) = readahead {
-            let advice = ra.lock().on_read(
+        let handle = shared.activity.handle(fh.into());
+        if let Some(h) = &handle {
+            let advice = h.readahead.lock().on_read(
                 offset,
                 end - offset,
                 (first, last),
@@ -322,6 +333,7 @@ impl Filesystem for ShardFs {
                     continue;
                 }
                 let (shared, file, sent) = (shared.clone(), file.clone(), sent.clone());
+                shared.activity.ahead.fetch_add(1, Ordering::Relaxed);
                 self.prefetchers.spawn(move || {
                     // Asked again when the job runs: meanwhile a reader may have loaded the
                     // chunk, sent all of it and let it go. Loading it again would decompress it
@@ -329,6 +341,7 @@ impl Filesystem for ShardFs {
                     if shared.wanted_ahead(&file, index, sent.as_deref()) {
                         let _ = shared.load(&file, index, true);
                     }
+                    shared.activity.ahead.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         }
@@ -337,11 +350,17 @@ impl Filesystem for ShardFs {
         let cached: Option<Vec<Chunk>> = (first..=last)
             .map(|i| shared.cache.get_cached(&file.chunks[i].hash))
             .collect();
+        let asked = Asked {
+            started,
+            handle,
+            sent,
+        };
         if let Some(chunks) = cached {
-            return shared.reply(&file, offset..end, first, &chunks, sent.as_deref(), reply);
+            return shared.reply(&file, offset..end, first, &chunks, asked, reply);
         }
         // Otherwise a worker loads (or waits for) them and replies.
         let shared = shared.clone();
+        shared.activity.waiting.fetch_add(1, Ordering::Relaxed);
         self.readers.spawn(move || {
             let mut chunks = Vec::with_capacity(last - first + 1);
             for index in first..=last {
@@ -350,11 +369,14 @@ impl Filesystem for ShardFs {
                     Err(e) => {
                         log::error!("read of '{}' bytes {offset}..{end}: {e}", file.path);
                         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        shared.activity.waiting.fetch_sub(1, Ordering::Relaxed);
+                        shared.stats.read_latency.observe(asked.started.elapsed());
                         return reply.error(Errno::EIO);
                     }
                 }
             }
-            shared.reply(&file, offset..end, first, &chunks, sent.as_deref(), reply);
+            shared.activity.waiting.fetch_sub(1, Ordering::Relaxed);
+            shared.reply(&file, offset..end, first, &chunks, asked, reply);
         });
     }
 
@@ -368,7 +390,7 @@ impl Filesystem for ShardFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.lock().remove(&u64::from(fh));
+        self.shared.activity.close(fh.into());
         reply.ok();
     }
 

@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicU64;
 /// Counters of a mount, reported by `status`.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// How long reads took, from the request to the answer.
+    pub read_latency: crate::store::liveness::Latency,
     pub bytes_served: AtomicU64,
     pub reads: AtomicU64,
     /// Chunks read from a member, verified and decompressed (by whichever reader asked).
@@ -54,4 +56,7 @@ pub struct Counters {
     pub refreshes: u64,
     #[serde(default)]
     pub refreshed_unix: u64,
+    /// What the mount is doing now.
+    #[serde(default, flatten)]
+    pub now: super::activity::Now,
 }

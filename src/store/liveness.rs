@@ -28,6 +28,24 @@ const HEDGE_UNKNOWN: Duration = Duration::from_millis(500);
 /// A member whose recent 90th percentile is above this is `slow`.
 const SLOW: Duration = Duration::from_secs(1);
 
+/// A latency histogram for `/metrics` (buckets from 50 us, doubling, to about 6.5 s).
+#[derive(Debug, Clone)]
+pub struct Latency(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(50e-6, 2.0, 18),
+        ))
+    }
+}
+
+impl Latency {
+    pub fn observe(&self, took: Duration) {
+        self.0.observe(took.as_secs_f64());
+    }
+}
+
 /// One member's record.
 #[derive(Debug, Default)]
 pub struct Record {
@@ -41,6 +59,8 @@ pub struct Record {
     in_a_row: AtomicU32,
     down_until: Mutex<Option<Instant>>,
     latencies_us: Mutex<VecDeque<u64>>,
+    /// Every answer's latency, for `/metrics`.
+    pub latency: Latency,
 }
 
 /// What happened to one request.
@@ -59,6 +79,9 @@ impl Record {
     /// Records a request that took `took`.
     pub fn record(&self, took: Duration, outcome: Outcome) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if matches!(outcome, Outcome::Answered { .. } | Outcome::NotThere) {
+            self.latency.observe(took);
+        }
         let timed_out = matches!(outcome, Outcome::TimedOut);
         let failed = match outcome {
             Outcome::Answered { bytes } => {
@@ -179,6 +202,11 @@ impl Liveness {
 
     pub fn record(&self, id: &str) -> Option<&Arc<Record>> {
         self.records.get(id)
+    }
+
+    /// Every member's id and record.
+    pub fn records(&self) -> impl Iterator<Item = (&String, &Arc<Record>)> {
+        self.records.iter()
     }
 
     /// Whether the member `id` is down now.

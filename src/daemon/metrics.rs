@@ -1,0 +1,282 @@
+//! `--metrics ADDR`: the mount's counters in the Prometheus text format (version 0.0.4) on
+//! `http://ADDR/metrics`, served from a thread of its own. prometheus-client writes the format
+//! from a copy of the counters taken at each scrape; tiny_http answers the requests. The
+//! endpoint listens on exactly the address given and nowhere else.
+
+use crate::fs::Live;
+use crate::store::liveness::MemberStats;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A bound endpoint, serving until dropped.
+pub(super) struct Endpoint {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Binds `addr` (`IP:PORT`): done before the mount, so that a bad or taken address fails it.
+pub(super) fn bind(addr: &str) -> Result<tiny_http::Server, String> {
+    let at: SocketAddr = addr.parse().map_err(|_| {
+        format!(
+            "--metrics {addr}: give IP:PORT, e.g. 127.0.0.1:9464 (0.0.0.0:9464 for every interface)"
+        )
+    })?;
+    tiny_http::Server::http(at).map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))
+}
+
+impl Endpoint {
+    /// Serves `live`'s counters on `server` until the endpoint is dropped.
+    pub fn start(server: tiny_http::Server, live: Live) -> Endpoint {
+        let server = Arc::new(server);
+        let thread = {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let mut registry = Registry::default();
+                registry.register_collector(Box::new(Mount(live)));
+                for request in server.incoming_requests() {
+                    let response = if request.url().split('?').next() == Some("/metrics") {
+                        let mut body = String::new();
+                        match prometheus_client::encoding::prometheus_text::encode(
+                            &mut body, &registry,
+                        ) {
+                            Ok(()) => tiny_http::Response::from_string(body).with_header(
+                                tiny_http::Header::from_bytes(
+                                    &b"Content-Type"[..],
+                                    &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                                )
+                                .expect("a valid header"),
+                            ),
+                            Err(_) => tiny_http::Response::from_string("encoding failed\n")
+                                .with_status_code(500),
+                        }
+                    } else {
+                        tiny_http::Response::from_string("shardfs serves /metrics\n")
+                            .with_status_code(404)
+                    };
+                    if let Err(e) = request.respond(response) {
+                        log::debug!("metrics: answer not sent: {e}");
+                    }
+                }
+            })
+        };
+        Endpoint {
+            server,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The collector: every metric, from one copy of the counters.
+struct Mount(Live);
+
+impl fmt::Debug for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("shardfs mount metrics")
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A counter with one series per member (labelled `member` with its location).
+fn member_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    members: &[MemberStats],
+    value: fn(&MemberStats) -> u64,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for s in members {
+        ConstCounter::new(value(s)).encode(m.encode_family(&[("member", s.location.as_str())])?)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Mount {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let c = self.0.counters();
+        let e = &mut enc;
+        counter(
+            e,
+            "shardfs_bytes_served",
+            "Bytes returned to readers",
+            c.bytes_served,
+        )?;
+        counter(e, "shardfs_reads", "Read requests received", c.reads)?;
+        counter(
+            e,
+            "shardfs_cache_hits",
+            "Chunk lookups served from memory",
+            c.cache_hits,
+        )?;
+        counter(
+            e,
+            "shardfs_cache_misses",
+            "Chunk lookups that had to load",
+            c.cache_misses,
+        )?;
+        gauge(
+            e,
+            "shardfs_cache_bytes",
+            "Bytes of chunks held or being loaded",
+            c.cache_bytes_used as i64,
+        )?;
+        gauge(
+            e,
+            "shardfs_cache_capacity_bytes",
+            "The --cache-size budget",
+            c.cache_capacity as i64,
+        )?;
+        counter(
+            e,
+            "shardfs_chunks_decompressed",
+            "Chunks read from a member, verified and decompressed",
+            c.chunks_decompressed,
+        )?;
+        counter(
+            e,
+            "shardfs_chunks_prefetched",
+            "Of the chunks decompressed, those read-ahead loaded",
+            c.chunks_prefetched,
+        )?;
+        counter(
+            e,
+            "shardfs_replica_failovers",
+            "Replica reads that failed, after which the next replica was tried",
+            c.replica_failovers,
+        )?;
+        counter(
+            e,
+            "shardfs_read_errors",
+            "Reads answered with EIO",
+            c.errors,
+        )?;
+        self.0.read_latency().0.encode(e.encode_descriptor(
+            "shardfs_read_duration_seconds",
+            "Time from a read request to its answer",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        gauge(
+            e,
+            "shardfs_open_files",
+            "File handles open",
+            c.now.open_files.len() as i64,
+        )?;
+        gauge(
+            e,
+            "shardfs_reads_waiting",
+            "Reads waiting for a chunk to load",
+            c.now.reads_waiting as i64,
+        )?;
+        gauge(
+            e,
+            "shardfs_readahead_in_flight",
+            "Read-ahead chunk loads queued or running",
+            c.now.readahead_in_flight as i64,
+        )?;
+        counter(
+            e,
+            "shardfs_refreshes",
+            "Looks for new model versions done",
+            c.refreshes,
+        )?;
+        gauge(
+            e,
+            "shardfs_last_refresh_timestamp_seconds",
+            "When the mount last looked for new versions",
+            c.refreshed_unix as i64,
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "shardfs_model_version",
+                "The manifest version of each model that new opens get",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &c.versions {
+                ConstGauge::new(v.version as i64)
+                    .encode(m.encode_family(&[("model", v.name.as_str())])?)?;
+            }
+        }
+        let members = &c.members;
+        let about = [
+            (
+                "shardfs_member_requests",
+                "Chunk requests sent to the member",
+            ),
+            (
+                "shardfs_member_failures",
+                "Chunk requests that failed or timed out",
+            ),
+            ("shardfs_member_timeouts", "Chunk requests that timed out"),
+            (
+                "shardfs_member_hedges",
+                "Reads also asked of the next replica because the member was slow",
+            ),
+            (
+                "shardfs_member_fetched_bytes",
+                "Stored bytes fetched from the member",
+            ),
+        ];
+        let values: [fn(&MemberStats) -> u64; 5] = [
+            |m| m.requests,
+            |m| m.failures,
+            |m| m.timeouts,
+            |m| m.hedges,
+            |m| m.bytes_fetched,
+        ];
+        for ((name, help), value) in about.into_iter().zip(values) {
+            member_counter(e, name, help, members, value)?;
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "shardfs_member_state",
+                "1 for the state the member is in (up, slow: failing or slow lately, down: passed over for now)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for s in members {
+                for state in ["up", "slow", "down"] {
+                    ConstGauge::new(i64::from(s.state == state)).encode(
+                        m.encode_family(&[("member", s.location.as_str()), ("state", state)])?,
+                    )?;
+                }
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "shardfs_member_request_duration_seconds",
+            "Time the member took to answer a chunk request",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (member, latency) in self.0.member_latencies() {
+            latency
+                .0
+                .encode(m.encode_family(&[("member", member.as_str())])?)?;
+        }
+        Ok(())
+    }
+}

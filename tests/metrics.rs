@@ -1,0 +1,224 @@
+//! `/metrics` and what `status` says a mount is doing now: the exposition parses with the
+//! Prometheus client's own parser, its counters move as reads happen, the endpoint listens on
+//! exactly the address given, and `status` names the open file and the bytes it read.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+
+/// A GET on 127.0.0.1:`port`; returns the status code and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+/// Every sample of an exposition, as the Prometheus client's parser reads it: name and labels
+/// (`name{k="v",...}`, labels sorted) to value. Fails on text the parser rejects.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not valid Prometheus text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Sockets listening on `port`, as /proc/net/tcp and tcp6 list them (local address hex).
+fn listeners(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, state) = (f[1], f[3]);
+            let (ip, p) = addr.rsplit_once(':').unwrap();
+            if state == "0A" && u16::from_str_radix(p, 16).unwrap() == port {
+                out.push(ip.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn metrics_parse_move_with_reads_and_listen_only_where_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    let data = Rng::new(31).bytes(6 << 20);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &data,
+        &["--replicas", "2", "--chunk-size", "1MiB"],
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "m", "--metrics", &addr, "--cache-size", "2MiB"],
+    );
+    // Exactly the address given: 127.0.0.1 (0100007F), on IPv4 only.
+    assert_eq!(listeners(port), vec!["0100007F".to_string()]);
+    assert_eq!(get(port, "/other").0, 404);
+
+    let (code, text) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    let before = parse(&text);
+    for name in [
+        "shardfs_bytes_served_total",
+        "shardfs_reads_total",
+        "shardfs_cache_hits_total",
+        "shardfs_cache_misses_total",
+        "shardfs_cache_bytes",
+        "shardfs_chunks_decompressed_total",
+        "shardfs_chunks_prefetched_total",
+        "shardfs_replica_failovers_total",
+        "shardfs_read_errors_total",
+        "shardfs_read_duration_seconds_count",
+        "shardfs_open_files",
+        "shardfs_reads_waiting",
+        "shardfs_readahead_in_flight",
+        "shardfs_refreshes_total",
+    ] {
+        assert!(before.contains_key(name), "{name} missing:\n{text}");
+    }
+    assert_eq!(before["shardfs_model_version{model=\"m\"}"], 1.0);
+
+    // Half the file read through a handle kept open: counters move, status shows the handle.
+    let file = fs::File::open(mount.dir.join("m.bin")).unwrap();
+    let mut half = vec![0u8; 3 << 20];
+    file.read_exact_at(&mut half, 0).unwrap();
+    assert!(half == data[..3 << 20]);
+    let s = mount.status();
+    let open = s["open_files"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{s}");
+    assert_eq!(open[0]["path"], "m/m.bin");
+    assert!(open[0]["bytes_served"].as_u64().unwrap() >= 3 << 20, "{s}");
+    let human = String::from_utf8_lossy(
+        &run_in(&d.join("state"), &["status", mount.dir.to_str().unwrap()]).stdout,
+    )
+    .into_owned();
+    assert!(human.contains("m/m.bin"), "{human}");
+    drop(file);
+
+    let after = parse(&get(port, "/metrics").1);
+    let grew = |k: &str| after[k] - before[k];
+    assert!(grew("shardfs_bytes_served_total") >= (3 << 20) as f64);
+    assert!(grew("shardfs_reads_total") >= 1.0);
+    assert!(grew("shardfs_chunks_decompressed_total") >= 3.0);
+    assert!(grew("shardfs_read_duration_seconds_count") >= 1.0);
+    assert_eq!(
+        after["shardfs_read_duration_seconds_count"],
+        after["shardfs_read_duration_seconds_bucket{le=\"+Inf\"}"]
+    );
+    // Per member: requests went to the members, each labelled with its location, each up.
+    let requests: f64 = paths
+        .iter()
+        .map(|p| {
+            after[&format!(
+                "shardfs_member_requests_total{{member=\"{}\"}}",
+                p.display()
+            )]
+        })
+        .sum();
+    assert!(requests >= 3.0, "{after:?}");
+    for p in &paths {
+        let up = format!(
+            "shardfs_member_state{{member=\"{}\",state=\"up\"}}",
+            p.display()
+        );
+        assert_eq!(after[&up], 1.0);
+        let n = format!(
+            "shardfs_member_request_duration_seconds_count{{member=\"{}\"}}",
+            p.display()
+        );
+        assert!(after.contains_key(&n), "{n}");
+    }
+    assert_eq!(after["shardfs_read_errors_total"], 0.0);
+
+    // The endpoint goes with the mount.
+    assert!(mount.unmount().status.success());
+    assert!(listeners(port).is_empty());
+}
+
+#[test]
+fn a_bad_or_taken_metrics_address_fails_the_mount_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    pack_bytes(d, &store, "m", &Rng::new(32).bytes(1 << 20), &[]);
+    let mnt = d.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (addr, needle) in [
+        ("localhost", "give IP:PORT"),
+        (taken_addr.as_str(), "cannot listen"),
+    ] {
+        let out = run_in(
+            &d.join("state"),
+            &[
+                "mount",
+                "--store",
+                &store,
+                mnt.to_str().unwrap(),
+                "--metrics",
+                addr,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle) && err.lines().count() == 1, "{err}");
+        assert!(!is_mounted(&mnt));
+    }
+}
