@@ -128,6 +128,13 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     );
     map.drop_pages(&old);
     assert!(map.bytes() == w1, "the mmap reads the old bytes");
+    // gc keeps the old version's chunks while it is open: the lease names it.
+    let out = ok(&["gc", "--store", &store, "--min-age", "1ms", "--json"]);
+    let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(g["kept_for_leases"].as_u64().unwrap() > 0, "{g}");
+    assert_eq!(g["chunk_files_deleted"], 0, "{g}");
+    map.drop_pages(&old);
+    assert!(read_all_at(&old) == w1);
 
     // A model added appears; removed, it goes from listings while an open handle keeps working.
     let n = Rng::new(4).bytes(1 << 20);
@@ -161,6 +168,14 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     }
     drop(map);
     drop((old, held));
+    // Closed, the old version leaves the lease (once the kernel forgets its inode), and gc may
+    // take its chunks.
+    wait_for(Duration::from_secs(30), "the old version leaving the lease", || {
+        mount.refresh();
+        let out = ok(&["gc", "--store", &store, "--min-age", "1ms", "--dry-run", "--json"]);
+        let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        g["kept_for_leases"] == 0 && g["chunk_files_deleted"].as_u64().unwrap() > 0
+    });
     let s = mount.status();
     assert_eq!(s["errors"], 0, "{s}");
     assert!(mount.unmount().status.success());
