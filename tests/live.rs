@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,52 +20,6 @@ fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::yield_now();
-    }
-}
-
-/// A read-only shared map of a whole open file.
-struct Map {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Map {
-    fn new(f: &fs::File) -> Map {
-        let len = f.metadata().unwrap().len() as usize;
-        // SAFETY: a fresh read-only mapping of an open file.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        Map { ptr, len }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is live and `len` long.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
-    }
-
-    /// Drops the mapping's pages, so the next access faults them in from the mount again.
-    fn drop_pages(&self, f: &fs::File) {
-        // SAFETY: advice on a live mapping and an open file.
-        unsafe {
-            assert_eq!(libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED), 0);
-            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped.
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -170,12 +123,24 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     drop((old, held));
     // Closed, the old version leaves the lease (once the kernel forgets its inode), and gc may
     // take its chunks.
-    wait_for(Duration::from_secs(30), "the old version leaving the lease", || {
-        mount.refresh();
-        let out = ok(&["gc", "--store", &store, "--min-age", "1ms", "--dry-run", "--json"]);
-        let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        g["kept_for_leases"] == 0 && g["chunk_files_deleted"].as_u64().unwrap() > 0
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the old version leaving the lease",
+        || {
+            mount.refresh();
+            let out = ok(&[
+                "gc",
+                "--store",
+                &store,
+                "--min-age",
+                "1ms",
+                "--dry-run",
+                "--json",
+            ]);
+            let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            g["kept_for_leases"] == 0 && g["chunk_files_deleted"].as_u64().unwrap() > 0
+        },
+    );
     let s = mount.status();
     assert_eq!(s["errors"], 0, "{s}");
     assert!(mount.unmount().status.success());

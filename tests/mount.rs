@@ -242,20 +242,8 @@ for _ in range(1500):
             std::thread::spawn(move || {
                 let f = fs::File::open(&target).unwrap();
                 let len = data.len();
-                // SAFETY: a read-only shared mapping of an open file, unmapped below.
-                let ptr = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ,
-                        libc::MAP_SHARED,
-                        std::os::fd::AsRawFd::as_raw_fd(&f),
-                        0,
-                    )
-                };
-                assert_ne!(ptr, libc::MAP_FAILED, "mmap of a mounted file failed");
-                // SAFETY: the mapping is len bytes long and stays mapped while the slice lives.
-                let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+                let map = Map::new(&f);
+                let mapped = map.bytes();
                 let mut rng = Rng::new(200 + t);
                 for _ in 0..3000 {
                     let off = rng.below(len as u64) as usize;
@@ -265,10 +253,7 @@ for _ in range(1500):
                         "mmap bytes differ at {off}"
                     );
                 }
-                let equal = mapped == &data[..];
-                // SAFETY: unmapping what was mapped above.
-                unsafe { libc::munmap(ptr, len) };
-                assert!(equal, "whole mapping differs");
+                assert!(mapped == &data[..], "whole mapping differs");
             })
         })
         .collect();

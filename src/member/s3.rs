@@ -384,6 +384,19 @@ impl S3Member {
         }
     }
 
+    /// Every object under `dir` (all pages of the listing; the deadline is for the whole of a
+    /// large member's).
+    fn list_all(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>, MemberError> {
+        let prefix = self.key(dir);
+        self.run(self.timeout * 20, async {
+            self.store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(member_err)
+        })
+    }
+
     /// Copies a damaged chunk object under `damaged/` before a good one replaces it (a missing
     /// one needs nothing; a copy that fails is logged, the repair goes on).
     fn set_aside(&self, hash: &Hash32, key: &Key) {
@@ -528,15 +541,9 @@ impl MemberIo for S3Member {
     }
 
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
-        let prefix = self.key(DAMAGED);
+        let metas = self.list_all(DAMAGED)?;
         let now = std::time::SystemTime::now();
         self.run(self.timeout * 20, async {
-            let metas: Vec<_> = self
-                .store
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(member_err)?;
             let (mut files, mut bytes) = (0, 0);
             for m in metas {
                 let modified: std::time::SystemTime = m.last_modified.into();
@@ -558,28 +565,18 @@ impl MemberIo for S3Member {
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
-        let prefix = self.key(CHUNKS);
-        // A listing of a large member takes many pages: each gets the deadline.
-        let limit = self.timeout * 20;
-        self.run(limit, async {
-            let metas: Vec<_> = self
-                .store
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(member_err)?;
-            Ok(metas
-                .iter()
-                .filter_map(|m| {
-                    let hash = m.location.filename().and_then(layout::chunk_name)?;
-                    Some(ChunkEntry {
-                        hash,
-                        size: m.size,
-                        modified: m.last_modified.into(),
-                    })
+        Ok(self
+            .list_all(CHUNKS)?
+            .iter()
+            .filter_map(|m| {
+                let hash = m.location.filename().and_then(layout::chunk_name)?;
+                Some(ChunkEntry {
+                    hash,
+                    size: m.size,
+                    modified: m.last_modified.into(),
                 })
-                .collect())
-        })
+            })
+            .collect())
     }
 
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {

@@ -501,6 +501,25 @@ impl Store {
             .collect()
     }
 
+    /// The opened members as placement sees them (but `exclude`), weighed for `replicas`.
+    pub fn placement_slots(
+        &self,
+        replicas: usize,
+        exclude: Option<&str>,
+    ) -> Vec<crate::placement::Slot<'_>> {
+        let mut slots: Vec<crate::placement::Slot<'_>> = self
+            .members
+            .iter()
+            .filter(|m| exclude != Some(m.id()))
+            .map(|m| crate::placement::Slot {
+                id: m.id(),
+                weight: m.info.weight,
+            })
+            .collect();
+        crate::placement::weigh(&mut slots, replicas);
+        slots
+    }
+
     /// Whether some member is across a network (its answers take milliseconds, not
     /// microseconds): read-ahead then keeps more chunks in flight.
     pub fn has_remote_members(&self) -> bool {

@@ -459,15 +459,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
 
     let progress = crate::units::byte_progress(bytes_in, opts.progress, "{msg}", " eta {eta}");
     progress.set_message(format!("packing {name}"));
-    let mut slots: Vec<Slot<'_>> = store
-        .members
-        .iter()
-        .map(|m| Slot {
-            id: m.id(),
-            weight: m.info.weight,
-        })
-        .collect();
-    placement::weigh(&mut slots, opts.replicas);
+    let slots = store.placement_slots(opts.replicas, None);
     let ctx = Ctx {
         store: &store,
         slots,

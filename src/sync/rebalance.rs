@@ -6,7 +6,7 @@
 //! Killed at any moment, a rerun finds the copies already made and finishes.
 
 use crate::codec::Hash32;
-use crate::placement::{self, ChunkPos, Slot};
+use crate::placement::{self, ChunkPos};
 use crate::store::manifest::Manifest;
 use crate::store::reader::verified_image;
 use crate::store::{Store, StoreError, member_err};
@@ -33,15 +33,12 @@ pub struct RebalanceReport {
 fn rebalance_model(
     store: &Store,
     manifest: &mut Manifest,
-    slots: &[Slot<'_>],
     dry_run: bool,
     report: &mut RebalanceReport,
 ) -> Result<(), StoreError> {
     let total = manifest.chunk_count() as u64;
-    let replicas = manifest.replicas.min(slots.len()).max(1);
-    let mut weighed = slots.to_vec();
-    placement::weigh(&mut weighed, replicas);
-    let slots = &weighed[..];
+    let replicas = manifest.replicas.min(store.members.len()).max(1);
+    let slots = &store.placement_slots(replicas, None)[..];
     let mut index = 0u64;
     for file in &mut manifest.files {
         let first = index;
@@ -111,14 +108,6 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
     } else {
         Some(store.lock_for_pack()?)
     };
-    let slots: Vec<Slot<'_>> = store
-        .members
-        .iter()
-        .map(|m| Slot {
-            id: m.id(),
-            weight: m.info.weight,
-        })
-        .collect();
     let mut report = RebalanceReport {
         dry_run,
         ..RebalanceReport::default()
@@ -137,7 +126,7 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
                 reason: "no valid copy on any member".into(),
             })?;
         let before = manifest.clone();
-        rebalance_model(store, &mut manifest, &slots, dry_run, &mut report)?;
+        rebalance_model(store, &mut manifest, dry_run, &mut report)?;
         if manifest.files != before.files {
             manifest.version += 1;
             if !dry_run {

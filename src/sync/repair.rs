@@ -181,16 +181,7 @@ fn repair_model(
             reason: "no valid copy on any member".into(),
         });
     };
-    let mut slots: Vec<Slot<'_>> = store
-        .members
-        .iter()
-        .filter(|m| opts.exclude.as_deref() != Some(m.id()))
-        .map(|m| Slot {
-            id: m.id(),
-            weight: m.info.weight,
-        })
-        .collect();
-    placement::weigh(&mut slots, manifest.replicas);
+    let slots = store.placement_slots(manifest.replicas, opts.exclude.as_deref());
     let total = manifest.chunk_count() as u64;
     let recreated = AtomicU64::new(0);
     let mut changed = false;

@@ -364,3 +364,55 @@ pub fn kill_and_wait(pid: u32, signal: &str) {
 }
 pub mod sync;
 pub mod weed;
+
+/// A read-only shared map of a whole open file.
+pub struct Map {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Map {
+    pub fn new(f: &fs::File) -> Map {
+        let len = f.metadata().unwrap().len() as usize;
+        // SAFETY: a fresh read-only mapping of an open file.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Map { ptr, len }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is live and `len` long.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
+    }
+
+    /// Drops the mapping's pages, so the next access faults them in from the mount again.
+    #[allow(dead_code)]
+    pub fn drop_pages(&self, f: &fs::File) {
+        // SAFETY: advice on a live mapping and an open file.
+        unsafe {
+            assert_eq!(libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED), 0);
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: unmaps what `new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
