@@ -14,6 +14,7 @@ pub mod placement;
 pub mod prefetch;
 pub mod store;
 pub mod sync;
+pub mod tier;
 pub mod units;
 pub mod warm;
 pub mod workers;

@@ -158,6 +158,14 @@ enum Command {
         /// IP:PORT (127.0.0.1:9464; 0.0.0.0:9464 for every interface)
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// A local directory for whole decompressed copies of the files read: later opens of a
+        /// file whose copy is complete (and checked) are served from it, by FUSE passthrough
+        /// where the kernel and privileges allow
+        #[arg(long, value_name = "DIR")]
+        local_cache: Option<PathBuf>,
+        /// The most the local copies may take
+        #[arg(long, default_value = "16GiB", value_parser = parse_size_any)]
+        local_cache_size: u64,
     },
     /// Read a mounted file or model with parallel readers so it sits in the page cache before a loader starts
     Warm {
@@ -458,6 +466,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             refresh,
             pin,
             metrics,
+            local_cache,
+            local_cache_size,
         } => {
             let threads = threads.map_or_else(cores, |t| t as usize);
             let req = daemon::MountRequest {
@@ -474,6 +484,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     refresh_ms: refresh.as_millis() as u64,
                     pin,
                     metrics,
+                    local_cache: local_cache
+                        .map(|d| std::path::absolute(&d).unwrap_or(d).display().to_string()),
+                    local_cache_size,
                 },
                 foreground,
                 allow_degraded,

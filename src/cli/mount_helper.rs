@@ -31,6 +31,8 @@ const VALUED: &[&str] = &[
     "refresh",
     "member_timeout",
     "metrics",
+    "local_cache",
+    "local_cache_size",
 ];
 /// `-o` options that are switches.
 const SWITCHES: &[&str] = &["pin", "allow_other", "allow_degraded"];

@@ -68,6 +68,11 @@ pub struct MountOptionsRecord {
     /// Where `/metrics` is served (`--metrics`), if anywhere.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// The local decompressed tier (`--local-cache`), and its size bound.
+    #[serde(default)]
+    pub local_cache: Option<String>,
+    #[serde(default)]
+    pub local_cache_size: u64,
 }
 
 fn default_refresh_ms() -> u64 {
@@ -227,6 +232,12 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
     if let Some(addr) = &req.options.metrics {
         cmd.arg("--metrics").arg(addr);
     }
+    if let Some(dir) = &req.options.local_cache {
+        cmd.arg("--local-cache")
+            .arg(dir)
+            .arg("--local-cache-size")
+            .arg(req.options.local_cache_size.to_string());
+    }
     let write_raw = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -294,10 +305,18 @@ fn serve(
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
     let result = (|| -> Result<(), DaemonError> {
+        let tier = match &req.options.local_cache {
+            Some(dir) => Some(
+                crate::tier::Tier::open(Path::new(dir), req.options.local_cache_size)
+                    .map_err(err)?,
+            ),
+            None => None,
+        };
         let opts = FsOptions {
             cache_size: req.options.cache_size,
             prefetch: req.options.prefetch,
             threads: req.options.threads,
+            tier,
         };
         // The lease names what this mount reads, so gc and member changes leave it in place.
         let store = Arc::new(store);

@@ -15,10 +15,33 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 const RECENT_SECS: u64 = 5;
 const SLOTS: usize = 8;
 
+/// Where an open file's bytes come from.
+pub(super) enum Source {
+    /// The store's chunks, through the cache.
+    Chunks,
+    /// The file's local copy, read by the daemon.
+    Copy(std::fs::File),
+    /// The file's local copy, read by the kernel itself (FUSE passthrough).
+    Passthrough,
+}
+
+impl Source {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Chunks => "chunks",
+            Source::Copy(_) => "local copy",
+            Source::Passthrough => "passthrough",
+        }
+    }
+}
+
 /// One open file handle.
 pub(super) struct OpenFile {
     /// `model/path` of the file.
     pub path: String,
+    pub ino: u64,
+    pub hash: crate::codec::Hash32,
+    pub source: Source,
     opened: Instant,
     reads: AtomicU64,
     bytes: AtomicU64,
@@ -87,6 +110,9 @@ pub(super) struct Activity {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct OpenShown {
     pub path: String,
+    /// `chunks`, `local copy` or `passthrough`.
+    #[serde(default)]
+    pub mode: String,
     pub reads: u64,
     pub bytes_served: u64,
     pub open_seconds: f64,
@@ -103,9 +129,19 @@ pub struct Now {
 }
 
 impl Activity {
-    pub fn open(&self, fh: u64, path: String) {
+    pub fn open(
+        &self,
+        fh: u64,
+        path: String,
+        ino: u64,
+        hash: crate::codec::Hash32,
+        source: Source,
+    ) {
         let file = OpenFile {
             path,
+            ino,
+            hash,
+            source,
             opened: Instant::now(),
             reads: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -118,8 +154,8 @@ impl Activity {
         self.handles.lock().get(&fh).cloned()
     }
 
-    pub fn close(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+    pub fn close(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.handles.lock().remove(&fh)
     }
 
     pub fn served(&self, bytes: u64) {
@@ -133,6 +169,7 @@ impl Activity {
             .values()
             .map(|f| OpenShown {
                 path: f.path.clone(),
+                mode: f.source.name().to_string(),
                 reads: f.reads.load(Ordering::Relaxed),
                 bytes_served: f.bytes.load(Ordering::Relaxed),
                 open_seconds: f.opened.elapsed().as_secs_f64(),

@@ -114,6 +114,7 @@ impl Live {
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
             now: self.shared.activity.now(),
+            tier: self.shared.tier.as_ref().map(|t| t.shown()),
             refreshes: l(&stats.refreshes),
             refreshed_unix: l(&stats.refreshed_unix),
             versions: {

@@ -8,6 +8,7 @@
 
 mod activity;
 mod live;
+mod passthrough;
 mod sent;
 mod stats;
 mod tree;
@@ -59,6 +60,8 @@ pub struct FsOptions {
     pub prefetch: usize,
     /// Decompression workers: read-ahead runs on twice as many (some wait on the disk).
     pub threads: usize,
+    /// The local decompressed tier, if the mount has one.
+    pub tier: Option<Arc<crate::tier::Tier>>,
 }
 
 /// What a read needs on whichever thread answers it: the store, the chunk cache, the counters.
@@ -68,6 +71,7 @@ struct Shared {
     stats: Stats,
     trouble: MemberTrouble,
     activity: activity::Activity,
+    tier: Option<Arc<crate::tier::Tier>>,
 }
 
 /// What a read's answer records besides its bytes.
@@ -87,6 +91,8 @@ pub struct ShardFs {
     next_fh: AtomicU64,
     /// Where a read of `REFRESH_XATTR` is handed (to the thread that follows the store).
     refresh_requests: Option<crossbeam_channel::Sender<(ReplyXattr, u32)>>,
+    /// Where each open is served from (the local tier, by passthrough or not, or chunks).
+    opens: passthrough::Opens,
 }
 
 impl ShardFs {
@@ -111,6 +117,7 @@ impl ShardFs {
                 stats: Stats::default(),
                 trouble: MemberTrouble::default(),
                 activity: activity::Activity::default(),
+                tier: opts.tier.clone(),
             }),
             tree: Arc::new(RwLock::new(tree)),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk
@@ -125,6 +132,7 @@ impl ShardFs {
             prefetch: opts.prefetch,
             next_fh: AtomicU64::new(1),
             refresh_requests: None,
+            opens: passthrough::Opens::default(),
         })
     }
 
@@ -157,7 +165,7 @@ impl Shared {
     }
 
     /// Loads chunk `index` of `file` through the cache; `ahead` when read-ahead asks.
-    fn load(&self, file: &FileEntry, index: usize, ahead: bool) -> Result<Chunk, String> {
+    fn load(&self, file: &Arc<FileEntry>, index: usize, ahead: bool) -> Result<Chunk, String> {
         let (cache, stats) = (&self.cache, &self.stats);
         let c = &file.chunks[index];
         let (result, served) = cache.get(c.hash, c.len, || {
@@ -179,6 +187,9 @@ impl Shared {
             if ahead {
                 stats.chunks_prefetched.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if let (Some(tier), Ok(chunk)) = (&self.tier, &result) {
+            tier.offer(file, index, chunk);
         }
         result
     }
@@ -226,6 +237,42 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Replies with bytes `range` of a file's local copy.
+    fn reply_from_copy(
+        &self,
+        copy: &std::fs::File,
+        range: Range<u64>,
+        asked: Asked,
+        reply: ReplyData,
+    ) {
+        use std::os::unix::fs::FileExt;
+        let n = (range.end - range.start) as usize;
+        REPLIES.with_len(n, |buf| match copy.read_exact_at(buf, range.start) {
+            Ok(()) => {
+                self.stats
+                    .bytes_served
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.activity.served(n as u64);
+                if let Some(h) = &asked.handle {
+                    h.served(n as u64);
+                }
+                self.stats.read_latency.observe(asked.started.elapsed());
+                reply.data(buf);
+            }
+            Err(e) => {
+                log::error!(
+                    "read of a local copy, bytes {}..{}: {e}",
+                    range.start,
+                    range.end
+                );
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                reply.error(Errno::EIO);
+            }
+        });
+    }
+}
+
 /// Replies that span chunks are assembled in buffers from this pool.
 static REPLIES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(8);
 
@@ -235,6 +282,26 @@ fn chunk_at(file: &FileEntry, offset: u64) -> usize {
 }
 
 impl Filesystem for ShardFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Passthrough serves local copies; the kernel needs a stack depth for the backing files.
+        if self.shared.tier.is_some() {
+            let took = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            log::info!(
+                "passthrough {}",
+                if took {
+                    "on: local copies are read by the kernel"
+                } else {
+                    "not offered by the kernel"
+                }
+            );
+            self.opens.enabled.store(took, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let tree = self.tree.read();
         let found = match tree.node(parent.into()).map(|n| &n.kind) {
@@ -265,8 +332,10 @@ impl Filesystem for ShardFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let path = match self.tree.read().node(ino.into()).map(|n| &n.kind) {
-            Some(NodeKind::File { entry, model, .. }) => format!("{model}/{}", entry.path),
+        let (path, entry) = match self.tree.read().node(ino.into()).map(|n| &n.kind) {
+            Some(NodeKind::File { entry, model, .. }) => {
+                (format!("{model}/{}", entry.path), entry.clone())
+            }
             Some(NodeKind::Dir { .. }) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENOENT),
         };
@@ -274,7 +343,15 @@ impl Filesystem for ShardFs {
             return reply.error(Errno::EROFS);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.shared.activity.open(fh, path);
+        let ino = u64::from(ino);
+        let tier = self.shared.tier.as_deref();
+        let (source, backing) = self.opens.open(ino, &entry, tier, &reply);
+        self.shared
+            .activity
+            .open(fh, path, ino, entry.blake3, source);
+        if let Some(b) = backing {
+            return self.opens.reply_passthrough(b, fh, reply);
+        }
         // KEEP_CACHE: the second read of a file comes from the page cache. Never DIRECT_IO:
         // a shared mmap of a direct-io file fails, which breaks safetensors.
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
@@ -305,6 +382,21 @@ impl Filesystem for ShardFs {
             return reply.data(&[]);
         }
         let end = file.size.min(offset + u64::from(size));
+        let handle = shared.activity.handle(fh.into());
+        if let Some(h) = &handle
+            && let activity::Source::Copy(copy) = &h.source
+        {
+            return shared.reply_from_copy(
+                copy,
+                offset..end,
+                Asked {
+                    started,
+                    handle: handle.clone(),
+                    sent: None,
+                },
+                reply,
+            );
+        }
         let first = chunk_at(&file, offset);
         let last = chunk_at(&file, end - 1);
 
@@ -315,7 +407,6 @@ impl Filesystem for ShardFs {
         if let Some(sent) = &sent {
             sent.on_read(&file, first, last, last + 1 + window);
         }
-        let handle = shared.activity.handle(fh.into());
         if let Some(h) = &handle {
             let advice = h.readahead.lock().on_read(
                 offset,
@@ -356,6 +447,11 @@ impl Filesystem for ShardFs {
             sent,
         };
         if let Some(chunks) = cached {
+            if let Some(tier) = &shared.tier {
+                for (i, c) in chunks.iter().enumerate() {
+                    tier.offer(&file, first + i, c);
+                }
+            }
             return shared.reply(&file, offset..end, first, &chunks, asked, reply);
         }
         // Otherwise a worker loads (or waits for) them and replies.
@@ -390,7 +486,14 @@ impl Filesystem for ShardFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.shared.activity.close(fh.into());
+        if let Some(h) = self.shared.activity.close(fh.into()) {
+            self.opens.close(h.ino, &h.source);
+            if !matches!(h.source, activity::Source::Chunks)
+                && let Some(tier) = &self.shared.tier
+            {
+                tier.release(&h.hash);
+            }
+        }
         reply.ok();
     }
 

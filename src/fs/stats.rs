@@ -56,6 +56,9 @@ pub struct Counters {
     pub refreshes: u64,
     #[serde(default)]
     pub refreshed_unix: u64,
+    /// The local decompressed tier, when the mount has one.
+    #[serde(default)]
+    pub tier: Option<crate::tier::TierShown>,
     /// What the mount is doing now.
     #[serde(default, flatten)]
     pub now: super::activity::Now,

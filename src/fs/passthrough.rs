@@ -1,0 +1,109 @@
+//! Which source an open is served from, with the local tier: a file whose checked copy is there
+//! is handed to the kernel by FUSE passthrough (the kernel then reads the copy itself; the
+//! daemon sees no reads), or, where passthrough is not to be had (kernel, privileges), read by
+//! the daemon from the copy; a file without a copy is served from its chunks. An inode never has
+//! a passthrough open and a normal one at once (the kernel would fail the second with EIO): it
+//! switches to passthrough only when no normal open of it is live. One backing file is
+//! registered per inode while its passthrough opens last.
+
+use super::activity::Source;
+use crate::store::manifest::FileEntry;
+use crate::tier::Tier;
+use fuser::{BackingId, ReplyOpen};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Default)]
+struct InodeOpens {
+    normal: u32,
+    passthrough: u32,
+    backing: Option<BackingId>,
+}
+
+#[derive(Default)]
+pub(super) struct Opens {
+    by_inode: Mutex<HashMap<u64, InodeOpens>>,
+    /// Whether the kernel took passthrough at init and it has not failed since.
+    pub enabled: AtomicBool,
+}
+
+impl Opens {
+    /// Decides the source of a new open of `ino` (`file`), registering a backing file with
+    /// `reply` when it goes by passthrough.
+    pub fn open(
+        &self,
+        ino: u64,
+        file: &FileEntry,
+        tier: Option<&Tier>,
+        reply: &ReplyOpen,
+    ) -> (Source, Option<BackingIdRef>) {
+        let copy = tier.and_then(|t| t.open_copy(file));
+        let mut by_inode = self.by_inode.lock();
+        let o = by_inode.entry(ino).or_default();
+        let Some(copy) = copy else {
+            o.normal += 1;
+            return (Source::Chunks, None);
+        };
+        if self.enabled.load(Ordering::Relaxed) && o.normal == 0 {
+            if o.backing.is_none() {
+                match reply.open_backing(&copy) {
+                    Ok(id) => o.backing = Some(id),
+                    Err(e) => {
+                        // EPERM without CAP_SYS_ADMIN: reads from the copy from now on.
+                        log::warn!(
+                            "passthrough is not available ({e}); local copies are read by the daemon"
+                        );
+                        self.enabled.store(false, Ordering::Relaxed);
+                    }
+                }
+            }
+            if o.backing.is_some() {
+                o.passthrough += 1;
+                return (Source::Passthrough, Some(BackingIdRef { ino }));
+            }
+        }
+        if o.passthrough > 0 {
+            // Passthrough failed after this inode had passthrough opens: a normal open now
+            // would fail in the kernel; chunks it is not either. Should not happen: keep the
+            // inode passthrough-only by refusing to mix.
+            log::warn!("inode {ino} is open by passthrough; this open is served from its copy too");
+        }
+        o.normal += 1;
+        (Source::Copy(copy), None)
+    }
+
+    /// Replies to an open decided by `open` with its backing file.
+    pub fn reply_passthrough(&self, r: BackingIdRef, fh: u64, reply: ReplyOpen) {
+        let by_inode = self.by_inode.lock();
+        match by_inode.get(&r.ino).and_then(|o| o.backing.as_ref()) {
+            Some(id) => {
+                reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::empty(), id)
+            }
+            None => reply.error(fuser::Errno::EIO),
+        }
+    }
+
+    /// An open of `ino` served from `source` was closed.
+    pub fn close(&self, ino: u64, source: &Source) {
+        let mut by_inode = self.by_inode.lock();
+        let Some(o) = by_inode.get_mut(&ino) else {
+            return;
+        };
+        match source {
+            Source::Passthrough => o.passthrough = o.passthrough.saturating_sub(1),
+            _ => o.normal = o.normal.saturating_sub(1),
+        }
+        if o.passthrough == 0 {
+            o.backing = None;
+        }
+        if o.passthrough == 0 && o.normal == 0 {
+            by_inode.remove(&ino);
+        }
+    }
+}
+
+/// Names the inode whose backing file a passthrough open replies with.
+pub(super) struct BackingIdRef {
+    ino: u64,
+}

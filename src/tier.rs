@@ -1,0 +1,376 @@
+//! The local decompressed tier (`mount --local-cache DIR`): whole decompressed copies of the
+//! files a mount serves, on a local disk, named by the file's BLAKE3 (so versions and models that
+//! share a file share its copy, and a copy outlives the daemon).
+//!
+//! A copy is built as the file's chunks are read and verified: each chunk is written at its
+//! offset into `<hash>.part` by a writer thread, and the chunks that are in are counted. When all
+//! are, the copy is synced, hashed whole and compared with its name, and only then renamed to
+//! `<hash>`: a copy is never handed out before that check. At start, `.part` files (a daemon
+//! killed mid-copy) are deleted, and every complete copy found is hashed again before it is used
+//! (one at a time, in the background; until then its file is read from the store as usual). A
+//! copy that fails is deleted. The tier holds at most `limit` bytes, copies being built
+//! included: the least recently opened copies that no one holds open go first; a file that does
+//! not fit is not copied.
+
+use crate::cache::Chunk;
+use crate::codec::Hash32;
+use crate::store::manifest::FileEntry;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Chunks waiting for the writer: a bound on the memory they hold beyond the cache.
+const QUEUED: usize = 8;
+
+/// A checked copy.
+#[derive(Debug)]
+struct Copy {
+    size: u64,
+    /// Handles reading it (normal or passthrough opens): it is not evicted while any are.
+    held: u32,
+    /// When it was last opened (a counter: larger is later).
+    opened: u64,
+    /// Checked since it was last written (copies found at start are not, until hashed).
+    checked: bool,
+}
+
+/// A copy being built.
+struct Filling {
+    file: File,
+    size: u64,
+    have: Vec<bool>,
+    left: usize,
+}
+
+#[derive(Default)]
+struct State {
+    copies: HashMap<Hash32, Copy>,
+    filling: HashMap<Hash32, Filling>,
+    /// Files that did not fit, or failed: not tried again by this daemon.
+    refused: std::collections::HashSet<Hash32>,
+    clock: u64,
+}
+
+impl State {
+    fn used(&self) -> u64 {
+        self.copies.values().map(|c| c.size).sum::<u64>()
+            + self.filling.values().map(|f| f.size).sum::<u64>()
+    }
+}
+
+/// The tier as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TierShown {
+    pub dir: String,
+    pub limit: u64,
+    pub used: u64,
+    /// Checked copies, and copies being built.
+    pub copies: u64,
+    pub filling: u64,
+    /// Opens served from a copy (passthrough or reads from the copy).
+    pub hits: u64,
+    pub evicted: u64,
+    /// Copies found damaged (at start, or when built) and deleted.
+    pub damaged: u64,
+}
+
+pub struct Tier {
+    dir: PathBuf,
+    limit: u64,
+    state: Mutex<State>,
+    queue: crossbeam_channel::Sender<(Arc<FileEntry>, usize, Chunk)>,
+    pub hits: AtomicU64,
+    evicted: AtomicU64,
+    damaged: AtomicU64,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tier({})", self.dir.display())
+    }
+}
+
+impl Tier {
+    /// Opens (creating) the tier in `dir`, clears what a killed daemon left, and starts the
+    /// writer and the check of the copies found.
+    pub fn open(dir: &Path, limit: u64) -> Result<Arc<Tier>, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
+        let (queue, queued) = crossbeam_channel::bounded(QUEUED);
+        let tier = Arc::new(Tier {
+            dir: dir.to_path_buf(),
+            limit,
+            state: Mutex::new(State::default()),
+            queue,
+            hits: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
+        });
+        let mut found = Vec::new();
+        let entries =
+            fs::read_dir(dir).map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            match name.parse::<Hash32>().ok() {
+                Some(hash) => {
+                    let size = entry.metadata().map_or(0, |m| m.len());
+                    found.push(hash);
+                    tier.state.lock().copies.insert(
+                        hash,
+                        Copy {
+                            size,
+                            held: 0,
+                            opened: 0,
+                            checked: false,
+                        },
+                    );
+                }
+                // Parts of copies a killed daemon was building, and anything else: not ours.
+                None if name.ends_with(".part") => {
+                    let _ = fs::remove_file(&path);
+                }
+                None => {}
+            }
+        }
+        {
+            let tier = tier.clone();
+            std::thread::Builder::new()
+                .name("tier-write".into())
+                .spawn(move || {
+                    for hash in found {
+                        tier.check_found(hash);
+                    }
+                    for (entry, index, chunk) in queued {
+                        tier.write(&entry, index, &chunk);
+                    }
+                })
+                .map_err(|e| format!("cannot start the local tier's writer: {e}"))?;
+        }
+        Ok(tier)
+    }
+
+    fn path(&self, hash: &Hash32) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
+    fn part_path(&self, hash: &Hash32) -> PathBuf {
+        self.dir.join(format!("{}.part", hash.to_hex()))
+    }
+
+    /// Hashes a copy found at start; a damaged one is deleted.
+    fn check_found(&self, hash: Hash32) {
+        let good = hash_file(&self.path(&hash)).is_ok_and(|h| h == hash);
+        let mut st = self.state.lock();
+        if good {
+            if let Some(c) = st.copies.get_mut(&hash) {
+                c.checked = true;
+            }
+        } else {
+            st.copies.remove(&hash);
+            drop(st);
+            log::warn!("local copy {} is damaged: deleted", hash.to_hex());
+            self.damaged.fetch_add(1, Ordering::Relaxed);
+            let _ = fs::remove_file(self.path(&hash));
+        }
+    }
+
+    /// A checked copy of `file`, opened and held until `release` (`None`: no copy yet).
+    pub fn open_copy(&self, file: &FileEntry) -> Option<File> {
+        let mut st = self.state.lock();
+        st.clock += 1;
+        let clock = st.clock;
+        let c = st
+            .copies
+            .get_mut(&file.blake3)
+            .filter(|c| c.checked && c.size == file.size)?;
+        let f = File::open(self.path(&file.blake3)).ok()?;
+        c.held += 1;
+        c.opened = clock;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(f)
+    }
+
+    /// A handle that `open_copy` gave out is closed.
+    pub fn release(&self, hash: &Hash32) {
+        if let Some(c) = self.state.lock().copies.get_mut(hash) {
+            c.held = c.held.saturating_sub(1);
+        }
+    }
+
+    /// A chunk of `file` was read and verified: it goes into the file's copy, when the file
+    /// has none yet and fits. Waits when the writer is behind (a few chunks).
+    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk) {
+        {
+            let mut st = self.state.lock();
+            let hash = file.blake3;
+            if st.copies.contains_key(&hash) || st.refused.contains(&hash) {
+                return;
+            }
+            if let Some(f) = st.filling.get(&hash) {
+                if f.have.get(index).copied().unwrap_or(true) {
+                    return;
+                }
+            } else if !self.start(&mut st, file) {
+                return;
+            }
+        }
+        let _ = self.queue.send((file.clone(), index, chunk.clone()));
+    }
+
+    /// Starts a copy of `file` when room can be made for it.
+    fn start(&self, st: &mut State, file: &FileEntry) -> bool {
+        let hash = file.blake3;
+        while st.used() + file.size > self.limit {
+            let victim = st
+                .copies
+                .iter()
+                .filter(|(_, c)| c.held == 0)
+                .min_by_key(|(_, c)| c.opened)
+                .map(|(h, _)| *h);
+            let Some(v) = victim else {
+                log::info!(
+                    "'{}' ({} bytes) does not fit in the local tier: not copied",
+                    file.path,
+                    file.size
+                );
+                st.refused.insert(hash);
+                return false;
+            };
+            st.copies.remove(&v);
+            let _ = fs::remove_file(self.path(&v));
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        let opened = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.part_path(&hash))
+            .and_then(|f| f.set_len(file.size).map(|_| f));
+        match opened {
+            Ok(f) => {
+                st.filling.insert(
+                    hash,
+                    Filling {
+                        file: f,
+                        size: file.size,
+                        have: vec![false; file.chunks.len()],
+                        left: file.chunks.len(),
+                    },
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!("local tier: cannot start a copy of '{}': {e}", file.path);
+                st.refused.insert(hash);
+                false
+            }
+        }
+    }
+
+    /// The writer: puts a chunk in place; the last one completes the copy.
+    fn write(&self, file: &FileEntry, index: usize, chunk: &Chunk) {
+        let hash = file.blake3;
+        let Some(f) = self
+            .state
+            .lock()
+            .filling
+            .get(&hash)
+            .filter(|f| !f.have[index])
+            .and_then(|f| f.file.try_clone().ok())
+        else {
+            return;
+        };
+        let c = &file.chunks[index];
+        if let Err(e) = f.write_all_at(&chunk[..c.len as usize], c.offset) {
+            log::warn!("local tier: cannot write a copy of '{}': {e}", file.path);
+            self.abandon(&hash);
+            return;
+        }
+        let done = {
+            let mut st = self.state.lock();
+            let Some(fill) = st.filling.get_mut(&hash) else {
+                return;
+            };
+            fill.have[index] = true;
+            fill.left -= 1;
+            fill.left == 0
+        };
+        if done {
+            self.complete(file);
+        }
+    }
+
+    /// Syncs a copy whose chunks are all in, checks its hash and renames it into place.
+    fn complete(&self, file: &FileEntry) {
+        let hash = file.blake3;
+        let part = self.part_path(&hash);
+        let synced = self
+            .state
+            .lock()
+            .filling
+            .get(&hash)
+            .map(|f| f.file.sync_all());
+        let good = matches!(synced, Some(Ok(()))) && hash_file(&part).is_ok_and(|h| h == hash);
+        if !good || fs::rename(&part, self.path(&hash)).is_err() {
+            log::warn!("local copy of '{}' did not check out: dropped", file.path);
+            self.damaged.fetch_add(1, Ordering::Relaxed);
+            self.abandon(&hash);
+            return;
+        }
+        let mut st = self.state.lock();
+        st.filling.remove(&hash);
+        st.copies.insert(
+            hash,
+            Copy {
+                size: file.size,
+                held: 0,
+                opened: 0,
+                checked: true,
+            },
+        );
+        log::debug!("local copy of '{}' complete", file.path);
+    }
+
+    fn abandon(&self, hash: &Hash32) {
+        let mut st = self.state.lock();
+        st.filling.remove(hash);
+        st.refused.insert(*hash);
+        let _ = fs::remove_file(self.part_path(hash));
+    }
+
+    pub fn shown(&self) -> TierShown {
+        let st = self.state.lock();
+        TierShown {
+            dir: self.dir.display().to_string(),
+            limit: self.limit,
+            used: st.used(),
+            copies: st.copies.values().filter(|c| c.checked).count() as u64,
+            filling: st.filling.len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            damaged: self.damaged.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The BLAKE3 of a whole file, hashed on every core.
+fn hash_file(path: &Path) -> io::Result<Hash32> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 16 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update_rayon(&buf[..n]);
+    }
+    Ok(Hash32(*hasher.finalize().as_bytes()))
+}
