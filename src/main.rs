@@ -174,6 +174,10 @@ enum Command {
         /// Parallel readers [default: twice the number of cores]
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         readers: Option<u32>,
+        /// Fill the mount's local tier (--local-cache) instead of the page cache: the reads
+        /// bypass the page cache so that every chunk reaches the daemon, which copies it
+        #[arg(long)]
+        local: bool,
     },
     /// Unmount a shardfs mount and wait for its daemon to exit (also cleans up a dead daemon's mount)
     Unmount {
@@ -495,9 +499,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             daemon::mount(&req)?;
             Ok(())
         }
-        Command::Warm { path, readers } => {
+        Command::Warm {
+            path,
+            readers,
+            local,
+        } => {
             let readers = readers.map_or_else(|| 2 * cores(), |r| r as usize);
-            let s = shardfs::warm::warm(&path, readers, std::io::stderr().is_terminal())
+            let s = shardfs::warm::warm(&path, readers, std::io::stderr().is_terminal(), local)
                 .map_err(Failure::Error)?;
             println!(
                 "warmed {}: {} files, {} in {:.2}s, {:.2} GB/s",

@@ -226,6 +226,22 @@ impl Tier {
     /// Starts a copy of `file` when room can be made for it.
     fn start(&self, st: &mut State, file: &FileEntry) -> bool {
         let hash = file.blake3;
+        // Evicting would not make room: leave the others be.
+        let evictable: u64 = st
+            .copies
+            .values()
+            .filter(|c| c.held == 0)
+            .map(|c| c.size)
+            .sum();
+        if st.used() - evictable + file.size > self.limit {
+            log::info!(
+                "'{}' ({} bytes) does not fit in the local tier: not copied",
+                file.path,
+                file.size
+            );
+            st.refused.insert(hash);
+            return false;
+        }
         while st.used() + file.size > self.limit {
             let victim = st
                 .copies

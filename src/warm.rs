@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -37,7 +37,14 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
 }
 
 /// Reads everything under `path` with `readers` threads.
-pub fn warm(path: &Path, readers: usize, progress: bool) -> Result<WarmSummary, String> {
+/// With `direct`, reads bypass the page cache (`O_DIRECT`), so that every byte reaches the
+/// daemon: a mount with a local tier then copies every chunk there.
+pub fn warm(
+    path: &Path,
+    readers: usize,
+    progress: bool,
+    direct: bool,
+) -> Result<WarmSummary, String> {
     let mut files = Vec::new();
     collect(path, &mut files).map_err(|e| format!("{}: {e}", path.display()))?;
     let segments: Vec<(usize, u64)> = files
@@ -53,7 +60,10 @@ pub fn warm(path: &Path, readers: usize, progress: bool) -> Result<WarmSummary, 
         let workers: Vec<_> = (0..readers.max(1))
             .map(|_| {
                 s.spawn(|| -> Result<(), String> {
-                    let mut buf = vec![0u8; 1 << 20];
+                    // Aligned to a page, as direct reads may need.
+                    let mut backing = vec![0u8; (1 << 20) + 4096];
+                    let skip = backing.as_ptr().align_offset(4096);
+                    let buf = &mut backing[skip..skip + (1 << 20)];
                     // Each reader opens files itself: the kernel keeps read-ahead state per open
                     // file, and the daemon per handle, so each reader is its own sequential stream.
                     let mut open: Option<(usize, File)> = None;
@@ -66,7 +76,11 @@ pub fn warm(path: &Path, readers: usize, progress: bool) -> Result<WarmSummary, 
                         if open.as_ref().is_none_or(|(i, _)| *i != fi) {
                             open = Some((
                                 fi,
-                                File::open(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                                File::options()
+                                    .read(true)
+                                    .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+                                    .open(path)
+                                    .map_err(|e| format!("{}: {e}", path.display()))?,
                             ));
                         }
                         let Some((_, handle)) = open.as_ref() else {
@@ -117,8 +131,8 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("small"), b"xyz").unwrap();
         fs::write(dir.path().join("empty"), b"").unwrap();
-        let s = warm(dir.path(), 3, false).unwrap();
+        let s = warm(dir.path(), 3, false, false).unwrap();
         assert_eq!((s.files, s.bytes), (3, SEGMENT * 2 + 8));
-        assert!(warm(&dir.path().join("missing"), 2, false).is_err());
+        assert!(warm(&dir.path().join("missing"), 2, false, false).is_err());
     }
 }

@@ -116,8 +116,9 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             const SHOWN: usize = 10;
             for f in n.open_files.iter().take(SHOWN) {
                 println!(
-                    "  open {}: {} reads, {} in {:.1} s",
+                    "  open {} ({}): {} reads, {} in {:.1} s",
                     f.path,
+                    f.mode,
                     f.reads,
                     format_bytes(f.bytes_served),
                     f.open_seconds
@@ -125,6 +126,19 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             }
             if n.open_files.len() > SHOWN {
                 println!("  ... and {} more open files", n.open_files.len() - SHOWN);
+            }
+            if let Some(t) = &c.tier {
+                println!(
+                    "  local tier {}: {} of {} used, {} copies ({} being made), {} opens served from copies, {} evicted, {} damaged and deleted",
+                    t.dir,
+                    format_bytes(t.used),
+                    format_bytes(t.limit),
+                    t.copies,
+                    t.filling,
+                    t.hits,
+                    t.evicted,
+                    t.damaged
+                );
             }
             for m in &c.members {
                 let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
