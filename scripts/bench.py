@@ -11,6 +11,12 @@ reported as a ratio against its baseline from the same run on the same machine:
   5. pack time and stored size: shardfs pack vs mksquashfs -comp zstd -b 128K (+ fsync of the
      image, since pack ends with its chunks durable)
   6. the shardfs daemon's peak RSS and CPU seconds
+  7. the local tier (`--local-cache`, filled beforehand and checked by the daemon): cold dd and
+     load_file with the page cache dropped, and the warm re-read, against the plain file
+  8. decode + verification CPU: user + system seconds of `export -o -` of the file
+
+shardfs mounts with --cache-size 256MiB by default (--cache-size), smaller than the 1 GiB model
+as in real use; the row shardfs-bigcache keeps a cache as large as the model.
 
 Each cold run mounts afresh (an empty daemon cache) and drops the page cache first; each run
 starts with a different target.
@@ -140,13 +146,22 @@ def random_reads(path, n, seed=1):
 
 
 class Shardfs:
-    def __init__(self, bin_, store, mnt, name):
+    def __init__(self, bin_, store, mnt, name, cache, extra=()):
         self.bin, self.store, self.mnt, self.name = bin_, store, mnt, name
+        self.cache, self.extra = cache, list(extra)
 
     def mount(self):
-        sh(self.bin, "mount", "--store", self.store, self.mnt, "--name", self.name)
+        sh(self.bin, "mount", "--store", self.store, self.mnt, "--name", self.name,
+           "--cache-size", str(self.cache), *self.extra)
         st = json.loads(sh(self.bin, "status", self.mnt, "--json").stdout)
         self.pid = st["pid"]
+        if "--local-cache" in self.extra:
+            # The tier's copies found at start are hashed before use: wait for that.
+            deadline = time.time() + 120
+            while json.loads(sh(self.bin, "status", self.mnt, "--json").stdout)["tier"]["copies"] < 1:
+                if time.time() > deadline:
+                    raise RuntimeError("the local tier's copy was not ready in 120 s")
+                time.sleep(0.05)
 
     def umount(self):
         sh(self.bin, "unmount", self.mnt)
@@ -229,6 +244,7 @@ def main():
     # (squashfuse's own load_file took 1.1-3.1 s from run to run).
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--random-reads", type=int, default=2000)
+    ap.add_argument("--cache-size", type=int, default=256 << 20, help="shardfs --cache-size in bytes (default 256 MiB)")
     ap.add_argument("--out", default=os.path.join(os.getcwd(), "bench-results"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -267,9 +283,40 @@ def main():
         squash_size = os.path.getsize(img)
         sh(args.bin, "pack", src, "--store", os.path.join(work, "raw"), "--name", "m", "--codec", "none")
 
+        # 8. CPU of decode + verification: export to a pipe, user + system time of the child.
+        export_cpu = []
+        for i in range(args.runs):
+            drop_caches()
+            before = os.times()
+            with open(os.devnull, "wb") as null:
+                subprocess.run([args.bin, "export", "--store", os.path.join(work, "s"), "--name", "m", "-o", "-"],
+                               check=True, stdout=null)
+            after = os.times()
+            export_cpu.append((after.children_user - before.children_user) + (after.children_system - before.children_system))
+
+        # 7. The local tier, filled once through a mount (warm --local) and kept for every run.
+        tier_dir = os.path.join(work, "tier")
+        filler = Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-t"), "m", args.cache_size,
+                         ["--local-cache", tier_dir, "--local-cache-size", "2GiB"])
+        os.makedirs(filler.mnt, exist_ok=True)
+        sh(args.bin, "mount", "--store", filler.store, filler.mnt, "--name", "m", "--local-cache", tier_dir,
+           "--local-cache-size", "2GiB", "--cache-size", str(args.cache_size))
+        try:
+            sh(args.bin, "warm", "--local", os.path.join(filler.mnt, fname))
+            deadline = time.time() + 300
+            while json.loads(sh(args.bin, "status", filler.mnt, "--json").stdout)["tier"]["copies"] < 1:
+                if time.time() > deadline:
+                    raise RuntimeError("the local tier was not filled in 300 s")
+                time.sleep(0.1)
+        finally:
+            sh(args.bin, "unmount", filler.mnt)
+
+        cache = args.cache_size
         targets = {
-            "shardfs": Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-s"), "m"),
-            "shardfs-none": Shardfs(args.bin, os.path.join(work, "raw"), os.path.join(work, "mnt-raw"), "m"),
+            "shardfs": Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-s"), "m", cache),
+            "shardfs-bigcache": Shardfs(args.bin, os.path.join(work, "s"), os.path.join(work, "mnt-b"), "m", max(cache, size + (64 << 20))),
+            "shardfs-tier": filler,
+            "shardfs-none": Shardfs(args.bin, os.path.join(work, "raw"), os.path.join(work, "mnt-raw"), "m", cache),
             "plain": Plain(plain_dir),
             "squashfuse": Squash(img, os.path.join(work, "mnt-q")),
             "fuse-ceiling": MemFs(args.memfs, src, os.path.join(work, "mnt-m")),
@@ -278,7 +325,8 @@ def main():
             os.makedirs(t.mnt, exist_ok=True)
 
         res = {k: {"cold": [], "warm": [], "load_file": [], "safe_open": []} for k in targets}
-        rnd = {k: [] for k in ("shardfs", "squashfuse")}
+        # Random reads with the cache smaller than the model (shardfs), and as large (bigcache).
+        rnd = {k: [] for k in ("shardfs", "shardfs-bigcache", "squashfuse")}
         folios = {}
         proc = []  # the daemon after a cold + warm dd: CPU seconds and peak RSS
         peaks = []  # its peak RSS after the loaders and the random reads
@@ -296,7 +344,7 @@ def main():
                         folios[key] = large_folio_share(path)
                     if key == "shardfs":
                         proc.append(t.proc())
-                if is_safetensors and key in ("shardfs", "plain", "squashfuse"):
+                if is_safetensors and key in ("shardfs", "shardfs-tier", "plain", "squashfuse"):
                     for how in ("load_file", "safe_open"):
                         with cold(t, mounted):
                             res[key][how].append(run_loader(sys.executable, path, how))
@@ -305,10 +353,11 @@ def main():
                 if key in rnd:
                     with cold(t, mounted):
                         r = random_reads(path, args.random_reads, seed=run)
-                        if key == "shardfs":
+                        if key.startswith("shardfs"):
                             st = t.status()
                             r["chunks_per_read"] = st["chunks_decompressed"] / max(1, st["reads"])
-                            peaks.append(t.proc()["peak_rss_mib"])
+                            if key == "shardfs":
+                                peaks.append(t.proc()["peak_rss_mib"])
                     rnd[key].append(r)
 
         def med(key, what):
@@ -326,7 +375,10 @@ def main():
             "safe_open_s": {k: med(k, "safe_open") for k in targets if res[k]["safe_open"]},
             "random_4k": rm,
             "pack": {"shardfs_s": median(pack_t), "mksquashfs_s": median(squash_t), "shardfs_bytes": stored, "squashfs_bytes": squash_size},
-            "daemon": {"peak_rss_mib": max([p["peak_rss_mib"] for p in proc] + peaks), "cpu_s": median([p["cpu_s"] for p in proc]), "cache_size_mib": 1024},
+            "daemon": {"peak_rss_mib": max([p["peak_rss_mib"] for p in proc] + peaks), "cpu_s": median([p["cpu_s"] for p in proc]), "cache_size_mib": cache / 2**20},
+            "export_cpu_s": median(export_cpu),
+            "decode_GB_per_cpu_s": size / 1e9 / median(export_cpu),
+            "tier_bytes": sum(os.path.getsize(os.path.join(tier_dir, f)) for f in os.listdir(tier_dir)),
             "raw": {"reads": res, "random": rnd, "pack_s": pack_t, "mksquashfs_s": squash_t},
         }
         c, w = summary["cold_GBps"], summary["warm_GBps"]
@@ -337,12 +389,16 @@ def main():
             ("random 4K p50 <= squashfuse (ratio sq/ours >= 1)", rm["squashfuse"]["p50_us"] / rm["shardfs"]["p50_us"], 1.0),
             ("pack size <= mksquashfs (ratio sq/ours >= 1)", squash_size / stored, 1.0),
             ("pack time <= 1.5x mksquashfs (ratio sq*1.5/ours >= 1)", 1.5 * median(squash_t) / median(pack_t), 1.0),
-            ("daemon peak RSS <= cache + 64 MiB (ratio >= 1)", (1024 + 64) / summary["daemon"]["peak_rss_mib"], 1.0),
+            ("daemon peak RSS <= cache + 64 MiB (ratio >= 1)", (cache / 2**20 + 64) / summary["daemon"]["peak_rss_mib"], 1.0),
+            ("tier: warm re-read >= 0.95x plain", w["shardfs-tier"] / w["plain"], 0.95),
+            ("decode + verify >= 1.2 GB per CPU-second (export -o -)", summary["decode_GB_per_cpu_s"], 1.2),
+            ("tier within its size (2 GiB / bytes on disk >= 1)", (2 << 30) / max(1, summary["tier_bytes"]), 1.0),
             ("random 4K: <= ~2 chunks decompressed per read (2/x >= 1)", 2.0 / max(1e-9, rm["shardfs"]["chunks_per_read"]), 1.0),
         ]
         if summary["load_file_s"]:
             lf = summary["load_file_s"]
             targets_met.insert(3, ("load_file cold >= 2x squashfuse", lf["squashfuse"] / lf["shardfs"], 2.0))
+            targets_met.insert(4, ("tier: load_file cold >= 0.9x plain", lf["plain"] / lf["shardfs-tier"], 0.9))
         summary["targets"] = [{"target": n, "value": v, "needed": need, "met": v >= need} for n, v, need in targets_met]
         print_table(summary)
         with open(os.path.join(args.out, "bench.json"), "w") as f:
@@ -365,7 +421,8 @@ def cpu_model():
 
 def print_table(s):
     m = s["machine"]
-    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}; file {s['file']['name']} ({s['file']['bytes'] / 2**30:.2f} GiB); medians of {s['runs']} runs\n")
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}; file {s['file']['name']} ({s['file']['bytes'] / 2**30:.2f} GiB); medians of {s['runs']} runs")
+    print(f"shardfs --cache-size {s['daemon']['cache_size_mib']:.0f} MiB (shardfs-bigcache: as large as the file; shardfs-tier: local tier filled)\n")
     c, w = s["cold_GBps"], s["warm_GBps"]
     print(f"{'sequential read (dd bs=4M)':<30}{'cold GB/s':>10}{'x squashfuse':>14}{'x plain':>9}{'warm GB/s':>11}{'x plain':>9}")
     for k in c:
@@ -387,12 +444,14 @@ def print_table(s):
     print(f"\n{'random 4 KiB preads, cold':<30}{'p50 us':>10}{'p99 us':>10}{'IOPS':>10}{'p50 x sq':>10}")
     for k, v in r.items():
         print(f"{k:<30}{v['p50_us']:>10.0f}{v['p99_us']:>10.0f}{v['iops']:>10.0f}{r['squashfuse']['p50_us'] / v['p50_us']:>10.2f}")
-    print(f"shardfs chunks decompressed per random read: {r['shardfs']['chunks_per_read']:.3f}")
+    print(f"chunks decompressed per random read: shardfs {r['shardfs']['chunks_per_read']:.3f},"
+          f" bigcache {r['shardfs-bigcache']['chunks_per_read']:.3f}")
     p = s["pack"]
     print(f"\npack: shardfs {p['shardfs_s']:.2f}s, {p['shardfs_bytes'] / 2**20:.1f} MiB; mksquashfs {p['mksquashfs_s']:.2f}s, {p['squashfs_bytes'] / 2**20:.1f} MiB"
           f" -> time x{p['shardfs_s'] / p['mksquashfs_s']:.2f}, size x{p['shardfs_bytes'] / p['squashfs_bytes']:.3f} of mksquashfs")
     d = s["daemon"]
-    print(f"daemon: peak RSS {d['peak_rss_mib']:.0f} MiB over every run (cache {d['cache_size_mib']} MiB), {d['cpu_s']:.2f} CPU s per cold+warm read")
+    print(f"daemon: peak RSS {d['peak_rss_mib']:.0f} MiB over every run (cache {d['cache_size_mib']:.0f} MiB), {d['cpu_s']:.2f} CPU s per cold+warm read")
+    print(f"export -o - (decode + verify): {s['export_cpu_s']:.2f} CPU s, {s['decode_GB_per_cpu_s']:.2f} GB per CPU-second; local tier on disk {s['tier_bytes'] / 2**20:.0f} MiB")
     print("\ntargets:")
     for t in s["targets"]:
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']:.2f} (needs >= {t['needed']})")
