@@ -204,8 +204,10 @@ impl Tier {
     }
 
     /// A chunk of `file` was read and verified: it goes into the file's copy, when the file
-    /// has none yet and fits. Waits when the writer is behind (a few chunks).
-    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk) {
+    /// has none yet and fits. With `wait`, waits when the writer is behind (a few chunks);
+    /// without (a thread that must not block), the chunk is left out when the writer is behind,
+    /// and the copy completes when it is read again.
+    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk, wait: bool) {
         {
             let mut st = self.state.lock();
             let hash = file.blake3;
@@ -220,7 +222,12 @@ impl Tier {
                 return;
             }
         }
-        let _ = self.queue.send((file.clone(), index, chunk.clone()));
+        let item = (file.clone(), index, chunk.clone());
+        if wait {
+            let _ = self.queue.send(item);
+        } else {
+            let _ = self.queue.try_send(item);
+        }
     }
 
     /// Starts a copy of `file` when room can be made for it.

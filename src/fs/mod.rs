@@ -189,7 +189,7 @@ impl Shared {
             }
         }
         if let (Some(tier), Ok(chunk)) = (&self.tier, &result) {
-            tier.offer(file, index, chunk);
+            tier.offer(file, index, chunk, true);
         }
         result
     }
@@ -449,7 +449,8 @@ impl Filesystem for ShardFs {
         if let Some(chunks) = cached {
             if let Some(tier) = &shared.tier {
                 for (i, c) in chunks.iter().enumerate() {
-                    tier.offer(&file, first + i, c);
+                    // This is the session's own thread: it must not wait on the disk.
+                    tier.offer(&file, first + i, c, false);
                 }
             }
             return shared.reply(&file, offset..end, first, &chunks, asked, reply);
