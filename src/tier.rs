@@ -250,19 +250,14 @@ impl Tier {
             return false;
         }
         while st.used() + file.size > self.limit {
-            let victim = st
+            // There is one: what can be evicted makes room (checked above).
+            let Some(v) = st
                 .copies
                 .iter()
                 .filter(|(_, c)| c.held == 0)
                 .min_by_key(|(_, c)| c.opened)
-                .map(|(h, _)| *h);
-            let Some(v) = victim else {
-                log::info!(
-                    "'{}' ({} bytes) does not fit in the local tier: not copied",
-                    file.path,
-                    file.size
-                );
-                st.refused.insert(hash);
+                .map(|(h, _)| *h)
+            else {
                 return false;
             };
             st.copies.remove(&v);
