@@ -109,7 +109,7 @@ pub fn gc(
         return print_json(&r);
     }
     println!(
-        "{} {} chunk files and {} leftover files (temporary, or damaged ones set aside), {} returned; kept {} younger than --min-age and {} named by {} live mounts' leases; {:.1}s",
+        "{} {} chunk files and {} damaged files set aside, {} returned; kept {} younger than --min-age and {} named by {} live mounts' leases; {:.1}s",
         if r.dry_run { "would delete" } else { "deleted" },
         r.chunk_files_deleted,
         r.stale_files_deleted,

@@ -360,7 +360,7 @@ impl MemberIo for DirMember {
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
         let now = std::time::SystemTime::now();
         let (mut files, mut bytes) = (0, 0);
-        for dir in [TMP, DAMAGED] {
+        for dir in [DAMAGED] {
             let entries = match fs::read_dir(self.path(dir)) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

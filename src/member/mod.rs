@@ -164,9 +164,9 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// under `damaged/`; the damaged file is never gone before the good one is in place),
     /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
-    /// Leftovers older than `older_than`: temporary files of writes that were killed, and
-    /// damaged chunk files set aside. Deletes them unless `dry_run`; returns their count and
-    /// bytes.
+    /// Damaged chunk files set aside (`damaged/`) older than `older_than`. Deletes them unless
+    /// `dry_run`; returns their count and bytes. (Temporary files of killed writes go when the
+    /// member's lock is taken: only then is no pack writing them.)
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError>;
     /// Every chunk file: hash, size, when it was last written (names that are not a hash are
     /// skipped).

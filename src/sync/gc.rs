@@ -52,8 +52,8 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Chunk files deleted (or that would be), and their bytes.
     pub chunk_files_deleted: u64,
-    /// Leftovers older than the minimum age deleted: temporary files of killed writes, damaged
-    /// chunk files set aside by a repair. Their bytes count in `bytes_returned`.
+    /// Damaged chunk files set aside by a repair, older than the minimum age, deleted. Their
+    /// bytes count in `bytes_returned`.
     pub stale_files_deleted: u64,
     pub bytes_returned: u64,
     /// Unreferenced chunk files kept because they are younger than the minimum age.
@@ -68,7 +68,13 @@ pub struct GcReport {
 pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, StoreError> {
     let started = Instant::now();
     all_given(store, "gc")?;
-    // Before the lock, which clears a directory's temporary files without counting them.
+    // Taking the lock also clears a directory member's temporary files of killed writes: no
+    // pack can be writing them while it is held.
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(store.lock_for_pack()?)
+    };
     let mut stale = (0, 0);
     for m in &store.members {
         let (files, bytes) =
@@ -76,11 +82,6 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
                 .map_err(member_err(m.location()))?;
         stale = (stale.0 + files, stale.1 + bytes);
     }
-    let _lock = if dry_run {
-        None
-    } else {
-        Some(store.lock_for_pack()?)
-    };
     // Every valid copy of every manifest on every member, stale ones too.
     let mut referenced: HashSet<Hash32> = HashSet::new();
     for name in store.model_names()? {
