@@ -12,6 +12,7 @@ pub mod dir;
 pub mod faulty;
 pub mod layout;
 pub mod s3;
+mod s3_errors;
 
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fmt;

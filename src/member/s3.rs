@@ -14,6 +14,7 @@
 //! one race that matters.
 
 use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
+use super::s3_errors::{member_err, one_line};
 use super::{
     ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stored,
 };
@@ -84,72 +85,6 @@ pub struct S3Member {
 /// The S3 member's pack lock: none is needed (see the module's notes).
 struct NoLock;
 impl Lock for NoLock {}
-
-/// An error and its causes on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The text between `<tag>` and `</tag>` in an S3 error body.
-fn xml_field<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
-    let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
-    let len = text[start..].find(&format!("</{tag}>"))?;
-    Some(&text[start..start + len])
-}
-
-/// An S3 error as one short line: the server's status, code and message where it sent them,
-/// else the client's error chain.
-fn short(e: &object_store::Error) -> String {
-    let full = one_line(e);
-    let status = full
-        .split_once("status code: ")
-        .map(|(_, rest)| rest.split(':').next().unwrap_or(rest).trim().to_string());
-    match (status, xml_field(&full, "Code")) {
-        (Some(status), Some(code)) => {
-            let message = xml_field(&full, "Message").unwrap_or("");
-            format!("HTTP {status}: {code}: {message}")
-        }
-        _ => full,
-    }
-}
-
-fn member_err(e: object_store::Error) -> MemberError {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => MemberError::Missing,
-        E::AlreadyExists { .. } => MemberError::AlreadyExists,
-        E::Precondition { .. } => MemberError::Conflict,
-        other => {
-            let msg = short(&other);
-            if msg.contains("NoSuchBucket") {
-                return MemberError::Absent("the bucket does not exist".into());
-            }
-            let refused = [
-                "InvalidAccessKeyId",
-                "SignatureDoesNotMatch",
-                "AccessDenied",
-                "403 Forbidden",
-                "Connection refused",
-                "dns error",
-            ];
-            if refused.iter().any(|r| msg.contains(r)) {
-                MemberError::Unavailable(msg)
-            } else {
-                MemberError::Io(msg)
-            }
-        }
-    }
-}
 
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
