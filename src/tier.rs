@@ -10,7 +10,7 @@
 //! (one at a time, in the background; until then its file is read from the store as usual). A
 //! copy that fails is deleted. The tier holds at most `limit` bytes, copies being built
 //! included: the least recently opened copies that no one holds open go first; a file that does
-//! not fit is not copied.
+//! not fit is not copied (it is offered again a minute later).
 
 use crate::cache::Chunk;
 use crate::codec::Hash32;
@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Chunks waiting for the writer: a bound on the memory they hold beyond the cache.
 const QUEUED: usize = 8;
+/// A file the tier could not take (no room, a failed write) is offered again after this.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A checked copy.
 #[derive(Debug)]
@@ -52,8 +54,8 @@ struct Filling {
 struct State {
     copies: HashMap<Hash32, Copy>,
     filling: HashMap<Hash32, Filling>,
-    /// Files that did not fit, or failed: not tried again by this daemon.
-    refused: std::collections::HashSet<Hash32>,
+    /// Files that did not fit, or failed, and when: tried again after `RETRY_AFTER`.
+    refused: HashMap<Hash32, std::time::Instant>,
     clock: u64,
 }
 
@@ -211,8 +213,14 @@ impl Tier {
         {
             let mut st = self.state.lock();
             let hash = file.blake3;
-            if st.copies.contains_key(&hash) || st.refused.contains(&hash) {
+            if st.copies.contains_key(&hash) {
                 return;
+            }
+            if let Some(at) = st.refused.get(&hash) {
+                if at.elapsed() < RETRY_AFTER {
+                    return;
+                }
+                st.refused.remove(&hash);
             }
             if let Some(f) = st.filling.get(&hash) {
                 if f.have.get(index).copied().unwrap_or(true) {
@@ -246,7 +254,7 @@ impl Tier {
                 file.path,
                 file.size
             );
-            st.refused.insert(hash);
+            st.refused.insert(hash, std::time::Instant::now());
             return false;
         }
         while st.used() + file.size > self.limit {
@@ -270,7 +278,7 @@ impl Tier {
             .create(true)
             .truncate(true)
             .open(self.part_path(&hash))
-            .and_then(|f| f.set_len(file.size).map(|_| f));
+            .and_then(|f| preallocate(&f, file.size).map(|_| f));
         match opened {
             Ok(f) => {
                 st.filling.insert(
@@ -286,7 +294,7 @@ impl Tier {
             }
             Err(e) => {
                 log::warn!("local tier: cannot start a copy of '{}': {e}", file.path);
-                st.refused.insert(hash);
+                st.refused.insert(hash, std::time::Instant::now());
                 false
             }
         }
@@ -359,7 +367,7 @@ impl Tier {
     fn abandon(&self, hash: &Hash32) {
         let mut st = self.state.lock();
         st.filling.remove(hash);
-        st.refused.insert(*hash);
+        st.refused.insert(*hash, std::time::Instant::now());
         let _ = fs::remove_file(self.part_path(hash));
     }
 
@@ -376,6 +384,17 @@ impl Tier {
             damaged: self.damaged.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Gives a copy its whole size at once, in one allocation where the filesystem can (chunks
+/// arrive out of order; a sparse file would be laid out in pieces), else as a sparse file.
+fn preallocate(f: &File, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on an open file descriptor.
+    if size > 0 && unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) } == 0 {
+        return Ok(());
+    }
+    f.set_len(size)
 }
 
 /// The BLAKE3 of a whole file, hashed on every core.
