@@ -112,7 +112,11 @@ fn passthrough_opens_read_every_byte_and_the_daemon_sees_no_reads() {
     let m = s.mount(&[]);
     let file = m.dir.join("w.bin");
     assert!(fs::read(&file).unwrap() == data);
-    wait_status(&m, "the copy", |st| copies(st) == 1 && settled(st));
+    // The copy made, and the read's handle known closed (else the next open may not be a
+    // passthrough one).
+    wait_status(&m, "the copy", |st| {
+        copies(st) == 1 && settled(st) && modes(st).is_empty()
+    });
     assert_eq!(tier_files(&s.tier), vec![hex(&data)]);
     assert!(fs::read(s.tier.join(hex(&data))).unwrap() == data);
     drop_page_cache(&file);
@@ -156,6 +160,8 @@ fn a_normal_open_while_the_copy_completes_keeps_working_and_later_opens_use_pass
     drop_page_cache(&file);
     assert!(read_all(&a) == data);
     drop((a, b));
+    // The kernel tells the daemon of a close after close(2) returns: wait until it knows.
+    wait_status(&m, "the closes", |st| modes(st).is_empty());
     let c = fs::File::open(&file).unwrap();
     assert_eq!(modes(&m.status()), vec!["passthrough"]);
     drop_page_cache(&file);
@@ -178,7 +184,9 @@ B={bin}
 $B mount --store {store} {mnt} --name m --cache-size 2MiB --local-cache {tier} -q
 cmp {mnt}/w.bin {src}
 i=0
-until $B status {mnt} --json | grep -q '"copies": 1'; do i=$((i+1)); [ $i -lt 3000 ] || exit 9; done
+# The copy made, and cmp's handle known closed.
+ready() {{ s=$($B status {mnt} --json); echo "$s" | grep -q '"copies": 1' && echo "$s" | grep -q '"open_files": \[\]'; }}
+until ready; do i=$((i+1)); [ $i -lt 3000 ] || exit 9; done
 exec 5<{mnt}/w.bin
 $B status {mnt} --json > {out}
 cmp /dev/fd/5 {src}
