@@ -207,13 +207,7 @@ impl Shared {
         reply: ReplyData,
     ) {
         let (offset, end) = (range.start, range.end);
-        self.stats
-            .bytes_served
-            .fetch_add(end - offset, Ordering::Relaxed);
-        self.activity.served(end - offset);
-        if let Some(h) = &asked.handle {
-            h.served(end - offset);
-        }
+        self.answered(&asked, Some(end - offset));
         let start_in = (offset - file.chunks[first].offset) as usize;
         if let [only] = chunks {
             reply.data(&only[start_in..start_in + (end - offset) as usize]);
@@ -230,14 +224,28 @@ impl Shared {
                 reply.data(buf);
             });
         }
-        self.stats.read_latency.observe(asked.started.elapsed());
         if let Some(sent) = &asked.sent {
             sent.record(&self.cache, file, offset, end, first);
         }
     }
-}
 
-impl Shared {
+    /// Counts a read answered with `n` bytes, or (`None`) with EIO, and how long it took.
+    fn answered(&self, asked: &Asked, n: Option<u64>) {
+        match n {
+            Some(n) => {
+                self.stats.bytes_served.fetch_add(n, Ordering::Relaxed);
+                self.activity.served(n);
+                if let Some(h) = &asked.handle {
+                    h.served(n);
+                }
+            }
+            None => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.read_latency.observe(asked.started.elapsed());
+    }
+
     /// Replies with bytes `range` of a file's local copy.
     fn reply_from_copy(
         &self,
@@ -250,14 +258,7 @@ impl Shared {
         let n = (range.end - range.start) as usize;
         REPLIES.with_len(n, |buf| match copy.read_exact_at(buf, range.start) {
             Ok(()) => {
-                self.stats
-                    .bytes_served
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                self.activity.served(n as u64);
-                if let Some(h) = &asked.handle {
-                    h.served(n as u64);
-                }
-                self.stats.read_latency.observe(asked.started.elapsed());
+                self.answered(&asked, Some(n as u64));
                 reply.data(buf);
             }
             Err(e) => {
@@ -266,7 +267,7 @@ impl Shared {
                     range.start,
                     range.end
                 );
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.answered(&asked, None);
                 reply.error(Errno::EIO);
             }
         });
@@ -465,9 +466,8 @@ impl Filesystem for ShardFs {
                     Ok(c) => chunks.push(c),
                     Err(e) => {
                         log::error!("read of '{}' bytes {offset}..{end}: {e}", file.path);
-                        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
                         shared.activity.waiting.fetch_sub(1, Ordering::Relaxed);
-                        shared.stats.read_latency.observe(asked.started.elapsed());
+                        shared.answered(&asked, None);
                         return reply.error(Errno::EIO);
                     }
                 }
