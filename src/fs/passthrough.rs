@@ -45,29 +45,23 @@ impl Opens {
             o.normal += 1;
             return (Source::Chunks, None);
         };
-        if self.enabled.load(Ordering::Relaxed) && o.normal == 0 {
-            if o.backing.is_none() {
-                match reply.open_backing(&copy) {
-                    Ok(id) => o.backing = Some(id),
-                    Err(e) => {
-                        // EPERM without CAP_SYS_ADMIN: reads from the copy from now on.
-                        log::warn!(
-                            "passthrough is not available ({e}); local copies are read by the daemon"
-                        );
-                        self.enabled.store(false, Ordering::Relaxed);
-                    }
+        // An inode already open by passthrough stays so (a normal open beside it would fail in
+        // the kernel), even if passthrough has failed for another inode since.
+        if o.backing.is_none() && o.normal == 0 && self.enabled.load(Ordering::Relaxed) {
+            match reply.open_backing(&copy) {
+                Ok(id) => o.backing = Some(id),
+                Err(e) => {
+                    // EPERM without CAP_SYS_ADMIN: reads from the copy from now on.
+                    log::warn!(
+                        "passthrough is not available ({e}); local copies are read by the daemon"
+                    );
+                    self.enabled.store(false, Ordering::Relaxed);
                 }
             }
-            if o.backing.is_some() {
-                o.passthrough += 1;
-                return (Source::Passthrough, Some(BackingIdRef { ino }));
-            }
         }
-        if o.passthrough > 0 {
-            // Passthrough failed after this inode had passthrough opens: a normal open now
-            // would fail in the kernel; chunks it is not either. Should not happen: keep the
-            // inode passthrough-only by refusing to mix.
-            log::warn!("inode {ino} is open by passthrough; this open is served from its copy too");
+        if o.backing.is_some() {
+            o.passthrough += 1;
+            return (Source::Passthrough, Some(BackingIdRef { ino }));
         }
         o.normal += 1;
         (Source::Copy(copy), None)
