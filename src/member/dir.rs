@@ -360,30 +360,27 @@ impl MemberIo for DirMember {
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
         let now = std::time::SystemTime::now();
         let (mut files, mut bytes) = (0, 0);
-        for dir in [DAMAGED] {
-            let entries = match fs::read_dir(self.path(dir)) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.err(dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(self.err(dir))?;
-                let Ok(meta) = entry.metadata() else { continue };
-                let modified = meta.modified().unwrap_or(now);
-                if !meta.is_file() || now.duration_since(modified).unwrap_or_default() < older_than
-                {
-                    continue;
-                }
-                if !dry_run {
-                    match fs::remove_file(entry.path()) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(self.err(dir)(e)),
-                    }
-                }
-                files += 1;
-                bytes += meta.len();
+        let entries = match fs::read_dir(self.path(DAMAGED)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(self.err(DAMAGED)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(self.err(DAMAGED))?;
+            let Ok(meta) = entry.metadata() else { continue };
+            let modified = meta.modified().unwrap_or(now);
+            if !meta.is_file() || now.duration_since(modified).unwrap_or_default() < older_than {
+                continue;
             }
+            if !dry_run {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.err(DAMAGED)(e)),
+                }
+            }
+            files += 1;
+            bytes += meta.len();
         }
         Ok((files, bytes))
     }
