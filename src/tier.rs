@@ -44,7 +44,8 @@ struct Copy {
 
 /// A copy being built.
 struct Filling {
-    file: File,
+    /// Shared with the writer, which writes outside the state's lock.
+    file: Arc<File>,
     size: u64,
     have: Vec<bool>,
     left: usize,
@@ -284,7 +285,7 @@ impl Tier {
                 st.filling.insert(
                     hash,
                     Filling {
-                        file: f,
+                        file: Arc::new(f),
                         size: file.size,
                         have: vec![false; file.chunks.len()],
                         left: file.chunks.len(),
@@ -309,7 +310,7 @@ impl Tier {
             .filling
             .get(&hash)
             .filter(|f| !f.have[index])
-            .and_then(|f| f.file.try_clone().ok())
+            .map(|f| f.file.clone())
         else {
             return;
         };
