@@ -118,8 +118,8 @@ impl Catalog {
             .get(name)
             .map(|k| k.copies.clone())
             .unwrap_or_default();
-        // Copies read again now, by member id: the best of them may become current.
-        let mut fresh: Vec<Manifest> = Vec::new();
+        // Copies read again now, with their precedence: the best of them may become current.
+        let mut fresh: Vec<((u64, u64, String), Manifest)> = Vec::new();
         for (id, stamps) in listed {
             let Some(stamp) = stamps.get(name) else {
                 copies.remove(id);
@@ -131,7 +131,7 @@ impl Catalog {
             let valid = match read_copy(store, id, name) {
                 Ok(m) => {
                     let p = m.precedence();
-                    fresh.push(m);
+                    fresh.push((p.clone(), m));
                     Some(p)
                 }
                 Err(reason) => {
@@ -162,8 +162,8 @@ impl Catalog {
             return None;
         };
         // The best copy may be one read earlier (a newer copy went away): read it again.
-        let manifest = match fresh.into_iter().find(|m| m.precedence() == best) {
-            Some(m) => m,
+        let manifest = match fresh.into_iter().find(|(p, _)| *p == best) {
+            Some((_, m)) => m,
             None => match read_copy(store, &best_id, name) {
                 Ok(m) if m.precedence() == best => m,
                 _ => return None,

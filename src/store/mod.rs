@@ -461,18 +461,17 @@ impl Store {
     /// are logged and skipped.
     pub fn manifest(&self, name: &str) -> Result<Manifest, StoreError> {
         manifest::check_model_name(name).map_err(|_| StoreError::UnknownModel(name.to_string()))?;
-        let mut best: Option<Manifest> = None;
+        // Each copy's precedence computed once: it hashes the serialized manifest.
+        let mut best: Option<((u64, u64, String), Manifest)> = None;
         let mut damaged = Vec::new();
         for copy in self.manifest_copies(name) {
             match copy.manifest {
-                Some(Ok(m))
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| m.precedence() > b.precedence()) =>
-                {
-                    best = Some(m);
+                Some(Ok(m)) => {
+                    let p = m.precedence();
+                    if best.as_ref().is_none_or(|(b, _)| p > *b) {
+                        best = Some((p, m));
+                    }
                 }
-                Some(Ok(_)) => {}
                 Some(Err(reason)) => {
                     log::warn!(
                         "manifest of '{name}' on {} is damaged: {reason}",
@@ -484,7 +483,7 @@ impl Store {
             }
         }
         match best {
-            Some(m) => Ok(m),
+            Some((_, m)) => Ok(m),
             None if damaged.is_empty() => Err(StoreError::UnknownModel(name.to_string())),
             None => Err(StoreError::CorruptManifest {
                 name: name.to_string(),
