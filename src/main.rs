@@ -395,6 +395,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems) => ExitCode::from(1),
+        Err(Failure::Refused(msg)) => {
+            eprintln!("shardfs: error: {msg}");
+            ExitCode::from(1)
+        }
         Err(Failure::Error(msg)) => {
             eprintln!("shardfs: error: {msg}");
             ExitCode::from(2)

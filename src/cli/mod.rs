@@ -19,6 +19,8 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
 pub enum Failure {
     Error(String),
     Problems,
+    /// A delete refused because the store could not be seen whole: one line, exit 1.
+    Refused(String),
 }
 
 impl From<shardfs::daemon::DaemonError> for Failure {
@@ -29,6 +31,9 @@ impl From<shardfs::daemon::DaemonError> for Failure {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Failure {
-        Failure::Error(e.to_string())
+        match e {
+            StoreError::Incomplete { .. } => Failure::Refused(e.to_string()),
+            e => Failure::Error(e.to_string()),
+        }
     }
 }

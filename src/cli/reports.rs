@@ -230,7 +230,7 @@ pub fn ls(
     json: bool,
 ) -> Result<(), Failure> {
     let store = Store::open_with(paths, members)?;
-    let manifests = store.manifests()?;
+    let (manifests, unreadable) = store.manifests_and_unreadable()?;
     let health: Vec<ModelHealth> = manifests
         .iter()
         .map(|m| ModelHealth::of(&store, m))
@@ -267,7 +267,13 @@ pub fn ls(
                 })
             })
             .collect();
-        return print_json(&serde_json::json!({"store_id": store.store_id, "models": rows}));
+        let unreadable: Vec<serde_json::Value> = unreadable
+            .iter()
+            .map(|(name, reason)| serde_json::json!({"name": name, "reason": reason}))
+            .collect();
+        return print_json(
+            &serde_json::json!({"store_id": store.store_id, "models": rows, "unreadable": unreadable}),
+        );
     }
     println!(
         "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
@@ -292,6 +298,9 @@ pub fn ls(
     }
     for h in health.iter().filter(|h| h.health != Health::Ok) {
         println!("model {}: {}", h.model, h.describe());
+    }
+    for (name, reason) in &unreadable {
+        println!("model {}: unreadable: {}", name.escape_debug(), reason.escape_debug());
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! memory copy (measured at a sixth of the daemon's CPU time on a cold read) and crowd out the
 //! decompressed bytes.
 
+use super::beneath::{self, Beneath, Kind, damaged, now_nanos};
 use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
 use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
 use crate::buffer::{ChunkBuf, SparePool};
@@ -14,50 +15,59 @@ use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A directory member.
 #[derive(Debug)]
 pub struct DirMember {
-    root: PathBuf,
+    root: Beneath,
     location: String,
 }
 
 impl DirMember {
     pub fn new(root: &Path) -> DirMember {
         DirMember {
-            root: root.to_path_buf(),
+            root: Beneath::new(root),
             location: root.display().to_string(),
         }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
-    }
-
-    fn tmp(&self) -> PathBuf {
-        self.root.join(TMP)
-    }
-
-    /// A small file and its tag, or `None`.
-    fn get_file(&self, key: &str) -> Result<Option<Stored>, MemberError> {
-        match fs::read(self.path(key)) {
-            Ok(bytes) => Ok(Some(Stored {
+    /// A small file and its tag, or `None`; a damaged entry (not a regular file, or larger
+    /// than `cap`) is `Corrupt`.
+    fn get_file(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
+        match self.root.read_capped(key, cap) {
+            Ok(Some(bytes)) => Ok(Some(Stored {
                 tag: tag_of(&bytes),
                 bytes,
             })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(self.err(key)(e)),
         }
     }
 
     /// Replaces a small file durably when it still is what `expect` says. Writers of one
-    /// directory are serialised by its lock, so checking then renaming is enough.
-    fn put_checked(&self, key: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        let current = self.get_file(key)?;
+    /// directory are serialised by its lock, so checking then renaming is enough. A damaged
+    /// entry counts as no copy: with `Expect::Absent` it is moved aside and replaced.
+    fn put_checked(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        cap: u64,
+        expect: &Expect,
+    ) -> Result<(), MemberError> {
+        let current = match self.get_file(key, cap) {
+            Err(MemberError::Corrupt(why)) if *expect == Expect::Absent => {
+                log::warn!("{}: {key} is damaged ({why}); replacing it", self.location);
+                self.root
+                    .set_aside(key, &aside_key(key))
+                    .map_err(self.err(key))?;
+                None
+            }
+            other => other?,
+        };
         let matches = match (expect, &current) {
             (Expect::Absent, None) => true,
             (Expect::Tag(t), Some(c)) => *t == c.tag,
@@ -66,21 +76,55 @@ impl DirMember {
         if !matches {
             return Err(MemberError::Conflict);
         }
-        let dest = self.path(key);
-        write_atomic(&self.tmp(), &dest, bytes, true).map_err(self.err(key))?;
-        let dir = dest.parent().unwrap_or(&self.root);
-        sync_dir(dir).map_err(self.err(key))
+        self.write_atomic(key, bytes, true).map_err(self.err(key))?;
+        let (dir, _) = key.rsplit_once('/').unwrap_or(("", key));
+        self.root.sync_dir(dir).map_err(self.err(key))
     }
 
-    /// Errors name the file they are about.
+    /// Writes `data` to `key` atomically: a new file under `tmp/` (mode 0600, created only
+    /// where nothing is), renamed into place. `durable` fsyncs the file before the rename (the
+    /// caller fsyncs the folder). Missing folders are made; anything else in their place is
+    /// moved aside first.
+    fn write_atomic(&self, key: &str, data: &[u8], durable: bool) -> io::Result<()> {
+        self.root.make_dirs(TMP, &aside_key)?;
+        if let Some((dir, _)) = key.rsplit_once('/') {
+            self.root.make_dirs(dir, &aside_key)?;
+        }
+        let stem = key.rsplit('/').next().unwrap_or("file");
+        let name = tmp_name(stem);
+        let tmp = format!("{TMP}/{name}");
+        let result = (|| {
+            let mut f = self.root.create_new(TMP, &name)?;
+            f.write_all(data)?;
+            if durable {
+                f.sync_all()?;
+            }
+            drop(f);
+            self.root.rename(&tmp, key)
+        })();
+        if result.is_err() {
+            let _ = self.root.unlink(&tmp);
+        }
+        result
+    }
+
+    /// Errors name the file they are about; a damaged entry is `Corrupt`.
     fn err(&self, key: &str) -> impl Fn(io::Error) -> MemberError + '_ {
-        let path = self.path(key);
+        let path = self.root.root().join(key);
         move |e| match e.kind() {
             io::ErrorKind::NotFound => MemberError::Missing,
             io::ErrorKind::AlreadyExists => MemberError::AlreadyExists,
-            _ => MemberError::Io(format!("{}: {e}", path.display())),
+            _ => match damaged(&e) {
+                Some(why) => MemberError::Corrupt(format!("{}: {why}", path.display())),
+                None => MemberError::Io(format!("{}: {e}", path.display())),
+            },
         }
     }
+}
+
+/// Where a damaged entry at `key` is moved: `damaged/<key, folders joined by _>.<nanos>`.
+fn aside_key(key: &str) -> String {
+    format!("{DAMAGED}/{}.{}", key.replace('/', "_"), now_nanos())
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -91,48 +135,23 @@ pub fn tmp_name(stem: &str) -> String {
     format!("{stem}.{}.{n}.tmp", std::process::id())
 }
 
-/// Writes `data` to `dest` atomically, staging it in `tmp_dir` (same filesystem); `durable`
-/// fsyncs the file before the rename (the caller fsyncs the directory).
-fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let stem = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = tmp_dir.join(tmp_name(stem));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        if durable {
-            f.sync_all()?;
-        }
-        drop(f);
-        fs::rename(&tmp, dest)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// fsyncs a directory so that renames into it survive a crash.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Removes every leftover file in a `tmp/` directory (from a pack that was killed).
-fn clean_tmp(tmp_dir: &Path) -> io::Result<usize> {
+/// Removes every leftover entry in `tmp/` (from a pack that was killed); returns how many.
+/// Links and FIFOs there are removed as entries, never followed.
+fn clean_tmp(root: &Beneath) -> io::Result<usize> {
     let mut removed = 0;
-    let entries = match fs::read_dir(tmp_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            fs::remove_file(entry.path())?;
-            removed += 1;
+    for entry in root.list(TMP)? {
+        let key = format!("{TMP}/{}", entry.name);
+        match entry.kind {
+            Kind::Dir => root.remove_tree(&key, TREE_DEPTH)?,
+            _ => root.unlink(&key)?,
         }
+        removed += 1;
     }
     Ok(removed)
 }
+
+/// How deep a planted folder tree under `tmp/` or `damaged/` is removed.
+const TREE_DEPTH: usize = 8;
 
 /// Chunk files are read into mappings of their own, kept here for the next reads (a few chunk
 /// files' worth). From 2 MiB they sit in huge pages, so a chunk file's read reaches the device
@@ -180,20 +199,6 @@ fn in_page_cache(file: &File, len: u64) -> bool {
     r == 0 && stat.nr_cache >= len.div_ceil(page)
 }
 
-/// Opens a chunk file for direct I/O, or `None` where the filesystem does not allow it.
-fn open_direct(path: &Path) -> io::Result<Option<File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Reads all of `dst` from offset 0 of a file opened for direct I/O. `dst` is aligned and `room`
 /// more bytes follow it, so every request covers whole blocks. `Ok(false)`: the file could not
 /// be read this way (the filesystem refused, or a short read left an unaligned offset), read it
@@ -237,12 +242,8 @@ impl MemberIo for DirMember {
         false
     }
 
-    fn local_dir(&self) -> Option<PathBuf> {
-        Some(self.tmp())
-    }
-
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
-        match fs::metadata(&self.root) {
+        match fs::metadata(self.root.root()) {
             Ok(m) if !m.is_dir() => {
                 return Err(MemberError::Invalid(format!(
                     "member path {} is not a directory",
@@ -255,31 +256,40 @@ impl MemberIo for DirMember {
             }
             Err(e) => return Err(MemberError::Io(format!("{}: {e}", self.location))),
         }
-        match fs::read(self.path(MEMBER_FILE)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(MEMBER_FILE)(e)),
-        }
+        self.root
+            .read_capped(MEMBER_FILE, layout::META_MAX)
+            .map_err(self.err(MEMBER_FILE))
     }
 
     fn init(&self, info: &[u8], _create: bool) -> Result<(), MemberError> {
-        for sub in [CHUNKS, MANIFESTS, TMP] {
-            fs::create_dir_all(self.path(sub)).map_err(self.err(sub))?;
+        let root = self.root.root();
+        if !root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(beneath::DIR_MODE)
+                .create(root)
+                .map_err(self.err(""))?;
         }
-        write_atomic(&self.tmp(), &self.path(MEMBER_FILE), info, true)
+        for sub in [CHUNKS, MANIFESTS, TMP] {
+            self.root
+                .make_dirs(sub, &aside_key)
+                .map_err(self.err(sub))?;
+        }
+        self.write_atomic(MEMBER_FILE, info, true)
             .map_err(self.err(MEMBER_FILE))?;
-        sync_dir(&self.root).map_err(self.err(""))?;
-        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent).map_err(self.err(".."))?;
+        self.root.sync_dir("").map_err(self.err(""))?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(self.err(".."))?;
         }
         Ok(())
     }
 
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
         let key = layout::chunk_key(hash);
-        let path = self.path(&key);
-        let file = File::open(&path).map_err(self.err(&key))?;
-        let file_len = file.metadata().map_err(self.err(&key))?.len();
+        let opened = self.root.open_file(&key, false).map_err(self.err(&key))?;
+        let file_len = opened.size;
         if file_len > max_len {
             return Err(MemberError::Corrupt(format!(
                 "{file_len}-byte file, larger than any image of its chunk"
@@ -292,15 +302,20 @@ impl MemberIo for DirMember {
         let room = buf.len() - at - file_len;
         let image = &mut buf[at..at + file_len];
         // From the page cache when it holds the file (just packed, or read by another tool);
-        // otherwise with direct I/O.
+        // otherwise with direct I/O (where the filesystem refuses it, through the page cache).
         let mut done = false;
-        if !in_page_cache(&file, file_len as u64)
-            && let Some(direct) = open_direct(&path).map_err(self.err(&key))?
-        {
-            done = read_direct(&direct, image, room).map_err(self.err(&key))?;
+        if !in_page_cache(&opened.file, file_len as u64) {
+            match self.root.open_file(&key, true) {
+                Ok(direct) if direct.ino == opened.ino => {
+                    done = read_direct(&direct.file, image, room).map_err(self.err(&key))?;
+                }
+                Ok(_) => return Err(MemberError::Io(format!("{key} changed while being read"))),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(self.err(&key)(e)),
+            }
         }
         if !done {
-            file.read_exact_at(image, 0).map_err(|e| {
+            opened.file.read_exact_at(image, 0).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     MemberError::Corrupt("file shrank while being read".into())
                 } else {
@@ -317,15 +332,17 @@ impl MemberIo for DirMember {
 
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let key = layout::chunk_key(hash);
-        let mut f = match File::open(self.path(&key)) {
-            Ok(f) => f,
+        let mut opened = match self.root.open_file(&key, false) {
+            Ok(o) => o,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err(&key)(e)),
         };
-        let size = f.metadata().map_err(self.err(&key))?.len();
         let mut header = [0u8; HEADER_LEN];
-        match f.read_exact(&mut header) {
-            Ok(()) => Ok(Some(ChunkHead { header, size })),
+        match opened.file.read_exact(&mut header) {
+            Ok(()) => Ok(Some(ChunkHead {
+                header,
+                size: opened.size,
+            })),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(self.err(&key)(e)),
         }
@@ -333,78 +350,104 @@ impl MemberIo for DirMember {
 
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
         let key = layout::chunk_key(hash);
-        let dest = self.path(&key);
-        if !replace && dest.exists() {
-            return Err(MemberError::AlreadyExists);
-        }
-        if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).map_err(self.err(&key))?;
-        }
-        if replace && dest.exists() {
-            // A second name for the damaged file, for whoever looks into it; the rename below
-            // then replaces it in one step.
-            let aside = self.path(&layout::damaged_key(hash));
-            let linked =
-                fs::create_dir_all(self.path(DAMAGED)).and_then(|_| fs::hard_link(&dest, &aside));
-            if let Err(e) = linked {
-                log::warn!(
-                    "{}: cannot set the damaged {} aside: {e}",
-                    self.location,
-                    key
-                );
+        match self.root.kind(&key) {
+            Ok(None) => {}
+            Ok(Some(Kind::File)) if !replace => return Err(MemberError::AlreadyExists),
+            Ok(Some(Kind::File)) => {
+                // A second name for the damaged file, for whoever looks into it; the rename
+                // below then replaces it in one step.
+                let aside = layout::damaged_key(hash);
+                let linked = self
+                    .root
+                    .make_dirs(DAMAGED, &aside_key)
+                    .and_then(|_| self.root.link(&key, &aside));
+                if let Err(e) = linked {
+                    log::warn!("{}: cannot set the damaged {key} aside: {e}", self.location);
+                }
             }
+            // A link, FIFO or folder in a chunk's place is damaged whatever `replace` says:
+            // moved aside as it is, never followed, then replaced.
+            Ok(Some(kind)) => {
+                log::warn!(
+                    "{}: {key} is {}; moved aside and replaced",
+                    self.location,
+                    kind.name()
+                );
+                self.root
+                    .set_aside(&key, &layout::damaged_key(hash))
+                    .map_err(self.err(&key))?;
+            }
+            Err(e) if damaged(&e).is_some() => {
+                // A folder on the way is not one: `write_atomic` moves it aside.
+            }
+            Err(e) => return Err(self.err(&key)(e)),
         }
-        write_atomic(&self.tmp(), &dest, image, false).map_err(self.err(&key))
+        self.write_atomic(&key, image, false)
+            .map_err(self.err(&key))
     }
 
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
         let now = std::time::SystemTime::now();
         let (mut files, mut bytes) = (0, 0);
-        let entries = match fs::read_dir(self.path(DAMAGED)) {
+        let entries = match self.root.list(DAMAGED) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) if damaged(&e).is_some() && !dry_run => {
+                // `damaged` itself is a link or a file: moved aside, never followed.
+                let to = format!("{DAMAGED}.{}", now_nanos());
+                self.root.rename(DAMAGED, &to).map_err(self.err(DAMAGED))?;
+                log::warn!(
+                    "{}: {DAMAGED} was not a directory; moved to {to}",
+                    self.location
+                );
+                return Ok((0, 0));
+            }
             Err(e) => return Err(self.err(DAMAGED)(e)),
         };
         for entry in entries {
-            let entry = entry.map_err(self.err(DAMAGED))?;
-            let Ok(meta) = entry.metadata() else { continue };
-            let modified = meta.modified().unwrap_or(now);
-            if !meta.is_file() || now.duration_since(modified).unwrap_or_default() < older_than {
+            if now.duration_since(entry.modified).unwrap_or_default() < older_than {
                 continue;
             }
             if !dry_run {
-                match fs::remove_file(entry.path()) {
+                let key = format!("{DAMAGED}/{}", entry.name);
+                let removed = match entry.kind {
+                    Kind::Dir => self.root.remove_tree(&key, TREE_DEPTH),
+                    _ => self.root.unlink(&key),
+                };
+                match removed {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(self.err(DAMAGED)(e)),
+                    Err(e) => return Err(self.err(&key)(e)),
                 }
             }
             files += 1;
-            bytes += meta.len();
+            if entry.kind == Kind::File {
+                bytes += entry.size;
+            }
         }
         Ok((files, bytes))
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
         let mut out = Vec::new();
-        let top = match fs::read_dir(self.path(CHUNKS)) {
+        let top = match self.root.list(CHUNKS) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(self.err(CHUNKS)(e)),
         };
-        for sub in top {
-            let sub = sub.map_err(self.err(CHUNKS))?;
-            if !sub.file_type().map_err(self.err(CHUNKS))?.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(sub.path()).map_err(self.err(CHUNKS))? {
-                let f = f.map_err(self.err(CHUNKS))?;
-                if let Some(hash) = f.file_name().to_str().and_then(layout::chunk_name) {
-                    let Ok(meta) = f.metadata() else { continue };
+        for sub in top.iter().filter(|s| s.kind == Kind::Dir) {
+            let dir = format!("{CHUNKS}/{}", sub.name);
+            for f in self.root.list(&dir).map_err(self.err(&dir))? {
+                // Only regular files are chunk files; anything else named like one is a
+                // damaged replica, found when it is read.
+                if f.kind != Kind::File {
+                    continue;
+                }
+                if let Some(hash) = layout::chunk_name(&f.name) {
                     out.push(ChunkEntry {
                         hash,
-                        size: meta.len(),
-                        modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        size: f.size,
+                        modified: f.modified,
                     });
                 }
             }
@@ -414,47 +457,40 @@ impl MemberIo for DirMember {
 
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
         let key = layout::chunk_key(hash);
-        fs::remove_file(self.path(&key)).map_err(self.err(&key))
+        self.root.unlink(&key).map_err(self.err(&key))
     }
 
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_file(&layout::manifest_key(name))
+        self.get_file(&layout::manifest_key(name), layout::MANIFEST_MAX)
     }
 
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        fs::create_dir_all(self.path(MANIFESTS)).map_err(self.err(MANIFESTS))?;
-        self.put_checked(&layout::manifest_key(name), bytes, expect)
+        let key = layout::manifest_key(name);
+        self.put_checked(&key, bytes, layout::MANIFEST_MAX, expect)
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_file(name)
+        self.get_file(name, layout::META_MAX)
     }
 
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        if let Some(dir) = self.path(name).parent() {
-            fs::create_dir_all(dir).map_err(self.err(name))?;
-        }
-        self.put_checked(name, bytes, expect)
+        self.put_checked(name, bytes, layout::META_MAX, expect)
     }
 
     fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
-        let entries = match fs::read_dir(self.path(dir)) {
+        let entries = match self.root.list(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.err(dir)(e)),
         };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(self.err(dir))?;
-            if let Some(name) = entry.file_name().to_str() {
-                out.push(format!("{dir}/{name}"));
-            }
-        }
-        Ok(out)
+        Ok(entries
+            .into_iter()
+            .map(|e| format!("{dir}/{}", e.name))
+            .collect())
     }
 
     fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
-        match fs::remove_file(self.path(name)) {
+        match self.root.unlink(name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(name)(e)),
             _ => Ok(()),
         }
@@ -462,54 +498,41 @@ impl MemberIo for DirMember {
 
     fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
         let key = layout::manifest_key(name);
-        match fs::remove_file(self.path(&key)) {
+        match self.root.unlink(&key) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(&key)(e)),
-            _ => sync_dir(&self.path(MANIFESTS)).or(Ok(())),
+            _ => self.root.sync_dir(MANIFESTS).or(Ok(())),
         }
     }
 
     fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
-        let entries = match fs::read_dir(self.path(MANIFESTS)) {
+        let entries = match self.root.list(MANIFESTS) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.err(MANIFESTS)(e)),
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(self.err(MANIFESTS))?;
-            let file_name = entry.file_name();
-            let Some(name) = file_name.to_str().and_then(layout::manifest_name) else {
+            let Some(name) = layout::manifest_name(&entry.name) else {
                 continue;
             };
-            // A manifest is replaced by a rename (a new inode); an edit in place moves the mtime.
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.err(MANIFESTS)(e)),
-            };
-            use std::os::unix::fs::MetadataExt;
+            // A manifest is replaced by a rename (a new inode); an edit in place moves the
+            // mtime. Entries that are not regular files are listed too: reading one tells it
+            // is damaged.
+            let nanos = entry
+                .modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
             out.push(Listed {
                 name: name.to_string(),
-                stamp: format!(
-                    "{}-{}-{}.{}",
-                    meta.ino(),
-                    meta.len(),
-                    meta.mtime(),
-                    meta.mtime_nsec()
-                ),
+                stamp: format!("{}-{}-{nanos}", entry.ino, entry.size),
             });
         }
         Ok(out)
     }
 
     fn flush(&self) -> Result<(), MemberError> {
-        let dir = File::open(&self.root).map_err(self.err(""))?;
-        // SAFETY: syncfs takes an open fd.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-            Ok(())
-        } else {
-            Err(self.err("")(io::Error::last_os_error()))
-        }
+        let dir = self.root.open_root().map_err(self.err(""))?;
+        rustix::fs::syncfs(&dir).map_err(|e| self.err("")(e.into()))
     }
 
     fn exclusive_lock(&self) -> bool {
@@ -517,11 +540,9 @@ impl MemberIo for DirMember {
     }
 
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.path(LOCK))
+        let f = self
+            .root
+            .open_or_create(LOCK, &aside_key(LOCK))
             .map_err(self.err(LOCK))?;
         match f.try_lock() {
             Ok(()) => {}
@@ -532,12 +553,14 @@ impl MemberIo for DirMember {
             }
             Err(fs::TryLockError::Error(e)) => return Err(self.err(LOCK)(e)),
         }
-        fs::create_dir_all(self.tmp()).map_err(self.err(TMP))?;
-        let n = clean_tmp(&self.tmp()).map_err(self.err(TMP))?;
+        self.root
+            .make_dirs(TMP, &aside_key)
+            .map_err(self.err(TMP))?;
+        let n = clean_tmp(&self.root).map_err(self.err(TMP))?;
         if n > 0 {
             log::info!(
-                "removed {n} leftover temporary files from {}",
-                self.tmp().display()
+                "removed {n} leftover temporary files from {}/{TMP}",
+                self.location
             );
         }
         Ok(Box::new(DirLock(f)))
@@ -551,18 +574,26 @@ mod tests {
     #[test]
     fn writes_replace_and_clean() {
         let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join("tmp");
-        fs::create_dir(&tmp).unwrap();
-        let dest = dir.path().join("a.json");
-        write_atomic(&tmp, &dest, b"one", true).unwrap();
-        write_atomic(&tmp, &dest, b"two", false).unwrap();
-        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        let m = DirMember::new(dir.path());
+        m.write_atomic("a.json", b"one", true).unwrap();
+        m.write_atomic("a.json", b"two", false).unwrap();
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
+        let tmp = dir.path().join(TMP);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         fs::write(tmp.join(tmp_name("x")), b"left over").unwrap();
-        assert_eq!(clean_tmp(&tmp).unwrap(), 1);
-        assert_eq!(clean_tmp(&dir.path().join("none")).unwrap(), 0);
+        std::os::unix::fs::symlink("/etc/passwd", tmp.join("link")).unwrap();
+        assert_eq!(clean_tmp(&m.root).unwrap(), 2);
+        assert!(Path::new("/etc/passwd").exists());
+        // Files are private.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("a.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         // A failed write leaves nothing behind.
-        assert!(write_atomic(&tmp, &dir.path().join("missing/dir/f"), b"x", true).is_err());
+        fs::write(dir.path().join("missing"), b"a file where a folder belongs").unwrap();
+        assert!(m.write_atomic("bad/../f", b"x", true).is_err());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
     }
 

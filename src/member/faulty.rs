@@ -4,7 +4,6 @@
 use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
 use crate::codec::Hash32;
 use parking_lot::Mutex;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -51,9 +50,6 @@ impl MemberIo for Faulty {
     }
     fn remote(&self) -> bool {
         true
-    }
-    fn local_dir(&self) -> Option<PathBuf> {
-        self.inner.local_dir()
     }
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
         self.inner.read_info()

@@ -12,6 +12,12 @@ pub const TMP: &str = "tmp";
 pub const LOCK: &str = "lock";
 pub const DAMAGED: &str = "damaged";
 
+/// The most bytes read of a store-level file (member file, member list, lease, lock): each is a
+/// few hundred bytes, so anything past this is damaged and not read.
+pub const META_MAX: u64 = 1 << 20;
+/// The most bytes read of a manifest copy: a model of a million chunks takes ~200 MiB.
+pub const MANIFEST_MAX: u64 = 256 << 20;
+
 /// `damaged/<hex>.<nanoseconds since the epoch>`: where a damaged chunk file is set aside.
 pub fn damaged_key(hash: &Hash32) -> String {
     let nanos = std::time::SystemTime::now()

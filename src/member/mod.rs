@@ -7,6 +7,7 @@
 //! Nothing here checks a chunk's content: verification stays in the store, so no kind of member
 //! can skip it. A call never waits longer than the member's timeout.
 
+pub mod beneath;
 pub mod dir;
 #[cfg(test)]
 pub mod faulty;
@@ -149,10 +150,10 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// A member across a network (latency in milliseconds, not microseconds): reads hedge to
     /// it later and keep more chunks in flight.
     fn remote(&self) -> bool;
-    /// A local directory for large temporary files, where the member has one.
-    fn local_dir(&self) -> Option<std::path::PathBuf>;
     /// The member file, or `None` where there is none (an empty directory or prefix).
-    /// `Unavailable` where the member itself is not there (no directory, no bucket).
+    /// `Unavailable` where the member itself is not there (no directory, no bucket). Every
+    /// read of a member's files is capped (`layout::META_MAX`, `layout::MANIFEST_MAX`): a
+    /// larger one is `Corrupt`, not read.
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError>;
     /// Makes the member's places (directories, the bucket with `create`) and writes its member
     /// file.

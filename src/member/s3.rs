@@ -27,7 +27,7 @@ use object_store::{
     PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
 };
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Chunk images from this size go up as multipart uploads, in parts of this size.
@@ -284,11 +284,13 @@ impl S3Member {
         })
     }
 
-    /// A small object and its ETag, or `None`.
-    fn get_stored(&self, key: &str) -> Result<Option<Stored>, MemberError> {
+    /// A small object and its ETag, or `None`; `Corrupt` (and not read) when it is larger than
+    /// `cap`.
+    fn get_stored(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
         let key = self.key(key);
         match self.run(self.timeout, async {
             let got = self.store.get(&key).await.map_err(member_err)?;
+            too_large(got.meta.size, cap)?;
             let tag = got.meta.e_tag.clone().unwrap_or_default();
             let bytes = got.bytes().await.map_err(member_err)?;
             Ok((bytes, tag))
@@ -375,14 +377,11 @@ impl MemberIo for S3Member {
         true
     }
 
-    fn local_dir(&self) -> Option<PathBuf> {
-        None
-    }
-
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
         let key = self.key(MEMBER_FILE);
         match self.run(self.timeout, async {
             let got = self.store.get(&key).await.map_err(member_err)?;
+            too_large(got.meta.size, layout::META_MAX)?;
             got.bytes().await.map_err(member_err)
         }) {
             Ok(b) => Ok(Some(b.to_vec())),
@@ -522,7 +521,7 @@ impl MemberIo for S3Member {
     }
 
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_stored(&layout::manifest_key(name))
+        self.get_stored(&layout::manifest_key(name), layout::MANIFEST_MAX)
     }
 
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
@@ -530,7 +529,7 @@ impl MemberIo for S3Member {
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_stored(name)
+        self.get_stored(name, layout::META_MAX)
     }
 
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
@@ -584,6 +583,16 @@ impl MemberIo for S3Member {
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         Ok(Box::new(NoLock))
     }
+}
+
+/// An object larger than `cap` is damaged, and its body is not read.
+fn too_large(size: u64, cap: u64) -> Result<(), MemberError> {
+    if size > cap {
+        return Err(MemberError::Corrupt(format!(
+            "{size} bytes, more than the {cap} an object of its kind may hold (not read)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use super::manifest::Manifest;
 use super::{Store, member_err};
 use crate::codec::Hash32;
-use crate::member::Expect;
+use crate::member::{Expect, MemberError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,8 @@ pub const LEASES: &str = "leases";
 pub const LEASE_REFRESH: Duration = Duration::from_secs(60);
 /// A lease older than this is a dead mount's.
 pub const LEASE_TTL: Duration = Duration::from_secs(600);
+/// How far ahead of this host's clock another host's clock may run.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeasedModel {
@@ -83,8 +85,15 @@ impl Lease {
         self.chunks = chunks;
     }
 
+    /// Refreshed within `LEASE_TTL`. A lease dated more than `CLOCK_SKEW` ahead of this
+    /// host's clock is not believed: it counts as expired (a planted lease dated far in the
+    /// future would otherwise keep its chunks forever).
     pub fn alive(&self) -> bool {
-        now_unix().saturating_sub(self.refreshed_unix) < LEASE_TTL.as_secs()
+        let now = now_unix();
+        if self.refreshed_unix > now.saturating_add(CLOCK_SKEW.as_secs()) {
+            return false;
+        }
+        now.saturating_sub(self.refreshed_unix) < LEASE_TTL.as_secs()
     }
 
     fn key(id: &str) -> String {
@@ -123,18 +132,34 @@ impl Store {
         }
     }
 
-    /// Every live lease found on any member (the newest copy of each).
-    pub fn live_leases(&self) -> Vec<Lease> {
+    /// Every live lease found on any member (the newest copy of each), for `what` (a delete):
+    /// a member whose leases cannot be listed or read fails it closed. A damaged lease file is
+    /// skipped with a warning: every mount writes its lease on every member.
+    pub fn live_leases(&self, what: &str) -> Result<Vec<Lease>, super::StoreError> {
+        let incomplete = |location: &str, reason: String| super::StoreError::Incomplete {
+            what: what.to_string(),
+            location: location.to_string(),
+            reason,
+        };
         let mut by_id: BTreeMap<String, Lease> = BTreeMap::new();
         for m in &self.members {
-            let Ok(names) = m.io.list_meta(LEASES) else {
-                continue;
-            };
+            let names =
+                m.io.list_meta(LEASES)
+                    .map_err(|e| incomplete(m.location(), format!("cannot list leases: {e}")))?;
             for name in names {
-                let Ok(Some(stored)) = m.io.get_meta(&name) else {
-                    continue;
+                let stored = match m.io.get_meta(&name) {
+                    Ok(Some(stored)) => stored,
+                    Ok(None) => continue,
+                    Err(MemberError::Corrupt(why)) => {
+                        log::warn!("{}: lease {name} is damaged ({why}); skipped", m.location());
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(incomplete(m.location(), format!("{name}: {e}")));
+                    }
                 };
                 let Ok(lease) = serde_json::from_slice::<Lease>(&stored.bytes) else {
+                    log::warn!("{}: lease {name} is not a lease; skipped", m.location());
                     continue;
                 };
                 let newer = by_id
@@ -145,6 +170,6 @@ impl Store {
                 }
             }
         }
-        by_id.into_values().filter(Lease::alive).collect()
+        Ok(by_id.into_values().filter(Lease::alive).collect())
     }
 }

@@ -96,6 +96,29 @@ pub struct ChunkRef {
     pub tensors: Vec<TensorTag>,
 }
 
+/// How the reason for a copy this build cannot read begins when a newer shardfs wrote it.
+pub const NEWER: &str = "written by a newer shardfs";
+
+/// Whether a reason `from_bytes` gave says a newer shardfs wrote the copy.
+pub fn is_newer(reason: &str) -> bool {
+    reason.starts_with(NEWER)
+}
+
+/// The manifest text inside a copy's envelope, once its checksum matches.
+fn envelope(bytes: &[u8]) -> Result<&str, String> {
+    let env: EnvelopeIn<'_> =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    if Hash32::of(env.manifest.get().as_bytes()).to_hex() != env.checksum {
+        return Err("checksum mismatch".to_string());
+    }
+    Ok(env.manifest.get())
+}
+
+#[derive(Deserialize)]
+struct Head {
+    format_version: u32,
+}
+
 #[derive(Deserialize)]
 struct EnvelopeIn<'a> {
     checksum: String,
@@ -118,17 +141,53 @@ impl Manifest {
         Ok(format!("{{\"checksum\":\"{checksum}\",\"manifest\":{body}}}\n").into_bytes())
     }
 
-    /// Parses and checks a manifest file; the error is a short reason.
+    /// Parses and checks a manifest file; the error is a short reason. A copy this build cannot
+    /// read because a newer shardfs wrote it (a higher format number, a codec it does not know)
+    /// says so (see `is_newer`): it is not damaged, and its chunks are kept (`newer_chunks`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, String> {
-        let env: EnvelopeIn<'_> =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
-        if Hash32::of(env.manifest.get().as_bytes()).to_hex() != env.checksum {
-            return Err("checksum mismatch".to_string());
+        let body = envelope(bytes)?;
+        let head: Head = serde_json::from_str(body).map_err(|e| format!("bad manifest: {e}"))?;
+        if head.format_version > MANIFEST_FORMAT {
+            return Err(format!(
+                "{NEWER} (manifest format {}; this build reads {MANIFEST_FORMAT})",
+                head.format_version
+            ));
         }
-        let m: Manifest =
-            serde_json::from_str(env.manifest.get()).map_err(|e| format!("bad manifest: {e}"))?;
+        let m: Manifest = serde_json::from_str(body).map_err(|e| {
+            if e.to_string().contains("unknown variant") {
+                format!("{NEWER} ({e})")
+            } else {
+                format!("bad manifest: {e}")
+            }
+        })?;
         m.validate()?;
         Ok(m)
+    }
+
+    /// The chunks a copy written by a newer shardfs names, read as loosely as its checksum
+    /// allows, so that `gc` keeps them.
+    pub fn newer_chunks(bytes: &[u8]) -> Result<Vec<Hash32>, String> {
+        #[derive(Deserialize)]
+        struct Chunk {
+            hash: Hash32,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            chunks: Vec<Chunk>,
+        }
+        #[derive(Deserialize)]
+        struct Loose {
+            #[serde(default)]
+            files: Vec<File>,
+        }
+        let loose: Loose = serde_json::from_str(envelope(bytes)?)
+            .map_err(|e| format!("its chunks cannot be read: {e}"))?;
+        Ok(loose
+            .files
+            .into_iter()
+            .flat_map(|f| f.chunks.into_iter().map(|c| c.hash))
+            .collect())
     }
 
     /// Checks what readers rely on.
@@ -168,14 +227,15 @@ impl Manifest {
                 ));
             }
         }
-        // A path may not be both a file and a directory of another file.
-        for f in &self.files {
-            let mut prefix = f.path.as_str();
-            while let Some((parent, _)) = prefix.rsplit_once('/') {
-                if paths.contains(parent) {
-                    return Err(format!("'{parent}' is both a file and a directory"));
-                }
-                prefix = parent;
+        // A path may not be both a file and a directory of another file: in sorted order, the
+        // first path at or after `p/` would start with it (n log n, whatever the depth).
+        let mut sorted: Vec<&str> = paths.into_iter().collect();
+        sorted.sort_unstable();
+        for p in &sorted {
+            let dir = format!("{p}/");
+            let at = sorted.partition_point(|q| *q < dir.as_str());
+            if sorted.get(at).is_some_and(|q| q.starts_with(&dir)) {
+                return Err(format!("'{p}' is both a file and a directory"));
             }
         }
         Ok(())
@@ -239,14 +299,25 @@ impl Manifest {
     }
 }
 
-/// A model-relative path: non-empty `/`-separated components, none empty, `.` or `..`.
+/// The longest file path a manifest may hold, and its deepest nesting (those of Linux).
+pub const MAX_PATH_LEN: usize = 4096;
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A model-relative path: non-empty `/`-separated components, none empty, `.` or `..`, of at
+/// most `MAX_NAME_LEN` bytes each and `MAX_PATH_LEN` in all.
 pub fn check_rel_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(format!(
+            "file path of {} bytes in manifest (at most {MAX_PATH_LEN})",
+            path.len()
+        ));
+    }
     if path.is_empty()
-        || path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+        || path.split('/').any(|c| {
+            c.is_empty() || c == "." || c == ".." || c.contains('\0') || c.len() > MAX_NAME_LEN
+        })
     {
-        return Err(format!("unsafe file path '{path}' in manifest"));
+        return Err(format!("unsafe file path {path:?} in manifest"));
     }
     Ok(())
 }

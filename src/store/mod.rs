@@ -60,6 +60,14 @@ pub enum StoreError {
     NoneAvailable(String),
     #[error("store member {0} is busy: another pack holds its lock")]
     Busy(String),
+    #[error(
+        "{what} deleted nothing: {location}: {reason}; repair the member (or move the entry away) and run it again"
+    )]
+    Incomplete {
+        what: String,
+        location: String,
+        reason: String,
+    },
     #[error("no model named '{0}' in the store")]
     UnknownModel(String),
     #[error("the manifest of model '{name}' is unreadable on every member ({reason})")]
@@ -492,12 +500,79 @@ impl Store {
         }
     }
 
-    /// Every model's current manifest, by name.
+    /// What a decision to delete rests on (gc, rm, rebalance, member remove): every copy of
+    /// every manifest on every member opened, stale ones too. Fails closed, naming the member
+    /// and the cause, when a member cannot list its manifests or a copy cannot be read or parsed:
+    /// a chunk such a copy names would otherwise look unreferenced. A copy written by a newer
+    /// shardfs is not an error: its chunks are in `newer_chunks`.
+    pub fn full_view(&self, what: &str) -> Result<FullView, StoreError> {
+        let incomplete = |location: &str, reason: String| StoreError::Incomplete {
+            what: what.to_string(),
+            location: location.to_string(),
+            reason,
+        };
+        let mut view = FullView::default();
+        for m in &self.members {
+            let listed =
+                m.io.list_manifests()
+                    .map_err(|e| incomplete(m.location(), format!("cannot list manifests: {e}")))?;
+            for l in listed {
+                if manifest::check_model_name(&l.name).is_err() {
+                    continue;
+                }
+                let copy = |why: String| {
+                    incomplete(
+                        m.location(),
+                        format!("{}: {why}", io::layout::manifest_key(&l.name)),
+                    )
+                };
+                let stored = match m.io.get_manifest(&l.name) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e) => return Err(copy(format!("cannot be read: {e}"))),
+                };
+                match parse_manifest(&l.name, &stored.bytes) {
+                    Ok(mf) => view.manifests.push(mf),
+                    Err(reason) if manifest::is_newer(&reason) => {
+                        let chunks = Manifest::newer_chunks(&stored.bytes)
+                            .map_err(|e| copy(format!("{reason}; {e}")))?;
+                        log::info!(
+                            "{}: the copy of '{}' is {reason}; its chunks are kept",
+                            m.location(),
+                            l.name
+                        );
+                        view.newer_chunks.extend(chunks);
+                    }
+                    Err(reason) => return Err(copy(format!("damaged ({reason})"))),
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Every model's current manifest, by name. A model with no valid copy harms only itself:
+    /// it is logged and left out (see `manifests_and_unreadable`).
     pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
-        self.model_names()?
-            .iter()
-            .map(|n| self.manifest(n))
-            .collect()
+        let (good, bad) = self.manifests_and_unreadable()?;
+        for (name, reason) in bad {
+            log::warn!("model {name:?} is left out: {reason}");
+        }
+        Ok(good)
+    }
+
+    /// Every model's current manifest, and the models with no valid copy (with why).
+    pub fn manifests_and_unreadable(&self) -> Result<(Vec<Manifest>, Vec<Unreadable>), StoreError> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for n in self.model_names()? {
+            match self.manifest(&n) {
+                Ok(m) => good.push(m),
+                Err(e @ (StoreError::CorruptManifest { .. } | StoreError::UnknownModel(_))) => {
+                    bad.push((n, e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((good, bad))
     }
 
     /// The opened members as placement sees them (but `exclude`), weighed for `replicas`.
@@ -524,14 +599,6 @@ impl Store {
     pub fn has_remote_members(&self) -> bool {
         self.members.iter().any(|m| m.io.remote())
     }
-
-    /// A local directory for large temporary files: a directory member's, else the system's.
-    pub fn scratch_dir(&self) -> PathBuf {
-        self.members
-            .iter()
-            .find_map(|m| m.io.local_dir())
-            .unwrap_or_else(std::env::temp_dir)
-    }
 }
 
 /// A copy of model `name`'s manifest read from a member, or why it is not valid.
@@ -543,6 +610,31 @@ pub(crate) fn parse_manifest(name: &str, bytes: &[u8]) -> Result<Manifest, Strin
             Err(format!("names model '{}'", mf.name))
         }
     })
+}
+
+/// A model with no valid copy, and why.
+pub type Unreadable = (String, String);
+
+/// Every manifest copy in a store, for a decision to delete (see `Store::full_view`).
+#[derive(Debug, Default)]
+pub struct FullView {
+    /// Every valid copy on every member (stale ones too).
+    pub manifests: Vec<Manifest>,
+    /// Chunks named by copies a newer shardfs wrote.
+    pub newer_chunks: std::collections::HashSet<crate::codec::Hash32>,
+}
+
+impl FullView {
+    /// Every chunk a copy names.
+    pub fn referenced(&self) -> std::collections::HashSet<crate::codec::Hash32> {
+        let mut out = self.newer_chunks.clone();
+        for m in &self.manifests {
+            for f in &m.files {
+                out.extend(f.chunks.iter().map(|c| c.hash));
+            }
+        }
+        out
+    }
 }
 
 /// Locks on every member for the length of a pack.

@@ -259,15 +259,30 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
     }
     let mut manifests: Vec<Manifest> = Vec::new();
     for n in &names {
-        let manifest = store.manifest(n)?;
+        // A model with no valid copy is one problem; the others are verified all the same.
+        let manifest = match store.manifest(n) {
+            Ok(m) => Some(m),
+            Err(e @ StoreError::CorruptManifest { .. }) => {
+                problems.push(Problem {
+                    model: Some(n.clone()),
+                    ..Problem::new("manifest", e.to_string())
+                });
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let current = manifest.as_ref().map_or(0, |m| m.version);
         for copy in store.manifest_copies(n) {
             let member = copy.member;
             let trouble = match copy.manifest {
                 None => Some("manifest copy missing".to_string()),
+                Some(Err(reason)) if crate::store::manifest::is_newer(&reason) => {
+                    Some(format!("manifest copy {reason}: not read by this build"))
+                }
                 Some(Err(reason)) => Some(format!("manifest copy damaged: {reason}")),
-                Some(Ok(m)) if m.version < manifest.version => Some(format!(
-                    "manifest copy is version {}, current is {}",
-                    m.version, manifest.version
+                Some(Ok(m)) if m.version < current => Some(format!(
+                    "manifest copy is version {}, current is {current}",
+                    m.version
                 )),
                 Some(Ok(_)) => None,
             };
@@ -280,7 +295,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
                 });
             }
         }
-        manifests.push(manifest);
+        manifests.extend(manifest);
     }
     let (mut files, mut chunks, mut replicas, mut bytes) = (0, 0, 0, 0);
     for m in &manifests {

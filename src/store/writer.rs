@@ -11,7 +11,6 @@ use super::member::Member;
 use super::{ManifestCopy, Store, StoreError, io_err, member_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
-use crate::member::dir::tmp_name;
 use crate::member::{ChunkHead, MemberError};
 use crate::placement::{self, ChunkPos, Placement, Slot};
 use indicatif::ProgressBar;
@@ -85,7 +84,7 @@ struct Source {
     mtime_secs: i64,
     mtime_nanos: u32,
     /// For `--lossy`: the narrowed copy packed instead of `abs`, and how it differs.
-    narrowed: Option<(PathBuf, Lossy)>,
+    narrowed: Option<(tempfile::TempPath, Lossy)>,
 }
 
 impl Source {
@@ -106,8 +105,9 @@ fn cannot_read(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
 }
 
 /// For `--lossy bf16`: writes a bf16 copy of each safetensors file with fp32 tensors into the
-/// store's scratch directory and points the source at it. Other files are packed as they are.
-fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreError> {
+/// temporary directory (`TMPDIR`, a private file created anew, deleted when the pack ends) and
+/// points the source at it. Other files are packed as they are.
+fn narrow_sources(sources: &mut [Source]) -> Result<(), StoreError> {
     for s in sources.iter_mut() {
         let src = FileAt {
             file: s.open()?,
@@ -116,8 +116,12 @@ fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreErr
         if !chunking::safetensors::looks_like(&src) {
             continue;
         }
-        let path = tmp_dir.join(tmp_name("lossy"));
-        let out = File::create(&path).map_err(io_err(&path))?;
+        let tmp_dir = std::env::temp_dir();
+        let (out, path) = tempfile::Builder::new()
+            .prefix(".shardfs-lossy-")
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err(&tmp_dir))?
+            .into_parts();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
         let done = chunking::safetensors::to_bf16(&src, &mut out);
         let flushed = std::io::Write::flush(&mut out);
@@ -133,15 +137,12 @@ fn narrow_sources(sources: &mut [Source], tmp_dir: &Path) -> Result<(), StoreErr
                 };
                 s.narrowed = Some((path, lossy));
             }
-            (Ok(None), _) => drop(fs::remove_file(&path)),
+            (Ok(None), _) => drop(path),
             (Err(e), _) => {
-                let _ = fs::remove_file(&path);
+                drop(path);
                 log::warn!("{}: {e}; packing it unchanged", s.rel);
             }
-            (_, Err(e)) => {
-                let _ = fs::remove_file(&path);
-                return Err(io_err(&path)(e));
-            }
+            (_, Err(e)) => return Err(io_err(&path)(e)),
         }
     }
     Ok(())
@@ -442,7 +443,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let copies = store.manifest_copies(&name);
     let mut sources = sources;
     if opts.lossy_bf16 {
-        narrow_sources(&mut sources, &store.scratch_dir())?;
+        narrow_sources(&mut sources)?;
     }
     let plans: Vec<Vec<Cut>> = sources
         .iter()
@@ -521,9 +522,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
             .collect(),
     };
     write_manifest(&store, &manifest, &copies)?;
-    for (path, _) in sources.iter().filter_map(|s| s.narrowed.as_ref()) {
-        let _ = fs::remove_file(path);
-    }
+    // The narrowed copies (temporary files) go with `sources`.
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
     Ok(PackSummary {
         name,

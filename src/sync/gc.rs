@@ -38,6 +38,7 @@ fn all_given(store: &Store, what: &str) -> Result<(), StoreError> {
 /// Removes model `name` from every member.
 pub fn rm(store: &Store, name: &str) -> Result<usize, StoreError> {
     all_given(store, "rm")?;
+    store.full_view("rm")?;
     store.manifest(name)?;
     let _lock = store.lock_for_pack()?;
     for m in &store.members {
@@ -75,6 +76,10 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
     } else {
         Some(store.lock_for_pack()?)
     };
+    // Every copy of every manifest on every member, stale ones too; nothing is deleted unless
+    // all of them could be read.
+    let referenced: HashSet<Hash32> = store.full_view("gc")?.referenced();
+    let leases = store.live_leases("gc")?;
     let mut stale = (0, 0);
     for m in &store.members {
         let (files, bytes) =
@@ -82,18 +87,7 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
                 .map_err(member_err(m.location()))?;
         stale = (stale.0 + files, stale.1 + bytes);
     }
-    // Every valid copy of every manifest on every member, stale ones too.
-    let mut referenced: HashSet<Hash32> = HashSet::new();
-    for name in store.model_names()? {
-        for copy in store.manifest_copies(&name) {
-            if let Some(Ok(m)) = copy.manifest {
-                for f in &m.files {
-                    referenced.extend(f.chunks.iter().map(|c| c.hash));
-                }
-            }
-        }
-    }
-    let leases = store.live_leases();
+
     let leased: HashSet<Hash32> = leases
         .iter()
         .flat_map(|l| l.chunks.iter().copied())

@@ -264,6 +264,7 @@ pub fn replace(
 /// model's replica count.
 pub fn remove(store: &Store, old: &str, progress: bool) -> Result<RepairReport, StoreError> {
     let entry = named(store, old)?;
+    store.full_view("member remove")?;
     let others = store.members.iter().filter(|m| m.id() != entry.id).count();
     let needed = store
         .manifests()?

@@ -112,7 +112,10 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
         dry_run,
         ..RebalanceReport::default()
     };
-    let leases = store.live_leases();
+    // Nothing moves unless every copy of every manifest could be read; chunks that copies
+    // written by a newer shardfs name are left where they are.
+    let view = store.full_view("rebalance")?;
+    let leases = store.live_leases("rebalance")?;
     // Where each chunk is listed now, and the chunks of models a live mount reads at an older
     // generation (their old copies stay).
     let mut listed: HashMap<Hash32, HashSet<String>> = HashMap::new();
@@ -171,7 +174,7 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
             if where_.contains(m.id()) {
                 continue;
             }
-            if protected.contains(&entry.hash) {
+            if protected.contains(&entry.hash) || view.newer_chunks.contains(&entry.hash) {
                 report.old_copies_kept += 1;
                 continue;
             }

@@ -176,9 +176,16 @@ fn repair_model(
 ) -> Result<(), StoreError> {
     let copies = store.manifest_copies(name);
     let Some(mut manifest) = newest(&copies) else {
+        let reasons: Vec<String> = copies
+            .iter()
+            .filter_map(|c| match &c.manifest {
+                Some(Err(r)) => Some(format!("{}: {r}", c.member.location())),
+                _ => None,
+            })
+            .collect();
         return Err(StoreError::CorruptManifest {
             name: name.to_string(),
-            reason: "no valid copy on any member".into(),
+            reason: format!("no valid copy on any member ({})", reasons.join("; ")),
         });
     };
     let slots = store.placement_slots(manifest.replicas, opts.exclude.as_deref());
@@ -296,7 +303,23 @@ pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, Store
         ..RepairReport::default()
     };
     for name in &names {
-        repair_model(store, name, opts, &progress, &mut report)?;
+        // A model with no valid copy anywhere cannot be repaired; the others still are.
+        match repair_model(store, name, opts, &progress, &mut report) {
+            Err(StoreError::CorruptManifest { name, reason }) => {
+                log::warn!("model '{name}' not repaired: {reason}");
+                report.unrepaired.push(Unrepaired {
+                    model: name,
+                    file: String::new(),
+                    offset: 0,
+                    len: 0,
+                    chunk: String::new(),
+                    good: 0,
+                    replicas: 0,
+                    reason: format!("manifest: {reason}"),
+                });
+            }
+            other => other?,
+        }
     }
     progress.finish_and_clear();
     report.ok = report.unrepaired.is_empty();
