@@ -8,8 +8,8 @@ use crate::store::reader::{MemberTrouble, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -92,37 +92,106 @@ pub fn export(
         Some(_) => fs::canonicalize(output).map_err(output_err(output))?,
         None => output.to_path_buf(),
     };
-    let tmp = sibling_tmp(output)?;
-    let result = (|| -> Result<(), ExportError> {
-        match single {
-            Some(f) => to_new_file(store, f, &tmp, &on_failure)?,
-            None => {
-                for f in &manifest.files {
-                    let dest = tmp.join(&f.path);
-                    if let Some(parent) = dest.parent() {
-                        fs::create_dir_all(parent).map_err(output_err(parent))?;
-                    }
-                    to_new_file(store, f, &dest, &on_failure)?;
-                }
+    let (dir, name) = match (output.parent(), output.file_name()) {
+        (Some(d), Some(n)) => (
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            },
+            n,
+        ),
+        _ => {
+            return Err(ExportError::Output(format!(
+                "{} is not a file name",
+                output.display()
+            )));
+        }
+    };
+    // The temporary beside the output has an unpredictable name and is created anew (O_EXCL:
+    // a link planted there is never written through); it goes when anything fails.
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".shardfs-export");
+    let umask = process_umask();
+    match single {
+        Some(f) => {
+            let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
+            let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
+            let file = stream(store, f, file, tmp.path(), &on_failure)?;
+            finish_file(&file, f.mode, umask, tmp.path())?;
+            tmp.persist(output)
+                .map_err(|e| output_err(output)(e.error))?;
+        }
+        None => {
+            let tmp = builder.tempdir_in(dir).map_err(output_err(dir))?;
+            for f in &manifest.files {
+                let dest = tmp.path().join(&f.path);
+                make_dirs(tmp.path(), &f.path, umask)?;
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&dest)
+                    .map_err(output_err(&dest))?;
+                let file = stream(store, f, file, &dest, &on_failure)?;
+                finish_file(&file, f.mode, umask, &dest)?;
+            }
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777 & !umask))
+                .map_err(output_err(tmp.path()))?;
+            let kept = tmp.keep();
+            if let Err(e) = fs::rename(&kept, output) {
+                let _ = fs::remove_dir_all(&kept);
+                return Err(output_err(output)(e));
             }
         }
-        fs::rename(&tmp, output).map_err(output_err(output))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp).or_else(|_| fs::remove_dir_all(&tmp));
     }
-    result
+    Ok(())
 }
 
-/// `.<name>.shardfs-export-<pid>` beside `output`.
-fn sibling_tmp(output: &Path) -> Result<PathBuf, ExportError> {
-    let name = output
-        .file_name()
-        .ok_or_else(|| ExportError::Output(format!("{} is not a file name", output.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".shardfs-export-{}", std::process::id()));
-    Ok(output.with_file_name(tmp_name))
+/// The permission bits an exported file gets: those the manifest records, without setuid,
+/// setgid, sticky or group/world write (a member may hold a forged mode), under the umask.
+pub fn export_mode(recorded: u32, umask: u32) -> u32 {
+    recorded & 0o755 & !umask
+}
+
+/// This process's umask, read without changing it (`/proc/self/status`); 022 where unknown.
+fn process_umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Makes the folders of `rel` (a checked model path) inside the fresh folder `root`, none of
+/// them followed if something else made it a link meanwhile.
+fn make_dirs(root: &Path, rel: &str, umask: u32) -> Result<(), ExportError> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(ExportError::Output(format!(
+                    "{} is in the way (not a directory)",
+                    at.display()
+                )));
+            }
+            Err(_) => fs::DirBuilder::new()
+                .mode(0o777 & !umask)
+                .create(&at)
+                .map_err(output_err(&at))?,
+        }
+    }
+    Ok(())
 }
 
 /// Streams one file's bytes into `out` (opened on `dest`) and returns it flushed.
@@ -139,16 +208,19 @@ fn stream(
         .map_err(|e| output_err(dest)(e.into_error()))
 }
 
-/// Writes one file's bytes to the new file `dest`, durably, with the file's mode.
-fn to_new_file(
-    store: &Store,
-    f: &FileEntry,
-    dest: &Path,
-    on_failure: &OnFailure<'_>,
-) -> Result<(), ExportError> {
-    let file = File::create(dest).map_err(output_err(dest))?;
-    let file = stream(store, f, file, dest, on_failure)?;
+/// Makes an exported file durable and gives it its mode (see `export_mode`).
+fn finish_file(file: &File, mode: u32, umask: u32, dest: &Path) -> Result<(), ExportError> {
     file.sync_all().map_err(output_err(dest))?;
-    let _ = file.set_permissions(fs::Permissions::from_mode(f.mode & 0o7777));
-    Ok(())
+    file.set_permissions(fs::Permissions::from_mode(export_mode(mode, umask)))
+        .map_err(output_err(dest))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn modes_lose_special_and_write_bits() {
+        assert_eq!(super::export_mode(0o106777, 0o022), 0o755);
+        assert_eq!(super::export_mode(0o644, 0o077), 0o600);
+        assert_eq!(super::export_mode(0o4755, 0), 0o755);
+    }
 }

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,7 +104,14 @@ impl Tier {
     /// Opens (creating) the tier in `dir`, clears what a killed daemon left, and starts the
     /// writer and the check of the copies found.
     pub fn open(dir: &Path, limit: u64) -> Result<Arc<Tier>, String> {
-        fs::create_dir_all(dir).map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
+        }
         let (queue, queued) = crossbeam_channel::bounded(QUEUED);
         let tier = Arc::new(Tier {
             dir: dir.to_path_buf(),
@@ -192,7 +200,7 @@ impl Tier {
             .copies
             .get_mut(&file.blake3)
             .filter(|c| c.checked && c.size == file.size)?;
-        let f = File::open(self.path(&file.blake3)).ok()?;
+        let f = open_nofollow(&self.path(&file.blake3)).ok()?;
         c.held += 1;
         c.opened = clock;
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -273,12 +281,17 @@ impl Tier {
             let _ = fs::remove_file(self.path(&v));
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
+        // A new private file: whatever is at its name (a killed fill, or a link someone planted
+        // in a shared folder) is removed as an entry first, never written through.
+        let part = self.part_path(&hash);
+        let _ = fs::remove_file(&part);
         let opened = File::options()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.part_path(&hash))
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&part)
             .and_then(|f| preallocate(&f, file.size).map(|_| f));
         match opened {
             Ok(f) => {
@@ -398,9 +411,24 @@ fn preallocate(f: &File, size: u64) -> io::Result<()> {
     f.set_len(size)
 }
 
+/// Opens a regular file of the tier for reading; a link or anything else is refused.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
 /// The BLAKE3 of a whole file, hashed on every core.
 fn hash_file(path: &Path) -> io::Result<Hash32> {
-    let mut f = File::open(path)?;
+    let mut f = open_nofollow(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 16 << 20];
     loop {

@@ -357,7 +357,10 @@ fn corrupt_metadata_is_reported() {
             &["export", "--store", &store, "--name", "model", "-o", "-"],
             "manifest of model 'model' is unreadable",
         );
-        fails(&["verify", "--store", &store], "unreadable");
+        // verify reports it as the model's problem (exit 1), not as an error of the store.
+        let out = run(&["verify", "--store", &store]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stdout(&out).contains("unreadable"), "{}", stdout(&out));
         // Damaged member file.
         let (_dir, paths, store) = setup(2, "1", &data);
         fs::write(

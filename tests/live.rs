@@ -118,7 +118,13 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
         assert_eq!(mount.version("m"), Some(2));
         assert!(fs::read(&w).unwrap() == w2);
         assert_eq!(ino(&ub), u_ino);
+        // gc deletes nothing while a copy cannot be read.
+        fails(
+            &["gc", "--store", &store, "--min-age", "1ms"],
+            "deleted nothing",
+        );
     }
+    fs::write(&copy, &good).unwrap();
     drop(map);
     drop((old, held));
     // Closed, the old version leaves the lease (once the kernel forgets its inode), and gc may

@@ -300,7 +300,11 @@ pub fn ls(
         println!("model {}: {}", h.model, h.describe());
     }
     for (name, reason) in &unreadable {
-        println!("model {}: unreadable: {}", name.escape_debug(), reason.escape_debug());
+        println!(
+            "model {}: unreadable: {}",
+            name.escape_debug(),
+            reason.escape_debug()
+        );
     }
     Ok(())
 }

@@ -62,6 +62,32 @@ pub fn state_dir() -> PathBuf {
     }
 }
 
+/// The state directory, made (mode 0700) where missing and checked: a directory (not a link)
+/// owned by this user that no one else may write, so no one else can plant the log or state
+/// files shardfs writes there.
+pub fn ensure_state_dir() -> Result<PathBuf, DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = state_dir();
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(|e| err(format!("{}: {e}", parent.display())))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(format!("{}: {e}", dir.display()))),
+    }
+    let meta = fs::symlink_metadata(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(err(format!(
+            "state directory {} is not a private directory of this user (a link, another owner, or writable by others); remove it or set SHARDFS_STATE_DIR",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
 pub(super) fn state_paths(mountpoint: &Path) -> (PathBuf, PathBuf) {
     let key = blake3::hash(mountpoint.as_os_str().as_bytes()).to_hex();
     let dir = state_dir();
@@ -90,8 +116,7 @@ fn daemon_alive(state: &MountState) -> bool {
 }
 
 pub(super) fn write_state(path: &Path, state: &MountState) -> Result<(), DaemonError> {
-    let dir = state_dir();
-    fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    let dir = ensure_state_dir()?;
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     fs::write(&tmp, bytes)

@@ -170,12 +170,17 @@ pub const DEFAULT_REFRESH_MS: u64 = 3000;
 /// output in the log file, and waits for it to report the mount live or failed.
 fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError> {
     let (_, log_path) = state_paths(canonical);
-    fs::create_dir_all(state_dir()).map_err(|e| err(format!("{}: {e}", state_dir().display())))?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
+    control::ensure_state_dir()?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&log_path)
+    }
+    .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two fds into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -332,7 +337,7 @@ fn serve(
             .then(|| crate::store::catalog::Catalog::new(&store, req.name.clone(), &manifests));
         let mut fs = ShardFs::new(store.clone(), manifests, req.name.is_some(), &opts)
             .map_err(|e| err(format!("cannot start worker threads: {e}")))?;
-        let (ask_refresh, refresh_asked) = crossbeam_channel::unbounded();
+        let (ask_refresh, refresh_asked) = crossbeam_channel::bounded(crate::fs::REFRESH_WAITING);
         if !req.options.pin {
             fs.on_refresh(ask_refresh);
         }
@@ -351,7 +356,11 @@ fn serve(
             fuser::MountOption::NoSuid,
         ];
         if req.options.allow_other {
+            // Other users see the modes the manifests record, and the kernel checks them.
             config.acl = fuser::SessionACL::All;
+            config
+                .mount_options
+                .push(fuser::MountOption::DefaultPermissions);
         }
         config.n_threads = Some(2);
         config.clone_fd = true;

@@ -50,6 +50,15 @@ pub const STATUS_XATTR: &str = "user.shardfs.status";
 /// Reading this attribute of the root makes the mount look for new versions now; the answer
 /// (the counters, as JSON) comes once it has.
 pub const REFRESH_XATTR: &str = "user.shardfs.refresh";
+/// Whether user `uid` may read the control attributes: root, or the user the daemon runs as.
+fn controller(uid: u32) -> bool {
+    // SAFETY: getuid cannot fail.
+    uid == 0 || uid == unsafe { libc::getuid() }
+}
+
+/// How many refresh requests may wait for the next refresh.
+pub const REFRESH_WAITING: usize = 64;
+
 /// The most a counters answer takes.
 pub const XATTR_MAX: usize = 256 * 1024;
 
@@ -562,19 +571,29 @@ impl Filesystem for ShardFs {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if u64::from(ino) != ROOT {
             return reply.error(Errno::ENODATA);
         }
+        // The control attributes (what is open, store paths; refresh now) answer only root
+        // and the user who mounted.
+        if (name == REFRESH_XATTR || name == STATUS_XATTR) && !controller(req.uid()) {
+            return reply.error(Errno::EACCES);
+        }
         if name == REFRESH_XATTR {
-            // A size probe gets the most an answer takes; a read waits for the refresh.
+            // A size probe gets the most an answer takes; a read waits for the refresh, which
+            // every request waiting meanwhile shares; too many waiting is EBUSY.
             return match &self.refresh_requests {
                 _ if size == 0 => reply.size(XATTR_MAX as u32),
-                Some(to) => {
-                    if let Err(e) = to.send((reply, size)) {
-                        e.into_inner().0.error(Errno::EIO);
+                Some(to) => match to.try_send((reply, size)) {
+                    Ok(()) => {}
+                    Err(crossbeam_channel::TrySendError::Full((reply, _))) => {
+                        reply.error(Errno::EBUSY)
                     }
-                }
+                    Err(crossbeam_channel::TrySendError::Disconnected((reply, _))) => {
+                        reply.error(Errno::EIO)
+                    }
+                },
                 None => reply.error(Errno::ENOTSUP),
             };
         }

@@ -81,7 +81,7 @@ impl Tree {
         let root = Node {
             parent: ROOT,
             name: String::new(),
-            attr: attr(ROOT, FileType::Directory, 0, now),
+            attr: attr(ROOT, FileType::Directory, 0, now, 0o555),
             kind: NodeKind::Dir {
                 children: BTreeMap::new(),
             },
@@ -191,7 +191,7 @@ impl Tree {
                 Node {
                     parent,
                     name: name.clone(),
-                    attr: attr(ino, FileType::RegularFile, f.size, mtime),
+                    attr: attr(ino, FileType::RegularFile, f.size, mtime, file_perm(f.mode)),
                     kind: NodeKind::File {
                         entry: Arc::new(f.clone()),
                         sent: Arc::new(SentBytes::new(f.chunks.len())),
@@ -258,7 +258,7 @@ impl Tree {
             Node {
                 parent,
                 name: name.to_string(),
-                attr: attr(ino, FileType::Directory, 0, now),
+                attr: attr(ino, FileType::Directory, 0, now, 0o555),
                 kind: NodeKind::Dir {
                     children: BTreeMap::new(),
                 },
@@ -358,7 +358,13 @@ fn to_time(secs: i64, nanos: u32) -> SystemTime {
     }
 }
 
-fn attr(ino: u64, kind: FileType, size: u64, mtime: SystemTime) -> FileAttr {
+/// The permission bits a file shows: those its manifest records, read-only (no write, setuid,
+/// setgid or sticky bits). With `--allow-other` the kernel enforces them (`default_permissions`).
+pub fn file_perm(recorded: u32) -> u16 {
+    (recorded & 0o555) as u16
+}
+
+fn attr(ino: u64, kind: FileType, size: u64, mtime: SystemTime, perm: u16) -> FileAttr {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     FileAttr {
@@ -370,11 +376,7 @@ fn attr(ino: u64, kind: FileType, size: u64, mtime: SystemTime) -> FileAttr {
         ctime: mtime,
         crtime: mtime,
         kind,
-        perm: if kind == FileType::Directory {
-            0o555
-        } else {
-            0o444
-        },
+        perm,
         nlink: if kind == FileType::Directory { 2 } else { 1 },
         uid,
         gid,

@@ -206,12 +206,14 @@ impl Fixture {
     }
 
     pub fn mount_with_readers(&self) -> (Mounted, Readers) {
-        let m = Mounted::new(
-            &self.store,
-            &self.path("mnt"),
-            &self.path("state"),
-            &["--name", "m", "--cache-size", "4MiB"],
-        );
+        self.mount_with_readers_and(&[])
+    }
+
+    /// `mount_with_readers` with more mount options (`--pin`, to keep the readers' version).
+    pub fn mount_with_readers_and(&self, extra: &[&str]) -> (Mounted, Readers) {
+        let mut args = vec!["--name", "m", "--cache-size", "4MiB"];
+        args.extend_from_slice(extra);
+        let m = Mounted::new(&self.store, &self.path("mnt"), &self.path("state"), &args);
         let files = self
             .files
             .iter()
