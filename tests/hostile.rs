@@ -183,15 +183,12 @@ fn links_planted_in_a_member_are_never_followed_out_of_it() {
         } else if at.exists() {
             fs::remove_file(&at).unwrap();
         }
-        // A folder points at the other store's folder of that name where it has one (its
-        // chunks, its manifests), else at the sentinel; a file at the sentinel's victim.
-        let target = if DIRS.contains(place) {
-            let theirs = scene.other.join(place);
-            if theirs.is_dir() {
-                theirs
-            } else {
-                scene.sentinel.clone()
-            }
+        // `chunks` and `manifests` point at the other store's, other folders at the sentinel
+        // (full of old files), a file at the sentinel's victim.
+        let target = if ["chunks", "manifests"].contains(place) {
+            scene.other.join(place)
+        } else if DIRS.contains(place) {
+            scene.sentinel.clone()
         } else if place.ends_with(".json") {
             scene.sentinel.join("victim.json")
         } else {
