@@ -4,9 +4,11 @@
 //! replica failover on a miss) and hands the kernel a slice of the cached chunk. Sequential
 //! readers get the next chunks loaded ahead on a second pool; a chunk whose every byte has gone to
 //! the kernel's page cache leaves the chunk cache. Nothing here knows chunk files. `tree` builds
-//! the nodes, `sent` tracks which bytes the kernel holds, `stats` keeps the counters.
+//! the nodes, `sent` tracks which bytes the kernel holds, `stats` keeps the counters, `control`
+//! answers the root's control attributes.
 
 mod activity;
+mod control;
 mod live;
 mod passthrough;
 mod sent;
@@ -45,22 +47,7 @@ const READERS: usize = 16;
 /// on a core. 8 x 4 MiB chunks cover 10 Gbit/s at 25 ms.
 const REMOTE_IN_FLIGHT: usize = 8;
 
-/// The extended attribute of the mount root that returns live counters as JSON.
-pub const STATUS_XATTR: &str = "user.shardfs.status";
-/// Reading this attribute of the root makes the mount look for new versions now; the answer
-/// (the counters, as JSON) comes once it has.
-pub const REFRESH_XATTR: &str = "user.shardfs.refresh";
-/// Whether user `uid` may read the control attributes: root, or the user the daemon runs as.
-fn controller(uid: u32) -> bool {
-    // SAFETY: getuid cannot fail.
-    uid == 0 || uid == unsafe { libc::getuid() }
-}
-
-/// How many refresh requests may wait for the next refresh.
-pub const REFRESH_WAITING: usize = 64;
-
-/// The most a counters answer takes.
-pub const XATTR_MAX: usize = 256 * 1024;
+pub use control::{REFRESH_WAITING, REFRESH_XATTR, STATUS_XATTR, XATTR_MAX};
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -575,32 +562,17 @@ impl Filesystem for ShardFs {
         if u64::from(ino) != ROOT {
             return reply.error(Errno::ENODATA);
         }
-        // The control attributes (what is open, store paths; refresh now) answer only root
-        // and the user who mounted.
-        if (name == REFRESH_XATTR || name == STATUS_XATTR) && !controller(req.uid()) {
-            return reply.error(Errno::EACCES);
-        }
-        if name == REFRESH_XATTR {
-            // A size probe gets the most an answer takes; a read waits for the refresh, which
-            // every request waiting meanwhile shares; too many waiting is EBUSY.
-            return match &self.refresh_requests {
-                _ if size == 0 => reply.size(XATTR_MAX as u32),
-                Some(to) => match to.try_send((reply, size)) {
-                    Ok(()) => {}
-                    Err(crossbeam_channel::TrySendError::Full((reply, _))) => {
-                        reply.error(Errno::EBUSY)
-                    }
-                    Err(crossbeam_channel::TrySendError::Disconnected((reply, _))) => {
-                        reply.error(Errno::EIO)
-                    }
-                },
-                None => reply.error(Errno::ENOTSUP),
-            };
-        }
-        if name != STATUS_XATTR {
-            return reply.error(Errno::ENODATA);
-        }
-        reply_counters(&self.counters(), size, reply);
+        let asked = control::Asked {
+            name,
+            uid: req.uid(),
+            size,
+        };
+        control::answer(
+            &asked,
+            self.refresh_requests.as_ref(),
+            || self.counters(),
+            reply,
+        );
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {

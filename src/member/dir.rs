@@ -7,14 +7,15 @@
 //! memory copy (measured at a sixth of the daemon's CPU time on a cold read) and crowd out the
 //! decompressed bytes.
 
-use super::beneath::{self, Beneath, Kind, damaged, now_nanos};
+use super::beneath::{self, Beneath, Kind, damaged};
+use super::direct_io::{DIRECT_ALIGN, PAYLOADS, in_page_cache, read_direct};
+use super::layout::now_nanos;
 use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
 use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
-use crate::buffer::{ChunkBuf, SparePool};
+use crate::buffer::ChunkBuf;
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,26 +87,39 @@ impl DirMember {
     /// caller fsyncs the folder). Missing folders are made; anything else in their place is
     /// moved aside first.
     fn write_atomic(&self, key: &str, data: &[u8], durable: bool) -> io::Result<()> {
-        self.root.make_dirs(TMP, &aside_key)?;
-        if let Some((dir, _)) = key.rsplit_once('/') {
-            self.root.make_dirs(dir, &aside_key)?;
-        }
         let stem = key.rsplit('/').next().unwrap_or("file");
         let name = tmp_name(stem);
         let tmp = format!("{TMP}/{name}");
         let result = (|| {
-            let mut f = self.root.create_new(TMP, &name)?;
+            let mut f = self.made_dirs(TMP, || self.root.create_new(TMP, &name))?;
             f.write_all(data)?;
             if durable {
                 f.sync_all()?;
             }
             drop(f);
-            self.root.rename(&tmp, key)
+            let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+            self.made_dirs(dir, || self.root.rename(&tmp, key))
         })();
         if result.is_err() {
             let _ = self.root.unlink(&tmp);
         }
         result
+    }
+
+    /// Runs `op`; where it finds folder `dir` missing or not a directory, makes it (moving
+    /// whatever is in the way aside) and runs it once more. Folders are made only when a write
+    /// needs them, not before every write.
+    fn made_dirs<T>(&self, dir: &str, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        match op() {
+            Err(e)
+                if !dir.is_empty()
+                    && (e.kind() == io::ErrorKind::NotFound || damaged(&e).is_some()) =>
+            {
+                self.root.make_dirs(dir, &aside_key)?;
+                op()
+            }
+            other => other,
+        }
     }
 
     /// Errors name the file they are about; a damaged entry is `Corrupt`.
@@ -152,77 +166,6 @@ fn clean_tmp(root: &Beneath) -> io::Result<usize> {
 
 /// How deep a planted folder tree under `tmp/` or `damaged/` is removed.
 const TREE_DEPTH: usize = 8;
-
-/// Chunk files are read into mappings of their own, kept here for the next reads (a few chunk
-/// files' worth). From 2 MiB they sit in huge pages, so a chunk file's read reaches the device
-/// as a few large requests rather than one per megabyte of scattered 4 KiB pages (measured on a
-/// cold read of a 1 GiB file: requests of ~910 KiB instead of ~600 KiB, device latency
-/// 0.8-0.9 ms instead of 2.4-3.4 ms, the read 0.49-0.54 s instead of 0.61-0.92 s).
-static PAYLOADS: SparePool = SparePool::with_limit(16 << 20);
-
-/// Direct I/O wants buffers, offsets and lengths aligned to the device's block size.
-const DIRECT_ALIGN: usize = 4096;
-
-/// Whether the page cache holds all `len` bytes of `file`, asked without reading anything
-/// (`cachestat`, Linux 6.5; older kernels answer no).
-fn in_page_cache(file: &File, len: u64) -> bool {
-    /// The syscall's number, the same on every architecture.
-    const SYS_CACHESTAT: libc::c_long = 451;
-    #[repr(C)]
-    struct Range {
-        off: u64,
-        len: u64,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        nr_cache: u64,
-        nr_dirty: u64,
-        nr_writeback: u64,
-        nr_evicted: u64,
-        nr_recently_evicted: u64,
-    }
-    let range = Range { off: 0, len };
-    let mut stat = Stat::default();
-    // SAFETY: cachestat reads `range` and fills `stat`, both live for the call.
-    let r = unsafe {
-        libc::syscall(
-            SYS_CACHESTAT,
-            file.as_raw_fd(),
-            &range as *const Range,
-            &mut stat as *mut Stat,
-            0,
-        )
-    };
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    r == 0 && stat.nr_cache >= len.div_ceil(page)
-}
-
-/// Reads all of `dst` from offset 0 of a file opened for direct I/O. `dst` is aligned and `room`
-/// more bytes follow it, so every request covers whole blocks. `Ok(false)`: the file could not
-/// be read this way (the filesystem refused, or a short read left an unaligned offset), read it
-/// through the page cache instead.
-fn read_direct(file: &File, dst: &mut [u8], room: usize) -> io::Result<bool> {
-    let len = dst.len();
-    let aligned = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-    if aligned > len + room {
-        return Ok(false);
-    }
-    // SAFETY: the caller guarantees `room` writable bytes after `dst` in the same buffer.
-    let whole = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr(), aligned) };
-    let mut done = 0;
-    while done < len {
-        match file.read_at(&mut whole[done..], done as u64) {
-            Ok(n) if n > 0 && (n % DIRECT_ALIGN == 0 || done + n >= len) => done += n,
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
 
 /// The pack lock: an exclusive `flock` on `<member>/lock`.
 struct DirLock(#[allow(dead_code)] File);
@@ -288,7 +231,7 @@ impl MemberIo for DirMember {
 
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
         let key = layout::chunk_key(hash);
-        let opened = self.root.open_file(&key, false).map_err(self.err(&key))?;
+        let opened = self.root.open_file(&key).map_err(self.err(&key))?;
         let file_len = opened.size;
         if file_len > max_len {
             return Err(MemberError::Corrupt(format!(
@@ -305,11 +248,10 @@ impl MemberIo for DirMember {
         // otherwise with direct I/O (where the filesystem refuses it, through the page cache).
         let mut done = false;
         if !in_page_cache(&opened.file, file_len as u64) {
-            match self.root.open_file(&key, true) {
-                Ok(direct) if direct.ino == opened.ino => {
-                    done = read_direct(&direct.file, image, room).map_err(self.err(&key))?;
+            match opened.reopen_direct() {
+                Ok(direct) => {
+                    done = read_direct(&direct, image, room).map_err(self.err(&key))?;
                 }
-                Ok(_) => return Err(MemberError::Io(format!("{key} changed while being read"))),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => return Err(self.err(&key)(e)),
             }
@@ -332,7 +274,7 @@ impl MemberIo for DirMember {
 
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let key = layout::chunk_key(hash);
-        let mut opened = match self.root.open_file(&key, false) {
+        let mut opened = match self.root.open_file(&key) {
             Ok(o) => o,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err(&key)(e)),

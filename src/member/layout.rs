@@ -18,12 +18,16 @@ pub const META_MAX: u64 = 1 << 20;
 /// The most bytes read of a manifest copy: a model of a million chunks takes ~200 MiB.
 pub const MANIFEST_MAX: u64 = 256 << 20;
 
+/// Nanoseconds since the epoch, for names of entries set aside.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
 /// `damaged/<hex>.<nanoseconds since the epoch>`: where a damaged chunk file is set aside.
 pub fn damaged_key(hash: &Hash32) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{DAMAGED}/{}.{nanos}", hash.to_hex())
+    format!("{DAMAGED}/{}.{}", hash.to_hex(), now_nanos())
 }
 
 /// `chunks/ab/<hex>`.

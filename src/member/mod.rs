@@ -9,11 +9,13 @@
 
 pub mod beneath;
 pub mod dir;
+mod direct_io;
 #[cfg(test)]
 pub mod faulty;
 pub mod layout;
 pub mod s3;
 mod s3_errors;
+mod s3_url;
 
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fmt;

@@ -14,7 +14,7 @@
 //! one race that matters.
 
 use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
-use super::s3_errors::{member_err, one_line};
+use super::s3_errors::{member_err, one_line, too_large};
 use super::{
     ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stored,
 };
@@ -27,7 +27,6 @@ use object_store::{
     PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
 };
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 
 /// Chunk images from this size go up as multipart uploads, in parts of this size.
@@ -38,38 +37,7 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// A write may take its deadline plus the time to send its bytes at this slowest rate.
 const SLOWEST_UPLOAD: f64 = 8.0 * 1024.0 * 1024.0;
 
-/// What an `s3://` member spec names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub bucket: String,
-    /// Without leading or trailing `/`; empty for the bucket's root.
-    pub prefix: String,
-}
-
-/// `Some` when `spec` is an `s3://` URL (then `Err` when it is not a valid one).
-pub fn parse_url(spec: &Path) -> Option<Result<Url, MemberError>> {
-    let s = spec.to_str()?;
-    let rest = s.strip_prefix("s3://")?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let bad = |why: &str| Some(Err(MemberError::Invalid(why.to_string())));
-    let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
-    if !bucket_ok {
-        return bad(
-            "not a valid bucket name (3 to 63 lowercase letters, digits, '-', '.', '_'): use s3://BUCKET[/PREFIX]",
-        );
-    }
-    let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|c| c == "." || c == "..") {
-        return bad("a prefix may not hold '.' or '..'");
-    }
-    Some(Ok(Url {
-        bucket: bucket.to_string(),
-        prefix: prefix.to_string(),
-    }))
-}
+pub use super::s3_url::{Url, parse_url};
 
 /// An object-store member.
 #[derive(Debug)]
@@ -582,37 +550,5 @@ impl MemberIo for S3Member {
 
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         Ok(Box::new(NoLock))
-    }
-}
-
-/// An object larger than `cap` is damaged, and its body is not read.
-fn too_large(size: u64, cap: u64) -> Result<(), MemberError> {
-    if size > cap {
-        return Err(MemberError::Corrupt(format!(
-            "{size} bytes, more than the {cap} an object of its kind may hold (not read)"
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse() {
-        let p = |s: &str| parse_url(Path::new(s));
-        assert!(p("/data/s").is_none());
-        assert_eq!(
-            p("s3://models/prod/").unwrap().unwrap(),
-            Url {
-                bucket: "models".into(),
-                prefix: "prod".into()
-            }
-        );
-        assert_eq!(p("s3://models").unwrap().unwrap().prefix, "");
-        assert!(p("s3://").unwrap().is_err());
-        assert!(p("s3://Bad_Bucket").unwrap().is_err());
-        assert!(p("s3://models/../x").unwrap().is_err());
     }
 }

@@ -69,3 +69,13 @@ pub(super) fn member_err(e: object_store::Error) -> MemberError {
         }
     }
 }
+
+/// An object larger than `cap` is damaged, and its body is not read.
+pub(super) fn too_large(size: u64, cap: u64) -> Result<(), MemberError> {
+    if size > cap {
+        return Err(MemberError::Corrupt(format!(
+            "{size} bytes, more than the {cap} an object of its kind may hold (not read)"
+        )));
+    }
+    Ok(())
+}

@@ -136,11 +136,8 @@ impl Store {
     /// a member whose leases cannot be listed or read fails it closed. A damaged lease file is
     /// skipped with a warning: every mount writes its lease on every member.
     pub fn live_leases(&self, what: &str) -> Result<Vec<Lease>, super::StoreError> {
-        let incomplete = |location: &str, reason: String| super::StoreError::Incomplete {
-            what: what.to_string(),
-            location: location.to_string(),
-            reason,
-        };
+        let incomplete =
+            |location: &str, reason: String| super::StoreError::incomplete(what, location, reason);
         let mut by_id: BTreeMap<String, Lease> = BTreeMap::new();
         for m in &self.members {
             let names =

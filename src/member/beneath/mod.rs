@@ -93,10 +93,21 @@ pub fn damaged(e: &io::Error) -> Option<String> {
 /// A regular file opened beneath the root, with what `fstat` said of it.
 #[derive(Debug)]
 pub struct Opened {
+    /// The file as a path (`O_PATH`), to open it again with other flags (`reopen`).
+    path: OwnedFd,
+    key: String,
     pub file: File,
     pub size: u64,
     pub ino: u64,
     pub modified: SystemTime,
+}
+
+impl Opened {
+    /// The same file opened again for reading with `O_DIRECT` (no second lookup by name).
+    pub fn reopen_direct(&self) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::DIRECT;
+        reopen(&self.path, flags, &self.key)
+    }
 }
 
 /// One entry of a listed folder.
@@ -205,9 +216,9 @@ impl Beneath {
         }
     }
 
-    /// Opens regular file `key` for reading (`O_DIRECT` with `direct`). Anything else in its
-    /// place is a `Damaged` error; nothing there is ever opened for I/O but a regular file.
-    pub fn open_file(&self, key: &str, direct: bool) -> io::Result<Opened> {
+    /// Opens regular file `key` for reading. Anything else in its place is a `Damaged` error;
+    /// nothing there is ever opened for I/O but a regular file.
+    pub fn open_file(&self, key: &str) -> io::Result<Opened> {
         let root = self.open_root()?;
         let path = self.open_at(root.as_fd(), key, OFlags::PATH, 0)?;
         let st = rustix::fs::fstat(&path)?;
@@ -215,12 +226,11 @@ impl Beneath {
         if kind != Kind::File {
             return Err(damaged_err(format!("{} is in its place", kind.name())));
         }
-        let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
-        if direct {
-            flags |= OFlags::DIRECT;
-        }
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
         let file = reopen(&path, flags, key)?;
         Ok(Opened {
+            path,
+            key: key.to_string(),
             file,
             size: st.st_size as u64,
             ino: st.st_ino,
@@ -231,7 +241,7 @@ impl Beneath {
     /// The whole of regular file `key` when it holds at most `cap` bytes; `None` when there is
     /// none; a `Damaged` error when it is larger (it is not read) or not a regular file.
     pub fn read_capped(&self, key: &str, cap: u64) -> io::Result<Option<Vec<u8>>> {
-        let opened = match self.open_file(key, false) {
+        let opened = match self.open_file(key) {
             Ok(o) => o,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -286,7 +296,7 @@ impl Beneath {
     pub fn set_aside(&self, from: &str, to: &str) -> io::Result<()> {
         let (to_dir, _) = split(to);
         if !to_dir.is_empty() {
-            let fallback = |name: &str| format!("{name}.{}", now_nanos());
+            let fallback = |name: &str| format!("{name}.{}", super::layout::now_nanos());
             self.make_dirs(to_dir, &fallback)?;
         }
         self.rename(from, to)
@@ -321,8 +331,7 @@ impl Beneath {
             }
         }
         let root = self.open_root()?;
-        let (dir, name) = split(key);
-        let parent = self.dir_fd(&root, dir)?;
+        let (parent, name) = self.parent(&root, key)?;
         for _ in 0..3 {
             match self.open_at(parent.as_fd(), name, OFlags::PATH, 0) {
                 Ok(path) => {
@@ -348,28 +357,28 @@ impl Beneath {
         Err(damaged_err(format!("{key} keeps changing")))
     }
 
+    /// The folder holding `key` (opened as a path, beneath the root) and `key`'s last
+    /// component, for the `*at` calls.
+    fn parent<'k>(&self, root: &OwnedFd, key: &'k str) -> io::Result<(OwnedFd, &'k str)> {
+        components(key)?;
+        let (dir, name) = split(key);
+        Ok((self.dir_fd(root, dir)?, name))
+    }
+
     /// Renames `from` to `to`, both beneath the root; the entry itself moves (a link is moved,
     /// not followed), and whatever non-directory was at `to` is replaced in one step.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        components(from)?;
-        components(to)?;
         let root = self.open_root()?;
-        let (fd, fname) = split(from);
-        let (td, tname) = split(to);
-        let from_dir = self.dir_fd(&root, fd)?;
-        let to_dir = self.dir_fd(&root, td)?;
+        let ((from_dir, fname), (to_dir, tname)) =
+            (self.parent(&root, from)?, self.parent(&root, to)?);
         Ok(rustix::fs::renameat(&from_dir, fname, &to_dir, tname)?)
     }
 
     /// Hard-links file `from` as `to` (the entry itself; a link is never followed).
     pub fn link(&self, from: &str, to: &str) -> io::Result<()> {
-        components(from)?;
-        components(to)?;
         let root = self.open_root()?;
-        let (fd, fname) = split(from);
-        let (td, tname) = split(to);
-        let from_dir = self.dir_fd(&root, fd)?;
-        let to_dir = self.dir_fd(&root, td)?;
+        let ((from_dir, fname), (to_dir, tname)) =
+            (self.parent(&root, from)?, self.parent(&root, to)?);
         Ok(rustix::fs::linkat(
             &from_dir,
             fname,
@@ -382,18 +391,9 @@ impl Beneath {
     /// Deletes the entry `key` (a file, a link or a FIFO itself; never what a link names).
     /// A directory is refused (`EISDIR`); see `remove_tree`.
     pub fn unlink(&self, key: &str) -> io::Result<()> {
-        components(key)?;
         let root = self.open_root()?;
-        let (dir, name) = split(key);
-        let parent = self.dir_fd(&root, dir)?;
-        match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
-            Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM)
-                if self.kind(key)? == Some(Kind::Dir) =>
-            {
-                Err(io::Error::from_raw_os_error(libc::EISDIR))
-            }
-            other => Ok(other?),
-        }
+        let (dir, name) = self.parent(&root, key)?;
+        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?)
     }
 
     /// Deletes folder `key` and everything in it, `depth` levels at most; links inside are
@@ -411,9 +411,8 @@ impl Beneath {
             }
         }
         let root = self.open_root()?;
-        let (dir, name) = split(key);
-        let parent = self.dir_fd(&root, dir)?;
-        Ok(rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR)?)
+        let (dir, name) = self.parent(&root, key)?;
+        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)?)
     }
 
     /// Every entry of folder `key` (the root for `""`), each as it is (links not followed);
@@ -478,13 +477,6 @@ fn too_large(size: u64, cap: u64) -> io::Error {
     ))
 }
 
-/// Nanoseconds since the epoch, for names of entries set aside.
-pub fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
 /// Opens the file an `O_PATH` descriptor names for I/O, through `/proc/self/fd` (the same
 /// inode, no second lookup by name, so nothing can be swapped in between). Without `/proc`,
 /// the name is opened again and checked to be the same inode.
@@ -534,95 +526,4 @@ fn walk_open(dir: BorrowedFd<'_>, key: &str, flags: OFlags, mode: Mode) -> io::R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    fn setup() -> (tempfile::TempDir, tempfile::TempDir, Beneath) {
-        let member = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), b"outside").unwrap();
-        let b = Beneath::new(member.path());
-        (member, outside, b)
-    }
-
-    #[test]
-    fn links_are_never_followed() {
-        let (member, outside, b) = setup();
-        symlink(outside.path(), member.path().join("chunks")).unwrap();
-        symlink(outside.path().join("secret"), member.path().join("file")).unwrap();
-        for key in ["chunks/secret", "file"] {
-            let e = b.open_file(key, false).expect_err("a link is refused");
-            assert!(damaged(&e).is_some(), "{key}: {e}");
-        }
-        assert!(b.list("chunks").is_err());
-        assert!(b.unlink("chunks/secret").is_err());
-        assert!(b.create_new("chunks", "x").is_err());
-        assert!(b.rename("file", "chunks/secret").is_err());
-        // Moving the link aside moves the link, never its target.
-        b.make_dirs("chunks/ab", &|n| format!("damaged/{n}.1"))
-            .unwrap();
-        assert_eq!(b.kind("chunks").unwrap(), Some(Kind::Dir));
-        assert_eq!(b.kind("damaged/chunks.1").unwrap(), Some(Kind::Symlink));
-        b.unlink("file").unwrap();
-        assert_eq!(
-            std::fs::read(outside.path().join("secret")).unwrap(),
-            b"outside"
-        );
-        assert!(outside.path().join("secret").exists());
-        // The walk used without openat2 refuses the same.
-        let root = b.open_root().unwrap();
-        assert!(
-            walk_open(
-                root.as_fd(),
-                "damaged/chunks.1/secret",
-                OFlags::PATH,
-                Mode::empty()
-            )
-            .is_err()
-        );
-        assert!(
-            walk_open(
-                root.as_fd(),
-                "damaged/chunks.1",
-                OFlags::PATH,
-                Mode::empty()
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn special_files_and_giants_are_damaged_not_read() {
-        let (member, _outside, b) = setup();
-        let fifo = member.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            FileType::Fifo,
-            Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-        let e = b.read_capped("fifo", 10).expect_err("a FIFO is refused");
-        assert!(damaged(&e).unwrap().contains("FIFO"), "{e}");
-        std::fs::create_dir(member.path().join("dir")).unwrap();
-        assert!(damaged(&b.open_file("dir", false).err().unwrap()).is_some());
-        std::fs::File::create(member.path().join("big"))
-            .unwrap()
-            .set_len(1 << 40)
-            .unwrap();
-        assert!(damaged(&b.read_capped("big", 1 << 20).err().unwrap()).is_some());
-        std::fs::write(member.path().join("small"), b"ok").unwrap();
-        assert_eq!(b.read_capped("small", 2).unwrap().unwrap(), b"ok");
-        assert!(b.read_capped("none", 2).unwrap().is_none());
-        assert!(b.read_capped("../x", 2).is_err());
-        // A FIFO as the lock is moved aside, and a fresh file made.
-        let f = b.open_or_create("fifo", "damaged/fifo.1").unwrap();
-        drop(f);
-        assert_eq!(b.kind("fifo").unwrap(), Some(Kind::File));
-        assert_eq!(b.kind("damaged/fifo.1").unwrap(), Some(Kind::Fifo));
-        b.remove_tree("damaged", 4).unwrap();
-        assert_eq!(b.kind("damaged").unwrap(), None);
-    }
-}
+mod tests;

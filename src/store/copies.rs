@@ -1,0 +1,208 @@
+//! Which manifest copies the members hold, and which one is current: every member's copy of a
+//! model, the current manifest (the valid copy of highest precedence), the models a store
+//! holds, and the complete view a decision to delete rests on (`full_view`, failing closed).
+
+use super::{Store, StoreError, manifest, member::Member};
+use crate::member as io;
+use manifest::Manifest;
+use std::collections::BTreeSet;
+
+/// One member's copy of a model's manifest.
+#[derive(Debug)]
+pub struct ManifestCopy<'a> {
+    pub member: &'a Member,
+    /// What a conditional update of this copy names; `None` when there is no copy.
+    pub tag: Option<String>,
+    /// `None` where the member has no copy, `Err` with a reason where its copy is damaged or
+    /// could not be read.
+    pub manifest: Option<Result<Manifest, String>>,
+}
+
+impl Store {
+    /// Names of every model with a manifest on at least one member, sorted. A member that
+    /// cannot list is logged and skipped.
+    pub fn model_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = BTreeSet::new();
+        for m in &self.members {
+            match m.io.list_manifests() {
+                Ok(list) => names.extend(
+                    list.into_iter()
+                        .map(|l| l.name)
+                        .filter(|n| manifest::check_model_name(n).is_ok()),
+                ),
+                Err(e) => log::warn!("member {}: cannot list manifests: {e}", m.location()),
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Every member's copy of a model's manifest.
+    pub fn manifest_copies(&self, name: &str) -> Vec<ManifestCopy<'_>> {
+        self.members
+            .iter()
+            .map(|m| match m.io.get_manifest(name) {
+                Ok(Some(stored)) => {
+                    let parsed = parse_manifest(name, &stored.bytes);
+                    ManifestCopy {
+                        member: m,
+                        tag: Some(stored.tag),
+                        manifest: Some(parsed),
+                    }
+                }
+                Ok(None) => ManifestCopy {
+                    member: m,
+                    tag: None,
+                    manifest: None,
+                },
+                Err(e) => ManifestCopy {
+                    member: m,
+                    tag: None,
+                    manifest: Some(Err(e.to_string())),
+                },
+            })
+            .collect()
+    }
+
+    /// The current manifest of a model: the valid copy with the highest version. Damaged copies
+    /// are logged and skipped.
+    pub fn manifest(&self, name: &str) -> Result<Manifest, StoreError> {
+        manifest::check_model_name(name).map_err(|_| StoreError::UnknownModel(name.to_string()))?;
+        // Each copy's precedence computed once: it hashes the serialized manifest.
+        let mut best: Option<((u64, u64, String), Manifest)> = None;
+        let mut damaged = Vec::new();
+        for copy in self.manifest_copies(name) {
+            match copy.manifest {
+                Some(Ok(m)) => {
+                    let p = m.precedence();
+                    if best.as_ref().is_none_or(|(b, _)| p > *b) {
+                        best = Some((p, m));
+                    }
+                }
+                Some(Err(reason)) => {
+                    log::warn!(
+                        "manifest of '{name}' on {} is damaged: {reason}",
+                        copy.member.location()
+                    );
+                    damaged.push(reason);
+                }
+                None => {}
+            }
+        }
+        match best {
+            Some((_, m)) => Ok(m),
+            None if damaged.is_empty() => Err(StoreError::UnknownModel(name.to_string())),
+            None => Err(StoreError::CorruptManifest {
+                name: name.to_string(),
+                reason: damaged.join("; "),
+            }),
+        }
+    }
+
+    /// What a decision to delete rests on (gc, rm, rebalance, member remove): every copy of
+    /// every manifest on every member opened, stale ones too. Fails closed, naming the member
+    /// and the cause, when a member cannot list its manifests or a copy cannot be read or parsed:
+    /// a chunk such a copy names would otherwise look unreferenced. A copy written by a newer
+    /// shardfs is not an error: its chunks are in `newer_chunks`.
+    pub fn full_view(&self, what: &str) -> Result<FullView, StoreError> {
+        let incomplete =
+            |location: &str, reason: String| StoreError::incomplete(what, location, reason);
+        let mut view = FullView::default();
+        for m in &self.members {
+            let listed =
+                m.io.list_manifests()
+                    .map_err(|e| incomplete(m.location(), format!("cannot list manifests: {e}")))?;
+            for l in listed {
+                if manifest::check_model_name(&l.name).is_err() {
+                    continue;
+                }
+                let copy = |why: String| {
+                    incomplete(
+                        m.location(),
+                        format!("{}: {why}", io::layout::manifest_key(&l.name)),
+                    )
+                };
+                let stored = match m.io.get_manifest(&l.name) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e) => return Err(copy(format!("cannot be read: {e}"))),
+                };
+                match parse_manifest(&l.name, &stored.bytes) {
+                    Ok(mf) => view.manifests.push(mf),
+                    Err(reason) if manifest::is_newer(&reason) => {
+                        let chunks = Manifest::newer_chunks(&stored.bytes)
+                            .map_err(|e| copy(format!("{reason}; {e}")))?;
+                        log::info!(
+                            "{}: the copy of '{}' is {reason}; its chunks are kept",
+                            m.location(),
+                            l.name
+                        );
+                        view.newer_chunks.extend(chunks);
+                    }
+                    Err(reason) => return Err(copy(format!("damaged ({reason})"))),
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Every model's current manifest, by name. A model with no valid copy harms only itself:
+    /// it is logged and left out (see `manifests_and_unreadable`).
+    pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
+        let (good, bad) = self.manifests_and_unreadable()?;
+        for (name, reason) in bad {
+            log::warn!("model {name:?} is left out: {reason}");
+        }
+        Ok(good)
+    }
+
+    /// Every model's current manifest, and the models with no valid copy (with why).
+    pub fn manifests_and_unreadable(&self) -> Result<(Vec<Manifest>, Vec<Unreadable>), StoreError> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for n in self.model_names()? {
+            match self.manifest(&n) {
+                Ok(m) => good.push(m),
+                Err(e @ (StoreError::CorruptManifest { .. } | StoreError::UnknownModel(_))) => {
+                    bad.push((n, e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((good, bad))
+    }
+}
+
+/// A copy of model `name`'s manifest read from a member, or why it is not valid.
+pub(crate) fn parse_manifest(name: &str, bytes: &[u8]) -> Result<Manifest, String> {
+    Manifest::from_bytes(bytes).and_then(|mf| {
+        if mf.name == name {
+            Ok(mf)
+        } else {
+            Err(format!("names model '{}'", mf.name))
+        }
+    })
+}
+
+/// A model with no valid copy, and why.
+pub type Unreadable = (String, String);
+
+/// Every manifest copy in a store, for a decision to delete (see `Store::full_view`).
+#[derive(Debug, Default)]
+pub struct FullView {
+    /// Every valid copy on every member (stale ones too).
+    pub manifests: Vec<Manifest>,
+    /// Chunks named by copies a newer shardfs wrote.
+    pub newer_chunks: std::collections::HashSet<crate::codec::Hash32>,
+}
+
+impl FullView {
+    /// Every chunk a copy names.
+    pub fn referenced(&self) -> std::collections::HashSet<crate::codec::Hash32> {
+        let mut out = self.newer_chunks.clone();
+        for m in &self.manifests {
+            for f in &m.files {
+                out.extend(f.chunks.iter().map(|c| c.hash));
+            }
+        }
+        out
+    }
+}
