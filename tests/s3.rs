@@ -5,19 +5,10 @@
 
 mod common;
 
-use common::weed::Weed;
+use common::weed::server;
 use common::*;
 use std::fs;
 use std::path::Path;
-
-/// A test's server (with the AWS_* environment pointing at it) and its temporary directory.
-fn server() -> (tempfile::TempDir, Weed) {
-    let dir = tempfile::tempdir().unwrap();
-    let weed = Weed::start(dir.path());
-    weed.set_env();
-    weed.wait_usable();
-    (dir, weed)
-}
 
 #[test]
 fn pack_to_a_directory_and_a_bucket_exports_exact_and_verifies() {
@@ -126,17 +117,6 @@ fn both_member_kinds_keep_the_same_contract() {
     }
 }
 
-fn verify_json(store: &str) -> serde_json::Value {
-    let out = run(&["verify", "--store", store, "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(if report["ok"] == true { 0 } else { 1 }),
-        "{report}"
-    );
-    report
-}
-
 /// Runs `cmd` with a time limit far above any deadline of the mount: a hang shows up as exit
 /// status 124 instead of a test that never ends.
 fn bounded(cmd: &[&str]) -> std::process::Output {
@@ -179,7 +159,7 @@ fn a_corrupt_object_is_found_and_named() {
     let src = dir.path().join("m.bin");
     fs::write(&src, &data).unwrap();
     pack(&src, store, &["--chunk-size", "256KiB", "--init"]);
-    assert_eq!(verify_json(store)["ok"], true);
+    assert_eq!(common::sync::verify(store)["ok"], true);
     // Overwrite one chunk object with other bytes, through the member interface.
     let opts = shardfs::member::Options::default();
     let m = shardfs::member::open(std::path::Path::new(store), &opts).unwrap();
@@ -188,7 +168,7 @@ fn a_corrupt_object_is_found_and_named() {
     let last = image.len() - 1;
     image[last] ^= 0x55;
     m.put_chunk(&victim, &image, true).unwrap();
-    let report = verify_json(store);
+    let report = common::sync::verify(store);
     assert_eq!(report["ok"], false);
     let problem = report["problems"]
         .as_array()
@@ -248,7 +228,7 @@ fn loaders_read_models_from_mixed_and_bucket_only_stores() {
 
     let only = "s3://only/models/v1";
     pack(&models, only, &["--chunk-size", "1MiB", "--init"]);
-    assert_eq!(verify_json(only)["ok"], true);
+    assert_eq!(common::sync::verify(only)["ok"], true);
     let m = Mounted::new(only, &d.join("mnt"), &d.join("state"), &[]);
     python_script(
         "check_loaders.py",
@@ -406,7 +386,11 @@ fn sigkill_during_a_pack_to_a_bucket_keeps_the_old_version() {
         killed_midway += usize::from(common::sync::kill_when(&pack_args, &|| {
             m.list_chunks().unwrap().len() >= target
         }));
-        assert_eq!(verify_json(store)["ok"], true, "after kill {attempt}");
+        assert_eq!(
+            common::sync::verify(store)["ok"],
+            true,
+            "after kill {attempt}"
+        );
         let now = export(store, "model", None);
         assert!(
             now == v1 || now == v2,
@@ -465,196 +449,4 @@ fn link_faults_fail_over_to_the_local_replica() {
         .unwrap()
         .clone();
     assert!(s3["failures"].as_u64().unwrap() > 0, "{s}");
-}
-
-/// Two packs of one model at once: the one that publishes second was based on the version the
-/// first replaced, so it fails with a clear error instead of silently undoing the first.
-#[test]
-fn a_pack_does_not_silently_undo_a_concurrent_pack_of_the_same_model() {
-    use common::weed::Shaper;
-    let (dir, weed) = server();
-    let d = dir.path();
-    let store = "s3://racing";
-    let mut rng = Rng::new(9);
-    let v1 = rng.floats(1 << 20);
-    let src = d.join("model.bin");
-    fs::write(&src, &v1).unwrap();
-    pack(&src, store, &["--init"]);
-    // The slow pack goes through a 100 Mbit/s link: its 16 MiB take over a second to upload.
-    let slow_link = Shaper::start(weed.port, &["--rate", "100mbit"]);
-    let slow_src = d.join("slow/model.bin");
-    fs::create_dir_all(slow_src.parent().unwrap()).unwrap();
-    let slow_data = rng.floats(16 << 20);
-    fs::write(&slow_src, &slow_data).unwrap();
-    let m = shardfs::member::open(std::path::Path::new(store), &Default::default()).unwrap();
-    let before = m.list_chunks().unwrap().len();
-    let slow = std::process::Command::new(bin())
-        .args([
-            "pack",
-            slow_src.to_str().unwrap(),
-            "--store",
-            store,
-            "--chunk-size",
-            "1MiB",
-        ])
-        .env("AWS_ENDPOINT_URL", slow_link.endpoint())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Once the slow pack is uploading (it has read the manifest), a quick pack publishes.
-    while m.list_chunks().unwrap().len() == before {
-        std::thread::yield_now();
-    }
-    let v3 = rng.floats(1 << 20);
-    fs::write(&src, &v3).unwrap();
-    pack(&src, store, &[]);
-    let out = slow.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the slow pack published over the quick one"
-    );
-    assert!(
-        stderr.contains("changed on s3://racing while this pack ran"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert_eq!(
-        export(store, "model", None),
-        v3,
-        "the quick pack's version was lost"
-    );
-    // Packed again, the slow one now builds on the quick one's version.
-    pack(
-        &slow_src,
-        store,
-        &["--chunk-size", "1MiB", "--name", "model"],
-    );
-    assert_eq!(export(store, "model", None), slow_data);
-}
-
-/// The data-sync commands on a mix of a directory and a bucket: lost objects re-created by
-/// repair, a model retired and its objects collected by gc, the member list naming the bucket.
-#[test]
-fn repair_rm_and_gc_work_on_a_bucket_member() {
-    let (dir, _weed) = server();
-    let d = dir.path();
-    let store = format!("{},s3://syncing", d.join("local").display());
-    let mut rng = Rng::new(14);
-    let (keep, drop) = (rng.floats(1 << 20), rng.floats(1 << 20));
-    fs::write(d.join("keep.bin"), &keep).unwrap();
-    fs::write(d.join("drop.bin"), &drop).unwrap();
-    for f in ["keep.bin", "drop.bin"] {
-        pack(
-            &d.join(f),
-            &store,
-            &["--replicas", "2", "--chunk-size", "128KiB", "--init"],
-        );
-    }
-    let m = shardfs::member::open(Path::new("s3://syncing"), &Default::default()).unwrap();
-    let objects = m.list_chunks().unwrap();
-    assert_eq!(objects.len(), 16);
-    for e in &objects[..5] {
-        m.delete_chunk(&e.hash).unwrap();
-    }
-    // Two more are damaged in place (what was there is set aside first).
-    for e in &objects[5..7] {
-        m.put_chunk(&e.hash, b"not a chunk", true).unwrap();
-    }
-    let aside = || m.clean_stale(std::time::Duration::ZERO, true).unwrap().0;
-    assert_eq!(aside(), 2);
-    assert_eq!(verify_json(&store)["ok"], false);
-    let out = ok(&["repair", "--store", &store, "--json"]);
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["replicas_recreated"], 7, "{r}");
-    assert_eq!(r["corrupt_replaced"], 2, "{r}");
-    assert_eq!(verify_json(&store)["ok"], true);
-    assert_eq!(m.list_chunks().unwrap().len(), 16);
-    // The damaged objects were set aside too.
-    assert_eq!(aside(), 4);
-    let rows: serde_json::Value =
-        serde_json::from_slice(&ok(&["member", "list", "--store", &store, "--json"]).stdout)
-            .unwrap();
-    assert!(
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["location"] == "s3://syncing" && r["health"] == "up"),
-        "{rows}"
-    );
-    ok(&["rm", "--store", &store, "--name", "drop"]);
-    let out = ok(&["gc", "--store", &store, "--min-age", "1ms", "--json"]);
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["chunk_files_deleted"], 16, "{r}");
-    assert_eq!(r["stale_files_deleted"], 4, "{r}");
-    assert_eq!(aside(), 0);
-    assert_eq!(m.list_chunks().unwrap().len(), 8);
-    assert_eq!(verify_json(&store)["ok"], true);
-    assert!(export(&store, "keep", None) == keep);
-}
-
-#[test]
-fn member_add_rebalance_remove_and_replace_work_on_a_mix_of_directories_and_buckets() {
-    let (dir, _weed) = server();
-    let d = dir.path();
-    let local = d.join("local");
-    let store = format!("{},s3://mix/a", local.display());
-    let data = std::sync::Arc::new(Rng::new(15).floats(4 << 20));
-    let src = d.join("m.bin");
-    fs::write(&src, &*data).unwrap();
-    pack(
-        &src,
-        &store,
-        &["--replicas", "2", "--chunk-size", "64KiB", "--init"],
-    );
-    let mount = Mounted::new(
-        &store,
-        &d.join("mnt"),
-        &d.join("state"),
-        &["--name", "m", "--cache-size", "1MiB", "--refresh", "500ms"],
-    );
-    let readers = common::sync::Readers::start(vec![(mount.dir.join("m.bin"), data.clone())]);
-    let json = |out: std::process::Output| -> serde_json::Value {
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-
-    // A bucket joins; rebalance moves about a third of the replicas onto it.
-    ok(&["member", "add", "--store", &store, "s3://mix/b"]);
-    let three = format!("{store},s3://mix/b");
-    let r = json(ok(&["rebalance", "--store", &three, "--json"]));
-    let moved = r["replicas_moved"].as_f64().unwrap() / r["replicas"].as_f64().unwrap();
-    assert!((0.15..=0.5).contains(&moved), "{r}");
-    mount.refresh();
-    assert_eq!(verify_json(&three)["ok"], true);
-
-    // The first bucket leaves: its replicas are drained to the others first.
-    ok(&["member", "remove", "--store", &three, "s3://mix/a"]);
-    let two = format!("{},s3://mix/b", local.display());
-    assert_eq!(verify_json(&two)["ok"], true);
-    mount.refresh();
-
-    // The directory is lost and a bucket takes its place; repair fills it.
-    fs::remove_dir_all(&local).unwrap();
-    let buckets = "s3://mix/b,s3://mix/c";
-    ok(&[
-        "member",
-        "replace",
-        "--store",
-        buckets,
-        local.to_str().unwrap(),
-        "s3://mix/c",
-    ]);
-    let r = json(ok(&["repair", "--store", buckets, "--json"]));
-    assert!(r["replicas_recreated"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(verify_json(buckets)["ok"], true);
-    // Every chunk is on both buckets now.
-    let m = shardfs::member::open(Path::new("s3://mix/c"), &Default::default()).unwrap();
-    assert_eq!(m.list_chunks().unwrap().len(), 64);
-    mount.refresh();
-    readers.finish();
-    assert!(export(buckets, "m", None) == *data);
-    let s = mount.status();
-    assert_eq!(s["errors"], 0, "{s}");
-    assert!(mount.unmount().status.success());
 }

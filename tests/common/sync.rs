@@ -15,7 +15,11 @@ pub fn json(out: &std::process::Output) -> serde_json::Value {
 pub fn verify(store: &str) -> serde_json::Value {
     let out = run(&["verify", "--store", store, "--json"]);
     let r = json(&out);
-    assert_eq!(out.status.code(), Some(if r["ok"] == true { 0 } else { 1 }));
+    assert_eq!(
+        out.status.code(),
+        Some(if r["ok"] == true { 0 } else { 1 }),
+        "{r}"
+    );
     r
 }
 

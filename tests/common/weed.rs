@@ -264,3 +264,12 @@ impl Drop for Shaper {
         let _ = self.child.wait();
     }
 }
+
+/// A test's server (with the AWS_* environment pointing at it) and its temporary directory.
+pub fn server() -> (tempfile::TempDir, Weed) {
+    let dir = tempfile::tempdir().unwrap();
+    let weed = Weed::start(dir.path());
+    weed.set_env();
+    weed.wait_usable();
+    (dir, weed)
+}
