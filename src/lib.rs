@@ -12,6 +12,7 @@ pub mod fs;
 pub mod member;
 pub mod placement;
 pub mod prefetch;
+pub mod shown;
 pub mod store;
 pub mod sync;
 pub mod tier;

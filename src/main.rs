@@ -9,6 +9,7 @@ use shardfs::chunking::Partition;
 use shardfs::codec::CodecChoice;
 use shardfs::daemon;
 use shardfs::placement::Placement;
+use shardfs::shown::shown;
 use shardfs::store::Store;
 use shardfs::store::writer::{PackOptions, pack};
 use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
@@ -357,7 +358,7 @@ fn main() -> ExitCode {
         },
         Ok(cli::mount_helper::Invocation::Fake) => return ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("shardfs: error: {msg}");
+            eprintln!("shardfs: error: {}", shown(&msg));
             return ExitCode::from(2);
         }
     };
@@ -377,9 +378,17 @@ fn main() -> ExitCode {
         let level = record.level().as_str().to_lowercase();
         if daemon {
             let now = buf.timestamp_millis();
-            writeln!(buf, "{now} shardfs: {level}: {}", record.args())
+            writeln!(
+                buf,
+                "{now} shardfs: {level}: {}",
+                shown(&record.args().to_string())
+            )
         } else {
-            writeln!(buf, "shardfs: {level}: {}", record.args())
+            writeln!(
+                buf,
+                "shardfs: {level}: {}",
+                shown(&record.args().to_string())
+            )
         }
     })
     .init();
@@ -396,11 +405,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems) => ExitCode::from(1),
         Err(Failure::Refused(msg)) => {
-            eprintln!("shardfs: error: {msg}");
+            eprintln!("shardfs: error: {}", shown(&msg));
             ExitCode::from(1)
         }
         Err(Failure::Error(msg)) => {
-            eprintln!("shardfs: error: {msg}");
+            eprintln!("shardfs: error: {}", shown(&msg));
             ExitCode::from(2)
         }
     }
@@ -443,7 +452,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 member: members,
             };
             let s = pack(&src, &store, &opts)?;
-            println!(
+            shardfs::say!(
                 "packed {} (version {}): {} files, {} in, {} stored, ratio {:.3}, {} chunks ({} new), {:.1}s, {}",
                 s.name,
                 s.version,
@@ -511,7 +520,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let readers = readers.map_or_else(|| 2 * cores(), |r| r as usize);
             let s = shardfs::warm::warm(&path, readers, std::io::stderr().is_terminal(), local)
                 .map_err(Failure::Error)?;
-            println!(
+            shardfs::say!(
                 "warmed {}: {} files, {} in {:.2}s, {:.2} GB/s",
                 path.display(),
                 s.files,
@@ -522,13 +531,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Unmount { mountpoint } => {
-            println!("{}", daemon::unmount(&mountpoint)?);
+            shardfs::say!("{}", daemon::unmount(&mountpoint)?);
             Ok(())
         }
         Command::Status { mountpoint, json } => cli::reports::status(mountpoint.as_deref(), json),
         Command::Refresh { mountpoint, json } => cli::reports::refresh(&mountpoint, json),
         Command::InstallHelper { dir } => {
-            println!(
+            shardfs::say!(
                 "{}",
                 cli::mount_helper::install(&dir).map_err(Failure::Error)?
             );

@@ -67,6 +67,18 @@ fn snapshot(dir: &Path) -> Snapshot {
     out
 }
 
+/// Writes `mf` as the copy of model `name` on `member`, with a correct checksum (as a forger
+/// with write access to the member would).
+fn write_manifest(member: &Path, name: &str, mf: &serde_json::Value) {
+    let body = serde_json::to_string(mf).unwrap();
+    let checksum = blake3::hash(body.as_bytes()).to_hex().to_string();
+    fs::write(
+        member.join(format!("manifests/{name}.json")),
+        format!("{{\"checksum\":\"{checksum}\",\"manifest\":{body}}}\n"),
+    )
+    .unwrap();
+}
+
 /// A store of three members with two models (replicas 2), a second store, and a sentinel
 /// folder, all under one temporary directory.
 struct Scene {
@@ -348,13 +360,7 @@ fn gc_deletes_nothing_when_a_member_cannot_list() {
     let copy = manifests.join("m.json");
     let mut mf = manifest_json(&scene.members[2], "m");
     mf["format_version"] = serde_json::json!(99);
-    let body = serde_json::to_string(&mf).unwrap();
-    let checksum = blake3::hash(body.as_bytes()).to_hex().to_string();
-    fs::write(
-        &copy,
-        format!("{{\"checksum\":\"{checksum}\",\"manifest\":{body}}}\n"),
-    )
-    .unwrap();
+    write_manifest(&scene.members[2], "m", &mf);
     for m in &scene.members[..2] {
         fs::copy(&copy, m.join("manifests/m.json")).unwrap();
     }
@@ -375,4 +381,70 @@ fn gc_deletes_nothing_when_a_member_cannot_list() {
             assert!(all.contains(&c["hash"].as_str().unwrap().to_string()));
         }
     }
+}
+
+#[test]
+fn a_version_at_its_maximum_is_refused_never_wrapped() {
+    let scene = Scene::new(19);
+    let s = scene.store.as_str();
+    let mut mf = manifest_json(&scene.members[0], "m");
+    mf["version"] = serde_json::json!(u64::MAX);
+    for m in &scene.members {
+        if m.join("manifests/m.json").exists() {
+            write_manifest(m, "m", &mf);
+        }
+    }
+    let before = snapshot(&scene.members[0].join("manifests"));
+    // A new pack of the name would need version 2^64: refused.
+    let src = scene.root.join("m.bin");
+    fails(
+        &["pack", src.to_str().unwrap(), "--store", s, "--replicas", "2"],
+        "the largest there is",
+    );
+    // A repair that has something to change would too.
+    let victim = chunk_files(&scene.members[1])[0].clone();
+    fs::remove_file(&victim).unwrap();
+    fails(&["repair", "--store", s], "the largest there is");
+    assert_eq!(before, snapshot(&scene.members[0].join("manifests")));
+    for m in &scene.members {
+        if m.join("manifests/m.json").exists() {
+            assert_eq!(manifest_json(m, "m")["version"], serde_json::json!(u64::MAX));
+        }
+    }
+    assert_eq!(export(s, "m", None), scene.data);
+}
+
+#[test]
+fn names_with_control_characters_are_escaped_when_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = members(dir.path(), 2);
+    let s = store_arg(&members);
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let name = "w\u{1b}[2J\u{1b}[31mred\nOK: 0 problems";
+    fs::write(src.join(name), Rng::new(3).bytes(100 << 10)).unwrap();
+    ok(&["pack", src.to_str().unwrap(), "--store", &s, "--name", "m"]);
+    // Damaged replicas make verify name the file.
+    for c in members.iter().flat_map(|m| chunk_files(m)) {
+        let mut bytes = fs::read(&c).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&c, bytes).unwrap();
+    }
+    let out = run(&["verify", "--store", &s]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("w\\u{1b}[2J"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("OK")), "{text}");
+    // The JSON report keeps the exact name (JSON escapes it).
+    let report = common::sync::verify(&s);
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["file"] == name),
+        "{report}"
+    );
 }

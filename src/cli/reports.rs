@@ -28,7 +28,7 @@ pub fn verify(
             })
         };
         for u in &report.unavailable_members {
-            println!("{}", u.describe());
+            shardfs::say!("{}", u.describe());
         }
         // Under-replicated chunks get one line per model.
         let mut under: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -36,21 +36,24 @@ pub fn verify(
             if p.kind == "under-replicated" {
                 *under.entry(p.model.as_deref().unwrap_or("?")).or_default() += 1;
             } else {
-                println!("{}", p.describe());
+                shardfs::say!("{}", p.describe());
             }
         }
         for (model, n) in under {
-            println!(
+            shardfs::say!(
                 "under-replicated: model {model}: {n} chunks have fewer good replicas than packed (shardfs repair re-creates them)"
             );
         }
         for l in &report.lossy {
-            println!(
+            shardfs::say!(
                 "NOTE: model {}, file {} is lossy ({}): it differs by design from the packed file (blake3 {})",
-                l.model, l.file, l.kind, l.original_blake3
+                l.model,
+                l.file,
+                l.kind,
+                l.original_blake3
             );
         }
-        println!(
+        shardfs::say!(
             "{}: {} models, {} files, {} chunks, {} replicas checked ({}), {} problems",
             if report.ok { "OK" } else { "FAILED" },
             report.models,
@@ -79,11 +82,11 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         return print_json(&value);
     }
     if mounts.is_empty() {
-        println!("no shardfs mounts");
+        shardfs::say!("no shardfs mounts");
     }
     for m in &mounts {
         let model = m.mount.model.as_deref().unwrap_or("(all models)");
-        println!(
+        shardfs::say!(
             "{} [{}] pid {} model {} store {}",
             m.mount.mountpoint,
             m.state,
@@ -92,7 +95,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             m.mount.store.join(",")
         );
         if let Some(c) = &m.counters {
-            println!(
+            shardfs::say!(
                 "  served {} in {} reads; cache {} hits / {} misses, {} of {} used; {} chunks decompressed ({} prefetched); {} replica failovers; {} errors",
                 format_bytes(c.bytes_served),
                 c.reads,
@@ -106,7 +109,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 c.errors
             );
             let n = &c.now;
-            println!(
+            shardfs::say!(
                 "  now: {} files open, {}/s over the last 5 s, {} reads waiting for chunks, {} read-ahead loads in flight",
                 n.open_files.len(),
                 format_bytes(n.recent_bytes_per_second as u64),
@@ -115,7 +118,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             );
             const SHOWN: usize = 10;
             for f in n.open_files.iter().take(SHOWN) {
-                println!(
+                shardfs::say!(
                     "  open {} ({}): {} reads, {} in {:.1} s",
                     f.path,
                     f.mode,
@@ -125,10 +128,10 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 );
             }
             if n.open_files.len() > SHOWN {
-                println!("  ... and {} more open files", n.open_files.len() - SHOWN);
+                shardfs::say!("  ... and {} more open files", n.open_files.len() - SHOWN);
             }
             if let Some(t) = &c.tier {
-                println!(
+                shardfs::say!(
                     "  local tier {}: {} of {} used, {} copies ({} being made), {} opens served from copies, {} evicted, {} damaged and deleted",
                     t.dir,
                     format_bytes(t.used),
@@ -142,7 +145,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             }
             for m in &c.members {
                 let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
-                println!(
+                shardfs::say!(
                     "  member {}: {}, {} requests, {} failures ({} timeouts), {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
                     m.location,
                     m.state,
@@ -158,7 +161,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             }
             print_versions(m);
         } else if m.state == "stale" {
-            println!("  its daemon is gone; the entry was cleaned up");
+            shardfs::say!("  its daemon is gone; the entry was cleaned up");
         }
     }
     Ok(())
@@ -179,7 +182,7 @@ fn print_versions(m: &daemon::MountStatus) {
             .iter()
             .find(|h| h.model == v.name)
             .map_or_else(String::new, |h| format!("; at mount time {}", h.describe()));
-        println!(
+        shardfs::say!(
             "  model {}: version {}, served to new opens since {}{health}",
             v.name,
             v.version,
@@ -187,14 +190,14 @@ fn print_versions(m: &daemon::MountStatus) {
         );
     }
     if m.mount.options.pin {
-        println!("  pinned: serves the versions it was mounted with");
+        shardfs::say!("  pinned: serves the versions it was mounted with");
     } else if c.refreshes == 0 {
-        println!(
+        shardfs::say!(
             "  looks for new versions every {} ms; not yet",
             m.mount.options.refresh_ms
         );
     } else {
-        println!(
+        shardfs::say!(
             "  looks for new versions every {} ms; last {}",
             m.mount.options.refresh_ms,
             ago(c.refreshed_unix)
@@ -220,7 +223,7 @@ pub fn refresh(mountpoint: &Path, json: bool) -> Result<(), Failure> {
     } else {
         served.join(", ")
     };
-    println!("refreshed {}: serving {served}", m.mount.mountpoint);
+    shardfs::say!("refreshed {}: serving {served}", m.mount.mountpoint);
     Ok(())
 }
 
@@ -275,12 +278,18 @@ pub fn ls(
             &serde_json::json!({"store_id": store.store_id, "models": rows, "unreadable": unreadable}),
         );
     }
-    println!(
+    shardfs::say!(
         "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
-        "NAME", "FILES", "SIZE", "STORED", "RATIO", "REPLICAS", "CHUNKS"
+        "NAME",
+        "FILES",
+        "SIZE",
+        "STORED",
+        "RATIO",
+        "REPLICAS",
+        "CHUNKS"
     );
     for (m, h) in manifests.iter().zip(&health) {
-        println!(
+        shardfs::say!(
             "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
             if m.is_lossy() {
                 format!("{} (lossy)", m.name)
@@ -297,14 +306,10 @@ pub fn ls(
         );
     }
     for h in health.iter().filter(|h| h.health != Health::Ok) {
-        println!("model {}: {}", h.model, h.describe());
+        shardfs::say!("model {}: {}", h.model, h.describe());
     }
     for (name, reason) in &unreadable {
-        println!(
-            "model {}: unreadable: {}",
-            name.escape_debug(),
-            reason.escape_debug()
-        );
+        shardfs::say!("model {name}: unreadable: {reason}");
     }
     Ok(())
 }

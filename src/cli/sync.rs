@@ -28,7 +28,7 @@ pub fn repair(
         print_json(&r)?;
     } else {
         for u in &r.unrepaired {
-            println!(
+            shardfs::say!(
                 "UNREPAIRED: model {}, file {} bytes {}..{}: chunk {}: {} of {} replicas good: {}",
                 u.model,
                 u.file,
@@ -45,7 +45,7 @@ pub fn repair(
         } else {
             "re-created"
         };
-        println!(
+        shardfs::say!(
             "{}: {} models, {} chunks; {verb} {} replicas ({} corrupt replaced), {} copied, {} manifest copies {}, {:.1}s, {}",
             if r.ok { "OK" } else { "INCOMPLETE" },
             r.models,
@@ -73,7 +73,7 @@ pub fn rebalance(
     if json {
         return print_json(&r);
     }
-    println!(
+    shardfs::say!(
         "{} {} of {} replicas ({} chunks), {} copied; {} old copies deleted, {} kept for live mounts; {:.1}s",
         if r.dry_run { "would move" } else { "moved" },
         r.replicas_moved,
@@ -90,7 +90,7 @@ pub fn rebalance(
 pub fn rm(store: Vec<PathBuf>, name: String, members: &Opts) -> Result<(), Failure> {
     let store = Store::open_with(&store, members)?;
     let n = shardfs::sync::gc::rm(&store, &name)?;
-    println!(
+    shardfs::say!(
         "removed model {name} from {n} members; shardfs gc frees the chunks no other model uses"
     );
     Ok(())
@@ -108,7 +108,7 @@ pub fn gc(
     if json {
         return print_json(&r);
     }
-    println!(
+    shardfs::say!(
         "{} {} chunk files and {} damaged files set aside, {} returned; kept {} younger than --min-age and {} named by {} live mounts' leases; {:.1}s",
         if r.dry_run { "would delete" } else { "deleted" },
         r.chunk_files_deleted,
@@ -199,12 +199,17 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
             if json {
                 return print_json(&rows);
             }
-            println!(
+            shardfs::say!(
                 "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  HEALTH",
-                "ID", "LOCATION", "INDEX", "WEIGHT", "CHUNKS", "BYTES"
+                "ID",
+                "LOCATION",
+                "INDEX",
+                "WEIGHT",
+                "CHUNKS",
+                "BYTES"
             );
             for r in rows {
-                println!(
+                shardfs::say!(
                     "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  {}",
                     r.id,
                     r.location,
@@ -219,7 +224,7 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
         }
         MemberCommand::Add { store, new, weight } => {
             let r = members::add(&store, &new, weight, opts)?;
-            println!("added member {}", row_line(&r));
+            shardfs::say!("added member {}", row_line(&r));
             Ok(())
         }
         MemberCommand::SetWeight {
@@ -229,13 +234,13 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
         } => {
             let store = Store::open_with(&store, opts)?;
             let r = members::set_weight(&store, &member, weight)?;
-            println!("member {}", row_line(&r));
+            shardfs::say!("member {}", row_line(&r));
             Ok(())
         }
         MemberCommand::Replace { store, old, new } => {
             let store = Store::open_with(&store, opts)?;
             let r = members::replace(&store, &old, &new, opts)?;
-            println!(
+            shardfs::say!(
                 "{} takes the place of the lost member {} (index {}); run shardfs repair to fill it",
                 new.display(),
                 r.id,
@@ -246,7 +251,7 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
         MemberCommand::Remove { store, old } => {
             let store = Store::open_with(&store, opts)?;
             let r = members::remove(&store, &old, std::io::stderr().is_terminal())?;
-            println!(
+            shardfs::say!(
                 "removed member {old}: {} replicas made on other members ({}), {} manifest copies rewritten; it is retired",
                 r.replicas_recreated,
                 format_bytes(r.bytes_copied),

@@ -130,7 +130,7 @@ pub fn mount(req: &MountRequest) -> Result<(), DaemonError> {
     }
     spawn_daemon(req, &checked.canonical)?;
     if !req.quiet {
-        println!("{}", mounted_line(req, &checked));
+        crate::say!("{}", mounted_line(req, &checked));
     }
     Ok(())
 }
@@ -426,7 +426,7 @@ fn serve(
             Some(mut r) => {
                 let _ = r.write_all(b"ok\n");
             }
-            None if !req.quiet => println!("{line}"),
+            None if !req.quiet => crate::say!("{line}"),
             None => {}
         }
         let run = session.run();

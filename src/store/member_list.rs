@@ -105,7 +105,7 @@ impl Store {
             a != old
         };
         if changed {
-            list.generation = old.generation + 1;
+            list.generation = super::next_counter(old.generation, "the member list's generation")?;
         }
         let bytes =
             serde_json::to_vec_pretty(&list).map_err(|e| StoreError::Invalid(e.to_string()))?;

@@ -104,6 +104,16 @@ impl StoreError {
     }
 }
 
+/// The counter after `current` (a manifest version, a member-list generation). One at its
+/// maximum is refused, never wrapped to 0 (a wrapped counter would rank below every old copy).
+pub(crate) fn next_counter(current: u64, what: &str) -> Result<u64, StoreError> {
+    current.checked_add(1).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{what} is already {current}, the largest there is; nothing was changed (a member holding it may be damaged or forged: run verify)"
+        ))
+    })
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(stdio::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),

@@ -482,7 +482,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         .par_iter()
         .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
 
-    let version = copies
+    let newest = copies
         .iter()
         .filter_map(|c| {
             c.manifest
@@ -491,8 +491,8 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
                 .map(|m| m.version)
         })
         .max()
-        .unwrap_or(0)
-        + 1;
+        .unwrap_or(0);
+    let version = super::next_counter(newest, &format!("the version of model '{name}'"))?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT,
         name: name.clone(),

@@ -9,7 +9,7 @@ use crate::codec::Hash32;
 use crate::placement::{self, ChunkPos};
 use crate::store::manifest::Manifest;
 use crate::store::reader::verified_image;
-use crate::store::{Store, StoreError, member_err};
+use crate::store::{Store, StoreError, member_err, next_counter};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -131,7 +131,8 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
         let before = manifest.clone();
         rebalance_model(store, &mut manifest, dry_run, &mut report)?;
         if manifest.files != before.files {
-            manifest.version += 1;
+            manifest.version =
+                next_counter(manifest.version, &format!("the version of model '{name}'"))?;
             if !dry_run {
                 store
                     .members

@@ -12,7 +12,7 @@
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
-use crate::store::{ManifestCopy, Store, StoreError, member_err};
+use crate::store::{ManifestCopy, Store, StoreError, member_err, next_counter};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -249,7 +249,10 @@ fn repair_model(
             .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
     }
     if changed {
-        manifest.version += 1;
+        manifest.version = next_counter(
+            manifest.version,
+            &format!("the version of model '{}'", manifest.name),
+        )?;
         for m in &store.members {
             if !manifest.members.iter().any(|r| r.id == m.id()) {
                 manifest.members.push(MemberRef {
