@@ -52,7 +52,9 @@ enum LossyArg {
 enum Command {
     /// Pack a model file or a model folder into the store (replacing a model of the same name)
     Pack {
-        /// The file or folder to pack (folders are walked recursively; links to files are followed)
+        /// The file or folder to pack (folders are walked recursively). A link inside a folder is
+        /// followed only to a file inside that folder, or, for a Hugging Face cache snapshot
+        /// (`.../snapshots/REV`), to its repository's `blobs/`; any other link is refused
         src: PathBuf,
         /// Members of the store, comma-separated: directories (created if missing) or s3://BUCKET[/PREFIX] (a bucket is created only with --init)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
@@ -85,6 +87,10 @@ enum Command {
         /// Let listed directories and buckets that are not yet members join the store (and create a missing bucket)
         #[arg(long)]
         init: bool,
+        /// Follow links inside the folder to files anywhere (by default a link out of the folder
+        /// is refused: a downloaded model could link `tokenizer.json` to `/etc/shadow`)
+        #[arg(long)]
+        follow_links: bool,
     },
     /// List the models of a store
     Ls {
@@ -433,6 +439,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             partition,
             lossy,
             init,
+            follow_links,
         } => {
             let opts = PackOptions {
                 name,
@@ -448,6 +455,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 partition,
                 lossy_bf16: matches!(lossy, Some(LossyArg::Bf16)),
                 init,
+                follow_links,
                 progress: std::io::stderr().is_terminal(),
                 member: members,
             };

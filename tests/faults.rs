@@ -237,13 +237,14 @@ fn bad_inputs_get_one_line_errors() {
     let folder = d.join("folder");
     fs::create_dir(&folder).unwrap();
     fs::write(folder.join("ok.bin"), b"fine").unwrap();
-    std::os::unix::fs::symlink(d, folder.join("dir-link")).unwrap();
+    fs::create_dir(folder.join("sub")).unwrap();
+    std::os::unix::fs::symlink("sub", folder.join("dir-link")).unwrap();
     fails(
         &["pack", folder.to_str().unwrap(), "--store", &store],
         "symlink to something other than a regular file",
     );
     fs::remove_file(folder.join("dir-link")).unwrap();
-    std::os::unix::fs::symlink(d.join("nowhere"), folder.join("broken")).unwrap();
+    std::os::unix::fs::symlink("nowhere", folder.join("broken")).unwrap();
     fails(
         &["pack", folder.to_str().unwrap(), "--store", &store],
         "symlink that cannot be followed",

@@ -398,7 +398,14 @@ fn a_version_at_its_maximum_is_refused_never_wrapped() {
     // A new pack of the name would need version 2^64: refused.
     let src = scene.root.join("m.bin");
     fails(
-        &["pack", src.to_str().unwrap(), "--store", s, "--replicas", "2"],
+        &[
+            "pack",
+            src.to_str().unwrap(),
+            "--store",
+            s,
+            "--replicas",
+            "2",
+        ],
         "the largest there is",
     );
     // A repair that has something to change would too.
@@ -408,7 +415,10 @@ fn a_version_at_its_maximum_is_refused_never_wrapped() {
     assert_eq!(before, snapshot(&scene.members[0].join("manifests")));
     for m in &scene.members {
         if m.join("manifests/m.json").exists() {
-            assert_eq!(manifest_json(m, "m")["version"], serde_json::json!(u64::MAX));
+            assert_eq!(
+                manifest_json(m, "m")["version"],
+                serde_json::json!(u64::MAX)
+            );
         }
     }
     assert_eq!(export(s, "m", None), scene.data);
@@ -447,4 +457,56 @@ fn names_with_control_characters_are_escaped_when_printed() {
             .any(|p| p["file"] == name),
         "{report}"
     );
+}
+
+#[test]
+fn pack_follows_links_only_inside_the_folder_or_its_hugging_face_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_arg(&members(dir.path(), 2));
+    let secret = dir.path().join("secret");
+    fs::write(&secret, b"root's secret").unwrap();
+    // A Hugging Face cache repository: snapshot files link to ../../blobs/HASH.
+    let repo = dir.path().join("hub/models--org--tiny");
+    let snap = repo.join("snapshots/0123abcd");
+    fs::create_dir_all(&snap).unwrap();
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    let weights = Rng::new(5).floats(50_000);
+    fs::write(repo.join("blobs/feedbeef"), &weights).unwrap();
+    symlink("../../blobs/feedbeef", snap.join("model.safetensors")).unwrap();
+    fs::write(snap.join("config.json"), b"{}").unwrap();
+    let pack_it = |extra: &[&str]| {
+        let mut args = vec![
+            "pack",
+            snap.to_str().unwrap(),
+            "--store",
+            &s,
+            "--name",
+            "tiny",
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    assert!(pack_it(&[]).status.success());
+    assert_eq!(export(&s, "tiny", Some("model.safetensors")), weights);
+    // A link out of the snapshot and its repository is refused, naming the link.
+    symlink(&secret, snap.join("tokenizer.json")).unwrap();
+    let before = manifest_json(&members(dir.path(), 2)[0], "tiny");
+    let out = pack_it(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tokenizer.json")
+            && err.contains("--follow-links")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    // Nothing was published.
+    assert_eq!(before, manifest_json(&members(dir.path(), 2)[0], "tiny"));
+    // A link to a folder that walks out (../..) is refused the same way.
+    fs::remove_file(snap.join("tokenizer.json")).unwrap();
+    symlink("../../../../secret", snap.join("up.txt")).unwrap();
+    assert!(String::from_utf8_lossy(&pack_it(&[]).stderr).contains("outside the folder"));
+    // With --follow-links the operator takes the link as it is.
+    assert!(pack_it(&["--follow-links"]).status.success());
+    assert_eq!(export(&s, "tiny", Some("up.txt")), b"root's secret");
 }

@@ -109,11 +109,10 @@ fn folders_keep_their_tree() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, data).unwrap();
     }
-    // A file linked from outside the folder, as in a Hugging Face cache snapshot, is packed as
-    // the file it leads to.
+    // A file linked from inside the folder is packed as the file it leads to.
     let blob = rng.floats(90_000);
-    fs::write(dir.path().join("blob"), &blob).unwrap();
-    std::os::unix::fs::symlink("../../blob", model.join("weights/linked.bin")).unwrap();
+    fs::write(model.join("blob"), &blob).unwrap();
+    std::os::unix::fs::symlink("../blob", model.join("weights/linked.bin")).unwrap();
     pack(&model, &store, &["--chunk-size", "64KiB"]);
     // The model takes the folder's name; exporting it whole writes the tree to a new directory.
     let out = dir.path().join("restored");
@@ -128,7 +127,8 @@ fn folders_keep_their_tree() {
     ];
     ok(&to_dir);
     assert_eq!(tree(&out), tree(&model));
-    let linked = ("weights/linked.bin", blob);
+    let linked = ("weights/linked.bin", blob.clone());
+    assert_eq!(fs::read(out.join("blob")).unwrap(), blob);
     for (rel, data) in files.iter().chain([&linked]) {
         assert_eq!(&fs::read(out.join(rel)).unwrap(), data, "{rel}");
         assert_eq!(&export(&store, "my-model", Some(rel)), data, "{rel}");

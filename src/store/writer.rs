@@ -37,6 +37,8 @@ pub struct PackOptions {
     pub lossy_bf16: bool,
     /// Let member directories that are not yet part of the store join it.
     pub init: bool,
+    /// Follow links in a packed folder to files outside it (`pack --follow-links`).
+    pub follow_links: bool,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
     /// Deadlines and retries of member calls.
@@ -55,6 +57,7 @@ impl Default for PackOptions {
             partition: Partition::Tensor,
             lossy_bf16: false,
             init: false,
+            follow_links: false,
             progress: false,
             member: crate::member::Options::default(),
         }
@@ -166,10 +169,10 @@ fn stat_source(abs: PathBuf, rel: String, meta: &fs::Metadata) -> Result<Source,
     })
 }
 
-/// Lists the regular files under `src`, sorted by relative path. A symlink to a regular file is
-/// packed as that file under the link's name (a Hugging Face cache snapshot links every file to
-/// a blob); links to folders, broken links and special files are refused.
-fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
+/// Lists the regular files under `src`, sorted by relative path. A link to a regular file is
+/// packed as that file under the link's name, but only where [`LinkRule`] allows it; links to
+/// folders, broken links and special files are refused.
+fn scan(src: &Path, follow_links: bool) -> Result<(String, Vec<Source>), StoreError> {
     let meta =
         fs::metadata(src).map_err(|e| source_err(format!("cannot open {}: {e}", src.display())))?;
     let utf8 = |p: &Path| -> Result<String, StoreError> {
@@ -199,6 +202,7 @@ fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
     let canonical =
         fs::canonicalize(src).map_err(|e| source_err(format!("{}: {e}", src.display())))?;
     let name = utf8(&canonical)?;
+    let links = LinkRule::of(canonical, follow_links);
     let mut out = Vec::new();
     let mut stack = vec![(src.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
@@ -207,26 +211,29 @@ fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
         for entry in entries {
             let entry =
                 entry.map_err(|e| source_err(format!("cannot list {}: {e}", dir.display())))?;
-            let path = entry.path();
+            let mut path = entry.path();
             let rel = format!("{prefix}{}", utf8(&path)?);
             let mut meta = fs::symlink_metadata(&path)
                 .map_err(|e| source_err(format!("{}: {e}", path.display())))?;
             if meta.file_type().is_symlink() {
-                meta = match fs::metadata(&path) {
-                    Ok(target) if target.is_file() => target,
-                    Ok(_) => {
-                        return Err(source_err(format!(
-                            "{} is a symlink to something other than a regular file; shardfs follows links to files only",
-                            path.display()
-                        )));
-                    }
-                    Err(e) => {
-                        return Err(source_err(format!(
-                            "{} is a symlink that cannot be followed: {e}",
-                            path.display()
-                        )));
-                    }
-                };
+                // The resolved target is read, not the link: a link changed after this scan
+                // cannot redirect the pack.
+                let target = fs::canonicalize(&path).map_err(|e| {
+                    source_err(format!(
+                        "{} is a symlink that cannot be followed: {e}",
+                        path.display()
+                    ))
+                })?;
+                links.allows(&path, &target)?;
+                meta = fs::metadata(&target)
+                    .map_err(|e| source_err(format!("{}: {e}", target.display())))?;
+                if !meta.is_file() {
+                    return Err(source_err(format!(
+                        "{} is a symlink to something other than a regular file; shardfs follows links to files only",
+                        path.display()
+                    )));
+                }
+                path = target;
             }
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -243,6 +250,43 @@ fn scan(src: &Path) -> Result<(String, Vec<Source>), StoreError> {
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((name, out))
+}
+
+/// Where a link in a packed folder may lead: inside the folder, or, when the folder is a
+/// Hugging Face cache snapshot (`REPO/snapshots/REV`), into `REPO/blobs/` where the cache keeps
+/// the files its snapshots link to. Anywhere with `--follow-links`.
+struct LinkRule {
+    folder: PathBuf,
+    blobs: Option<PathBuf>,
+    anywhere: bool,
+}
+
+impl LinkRule {
+    fn of(folder: PathBuf, anywhere: bool) -> LinkRule {
+        let blobs = folder
+            .parent()
+            .filter(|snapshots| snapshots.file_name() == Some("snapshots".as_ref()))
+            .and_then(Path::parent)
+            .map(|repo| repo.join("blobs"));
+        LinkRule {
+            folder,
+            blobs,
+            anywhere,
+        }
+    }
+
+    /// `target` is the canonical path `link` resolves to.
+    fn allows(&self, link: &Path, target: &Path) -> Result<(), StoreError> {
+        let inside = |root: &Path| target.starts_with(root) && target != root;
+        if self.anywhere || inside(&self.folder) || self.blobs.as_deref().is_some_and(inside) {
+            return Ok(());
+        }
+        Err(source_err(format!(
+            "{} links to {}, outside the folder being packed; pass --follow-links to pack it anyway",
+            link.display(),
+            target.display()
+        )))
+    }
 }
 
 /// Shared state of the chunk workers.
@@ -414,7 +458,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     }
     chunking::check_chunk_size(opts.chunk_size)?;
     placement::check(opts.replicas, paths.len())?;
-    let (default_name, sources) = scan(src)?;
+    let (default_name, sources) = scan(src, opts.follow_links)?;
     let name = opts.name.clone().unwrap_or(default_name);
     check_model_name(&name).map_err(StoreError::Invalid)?;
     if sources.is_empty() {
