@@ -222,3 +222,83 @@ fn a_bad_or_taken_metrics_address_fails_the_mount_in_one_line() {
         assert!(!is_mounted(&mnt));
     }
 }
+
+/// A field of /proc/PID/status, as a number (`Threads`, `VmHWM` in KiB).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn an_abused_metrics_endpoint_costs_a_few_threads_and_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    let data = Rng::new(33).bytes(8 << 20);
+    pack_bytes(d, &store, "m", &data, &["--chunk-size", "1MiB"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mnt = d.join("mnt");
+    let mount = Mounted::new(
+        &store,
+        &mnt,
+        &d.join("state"),
+        &["--name", "m", "--metrics", &addr],
+    );
+    assert_eq!(get(port, "/metrics").0, 200);
+    let pid = mount.pid();
+    let threads = proc_status(pid, "Threads");
+    // 300 clients that send half a request and wait.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x").unwrap();
+            s
+        })
+        .collect();
+    // One that sends 256 MiB of header: the server stops reading after 8 KiB.
+    let flood = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_write_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX-Junk: ");
+        let junk = vec![b'a'; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..256 {
+            match s.write_all(&junk) {
+                Ok(()) => sent += junk.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    // Reads through the mount are unaffected.
+    assert_eq!(fs::read(mnt.join("m.bin")).unwrap(), data);
+    let sent = flood.join().unwrap();
+    assert!(
+        sent < 64 << 20,
+        "the server read {sent} bytes of one header"
+    );
+    let during = proc_status(pid, "Threads");
+    assert!(
+        during <= threads,
+        "threads grew from {threads} to {during} under 300 connections"
+    );
+    let hwm_kib = proc_status(pid, "VmHWM");
+    assert!(hwm_kib < 200 << 10, "daemon peak RSS {hwm_kib} KiB");
+    // Once the clients go, scrapes are answered again.
+    drop(idle);
+    let answered = (0..100).any(|_| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    });
+    assert!(answered);
+    assert!(mount.unmount().status.success());
+}

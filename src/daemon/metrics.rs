@@ -1,8 +1,9 @@
 //! `--metrics ADDR`: the mount's counters in the Prometheus text format (version 0.0.4) on
-//! `http://ADDR/metrics`, served from a thread of its own. prometheus-client writes the format
-//! from a copy of the counters taken at each scrape; tiny_http answers the requests. The
-//! endpoint listens on exactly the address given and nowhere else.
+//! `http://ADDR/metrics`. prometheus-client writes the format from a copy of the counters taken
+//! at each scrape; the bounded server in `http.rs` answers the requests. The endpoint listens on
+//! exactly the address given and nowhere else.
 
+use super::http::{self, Answer};
 use crate::fs::Live;
 use crate::store::liveness::MemberStats;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -11,75 +12,39 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-
-/// A bound endpoint, serving until dropped.
-pub(super) struct Endpoint {
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
 
 /// Binds `addr` (`IP:PORT`): done before the mount, so that a bad or taken address fails it.
-pub(super) fn bind(addr: &str) -> Result<tiny_http::Server, String> {
+pub(super) fn bind(addr: &str) -> Result<TcpListener, String> {
     let at: SocketAddr = addr.parse().map_err(|_| {
         format!(
             "--metrics {addr}: give IP:PORT, e.g. 127.0.0.1:9464 (0.0.0.0:9464 for every interface)"
         )
     })?;
-    tiny_http::Server::http(at).map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))
+    TcpListener::bind(at).map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))
 }
 
-impl Endpoint {
-    /// Serves `live`'s counters on `server` until the endpoint is dropped.
-    pub fn start(server: tiny_http::Server, live: Live) -> Endpoint {
-        let server = Arc::new(server);
-        let thread = {
-            let server = server.clone();
-            std::thread::spawn(move || {
-                let mut registry = Registry::default();
-                registry.register_collector(Box::new(Mount(live)));
-                for request in server.incoming_requests() {
-                    let response = if request.url().split('?').next() == Some("/metrics") {
-                        let mut body = String::new();
-                        match prometheus_client::encoding::prometheus_text::encode(
-                            &mut body, &registry,
-                        ) {
-                            Ok(()) => tiny_http::Response::from_string(body).with_header(
-                                tiny_http::Header::from_bytes(
-                                    &b"Content-Type"[..],
-                                    &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                                )
-                                .expect("a valid header"),
-                            ),
-                            Err(_) => tiny_http::Response::from_string("encoding failed\n")
-                                .with_status_code(500),
-                        }
-                    } else {
-                        tiny_http::Response::from_string("shardfs serves /metrics\n")
-                            .with_status_code(404)
-                    };
-                    if let Err(e) = request.respond(response) {
-                        log::debug!("metrics: answer not sent: {e}");
-                    }
-                }
-            })
-        };
-        Endpoint {
-            server,
-            thread: Some(thread),
+/// Serves `live`'s counters on `listener` until the returned server is dropped.
+pub(super) fn start(listener: TcpListener, live: Live) -> Result<http::Server, String> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Mount(live)));
+    let route = move |path: &str| {
+        if path != "/metrics" {
+            return http::plain(404, "shardfs serves /metrics\n");
         }
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let mut body = String::new();
+        match prometheus_client::encoding::prometheus_text::encode(&mut body, &registry) {
+            Ok(()) => Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            },
+            Err(_) => http::plain(500, "encoding failed\n"),
         }
-    }
+    };
+    http::Server::start(listener, Arc::new(route), http::Limits::default())
+        .map_err(|e| format!("--metrics: cannot start its threads: {e}"))
 }
 
 /// The collector: every metric, from one copy of the counters.

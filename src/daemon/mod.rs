@@ -7,6 +7,7 @@
 mod checks;
 mod control;
 mod follow;
+mod http;
 mod metrics;
 mod procfs;
 
@@ -367,7 +368,10 @@ fn serve(
         let mut session = fuser::Session::new(fs, &canonical, &config)
             .map_err(|e| err(format!("cannot mount {}: {e}", canonical.display())))?;
         let mut unmounter = session.unmount_callable();
-        let _metrics = metrics_server.map(|s| metrics::Endpoint::start(s, live.clone()));
+        let _metrics = metrics_server
+            .map(|s| metrics::start(s, live.clone()))
+            .transpose()
+            .map_err(err)?;
         // From now on the mount follows the store (see `follow`).
         let (stop_following, stopped) = crossbeam_channel::bounded::<()>(1);
         let following = {
