@@ -1,7 +1,10 @@
 //! The byte-bounded LRU of decompressed chunks, with single-flight loading: when several readers
 //! want the same chunk at once, one loads it and the others wait for that load. No lock is held
 //! while a chunk is read or decompressed. Chunks being loaded, and the freed chunk buffers kept for
-//! reuse (buffer.rs), count against the budget.
+//! reuse (buffer.rs), count against the budget: a load that does not fit waits (up to
+//! [`ROOM_WAIT`]) until loads under way finish, so memory in flight never grows past the budget
+//! however many readers ask at once. A chunk larger than the whole budget loads alone.
+//! Read-ahead never waits for room: it skips.
 
 use crate::buffer::{ChunkBuf, SPARE, SparePool};
 use crate::codec::Hash32;
@@ -10,6 +13,10 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Longest a load waits for room in the budget before it fails.
+pub const ROOM_WAIT: Duration = Duration::from_secs(30);
 
 /// Most bytes of freed chunk buffers kept for reuse.
 const SPARE_MAX: u64 = 64 << 20;
@@ -45,8 +52,12 @@ pub struct ChunkCache {
     /// Where freed chunk buffers wait for reuse; counted in the capacity.
     spare: &'static SparePool,
     inner: Mutex<Inner>,
+    /// Signalled when a load ends or a chunk leaves: bytes in flight or cached went down.
+    room: Condvar,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Loads waiting for room now.
+    pub waiting_for_room: AtomicU64,
 }
 
 impl ChunkCache {
@@ -69,8 +80,10 @@ impl ChunkCache {
                 inflight: HashMap::new(),
                 inflight_bytes: 0,
             }),
+            room: Condvar::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            waiting_for_room: AtomicU64::new(0),
         }
     }
 
@@ -101,6 +114,7 @@ impl ChunkCache {
         let mut inner = self.inner.lock();
         if let Some(chunk) = inner.lru.pop(key) {
             inner.cached_bytes -= chunk.len() as u64;
+            self.room.notify_all();
         }
     }
 
@@ -114,35 +128,83 @@ impl ChunkCache {
     }
 
     /// Returns the chunk `key` (`len` bytes once loaded), from the cache, by joining a load under
-    /// way, or by calling `load` on this thread.
+    /// way, or by calling `load` on this thread once the budget has room for it.
     pub fn get<F>(&self, key: Hash32, len: u64, load: F) -> (Result<Chunk, String>, Served)
     where
         F: FnOnce() -> Result<ChunkBuf, String>,
     {
-        let (flight, dropped) = {
-            let mut inner = self.inner.lock();
-            if let Some(chunk) = inner.lru.get(&key) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return (Ok(chunk.clone()), Served::Hit);
+        self.fetch(key, len, true, load)
+            .unwrap_or_else(|| (Err("no room in the chunk cache".into()), Served::Loaded))
+    }
+
+    /// As [`get`](Self::get) for read-ahead: `None`, and nothing loaded, when the budget has no
+    /// room for the chunk now.
+    pub fn get_ahead<F>(
+        &self,
+        key: Hash32,
+        len: u64,
+        load: F,
+    ) -> Option<(Result<Chunk, String>, Served)>
+    where
+        F: FnOnce() -> Result<ChunkBuf, String>,
+    {
+        self.fetch(key, len, false, load)
+    }
+
+    fn fetch<F>(
+        &self,
+        key: Hash32,
+        len: u64,
+        wait: bool,
+        load: F,
+    ) -> Option<(Result<Chunk, String>, Served)>
+    where
+        F: FnOnce() -> Result<ChunkBuf, String>,
+    {
+        let mut dropped = Vec::new();
+        let mut inner = self.inner.lock();
+        if let Some(chunk) = inner.lru.get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some((Ok(chunk.clone()), Served::Hit));
+        }
+        if let Some(f) = inner.inflight.get(&key) {
+            let f = f.clone();
+            drop(inner);
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            let mut done = f.done.lock();
+            while done.is_none() {
+                f.cond.wait(&mut done);
             }
-            if let Some(f) = inner.inflight.get(&key) {
-                let f = f.clone();
-                drop(inner);
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                let mut done = f.done.lock();
-                while done.is_none() {
-                    f.cond.wait(&mut done);
+            let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
+            return Some((result, Served::Joined));
+        }
+        if !wait && !self.admit(&mut inner, len, &mut dropped) {
+            return None;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        // Registered before it waits for room, so that readers of the same chunk join it.
+        let flight = Arc::new(Flight::default());
+        inner.inflight.insert(key, flight.clone());
+        if wait {
+            let deadline = Instant::now() + ROOM_WAIT;
+            while !self.admit(&mut inner, len, &mut dropped) {
+                self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
+                let timed_out = self.room.wait_until(&mut inner, deadline).timed_out();
+                self.waiting_for_room.fetch_sub(1, Ordering::SeqCst);
+                if timed_out && !self.admit(&mut inner, len, &mut dropped) {
+                    inner.inflight.remove(&key);
+                    drop(inner);
+                    let result: Result<Chunk, String> = Err(format!(
+                        "no room in the chunk cache for {len} bytes within {} s (loads under way did not finish)",
+                        ROOM_WAIT.as_secs()
+                    ));
+                    *flight.done.lock() = Some(result.clone());
+                    flight.cond.notify_all();
+                    return Some((result, Served::Loaded));
                 }
-                let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
-                return (result, Served::Joined);
             }
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            let f = Arc::new(Flight::default());
-            inner.inflight.insert(key, f.clone());
-            inner.inflight_bytes += len;
-            let dropped = self.evict(&mut inner, len);
-            (f, dropped)
-        };
+        }
+        drop(inner);
         drop(dropped);
         // A load that panics still ends its flight, or the readers joined to it would wait
         // forever.
@@ -153,6 +215,7 @@ impl ChunkCache {
             let mut inner = self.inner.lock();
             inner.inflight.remove(&key);
             inner.inflight_bytes -= len;
+            self.room.notify_all();
             if let Ok(chunk) = &result {
                 // A chunk larger than the whole budget is handed out but not kept.
                 if chunk.len() as u64 <= self.capacity {
@@ -171,7 +234,23 @@ impl ChunkCache {
         drop(dropped);
         *flight.done.lock() = Some(result.clone());
         flight.cond.notify_all();
-        (result, Served::Loaded)
+        Some((result, Served::Loaded))
+    }
+
+    /// Counts a load of `len` bytes in flight if the budget has room for it once every cached
+    /// chunk that can go has gone, or if no other load is under way (a chunk larger than the
+    /// budget loads alone). Chunks dropped to make room are added to `dropped`, to be let go of
+    /// after the lock.
+    fn admit(&self, inner: &mut Inner, len: u64, dropped: &mut Vec<Chunk>) -> bool {
+        let alone = inner.inflight_bytes == 0;
+        inner.inflight_bytes += len;
+        dropped.extend(self.evict(inner, len));
+        let spare = (self.spare.bytes() as u64).saturating_sub(len);
+        if alone || inner.cached_bytes + inner.inflight_bytes + spare <= self.capacity {
+            return true;
+        }
+        inner.inflight_bytes -= len;
+        false
     }
 
     /// Makes cached + in flight + spare buffers fit the capacity, counting on a load that is
@@ -286,6 +365,56 @@ mod tests {
         );
         assert!(!cache.contains_or_loading(&key(9)));
         assert!(cache.used_bytes() <= 300);
+    }
+
+    #[test]
+    fn loads_wait_for_room_and_read_ahead_skips() {
+        let cache = Arc::new(new_cache(100));
+        let (release, released) = crossbeam_channel::bounded::<()>(0);
+        let first_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let a = {
+            let (cache, first_done) = (cache.clone(), first_done.clone());
+            std::thread::spawn(move || {
+                cache
+                    .get(key(1), 80, || {
+                        released.recv().unwrap();
+                        first_done.store(true, Ordering::SeqCst);
+                        buf(1, 80)
+                    })
+                    .0
+                    .unwrap();
+            })
+        };
+        while !cache.contains_or_loading(&key(1)) {
+            std::thread::yield_now();
+        }
+        // No room for read-ahead while 80 of 100 bytes are in flight: skipped, nothing loaded.
+        assert!(cache.get_ahead(key(3), 80, || unreachable!()).is_none());
+        // A read waits until the first load ends, then loads.
+        let b = {
+            let (cache, first_done) = (cache.clone(), first_done.clone());
+            std::thread::spawn(move || {
+                cache
+                    .get(key(2), 80, || {
+                        assert!(first_done.load(Ordering::SeqCst), "loaded past the budget");
+                        buf(2, 80)
+                    })
+                    .0
+                    .unwrap();
+            })
+        };
+        while cache.waiting_for_room.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert!(cache.used_bytes() <= 100);
+        release.send(()).unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
+        assert!(cache.used_bytes() <= 100);
+        // With nothing in flight, a chunk larger than the whole budget loads (alone).
+        let (big, _) = cache.get(key(4), 500, || buf(4, 500));
+        assert_eq!(big.unwrap().len(), 500);
+        assert!(cache.get_ahead(key(5), 500, || buf(5, 500)).is_some());
     }
 
     #[test]

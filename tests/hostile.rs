@@ -408,10 +408,27 @@ fn a_version_at_its_maximum_is_refused_never_wrapped() {
         ],
         "the largest there is",
     );
-    // A repair that has something to change would too.
-    let victim = chunk_files(&scene.members[1])[0].clone();
-    fs::remove_file(&victim).unwrap();
-    fails(&["repair", "--store", s], "the largest there is");
+    // So would a change of the member list whose generation is at its maximum.
+    for m in &scene.members {
+        let at = m.join("members.json");
+        let mut list: serde_json::Value = serde_json::from_slice(&fs::read(&at).unwrap()).unwrap();
+        list["generation"] = serde_json::json!(u64::MAX);
+        fs::write(&at, serde_json::to_vec(&list).unwrap()).unwrap();
+    }
+    let lists = |scene: &Scene| -> Vec<Vec<u8>> {
+        scene
+            .members
+            .iter()
+            .map(|m| fs::read(m.join("members.json")).unwrap())
+            .collect()
+    };
+    let lists_before = lists(&scene);
+    let first = scene.members[0].to_str().unwrap();
+    fails(
+        &["member", "set-weight", "--store", s, first, "3"],
+        "the largest there is",
+    );
+    assert_eq!(lists_before, lists(&scene));
     assert_eq!(before, snapshot(&scene.members[0].join("manifests")));
     for m in &scene.members {
         if m.join("manifests/m.json").exists() {
@@ -509,4 +526,62 @@ fn pack_follows_links_only_inside_the_folder_or_its_hugging_face_cache() {
     // With --follow-links the operator takes the link as it is.
     assert!(pack_it(&["--follow-links"]).status.success());
     assert_eq!(export(&s, "tiny", Some("up.txt")), b"root's secret");
+}
+
+#[test]
+fn chunks_larger_than_the_cache_load_one_at_a_time() {
+    // Three 1 GiB chunks (a sparse file, one distinct byte per GiB) and a 64 MiB cache: a member
+    // can hold chunks this large, and readers asking for all three at once must not hold three.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = store_arg(&members(d, 1));
+    let src = d.join("g.bin");
+    let f = fs::File::create(&src).unwrap();
+    f.set_len(3 << 30).unwrap();
+    for i in 0..3u64 {
+        std::os::unix::fs::FileExt::write_at(&f, &[i as u8 + 1; 4096], i << 30).unwrap();
+    }
+    drop(f);
+    ok(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--store",
+        &s,
+        "--chunk-size",
+        "1GiB",
+    ]);
+    fs::remove_file(&src).unwrap();
+    let mnt = d.join("mnt");
+    let m = Mounted::new(&s, &mnt, &d.join("state"), &["--cache-size", "64MiB"]);
+    let file = fs::File::open(mnt.join("g/g.bin")).unwrap();
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for i in 0..3u64 {
+            let file = &file;
+            scope.spawn(move || {
+                let mut buf = [0u8; 4096];
+                std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, i << 30).unwrap();
+                assert!(buf.iter().all(|&b| b == i as u8 + 1));
+            });
+        }
+    });
+    let status = fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!(
+        "three concurrent reads of 1 GiB chunks, 64 MiB cache: {:.1} s, daemon peak RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        hwm_kib >> 10
+    );
+    // One chunk (which loads alone) and the daemon's own, never two or three chunks at once.
+    assert!(
+        hwm_kib < (1 << 20) + (256 << 10),
+        "daemon peak RSS {hwm_kib} KiB"
+    );
+    drop(file);
+    assert!(m.unmount().status.success());
 }

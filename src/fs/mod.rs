@@ -164,7 +164,7 @@ impl Shared {
     fn load(&self, file: &Arc<FileEntry>, index: usize, ahead: bool) -> Result<Chunk, String> {
         let (cache, stats) = (&self.cache, &self.stats);
         let c = &file.chunks[index];
-        let (result, served) = cache.get(c.hash, c.len, || {
+        let load = || {
             let mut buf = ChunkBuf::for_overwrite(c.len as usize)
                 .map_err(|e| format!("no memory for chunk {}: {e}", c.hash))?;
             let member = self
@@ -177,7 +177,15 @@ impl Shared {
                 .map_err(|e| e.to_string())?;
             self.trouble.served(&member);
             Ok(buf)
-        });
+        };
+        // Read-ahead takes only room the budget has now; a read waits for it.
+        let (result, served) = if ahead {
+            cache
+                .get_ahead(c.hash, c.len, load)
+                .ok_or_else(|| "no room for read-ahead".to_string())?
+        } else {
+            cache.get(c.hash, c.len, load)
+        };
         if served == Served::Loaded && result.is_ok() {
             stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
             if ahead {
