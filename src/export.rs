@@ -8,7 +8,7 @@ use crate::store::reader::{MemberTrouble, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use thiserror::Error;
 
@@ -56,6 +56,7 @@ pub fn export(
         store.export_file(f, &mut out, &on_failure)?;
         return out.flush().map_err(output_err(Path::new("stdout")));
     }
+    refuse_planted_link(output)?;
     let existing = match fs::metadata(output) {
         Ok(m) => Some(m.file_type()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -148,6 +149,35 @@ pub fn export(
                 return Err(output_err(output)(e));
             }
         }
+    }
+    Ok(())
+}
+
+/// A link at the output is followed (its target written) only when the kernel would follow it
+/// too under `fs.protected_symlinks`: unless it lies in a sticky world-writable folder (`/tmp`)
+/// and is owned by neither this user nor the folder's owner. Such a link is another user's
+/// trap: writing through it would let them choose which of this user's files is replaced.
+fn refuse_planted_link(output: &Path) -> Result<(), ExportError> {
+    let Ok(link) = fs::symlink_metadata(output) else {
+        return Ok(());
+    };
+    if !link.file_type().is_symlink() {
+        return Ok(());
+    }
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let folder = fs::metadata(dir).map_err(output_err(dir))?;
+    let shared = folder.mode() & 0o1002 == 0o1002;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if shared && link.uid() != me && link.uid() != folder.uid() {
+        return Err(ExportError::Output(format!(
+            "{} is a link owned by another user (uid {}) in a shared folder; not followed: remove it or export elsewhere",
+            output.display(),
+            link.uid()
+        )));
     }
     Ok(())
 }
