@@ -200,3 +200,40 @@ fn member_add_rebalance_remove_and_replace_work_on_a_mix_of_directories_and_buck
     assert_eq!(s["errors"], 0, "{s}");
     assert!(mount.unmount().status.success());
 }
+
+/// A bucket member's manifest object too large to read (someone with write access to the
+/// bucket put it there) is damaged: repair replaces exactly that object with the good copy.
+#[test]
+fn repair_replaces_an_oversized_manifest_object() {
+    let (dir, _weed) = server();
+    let d = dir.path();
+    let local = d.join("m0");
+    let store = format!("{},s3://heal", local.display());
+    let data = Rng::new(21).floats(1 << 20);
+    let src = d.join("m.bin");
+    fs::write(&src, &data).unwrap();
+    pack(&src, &store, &["--replicas", "2", "--init"]);
+    let opts = shardfs::member::Options::default();
+    let bucket = shardfs::member::open(Path::new("s3://heal"), &opts).unwrap();
+    let junk = vec![b' '; (256 << 20) + 1];
+    bucket
+        .put_manifest("m", &junk, &shardfs::member::Expect::Tag(String::new()))
+        .unwrap();
+    drop(junk);
+    let report = common::sync::verify(&store);
+    assert_eq!(report["ok"], false, "{report}");
+    let out = run(&["repair", "--store", &store]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let healed = bucket.get_manifest("m").unwrap().unwrap();
+    assert!(healed.bytes.len() < 1 << 20);
+    assert_eq!(
+        healed.bytes,
+        fs::read(local.join("manifests/m.json")).unwrap()
+    );
+    assert_eq!(common::sync::verify(&store)["ok"], true);
+    assert_eq!(export(&store, "m", None), data);
+}

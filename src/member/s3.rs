@@ -272,8 +272,17 @@ impl S3Member {
         }
     }
 
-    /// Replaces a small object in one PUT, conditional on what `expect` says is there.
-    fn put_conditional(&self, key: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+    /// Replaces a small object in one PUT, conditional on what `expect` says is there. Where
+    /// `Absent` was expected but a damaged object (larger than `cap`, so never read) is there,
+    /// that very object is replaced (conditional on its ETag), as a directory member sets a
+    /// damaged entry aside: otherwise repair could never heal it.
+    fn put_conditional(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expect: &Expect,
+        cap: u64,
+    ) -> Result<(), MemberError> {
         let key = self.key(key);
         let mode = match expect {
             Expect::Absent => PutMode::Create,
@@ -284,7 +293,24 @@ impl S3Member {
             }),
         };
         match self.put_small(&key, bytes, mode) {
-            Err(MemberError::AlreadyExists) => Err(MemberError::Conflict),
+            Err(MemberError::AlreadyExists) => {
+                let head = self.run(self.timeout, async {
+                    self.store.head(&key).await.map_err(member_err)
+                });
+                match head {
+                    Ok(meta) if meta.size > cap => {
+                        let mode = PutMode::Update(UpdateVersion {
+                            e_tag: meta.e_tag,
+                            version: None,
+                        });
+                        match self.put_small(&key, bytes, mode) {
+                            Err(MemberError::AlreadyExists) => Err(MemberError::Conflict),
+                            other => other,
+                        }
+                    }
+                    _ => Err(MemberError::Conflict),
+                }
+            }
             other => other,
         }
     }
@@ -493,7 +519,12 @@ impl MemberIo for S3Member {
     }
 
     fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.put_conditional(&layout::manifest_key(name), bytes, expect)
+        self.put_conditional(
+            &layout::manifest_key(name),
+            bytes,
+            expect,
+            layout::MANIFEST_MAX,
+        )
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
@@ -501,7 +532,7 @@ impl MemberIo for S3Member {
     }
 
     fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.put_conditional(name, bytes, expect)
+        self.put_conditional(name, bytes, expect, layout::META_MAX)
     }
 
     fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
