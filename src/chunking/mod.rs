@@ -238,7 +238,9 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
         };
         let width = unit(grouping) as u64;
         let parts = len.div_ceil(chunk_size).max(1);
-        let part = (len.div_ceil(parts)).div_ceil(width) * width;
+        // Whole elements, and never past the largest chunk a reader accepts.
+        let part =
+            ((len.div_ceil(parts)).div_ceil(width) * width).min(MAX_CHUNK_SIZE / width * width);
         let mut p = s.start;
         while p < s.end || (p == s.start && len == 0) {
             let e = (p + part.max(1)).min(s.end);
@@ -286,7 +288,7 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
             && span(&group) == 0
             && let Some(prev) = groups
                 .last_mut()
-                .filter(|g| span(g) + len <= chunk_size + chunk_size / 8)
+                .filter(|g| span(g) + len <= (chunk_size + chunk_size / 8).min(MAX_CHUNK_SIZE))
         {
             prev.push(piece);
             continue;
@@ -441,6 +443,32 @@ mod tests {
         }
         assert_eq!(cuts.last().unwrap().tensors[0].name, "ids");
         assert_eq!(cuts.last().unwrap().content, Content::Bytes);
+    }
+
+    #[test]
+    fn cuts_never_pass_the_largest_chunk() {
+        // A 1 GiB tensor and a small gap at the largest chunk size: the gap may not join it.
+        for (block, float, big) in [
+            (None, Some(4), MAX_CHUNK_SIZE),
+            (Some(210), None, MAX_CHUNK_SIZE / 210 * 210),
+        ] {
+            let spans = [TensorSpan {
+                name: "w".into(),
+                dtype: "X".into(),
+                float_width: float,
+                block,
+                start: 64,
+                end: 64 + big,
+            }];
+            let size = 64 + big + 4096;
+            let cuts = by_tensor(size, &spans, MAX_CHUNK_SIZE);
+            assert!(cuts.iter().all(|c| c.len <= MAX_CHUNK_SIZE), "{cuts:?}");
+            assert_eq!(cuts.iter().map(|c| c.len).sum::<u64>(), size);
+            assert!(
+                cuts.windows(2)
+                    .all(|w| w[0].offset + w[0].len == w[1].offset)
+            );
+        }
     }
 
     #[test]

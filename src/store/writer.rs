@@ -586,6 +586,13 @@ pub fn write_manifest(
     manifest: &Manifest,
     copies: &[ManifestCopy<'_>],
 ) -> Result<(), StoreError> {
+    // Never publish what a reader would refuse.
+    manifest.validate().map_err(|reason| {
+        StoreError::Invalid(format!(
+            "model '{}' was not published: its manifest would be refused by readers ({reason})",
+            manifest.name
+        ))
+    })?;
     let bytes = manifest
         .to_bytes()
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
