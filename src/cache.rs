@@ -4,7 +4,8 @@
 //! reuse (buffer.rs), count against the budget: a load that does not fit waits (up to
 //! [`ROOM_WAIT`]) until loads under way finish, so memory in flight never grows past the budget
 //! however many readers ask at once. A chunk larger than the whole budget loads alone.
-//! Read-ahead never waits for room: it skips.
+//! Read-ahead never waits for room: it skips. A reader joined to another's load waits no
+//! longer than that load's own deadline.
 
 use crate::buffer::{ChunkBuf, SPARE, SparePool};
 use crate::codec::Hash32;
@@ -34,10 +35,12 @@ pub enum Served {
     Loaded,
 }
 
-#[derive(Default)]
 struct Flight {
     done: Mutex<Option<Result<Chunk, String>>>,
     cond: Condvar,
+    /// When the load must have ended: readers joined to it wait until then at most. Set when
+    /// the load is admitted (before, waiting for room has its own deadline).
+    deadline: Mutex<Instant>,
 }
 
 struct Inner {
@@ -128,12 +131,19 @@ impl ChunkCache {
     }
 
     /// Returns the chunk `key` (`len` bytes once loaded), from the cache, by joining a load under
-    /// way, or by calling `load` on this thread once the budget has room for it.
-    pub fn get<F>(&self, key: Hash32, len: u64, load: F) -> (Result<Chunk, String>, Served)
+    /// way, or by calling `load` on this thread once the budget has room for it. `limit` is the
+    /// longest `load` may take (readers that join it wait no longer).
+    pub fn get<F>(
+        &self,
+        key: Hash32,
+        len: u64,
+        limit: Duration,
+        load: F,
+    ) -> (Result<Chunk, String>, Served)
     where
         F: FnOnce() -> Result<ChunkBuf, String>,
     {
-        self.fetch(key, len, true, load)
+        self.fetch(key, len, limit, true, load)
             .unwrap_or_else(|| (Err("no room in the chunk cache".into()), Served::Loaded))
     }
 
@@ -143,18 +153,20 @@ impl ChunkCache {
         &self,
         key: Hash32,
         len: u64,
+        limit: Duration,
         load: F,
     ) -> Option<(Result<Chunk, String>, Served)>
     where
         F: FnOnce() -> Result<ChunkBuf, String>,
     {
-        self.fetch(key, len, false, load)
+        self.fetch(key, len, limit, false, load)
     }
 
     fn fetch<F>(
         &self,
         key: Hash32,
         len: u64,
+        limit: Duration,
         wait: bool,
         load: F,
     ) -> Option<(Result<Chunk, String>, Served)>
@@ -173,7 +185,19 @@ impl ChunkCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             let mut done = f.done.lock();
             while done.is_none() {
-                f.cond.wait(&mut done);
+                let deadline = *f.deadline.lock();
+                if f.cond.wait_until(&mut done, deadline).timed_out()
+                    && done.is_none()
+                    && *f.deadline.lock() <= deadline
+                {
+                    return Some((
+                        Err(
+                            "the load of this chunk another read started did not end in time"
+                                .into(),
+                        ),
+                        Served::Joined,
+                    ));
+                }
             }
             let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
             return Some((result, Served::Joined));
@@ -183,10 +207,15 @@ impl ChunkCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         // Registered before it waits for room, so that readers of the same chunk join it.
-        let flight = Arc::new(Flight::default());
+        let room_by = Instant::now() + if wait { ROOM_WAIT } else { Duration::ZERO };
+        let flight = Arc::new(Flight {
+            done: Mutex::new(None),
+            cond: Condvar::new(),
+            deadline: Mutex::new(room_by + limit),
+        });
         inner.inflight.insert(key, flight.clone());
         if wait {
-            let deadline = Instant::now() + ROOM_WAIT;
+            let deadline = room_by;
             while !self.admit(&mut inner, len, &mut dropped) {
                 self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
                 let timed_out = self.room.wait_until(&mut inner, deadline).timed_out();
@@ -206,6 +235,7 @@ impl ChunkCache {
         }
         drop(inner);
         drop(dropped);
+        *flight.deadline.lock() = Instant::now() + limit;
         // A load that panics still ends its flight, or the readers joined to it would wait
         // forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
@@ -287,6 +317,8 @@ mod tests {
     use std::sync::Barrier;
     use std::sync::atomic::AtomicUsize;
 
+    const LIMIT: Duration = Duration::from_secs(60);
+
     fn buf(byte: u8, len: usize) -> Result<ChunkBuf, String> {
         Ok(ChunkBuf::from_slice(&vec![byte; len]).unwrap())
     }
@@ -312,12 +344,19 @@ mod tests {
                 Ok(b)
             }
         };
-        let first = cache.get(key(0), MB4 as u64, load(0)).0.unwrap().as_ptr();
+        let first = cache
+            .get(key(0), MB4 as u64, LIMIT, load(0))
+            .0
+            .unwrap()
+            .as_ptr();
         for i in 1..3 {
-            cache.get(key(i), MB4 as u64, load(i as u8)).0.unwrap();
+            cache
+                .get(key(i), MB4 as u64, LIMIT, load(i as u8))
+                .0
+                .unwrap();
         }
         // Full: loading a fourth chunk evicts chunk 0, whose buffer the load then reuses.
-        let (c3, _) = cache.get(key(3), MB4 as u64, load(3));
+        let (c3, _) = cache.get(key(3), MB4 as u64, LIMIT, load(3));
         let c3 = c3.unwrap();
         assert_eq!(c3.as_ptr(), first);
         assert!(c3.iter().all(|&b| b == 3));
@@ -329,7 +368,7 @@ mod tests {
         assert_eq!(cache.used_bytes(), 3 * MB4 as u64);
         // A load that cannot use it (twice the size) makes room by returning it to the system.
         let big = move || Ok(ChunkBuf::for_overwrite_in(pool, 2 * MB4).unwrap());
-        cache.get(key(9), 2 * MB4 as u64, big).0.unwrap();
+        cache.get(key(9), 2 * MB4 as u64, LIMIT, big).0.unwrap();
         assert!(cache.used_bytes() <= 3 * MB4 as u64);
     }
 
@@ -337,18 +376,21 @@ mod tests {
     fn keeps_within_budget_and_evicts_lru() {
         let cache = new_cache(300);
         for i in 0..3 {
-            let (r, s) = cache.get(key(i), 100, || buf(i as u8, 100));
+            let (r, s) = cache.get(key(i), 100, LIMIT, || buf(i as u8, 100));
             assert_eq!(r.unwrap()[0], i as u8);
             assert_eq!(s, Served::Loaded);
         }
         assert_eq!(cache.used_bytes(), 300);
         // Touch 0 and 2, then demote 2: loading 3 evicts 2, not 1.
-        assert_eq!(cache.get(key(0), 100, || unreachable!()).1, Served::Hit);
+        assert_eq!(
+            cache.get(key(0), 100, LIMIT, || unreachable!()).1,
+            Served::Hit
+        );
         assert!(cache.get_cached(&key(2)).is_some());
         // A demoted chunk goes first even though it was used last.
         cache.demote(&key(2));
         assert!(cache.get_cached(&key(42)).is_none());
-        cache.get(key(3), 100, || buf(3, 100)).0.unwrap();
+        cache.get(key(3), 100, LIMIT, || buf(3, 100)).0.unwrap();
         assert_eq!(cache.used_bytes(), 300);
         assert!(!cache.contains_or_loading(&key(2)));
         assert!(cache.contains_or_loading(&key(0)) && cache.contains_or_loading(&key(3)));
@@ -360,7 +402,11 @@ mod tests {
         assert_eq!(cache.used_bytes(), 200, "releasing twice changes nothing");
         // Too big to keep: served, not cached.
         assert_eq!(
-            cache.get(key(9), 1000, || buf(9, 1000)).0.unwrap().len(),
+            cache
+                .get(key(9), 1000, LIMIT, || buf(9, 1000))
+                .0
+                .unwrap()
+                .len(),
             1000
         );
         assert!(!cache.contains_or_loading(&key(9)));
@@ -376,7 +422,7 @@ mod tests {
             let (cache, first_done) = (cache.clone(), first_done.clone());
             std::thread::spawn(move || {
                 cache
-                    .get(key(1), 80, || {
+                    .get(key(1), 80, LIMIT, || {
                         released.recv().unwrap();
                         first_done.store(true, Ordering::SeqCst);
                         buf(1, 80)
@@ -389,13 +435,17 @@ mod tests {
             std::thread::yield_now();
         }
         // No room for read-ahead while 80 of 100 bytes are in flight: skipped, nothing loaded.
-        assert!(cache.get_ahead(key(3), 80, || unreachable!()).is_none());
+        assert!(
+            cache
+                .get_ahead(key(3), 80, LIMIT, || unreachable!())
+                .is_none()
+        );
         // A read waits until the first load ends, then loads.
         let b = {
             let (cache, first_done) = (cache.clone(), first_done.clone());
             std::thread::spawn(move || {
                 cache
-                    .get(key(2), 80, || {
+                    .get(key(2), 80, LIMIT, || {
                         assert!(first_done.load(Ordering::SeqCst), "loaded past the budget");
                         buf(2, 80)
                     })
@@ -412,16 +462,53 @@ mod tests {
         b.join().unwrap();
         assert!(cache.used_bytes() <= 100);
         // With nothing in flight, a chunk larger than the whole budget loads (alone).
-        let (big, _) = cache.get(key(4), 500, || buf(4, 500));
+        let (big, _) = cache.get(key(4), 500, LIMIT, || buf(4, 500));
         assert_eq!(big.unwrap().len(), 500);
-        assert!(cache.get_ahead(key(5), 500, || buf(5, 500)).is_some());
+        assert!(
+            cache
+                .get_ahead(key(5), 500, LIMIT, || buf(5, 500))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_reader_joined_to_a_load_waits_no_longer_than_its_deadline() {
+        let cache = Arc::new(new_cache(1000));
+        let (release, released) = crossbeam_channel::bounded::<()>(0);
+        let loader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let limit = Duration::from_millis(100);
+                cache.get(key(1), 10, limit, || {
+                    released.recv().unwrap();
+                    buf(1, 10)
+                })
+            })
+        };
+        while !cache.contains_or_loading(&key(1)) {
+            std::thread::yield_now();
+        }
+        // The load hangs past its deadline: the joined reader gets an error, not a wait.
+        let (joined, served) = cache.get(key(1), 10, LIMIT, || unreachable!());
+        assert_eq!(served, Served::Joined);
+        assert!(joined.unwrap_err().contains("did not end in time"));
+        release.send(()).unwrap();
+        assert!(loader.join().unwrap().0.is_ok());
     }
 
     #[test]
     fn failures_are_not_cached() {
         let cache = new_cache(1000);
-        assert!(cache.get(key(1), 10, || Err("bad".into())).0.is_err());
-        assert_eq!(cache.get(key(1), 10, || buf(1, 10)).1, Served::Loaded);
+        assert!(
+            cache
+                .get(key(1), 10, LIMIT, || Err("bad".into()))
+                .0
+                .is_err()
+        );
+        assert_eq!(
+            cache.get(key(1), 10, LIMIT, || buf(1, 10)).1,
+            Served::Loaded
+        );
         assert_eq!(cache.used_bytes(), 10);
     }
 
@@ -435,7 +522,7 @@ mod tests {
                 let (cache, loads, barrier) = (cache.clone(), loads.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    let (r, _) = cache.get(key(7), 4096, || {
+                    let (r, _) = cache.get(key(7), 4096, LIMIT, || {
                         loads.fetch_add(1, Ordering::SeqCst);
                         // Take long enough that the other readers arrive during the load.
                         let mut h = Hash32::of(b"work");

@@ -29,6 +29,10 @@ struct Cli {
     /// a member that misses it counts as failed and the next replica is read
     #[arg(long, global = true, default_value = "5s", value_parser = shardfs::units::parse_duration)]
     member_timeout: std::time::Duration,
+    /// Slowest transfer a member may make, per second: a call moving N bytes may take the
+    /// timeout plus N over this rate (a 64 MiB chunk at 8MiB: 8 s more)
+    #[arg(long, global = true, default_value = "8MiB", value_parser = parse_rate)]
+    member_min_rate: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -337,6 +341,14 @@ fn parse_cache_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let n = parse_size_any(s)?;
+    if n < (64 << 10) {
+        return Err("the slowest rate must be at least 64KiB (per second)".into());
+    }
+    Ok(n)
+}
+
 fn parse_chunk_size(s: &str) -> Result<u64, String> {
     let n = parse_size_any(s)?;
     shardfs::chunking::check_chunk_size(n).map_err(|e| e.to_string())?;
@@ -424,6 +436,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let members = shardfs::member::Options {
         timeout: cli.member_timeout,
+        min_rate: cli.member_min_rate,
         ..shardfs::member::Options::default()
     };
     match cli.command {
@@ -506,6 +519,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     allow_other,
                     read_ahead_kb: read_ahead.div_ceil(1024),
                     member_timeout_ms: members.timeout.as_millis() as u64,
+                    member_min_rate: members.min_rate,
                     refresh_ms: refresh.as_millis() as u64,
                     pin,
                     metrics,

@@ -2,7 +2,7 @@
 //! queued; idle threads sleep on the queue. (A work-stealing pool spins before it sleeps: under
 //! a stream of short jobs that spinning took a tenth of the daemon's CPU time.)
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::{Sender, TrySendError, bounded, unbounded};
 use std::io;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -15,7 +15,16 @@ impl Workers {
     /// Starts `n` threads named `name-0`, `name-1`, ...; they end when the pool is dropped and
     /// the queue has drained.
     pub fn new(name: &str, n: usize) -> io::Result<Workers> {
-        let (queue, jobs) = unbounded::<Job>();
+        Workers::with_queue(name, n, None)
+    }
+
+    /// As `new`, with at most `waiting` jobs queued (`None`: no bound; for pools whose callers
+    /// are bounded themselves).
+    pub fn with_queue(name: &str, n: usize, waiting: Option<usize>) -> io::Result<Workers> {
+        let (queue, jobs) = match waiting {
+            Some(w) => bounded::<Job>(w),
+            None => unbounded::<Job>(),
+        };
         for i in 0..n.max(1) {
             let jobs = jobs.clone();
             std::thread::Builder::new()
@@ -31,6 +40,14 @@ impl Workers {
                 })?;
         }
         Ok(Workers { queue })
+    }
+
+    /// Queues `job` unless the queue is full; `false` when it was not queued.
+    pub fn try_spawn(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        match self.queue.try_send(Box::new(job)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
     }
 
     /// Queues `job` for the next free thread.

@@ -30,6 +30,7 @@ const VALUED: &[&str] = &[
     "read_ahead",
     "refresh",
     "member_timeout",
+    "member_min_rate",
     "metrics",
     "local_cache",
     "local_cache_size",

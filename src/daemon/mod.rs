@@ -60,6 +60,9 @@ pub struct MountOptionsRecord {
     /// The member deadline (`--member-timeout`), in milliseconds.
     #[serde(default = "default_member_timeout_ms")]
     pub member_timeout_ms: u64,
+    /// The slowest member transfer allowed (`--member-min-rate`), in bytes per second.
+    #[serde(default = "default_member_min_rate")]
+    pub member_min_rate: u64,
     /// How often the mount looks for new versions (`--refresh`), in milliseconds.
     #[serde(default = "default_refresh_ms")]
     pub refresh_ms: u64,
@@ -80,6 +83,10 @@ fn default_refresh_ms() -> u64 {
     DEFAULT_REFRESH_MS
 }
 
+fn default_member_min_rate() -> u64 {
+    crate::member::DEFAULT_MIN_RATE
+}
+
 fn default_member_timeout_ms() -> u64 {
     crate::member::DEFAULT_TIMEOUT.as_millis() as u64
 }
@@ -93,6 +100,7 @@ impl MountOptionsRecord {
     pub fn members(&self) -> crate::member::Options {
         crate::member::Options {
             timeout: std::time::Duration::from_millis(self.member_timeout_ms.max(1)),
+            min_rate: self.member_min_rate.max(1),
             ..crate::member::Options::default()
         }
     }
@@ -214,6 +222,8 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
         .arg(format!("{}KiB", req.options.read_ahead_kb))
         .arg("--member-timeout")
         .arg(format!("{}ms", req.options.member_timeout_ms))
+        .arg("--member-min-rate")
+        .arg(req.options.member_min_rate.to_string())
         .arg("--refresh")
         .arg(format!("{}ms", req.options.refresh_ms))
         .arg("--foreground")

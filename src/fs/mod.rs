@@ -178,13 +178,14 @@ impl Shared {
             self.trouble.served(&member);
             Ok(buf)
         };
+        let limit = self.store.load_deadline(c);
         // Read-ahead takes only room the budget has now; a read waits for it.
         let (result, served) = if ahead {
             cache
-                .get_ahead(c.hash, c.len, load)
+                .get_ahead(c.hash, c.len, limit, load)
                 .ok_or_else(|| "no room for read-ahead".to_string())?
         } else {
-            cache.get(c.hash, c.len, load)
+            cache.get(c.hash, c.len, limit, load)
         };
         if served == Served::Loaded && result.is_ok() {
             stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);

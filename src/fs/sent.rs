@@ -78,7 +78,10 @@ mod tests {
         let cache = ChunkCache::new(1 << 20);
         for c in &chunks {
             let buf = ChunkBuf::from_slice(&[1; 100]).unwrap();
-            cache.get(c.hash, 100, || Ok(buf)).0.unwrap();
+            cache
+                .get(c.hash, 100, std::time::Duration::from_secs(60), || Ok(buf))
+                .0
+                .unwrap();
         }
         let file = FileEntry::for_test(400, chunks);
         let sent = SentBytes::new(4);

@@ -5,9 +5,12 @@
 //! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use;
 //! `faulty` (tests only) wraps either to make its reads slow, failing or corrupt.
 //! Nothing here checks a chunk's content: verification stays in the store, so no kind of member
-//! can skip it. A call never waits longer than the member's timeout.
+//! can skip it. A call never waits longer than its deadline: `deadline` runs every call of
+//! every kind on the member's own bounded pool of I/O threads and waits for it with the member's
+//! timeout (plus, for a call that moves bytes, their size over the slowest rate allowed).
 
 pub mod beneath;
+pub mod deadline;
 pub mod dir;
 mod direct_io;
 #[cfg(test)]
@@ -208,31 +211,45 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
 /// How member calls behave: deadline and retries.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// The longest one call may take, retries included.
+    /// The longest one call may take, retries included, before the bytes it moves.
     pub timeout: Duration,
+    /// The slowest transfer allowed, in bytes per second: a call moving `n` bytes may take
+    /// `timeout + n / min_rate`.
+    pub min_rate: u64,
     /// Further tries of a request that failed in a way another try may mend.
     pub retries: usize,
 }
 
 /// Members answer within a few seconds or count as failed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The slowest transfer a member may make before it counts as failed: 8 MiB/s.
+pub const DEFAULT_MIN_RATE: u64 = 8 << 20;
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             timeout: DEFAULT_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
             retries: 2,
         }
+    }
+}
+
+impl Options {
+    /// The deadline of a call that moves `bytes`.
+    pub fn deadline(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
     }
 }
 
 /// Opens the member a `--store` entry names: `s3://BUCKET[/PREFIX]` is an object-store member,
 /// anything else a directory.
 pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberError> {
-    match s3::parse_url(spec) {
-        Some(url) => Ok(Arc::new(s3::S3Member::open(url?, opts)?)),
-        None => Ok(Arc::new(dir::DirMember::new(spec))),
-    }
+    let inner: Arc<dyn MemberIo> = match s3::parse_url(spec) {
+        Some(url) => Arc::new(s3::S3Member::open(url?, opts)?),
+        None => Arc::new(dir::DirMember::new(spec)),
+    };
+    Ok(Arc::new(deadline::Deadlined::new(inner, opts)))
 }
 
 /// A `--store` entry as it should be recorded for later use from another directory: a path made

@@ -34,8 +34,6 @@ const MULTIPART_FROM: usize = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
-/// A write may take its deadline plus the time to send its bytes at this slowest rate.
-const SLOWEST_UPLOAD: f64 = 8.0 * 1024.0 * 1024.0;
 
 pub use super::s3_url::{Url, parse_url};
 
@@ -48,6 +46,7 @@ pub struct S3Member {
     client: ClientOptions,
     rt: tokio::runtime::Runtime,
     timeout: Duration,
+    opts: Options,
 }
 
 /// The S3 member's pack lock: none is needed (see the module's notes).
@@ -103,6 +102,7 @@ impl S3Member {
             client,
             rt,
             timeout: opts.timeout,
+            opts: *opts,
         })
     }
 
@@ -127,7 +127,7 @@ impl S3Member {
 
     /// The deadline of a write of `bytes`.
     fn write_limit(&self, bytes: usize) -> Duration {
-        self.timeout * 2 + Duration::from_secs_f64(bytes as f64 / SLOWEST_UPLOAD)
+        self.opts.deadline(bytes as u64) + self.timeout
     }
 
     fn head_size(&self, key: &Key) -> Result<Option<u64>, MemberError> {
@@ -408,7 +408,8 @@ impl MemberIo for S3Member {
 
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
         let key = self.key(&layout::chunk_key(hash));
-        let bytes = self.run(self.timeout, async {
+        // A large chunk on a slow link needs the time its bytes take.
+        let bytes = self.run(self.opts.deadline(max_len), async {
             let got = self.store.get(&key).await.map_err(member_err)?;
             if got.meta.size > max_len {
                 return Err(MemberError::Corrupt(format!(

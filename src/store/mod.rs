@@ -142,6 +142,9 @@ pub struct Store {
     pub liveness: liveness::Liveness,
     /// The member deadline: a read of one chunk gives up after this much per replica.
     pub timeout: std::time::Duration,
+    /// The slowest member transfer allowed (bytes per second), which scales that deadline with
+    /// a chunk's size.
+    pub min_rate: u64,
     /// Members a live mount found in the member list after it opened (added, or taking a lost
     /// member's place): append-only, so a reference to one stays valid.
     joined: Vec<std::sync::OnceLock<Member>>,
@@ -276,6 +279,7 @@ impl Store {
             store
         };
         store.timeout = opts.timeout;
+        store.min_rate = opts.min_rate;
         Ok(store)
     }
 
@@ -316,6 +320,7 @@ impl Store {
             unavailable,
             by_id,
             timeout: io::DEFAULT_TIMEOUT,
+            min_rate: io::DEFAULT_MIN_RATE,
             joined: (0..JOINED_SLOTS)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
@@ -380,6 +385,7 @@ impl Store {
         }
         let mut store = Store::assemble(members, vec![])?;
         store.timeout = opts.timeout;
+        store.min_rate = opts.min_rate;
         Ok(store)
     }
 

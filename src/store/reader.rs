@@ -156,6 +156,22 @@ pub fn verified_image(
     Ok(image)
 }
 
+/// Threads that ask replicas in parallel (hedged reads), and replica reads waiting for one.
+/// Every member call ends within its deadline, so none of them is held for longer.
+const FETCHERS: usize = 16;
+const FETCHES_WAITING: usize = 256;
+
+/// The shared pool of hedged replica reads (`None` if its threads could not start).
+fn fetchers() -> Option<&'static crate::workers::Workers> {
+    static POOL: std::sync::OnceLock<Option<crate::workers::Workers>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        crate::workers::Workers::with_queue("fetch", FETCHERS, Some(FETCHES_WAITING))
+            .map_err(|e| log::warn!("cannot start the replica read threads: {e}"))
+            .ok()
+    })
+    .as_ref()
+}
+
 /// Gets a replica's stored image from `member`, and records how it went.
 fn fetch(
     member: &Member,
@@ -182,6 +198,23 @@ fn fetch(
 }
 
 impl Store {
+    /// The longest one replica of `chunk` may take to arrive: the member deadline plus its
+    /// bytes at the slowest rate allowed.
+    pub fn replica_deadline(&self, chunk: &ChunkRef) -> Duration {
+        crate::member::Options {
+            timeout: self.timeout,
+            min_rate: self.min_rate,
+            ..crate::member::Options::default()
+        }
+        .deadline(max_image_len(chunk.len))
+    }
+
+    /// The longest a whole load of `chunk` may take: every member asked in turn, at worst.
+    pub fn load_deadline(&self, chunk: &ChunkRef) -> Duration {
+        let members = self.members.len() + self.joined_members().count();
+        self.replica_deadline(chunk) * (members as u32 + 1) + Duration::from_secs(2)
+    }
+
     /// Reads one replica by member id and returns its verified bytes.
     pub fn read_replica_of(
         &self,
@@ -322,6 +355,7 @@ impl Store {
         let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
         let launch = |i: usize| {
             let (id, m) = order[i];
+            let refused = tx.clone();
             let (tx, m, chunk, record) = (
                 tx.clone(),
                 m.clone(),
@@ -332,11 +366,18 @@ impl Store {
                 let (took, got) = fetch(&m, record.as_deref(), &chunk);
                 let _ = tx.send((i, took, got));
             };
-            if let Err(e) = std::thread::Builder::new().name("fetch".into()).spawn(job) {
-                log::warn!("cannot start a fetch thread: {e}");
+            let queued = fetchers().is_some_and(|pool| pool.try_spawn(job));
+            if !queued {
+                let _ = refused.send((
+                    i,
+                    Duration::ZERO,
+                    Err(MemberError::Io("too many replica reads waiting".into())),
+                ));
             }
         };
-        let give_up = Instant::now() + self.timeout * order.len() as u32 + Duration::from_secs(1);
+        let give_up = Instant::now()
+            + self.replica_deadline(chunk) * order.len() as u32
+            + Duration::from_secs(1);
         let (mut next, mut in_flight) = (1, 1);
         launch(0);
         while in_flight > 0 {

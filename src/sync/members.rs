@@ -208,6 +208,7 @@ pub fn set_weight(store: &Store, who: &str, weight: f64) -> Result<MemberRow, St
             .collect::<Vec<_>>(),
         &member::Options {
             timeout: store.timeout,
+            min_rate: store.min_rate,
             ..member::Options::default()
         },
     )?;
