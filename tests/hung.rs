@@ -1,0 +1,183 @@
+//! A member that stops answering, as a hung NFS server does: the member directory is a bindfs
+//! mount whose daemon the test stops with SIGSTOP, so every call into it blocks in the kernel.
+//! Reads of chunks with a replica elsewhere return exact bytes; a chunk only the hung member
+//! holds gives EIO, never a wait; `ls` and `status` answer; the daemon's threads stay bounded and
+//! the mount reads everything again once the member answers.
+
+mod common;
+
+use common::sync::read_direct;
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// `real` served at `at` by a bindfs daemon of our own, stopped and resumed by its pid.
+struct Bindfs {
+    child: Child,
+    at: PathBuf,
+}
+
+impl Bindfs {
+    fn start(real: &Path, at: &Path) -> Bindfs {
+        fs::create_dir_all(real).unwrap();
+        fs::create_dir_all(at).unwrap();
+        let child = Command::new("bindfs")
+            .args(["-f", "--no-allow-other"])
+            .arg(real)
+            .arg(at)
+            .spawn()
+            .expect("bindfs runs (scripts/setup installs it)");
+        let started = Instant::now();
+        while !is_mounted(at) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "bindfs did not mount"
+            );
+            std::thread::yield_now();
+        }
+        Bindfs {
+            child,
+            at: at.to_path_buf(),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+impl Drop for Bindfs {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
+}
+
+/// Reads `path` whole on a thread of its own; `None` if it has not returned within `limit`.
+fn read_within(path: &Path, limit: Duration) -> Option<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_direct(&path));
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_hung_member_costs_a_deadline_never_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hung = Bindfs::start(&d.join("real0"), &d.join("m0"));
+    let m1 = d.join("m1");
+    let store = format!("{},{}", hung.at.display(), m1.display());
+    let mut rng = Rng::new(51);
+    let both = rng.bytes(6 << 20);
+    let solo = rng.bytes(6 << 20);
+    let flags = ["--chunk-size", "512KiB"];
+    pack_bytes(
+        d,
+        &store,
+        "both",
+        &both,
+        &[&flags[..], &["--replicas", "2"]].concat(),
+    );
+    pack_bytes(
+        d,
+        &store,
+        "solo",
+        &solo,
+        &[&flags[..], &["--replicas", "1"]].concat(),
+    );
+    let mnt = d.join("mnt");
+    let state = d.join("state");
+    let m = Mounted::new(
+        &store,
+        &mnt,
+        &state,
+        &["--member-timeout", "500ms", "--cache-size", "2MiB", "--pin"],
+    );
+    let pid = m.pid();
+    let before = threads(pid);
+
+    hung.signal("-STOP");
+    let started = Instant::now();
+    // 16 readers of the model with a replica of every chunk elsewhere: exact bytes.
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let path = mnt.join("both/both.bin");
+            std::thread::spawn(move || read_direct(&path))
+        })
+        .collect();
+    let mut peak = 0;
+    for r in readers {
+        peak = peak.max(threads(pid));
+        assert_eq!(r.join().unwrap().unwrap(), both);
+    }
+    let both_secs = started.elapsed().as_secs_f64();
+    // The model with chunks only on the hung member: EIO, not a wait.
+    let started = Instant::now();
+    let got = read_within(&mnt.join("solo/solo.bin"), Duration::from_secs(120))
+        .expect("a read of a chunk on the hung member did not return");
+    let err = got.expect_err("bytes from a member that cannot answer");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let eio_secs = started.elapsed().as_secs_f64();
+    peak = peak.max(threads(pid));
+    // status and ls answer while the member hangs.
+    assert_eq!(m.status()["pid"].as_u64(), Some(pid as u64));
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            bin(),
+            "ls",
+            "--store",
+            &store,
+            "--member-timeout",
+            "500ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("both"),
+        "{out:?}"
+    );
+    // One member's pool, and the shared hedging pool, at most.
+    eprintln!(
+        "hung member: 16 readers of a replicated model in {both_secs:.1} s, EIO of an unreplicated one in {eio_secs:.1} s, daemon threads {before} before, {peak} at most"
+    );
+    assert!(
+        peak <= before + 8 + 16,
+        "threads grew from {before} to {peak}"
+    );
+
+    // The member answers again: everything reads, and the stuck threads are back.
+    hung.signal("-CONT");
+    let started = Instant::now();
+    loop {
+        match read_direct(&mnt.join("solo/solo.bin")) {
+            Ok(got) => {
+                assert_eq!(got, solo);
+                break;
+            }
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "still unreadable a minute after the member came back: {e}"
+            ),
+        }
+    }
+    assert!(threads(pid) <= peak);
+    assert!(m.unmount().status.success());
+}
