@@ -1,0 +1,95 @@
+//! Read-ahead that fetches each chunk once: a cold sequential read of a model larger than the
+//! cache loads every chunk once (what read-ahead fetched for a read that has not happened yet
+//! is never evicted to make room for more read-ahead), on a directory store and a bucket.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::Read;
+
+/// Reads `model` through a fresh mount with a cache a quarter of its size, buffered as loaders
+/// read; returns (chunks, chunk loads).
+fn cold_loads(store: &str, dir: &std::path::Path, data: &[u8]) -> (u64, u64) {
+    let mnt = dir.join("mnt");
+    let m = Mounted::new(
+        store,
+        &mnt,
+        &dir.join("state"),
+        &["--name", "m", "--cache-size", "16MiB"],
+    );
+    let path = mnt.join("m.bin");
+    let mut got = Vec::with_capacity(data.len());
+    let mut f = fs::File::open(&path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == data, "wrong bytes");
+    drop(f);
+    let s = m.status();
+    let loads = s["chunks_decompressed"].as_u64().unwrap();
+    assert!(m.unmount().status.success());
+    let mf = manifest_json(&store_first_dir(store), "m");
+    let chunks = mf["files"][0]["chunks"].as_array().unwrap().len() as u64;
+    (chunks, loads)
+}
+
+fn store_first_dir(store: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(store.split(',').next().unwrap())
+}
+
+#[test]
+fn a_cold_sequential_read_loads_each_chunk_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 2));
+    let data = Rng::new(61).floats(64 << 20);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &data,
+        &["--chunk-size", "1MiB", "--replicas", "2"],
+    );
+    let (chunks, loads) = cold_loads(&store, d, &data);
+    eprintln!("cold sequential read, directory store: {loads} loads for {chunks} chunks");
+    assert!(
+        loads * 100 <= chunks * 102,
+        "{loads} loads for {chunks} chunks"
+    );
+}
+
+#[test]
+fn a_cold_sequential_read_from_a_bucket_loads_each_chunk_once() {
+    let (dir, _weed) = common::weed::server();
+    let d = dir.path();
+    let local = d.join("m0");
+    let store = format!("{},s3://ahead", local.display());
+    let data = Rng::new(62).floats(64 << 20);
+    pack_bytes(
+        d,
+        "s3://ahead",
+        "m",
+        &data,
+        &["--chunk-size", "1MiB", "--init"],
+    );
+    // The bucket alone holds the chunks; the directory member only the store's files.
+    ok(&[
+        "member",
+        "add",
+        "--store",
+        "s3://ahead",
+        local.to_str().unwrap(),
+    ]);
+    let (chunks, loads) = cold_loads(&store, d, &data);
+    eprintln!("cold sequential read, bucket store: {loads} loads for {chunks} chunks");
+    assert!(
+        loads * 100 <= chunks * 102,
+        "{loads} loads for {chunks} chunks"
+    );
+}
