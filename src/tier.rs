@@ -3,9 +3,13 @@
 //! share a file share its copy, and a copy outlives the daemon).
 //!
 //! A copy is built as the file's chunks are read and verified: each chunk is written at its
-//! offset into `<hash>.part` by a writer thread, and the chunks that are in are counted. When all
-//! are, the copy is synced, hashed whole and compared with its name, and only then renamed to
-//! `<hash>`: a copy is never handed out before that check. At start, `.part` files (a daemon
+//! offset into `<hash>.part` by a writer thread, and the byte ranges that are in are counted (by
+//! range, not chunk index: two chunkings of one file, from two models or a re-pack, fill the
+//! same copy). When every byte is in, the copy is synced, hashed whole and compared with its
+//! name, and only then renamed to `<hash>`: a copy is never handed out before that check. All
+//! file I/O (create, preallocate, write, sync, hash, unlink) is done by the writer thread outside
+//! the state's lock, so a reader or a FUSE session thread never waits on the tier's disk; a
+//! writer that panics turns the tier off (logged) and reads go on from the store. At start, `.part` files (a daemon
 //! killed mid-copy) are deleted, and every complete copy found is hashed again before it is used
 //! (one at a time, in the background; until then its file is read from the store as usual). A
 //! copy that fails is deleted. The tier holds at most `limit` bytes, copies being built
@@ -24,7 +28,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Chunks waiting for the writer: a bound on the memory they hold beyond the cache.
 const QUEUED: usize = 8;
@@ -45,11 +49,36 @@ struct Copy {
 
 /// A copy being built.
 struct Filling {
-    /// Shared with the writer, which writes outside the state's lock.
-    file: Arc<File>,
+    /// Opened by the writer (outside the state's lock) when the first chunk arrives.
+    file: Option<Arc<File>>,
     size: u64,
-    have: Vec<bool>,
-    left: usize,
+    /// Byte ranges written, sorted and merged.
+    have: Vec<(u64, u64)>,
+}
+
+impl Filling {
+    fn covers(&self, start: u64, end: u64) -> bool {
+        let i = self.have.partition_point(|r| r.1 < end);
+        self.have.get(i).is_some_and(|r| r.0 <= start && end <= r.1)
+    }
+
+    fn add(&mut self, start: u64, end: u64) {
+        let (mut start, mut end) = (start, end);
+        self.have.retain(|&(a, b)| {
+            let touches = a <= end && start <= b;
+            if touches {
+                start = start.min(a);
+                end = end.max(b);
+            }
+            !touches
+        });
+        let at = self.have.partition_point(|r| r.0 < start);
+        self.have.insert(at, (start, end));
+    }
+
+    fn complete(&self) -> bool {
+        self.size == 0 || self.have.first() == Some(&(0, self.size))
+    }
 }
 
 #[derive(Default)]
@@ -58,6 +87,8 @@ struct State {
     filling: HashMap<Hash32, Filling>,
     /// Files that did not fit, or failed, and when: tried again after `RETRY_AFTER`.
     refused: HashMap<Hash32, std::time::Instant>,
+    /// Copies evicted whose files the writer has yet to delete.
+    evicted: Vec<Hash32>,
     clock: u64,
 }
 
@@ -89,6 +120,11 @@ pub struct Tier {
     limit: u64,
     state: Mutex<State>,
     queue: crossbeam_channel::Sender<(Arc<FileEntry>, usize, Chunk)>,
+    /// Set when the writer failed for good: no copy is offered or opened any more.
+    off: AtomicBool,
+    /// Makes the writer panic at its next chunk (tests of its supervision).
+    #[cfg(test)]
+    panic_next: AtomicBool,
     pub hits: AtomicU64,
     evicted: AtomicU64,
     damaged: AtomicU64,
@@ -118,6 +154,9 @@ impl Tier {
             limit,
             state: Mutex::new(State::default()),
             queue,
+            off: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_next: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
@@ -154,11 +193,21 @@ impl Tier {
             std::thread::Builder::new()
                 .name("tier-write".into())
                 .spawn(move || {
-                    for hash in found {
-                        tier.check_found(hash);
-                    }
-                    for (entry, index, chunk) in queued {
-                        tier.write(&entry, index, &chunk);
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        for hash in found {
+                            tier.check_found(hash);
+                        }
+                        for (entry, index, chunk) in queued.iter() {
+                            tier.write(&entry, index, &chunk);
+                        }
+                    });
+                    if std::panic::catch_unwind(run).is_err() {
+                        log::error!(
+                            "the local tier's writer failed (see above): the tier is off until the next mount; reads go on from the store"
+                        );
+                        tier.off.store(true, Ordering::SeqCst);
+                        // Chunks still offered are taken and dropped, so no reader waits.
+                        for _ in queued {}
                     }
                 })
                 .map_err(|e| format!("cannot start the local tier's writer: {e}"))?;
@@ -193,14 +242,26 @@ impl Tier {
 
     /// A checked copy of `file`, opened and held until `release` (`None`: no copy yet).
     pub fn open_copy(&self, file: &FileEntry) -> Option<File> {
+        if self.off.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ready = |st: &State| {
+            st.copies
+                .get(&file.blake3)
+                .is_some_and(|c| c.checked && c.size == file.size)
+        };
+        if !ready(&self.state.lock()) {
+            return None;
+        }
+        // Opened outside the lock; kept only if the copy is still there once held.
+        let f = open_nofollow(&self.path(&file.blake3)).ok()?;
         let mut st = self.state.lock();
+        if !ready(&st) {
+            return None;
+        }
         st.clock += 1;
         let clock = st.clock;
-        let c = st
-            .copies
-            .get_mut(&file.blake3)
-            .filter(|c| c.checked && c.size == file.size)?;
-        let f = open_nofollow(&self.path(&file.blake3)).ok()?;
+        let c = st.copies.get_mut(&file.blake3)?;
         c.held += 1;
         c.opened = clock;
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -217,8 +278,14 @@ impl Tier {
     /// A chunk of `file` was read and verified: it goes into the file's copy, when the file
     /// has none yet and fits. With `wait`, waits when the writer is behind (a few chunks);
     /// without (a thread that must not block), the chunk is left out when the writer is behind,
-    /// and the copy completes when it is read again.
+    /// and the copy completes when it is read again. Never touches the disk.
     pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk, wait: bool) {
+        if self.off.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(c) = file.chunks.get(index) else {
+            return;
+        };
         {
             let mut st = self.state.lock();
             let hash = file.blake3;
@@ -231,12 +298,14 @@ impl Tier {
                 }
                 st.refused.remove(&hash);
             }
-            if let Some(f) = st.filling.get(&hash) {
-                if f.have.get(index).copied().unwrap_or(true) {
-                    return;
+            match st.filling.get(&hash) {
+                Some(f) if f.covers(c.offset, c.offset + c.len) => return,
+                Some(_) => {}
+                None => {
+                    if !self.reserve(&mut st, file) {
+                        return;
+                    }
                 }
-            } else if !self.start(&mut st, file) {
-                return;
             }
         }
         let item = (file.clone(), index, chunk.clone());
@@ -247,8 +316,9 @@ impl Tier {
         }
     }
 
-    /// Starts a copy of `file` when room can be made for it.
-    fn start(&self, st: &mut State, file: &FileEntry) -> bool {
+    /// Reserves room for a copy of `file` (its file is made by the writer): `false` when room
+    /// cannot be made. The copies evicted for it are deleted by the writer.
+    fn reserve(&self, st: &mut State, file: &FileEntry) -> bool {
         let hash = file.blake3;
         // Evicting would not make room: leave the others be.
         let evictable: u64 = st
@@ -268,67 +338,89 @@ impl Tier {
         }
         while st.used() + file.size > self.limit {
             // There is one: what can be evicted makes room (checked above).
-            let Some(v) = st
+            let v = st
                 .copies
                 .iter()
                 .filter(|(_, c)| c.held == 0)
                 .min_by_key(|(_, c)| c.opened)
-                .map(|(h, _)| *h)
-            else {
-                return false;
-            };
+                .map(|(h, _)| *h);
+            let Some(v) = v else { return false };
             st.copies.remove(&v);
-            let _ = fs::remove_file(self.path(&v));
             self.evicted.fetch_add(1, Ordering::Relaxed);
+            st.evicted.push(v);
         }
+        st.filling.insert(
+            hash,
+            Filling {
+                file: None,
+                size: file.size,
+                have: Vec::new(),
+            },
+        );
+        true
+    }
+
+    /// Makes the `.part` file of a reserved copy (on the writer thread).
+    fn create_part(&self, file: &FileEntry) -> io::Result<Arc<File>> {
         // A new private file: whatever is at its name (a killed fill, or a link someone planted
         // in a shared folder) is removed as an entry first, never written through.
-        let part = self.part_path(&hash);
+        let part = self.part_path(&file.blake3);
         let _ = fs::remove_file(&part);
-        let opened = File::options()
+        let f = File::options()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&part)
-            .and_then(|f| preallocate(&f, file.size).map(|_| f));
-        match opened {
-            Ok(f) => {
-                st.filling.insert(
-                    hash,
-                    Filling {
-                        file: Arc::new(f),
-                        size: file.size,
-                        have: vec![false; file.chunks.len()],
-                        left: file.chunks.len(),
-                    },
-                );
-                true
-            }
-            Err(e) => {
-                log::warn!("local tier: cannot start a copy of '{}': {e}", file.path);
-                st.refused.insert(hash, std::time::Instant::now());
-                false
-            }
-        }
+            .open(&part)?;
+        preallocate(&f, file.size)?;
+        Ok(Arc::new(f))
     }
 
-    /// The writer: puts a chunk in place; the last one completes the copy.
+    /// The writer: puts a chunk in place; the last byte in completes the copy.
     fn write(&self, file: &FileEntry, index: usize, chunk: &Chunk) {
+        #[cfg(test)]
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("injected writer failure");
+        }
+        let evicted = std::mem::take(&mut self.state.lock().evicted);
+        for v in evicted {
+            let _ = fs::remove_file(self.path(&v));
+        }
         let hash = file.blake3;
-        let Some(f) = self
-            .state
-            .lock()
-            .filling
-            .get(&hash)
-            .filter(|f| !f.have[index])
-            .map(|f| f.file.clone())
-        else {
+        let Some(c) = file.chunks.get(index) else {
             return;
         };
-        let c = &file.chunks[index];
-        if let Err(e) = f.write_all_at(&chunk[..c.len as usize], c.offset) {
+        let (start, end) = (c.offset, c.offset + c.len);
+        let opened = {
+            let st = self.state.lock();
+            match st.filling.get(&hash) {
+                None => return,
+                Some(f) if f.covers(start, end) => return,
+                Some(f) => f.file.clone(),
+            }
+        };
+        let f = match opened {
+            Some(f) => f,
+            None => match self.create_part(file) {
+                Ok(f) => {
+                    match self.state.lock().filling.get_mut(&hash) {
+                        Some(fill) => fill.file = Some(f.clone()),
+                        None => return,
+                    }
+                    f
+                }
+                Err(e) => {
+                    log::warn!("local tier: cannot start a copy of '{}': {e}", file.path);
+                    self.abandon(&hash);
+                    return;
+                }
+            },
+        };
+        let Some(bytes) = chunk.get(..c.len as usize) else {
+            return;
+        };
+        if let Err(e) = f.write_all_at(bytes, start) {
             log::warn!("local tier: cannot write a copy of '{}': {e}", file.path);
             self.abandon(&hash);
             return;
@@ -338,26 +430,19 @@ impl Tier {
             let Some(fill) = st.filling.get_mut(&hash) else {
                 return;
             };
-            fill.have[index] = true;
-            fill.left -= 1;
-            fill.left == 0
+            fill.add(start, end);
+            fill.complete()
         };
         if done {
-            self.complete(file);
+            self.complete(file, &f);
         }
     }
 
-    /// Syncs a copy whose chunks are all in, checks its hash and renames it into place.
-    fn complete(&self, file: &FileEntry) {
+    /// Syncs a copy whose bytes are all in, checks its hash and renames it into place.
+    fn complete(&self, file: &FileEntry, f: &File) {
         let hash = file.blake3;
         let part = self.part_path(&hash);
-        let synced = self
-            .state
-            .lock()
-            .filling
-            .get(&hash)
-            .map(|f| f.file.sync_all());
-        let good = matches!(synced, Some(Ok(()))) && hash_file(&part).is_ok_and(|h| h == hash);
+        let good = f.sync_all().is_ok() && hash_file(&part).is_ok_and(|h| h == hash);
         if !good || fs::rename(&part, self.path(&hash)).is_err() {
             log::warn!("local copy of '{}' did not check out: dropped", file.path);
             self.damaged.fetch_add(1, Ordering::Relaxed);
@@ -379,9 +464,11 @@ impl Tier {
     }
 
     fn abandon(&self, hash: &Hash32) {
-        let mut st = self.state.lock();
-        st.filling.remove(hash);
-        st.refused.insert(*hash, std::time::Instant::now());
+        {
+            let mut st = self.state.lock();
+            st.filling.remove(hash);
+            st.refused.insert(*hash, std::time::Instant::now());
+        }
         let _ = fs::remove_file(self.part_path(hash));
     }
 
@@ -439,4 +526,90 @@ fn hash_file(path: &Path) -> io::Result<Hash32> {
         hasher.update_rayon(&buf[..n]);
     }
     Ok(Hash32(*hasher.finalize().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::ChunkBuf;
+    use crate::codec::Codec;
+    use crate::store::manifest::ChunkRef;
+
+    /// `data` cut every `step` bytes, as a file entry of its own hash.
+    fn chunked(data: &[u8], step: usize) -> Arc<FileEntry> {
+        let chunks = data
+            .chunks(step)
+            .enumerate()
+            .map(|(i, c)| ChunkRef {
+                offset: (i * step) as u64,
+                len: c.len() as u64,
+                hash: Hash32::of(c),
+                codec: Codec::None,
+                stored_len: c.len() as u64,
+                members: vec![],
+                tensors: vec![],
+            })
+            .collect();
+        let mut f = FileEntry::for_test(data.len() as u64, chunks);
+        f.blake3 = Hash32::of(data);
+        Arc::new(f)
+    }
+
+    fn chunk(data: &[u8], file: &FileEntry, i: usize) -> Chunk {
+        let c = &file.chunks[i];
+        Arc::new(
+            ChunkBuf::from_slice(&data[c.offset as usize..(c.offset + c.len) as usize]).unwrap(),
+        )
+    }
+
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "{what}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn two_chunkings_of_one_file_fill_one_correct_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = Tier::open(dir.path(), 1 << 30).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (a, b) = (chunked(&data, 1 << 20), chunked(&data, 700_000));
+        // The first half from one chunking, the rest from the other.
+        tier.offer(&a, 0, &chunk(&data, &a, 0), true);
+        tier.offer(&b, 1, &chunk(&data, &b, 1), true);
+        for i in 2..b.chunks.len() {
+            tier.offer(&b, i, &chunk(&data, &b, i), true);
+        }
+        wait_for("the copy did not complete", || tier.shown().copies == 1);
+        let copy = tier.open_copy(&a).expect("a checked copy");
+        let mut got = Vec::new();
+        (&copy).read_to_end(&mut got).unwrap();
+        assert!(got == data);
+        assert_eq!(tier.shown().damaged, 0);
+        // Bytes already in are not written twice; the copy serves the other chunking too.
+        assert!(tier.open_copy(&b).is_some());
+    }
+
+    #[test]
+    fn a_failed_writer_turns_the_tier_off_and_nothing_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = Tier::open(dir.path(), 1 << 30).unwrap();
+        let data = vec![5u8; 3 << 20];
+        let f = chunked(&data, 1 << 20);
+        tier.panic_next.store(true, Ordering::SeqCst);
+        tier.offer(&f, 0, &chunk(&data, &f, 0), true);
+        wait_for("the tier did not turn off", || {
+            tier.off.load(Ordering::SeqCst)
+        });
+        // Offers (even waiting ones) return, and no copy is ever handed out.
+        for _ in 0..2 * QUEUED {
+            tier.offer(&f, 1, &chunk(&data, &f, 1), true);
+        }
+        assert!(tier.open_copy(&f).is_none());
+    }
 }

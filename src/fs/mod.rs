@@ -389,19 +389,25 @@ impl Filesystem for ShardFs {
         }
         let end = file.size.min(offset + u64::from(size));
         let handle = shared.activity.handle(fh.into());
-        if let Some(h) = &handle
-            && let activity::Source::Copy(copy) = &h.source
+        if handle
+            .as_ref()
+            .is_some_and(|h| matches!(h.source, activity::Source::Copy(_)))
         {
-            return shared.reply_from_copy(
-                copy,
-                offset..end,
-                Asked {
-                    started,
-                    handle: handle.clone(),
-                    sent: None,
-                },
-                reply,
-            );
+            // The copy is on disk: read on a worker, never on the session's thread.
+            let shared = shared.clone();
+            self.readers.spawn(move || {
+                if let Some(h) = &handle
+                    && let activity::Source::Copy(copy) = &h.source
+                {
+                    let asked = Asked {
+                        started,
+                        handle: handle.clone(),
+                        sent: None,
+                    };
+                    shared.reply_from_copy(copy, offset..end, asked, reply);
+                }
+            });
+            return;
         }
         let first = chunk_at(&file, offset);
         let last = chunk_at(&file, end - 1);
