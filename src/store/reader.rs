@@ -264,38 +264,66 @@ impl Store {
         match self.load_listed(chunk, out, on_failure) {
             Ok(id) => Ok(id.to_string()),
             Err(mut e) => {
-                let unlisted = self
-                    .members
-                    .iter()
-                    .chain(self.joined_members())
-                    .filter(|m| {
-                        !chunk.members.iter().any(|id| id == m.id())
-                            && !self.liveness.is_down(m.id())
-                    });
-                for m in unlisted {
-                    let record = self.liveness.record(m.id()).map(|r| &**r);
-                    let (_, got) = fetch(m, record, chunk);
-                    match got
-                        .map_err(ReplicaError::from)
-                        .and_then(|image| check_image(&image, chunk, out))
-                    {
-                        Ok(()) => {
-                            log::info!(
-                                "chunk {}: found on member {}, which its manifest does not list",
-                                chunk.hash,
-                                m.id()
-                            );
-                            return Ok(m.id().to_string());
-                        }
-                        Err(ReplicaError::Missing) => {}
-                        Err(err) => e
-                            .details
-                            .push_str(&format!("; unlisted member {}: {err}", m.id())),
-                    }
+                // Every other member, those answering first; then the members the store's
+                // member list names that this view has not opened yet (a mount's view can lag a
+                // member change by a refresh).
+                let mut asked = std::collections::HashSet::new();
+                if let Some(id) = self.load_unlisted(chunk, out, &mut asked, &mut e.details) {
+                    return Ok(id);
+                }
+                let opts = crate::member::Options {
+                    timeout: self.timeout,
+                    min_rate: self.min_rate,
+                    ..crate::member::Options::default()
+                };
+                if !self.follow_member_list(&opts).is_empty()
+                    && let Some(id) = self.load_unlisted(chunk, out, &mut asked, &mut e.details)
+                {
+                    return Ok(id);
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Asks every member the chunk's manifest does not list and that was not `asked` yet
+    /// (members that are down last) for the chunk by its hash; the member that served it, if
+    /// one did.
+    fn load_unlisted(
+        &self,
+        chunk: &ChunkRef,
+        out: &mut [u8],
+        asked: &mut std::collections::HashSet<String>,
+        details: &mut String,
+    ) -> Option<String> {
+        let mut unlisted: Vec<&Member> = self
+            .members
+            .iter()
+            .chain(self.joined_members())
+            .filter(|m| !chunk.members.iter().any(|id| id == m.id()))
+            .filter(|m| asked.insert(m.id().to_string()))
+            .collect();
+        unlisted.sort_by_key(|m| self.liveness.is_down(m.id()));
+        for m in unlisted {
+            let record = self.liveness.record(m.id()).map(|r| &**r);
+            let (_, got) = fetch(m, record, chunk);
+            match got
+                .map_err(ReplicaError::from)
+                .and_then(|image| check_image(&image, chunk, out))
+            {
+                Ok(()) => {
+                    log::info!(
+                        "chunk {}: found on member {}, which its manifest does not list",
+                        chunk.hash,
+                        m.id()
+                    );
+                    return Some(m.id().to_string());
+                }
+                Err(ReplicaError::Missing) => {}
+                Err(err) => details.push_str(&format!("; unlisted member {}: {err}", m.id())),
+            }
+        }
+        None
     }
 
     /// `load_chunk_into` over the replicas the manifest lists.
@@ -596,6 +624,24 @@ mod tests {
     fn a_chunk_is_looked_for_on_members_its_manifest_does_not_list() {
         let dir = tempfile::tempdir().unwrap();
         let (store, f, mut chunk, data) = two(dir.path());
+        chunk.members = vec!["a".into()];
+        f[0].set(Fault::Corrupt);
+        let (got, out) = load(&store, &chunk);
+        assert_eq!(got.unwrap(), "b");
+        assert!(out == data);
+    }
+
+    #[test]
+    fn an_unlisted_member_that_is_down_is_still_asked_before_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, f, mut chunk, data) = two(dir.path());
+        // "b" failed its last reads (it is down); the manifest, out of date, lists only "a",
+        // which lost its replica. "b" holds the chunk: the read finds it there.
+        let record = store.liveness.record("b").unwrap();
+        for _ in 0..3 {
+            record.record(Duration::from_millis(1), Outcome::Failed);
+        }
+        assert!(store.liveness.is_down("b"));
         chunk.members = vec!["a".into()];
         f[0].set(Fault::Corrupt);
         let (got, out) = load(&store, &chunk);
