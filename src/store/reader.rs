@@ -264,21 +264,9 @@ impl Store {
         match self.load_listed(chunk, out, on_failure) {
             Ok(id) => Ok(id.to_string()),
             Err(mut e) => {
-                // Every other member, those answering first; then the members the store's
-                // member list names that this view has not opened yet (a mount's view can lag a
-                // member change by a refresh).
-                let mut asked = std::collections::HashSet::new();
-                if let Some(id) = self.load_unlisted(chunk, out, &mut asked, &mut e.details) {
-                    return Ok(id);
-                }
-                let opts = crate::member::Options {
-                    timeout: self.timeout,
-                    min_rate: self.min_rate,
-                    ..crate::member::Options::default()
-                };
-                if !self.follow_member_list(&opts).is_empty()
-                    && let Some(id) = self.load_unlisted(chunk, out, &mut asked, &mut e.details)
-                {
+                // Every other member, those answering first, those that are down too: a
+                // chunk that repair or rebalance moved is found wherever it went.
+                if let Some(id) = self.load_unlisted(chunk, out, &mut e.details) {
                     return Ok(id);
                 }
                 Err(e)
@@ -286,14 +274,12 @@ impl Store {
         }
     }
 
-    /// Asks every member the chunk's manifest does not list and that was not `asked` yet
-    /// (members that are down last) for the chunk by its hash; the member that served it, if
-    /// one did.
+    /// Asks every member the chunk's manifest does not list (members that are down last) for
+    /// the chunk by its hash; the member that served it, if one did.
     fn load_unlisted(
         &self,
         chunk: &ChunkRef,
         out: &mut [u8],
-        asked: &mut std::collections::HashSet<String>,
         details: &mut String,
     ) -> Option<String> {
         let mut unlisted: Vec<&Member> = self
@@ -301,7 +287,6 @@ impl Store {
             .iter()
             .chain(self.joined_members())
             .filter(|m| !chunk.members.iter().any(|id| id == m.id()))
-            .filter(|m| asked.insert(m.id().to_string()))
             .collect();
         unlisted.sort_by_key(|m| self.liveness.is_down(m.id()));
         for m in unlisted {
