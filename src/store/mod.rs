@@ -389,11 +389,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The member with `id`: the one opened last (a new place taking a lost member's id is
+    /// picked up by a live mount after it opened, and replaces the lost one for reads).
     pub fn member(&self, id: &str) -> Option<&Member> {
-        match self.by_id.get(id) {
-            Some(&i) => Some(&self.members[i]),
-            None => self.joined_members().find(|m| m.id() == id),
-        }
+        let joined = self.joined_members().filter(|m| m.id() == id).last();
+        joined.or_else(|| self.by_id.get(id).map(|&i| &self.members[i]))
     }
 
     /// Members picked up after the store opened (see `follow_member_list`).
@@ -409,7 +409,12 @@ impl Store {
         let (list, _) = self.member_list();
         let mut opened = Vec::new();
         for l in list.members.iter().filter(|l| !l.retired) {
-            if self.member(&l.id).is_some() || l.location.is_empty() {
+            // Opened already, where the list says it is. (A member replaced since this store
+            // opened is listed at its new place: that one is opened and read from now on.)
+            let opened_there = self.member(&l.id).is_some_and(|m| {
+                io::absolute_spec(Path::new(m.location())).to_string_lossy() == l.location
+            });
+            if opened_there || l.location.is_empty() {
                 continue;
             }
             let Ok(member) = io::open(Path::new(&l.location), opts) else {
