@@ -4,7 +4,8 @@
 //! reuse (buffer.rs), count against the budget: a load that does not fit waits (up to
 //! [`ROOM_WAIT`]) until loads under way finish, so memory in flight never grows past the budget
 //! however many readers ask at once. A chunk larger than the whole budget loads alone.
-//! Read-ahead never waits for room: it skips. A reader joined to another's load waits no
+//! Read-ahead never waits for room: it skips, and it never evicts a chunk read-ahead loaded that
+//! no reader has asked for yet (that would fetch it twice). A reader joined to another's load waits no
 //! longer than that load's own deadline.
 
 use crate::buffer::{ChunkBuf, SPARE, SparePool};
@@ -48,6 +49,8 @@ struct Inner {
     cached_bytes: u64,
     inflight: HashMap<Hash32, Arc<Flight>>,
     inflight_bytes: u64,
+    /// Chunks read-ahead loaded that no reader has asked for yet.
+    unread: std::collections::HashSet<Hash32>,
 }
 
 pub struct ChunkCache {
@@ -82,6 +85,7 @@ impl ChunkCache {
                 cached_bytes: 0,
                 inflight: HashMap::new(),
                 inflight_bytes: 0,
+                unread: Default::default(),
             }),
             room: Condvar::new(),
             hits: AtomicU64::new(0),
@@ -115,6 +119,7 @@ impl ChunkCache {
     /// them now). Its memory is freed, or reused, once no reply holds it.
     pub fn release(&self, key: &Hash32) {
         let mut inner = self.inner.lock();
+        inner.unread.remove(key);
         if let Some(chunk) = inner.lru.pop(key) {
             inner.cached_bytes -= chunk.len() as u64;
             self.room.notify_all();
@@ -123,8 +128,10 @@ impl ChunkCache {
 
     /// The chunk `key` if it is cached (counted as a hit), without waiting for anything.
     pub fn get_cached(&self, key: &Hash32) -> Option<Chunk> {
-        let chunk = self.inner.lock().lru.get(key).cloned();
+        let mut inner = self.inner.lock();
+        let chunk = inner.lru.get(key).cloned();
         if chunk.is_some() {
+            inner.unread.remove(key);
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         chunk
@@ -175,9 +182,12 @@ impl ChunkCache {
     {
         let mut dropped = Vec::new();
         let mut inner = self.inner.lock();
-        if let Some(chunk) = inner.lru.get(&key) {
+        if let Some(chunk) = inner.lru.get(&key).cloned() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Some((Ok(chunk.clone()), Served::Hit));
+            if wait {
+                inner.unread.remove(&key);
+            }
+            return Some((Ok(chunk), Served::Hit));
         }
         if let Some(f) = inner.inflight.get(&key) {
             let f = f.clone();
@@ -202,7 +212,7 @@ impl ChunkCache {
             let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
             return Some((result, Served::Joined));
         }
-        if !wait && !self.admit(&mut inner, len, &mut dropped) {
+        if !wait && !self.admit(&mut inner, len, !wait, &mut dropped) {
             return None;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -216,11 +226,11 @@ impl ChunkCache {
         inner.inflight.insert(key, flight.clone());
         if wait {
             let deadline = room_by;
-            while !self.admit(&mut inner, len, &mut dropped) {
+            while !self.admit(&mut inner, len, false, &mut dropped) {
                 self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
                 let timed_out = self.room.wait_until(&mut inner, deadline).timed_out();
                 self.waiting_for_room.fetch_sub(1, Ordering::SeqCst);
-                if timed_out && !self.admit(&mut inner, len, &mut dropped) {
+                if timed_out && !self.admit(&mut inner, len, false, &mut dropped) {
                     inner.inflight.remove(&key);
                     drop(inner);
                     let result: Result<Chunk, String> = Err(format!(
@@ -253,7 +263,10 @@ impl ChunkCache {
                     if let Some(old) = inner.lru.put(key, chunk.clone()) {
                         inner.cached_bytes -= old.len() as u64;
                     }
-                    self.evict(&mut inner, 0)
+                    if !wait {
+                        inner.unread.insert(key);
+                    }
+                    self.evict(&mut inner, 0, false)
                 } else {
                     Vec::new()
                 }
@@ -268,15 +281,15 @@ impl ChunkCache {
     }
 
     /// Counts a load of `len` bytes in flight if the budget has room for it once every cached
-    /// chunk that can go has gone, or if no other load is under way (a chunk larger than the
-    /// budget loads alone). Chunks dropped to make room are added to `dropped`, to be let go of
+    /// chunk that can go has gone (for read-ahead, `ahead`: every chunk a reader has had), or,
+    /// for a reader, if no other load is under way (a chunk larger than the budget loads alone). Chunks dropped to make room are added to `dropped`, to be let go of
     /// after the lock.
-    fn admit(&self, inner: &mut Inner, len: u64, dropped: &mut Vec<Chunk>) -> bool {
+    fn admit(&self, inner: &mut Inner, len: u64, ahead: bool, dropped: &mut Vec<Chunk>) -> bool {
         let alone = inner.inflight_bytes == 0;
         inner.inflight_bytes += len;
-        dropped.extend(self.evict(inner, len));
+        dropped.extend(self.evict(inner, len, ahead));
         let spare = (self.spare.bytes() as u64).saturating_sub(len);
-        if alone || inner.cached_bytes + inner.inflight_bytes + spare <= self.capacity {
+        if (alone && !ahead) || inner.cached_bytes + inner.inflight_bytes + spare <= self.capacity {
             return true;
         }
         inner.inflight_bytes -= len;
@@ -288,7 +301,7 @@ impl ChunkCache {
     /// buffers to the system first, then drops least recently used chunks. The dropped chunks are
     /// returned, to be let go of after the lock: their buffers then serve the loads that needed
     /// the room.
-    fn evict(&self, inner: &mut Inner, incoming: u64) -> Vec<Chunk> {
+    fn evict(&self, inner: &mut Inner, incoming: u64, keep_unread: bool) -> Vec<Chunk> {
         let used = |inner: &Inner| {
             let spare = (self.spare.bytes() as u64).saturating_sub(incoming);
             inner.cached_bytes + inner.inflight_bytes + spare
@@ -299,12 +312,24 @@ impl ChunkCache {
         }
         let mut dropped = Vec::new();
         while used(inner) > self.capacity {
-            match inner.lru.pop_lru() {
-                Some((_, chunk)) => {
-                    inner.cached_bytes -= chunk.len() as u64;
-                    dropped.push(chunk);
-                }
-                None => break,
+            // The least recently used chunk a reader has had; failing that (a reader's load
+            // only), the least recently used of all.
+            let read = inner
+                .lru
+                .iter()
+                .rev()
+                .map(|(k, _)| *k)
+                .find(|k| !inner.unread.contains(k));
+            let victim = match read {
+                Some(k) => Some(k),
+                None if keep_unread => None,
+                None => inner.lru.peek_lru().map(|(k, _)| *k),
+            };
+            let Some(key) = victim else { break };
+            inner.unread.remove(&key);
+            if let Some(chunk) = inner.lru.pop(&key) {
+                inner.cached_bytes -= chunk.len() as u64;
+                dropped.push(chunk);
             }
         }
         dropped
@@ -464,10 +489,11 @@ mod tests {
         // With nothing in flight, a chunk larger than the whole budget loads (alone).
         let (big, _) = cache.get(key(4), 500, LIMIT, || buf(4, 500));
         assert_eq!(big.unwrap().len(), 500);
+        // Read-ahead never does: it takes only what fits.
         assert!(
             cache
-                .get_ahead(key(5), 500, LIMIT, || buf(5, 500))
-                .is_some()
+                .get_ahead(key(5), 500, LIMIT, || unreachable!())
+                .is_none()
         );
     }
 
@@ -494,6 +520,40 @@ mod tests {
         assert!(joined.unwrap_err().contains("did not end in time"));
         release.send(()).unwrap();
         assert!(loader.join().unwrap().0.is_ok());
+    }
+
+    #[test]
+    fn read_ahead_never_evicts_what_it_loaded_for_a_read_still_to_come() {
+        let cache = new_cache(300);
+        for i in 0..3 {
+            assert!(
+                cache
+                    .get_ahead(key(i), 100, LIMIT, || buf(i as u8, 100))
+                    .is_some()
+            );
+        }
+        // Full of chunks no reader has had: more read-ahead finds no room.
+        assert!(
+            cache
+                .get_ahead(key(3), 100, LIMIT, || unreachable!())
+                .is_none()
+        );
+        assert!((0..3).all(|i| cache.contains_or_loading(&key(i))));
+        // Once a reader has had chunk 1, read-ahead may take its place (not 0's, older).
+        assert_eq!(
+            cache.get(key(1), 100, LIMIT, || unreachable!()).1,
+            Served::Hit
+        );
+        assert!(
+            cache
+                .get_ahead(key(3), 100, LIMIT, || buf(3, 100))
+                .is_some()
+        );
+        assert!(!cache.contains_or_loading(&key(1)));
+        assert!(cache.contains_or_loading(&key(0)) && cache.contains_or_loading(&key(2)));
+        // A reader's own load may evict unread chunks when nothing else is left.
+        cache.get(key(4), 100, LIMIT, || buf(4, 100)).0.unwrap();
+        assert!(cache.used_bytes() <= 300);
     }
 
     #[test]
