@@ -285,8 +285,10 @@ fn an_abused_metrics_endpoint_costs_a_few_threads_and_no_memory() {
     // Reads through the mount are unaffected.
     assert_eq!(fs::read(mnt.join("m.bin")).unwrap(), data);
     let during = proc_status(pid, "Threads");
+    // No thread per connection: at most the member's I/O pool (8) and the hedged-read pool
+    // (16) grow meanwhile, for the mount's own reads.
     assert!(
-        during <= threads,
+        during <= threads + 8 + 16,
         "threads grew from {threads} to {during} under 300 connections"
     );
     let hwm_kib = proc_status(pid, "VmHWM");
