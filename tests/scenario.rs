@@ -93,6 +93,15 @@ fn readers_see_no_error_through_the_whole_sync_sequence() {
     ok(&["rm", "--store", &kept, "--name", "other"]);
     ok(&["gc", "--store", &kept, "--min-age", "1ms"]);
 
+    // The daemon's own account of any failed read, for the test's output.
+    for log in fs::read_dir(fx.path("state")).unwrap().flatten() {
+        if log.path().extension().is_some_and(|e| e == "log") {
+            let text = fs::read_to_string(log.path()).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("error")).take(5) {
+                eprintln!("{line}");
+            }
+        }
+    }
     readers.finish();
     fx.exact();
     assert!(mount.unmount().status.success());

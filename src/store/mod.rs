@@ -405,16 +405,28 @@ impl Store {
     /// yet (added, or a new place taking a lost member's id) when they answer and belong to this
     /// store. Returns the locations newly opened.
     pub fn follow_member_list(&self, opts: &io::Options) -> Vec<String> {
+        self.open_listed(opts, false)
+    }
+
+    /// `follow_member_list` for members this store has open only: those replaced since (listed
+    /// at a new place) are opened there. A read calls it before it gives up on a chunk, as the
+    /// mount's own look at the list may be a refresh away.
+    pub fn follow_replaced_members(&self, opts: &io::Options) -> Vec<String> {
+        self.open_listed(opts, true)
+    }
+
+    fn open_listed(&self, opts: &io::Options, replaced_only: bool) -> Vec<String> {
         let _one_at_a_time = self.joining.lock();
         let (list, _) = self.member_list();
         let mut opened = Vec::new();
         for l in list.members.iter().filter(|l| !l.retired) {
             // Opened already, where the list says it is. (A member replaced since this store
             // opened is listed at its new place: that one is opened and read from now on.)
-            let opened_there = self.member(&l.id).is_some_and(|m| {
+            let open = self.member(&l.id);
+            let opened_there = open.is_some_and(|m| {
                 io::absolute_spec(Path::new(m.location())).to_string_lossy() == l.location
             });
-            if opened_there || l.location.is_empty() {
+            if opened_there || l.location.is_empty() || (replaced_only && open.is_none()) {
                 continue;
             }
             let Ok(member) = io::open(Path::new(&l.location), opts) else {

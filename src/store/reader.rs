@@ -269,6 +269,19 @@ impl Store {
                 if let Some(id) = self.load_unlisted(chunk, out, &mut e.details) {
                     return Ok(id);
                 }
+                // A member replaced since this view last looked at the member list holds its
+                // replicas at its new place: look, and ask again there.
+                let opts = crate::member::Options {
+                    timeout: self.timeout,
+                    min_rate: self.min_rate,
+                    ..crate::member::Options::default()
+                };
+                if !self.follow_replaced_members(&opts).is_empty() {
+                    log::info!("chunk {}: asking members at their new places", chunk.hash);
+                    if let Ok(id) = self.load_listed(chunk, out, on_failure) {
+                        return Ok(id.to_string());
+                    }
+                }
                 Err(e)
             }
         }
