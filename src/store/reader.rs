@@ -276,11 +276,13 @@ impl Store {
                     min_rate: self.min_rate,
                     ..crate::member::Options::default()
                 };
-                if !self.follow_replaced_members(&opts).is_empty() {
-                    log::info!("chunk {}: asking members at their new places", chunk.hash);
-                    if let Ok(id) = self.load_listed(chunk, out, on_failure) {
-                        return Ok(id.to_string());
-                    }
+                // Asked again even when this look opened nothing: another read may have opened
+                // the new place while this one was asking the old.
+                for location in self.follow_replaced_members(&opts) {
+                    log::info!("member at {location} is read from now on (it was replaced)");
+                }
+                if let Ok(id) = self.load_listed(chunk, out, on_failure) {
+                    return Ok(id.to_string());
                 }
                 Err(e)
             }
