@@ -397,6 +397,16 @@ impl Store {
         joined.or_else(|| self.by_id.get(id).map(|&i| &self.members[i]))
     }
 
+    /// The member options this store was opened with (deadline and slowest rate), for members
+    /// it opens later and for the deadlines of its reads.
+    pub fn member_options(&self) -> io::Options {
+        io::Options {
+            timeout: self.timeout,
+            min_rate: self.min_rate,
+            ..io::Options::default()
+        }
+    }
+
     /// Members picked up after the store opened (see `follow_member_list`).
     pub fn joined_members(&self) -> impl Iterator<Item = &Member> {
         self.joined.iter().map_while(|slot| slot.get())

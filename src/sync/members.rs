@@ -206,11 +206,7 @@ pub fn set_weight(store: &Store, who: &str, weight: f64) -> Result<MemberRow, St
             .iter()
             .map(|m| PathBuf::from(m.location()))
             .collect::<Vec<_>>(),
-        &member::Options {
-            timeout: store.timeout,
-            min_rate: store.min_rate,
-            ..member::Options::default()
-        },
+        &store.member_options(),
     )?;
     store.update_member_list(|_| {})?;
     list_row(&store, &entry.id)

@@ -201,12 +201,7 @@ impl Store {
     /// The longest one replica of `chunk` may take to arrive: the member deadline plus its
     /// bytes at the slowest rate allowed.
     pub fn replica_deadline(&self, chunk: &ChunkRef) -> Duration {
-        crate::member::Options {
-            timeout: self.timeout,
-            min_rate: self.min_rate,
-            ..crate::member::Options::default()
-        }
-        .deadline(max_image_len(chunk.len))
+        self.member_options().deadline(max_image_len(chunk.len))
     }
 
     /// The longest a whole load of `chunk` may take: every member asked in turn, at worst.
@@ -271,11 +266,7 @@ impl Store {
                 }
                 // A member replaced since this view last looked at the member list holds its
                 // replicas at its new place: look, and ask again there.
-                let opts = crate::member::Options {
-                    timeout: self.timeout,
-                    min_rate: self.min_rate,
-                    ..crate::member::Options::default()
-                };
+                let opts = self.member_options();
                 // Asked again even when this look opened nothing: another read may have opened
                 // the new place while this one was asking the old.
                 for location in self.follow_replaced_members(&opts) {
