@@ -88,7 +88,7 @@ pub struct ShardFs {
     /// Where a read of `REFRESH_XATTR` is handed (to the thread that follows the store).
     refresh_requests: Option<crossbeam_channel::Sender<(ReplyXattr, u32)>>,
     /// Where each open is served from (the local tier, by passthrough or not, or chunks).
-    opens: passthrough::Opens,
+    opens: Arc<passthrough::Opens>,
 }
 
 impl ShardFs {
@@ -128,7 +128,7 @@ impl ShardFs {
             prefetch: opts.prefetch,
             next_fh: AtomicU64::new(1),
             refresh_requests: None,
-            opens: passthrough::Opens::default(),
+            opens: Arc::default(),
         })
     }
 
@@ -350,17 +350,23 @@ impl Filesystem for ShardFs {
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let ino = u64::from(ino);
-        let tier = self.shared.tier.as_deref();
-        let (source, backing) = self.opens.open(ino, &entry, tier, &reply);
-        self.shared
-            .activity
-            .open(fh, path, ino, entry.blake3, source);
-        if let Some(b) = backing {
-            return self.opens.reply_passthrough(b, fh, reply);
+        let (shared, opens) = (self.shared.clone(), self.opens.clone());
+        let open = move || {
+            let (source, backing) = opens.open(ino, &entry, shared.tier.as_deref(), &reply);
+            shared.activity.open(fh, path, ino, entry.blake3, source);
+            if let Some(b) = backing {
+                return opens.reply_passthrough(b, fh, reply);
+            }
+            // KEEP_CACHE: the second read of a file comes from the page cache. Never
+            // DIRECT_IO: a shared mmap of a direct-io file fails, which breaks safetensors.
+            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        };
+        if self.shared.tier.is_some() {
+            // Opening a local copy is a disk call: never on the session's thread.
+            self.readers.spawn(open);
+        } else {
+            open();
         }
-        // KEEP_CACHE: the second read of a file comes from the page cache. Never DIRECT_IO:
-        // a shared mmap of a direct-io file fails, which breaks safetensors.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
