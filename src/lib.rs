@@ -16,6 +16,7 @@ pub mod shown;
 pub mod store;
 pub mod sync;
 pub mod tier;
+pub mod trust;
 pub mod units;
 pub mod warm;
 pub mod workers;

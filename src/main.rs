@@ -33,6 +33,14 @@ struct Cli {
     /// timeout plus N over this rate (a 64 MiB chunk at 8MiB: 8 s more)
     #[arg(long, global = true, default_value = "8MiB", value_parser = parse_rate)]
     member_min_rate: u64,
+    /// Trust this key for the store (64 hex digits, or its fingerprint `sfk:...` from `key show`)
+    /// instead of the one this host pinned on first use; pinned from then on
+    #[arg(long, global = true, env = "SHARDFS_TRUST")]
+    trust: Option<String>,
+    /// The store's signing key file, for commands that sign [default:
+    /// ~/.config/shardfs/keys/STORE.key]
+    #[arg(long, global = true, env = "SHARDFS_KEY")]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +103,10 @@ enum Command {
         /// is refused: a downloaded model could link `tokenizer.json` to `/etc/shadow`)
         #[arg(long)]
         follow_links: bool,
+        /// Make a new store without a signing key (anyone who can write one member can then
+        /// change what it serves)
+        #[arg(long)]
+        unsigned: bool,
     },
     /// List the models of a store
     Ls {
@@ -288,6 +300,9 @@ enum Command {
         after_help = "The member list (id, index, weight, where each member lives) is kept on every member.\nA disk died: shardfs member replace --store REST OLD NEW, then shardfs repair --store REST,NEW."
     )]
     Member(cli::sync::MemberCommand),
+    /// The store's signing key: give an unsigned store one, show it, rotate it
+    #[command(subcommand)]
+    Key(cli::keys::KeyCommand),
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
@@ -434,6 +449,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    shardfs::trust::configure(shardfs::trust::Config {
+        dir: shardfs::trust::default_dir(),
+        key: cli.key.clone(),
+        trust: cli.trust.clone(),
+        sign_new: !matches!(cli.command, Command::Pack { unsigned: true, .. }),
+    });
     let members = shardfs::member::Options {
         timeout: cli.member_timeout,
         min_rate: cli.member_min_rate,
@@ -453,6 +474,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             lossy,
             init,
             follow_links,
+            unsigned: _,
         } => {
             let opts = PackOptions {
                 name,
@@ -595,5 +617,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => cli::sync::gc(store, dry_run, min_age, json, &members),
         Command::Verify { store, name, json } => cli::reports::verify(store, name, json, &members),
+        Command::Key(cmd) => cli::keys::key_command(cmd, &members),
     }
 }

@@ -69,14 +69,17 @@ fn snapshot(dir: &Path) -> Snapshot {
 
 /// Writes `mf` as the copy of model `name` on `member`, with a correct checksum (as a forger
 /// with write access to the member would).
+/// Writes a manifest copy as a holder of the store's key would (signed): what these tests
+/// plant is well-formed and signed, so that only the case under test is hostile.
 fn write_manifest(member: &Path, name: &str, mf: &serde_json::Value) {
     let body = serde_json::to_string(mf).unwrap();
     let checksum = blake3::hash(body.as_bytes()).to_hex().to_string();
-    fs::write(
-        member.join(format!("manifests/{name}.json")),
-        format!("{{\"checksum\":\"{checksum}\",\"manifest\":{body}}}\n"),
-    )
-    .unwrap();
+    let envelope = format!("{{\"checksum\":\"{checksum}\",\"manifest\":{body}}}\n");
+    write_signed(
+        member,
+        &format!("manifests/{name}.json"),
+        envelope.as_bytes(),
+    );
 }
 
 /// A store of three members with two models (replicas 2), a second store, and a sentinel
@@ -411,9 +414,11 @@ fn a_version_at_its_maximum_is_refused_never_wrapped() {
     // So would a change of the member list whose generation is at its maximum.
     for m in &scene.members {
         let at = m.join("members.json");
-        let mut list: serde_json::Value = serde_json::from_slice(&fs::read(&at).unwrap()).unwrap();
+        let bytes = fs::read(&at).unwrap();
+        let (body, _) = shardfs::trust::keys::split(&bytes).unwrap();
+        let mut list: serde_json::Value = serde_json::from_slice(body).unwrap();
         list["generation"] = serde_json::json!(u64::MAX);
-        fs::write(&at, serde_json::to_vec(&list).unwrap()).unwrap();
+        write_signed(m, "members.json", &serde_json::to_vec(&list).unwrap());
     }
     let lists = |scene: &Scene| -> Vec<Vec<u8>> {
         scene

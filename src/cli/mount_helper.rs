@@ -34,6 +34,8 @@ const VALUED: &[&str] = &[
     "metrics",
     "local_cache",
     "local_cache_size",
+    "trust",
+    "key",
 ];
 /// `-o` options that are switches.
 const SWITCHES: &[&str] = &["pin", "allow_other", "allow_degraded"];

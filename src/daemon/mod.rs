@@ -245,6 +245,7 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
     if req.options.pin {
         cmd.arg("--pin");
     }
+    cmd.args(crate::trust::daemon_args());
     if let Some(addr) = &req.options.metrics {
         cmd.arg("--metrics").arg(addr);
     }

@@ -6,7 +6,7 @@
 //! lists it and every member that held a copy has answered.
 
 use super::manifest::{self, Manifest};
-use super::{Member, Store, parse_manifest};
+use super::{Member, Store};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a refresh found changed.
@@ -78,6 +78,15 @@ impl Catalog {
     /// Lists every member's manifests, reads the copies that changed, and returns the models
     /// whose current manifest changed, appeared or went away.
     pub fn refresh(&mut self, store: &Store) -> Vec<Change> {
+        // A copy signed by a key this mount does not know yet: the store's key may have been
+        // rotated. Once the new key is learnt, the copies found not valid are read again.
+        if store.trust.take_unknown() && store.learn_keys() {
+            for c in self.models.values_mut().flat_map(|k| k.copies.values_mut()) {
+                if c.valid.is_none() {
+                    c.stamp = None;
+                }
+            }
+        }
         let mut listed: HashMap<String, HashMap<String, String>> = HashMap::new();
         for m in all_members(store) {
             match m.io.list_manifests() {
@@ -190,7 +199,7 @@ fn read_copy(store: &Store, member_id: &str, name: &str) -> Result<Manifest, Str
         .member(member_id)
         .ok_or_else(|| "member not open".to_string())?;
     match m.io.get_manifest(name) {
-        Ok(Some(stored)) => parse_manifest(name, &stored.bytes),
+        Ok(Some(stored)) => store.parse_manifest(name, &stored.bytes),
         Ok(None) => Err("gone".into()),
         Err(e) => Err(e.to_string()),
     }

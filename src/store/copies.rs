@@ -42,7 +42,7 @@ impl Store {
             .iter()
             .map(|m| match m.io.get_manifest(name) {
                 Ok(Some(stored)) => {
-                    let parsed = parse_manifest(name, &stored.bytes);
+                    let parsed = self.parse_manifest(name, &stored.bytes);
                     ManifestCopy {
                         member: m,
                         tag: Some(stored.tag),
@@ -126,10 +126,12 @@ impl Store {
                     Ok(None) => continue,
                     Err(e) => return Err(copy(format!("cannot be read: {e}"))),
                 };
-                match parse_manifest(&l.name, &stored.bytes) {
+                match self.parse_manifest(&l.name, &stored.bytes) {
                     Ok(mf) => view.manifests.push(mf),
                     Err(reason) if manifest::is_newer(&reason) => {
-                        let chunks = Manifest::newer_chunks(&stored.bytes)
+                        let chunks = self
+                            .manifest_body(&stored.bytes)
+                            .and_then(Manifest::newer_chunks)
                             .map_err(|e| copy(format!("{reason}; {e}")))?;
                         log::info!(
                             "{}: the copy of '{}' is {reason}; its chunks are kept",
@@ -169,17 +171,6 @@ impl Store {
         }
         Ok((good, bad))
     }
-}
-
-/// A copy of model `name`'s manifest read from a member, or why it is not valid.
-pub(crate) fn parse_manifest(name: &str, bytes: &[u8]) -> Result<Manifest, String> {
-    Manifest::from_bytes(bytes).and_then(|mf| {
-        if mf.name == name {
-            Ok(mf)
-        } else {
-            Err(format!("names model '{}'", mf.name))
-        }
-    })
 }
 
 /// A model with no valid copy, and why.

@@ -183,6 +183,7 @@ mod tests {
             replicas: 2,
             files: vec![FileEntry::for_test(10 * chunks.len() as u64, chunks)],
             members: vec![],
+            sealed: Default::default(),
         }
     }
 

@@ -32,6 +32,27 @@ pub struct Manifest {
     /// is gone by its index too. Empty in manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberRef>,
+    /// The exact bytes this manifest was read from, signature included (see `Sealed`).
+    #[serde(skip)]
+    pub sealed: Sealed,
+}
+
+/// The bytes a manifest copy was read from, so that a manifest passed on unchanged (repair,
+/// a new member) is written exactly as its signer wrote it. Not part of what the manifest says:
+/// never serialized, and equal to any other.
+#[derive(Clone, Default)]
+pub struct Sealed(pub Option<std::sync::Arc<[u8]>>);
+
+impl PartialEq for Sealed {
+    fn eq(&self, _: &Sealed) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({:?} bytes)", self.0.as_ref().map(|b| b.len()))
+    }
 }
 
 /// A member as a manifest remembers it.
@@ -370,6 +391,7 @@ pub(crate) mod tests {
                 id: "m0".into(),
                 index: 0,
             }],
+            sealed: Default::default(),
             files: vec![
                 FileEntry {
                     path: "model.safetensors".into(),

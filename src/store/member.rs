@@ -19,6 +19,10 @@ pub struct MemberInfo {
     /// Relative capacity, used by `hash` placement.
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// The store's signing keys, oldest first, each endorsed by the one before (see
+    /// `crate::trust`); empty in an unsigned store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<crate::trust::Record>,
 }
 
 #[cfg(test)]
@@ -31,6 +35,7 @@ impl MemberInfo {
             member_id: id.to_string(),
             index,
             weight: 1.0,
+            keys: vec![],
         }
     }
 }

@@ -47,15 +47,28 @@ impl MemberList {
 
 impl Store {
     /// The newest member list among the members that opened, and each member's copy as read
-    /// (`None`: it has none).
+    /// (`None`: it has none). A copy not signed by the store's key is damaged: it never counts.
     pub fn member_list(&self) -> (MemberList, Vec<Option<Stored>>) {
+        let (best, copies, _) = self.member_list_read();
+        (best, copies)
+    }
+
+    /// As `member_list`, with the bytes of the copy the list came from.
+    fn member_list_read(&self) -> (MemberList, Vec<Option<Stored>>, Option<Vec<u8>>) {
         let mut best = MemberList::default();
+        let mut best_bytes = None;
         let mut copies = Vec::new();
         for m in &self.members {
             match m.io.get_meta(MEMBER_LIST) {
                 Ok(Some(stored)) => {
-                    match serde_json::from_slice::<MemberList>(&stored.bytes) {
-                        Ok(list) if list.generation > best.generation => best = list,
+                    let parsed = self.member_list_body(&stored.bytes).and_then(|body| {
+                        serde_json::from_slice::<MemberList>(body).map_err(|e| e.to_string())
+                    });
+                    match parsed {
+                        Ok(list) if list.generation > best.generation => {
+                            best = list;
+                            best_bytes = Some(stored.bytes.to_vec());
+                        }
                         Ok(_) => {}
                         Err(e) => log::warn!("{}: damaged {MEMBER_LIST}: {e}", m.location()),
                     }
@@ -68,7 +81,7 @@ impl Store {
                 }
             }
         }
-        (best, copies)
+        (best, copies, best_bytes)
     }
 
     /// Records the members that opened (where they live, index, weight) in the member list,
@@ -78,7 +91,7 @@ impl Store {
         &self,
         change: impl FnOnce(&mut MemberList),
     ) -> Result<MemberList, StoreError> {
-        let (old, copies) = self.member_list();
+        let (old, copies, old_bytes) = self.member_list_read();
         let mut list = old.clone();
         for m in &self.members {
             let location = crate::member::absolute_spec(Path::new(m.location()))
@@ -105,10 +118,21 @@ impl Store {
             a != old
         };
         if changed {
-            list.generation = super::next_counter(old.generation, "the member list's generation")?;
+            list.generation = super::next_counter(
+                old.generation.max(list.generation),
+                "the member list's generation",
+            )?;
         }
-        let bytes =
-            serde_json::to_vec_pretty(&list).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // Unchanged: the copy read is passed on as it was signed (no key needed).
+        let bytes = match old_bytes {
+            Some(b) if !changed => b,
+            _ => {
+                let mut body = serde_json::to_vec_pretty(&list)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                body.push(b'\n');
+                self.seal_member_list(body)?
+            }
+        };
         for (m, copy) in self.members.iter().zip(copies) {
             let expect = match copy {
                 Some(c) if c.bytes == bytes => continue,

@@ -14,13 +14,13 @@ pub mod manifest;
 pub mod member;
 pub mod member_list;
 pub mod reader;
+mod signed;
 mod sources;
 pub mod verify;
 pub mod writer;
 
 use crate::member::{self as io, Expect, MemberError};
 use crate::placement::PlacementError;
-pub(crate) use copies::parse_manifest;
 pub use copies::{FullView, ManifestCopy, Unreadable};
 
 use member::{MEMBER_FILE, Member, MemberInfo, STORE_FORMAT};
@@ -150,6 +150,8 @@ pub struct Store {
     /// member's place): append-only, so a reference to one stays valid.
     joined: Vec<std::sync::OnceLock<Member>>,
     joining: parking_lot::Mutex<()>,
+    /// Which key the store's manifests and member lists must be signed by (see `signed`).
+    pub trust: crate::trust::Trust,
 }
 
 /// How many members a live mount can pick up after it opened.
@@ -252,7 +254,8 @@ impl Store {
         for (location, reason) in &unavailable {
             log::warn!("store member {location} is unavailable ({reason})");
         }
-        let store = Store::assemble(members, unavailable)?;
+        // Which key copies must be signed by; a member naming another key is left out.
+        let store = Store::assemble(members, unavailable)?.with_trust()?;
         // A member `member remove` retired is no longer part of the store.
         let (list, _) = store.member_list();
         let retired = |m: &Member| list.get(m.id()).is_some_and(|l| l.retired);
@@ -260,6 +263,7 @@ impl Store {
             let Store {
                 members,
                 mut unavailable,
+                trust: store_trust,
                 ..
             } = store;
             let (gone, kept): (Vec<Member>, Vec<Member>) = members.into_iter().partition(retired);
@@ -275,7 +279,10 @@ impl Store {
                     "every member given was retired".into(),
                 ));
             }
-            Store::assemble(kept, unavailable)?
+            let trust = store_trust;
+            let mut kept = Store::assemble(kept, unavailable)?;
+            kept.trust = trust;
+            kept
         } else {
             store
         };
@@ -316,6 +323,7 @@ impl Store {
         }
         Ok(Store {
             store_id: members[0].info.store_id.clone(),
+            trust: crate::trust::Trust::unsigned(&members[0].info.store_id),
             liveness: liveness::Liveness::new(members.iter().map(|m| m.id())),
             members,
             unavailable,
@@ -368,6 +376,19 @@ impl Store {
                 });
             }
         }
+        // A new store gets its key here; an existing one is opened as readers open it, and
+        // a member naming another key stops the pack.
+        let trust = if members.is_empty() {
+            crate::trust::for_new_store(&store_id).map_err(StoreError::Invalid)?
+        } else {
+            let partial = Store::assemble(members.clone(), vec![])?.with_trust()?;
+            if let Some((location, reason)) = partial.unavailable.first() {
+                return Err(StoreError::Invalid(format!(
+                    "{location}: {reason}; nothing was packed (repair or remove that member)"
+                )));
+            }
+            partial.trust
+        };
         let first_index = members.iter().map(|m| m.info.index + 1).max().unwrap_or(0);
         for (index, member) in (first_index..).zip(empty) {
             let info = MemberInfo {
@@ -376,6 +397,7 @@ impl Store {
                 member_id: member::new_id().map_err(io_err(Path::new("/dev/urandom")))?,
                 index,
                 weight: 1.0,
+                keys: trust.records(),
             };
             let bytes =
                 serde_json::to_vec_pretty(&info).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -385,6 +407,8 @@ impl Store {
             members.push(Member { io: member, info });
         }
         let mut store = Store::assemble(members, vec![])?;
+        store.trust = trust;
+        store.trust.warn_if_unsigned();
         store.timeout = opts.timeout;
         store.min_rate = opts.min_rate;
         Ok(store)
@@ -447,6 +471,9 @@ impl Store {
                 continue;
             };
             if info.store_id != self.store_id || info.member_id != l.id {
+                continue;
+            }
+            if !self.trusts_member_keys(member.location(), &info.keys) {
                 continue;
             }
             let Some(slot) = self.joined.iter().find(|s| s.get().is_none()) else {

@@ -351,6 +351,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
                 index: m.info.index,
             })
             .collect(),
+        sealed: Default::default(),
     };
     write_manifest(&store, &manifest, &copies)?;
     // The narrowed copies (temporary files) go with `sources`.
@@ -380,9 +381,7 @@ pub fn write_manifest(
             manifest.name
         ))
     })?;
-    let bytes = manifest
-        .to_bytes()
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let bytes = store.manifest_bytes(manifest)?;
     for copy in copies {
         store.put_manifest(copy.member, &manifest.name, &bytes, copy.tag.as_deref())?;
     }

@@ -29,7 +29,15 @@ pub struct MemberRow {
 
 /// Every member the store knows: the member list, and the members that opened.
 pub fn list(store: &Store) -> Result<Vec<MemberRow>, StoreError> {
-    let list = store.update_member_list(|_| {})?;
+    let list = match store.update_member_list(|_| {}) {
+        Ok(list) => list,
+        // A host without the store's key lists what the members hold.
+        Err(e) if store.trust.is_signed() && store.trust.signer().is_err() => {
+            log::info!("the member list was not brought up to date: {e}");
+            store.member_list().0
+        }
+        Err(e) => return Err(e),
+    };
     let mut held: HashMap<&str, (u64, u64)> = HashMap::new();
     let manifests = store.manifests()?;
     for m in &manifests {
@@ -120,6 +128,7 @@ pub fn add(
             .map_err(|e| StoreError::Invalid(e.to_string()))?,
         index,
         weight,
+        keys: existing.trust.records(),
     };
     io.init(&member_bytes(&info)?, true)
         .map_err(member_err(io.location()))?;
@@ -129,9 +138,7 @@ pub fn add(
     // Every member keeps a copy of every manifest.
     for name in existing.model_names()? {
         let manifest = existing.manifest(&name)?;
-        let bytes = manifest
-            .to_bytes()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let bytes = store.manifest_bytes(&manifest)?;
         if let Some(m) = store.member(&info.member_id) {
             store.put_manifest(m, &name, &bytes, None)?;
         }
@@ -241,6 +248,7 @@ pub fn replace(
         member_id: entry.id.clone(),
         index: entry.index,
         weight: entry.weight,
+        keys: store.trust.records(),
     };
     io.init(&member_bytes(&info)?, true)
         .map_err(member_err(io.location()))?;

@@ -1,9 +1,11 @@
 //! Keeping the copies true, built on the store: `repair` re-creates missing and corrupt
 //! replicas and brings every member's manifests up to date; `members` adds, reweights, replaces
 //! and removes members; `rebalance` moves replicas to where the placement puts them now; `gc`
-//! retires models (`rm`) and deletes unreferenced chunk files.
+//! retires models (`rm`) and deletes unreferenced chunk files; `keys` gives a store a key and
+//! rotates it.
 
 pub mod gc;
+pub mod keys;
 pub mod members;
 pub mod rebalance;
 pub mod repair;

@@ -138,9 +138,7 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
                     .members
                     .par_iter()
                     .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
-                let bytes = manifest
-                    .to_bytes()
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let bytes = store.manifest_bytes(&manifest)?;
                 for copy in &copies {
                     store.put_manifest(copy.member, &name, &bytes, copy.tag.as_deref())?;
                 }

@@ -262,11 +262,10 @@ fn repair_model(
             }
         }
     }
-    let bytes = manifest
-        .to_bytes()
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let bytes = store.manifest_bytes(&manifest)?;
     for copy in &copies {
-        let current = matches!(&copy.manifest, Some(Ok(m)) if m.version == manifest.version && m.to_bytes().ok().as_deref() == Some(&bytes[..]));
+        let current =
+            matches!(&copy.manifest, Some(Ok(m)) if m.sealed.0.as_deref() == Some(&bytes[..]));
         if current {
             continue;
         }

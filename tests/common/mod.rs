@@ -163,7 +163,9 @@ pub fn export(store: &str, name: &str, file: Option<&str>) -> Vec<u8> {
 /// The manifest JSON of a model as stored on one member.
 pub fn manifest_json(member: &Path, name: &str) -> serde_json::Value {
     let bytes = fs::read(member.join("manifests").join(format!("{name}.json"))).unwrap();
-    let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    // The envelope, without the signature line a signed store adds.
+    let (body, _) = shardfs::trust::keys::split(&bytes).unwrap();
+    let env: serde_json::Value = serde_json::from_slice(body).unwrap();
     env["manifest"].clone()
 }
 
@@ -415,4 +417,31 @@ impl Drop for Map {
         // SAFETY: unmaps what `new` mapped.
         unsafe { libc::munmap(self.ptr, self.len) };
     }
+}
+
+/// The signing key of the store `member` belongs to, as this host keeps it (`pack` made it).
+pub fn store_key(member: &Path) -> shardfs::trust::keys::StoreKey {
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(member.join("shardfs-store.json")).unwrap()).unwrap();
+    let id = info["store_id"].as_str().unwrap();
+    let path = shardfs::trust::default_dir()
+        .unwrap()
+        .join("keys")
+        .join(format!("{id}.key"));
+    shardfs::trust::keys::StoreKey::load(&path).unwrap()
+}
+
+/// Writes `body` at `rel` in `member`, signed with the store's own key, as a holder of the key
+/// would (a test that plants content shardfs must take as the store's own).
+pub fn write_signed(member: &Path, rel: &str, body: &[u8]) {
+    use shardfs::trust::keys::Kind;
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(member.join("shardfs-store.json")).unwrap()).unwrap();
+    let kind = if rel == "members.json" {
+        Kind::MemberList
+    } else {
+        Kind::Manifest
+    };
+    let signed = store_key(member).sign(kind, info["store_id"].as_str().unwrap(), body);
+    fs::write(member.join(rel), signed).unwrap();
 }
