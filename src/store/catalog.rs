@@ -78,6 +78,7 @@ impl Catalog {
     /// Lists every member's manifests, reads the copies that changed, and returns the models
     /// whose current manifest changed, appeared or went away.
     pub fn refresh(&mut self, store: &Store) -> Vec<Change> {
+        let mut changes = self.refresh_once(store);
         // A copy signed by a key this mount does not know yet: the store's key may have been
         // rotated. Once the new key is learnt, the copies found not valid are read again.
         if store.trust.take_unknown() && store.learn_keys() {
@@ -86,7 +87,12 @@ impl Catalog {
                     c.stamp = None;
                 }
             }
+            changes.extend(self.refresh_once(store));
         }
+        changes
+    }
+
+    fn refresh_once(&mut self, store: &Store) -> Vec<Change> {
         let mut listed: HashMap<String, HashMap<String, String>> = HashMap::new();
         for m in all_members(store) {
             match m.io.list_manifests() {

@@ -53,6 +53,28 @@ impl Store {
         (best, copies)
     }
 
+    /// The members whose copy of the member list is damaged or not signed by the store's key,
+    /// with why (for `verify`).
+    pub fn member_list_troubles(&self) -> Vec<(&super::Member, String)> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let why = match m.io.get_meta(MEMBER_LIST) {
+                Ok(Some(stored)) => self
+                    .member_list_body(&stored.bytes)
+                    .and_then(|b| {
+                        serde_json::from_slice::<MemberList>(b).map_err(|e| e.to_string())
+                    })
+                    .err(),
+                Ok(None) => None,
+                Err(e) => Some(format!("cannot be read: {e}")),
+            };
+            if let Some(why) = why {
+                out.push((m, format!("{MEMBER_LIST}: {why}")));
+            }
+        }
+        out
+    }
+
     /// As `member_list`, with the bytes of the copy the list came from.
     fn member_list_read(&self) -> (MemberList, Vec<Option<Stored>>, Option<Vec<u8>>) {
         let mut best = MemberList::default();

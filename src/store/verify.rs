@@ -17,8 +17,8 @@ type ReplicaResult = (String, Result<Vec<u8>, super::reader::ReplicaError>);
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     /// `missing`, `corrupt`, `unreadable`, `under-replicated` (fewer good replicas than the
-    /// model was packed with, at least one), `unrecoverable`, `file-hash`, `manifest` or
-    /// `member-unavailable`.
+    /// model was packed with, at least one), `unrecoverable`, `file-hash`, `manifest`,
+    /// `member-list` (a copy damaged or not signed by the store's key) or `member-unavailable`.
     pub kind: String,
     pub model: Option<String>,
     pub file: Option<String>,
@@ -255,6 +255,13 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
         problems.push(Problem {
             member_path: Some(path.clone()),
             ..Problem::new("member-unavailable", reason.clone())
+        });
+    }
+    for (m, why) in store.member_list_troubles() {
+        problems.push(Problem {
+            member_id: Some(m.id().to_string()),
+            member_path: Some(m.location().to_string()),
+            ..Problem::new("member-list", why)
         });
     }
     let mut manifests: Vec<Manifest> = Vec::new();

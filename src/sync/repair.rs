@@ -323,6 +323,17 @@ pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, Store
             other => other?,
         }
     }
+    if !opts.dry_run {
+        // Member-list copies that are missing, damaged or not signed by the store's key get the
+        // current list (passed on as signed: a host without the key can do this too).
+        match store.update_member_list(|_| {}) {
+            Ok(_) => {}
+            Err(e) if store.trust.signer().is_err() => {
+                log::warn!("the member list was not brought up to date: {e}")
+            }
+            Err(e) => return Err(e),
+        }
+    }
     progress.finish_and_clear();
     report.ok = report.unrepaired.is_empty();
     report.seconds = started.elapsed().as_secs_f64();
