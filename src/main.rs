@@ -5,6 +5,8 @@ mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::Failure;
+pub(crate) use cli::parse::MemberParser;
+use cli::parse::{parse_cache_size, parse_chunk_size, parse_rate, parse_size_any};
 use shardfs::chunking::Partition;
 use shardfs::codec::CodecChoice;
 use shardfs::daemon;
@@ -12,7 +14,7 @@ use shardfs::placement::Placement;
 use shardfs::shown::shown;
 use shardfs::store::Store;
 use shardfs::store::writer::{PackOptions, pack};
-use shardfs::units::{format_bytes, format_rate, parse_size, ratio};
+use shardfs::units::{format_bytes, format_rate, ratio};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -315,59 +317,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// Parses one member of a `--store` list: whitespace around it is dropped; an empty one is an
-/// error. Works on the raw argument, so that member paths need not be UTF-8.
-#[derive(Clone)]
-pub(crate) struct MemberParser;
-
-impl clap::builder::TypedValueParser for MemberParser {
-    type Value = PathBuf;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<PathBuf, clap::Error> {
-        use std::os::unix::ffi::OsStrExt;
-        let member = value.as_bytes().trim_ascii();
-        if member.is_empty() {
-            return Err(clap::Error::raw(
-                clap::error::ErrorKind::InvalidValue,
-                "empty member in the --store list (two commas in a row, or one at an end)\n",
-            )
-            .with_cmd(cmd));
-        }
-        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(member)))
-    }
-}
-
-fn parse_size_any(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
-
-fn parse_cache_size(s: &str) -> Result<u64, String> {
-    let n = parse_size_any(s)?;
-    if n < (1 << 20) {
-        return Err("the cache must hold at least 1MiB".into());
-    }
-    Ok(n)
-}
-
-fn parse_rate(s: &str) -> Result<u64, String> {
-    let n = parse_size_any(s)?;
-    if n < (64 << 10) {
-        return Err("the slowest rate must be at least 64KiB (per second)".into());
-    }
-    Ok(n)
-}
-
-fn parse_chunk_size(s: &str) -> Result<u64, String> {
-    let n = parse_size_any(s)?;
-    shardfs::chunking::check_chunk_size(n).map_err(|e| e.to_string())?;
-    Ok(n)
 }
 
 /// The cores this process may run on (2 when the system does not say).

@@ -4,6 +4,7 @@
 
 pub mod keys;
 pub mod mount_helper;
+pub mod parse;
 pub mod reports;
 pub mod sync;
 

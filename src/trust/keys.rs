@@ -31,10 +31,12 @@ impl Kind {
     }
 }
 
-/// The bytes a signature is made over: a domain, the kind, the store and the body.
+/// The bytes a signature is made over: a domain, the kind, the store and the BLAKE3 hash of
+/// the body (hashing a large manifest with BLAKE3 is several times faster than the SHA-512 pass
+/// Ed25519 makes over its message, and BLAKE3 is the store's hash already).
 fn message(kind: Kind, store_id: &str, body: &[u8]) -> Vec<u8> {
     let mut m = format!("shardfs-signature-v1\0{}\0{store_id}\0", kind.tag()).into_bytes();
-    m.extend_from_slice(body);
+    m.extend_from_slice(blake3::hash(body).as_bytes());
     m
 }
 

@@ -1,0 +1,58 @@
+//! Parsers of the command line's argument values: member lists, sizes, rates, chunk sizes.
+//! Each gives a one-line message clap prints as the error.
+
+use shardfs::units::parse_size;
+use std::path::PathBuf;
+
+/// Parses one member of a `--store` list: whitespace around it is dropped; an empty one is an
+/// error. Works on the raw argument, so that member paths need not be UTF-8.
+#[derive(Clone)]
+pub struct MemberParser;
+
+impl clap::builder::TypedValueParser for MemberParser {
+    type Value = PathBuf;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PathBuf, clap::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let member = value.as_bytes().trim_ascii();
+        if member.is_empty() {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                "empty member in the --store list (two commas in a row, or one at an end)\n",
+            )
+            .with_cmd(cmd));
+        }
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(member)))
+    }
+}
+
+pub fn parse_size_any(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+pub fn parse_cache_size(s: &str) -> Result<u64, String> {
+    let n = parse_size_any(s)?;
+    if n < (1 << 20) {
+        return Err("the cache must hold at least 1MiB".into());
+    }
+    Ok(n)
+}
+
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let n = parse_size_any(s)?;
+    if n < (64 << 10) {
+        return Err("the slowest rate must be at least 64KiB (per second)".into());
+    }
+    Ok(n)
+}
+
+pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    let n = parse_size_any(s)?;
+    shardfs::chunking::check_chunk_size(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
