@@ -216,11 +216,7 @@ fn a_member_naming_another_key_is_left_out_and_trusting_that_key_is_refused() {
     let forger = StoreKey::generate().unwrap();
     let at = scene.members[2].join("shardfs-store.json");
     let mut info = store_file(&scene.members[2]);
-    info["keys"] = serde_json::to_value(vec![KeyRecord {
-        public: forger.public().hex(),
-        endorsed: None,
-    }])
-    .unwrap();
+    info["keys"] = serde_json::to_value(vec![KeyRecord::first(&forger.public())]).unwrap();
     fs::write(&at, serde_json::to_vec_pretty(&info).unwrap()).unwrap();
     // The member is left out with one line; the model reads from the other two.
     let out = ok(&["ls", "--store", s]);

@@ -286,7 +286,10 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
                 Some(Err(reason)) if crate::store::manifest::is_newer(&reason) => {
                     Some(format!("manifest copy {reason}: not read by this build"))
                 }
-                Some(Err(reason)) => Some(format!("manifest copy damaged: {reason}")),
+                Some(Err(reason)) => Some(format!(
+                    "manifest copy {} damaged: {reason}",
+                    crate::member::layout::manifest_key(n)
+                )),
                 Some(Ok(m)) if m.version < current => Some(format!(
                     "manifest copy is version {}, current is {current}",
                     m.version

@@ -105,14 +105,13 @@ pub fn init(mut store: Store) -> Result<KeyReport, StoreError> {
     let path = trust::key_path(&store.store_id).map_err(invalid)?;
     let key = key_at(&path, &store.store_id)?;
     let public = key.public();
-    let records = vec![Record {
-        public: public.hex(),
-        endorsed: None,
-    }];
+    let records = vec![Record::first(&public)];
     store.trust = Trust::with_key(&store.store_id, key, records.clone());
     let manifests_signed = sign_all(&store, &manifests, &list)?;
     publish_keys(&store, &records)?;
-    trust::pin_key(&store.store_id, &public).map_err(invalid)?;
+    if let Err(e) = trust::pin_key(&store.store_id, &public) {
+        log::warn!("key {public} could not be pinned on this host: {e}");
+    }
     Ok(KeyReport {
         store_id: store.store_id.clone(),
         key: public.fingerprint(),

@@ -92,9 +92,23 @@ impl fmt::Debug for PublicKey {
 pub struct KeyRecord {
     /// The public key, 64 hex digits.
     pub public: String,
+    /// Its fingerprint, for people reading the file (never trusted: derived from `public`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
     /// The previous key's signature over this one (hex); `None` for the first key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endorsed: Option<String>,
+}
+
+impl KeyRecord {
+    /// The record of a store's first key.
+    pub fn first(key: &PublicKey) -> KeyRecord {
+        KeyRecord {
+            public: key.hex(),
+            fingerprint: key.fingerprint(),
+            endorsed: None,
+        }
+    }
 }
 
 /// The keys a member's records name, in order, each checked against the one before it.
@@ -216,6 +230,7 @@ impl StoreKey {
         let sig = self.signing.sign(&message(Kind::Key, store_id, &next.0));
         KeyRecord {
             public: next.hex(),
+            fingerprint: next.fingerprint(),
             endorsed: Some(hex::encode(sig.to_bytes())),
         }
     }
@@ -314,10 +329,7 @@ mod tests {
             StoreKey::generate().unwrap(),
             StoreKey::generate().unwrap(),
         );
-        let first = KeyRecord {
-            public: a.public().hex(),
-            endorsed: None,
-        };
+        let first = KeyRecord::first(&a.public());
         let good = vec![first.clone(), a.endorse("s", &b.public())];
         assert_eq!(chain("s", &good).unwrap(), vec![a.public(), b.public()]);
         // c endorsed by itself, not by a: refused.

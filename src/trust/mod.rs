@@ -141,6 +141,16 @@ pub fn pin_key(store_id: &str, key: &PublicKey) -> Result<(), String> {
     Ok(())
 }
 
+/// Pins `key`, or says why it could not (a home folder that is not writable): the key is
+/// trusted for this command all the same, and pinned by the next one that can.
+fn pin_or_warn(store_id: &str, key: &PublicKey) {
+    if let Err(e) = pin_key(store_id, key) {
+        log::warn!(
+            "store {store_id}: key {key} is trusted for this command but could not be pinned ({e})"
+        );
+    }
+}
+
 /// The keys a store accepts and signs with.
 #[derive(Debug)]
 pub struct Trust {
@@ -380,7 +390,7 @@ pub fn decide(store_id: &str, members: &[(&str, &[KeyRecord])]) -> Result<Decisi
                 }
             }
             if pinned != Some(key) {
-                pin_key(store_id, &key)?;
+                pin_or_warn(store_id, &key);
             }
             Some(key)
         }
@@ -465,7 +475,7 @@ fn first_use(
         return Ok(None);
     }
     if let Some((root, _)) = roots.iter().find(|(_, n)| n * 2 > members.len()) {
-        pin_key(store_id, root)?;
+        pin_or_warn(store_id, root);
         return Ok(Some(*root));
     }
     let said: Vec<String> = roots
@@ -501,11 +511,8 @@ pub fn for_new_store(store_id: &str) -> Result<Trust, String> {
             key
         }
     };
-    pin_key(store_id, &key.public())?;
-    let record = KeyRecord {
-        public: key.public().hex(),
-        endorsed: None,
-    };
+    pin_or_warn(store_id, &key.public());
+    let record = KeyRecord::first(&key.public());
     Ok(Trust::with_key(store_id, key, vec![record]))
 }
 
@@ -514,10 +521,7 @@ mod tests {
     use super::*;
 
     fn record(k: &StoreKey) -> KeyRecord {
-        KeyRecord {
-            public: k.public().hex(),
-            endorsed: None,
-        }
+        KeyRecord::first(&k.public())
     }
 
     #[test]
