@@ -308,3 +308,87 @@ fn an_unsigned_store_reads_with_a_warning_until_key_init_signs_it() {
     // A second key init is refused: the store has a key.
     fails(&["key", "init", "--store", s], "already signed");
 }
+
+/// Runs shardfs as another host would: its own configuration folder (keys, pinned keys).
+fn as_host(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .env("XDG_CONFIG_HOME", config)
+        .args(args)
+        .output()
+        .expect("shardfs runs")
+}
+
+fn pinned_on(config: &Path, store_id: &str) -> String {
+    fs::read_to_string(config.join("shardfs/trusted").join(store_id))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn another_host_pins_on_first_use_packs_only_with_the_key_and_re_trusts_a_replaced_key() {
+    let scene = Scene::new(81, &[]);
+    let s = scene.store.as_str();
+    let id = scene.store_id();
+    let real_key = store_key(&scene.members[0]).public();
+    let host = scene.root.join("host-b");
+    // First use: the key the members name is pinned.
+    let out = as_host(&host, &["ls", "--store", s]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(pinned_on(&host, &id), real_key.hex());
+    // Without the key file it cannot pack (one line saying so); given it, it can.
+    let src = scene.root.join("next.bin");
+    let next = Rng::new(82).bytes(1 << 20);
+    fs::write(&src, &next).unwrap();
+    let pack = |extra: &[&str]| {
+        let mut args = vec!["pack", src.to_str().unwrap(), "--store", s, "--name", "m"];
+        args.extend_from_slice(&["--replicas", "2"]);
+        args.extend_from_slice(extra);
+        as_host(&host, &args)
+    };
+    let before = scene.chunk_names();
+    let out = pack(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--key"), "{err}");
+    assert_eq!(export(s, "m", None), scene.real, "nothing was published");
+    assert_eq!(scene.chunk_names(), before, "nothing was written");
+    let key_file = shardfs::trust::default_dir()
+        .unwrap()
+        .join(format!("keys/{id}.key"));
+    let out = pack(&["--key", key_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(export(s, "m", None), next);
+
+    // The key is lost: the documented re-key on the packing host (the keys entry out of every
+    // store file, this host's pin removed, key init), then --trust NEW once on the other host.
+    for m in &scene.members {
+        let mut info = store_file(m);
+        info.as_object_mut().unwrap().remove("keys");
+        fs::write(
+            m.join("shardfs-store.json"),
+            serde_json::to_vec_pretty(&info).unwrap(),
+        )
+        .unwrap();
+    }
+    let pin = shardfs::trust::default_dir()
+        .unwrap()
+        .join(format!("trusted/{id}"));
+    fs::remove_file(&pin).unwrap();
+    fs::rename(&key_file, scene.root.join("lost.key")).unwrap();
+    ok(&["key", "init", "--store", s]);
+    let new_key = store_key(&scene.members[0]).public();
+    assert_ne!(new_key, real_key);
+    // The other host still trusts the old key: it refuses, with one line naming --trust.
+    let out = as_host(&host, &["ls", "--store", s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--trust"), "{err}");
+    let out = as_host(
+        &host,
+        &["ls", "--store", s, "--trust", &new_key.fingerprint()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(pinned_on(&host, &id), new_key.hex());
+    let out = as_host(&host, &["export", "--store", s, "--name", "m", "-o", "-"]);
+    assert!(out.stdout == next);
+}

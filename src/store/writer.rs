@@ -256,6 +256,10 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     }
 
     let store = Store::open_for_pack(paths, opts.init, &opts.member)?;
+    // A signed store is packed only with its key: found missing before any chunk is written.
+    if store.trust.is_signed() {
+        store.trust.signer().map_err(StoreError::Invalid)?;
+    }
     let _lock = store.lock_for_pack()?;
     placement::check(opts.replicas, store.members.len())?;
     let list = store.update_member_list(|_| {})?;

@@ -269,6 +269,18 @@ fn repair_model(
         if current {
             continue;
         }
+        if let Some(Err(reason)) = &copy.manifest {
+            // A damaged or forged copy is never passed on: it is replaced by the current one.
+            log::warn!(
+                "{}: the manifest copy of '{name}' is not valid ({reason}); {} by the current copy",
+                copy.member.location(),
+                if opts.dry_run {
+                    "would be replaced"
+                } else {
+                    "replaced"
+                }
+            );
+        }
         if !opts.dry_run {
             store.put_manifest(copy.member, name, &bytes, copy.tag.as_deref())?;
         }
