@@ -21,12 +21,52 @@ pub(super) struct Source {
     pub(super) mtime_nanos: u32,
     /// For `--lossy`: the narrowed copy packed instead of `abs`, and how it differs.
     pub(super) narrowed: Option<(tempfile::TempPath, Lossy)>,
+    /// The file as it was when the pack began: a file that changes while it is read is refused.
+    stamp: Stamp,
+}
+
+/// What tells a file is still the one the pack began with: its size, modification and change
+/// times, and inode. Any write (in place, an append, a rename over it) changes one of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: (u64, u64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: (meta.dev(), meta.ino()),
+        }
+    }
 }
 
 impl Source {
     /// The file whose bytes are stored: the narrowed copy for a lossy pack.
     pub(super) fn data_path(&self) -> &Path {
         self.narrowed.as_ref().map_or(&self.abs, |(p, _)| p)
+    }
+
+    /// Fails when the file changed since the pack began (`read` is the handle its bytes were
+    /// read from): a torn mix of two versions is never published.
+    pub(super) fn check_unchanged(&self, read: &File) -> Result<(), StoreError> {
+        let now = fs::metadata(&self.abs).map_err(cannot_read(&self.abs))?;
+        let same_file = self.narrowed.is_some()
+            || read
+                .metadata()
+                .is_ok_and(|m| Stamp::of(&m) == self.stamp);
+        if Stamp::of(&now) == self.stamp && same_file {
+            return Ok(());
+        }
+        Err(source_err(format!(
+            "{} changed while it was packed (its size, times or inode are not those it had when the pack began); nothing of it was published: pack again once it is complete",
+            self.abs.display()
+        )))
     }
 
     /// Opens the file whose bytes are stored.
@@ -103,6 +143,7 @@ pub(super) fn stat_source(
         mtime_secs: meta.mtime(),
         mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
         narrowed: None,
+        stamp: Stamp::of(meta),
     })
 }
 

@@ -198,6 +198,7 @@ fn pack_file(
                     break; // the workers stopped on an error of their own
                 }
             }
+            src.check_unchanged(&f)?;
             Ok(Hash32(*hasher.finalize().as_bytes()))
         });
         let chunks: Result<Vec<(u64, ChunkRef)>, StoreError> = rx
