@@ -1,7 +1,8 @@
 //! `shardfs export`: writes a model's exact bytes (one file, or every file into a directory) to
 //! where the user asked. Stdout and an existing device, FIFO or socket are written in place; a
 //! new path or a regular file is written under a temporary name beside it and renamed, so that
-//! it appears whole or not at all.
+//! it appears whole or not at all; an export interrupted by a signal removes its temporary
+//! (`remove_on_signal`).
 
 use crate::store::manifest::FileEntry;
 use crate::store::reader::{MemberTrouble, ReplicaError};
@@ -9,8 +10,57 @@ use crate::store::{Store, StoreError};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use thiserror::Error;
+
+/// The temporary output being written (a file, or a folder for a model of several files).
+static PENDING: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn pending(path: Option<&Path>) {
+    if let Ok(mut p) = PENDING.lock() {
+        *p = path.map(Path::to_path_buf);
+    }
+}
+
+/// Makes SIGINT (Ctrl-C), SIGTERM and SIGHUP end the process only after the temporary output of
+/// a running export is removed, so an interrupted export leaves nothing behind. Call it before
+/// any other thread starts: the signals are blocked in every thread, and one thread waits for
+/// them.
+pub fn remove_on_signal() {
+    // SAFETY: plain libc signal-set manipulation on a local set, before other threads exist.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: waits on the set blocked above.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            let path = PENDING.lock().ok().and_then(|mut p| p.take());
+            if let Some(p) = path {
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
+            eprintln!("shardfs: export interrupted; nothing was written");
+            std::process::exit(128 + sig);
+        });
+    if spawned.is_err() {
+        // No watcher: the signals keep their default action.
+        // SAFETY: unblocks the set blocked above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -120,14 +170,17 @@ pub fn export(
     match single {
         Some(f) => {
             let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
+            pending(Some(tmp.path()));
             let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
             let file = stream(store, f, file, tmp.path(), &on_failure)?;
             finish_file(&file, f.mode, umask, tmp.path())?;
-            tmp.persist(output)
-                .map_err(|e| output_err(output)(e.error))?;
+            let persisted = tmp.persist(output);
+            pending(None);
+            persisted.map_err(|e| output_err(output)(e.error))?;
         }
         None => {
             let tmp = builder.tempdir_in(dir).map_err(output_err(dir))?;
+            pending(Some(tmp.path()));
             for f in &manifest.files {
                 let dest = tmp.path().join(&f.path);
                 make_dirs(tmp.path(), &f.path, umask)?;
@@ -144,7 +197,9 @@ pub fn export(
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777 & !umask))
                 .map_err(output_err(tmp.path()))?;
             let kept = tmp.keep();
-            if let Err(e) = fs::rename(&kept, output) {
+            let renamed = fs::rename(&kept, output);
+            pending(None);
+            if let Err(e) = renamed {
                 let _ = fs::remove_dir_all(&kept);
                 return Err(output_err(output)(e));
             }

@@ -542,6 +542,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             file,
             output,
         } => {
+            shardfs::export::remove_on_signal();
             let store = Store::open_with(&store, &members)?;
             shardfs::export::export(&store, &name, file.as_deref(), &output)
                 .map_err(|e| Failure::Error(e.to_string()))

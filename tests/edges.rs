@@ -30,7 +30,10 @@ fn a_file_that_changes_while_it_is_packed_is_never_published_torn() {
     // written, an editor saving over it).
     let started = Instant::now();
     while !paths[0].join("lock").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "pack took no lock");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "pack took no lock"
+        );
         if pack.try_wait().unwrap().is_some() {
             let out = pack.wait_with_output().unwrap();
             panic!("pack ended before it was seen: {out:?}");
@@ -47,11 +50,56 @@ fn a_file_that_changes_while_it_is_packed_is_never_published_torn() {
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         // Only possible if every byte was read before the change: then it is the original.
-        assert!(export(&store, "big", None) == original, "a torn file was published");
+        assert!(
+            export(&store, "big", None) == original,
+            "a torn file was published"
+        );
     } else {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("changed while it was packed"), "{err}");
         let listed = stdout(&ok(&["ls", "--store", &store]));
         assert!(!listed.contains("big"), "{listed}");
+    }
+}
+
+#[test]
+fn an_export_interrupted_by_ctrl_c_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 2));
+    let data = Rng::new(93).bytes(128 << 20);
+    pack_bytes(d, &store, "big", &data, &["--chunk-size", "1MiB"]);
+    let out_dir = d.join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let output = out_dir.join("big.bin");
+    let export = Command::new(bin())
+        .args(["export", "--store", &store, "--name", "big", "-o"])
+        .arg(&output)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The temporary appears beside the output; SIGINT is sent as soon as it is there.
+    let started = Instant::now();
+    while fs::read_dir(&out_dir).unwrap().next().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no temporary");
+        std::thread::yield_now();
+    }
+    let pid = export.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = export.wait_with_output().unwrap();
+    let left: Vec<_> = fs::read_dir(&out_dir).unwrap().collect();
+    if out.status.success() {
+        // Finished before the signal came: then it is whole.
+        assert!(fs::read(&output).unwrap() == data);
+    } else {
+        assert_eq!(out.status.code(), Some(130), "{out:?}");
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
     }
 }

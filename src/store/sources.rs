@@ -56,10 +56,8 @@ impl Source {
     /// read from): a torn mix of two versions is never published.
     pub(super) fn check_unchanged(&self, read: &File) -> Result<(), StoreError> {
         let now = fs::metadata(&self.abs).map_err(cannot_read(&self.abs))?;
-        let same_file = self.narrowed.is_some()
-            || read
-                .metadata()
-                .is_ok_and(|m| Stamp::of(&m) == self.stamp);
+        let same_file =
+            self.narrowed.is_some() || read.metadata().is_ok_and(|m| Stamp::of(&m) == self.stamp);
         if Stamp::of(&now) == self.stamp && same_file {
             return Ok(());
         }
