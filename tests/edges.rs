@@ -103,3 +103,31 @@ fn an_export_interrupted_by_ctrl_c_leaves_nothing_behind() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
     }
 }
+
+#[test]
+fn a_chunk_size_below_64kib_is_refused_and_a_pack_to_part_of_the_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 3);
+    let store = store_arg(&paths);
+    let data = Rng::new(95).bytes(1 << 20);
+    let src = pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
+    let s = src.to_str().unwrap();
+    fails(
+        &["pack", s, "--store", &store, "--chunk-size", "1"],
+        "below 64KiB",
+    );
+    // Two of the three members: one line names the one left out, and repair.
+    let two = store_arg(&paths[..2]);
+    let out = ok(&["pack", s, "--store", &two, "--name", "n"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("left out")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains(&paths[2].display().to_string()) && lines[0].contains("repair"),
+        "{err}"
+    );
+    // With every member given, nothing is said.
+    let out = ok(&["pack", s, "--store", &store, "--name", "n"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("left out"));
+}

@@ -186,7 +186,11 @@ fn bad_inputs_get_one_line_errors() {
     );
     fails(
         &["pack", s, "--store", &store, "--chunk-size", "0"],
-        "at least 1 byte",
+        "below 64KiB",
+    );
+    fails(
+        &["pack", s, "--store", &store, "--chunk-size", "1"],
+        "below 64KiB",
     );
     fails(
         &["pack", s, "--store", &store, "--chunk-size", "2GiB"],

@@ -15,6 +15,9 @@ use thiserror::Error;
 
 /// The largest chunk size a store accepts.
 pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+/// The smallest chunk size `pack` takes: below it a model becomes millions of chunk files (and
+/// as many requests) for no better ratio or read.
+pub const MIN_PACK_CHUNK_SIZE: u64 = 64 << 10;
 /// The default chunk size.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 
@@ -24,6 +27,10 @@ pub enum ChunkingError {
     Zero,
     #[error("chunk size {0} is over the 1 GiB limit")]
     TooLarge(u64),
+    #[error(
+        "chunk size {0} is below 64KiB: smaller chunks make millions of chunk files for no gain"
+    )]
+    TooSmall(u64),
 }
 
 /// Why a file's layout could not be used.
@@ -148,6 +155,14 @@ impl Cut {
             tensors: Vec::new(),
         }
     }
+}
+
+/// A chunk size `pack` takes: at least `MIN_PACK_CHUNK_SIZE`, at most `MAX_CHUNK_SIZE`.
+pub fn check_pack_chunk_size(chunk_size: u64) -> Result<(), ChunkingError> {
+    if chunk_size < MIN_PACK_CHUNK_SIZE {
+        return Err(ChunkingError::TooSmall(chunk_size));
+    }
+    check_chunk_size(chunk_size)
 }
 
 pub fn check_chunk_size(chunk_size: u64) -> Result<(), ChunkingError> {

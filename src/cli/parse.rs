@@ -53,6 +53,6 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 
 pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
     let n = parse_size_any(s)?;
-    shardfs::chunking::check_chunk_size(n).map_err(|e| e.to_string())?;
+    shardfs::chunking::check_pack_chunk_size(n).map_err(|e| e.to_string())?;
     Ok(n)
 }

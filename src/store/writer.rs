@@ -244,7 +244,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
-    chunking::check_chunk_size(opts.chunk_size)?;
+    chunking::check_pack_chunk_size(opts.chunk_size)?;
     placement::check(opts.replicas, paths.len())?;
     let (default_name, sources) = scan(src, opts.follow_links)?;
     let name = opts.name.clone().unwrap_or(default_name);
@@ -273,6 +273,27 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
             "{} was retired from the store (member remove); leave it out of --store",
             m.location()
         )));
+    }
+    // Members of the store not given: this pack does not reach them. Said in one line.
+    let left_out: Vec<String> = list
+        .members
+        .iter()
+        .filter(|l| !l.retired && store.member(&l.id).is_none())
+        .map(|l| {
+            if l.location.is_empty() {
+                format!("member {}", l.id)
+            } else {
+                l.location.clone()
+            }
+        })
+        .collect();
+    if !left_out.is_empty() {
+        log::warn!(
+            "'{name}' is packed to {} of the {} members of the store; left out: {} (`shardfs repair` with every member brings them up to date)",
+            store.members.len(),
+            store.members.len() + left_out.len(),
+            left_out.join(", ")
+        );
     }
     // The copies this pack replaces: its manifest is published only over these, so a pack of
     // the same model that published meanwhile is not silently undone.
