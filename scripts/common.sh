@@ -19,3 +19,13 @@ with_heartbeat() {
   wait "$ticker" 2>/dev/null || true
   return "$rc"
 }
+
+# The folder cargo builds release binaries into, wherever CARGO_TARGET_DIR (or a cargo config)
+# puts it: asked of cargo, never assumed to be target/ under the repository.
+release_dir() {
+  local dir
+  dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  [[ -n $dir ]] || { echo "cannot tell cargo's target directory" >&2; return 1; }
+  echo "$dir/release"
+}

@@ -289,8 +289,8 @@ enum Command {
         /// Report what would be deleted without deleting
         #[arg(long)]
         dry_run: bool,
-        /// Keep unreferenced chunk files younger than this
-        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_duration)]
+        /// Keep unreferenced chunk files younger than this (0: no minimum; e.g. 30m, 1h, 7d)
+        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_age)]
         min_age: std::time::Duration,
         /// Machine-readable report
         #[arg(long)]
@@ -327,7 +327,33 @@ fn cores() -> usize {
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match cli::mount_helper::invocation(&argv) {
-        Ok(cli::mount_helper::Invocation::Command) => Cli::parse_from(argv),
+        Ok(cli::mount_helper::Invocation::Command) => match Cli::try_parse_from(argv) {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+            Err(e) => {
+                // An argument error is one line with the prefix every error has (clap's usage
+                // and hint follow it).
+                let text = e.to_string();
+                let mut lines = text.lines();
+                let mut first = lines
+                    .next()
+                    .unwrap_or("bad arguments")
+                    .trim_start_matches("error: ")
+                    .trim()
+                    .to_string();
+                // "... were not provided:" is followed by what was not: one line all the same.
+                if first.ends_with(':')
+                    && let Some(what) = lines.next()
+                {
+                    first = format!("{first} {}", what.trim());
+                }
+                eprintln!("shardfs: error: {first}");
+                for l in lines.filter(|l| !l.trim().is_empty()) {
+                    eprintln!("{l}");
+                }
+                return ExitCode::from(2);
+            }
+        },
         // mount(8) shows a helper's stderr as is: one line, not clap's usage.
         Ok(cli::mount_helper::Invocation::Mount(args)) => match Cli::try_parse_from(args) {
             Ok(cli) => cli,

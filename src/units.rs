@@ -46,20 +46,36 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         _ => {
             return Err(format!(
-                "'{text}' is not a duration (use e.g. 500ms, 5s, 1m, 1h)"
+                "'{text}' is not a duration (use e.g. 500ms, 5s, 1m, 1h, 7d)"
             ));
         }
     };
     match num.parse::<f64>() {
-        Ok(n) if n > 0.0 && (n * scale).is_finite() && n * scale <= 86_400.0 => {
+        Ok(n) if n > 0.0 && (n * scale).is_finite() && n * scale <= MAX_DURATION_SECS => {
             Ok(std::time::Duration::from_secs_f64(n * scale))
         }
         _ => Err(format!(
-            "'{text}' is not a duration between 1ms and a day (use e.g. 500ms, 5s, 1m, 1h)"
+            "'{text}' is not a duration between 1ms and a year (use e.g. 500ms, 5s, 1m, 1h, 7d)"
         )),
     }
+}
+
+/// The longest duration taken: a year.
+const MAX_DURATION_SECS: f64 = 366.0 * 86_400.0;
+
+/// An age, as `parse_duration`, or `0` (no minimum).
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    if text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        == "0"
+    {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// Parses a byte count. `K`, `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024;
@@ -153,6 +169,19 @@ pub fn ratio(logical: u64, stored: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_days_and_ages_take_zero() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0").is_err(), "a timeout of 0 is no timeout");
+        assert!(parse_duration("400d").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+    }
 
     #[test]
     fn parses_units() {

@@ -131,3 +131,22 @@ fn a_chunk_size_below_64kib_is_refused_and_a_pack_to_part_of_the_store_says_so()
     let out = ok(&["pack", s, "--store", &store, "--name", "n"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("left out"));
 }
+
+#[test]
+fn unknown_member_kinds_and_bad_arguments_are_one_prefixed_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for spec in ["S3://newbucket/prod", "gs://bucket/models", "s3:/models"] {
+        let out = fails(&["ls", "--store", spec], "not a kind of member");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("shardfs: error: "), "{err}");
+        assert!(!dir.path().join(spec.split(':').next().unwrap()).exists());
+    }
+    let out = fails(&["ls"], "--store");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("shardfs: error: the following"));
+    // Ages take 0 and days.
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    pack_bytes(d, &store, "m", &Rng::new(97).bytes(100_000), &[]);
+    ok(&["gc", "--store", &store, "--min-age", "0", "--dry-run"]);
+    ok(&["gc", "--store", &store, "--min-age", "7d", "--dry-run"]);
+}

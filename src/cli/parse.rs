@@ -27,7 +27,14 @@ impl clap::builder::TypedValueParser for MemberParser {
             )
             .with_cmd(cmd));
         }
-        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(member)))
+        let member = PathBuf::from(std::ffi::OsStr::from_bytes(member));
+        if let Some(why) = shardfs::member::unknown_scheme(&member) {
+            return Err(
+                clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{why}\n"))
+                    .with_cmd(cmd),
+            );
+        }
+        Ok(member)
     }
 }
 

@@ -242,9 +242,35 @@ impl Options {
     }
 }
 
+/// Why a `--store` entry that starts like a URL of a kind shardfs does not know (`S3://`,
+/// `gs://`, `s3:/`) is refused, rather than taken as a directory of that odd name; `None` for
+/// `s3://...` and for paths.
+pub fn unknown_scheme(spec: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = spec.as_os_str().as_bytes();
+    let colon = bytes.iter().position(|&b| b == b':')?;
+    let scheme = &bytes[..colon];
+    let looks_like_scheme = !scheme.is_empty()
+        && scheme[0].is_ascii_alphabetic()
+        && scheme
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(b))
+        && bytes[colon + 1..].starts_with(b"/");
+    if !looks_like_scheme || bytes.starts_with(b"s3://") {
+        return None;
+    }
+    Some(format!(
+        "{} is not a kind of member shardfs knows: give s3://BUCKET[/PREFIX] (lowercase) or a directory (start it with ./ if its name has a colon)",
+        crate::shown::shown(&spec.display().to_string())
+    ))
+}
+
 /// Opens the member a `--store` entry names: `s3://BUCKET[/PREFIX]` is an object-store member,
 /// anything else a directory.
 pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberError> {
+    if let Some(why) = unknown_scheme(spec) {
+        return Err(MemberError::Invalid(why));
+    }
     let inner: Arc<dyn MemberIo> = match s3::parse_url(spec) {
         Some(url) => Arc::new(s3::S3Member::open(url?, opts)?),
         None => Arc::new(dir::DirMember::new(spec)),
