@@ -150,3 +150,37 @@ fn unknown_member_kinds_and_bad_arguments_are_one_prefixed_line() {
     ok(&["gc", "--store", &store, "--min-age", "0", "--dry-run"]);
     ok(&["gc", "--store", &store, "--min-age", "7d", "--dry-run"]);
 }
+
+#[test]
+fn status_of_a_daemon_that_does_not_answer_says_so_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    pack_bytes(d, &store, "m", &Rng::new(99).bytes(100_000), &[]);
+    let m = Mounted::new(&store, &d.join("mnt"), &d.join("state"), &[]);
+    let pid = m.pid().to_string();
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let out = run_in(&m.state_dir, &["status", m.dir.to_str().unwrap()]);
+    let json = run_in(&m.state_dir, &["status", m.dir.to_str().unwrap(), "--json"]);
+    signal("-CONT");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text.contains("[unresponsive]") && text.contains("did not answer"),
+        "{text}"
+    );
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["state"], "unresponsive");
+    // Answering again, it is live.
+    assert_eq!(m.status()["state"], "live");
+}

@@ -79,11 +79,16 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             _ => serde_json::to_value(&mounts),
         }
         .map_err(|e| Failure::Error(e.to_string()))?;
-        return print_json(&value);
+        print_json(&value)?;
+        if mounts.iter().any(|m| m.state == "unresponsive") {
+            return Err(Failure::Problems);
+        }
+        return Ok(());
     }
     if mounts.is_empty() {
         shardfs::say!("no shardfs mounts");
     }
+    let unresponsive = mounts.iter().filter(|m| m.state == "unresponsive").count();
     for m in &mounts {
         let model = m.mount.model.as_deref().unwrap_or("(all models)");
         shardfs::say!(
@@ -94,6 +99,12 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             model,
             m.mount.store.join(",")
         );
+        if m.state == "unresponsive" {
+            shardfs::say!(
+                "  the daemon (pid {}) is running but did not answer within 5 s: hung, or stopped (SIGSTOP)?",
+                m.mount.pid
+            );
+        }
         if let Some(c) = &m.counters {
             shardfs::say!(
                 "  served {} in {} reads; cache {} hits / {} misses, {} of {} used; {} chunks decompressed ({} prefetched); {} replica failovers; {} errors",
@@ -163,6 +174,9 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         } else if m.state == "stale" {
             shardfs::say!("  its daemon is gone; the entry was cleaned up");
         }
+    }
+    if unresponsive > 0 {
+        return Err(Failure::Problems);
     }
     Ok(())
 }

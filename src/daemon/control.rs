@@ -37,7 +37,8 @@ pub struct MountState {
 /// One line of `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MountStatus {
-    /// `live`, or `stale` for a mount whose daemon is gone (its state is then cleaned).
+    /// `live`; `unresponsive` for a daemon that is running but did not answer within 5 s;
+    /// `stale` for a mount whose daemon is gone (its state is then cleaned).
     pub state: String,
     #[serde(flatten)]
     pub mount: MountState,
@@ -339,9 +340,16 @@ pub fn status(mountpoint: Option<&Path>) -> Result<Vec<MountStatus>, DaemonError
             continue;
         };
         if daemon_alive(&mount) {
+            // A daemon that is there but does not answer (hung, or every thread stuck) is
+            // not called live.
             let counters = live_counters(&mount.mountpoint);
+            let state = if counters.is_some() {
+                "live"
+            } else {
+                "unresponsive"
+            };
             out.push(MountStatus {
-                state: "live".into(),
+                state: state.into(),
                 mount,
                 counters,
             });
