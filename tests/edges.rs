@@ -184,3 +184,21 @@ fn status_of_a_daemon_that_does_not_answer_says_so_and_fails() {
     // Answering again, it is live.
     assert_eq!(m.status()["state"], "live");
 }
+
+#[test]
+fn a_repack_with_another_codec_says_chunks_were_kept_as_stored_and_ls_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    let data = Rng::new(101).floats(2 << 20);
+    let src = pack_bytes(d, &store, "m", &data, &["--codec", "none"]);
+    let out = pack(&src, &store, &["--codec", "zstd", "--level", "9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kept as they were"), "{err}");
+    let listing: serde_json::Value =
+        serde_json::from_slice(&ok(&["ls", "--store", &store, "--json"]).stdout).unwrap();
+    let m = &listing["models"][0];
+    assert_eq!(m["codec"], "zstd", "{m}");
+    let stored = m["stored_codecs"].as_object().unwrap();
+    assert_eq!(stored.keys().collect::<Vec<_>>(), vec!["none"], "{m}");
+}

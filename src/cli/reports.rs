@@ -277,6 +277,13 @@ pub fn ls(
                     "unreadable_files": h.unreadable_files,
                     "missing_members": h.missing_members,
                     "codec": m.codec,
+                    "stored_codecs": m.files.iter().flat_map(|f| &f.chunks).fold(
+                        std::collections::BTreeMap::<String, u64>::new(),
+                        |mut by, c| {
+                            *by.entry(serde_json::to_value(c.codec).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).or_default() += 1;
+                            by
+                        },
+                    ),
                     "placement": m.placement,
                     "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
                         (dtype, serde_json::json!({"bytes": bytes, "stored_bytes": stored, "ratio": ratio(bytes, stored)}))

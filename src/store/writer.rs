@@ -382,6 +382,28 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     write_manifest(&store, &manifest, &copies)?;
     // The narrowed copies (temporary files) go with `sources`.
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
+    // Chunks already stored are kept as they were stored: a re-pack asking for another codec
+    // or level changes only the chunks it writes. Said, rather than left to be found out.
+    let previous = copies
+        .iter()
+        .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
+        .max_by_key(|m| m.version);
+    let reused = manifest.chunk_count().saturating_sub(new_chunks);
+    if let Some(p) = previous
+        && reused > 0
+        && (p.codec != manifest.codec || p.level != manifest.level)
+    {
+        log::warn!(
+            "{reused} of the {} chunks of '{}' were stored already and are kept as they were (version {} asked for codec {} level {}); only the {new_chunks} new chunks use codec {} level {} (`ls --json` shows what is stored)",
+            manifest.chunk_count(),
+            manifest.name,
+            p.version,
+            p.codec,
+            p.level,
+            manifest.codec,
+            manifest.level
+        );
+    }
     Ok(PackSummary {
         name,
         version,
