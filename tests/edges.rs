@@ -202,3 +202,53 @@ fn a_repack_with_another_codec_says_chunks_were_kept_as_stored_and_ls_reports_th
     let stored = m["stored_codecs"].as_object().unwrap();
     assert_eq!(stored.keys().collect::<Vec<_>>(), vec!["none"], "{m}");
 }
+
+fn leases(member: &std::path::Path) -> Vec<String> {
+    fs::read_dir(member.join("leases"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn refused_and_killed_mounts_leave_no_lease_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &Rng::new(103).bytes(100_000),
+        &["--replicas", "2"],
+    );
+    let mnt = d.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    // A mount refused for a bad metrics address writes no lease.
+    let out = run_in(
+        &d.join("state"),
+        &[
+            "mount",
+            "--store",
+            &store,
+            mnt.to_str().unwrap(),
+            "--metrics",
+            "300.1.1.1:1",
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(paths.iter().all(|p| leases(p).is_empty()));
+    // A daemon killed with SIGKILL: `unmount` cleans up, lease included.
+    let m = Mounted::new(&store, &mnt, &d.join("state"), &[]);
+    assert!(paths.iter().all(|p| leases(p).len() == 1));
+    kill_and_wait(m.pid(), "-KILL");
+    let out = m.unmount();
+    assert!(out.status.success(), "{out:?}");
+    for p in &paths {
+        assert!(leases(p).is_empty(), "{}: {:?}", p.display(), leases(p));
+    }
+}

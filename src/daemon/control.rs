@@ -18,6 +18,9 @@ use std::time::Duration;
 /// The state file of a live mount.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountState {
+    /// The id its lease on the members carries (empty in state files that predate it).
+    #[serde(default)]
+    pub mount_id: String,
     pub pid: u32,
     /// When the daemon started (clock ticks since boot, field 22 of `/proc/PID/stat`): tells it
     /// from a later process that got the same pid. 0 in state files that predate it.
@@ -226,6 +229,9 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
             s.pid
         )));
     }
+    if let Some(s) = state.as_ref().filter(|_| !alive) {
+        drop_dead_lease(s);
+    }
     let _ = fs::remove_file(&state_path);
     Ok(if alive || state.is_none() {
         format!("unmounted {}", path.display())
@@ -235,6 +241,21 @@ pub fn unmount(mountpoint: &Path) -> Result<String, DaemonError> {
             path.display()
         )
     })
+}
+
+/// A daemon that died (`kill -9`) left its lease on the members: it is removed, so that gc and
+/// member changes stop counting a live mount that is not there.
+fn drop_dead_lease(state: &MountState) {
+    if state.mount_id.is_empty() {
+        return;
+    }
+    let specs: Vec<PathBuf> = state.store.iter().map(PathBuf::from).collect();
+    match crate::store::Store::open_with(&specs, &state.options.members()) {
+        Ok(store) => store.drop_lease(&state.mount_id),
+        Err(e) => log::warn!(
+            "the dead mount's lease was not removed ({e}); it is ignored once 10 minutes old"
+        ),
+    }
 }
 
 /// Live counters of a mount, read from the root's status attribute (with a time limit, so a hung
@@ -358,6 +379,7 @@ pub fn status(mountpoint: Option<&Path>) -> Result<Vec<MountStatus>, DaemonError
             if mounted_fstype(&mp).is_some_and(|t| is_shardfs(&t)) {
                 let _ = kernel_unmount(&mp, true);
             }
+            drop_dead_lease(&mount);
             let _ = fs::remove_file(&p);
             out.push(MountStatus {
                 state: "stale".into(),

@@ -335,6 +335,12 @@ fn serve(
             threads: req.options.threads,
             tier,
         };
+        // Bound before the mount (and before the lease, which a refused mount must not leave
+        // behind): an address that is taken or bad fails it.
+        let metrics_server = match &req.options.metrics {
+            Some(addr) => Some(metrics::bind(addr).map_err(err)?),
+            None => None,
+        };
         // The lease names what this mount reads, so gc and member changes leave it in place.
         let store = Arc::new(store);
         let mount_id = crate::store::member::new_id()
@@ -354,11 +360,6 @@ fn serve(
             fs.on_refresh(ask_refresh);
         }
         let live = fs.live();
-        // Bound before the mount: an address that is taken or bad fails it.
-        let metrics_server = match &req.options.metrics {
-            Some(addr) => Some(metrics::bind(addr).map_err(err)?),
-            None => None,
-        };
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,
@@ -376,8 +377,13 @@ fn serve(
         }
         config.n_threads = Some(2);
         config.clone_fd = true;
-        let mut session = fuser::Session::new(fs, &canonical, &config)
-            .map_err(|e| err(format!("cannot mount {}: {e}", canonical.display())))?;
+        let mut session = match fuser::Session::new(fs, &canonical, &config) {
+            Ok(s) => s,
+            Err(e) => {
+                store.drop_lease(&mount_id);
+                return Err(err(format!("cannot mount {}: {e}", canonical.display())));
+            }
+        };
         let mut unmounter = session.unmount_callable();
         let _metrics = metrics_server
             .map(|s| metrics::start(s, live.clone()))
@@ -404,6 +410,7 @@ fn serve(
         set_read_ahead(&canonical, req.options.read_ahead_kb);
         let (state_path, log_path) = state_paths(&canonical);
         let state = MountState {
+            mount_id: mount_id.clone(),
             pid: std::process::id(),
             pid_start: process_start(std::process::id()).unwrap_or(0),
             mountpoint: canonical.display().to_string(),
