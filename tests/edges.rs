@@ -252,3 +252,58 @@ fn refused_and_killed_mounts_leave_no_lease_behind() {
         assert!(leases(p).is_empty(), "{}: {:?}", p.display(), leases(p));
     }
 }
+
+#[test]
+fn pack_names_snapshots_after_their_repository_and_says_what_it_replaces_or_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 1);
+    let store = store_arg(&paths);
+    // A Hugging Face cache snapshot is named after its repository, not its revision.
+    let repo = d.join("hub/models--acme--tiny-bert");
+    let snap = repo.join("snapshots/0123abcd");
+    fs::create_dir_all(&snap).unwrap();
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    fs::write(repo.join("blobs/feed"), Rng::new(105).bytes(50_000)).unwrap();
+    std::os::unix::fs::symlink("../../blobs/feed", snap.join("model.bin")).unwrap();
+    let out = stdout(&pack(&snap, &store, &[]));
+    assert!(out.contains("packed tiny-bert "), "{out}");
+    // A model of the same name with other files: replaced, and said so.
+    let st = d.join("same.safetensors");
+    fs::write(&st, Rng::new(106).bytes(50_000)).unwrap();
+    let out = pack(&st, &store, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("named .safetensors but its header is not one"),
+        "{err}"
+    );
+    let gg = d.join("same.gguf");
+    fs::write(&gg, Rng::new(107).bytes(50_000)).unwrap();
+    let out = pack(&gg, &store, &["--lossy", "bf16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("held other files (same.safetensors)"), "{err}");
+    assert!(err.contains("--lossy bf16 changed nothing"), "{err}");
+    // A store never packs one of its own members, nor a folder holding one.
+    fails(
+        &[
+            "pack",
+            paths[0].to_str().unwrap(),
+            "--store",
+            &store,
+            "--name",
+            "x",
+        ],
+        "one inside the other",
+    );
+    fails(
+        &[
+            "pack",
+            d.to_str().unwrap(),
+            "--store",
+            &store,
+            "--name",
+            "x",
+        ],
+        "one inside the other",
+    );
+}

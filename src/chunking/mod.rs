@@ -212,7 +212,17 @@ pub fn plan(
     if partition == Partition::Tensor {
         match layout(src) {
             Ok(Some(spans)) => return Ok(by_tensor(src.len(), &spans, chunk_size)),
-            Ok(None) => {}
+            Ok(None) => {
+                // Named as a model format but not one inside: worth a line (a damaged header).
+                let named = [".safetensors", ".gguf", ".pt", ".pth"]
+                    .iter()
+                    .find(|ext| name.to_ascii_lowercase().ends_with(*ext));
+                if let Some(ext) = named {
+                    log::warn!(
+                        "{name}: named {ext} but its header is not one; cutting it in fixed-size chunks"
+                    );
+                }
+            }
             Err(e) => log::warn!("{name}: {e}; cutting it in fixed-size chunks"),
         }
     }

@@ -119,6 +119,11 @@ pub(super) fn narrow_sources(sources: &mut [Source]) -> Result<(), StoreError> {
             (_, Err(e)) => return Err(io_err(&path)(e)),
         }
     }
+    if sources.iter().all(|s| s.narrowed.is_none()) {
+        log::warn!(
+            "--lossy bf16 changed nothing: it narrows fp32 tensors of safetensors files, and none was found"
+        );
+    }
     Ok(())
 }
 
@@ -177,7 +182,7 @@ pub(super) fn scan(src: &Path, follow_links: bool) -> Result<(String, Vec<Source
     }
     let canonical =
         fs::canonicalize(src).map_err(|e| source_err(format!("{}: {e}", src.display())))?;
-    let name = utf8(&canonical)?;
+    let name = hugging_face_name(&canonical).map_or_else(|| utf8(&canonical), Ok)?;
     let links = LinkRule::of(canonical, follow_links);
     let mut out = Vec::new();
     let mut stack = vec![(src.to_path_buf(), String::new())];
@@ -226,6 +231,18 @@ pub(super) fn scan(src: &Path, follow_links: bool) -> Result<(String, Vec<Source
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((name, out))
+}
+
+/// The model's name for a Hugging Face cache snapshot (`models--ORG--NAME/snapshots/REV`):
+/// `NAME`, rather than the revision hash the folder is called.
+fn hugging_face_name(folder: &Path) -> Option<String> {
+    let snapshots = folder.parent()?;
+    if snapshots.file_name()? != "snapshots" {
+        return None;
+    }
+    let repo = snapshots.parent()?.file_name()?.to_str()?;
+    let name = repo.strip_prefix("models--")?.rsplit("--").next()?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// Where a link in a packed folder may lead: inside the folder, or, when the folder is a

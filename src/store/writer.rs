@@ -256,6 +256,20 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         )));
     }
 
+    // A store never packs itself: a source inside a member (or a member inside the source)
+    // would read the store's own files while it writes them.
+    let canonical_src = std::fs::canonicalize(src).map_err(cannot_read(src))?;
+    for p in paths {
+        if let Ok(member) = std::fs::canonicalize(p)
+            && (canonical_src.starts_with(&member) || member.starts_with(&canonical_src))
+        {
+            return Err(source_err(format!(
+                "{} and the store member {} lie one inside the other; pack a file or folder outside the store",
+                src.display(),
+                p.display()
+            )));
+        }
+    }
     let store = Store::open_for_pack(paths, opts.init, &opts.member)?;
     // A signed store is packed only with its key: found missing before any chunk is written.
     if store.trust.is_signed() {
@@ -382,12 +396,34 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     write_manifest(&store, &manifest, &copies)?;
     // The narrowed copies (temporary files) go with `sources`.
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
-    // Chunks already stored are kept as they were stored: a re-pack asking for another codec
-    // or level changes only the chunks it writes. Said, rather than left to be found out.
     let previous = copies
         .iter()
         .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
         .max_by_key(|m| m.version);
+    // Another model of the same name is replaced: said when its files were other files (a
+    // `model.gguf` packed over a `model.safetensors` of the same stem).
+    if let Some(p) = previous {
+        let paths = |m: &Manifest| m.files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+        if paths(p) != paths(&manifest) {
+            let shown = |v: Vec<String>| {
+                let n = v.len();
+                let mut s = v.into_iter().take(3).collect::<Vec<_>>().join(", ");
+                if n > 3 {
+                    s.push_str(&format!(" and {} more", n - 3));
+                }
+                s
+            };
+            log::warn!(
+                "model '{}' held other files ({}); version {} replaces them with {}",
+                manifest.name,
+                shown(paths(p)),
+                manifest.version,
+                shown(paths(&manifest))
+            );
+        }
+    }
+    // Chunks already stored are kept as they were stored: a re-pack asking for another codec
+    // or level changes only the chunks it writes. Said, rather than left to be found out.
     let reused = manifest.chunk_count().saturating_sub(new_chunks);
     if let Some(p) = previous
         && reused > 0
