@@ -150,6 +150,28 @@ fn json_of(out: &Output) -> serde_json::Value {
 }
 
 #[test]
+fn the_scrub_timer_and_its_service_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let mut paths = Vec::new();
+    for name in ["shardfs-scrub.service", "shardfs-scrub.timer"] {
+        let unit = fs::read_to_string(contrib.join(name))
+            .unwrap()
+            .replace("/usr/local/bin/shardfs", bin());
+        let path = dir.path().join(name);
+        fs::write(&path, unit).unwrap();
+        paths.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .expect("systemd-analyze (scripts/setup installs systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
+
+#[test]
 fn the_systemd_unit_verifies_and_readiness_comes_once_the_mount_is_live() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
