@@ -307,3 +307,32 @@ fn pack_names_snapshots_after_their_repository_and_says_what_it_replaces_or_igno
         "one inside the other",
     );
 }
+
+#[test]
+fn gc_counts_the_damaged_files_it_keeps_for_being_young() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &Rng::new(109).bytes(300_000),
+        &["--replicas", "2"],
+    );
+    // A replica gone bad; repair sets it aside under damaged/ and writes a good one.
+    let chunk = chunk_files(&paths[0]).remove(0);
+    fs::write(&chunk, b"not what was stored").unwrap();
+    ok(&["repair", "--store", &store]);
+    let gc = |age: &str| -> serde_json::Value {
+        serde_json::from_slice(&ok(&["gc", "--store", &store, "--min-age", age, "--json"]).stdout)
+            .unwrap()
+    };
+    let young = gc("1h");
+    assert_eq!(young["stale_files_deleted"], 0, "{young}");
+    assert!(young["kept_young"].as_u64().unwrap() >= 1, "{young}");
+    let all = gc("0");
+    assert!(all["stale_files_deleted"].as_u64().unwrap() >= 1, "{all}");
+    assert_eq!(export(&store, "m", None).len(), 300_000);
+}

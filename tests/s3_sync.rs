@@ -104,7 +104,11 @@ fn repair_rm_and_gc_work_on_a_bucket_member() {
     for e in &objects[5..7] {
         m.put_chunk(&e.hash, b"not a chunk", true).unwrap();
     }
-    let aside = || m.clean_stale(std::time::Duration::ZERO, true).unwrap().0;
+    let aside = || {
+        m.clean_stale(std::time::Duration::ZERO, true)
+            .unwrap()
+            .deleted
+    };
     assert_eq!(aside(), 2);
     assert_eq!(common::sync::verify(&store)["ok"], false);
     let out = ok(&["repair", "--store", &store, "--json"]);

@@ -6,7 +6,8 @@
 //! until one of them returns. A member thus costs at most `THREADS` threads, whatever it does.
 
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stored,
+    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stale,
+    Stored,
 };
 use crate::codec::Hash32;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -203,7 +204,7 @@ impl MemberIo for Deadlined {
         self.call(limit, move |m| m.put_chunk(&hash, &image, replace))
     }
 
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
         self.call(self.long(), move |m| m.clean_stale(older_than, dry_run))
     }
 
@@ -313,7 +314,7 @@ mod tests {
             init(info: &[u8], create: bool) -> Result<(), MemberError>;
             chunk_head(hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
             put_chunk(hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
-            clean_stale(older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError>;
+            clean_stale(older_than: Duration, dry_run: bool) -> Result<Stale, MemberError>;
             list_chunks() -> Result<Vec<ChunkEntry>, MemberError>;
             delete_chunk(hash: &Hash32) -> Result<(), MemberError>;
             get_manifest(name: &str) -> Result<Option<Stored>, MemberError>;

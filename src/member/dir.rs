@@ -11,7 +11,9 @@ use super::beneath::{self, Beneath, Kind, damaged};
 use super::direct_io::{DIRECT_ALIGN, PAYLOADS, in_page_cache, read_direct};
 use super::layout::now_nanos;
 use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
-use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
+use super::{
+    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stale, Stored,
+};
 use crate::buffer::ChunkBuf;
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
@@ -328,12 +330,12 @@ impl MemberIo for DirMember {
             .map_err(self.err(&key))
     }
 
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
         let now = std::time::SystemTime::now();
-        let (mut files, mut bytes) = (0, 0);
+        let mut stale = Stale::default();
         let entries = match self.root.list(DAMAGED) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stale::default()),
             Err(e) if damaged(&e).is_some() && !dry_run => {
                 // `damaged` itself is a link or a file: moved aside, never followed.
                 let to = format!("{DAMAGED}.{}", now_nanos());
@@ -342,12 +344,13 @@ impl MemberIo for DirMember {
                     "{}: {DAMAGED} was not a directory; moved to {to}",
                     self.location
                 );
-                return Ok((0, 0));
+                return Ok(Stale::default());
             }
             Err(e) => return Err(self.err(DAMAGED)(e)),
         };
         for entry in entries {
             if now.duration_since(entry.modified).unwrap_or_default() < older_than {
+                stale.kept_young += 1;
                 continue;
             }
             if !dry_run {
@@ -362,12 +365,12 @@ impl MemberIo for DirMember {
                     Err(e) => return Err(self.err(&key)(e)),
                 }
             }
-            files += 1;
+            stale.deleted += 1;
             if entry.kind == Kind::File {
-                bytes += entry.size;
+                stale.bytes += entry.size;
             }
         }
-        Ok((files, bytes))
+        Ok(stale)
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {

@@ -1,7 +1,9 @@
 //! A test twin: wraps any member and makes its chunk reads slow, failing or corrupt on demand,
 //! so the store's failover, hedging and down-marking can be tested without a network.
 
-use super::{ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stored};
+use super::{
+    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stale, Stored,
+};
 use crate::codec::Hash32;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -92,7 +94,7 @@ impl MemberIo for Faulty {
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
         self.inner.delete_chunk(hash)
     }
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
         self.inner.clean_stale(older_than, dry_run)
     }
     fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {

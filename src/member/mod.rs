@@ -148,6 +148,16 @@ pub enum Expect {
 /// A member lock held for the length of a pack; released on drop.
 pub trait Lock: Send {}
 
+/// What `clean_stale` found among the damaged files set aside.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stale {
+    /// Deleted (or, in a dry run, to be deleted), and their bytes.
+    pub deleted: u64,
+    pub bytes: u64,
+    /// Kept: younger than the minimum age.
+    pub kept_young: u64,
+}
+
 /// One member's I/O. Synchronous and shareable: the store calls it from many threads.
 pub trait MemberIo: Send + Sync + fmt::Debug {
     /// How the member was named (a path, or `s3://bucket/prefix`), for messages.
@@ -172,9 +182,10 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
     /// Damaged chunk files set aside (`damaged/`) older than `older_than`. Deletes them unless
-    /// `dry_run`; returns their count and bytes. (Temporary files of killed writes go when the
-    /// member's lock is taken: only then is no pack writing them.)
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError>;
+    /// `dry_run`; returns their count and bytes, and how many younger ones were kept.
+    /// (Temporary files of killed writes go when the member's lock is taken: only then is no
+    /// pack writing them.)
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError>;
     /// Every chunk file: hash, size, when it was last written (names that are not a hash are
     /// skipped).
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;

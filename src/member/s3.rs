@@ -16,7 +16,8 @@
 use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
 use super::s3_errors::{member_err, one_line, too_large};
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stored,
+    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stale,
+    Stored,
 };
 use crate::codec::{HEADER_LEN, Hash32};
 use futures::TryStreamExt;
@@ -469,15 +470,16 @@ impl MemberIo for S3Member {
         self.put_small(&key, image, mode)
     }
 
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<(u64, u64), MemberError> {
+    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
         let metas = self.list_all(DAMAGED)?;
         let now = std::time::SystemTime::now();
         self.run(self.timeout * 20, async {
-            let (mut files, mut bytes) = (0, 0);
+            let mut stale = Stale::default();
             for m in metas {
                 let modified: std::time::SystemTime = m.last_modified.into();
                 let age = now.duration_since(modified).unwrap_or_default();
                 if age < older_than {
+                    stale.kept_young += 1;
                     continue;
                 }
                 if !dry_run {
@@ -486,10 +488,10 @@ impl MemberIo for S3Member {
                         Err(e) => return Err(member_err(e)),
                     }
                 }
-                files += 1;
-                bytes += m.size;
+                stale.deleted += 1;
+                stale.bytes += m.size;
             }
-            Ok((files, bytes))
+            Ok(stale)
         })
     }
 

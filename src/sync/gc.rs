@@ -57,7 +57,8 @@ pub struct GcReport {
     /// bytes count in `bytes_returned`.
     pub stale_files_deleted: u64,
     pub bytes_returned: u64,
-    /// Unreferenced chunk files kept because they are younger than the minimum age.
+    /// Unreferenced chunk files and damaged files set aside, kept because they are younger
+    /// than the minimum age.
     pub kept_young: u64,
     /// Chunks kept only because a live mount's lease names them.
     pub kept_for_leases: u64,
@@ -80,12 +81,14 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
     // all of them could be read.
     let referenced: HashSet<Hash32> = store.full_view("gc")?.referenced();
     let leases = store.live_leases("gc")?;
-    let mut stale = (0, 0);
+    let mut stale = crate::member::Stale::default();
     for m in &store.members {
-        let (files, bytes) =
+        let s =
             m.io.clean_stale(min_age, dry_run)
                 .map_err(member_err(m.location()))?;
-        stale = (stale.0 + files, stale.1 + bytes);
+        stale.deleted += s.deleted;
+        stale.bytes += s.bytes;
+        stale.kept_young += s.kept_young;
     }
 
     let leased: HashSet<Hash32> = leases
@@ -94,8 +97,9 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
         .collect();
     let mut report = GcReport {
         dry_run,
-        stale_files_deleted: stale.0,
-        bytes_returned: stale.1,
+        stale_files_deleted: stale.deleted,
+        bytes_returned: stale.bytes,
+        kept_young: stale.kept_young,
         live_leases: leases.len(),
         ..GcReport::default()
     };
