@@ -157,12 +157,13 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             for m in &c.members {
                 let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
                 shardfs::say!(
-                    "  member {}: {}, {} requests, {} failures ({} timeouts), {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
+                    "  member {}: {}, {} requests, {} failures ({} timeouts), {} replicas missing or damaged, {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
                     m.location,
                     m.state,
                     m.requests,
                     m.failures,
                     m.timeouts,
+                    m.bad_replicas,
                     m.hedges,
                     format_bytes(m.bytes_fetched),
                     p(m.latency_ms_p50),

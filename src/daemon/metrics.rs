@@ -198,6 +198,10 @@ impl prometheus_client::collector::Collector for Mount {
             ),
             ("shardfs_member_timeouts", "Chunk requests that timed out"),
             (
+                "shardfs_member_bad_replicas",
+                "Replicas asked of the member that were missing or damaged",
+            ),
+            (
                 "shardfs_member_hedges",
                 "Reads also asked of the next replica because the member was slow",
             ),
@@ -206,10 +210,11 @@ impl prometheus_client::collector::Collector for Mount {
                 "Stored bytes fetched from the member",
             ),
         ];
-        let values: [fn(&MemberStats) -> u64; 5] = [
+        let values: [fn(&MemberStats) -> u64; 6] = [
             |m| m.requests,
             |m| m.failures,
             |m| m.timeouts,
+            |m| m.bad_replicas,
             |m| m.hedges,
             |m| m.bytes_fetched,
         ];

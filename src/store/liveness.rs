@@ -2,8 +2,10 @@
 //! bytes fetched and recent latencies; from them its state (`up`, `slow`, `down`), the delay
 //! after which a read of it is hedged to the next replica, and the order replicas are tried in.
 //! A member that times out, or fails twice in a row for reasons of its own (not a missing or
-//! corrupt replica), is down for `DOWN_FOR`: reads try it last (and not at all while every
-//! replica's member is down), and the first read after that time probes it again.
+//! corrupt replica), is down for a short back-off that doubles each time it is marked down
+//! again without answering in between (`BACKOFF_FIRST` up to `DOWN_FOR`): reads try it last
+//! (and not at all while every replica's member is down), and the first read after that time
+//! probes it again, so a member that recovers serves again within a second or so.
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -12,8 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a member that stopped answering is passed over.
+/// How long a member that stopped answering is passed over, at most.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
+/// How long it is passed over the first time (doubling with each marking that follows).
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// Failures of its own in a row that mark a member down.
 const DOWN_AFTER: u32 = 2;
 /// Latencies kept per member for the percentiles.
@@ -56,7 +60,11 @@ pub struct Record {
     timeouts: AtomicU64,
     hedges: AtomicU64,
     bytes: AtomicU64,
+    /// Replicas it did not have, or had damaged (the member itself answered).
+    bad_replicas: AtomicU64,
     in_a_row: AtomicU32,
+    /// Times it was marked down with no answer in between (sets the back-off).
+    downs: AtomicU32,
     down_until: Mutex<Option<Instant>>,
     latencies_us: Mutex<VecDeque<u64>>,
     /// Every answer's latency, for `/metrics`.
@@ -88,7 +96,10 @@ impl Record {
                 self.bytes.fetch_add(bytes, Ordering::Relaxed);
                 false
             }
-            Outcome::NotThere => false,
+            Outcome::NotThere => {
+                self.bad_replicas.fetch_add(1, Ordering::Relaxed);
+                false
+            }
             Outcome::TimedOut => {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
                 true
@@ -101,16 +112,19 @@ impl Record {
             if n >= DOWN_AFTER || timed_out {
                 let mut down = self.down_until.lock();
                 if down.is_none_or(|t| t <= Instant::now()) {
+                    let times = self.downs.fetch_add(1, Ordering::Relaxed).min(16);
+                    let backoff = (BACKOFF_FIRST * 2u32.pow(times)).min(DOWN_FOR);
                     log::warn!(
-                        "member {} marked down for {DOWN_FOR:?} after {n} failed requests in a row: reads go to other replicas first",
+                        "member {} marked down for {backoff:?} after {n} failed requests in a row: reads go to other replicas first",
                         self.id
                     );
+                    *down = Some(Instant::now() + backoff);
                 }
-                *down = Some(Instant::now() + DOWN_FOR);
             }
             return;
         }
         self.in_a_row.store(0, Ordering::Relaxed);
+        self.downs.store(0, Ordering::Relaxed);
         *self.down_until.lock() = None;
         let mut l = self.latencies_us.lock();
         if l.len() == SAMPLES {
@@ -170,6 +184,8 @@ pub struct MemberStats {
     pub state: String,
     pub requests: u64,
     pub failures: u64,
+    /// Replicas asked of it that were missing or damaged (the member itself answered).
+    pub bad_replicas: u64,
     pub timeouts: u64,
     /// Reads of this member that were also asked of the next replica because it was slow.
     pub hedges: u64,
@@ -236,6 +252,7 @@ impl Liveness {
                 state: r.state().to_string(),
                 requests: r.requests.load(Ordering::Relaxed),
                 failures: r.failures.load(Ordering::Relaxed),
+                bad_replicas: r.bad_replicas.load(Ordering::Relaxed),
                 timeouts: r.timeouts.load(Ordering::Relaxed),
                 hedges: r.hedges.load(Ordering::Relaxed),
                 bytes_fetched: r.bytes.load(Ordering::Relaxed),
@@ -274,7 +291,34 @@ mod tests {
         let snap = l.snapshot(|id| format!("/{id}"));
         assert_eq!(snap[1].state, "down");
         assert_eq!((snap[0].requests, snap[0].failures), (4, 2));
+        assert_eq!(snap[0].bad_replicas, 1);
         assert_eq!(snap[0].bytes_fetched, 10);
+    }
+
+    #[test]
+    fn the_back_off_grows_while_a_member_stays_down_and_resets_when_it_answers() {
+        let r = Record::default();
+        let until = |r: &Record| r.down_until.lock().map(|t| t - Instant::now());
+        r.record(Duration::from_secs(1), Outcome::TimedOut);
+        let first = until(&r).unwrap();
+        assert!(first <= BACKOFF_FIRST, "{first:?}");
+        // Probed once the back-off is over and failing again: passed over twice as long.
+        *r.down_until.lock() = Some(Instant::now());
+        r.record(Duration::from_secs(1), Outcome::TimedOut);
+        let second = until(&r).unwrap();
+        assert!(
+            second > BACKOFF_FIRST && second <= BACKOFF_FIRST * 2,
+            "{second:?}"
+        );
+        for _ in 0..10 {
+            *r.down_until.lock() = Some(Instant::now());
+            r.record(Duration::from_secs(1), Outcome::TimedOut);
+        }
+        assert!(until(&r).unwrap() <= DOWN_FOR);
+        // An answer: back to the first back-off.
+        r.record(Duration::from_millis(1), Outcome::Answered { bytes: 1 });
+        r.record(Duration::from_secs(1), Outcome::TimedOut);
+        assert!(until(&r).unwrap() <= BACKOFF_FIRST);
     }
 
     #[test]
