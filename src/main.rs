@@ -211,11 +211,16 @@ enum Command {
     },
     /// Link this binary as mount(8)'s helper for type fuse.shardfs, so that `mount -t
     /// fuse.shardfs STORE MOUNTPOINT -o OPTIONS` and /etc/fstab lines work (options: the mount
-    /// flags with '_' for '-', e.g. cache_size=4GiB,name=llama,pin)
+    /// flags with '_' for '-', e.g. cache_size=4GiB,name=llama,pin). A binary built under a
+    /// cargo target directory is first copied to BIN_DIR/shardfs, and the link points there
     InstallHelper {
         /// Where mount(8) looks for helpers
         #[arg(long, default_value = "/sbin")]
         dir: PathBuf,
+        /// Where a build from a cargo target directory is installed (the path of the README's
+        /// fstab lines and of the units under contrib/)
+        #[arg(long, default_value = "/usr/local/bin")]
+        bin_dir: PathBuf,
     },
     /// Make a live mount look for new, re-packed and removed models now (it also does every
     /// --refresh interval); returns once it has, printing the version of each model it serves
@@ -555,10 +560,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { mountpoint, json } => cli::reports::status(mountpoint.as_deref(), json),
         Command::Refresh { mountpoint, json } => cli::reports::refresh(&mountpoint, json),
-        Command::InstallHelper { dir } => {
+        Command::InstallHelper { dir, bin_dir } => {
             shardfs::say!(
                 "{}",
-                cli::mount_helper::install(&dir).map_err(Failure::Error)?
+                cli::mount_helper::install(&dir, &bin_dir).map_err(Failure::Error)?
             );
             Ok(())
         }

@@ -1,5 +1,6 @@
 //! Mounts at boot: `mount -t fuse` through mount.fuse3, an fstab line through `mount -T`, the
-//! binary run as `mount.fuse.shardfs`, bad options as one-line errors, the systemd unit checked
+//! binary run as `mount.fuse.shardfs`, a `fuse.shardfs` fstab line as /proc/mounts and a second
+//! `mount -a` see it, bad options as one-line errors, the systemd unit checked
 //! by `systemd-analyze verify`, and readiness told to a fake `NOTIFY_SOCKET` only once the mount
 //! is live. Real mounts, bytes compared.
 
@@ -95,13 +96,22 @@ fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
     // The binary linked as mount(8)'s helper, run as mount(8) runs it.
     let sbin = d.join("sbin");
     fs::create_dir_all(&sbin).unwrap();
-    ok(&["install-helper", "--dir", sbin.to_str().unwrap()]);
-    ok(&["install-helper", "--dir", sbin.to_str().unwrap()]);
+    let bin_dir = d.join("usr-local-bin");
+    let install = |dir: &Path| {
+        ok(&[
+            "install-helper",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+        ])
+    };
+    install(&sbin);
+    install(&sbin);
+    // A build under target/ is installed as a copy, and the helper links the copy.
     let helper = sbin.join("mount.fuse.shardfs");
-    assert_eq!(
-        fs::canonicalize(&helper).unwrap(),
-        fs::canonicalize(bin()).unwrap()
-    );
+    assert_eq!(fs::read_link(&helper).unwrap(), bin_dir.join("shardfs"));
+    assert!(fs::read(bin_dir.join("shardfs")).unwrap() == fs::read(bin()).unwrap());
     let out = sh(
         helper.to_str().unwrap(),
         &[&store, m, "-o", "rw,name=m", "-t", "fuse.shardfs"],
@@ -138,6 +148,108 @@ fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
         &["install-helper", "--dir", other.to_str().unwrap()],
         "is not a link",
     );
+    // Nor is a link to something other than a shardfs binary.
+    fs::remove_file(other.join("mount.fuse.shardfs")).unwrap();
+    std::os::unix::fs::symlink("/bin/true", other.join("mount.fuse.shardfs")).unwrap();
+    fails(
+        &["install-helper", "--dir", other.to_str().unwrap()],
+        "not a shardfs binary",
+    );
+    assert_eq!(
+        fs::read_link(other.join("mount.fuse.shardfs")).unwrap(),
+        Path::new("/bin/true")
+    );
+}
+
+/// Puts a helper link at /sbin/mount.fuse.shardfs (where mount(8) looks, whatever PATH says)
+/// for one test, and puts back what was there when dropped.
+struct SbinHelper {
+    before: Option<std::path::PathBuf>,
+}
+
+impl SbinHelper {
+    const LINK: &str = "/sbin/mount.fuse.shardfs";
+
+    fn install(bin_dir: &Path) -> SbinHelper {
+        let before = fs::read_link(Self::LINK).ok();
+        ok(&["install-helper", "--bin-dir", bin_dir.to_str().unwrap()]);
+        SbinHelper { before }
+    }
+}
+
+impl Drop for SbinHelper {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(Self::LINK);
+        if let Some(before) = &self.before {
+            let _ = std::os::unix::fs::symlink(before, Self::LINK);
+        }
+    }
+}
+
+#[test]
+fn a_fuse_shardfs_fstab_line_shows_in_proc_mounts_and_mount_a_twice_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 2));
+    let data = Rng::new(22).bytes(1 << 20);
+    pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    let _helper = SbinHelper::install(&d.join("bin"));
+    let fstab = d.join("fstab");
+    fs::write(
+        &fstab,
+        format!("{store} {m} fuse.shardfs ro,nofail,name=m,cache_size=8MiB 0 0\n"),
+    )
+    .unwrap();
+    let mount_all = || sh("mount", &["-a", "-T", fstab.to_str().unwrap()], &state);
+    let out = mount_all();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(mnt.join("m.bin")).unwrap() == data);
+    // The kernel's table names the store and the type, as the fstab line does.
+    let line = fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(m))
+        .map(str::to_string)
+        .unwrap();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        (fields[0], fields[2]),
+        (store.as_str(), "fuse.shardfs"),
+        "{line}"
+    );
+    let found = sh(
+        "findmnt",
+        &["-n", "-t", "fuse.shardfs", "-o", "TARGET"],
+        &state,
+    );
+    assert!(
+        String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .any(|l| l.trim() == m),
+        "{found:?}"
+    );
+    // mount -a again: mount(8) sees the line is mounted and does nothing.
+    let again = mount_all();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let mounted = fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(m))
+        .count();
+    assert_eq!(mounted, 1);
+    assert!(sh("umount", &[m], &state).status.success());
+    wait_unmounted(&mnt, &state);
 }
 
 fn json_of(out: &Output) -> serde_json::Value {

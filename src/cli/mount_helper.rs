@@ -146,35 +146,78 @@ pub fn invocation(argv: &[OsString]) -> Result<Invocation, String> {
 }
 
 /// `shardfs install-helper`: links this binary as `DIR/mount.fuse.shardfs`, where mount(8) looks
-/// for the helper of type `fuse.shardfs`. An earlier link is replaced; anything else is left.
-pub fn install(dir: &Path) -> Result<String, String> {
+/// for the helper of type `fuse.shardfs`. A binary inside a cargo target directory (one that a
+/// `cargo build` or `cargo clean` replaces) is first copied to `BIN_DIR/shardfs`, the path the
+/// README's fstab lines and the units under `contrib/` use, and the link points at the copy. An
+/// earlier link to a shardfs binary is replaced; any other file or link is left as it is.
+pub fn install(dir: &Path, bin_dir: &Path) -> Result<String, String> {
     let exe = std::env::current_exe()
         .and_then(std::fs::canonicalize)
         .map_err(|e| format!("cannot find this binary: {e}"))?;
     let link = dir.join("mount.fuse.shardfs");
-    match std::fs::symlink_metadata(&link) {
-        Ok(m) if !m.file_type().is_symlink() => {
+    if let Ok(m) = std::fs::symlink_metadata(&link) {
+        if !m.file_type().is_symlink() {
             return Err(format!(
                 "{} exists and is not a link; remove it first",
                 link.display()
             ));
         }
-        _ => {}
+        let to = std::fs::read_link(&link).unwrap_or_default();
+        if to.file_name() != Some(OsStr::new("shardfs")) {
+            return Err(format!(
+                "{} links to {}, which is not a shardfs binary; remove it first",
+                link.display(),
+                to.display()
+            ));
+        }
     }
+    let (target, copied) = match in_cargo_target(&exe) {
+        Some(_) => (copy_binary(&exe, bin_dir)?, true),
+        None => (exe, false),
+    };
     // A new link under a temporary name, renamed over the old one: never a moment without.
     let tmp = dir.join(format!(".mount.fuse.shardfs.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&exe, &tmp)
+    std::os::unix::fs::symlink(&target, &tmp)
         .and_then(|_| std::fs::rename(&tmp, &link))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             format!("cannot link {}: {e}", link.display())
         })?;
     Ok(format!(
-        "linked {} -> {}; `mount -t fuse.shardfs STORE MOUNTPOINT -o ...` and fstab lines of type fuse.shardfs run it",
+        "{}linked {} -> {}; `mount -t fuse.shardfs STORE MOUNTPOINT -o ...` and fstab lines of type fuse.shardfs run it",
+        if copied {
+            format!("installed {} (a copy of this build); ", target.display())
+        } else {
+            String::new()
+        },
         link.display(),
-        exe.display()
+        target.display()
     ))
+}
+
+/// The cargo target directory `exe` was built into, if any: cargo marks it with CACHEDIR.TAG.
+fn in_cargo_target(exe: &Path) -> Option<&Path> {
+    exe.ancestors()
+        .skip(1)
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+}
+
+/// Copies `exe` to `bin_dir/shardfs` (mode 0755) under a temporary name renamed into place, so
+/// a running mount's binary is never written over.
+fn copy_binary(exe: &Path, bin_dir: &Path) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dest = bin_dir.join("shardfs");
+    let tmp = bin_dir.join(format!(".shardfs.{}", std::process::id()));
+    std::fs::create_dir_all(bin_dir)
+        .and_then(|_| std::fs::copy(exe, &tmp))
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|_| std::fs::rename(&tmp, &dest))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot install {}: {e}", dest.display())
+        })?;
+    Ok(dest)
 }
 
 fn value_of(arg: Option<&OsString>, flag: &str) -> Result<String, String> {

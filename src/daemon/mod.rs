@@ -177,6 +177,15 @@ pub const DEFAULT_REFRESH_MS: u64 = 3000;
 
 /// Starts the daemon (this binary with `--foreground`), detached in its own session with its
 /// output in the log file, and waits for it to report the mount live or failed.
+/// The source /proc/mounts shows for a mount: the store as given, members joined by commas.
+fn mount_source(store: &[PathBuf]) -> String {
+    store
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError> {
     let (_, log_path) = state_paths(canonical);
     control::ensure_state_dir()?;
@@ -363,8 +372,12 @@ fn serve(
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,
-            fuser::MountOption::FSName("shardfs".to_string()),
-            fuser::MountOption::Subtype("shardfs".to_string()),
+            // /proc/mounts shows the store as the source and the type as fuse.shardfs, as
+            // an fstab line names them, so `findmnt -t fuse.shardfs` finds the mount and a
+            // second `mount -a` sees it is mounted. (fuser passes its Subtype option only to
+            // fusermount; the kernel takes `subtype=` itself.)
+            fuser::MountOption::FSName(mount_source(&req.store)),
+            fuser::MountOption::CUSTOM("subtype=shardfs".to_string()),
             fuser::MountOption::NoDev,
             fuser::MountOption::NoSuid,
         ];

@@ -11,7 +11,7 @@ pub(super) struct MountEntry {
     /// `major:minor` of the mounted filesystem.
     pub dev: String,
     pub mount_point: PathBuf,
-    /// `fstype source`: a shardfs mount is `fuse shardfs` or `fuse.shardfs shardfs`.
+    /// `fstype source`: a shardfs mount is `fuse.shardfs STORE` (see [`is_shardfs`]).
     pub kind: String,
 }
 
@@ -90,8 +90,10 @@ fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
-pub(super) fn is_shardfs(fstype: &str) -> bool {
-    fstype.starts_with("fuse") && fstype.ends_with(" shardfs")
+/// Whether a `fstype source` is a shardfs mount: type `fuse.shardfs` (whatever the source, which
+/// names the store), or `fuse` with source `shardfs` as mounts made before the subtype was set.
+pub(super) fn is_shardfs(kind: &str) -> bool {
+    kind.starts_with("fuse.shardfs ") || kind == "fuse shardfs"
 }
 
 /// When process `pid` started (clock ticks since boot), if it runs (a zombie does not).
@@ -117,5 +119,14 @@ mod tests {
         assert_eq!(unescape(r"/trailing\04"), br"/trailing\04");
         assert!(mounted_fstype(Path::new("/")).is_some());
         assert_eq!(mounted_fstype(Path::new("/surely/not/a/mount")), None);
+    }
+
+    #[test]
+    fn shardfs_mounts_are_told_by_their_type() {
+        assert!(is_shardfs("fuse.shardfs /d0,s3://b/p"));
+        assert!(is_shardfs("fuse shardfs"));
+        assert!(!is_shardfs("fuse sshfs"));
+        assert!(!is_shardfs("fuse.sshfs shardfs"));
+        assert!(!is_shardfs("fuse.shardfsx /d0"));
     }
 }
