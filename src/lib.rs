@@ -9,6 +9,7 @@ pub mod codec;
 pub mod daemon;
 pub mod export;
 pub mod fs;
+pub mod home;
 pub mod member;
 pub mod placement;
 pub mod prefetch;

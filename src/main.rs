@@ -24,7 +24,7 @@ use std::process::ExitCode;
     name = "shardfs",
     version,
     about = "Store big model files as compressed, checksummed, replicated chunks over several members (directories, S3 buckets), and read them back byte-exact",
-    after_help = "A store is a comma-separated list of members, given in any order: directories (disks, network mounts) and\ns3://BUCKET[/PREFIX] prefixes on any S3-compatible server (credentials, region and endpoint from the\nstandard AWS_* environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).\nSet SHARDFS_LOG=debug for more detail on stderr."
+    after_help = "A store is a comma-separated list of members, given in any order: directories (disks, network mounts) and\ns3://BUCKET[/PREFIX] prefixes on any S3-compatible server. An S3 member's credentials, region and endpoint come\nfrom its own options (s3://BUCKET/PREFIX?profile=NAME&endpoint=URL&region=R&allow_http=true, credentials=instance\nfor the machine's role, credentials=none for a public bucket), else the AWS_* environment (AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP), else AWS_PROFILE (or default) of\n~/.aws/credentials and ~/.aws/config.\nSet SHARDFS_LOG=debug for more detail on stderr."
 )]
 struct Cli {
     /// Longest wait for one request to a member (connect, first byte, whole chunk), retries included;

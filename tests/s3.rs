@@ -450,3 +450,99 @@ fn link_faults_fail_over_to_the_local_replica() {
         .clone();
     assert!(s3["failures"].as_u64().unwrap() > 0, "{s}");
 }
+
+#[test]
+fn profiles_and_per_member_endpoints_need_no_aws_variables() {
+    use common::weed::{Weed, wait_usable_at};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two providers, each taking only its own keys.
+    let one = Weed::start_with_keys(&d.join("one"), "key-one", "secret-one");
+    let two = Weed::start_with_keys(&d.join("two"), "key-two", "secret-two");
+    let home = d.join("home");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/credentials"),
+        "[default]\naws_access_key_id = key-one\naws_secret_access_key = secret-one\n\n\
+         [two]\naws_access_key_id = key-two\naws_secret_access_key = secret-two\n",
+    )
+    .unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {}\n\n\
+             [profile two]\nregion = us-east-1\nendpoint_url = {}\n",
+            one.endpoint(),
+            two.endpoint()
+        ),
+    )
+    .unwrap();
+    // SAFETY: this test has started no threads of its own yet.
+    unsafe {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                std::env::remove_var(k);
+            }
+        }
+        std::env::set_var("HOME", &home);
+    }
+    wait_usable_at("s3://readiness?allow_http=true");
+    wait_usable_at("s3://readiness?profile=two&allow_http=true");
+
+    // One member through the default profile, the other through profile `two`.
+    let store = "s3://models/a?allow_http=true,s3://models/b?profile=two&allow_http=true";
+    let data = Rng::new(9).floats(2 << 20);
+    let src = d.join("m.bin");
+    fs::write(&src, &data).unwrap();
+    pack(
+        &src,
+        store,
+        &["--replicas", "2", "--chunk-size", "256KiB", "--init"],
+    );
+    assert_eq!(export(store, "m", None), data);
+    let report: serde_json::Value =
+        serde_json::from_slice(&ok(&["verify", "--store", store, "--json"]).stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    // Each provider holds a whole copy.
+    let opts = shardfs::member::Options::default();
+    for spec in store.split(',') {
+        let m = shardfs::member::open(Path::new(spec), &opts).unwrap();
+        assert_eq!(m.list_chunks().unwrap().len(), 8, "{spec}");
+    }
+    // The member list keeps each member's own settings, for the next host.
+    let listed = String::from_utf8(ok(&["member", "list", "--store", store]).stdout).unwrap();
+    assert!(
+        listed.contains("s3://models/b?profile=two&allow_http=true"),
+        "{listed}"
+    );
+    // An endpoint in the spec, with the profile's keys.
+    let direct = format!(
+        "s3://models/b?profile=two&endpoint={}&allow_http=true",
+        two.endpoint()
+    );
+    assert_eq!(export(&direct, "m", None), data);
+
+    // What is missing is named in one line.
+    fails(
+        &[
+            "ls",
+            "--store",
+            "s3://models/a?profile=gone&allow_http=true",
+        ],
+        "profile 'gone' is not in",
+    );
+    fails(
+        &["ls", "--store", "s3://models/a"],
+        "needs AWS_ALLOW_HTTP=true",
+    );
+    fs::remove_file(home.join(".aws/credentials")).unwrap();
+    fails(
+        &["ls", "--store", "s3://models/a?allow_http=true"],
+        "no credentials found",
+    );
+    let stopped = format!(
+        "s3://models/a?endpoint=http://127.0.0.1:{}&allow_http=true&credentials=none",
+        common::weed::free_port()
+    );
+    fails(&["ls", "--store", &stopped], "cannot connect to 127.0.0.1:");
+}

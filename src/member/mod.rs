@@ -17,6 +17,7 @@ mod direct_io;
 pub mod faulty;
 pub mod layout;
 pub mod s3;
+mod s3_config;
 mod s3_errors;
 mod s3_url;
 
@@ -290,10 +291,12 @@ pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberErro
 }
 
 /// A `--store` entry as it should be recorded for later use from another directory: a path made
-/// absolute (symlinks resolved where it exists), a URL as it is.
+/// absolute (symlinks resolved where it exists), a URL with its options in shardfs's order.
 pub fn absolute_spec(spec: &Path) -> std::path::PathBuf {
-    if s3::parse_url(spec).is_some() {
-        return spec.to_path_buf();
+    match s3::parse_url(spec) {
+        Some(Ok(url)) => return url.spec().into(),
+        Some(Err(_)) => return spec.to_path_buf(),
+        None => {}
     }
     std::fs::canonicalize(spec)
         .unwrap_or_else(|_| std::path::absolute(spec).unwrap_or_else(|_| spec.to_path_buf()))

@@ -1,7 +1,6 @@
 //! A member that is a prefix of an S3 bucket (`s3://BUCKET[/PREFIX]`) on any S3-compatible
 //! server, through the `object_store` crate. Credentials, region and endpoint come from the
-//! standard environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-//! `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+//! member's spec options, the environment and the AWS configuration files (`s3_config`).
 //!
 //! The client is async: the member owns a small tokio runtime and the store's std threads call
 //! into it with a deadline, so a stalled endpoint is a timed-out call, never a hung thread.
@@ -14,6 +13,7 @@
 //! one race that matters.
 
 use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
+use super::s3_config;
 use super::s3_errors::{member_err, one_line, too_large};
 use super::{
     ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stale,
@@ -54,21 +54,15 @@ pub struct S3Member {
 struct NoLock;
 impl Lock for NoLock {}
 
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 impl S3Member {
     pub fn open(url: Url, opts: &Options) -> Result<S3Member, MemberError> {
-        let location = if url.prefix.is_empty() {
-            format!("s3://{}", url.bucket)
-        } else {
-            format!("s3://{}/{}", url.bucket, url.prefix)
-        };
+        let location = url.spec();
+        let settings =
+            s3_config::resolve(&url, &s3_config::Host::this()).map_err(MemberError::Unavailable)?;
         // The whole client configuration in one place: `with_client_options` replaces every
-        // client option set before it (an earlier `AWS_ALLOW_HTTP` included).
+        // client option set before it.
         let client = ClientOptions::new()
-            .with_allow_http(env_flag("AWS_ALLOW_HTTP"))
+            .with_allow_http(settings.allow_http)
             .with_connect_timeout(opts.timeout.min(Duration::from_secs(3)))
             .with_read_timeout(opts.timeout)
             .with_timeout_disabled()
@@ -78,24 +72,39 @@ impl S3Member {
             retry_timeout: opts.timeout,
             ..RetryConfig::default()
         };
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&url.bucket)
-            .with_client_options(client.clone())
-            .with_retry(retry);
-        if std::env::var_os("AWS_REGION").is_none()
-            && let Ok(region) = std::env::var("AWS_DEFAULT_REGION")
-        {
+        // Only the machine's role needs object_store's own reading of the environment (web
+        // identity, container credentials); everything else is set from `settings`.
+        let mut builder = match settings.credentials {
+            s3_config::Credentials::Role => AmazonS3Builder::from_env(),
+            s3_config::Credentials::Anonymous => AmazonS3Builder::new().with_skip_signature(true),
+            s3_config::Credentials::Keys { id, secret, token } => {
+                let b = AmazonS3Builder::new()
+                    .with_access_key_id(id)
+                    .with_secret_access_key(secret);
+                match token {
+                    Some(t) => b.with_token(t),
+                    None => b,
+                }
+            }
+        }
+        .with_bucket_name(&url.bucket)
+        .with_client_options(client.clone())
+        .with_retry(retry);
+        if let Some(region) = &settings.region {
             builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
         }
         let store = builder
             .build()
-            .map_err(|e| MemberError::Unavailable(format!("{location}: {}", one_line(&e))))?;
+            .map_err(|e| MemberError::Unavailable(one_line(&e)))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("shardfs-s3")
             .enable_all()
             .build()
-            .map_err(|e| MemberError::Unavailable(format!("{location}: runtime: {e}")))?;
+            .map_err(|e| MemberError::Unavailable(format!("runtime: {e}")))?;
         Ok(S3Member {
             location,
             url,

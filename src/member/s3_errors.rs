@@ -61,13 +61,31 @@ pub(super) fn member_err(e: object_store::Error) -> MemberError {
                 "Connection refused",
                 "dns error",
             ];
-            if refused.iter().any(|r| msg.contains(r)) {
+            if let Some(server) = msg.contains("Connection refused").then(|| server_of(&msg)) {
+                MemberError::Unavailable(format!("cannot connect to {server}: connection refused"))
+            } else if let Some(server) = msg.contains("dns error").then(|| server_of(&msg)) {
+                MemberError::Unavailable(format!("cannot resolve {server}: {msg}"))
+            } else if refused.iter().any(|r| msg.contains(r)) {
                 MemberError::Unavailable(msg)
             } else {
                 MemberError::Io(msg)
             }
         }
     }
+}
+
+/// The `host:port` of the first URL in an error message (object_store names the request's
+/// URL), or "the server" when there is none.
+fn server_of(msg: &str) -> String {
+    ["http://", "https://"]
+        .iter()
+        .filter_map(|scheme| {
+            let at = msg.find(scheme)? + scheme.len();
+            let rest = &msg[at..];
+            Some(rest[..rest.find(['/', ' ']).unwrap_or(rest.len())].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| "the server".into())
 }
 
 /// An object larger than `cap` is damaged, and its body is not read.
@@ -78,4 +96,14 @@ pub(super) fn too_large(size: u64, cap: u64) -> Result<(), MemberError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_server_is_named_from_the_request_url() {
+        let msg = "Error performing GET http://127.0.0.1:8334/b/x/shardfs-store.json in 2ms - tcp connect error: Connection refused";
+        assert_eq!(super::server_of(msg), "127.0.0.1:8334");
+        assert_eq!(super::server_of("no url here"), "the server");
+    }
 }

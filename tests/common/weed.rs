@@ -46,6 +46,11 @@ impl Weed {
     /// Starts a server with its data under `dir` and waits (up to 60 s) until its S3 port
     /// answers a request.
     pub fn start(dir: &Path) -> Weed {
+        Weed::start_with_keys(dir, ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// As [`start`](Self::start), for a server that takes only these keys (a second provider).
+    pub fn start_with_keys(dir: &Path, access: &str, secret: &str) -> Weed {
         let data = dir.join("weed-data");
         fs::create_dir_all(&data).unwrap();
         let creds = dir.join("weed-s3.json");
@@ -53,7 +58,7 @@ impl Weed {
             &creds,
             serde_json::json!({"identities": [{
                 "name": "shardfs",
-                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "credentials": [{"accessKey": access, "secretKey": secret}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }]})
             .to_string(),
@@ -175,18 +180,11 @@ impl Weed {
     /// answers before its filer and volume servers are ready, and a loaded machine shows it.
     /// Needs `set_env`. Leaves a bucket named `readiness`.
     pub fn wait_usable(&self) {
-        let opts = shardfs::member::Options::default();
-        let m = shardfs::member::open(Path::new("s3://readiness"), &opts).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(e) = m.init(b"{}", true) {
-            assert!(
-                Instant::now() < deadline,
-                "weed is not usable after 60 s: {e}"
-            );
-            std::thread::park_timeout(Duration::from_millis(50));
-        }
+        wait_usable_at("s3://readiness");
     }
+}
 
+impl Weed {
     /// Sends `signal` (e.g. "-STOP", "-CONT") to the server.
     pub fn signal(&self, signal: &str) {
         assert!(
@@ -272,4 +270,18 @@ pub fn server() -> (tempfile::TempDir, Weed) {
     weed.set_env();
     weed.wait_usable();
     (dir, weed)
+}
+
+/// As [`Weed::wait_usable`], for the server a member spec reaches (`s3://BUCKET?options`).
+pub fn wait_usable_at(spec: &str) {
+    let opts = shardfs::member::Options::default();
+    let m = shardfs::member::open(Path::new(spec), &opts).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = m.init(b"{}", true) {
+        assert!(
+            Instant::now() < deadline,
+            "weed is not usable after 60 s: {e}"
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
 }
