@@ -6,7 +6,7 @@ mod cli;
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::Failure;
 pub(crate) use cli::parse::MemberParser;
-use cli::parse::{parse_cache_size, parse_chunk_size, parse_rate, parse_size_any};
+use cli::parse::{LockWait, parse_cache_size, parse_chunk_size, parse_rate, parse_size_any};
 use shardfs::chunking::Partition;
 use shardfs::codec::CodecChoice;
 use shardfs::daemon;
@@ -109,6 +109,8 @@ enum Command {
         /// change what it serves)
         #[arg(long)]
         unsigned: bool,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// List the models of a store
     Ls {
@@ -257,6 +259,8 @@ enum Command {
         /// Machine-readable report
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Move replicas to where the placement puts them now (after member add, remove or set-weight)
     #[command(
@@ -272,6 +276,8 @@ enum Command {
         /// Machine-readable report
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Remove a model from the store (its manifest on every member); gc then frees its chunks
     Rm {
@@ -282,6 +288,8 @@ enum Command {
         /// The model to remove
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Delete chunk files no manifest and no live mount references, and report the space returned
     #[command(
@@ -300,6 +308,8 @@ enum Command {
         /// Machine-readable report
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Change the store's members: list, add, set-weight, replace (a lost disk), remove (drain)
     #[command(
@@ -438,6 +448,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let members = shardfs::member::Options {
         timeout: cli.member_timeout,
         min_rate: cli.member_min_rate,
+        lock_wait: match &cli.command {
+            Command::Pack { wait, .. }
+            | Command::Repair { wait, .. }
+            | Command::Rebalance { wait, .. }
+            | Command::Rm { wait, .. }
+            | Command::Gc { wait, .. } => wait.get(),
+            _ => std::time::Duration::ZERO,
+        },
         ..shardfs::member::Options::default()
     };
     match cli.command {
@@ -455,6 +473,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             init,
             follow_links,
             unsigned: _,
+            wait: _,
         } => {
             let opts = PackOptions {
                 name,
@@ -583,19 +602,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             name,
             dry_run,
             json,
+            wait: _,
         } => cli::sync::repair(store, name, dry_run, json, &members),
         Command::Member(cmd) => cli::sync::member_command(cmd, &members),
         Command::Rebalance {
             store,
             dry_run,
             json,
+            wait: _,
         } => cli::sync::rebalance(store, dry_run, json, &members),
-        Command::Rm { store, name } => cli::sync::rm(store, name, &members),
+        Command::Rm { store, name, .. } => cli::sync::rm(store, name, &members),
         Command::Gc {
             store,
             dry_run,
             min_age,
             json,
+            wait: _,
         } => cli::sync::gc(store, dry_run, min_age, json, &members),
         Command::Verify { store, name, json } => cli::reports::verify(store, name, json, &members),
         Command::Key(cmd) => cli::keys::key_command(cmd, &members),

@@ -149,6 +149,26 @@ pub fn format_bytes(n: u64) -> String {
     }
 }
 
+/// Formats a duration as the flags take it: `10m`, `90s`, `1.5s`, `2h`, `3d`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= len && ms.is_multiple_of(len) {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    if ms >= 1000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Formats a rate in bytes per second as MB/s (decimal, as disks and networks are quoted).
 pub fn format_rate(bytes: u64, seconds: f64) -> String {
     if seconds <= 0.0 {
@@ -169,6 +189,18 @@ pub fn ratio(logical: u64, stored: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_the_flags_take_them() {
+        let f = |ms| format_duration(std::time::Duration::from_millis(ms));
+        assert_eq!(f(600_000), "10m");
+        assert_eq!(f(90_000), "90s");
+        assert_eq!(f(1_500), "1.5s");
+        assert_eq!(f(7_200_000), "2h");
+        assert_eq!(f(3 * 86_400_000), "3d");
+        assert_eq!(f(250), "250ms");
+        assert_eq!(f(0), "0ms");
+    }
 
     #[test]
     fn durations_take_days_and_ages_take_zero() {

@@ -336,3 +336,49 @@ fn gc_counts_the_damaged_files_it_keeps_for_being_young() {
     assert!(all["stale_files_deleted"].as_u64().unwrap() >= 1, "{all}");
     assert_eq!(export(&store, "m", None).len(), 300_000);
 }
+
+#[test]
+fn a_held_pack_lock_fails_at_once_or_is_waited_for_with_wait() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &Rng::new(3).bytes(300_000),
+        &["--replicas", "2"],
+    );
+    // Another command's lock on the second member, as a pack holds it.
+    let held = fs::File::open(paths[1].join("lock")).unwrap();
+    held.lock().unwrap();
+    let err = fails(&["gc", "--store", &store], "--wait waits for it");
+    assert!(err.status.code() != Some(0));
+    fails(
+        &["rm", "--name", "m", "--store", &store, "--wait=200ms"],
+        "waited 200ms; --wait=DURATION waits longer",
+    );
+    // The refused rm removed nothing.
+    assert!(paths.iter().all(|p| p.join("manifests/m.json").is_file()));
+    // With --wait the command says it waits, and goes on once the lock is let go.
+    let mut gc = Command::new(bin())
+        .args(["gc", "--store", &store, "--wait=90s", "--min-age", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(gc.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("waiting for") && line.contains("(up to 90s)"),
+        "{line}"
+    );
+    drop(held);
+    let status = gc.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+}

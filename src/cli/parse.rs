@@ -63,3 +63,25 @@ pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
     shardfs::chunking::check_pack_chunk_size(n).map_err(|e| e.to_string())?;
     Ok(n)
 }
+
+/// `--wait[=DURATION]` of the commands that take the members' pack lock.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LockWait {
+    /// While another command holds the members' pack lock, wait for it (10m, or as long as
+    /// given: --wait=30s, --wait=1h) instead of failing at once
+    #[arg(
+        long = "wait",
+        value_name = "DURATION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "10m",
+        value_parser = shardfs::units::parse_age
+    )]
+    pub duration: Option<std::time::Duration>,
+}
+
+impl LockWait {
+    pub fn get(self) -> std::time::Duration {
+        self.duration.unwrap_or_default()
+    }
+}

@@ -230,6 +230,9 @@ pub struct Options {
     pub min_rate: u64,
     /// Further tries of a request that failed in a way another try may mend.
     pub retries: usize,
+    /// How long taking the members' pack lock waits while another command holds it (`--wait`);
+    /// zero: a held lock is an error at once.
+    pub lock_wait: Duration,
 }
 
 /// Members answer within a few seconds or count as failed.
@@ -243,6 +246,7 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
             retries: 2,
+            lock_wait: Duration::ZERO,
         }
     }
 }

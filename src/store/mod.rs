@@ -62,8 +62,8 @@ pub enum StoreError {
     NotAMember { location: String, store: String },
     #[error("no member of the store could be opened: {0}")]
     NoneAvailable(String),
-    #[error("store member {0} is busy: another pack holds its lock")]
-    Busy(String),
+    #[error("store member {location} is busy: another command holds its pack lock ({hint})")]
+    Busy { location: String, hint: String },
     #[error(
         "{what} deleted nothing: {location}: {reason}; repair the member (or move the entry away) and run it again"
     )]
@@ -152,6 +152,8 @@ pub struct Store {
     joining: parking_lot::Mutex<()>,
     /// Which key the store's manifests and member lists must be signed by (see `signed`).
     pub trust: crate::trust::Trust,
+    /// How long `lock_for_pack` waits for a lock another command holds.
+    pub lock_wait: std::time::Duration,
 }
 
 /// How many members a live mount can pick up after it opened.
@@ -288,6 +290,7 @@ impl Store {
         };
         store.timeout = opts.timeout;
         store.min_rate = opts.min_rate;
+        store.lock_wait = opts.lock_wait;
         Ok(store)
     }
 
@@ -330,6 +333,7 @@ impl Store {
             by_id,
             timeout: io::DEFAULT_TIMEOUT,
             min_rate: io::DEFAULT_MIN_RATE,
+            lock_wait: std::time::Duration::ZERO,
             joined: (0..JOINED_SLOTS)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
@@ -411,6 +415,7 @@ impl Store {
         store.trust.warn_if_unsigned();
         store.timeout = opts.timeout;
         store.min_rate = opts.min_rate;
+        store.lock_wait = opts.lock_wait;
         Ok(store)
     }
 
@@ -427,6 +432,7 @@ impl Store {
         io::Options {
             timeout: self.timeout,
             min_rate: self.min_rate,
+            lock_wait: self.lock_wait,
             ..io::Options::default()
         }
     }
@@ -527,19 +533,61 @@ pub struct PackLock {
 }
 
 impl Store {
-    /// Takes every member's lock without waiting, then clears leftovers of killed packs.
+    /// Takes every member's lock, then clears leftovers of killed packs. While another command
+    /// holds a member's lock, every lock taken is let go and the whole set tried again, for up
+    /// to `lock_wait` (zero: the first busy member is an error).
     pub fn lock_for_pack(&self) -> Result<PackLock, StoreError> {
+        let deadline = std::time::Instant::now() + self.lock_wait;
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut said = false;
+        loop {
+            let busy = match self.try_lock_all()? {
+                Ok(lock) => return Ok(lock),
+                Err(busy) => busy,
+            };
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                let hint = if self.lock_wait.is_zero() {
+                    "--wait waits for it".to_string()
+                } else {
+                    format!(
+                        "waited {}; --wait=DURATION waits longer",
+                        crate::units::format_duration(self.lock_wait)
+                    )
+                };
+                return Err(StoreError::Busy {
+                    location: busy,
+                    hint,
+                });
+            }
+            if !said {
+                eprintln!(
+                    "shardfs: {}",
+                    crate::shown::shown(&format!(
+                        "waiting for {busy}'s pack lock, held by another command (up to {})",
+                        crate::units::format_duration(self.lock_wait)
+                    ))
+                );
+                said = true;
+            }
+            // Not a synchronisation with a known event: the other command's end cannot be
+            // waited for across members, so the lock is polled, with a growing pause.
+            std::thread::park_timeout(pause.min(deadline - now));
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+    }
+
+    /// Every member's lock, or the location of the first member whose lock is held.
+    fn try_lock_all(&self) -> Result<Result<PackLock, String>, StoreError> {
         let mut locks = Vec::new();
         for m in &self.members {
             match m.io.lock() {
                 Ok(l) => locks.push(l),
-                Err(MemberError::Unavailable(_)) => {
-                    return Err(StoreError::Busy(m.location().to_string()));
-                }
+                Err(MemberError::Unavailable(_)) => return Ok(Err(m.location().to_string())),
                 Err(e) => return Err(member_err(m.location())(e)),
             }
         }
-        Ok(PackLock { _locks: locks })
+        Ok(Ok(PackLock { _locks: locks }))
     }
 
     /// Replaces a model's manifest on one member, only if that member's copy is still the one
