@@ -320,6 +320,19 @@ enum Command {
     /// The store's signing key: give an unsigned store one, show it, rotate it
     #[command(subcommand)]
     Key(cli::keys::KeyCommand),
+    /// Show what each member holds (chunk files, bytes, manifests), the space free on it, and
+    /// what gc could return now
+    Df {
+        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+        store: Vec<PathBuf>,
+        /// The minimum age gc's estimate keeps unreferenced files for, as `gc --min-age`
+        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_age)]
+        min_age: std::time::Duration,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
         /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
@@ -619,6 +632,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             wait: _,
         } => cli::sync::gc(store, dry_run, min_age, json, &members),
+        Command::Df {
+            store,
+            min_age,
+            json,
+        } => cli::reports::df(store, min_age, json, &members),
         Command::Verify { store, name, json } => cli::reports::verify(store, name, json, &members),
         Command::Key(cmd) => cli::keys::key_command(cmd, &members),
     }

@@ -149,6 +149,15 @@ pub fn format_bytes(n: u64) -> String {
     }
 }
 
+/// `n` and a noun, singular for one: `1 file`, `3 files`, `1 chunk file`.
+pub fn count(n: u64, singular: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {singular}s")
+    }
+}
+
 /// Formats a duration as the flags take it: `10m`, `90s`, `1.5s`, `2h`, `3d`.
 pub fn format_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -189,6 +198,13 @@ pub fn ratio(logical: u64, stored: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1, "file"), "1 file");
+        assert_eq!(count(0, "file"), "0 files");
+        assert_eq!(count(2, "chunk file"), "2 chunk files");
+    }
 
     #[test]
     fn durations_print_as_the_flags_take_them() {

@@ -382,3 +382,54 @@ fn a_held_pack_lock_fails_at_once_or_is_waited_for_with_wait() {
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(status.success(), "{rest}");
 }
+
+#[test]
+fn df_counts_what_each_member_holds_and_what_gc_would_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    let opts = ["--replicas", "2", "--chunk-size", "256KiB"];
+    pack_bytes(d, &store, "keep", &Rng::new(5).bytes(1 << 20), &opts);
+    pack_bytes(d, &store, "gone", &Rng::new(6).bytes(600_000), &opts);
+    ok(&["rm", "--name", "gone", "--store", &store]);
+    let df = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["df", "--store", &store, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&ok(&args).stdout).unwrap()
+    };
+    let usage = df(&["--min-age", "0"]);
+    for (m, path) in usage["members"].as_array().unwrap().iter().zip(&paths) {
+        let files = chunk_files(path);
+        let bytes: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+        assert_eq!(m["chunk_files"], files.len() as u64, "{m}");
+        assert_eq!(m["chunk_bytes"], bytes, "{m}");
+        assert_eq!(m["manifests"], 1, "{m}");
+        assert!(m["free_bytes"].as_u64().unwrap() > 0, "{m}");
+    }
+    // The estimate is what gc then does.
+    let estimate = &usage["gc"];
+    assert!(
+        estimate["chunk_files_deleted"].as_u64().unwrap() >= 2 * 3,
+        "{estimate}"
+    );
+    let gc: serde_json::Value =
+        serde_json::from_slice(&ok(&["gc", "--store", &store, "--min-age", "0", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(gc["bytes_returned"], estimate["bytes_returned"], "{gc}");
+    assert_eq!(gc["chunk_files_deleted"], estimate["chunk_files_deleted"]);
+    assert_eq!(df(&["--min-age", "0"])["gc"]["bytes_returned"], 0);
+    // With the default minimum age, young files are counted as kept, not returned.
+    pack_bytes(d, &store, "gone", &Rng::new(7).bytes(600_000), &opts);
+    ok(&["rm", "--name", "gone", "--store", &store]);
+    let young = df(&[]);
+    assert_eq!(young["gc"]["bytes_returned"], 0, "{young}");
+    assert!(young["gc"]["kept_young"].as_u64().unwrap() >= 6, "{young}");
+    // Part of the store: the holdings are shown, and why gc cannot be estimated.
+    let part =
+        String::from_utf8(ok(&["df", "--store", paths[0].to_str().unwrap()]).stdout).unwrap();
+    assert!(
+        part.contains("gc: cannot tell") && part.contains("was not given"),
+        "{part}"
+    );
+}

@@ -1,10 +1,10 @@
-//! The output of the commands that report: `ls`, `status`, `verify`.
+//! The output of the commands that report: `ls`, `status`, `verify`, `df`.
 
 use super::{Failure, print_json};
 use shardfs::daemon;
 use shardfs::store::health::{Health, ModelHealth};
 use shardfs::store::{Store, verify};
-use shardfs::units::{format_bytes, ratio};
+use shardfs::units::{count, format_bytes, format_duration, ratio};
 use std::path::{Path, PathBuf};
 
 pub fn verify(
@@ -332,6 +332,99 @@ pub fn ls(
     }
     for (name, reason) in &unreadable {
         shardfs::say!("model {name}: unreadable: {reason}");
+    }
+    Ok(())
+}
+
+pub fn df(
+    store: Vec<PathBuf>,
+    min_age: std::time::Duration,
+    json: bool,
+    members: &shardfs::member::Options,
+) -> Result<(), Failure> {
+    let given = store.clone();
+    let store = Store::open_with(&store, members)?;
+    let usage = shardfs::sync::usage::usage(&store, min_age)?;
+    if json {
+        return print_json(&usage);
+    }
+    let width = usage
+        .members
+        .iter()
+        .map(|m| m.location.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    shardfs::say!(
+        "{:width$}  {:>11}  {:>11}  {:>9}  {:>11}",
+        "MEMBER",
+        "CHUNK FILES",
+        "STORED",
+        "MANIFESTS",
+        "FREE"
+    );
+    for m in &usage.members {
+        shardfs::say!(
+            "{:width$}  {:>11}  {:>11}  {:>9}  {:>11}",
+            m.location,
+            m.chunk_files,
+            format_bytes(m.chunk_bytes),
+            m.manifests,
+            m.free_bytes.map_or("-".to_string(), format_bytes)
+        );
+    }
+    for (location, reason) in &usage.unavailable {
+        shardfs::say!("{location}: not read ({reason})");
+    }
+    shardfs::say!(
+        "total: {}, {} on {}",
+        count(
+            usage.members.iter().map(|m| m.chunk_files).sum(),
+            "chunk file"
+        ),
+        format_bytes(usage.members.iter().map(|m| m.chunk_bytes).sum()),
+        count(usage.members.len() as u64, "member")
+    );
+    match (&usage.gc, &usage.gc_unknown) {
+        (Some(gc), _) => {
+            let store_arg = given
+                .iter()
+                .map(|p| p.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut line = format!(
+                "gc could return {} now ({}",
+                format_bytes(gc.bytes_returned),
+                count(gc.chunk_files_deleted, "chunk file")
+            );
+            if gc.stale_files_deleted > 0 {
+                line += &format!(
+                    ", {} set aside",
+                    count(gc.stale_files_deleted, "damaged file")
+                );
+            }
+            line += ")";
+            if gc.kept_young > 0 {
+                line += &format!(
+                    "; {} younger than {} would be kept",
+                    count(gc.kept_young, "file"),
+                    format_duration(min_age)
+                );
+            }
+            if gc.kept_for_leases > 0 {
+                line += &format!(
+                    "; {} kept for {}",
+                    count(gc.kept_for_leases, "chunk"),
+                    count(gc.live_leases as u64, "live mount")
+                );
+            }
+            if gc.bytes_returned > 0 {
+                line += &format!(": shardfs gc --store {store_arg}");
+            }
+            shardfs::say!("{line}");
+        }
+        (None, Some(why)) => shardfs::say!("gc: cannot tell what it could return: {why}"),
+        (None, None) => {}
     }
     Ok(())
 }

@@ -272,6 +272,10 @@ impl MemberIo for Deadlined {
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         self.call(self.long(), |m| m.lock())
     }
+
+    fn free_space(&self) -> Result<Option<u64>, MemberError> {
+        self.call(self.short(), |m| m.free_space())
+    }
 }
 
 #[cfg(test)]

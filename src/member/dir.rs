@@ -484,6 +484,13 @@ impl MemberIo for DirMember {
         true
     }
 
+    fn free_space(&self) -> Result<Option<u64>, MemberError> {
+        let dir = self.root.open_root().map_err(self.err(""))?;
+        let st = rustix::fs::fstatvfs(&dir).map_err(|e| self.err("")(e.into()))?;
+        // What an unprivileged writer may use (`f_bavail`), as df shows it.
+        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+    }
+
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         let f = self
             .root

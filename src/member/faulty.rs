@@ -130,4 +130,7 @@ impl MemberIo for Faulty {
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
         self.inner.lock()
     }
+    fn free_space(&self) -> Result<Option<u64>, MemberError> {
+        self.inner.free_space()
+    }
 }

@@ -218,6 +218,11 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it
     /// is taken) and clears what killed packs left behind.
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError>;
+    /// Bytes free for new chunk files, where the member can tell (a file system can; an object
+    /// store has no such figure).
+    fn free_space(&self) -> Result<Option<u64>, MemberError> {
+        Ok(None)
+    }
 }
 
 /// How member calls behave: deadline and retries.

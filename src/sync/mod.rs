@@ -2,10 +2,11 @@
 //! replicas and brings every member's manifests up to date; `members` adds, reweights, replaces
 //! and removes members; `rebalance` moves replicas to where the placement puts them now; `gc`
 //! retires models (`rm`) and deletes unreferenced chunk files; `keys` gives a store a key and
-//! rotates it.
+//! rotates it; `usage` is `df`, what each member holds and what gc could return.
 
 pub mod gc;
 pub mod keys;
 pub mod members;
 pub mod rebalance;
 pub mod repair;
+pub mod usage;
