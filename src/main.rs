@@ -202,7 +202,8 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         readers: Option<u32>,
         /// Fill the mount's local tier (--local-cache) instead of the page cache: the reads
-        /// bypass the page cache so that every chunk reaches the daemon, which copies it
+        /// bypass the page cache so that every chunk reaches the daemon, which copies it;
+        /// returns once the copies are complete (or says, after 2 minutes, how many are not)
         #[arg(long)]
         local: bool,
     },
@@ -574,17 +575,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             local,
         } => {
             let readers = readers.map_or_else(|| 2 * cores(), |r| r as usize);
-            let s = shardfs::warm::warm(&path, readers, std::io::stderr().is_terminal(), local)
-                .map_err(Failure::Error)?;
-            shardfs::say!(
-                "warmed {}: {} files, {} in {:.2}s, {:.2} GB/s",
-                path.display(),
-                s.files,
-                format_bytes(s.bytes),
-                s.seconds,
-                s.bytes as f64 / s.seconds.max(1e-9) / 1e9
-            );
-            Ok(())
+            cli::warm::warm(&path, readers, local, std::io::stderr().is_terminal())
         }
         Command::Unmount { mountpoint } => {
             shardfs::say!("{}", daemon::unmount(&mountpoint)?);

@@ -149,10 +149,12 @@ pub fn format_bytes(n: u64) -> String {
     }
 }
 
-/// `n` and a noun, singular for one: `1 file`, `3 files`, `1 chunk file`.
+/// `n` and a noun, singular for one: `1 file`, `3 files`, `2 copies`.
 pub fn count(n: u64, singular: &str) -> String {
     if n == 1 {
         format!("1 {singular}")
+    } else if let Some(stem) = singular.strip_suffix("py") {
+        format!("{n} {stem}pies")
     } else {
         format!("{n} {singular}s")
     }
@@ -204,6 +206,7 @@ mod tests {
         assert_eq!(count(1, "file"), "1 file");
         assert_eq!(count(0, "file"), "0 files");
         assert_eq!(count(2, "chunk file"), "2 chunk files");
+        assert_eq!(count(2, "copy"), "2 copies");
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! `shardfs warm`: reads a file, or every file under a folder, through the mount with several
 //! readers at once, so that it sits in the page cache before a loader starts. Each reader takes
 //! the next 16 MiB segment, so the daemon sees several sequential streams and keeps both cores
-//! decompressing.
+//! decompressing. A file that cannot be read is reported and the rest are read all the same.
 
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 const SEGMENT: u64 = 16 << 20;
@@ -16,8 +16,11 @@ const SEGMENT: u64 = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct WarmSummary {
     pub files: usize,
+    /// Bytes read (of the files read whole).
     pub bytes: u64,
     pub seconds: f64,
+    /// Files that could not be read whole, with the first error of each.
+    pub failed: Vec<(PathBuf, String)>,
 }
 
 fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
@@ -55,65 +58,89 @@ pub fn warm(
     let total: u64 = files.iter().map(|(_, l)| l).sum();
     let bar = crate::units::byte_progress(total, progress, "warming", "");
     let next = AtomicUsize::new(0);
+    let broken: Vec<AtomicBool> = files.iter().map(|_| AtomicBool::new(false)).collect();
+    let failed = parking_lot::Mutex::new(Vec::new());
     let started = Instant::now();
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..readers.max(1))
-            .map(|_| {
-                s.spawn(|| -> Result<(), String> {
-                    // Aligned to a page, as direct reads may need.
-                    let mut backing = vec![0u8; (1 << 20) + 4096];
-                    let skip = backing.as_ptr().align_offset(4096);
-                    let buf = &mut backing[skip..skip + (1 << 20)];
-                    // Each reader opens files itself: the kernel keeps read-ahead state per open
-                    // file, and the daemon per handle, so each reader is its own sequential stream.
-                    let mut open: Option<(usize, File)> = None;
-                    loop {
-                        let Some(&(fi, start)) = segments.get(next.fetch_add(1, Ordering::Relaxed))
-                        else {
-                            return Ok(());
-                        };
-                        let (path, len) = &files[fi];
-                        if open.as_ref().is_none_or(|(i, _)| *i != fi) {
-                            open = Some((
-                                fi,
-                                File::options()
-                                    .read(true)
-                                    .custom_flags(if direct { libc::O_DIRECT } else { 0 })
-                                    .open(path)
-                                    .map_err(|e| format!("{}: {e}", path.display()))?,
-                            ));
-                        }
-                        let Some((_, handle)) = open.as_ref() else {
-                            continue;
-                        };
-                        let end = (start + SEGMENT).min(*len);
-                        let mut at = start;
-                        while at < end {
-                            let want = ((end - at) as usize).min(buf.len());
-                            let n = handle
-                                .read_at(&mut buf[..want], at)
-                                .map_err(|e| format!("{} at byte {at}: {e}", path.display()))?;
-                            if n == 0 {
-                                return Err(format!("{} ended early at byte {at}", path.display()));
-                            }
-                            at += n as u64;
-                            bar.inc(n as u64);
-                        }
+        for _ in 0..readers.max(1) {
+            s.spawn(|| {
+                // Aligned to a page, as direct reads may need.
+                let mut backing = vec![0u8; (1 << 20) + 4096];
+                let skip = backing.as_ptr().align_offset(4096);
+                let buf = &mut backing[skip..skip + (1 << 20)];
+                // Each reader opens files itself: the kernel keeps read-ahead state per open
+                // file, and the daemon per handle, so each reader is its own sequential stream.
+                let mut open: Option<(usize, File)> = None;
+                while let Some(&(fi, start)) = segments.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if broken[fi].load(Ordering::Relaxed) {
+                        continue;
                     }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("a reader panicked".into())))
-            .collect::<Result<Vec<()>, String>>()
-    })?;
+                    let (path, len) = &files[fi];
+                    let read = read_segment(&mut open, fi, path, start, *len, direct, buf, &bar);
+                    if let Err(e) = read
+                        && !broken[fi].swap(true, Ordering::Relaxed)
+                    {
+                        failed.lock().push((path.clone(), e));
+                    }
+                }
+            });
+        }
+    });
     bar.finish_and_clear();
+    let mut failed = failed.into_inner();
+    failed.sort();
+    let bytes = files
+        .iter()
+        .zip(&broken)
+        .filter(|(_, b)| !b.load(Ordering::Relaxed))
+        .map(|((_, len), _)| len)
+        .sum();
     Ok(WarmSummary {
         files: files.len(),
-        bytes: total,
+        bytes,
         seconds: started.elapsed().as_secs_f64(),
+        failed,
     })
+}
+
+/// Reads bytes `start..start + SEGMENT` of file `fi` (opened into `open` unless it is the one
+/// open there).
+#[allow(clippy::too_many_arguments)]
+fn read_segment(
+    open: &mut Option<(usize, File)>,
+    fi: usize,
+    path: &Path,
+    start: u64,
+    len: u64,
+    direct: bool,
+    buf: &mut [u8],
+    bar: &indicatif::ProgressBar,
+) -> Result<(), String> {
+    if open.as_ref().is_none_or(|(i, _)| *i != fi) {
+        let file = File::options()
+            .read(true)
+            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        *open = Some((fi, file));
+    }
+    let Some((_, handle)) = open.as_ref() else {
+        return Ok(());
+    };
+    let end = (start + SEGMENT).min(len);
+    let mut at = start;
+    while at < end {
+        let want = ((end - at) as usize).min(buf.len());
+        let n = handle
+            .read_at(&mut buf[..want], at)
+            .map_err(|e| format!("at byte {at}: {e}"))?;
+        if n == 0 {
+            return Err(format!("ended early at byte {at}"));
+        }
+        at += n as u64;
+        bar.inc(n as u64);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -133,6 +160,7 @@ mod tests {
         fs::write(dir.path().join("empty"), b"").unwrap();
         let s = warm(dir.path(), 3, false, false).unwrap();
         assert_eq!((s.files, s.bytes), (3, SEGMENT * 2 + 8));
+        assert!(s.failed.is_empty());
         assert!(warm(&dir.path().join("missing"), 2, false, false).is_err());
     }
 }

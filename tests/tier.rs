@@ -324,3 +324,77 @@ fn a_daemon_killed_mid_copy_leaves_nothing_used_unchecked() {
     wait_status(&m, "a new copy", |st| copies(st) == 1 && settled(st));
     assert!(fs::read(s.tier.join(hex(&data))).unwrap() == data);
 }
+
+#[test]
+fn warm_local_returns_with_the_copies_complete_and_says_when_there_is_no_tier() {
+    let a = Rng::new(61).bytes(3 << 20);
+    let b = Rng::new(62).bytes(2 << 20);
+    let s = setup(&[("a.bin", &a), ("b.bin", &b)]);
+    let m = s.mount(&[]);
+    let mnt = m.dir.to_str().unwrap().to_string();
+    let state = s.d.join("state");
+    let out = run_in(&state, &["warm", "--local", &mnt]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("local tier: 2 copies complete"), "{text}");
+    // Complete when warm returns: nothing still being made, both copies there.
+    let st = m.status();
+    assert!(settled(&st) && copies(&st) == 2, "{st}");
+    assert!(m.unmount().status.success());
+
+    // A mount without a tier: --local says so and reads nothing.
+    let plain = Mounted::new(&s.store, &s.d.join("mnt"), &state, &["--name", "m"]);
+    let one_error = |path: &str, needle: &str| {
+        let out = run_in(&state, &["warm", "--local", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.lines().count() == 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    };
+    one_error(&mnt, "has no local tier");
+    one_error(s.d.to_str().unwrap(), "is on no shardfs mount");
+    assert!(plain.unmount().status.success());
+}
+
+#[test]
+fn warm_goes_on_past_a_file_that_fails_and_names_it() {
+    let a = Rng::new(63).bytes(3 << 20);
+    let b = Rng::new(64).bytes(2 << 20);
+    let s = setup(&[("a.bin", &a), ("b.bin", &b)]);
+    // Every replica of one chunk of b.bin is gone: reading it is EIO.
+    let manifest = manifest_json(&members(&s.d, 2)[0], "m");
+    let file = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "b.bin")
+        .unwrap();
+    let hash = file["chunks"][1]["hash"].as_str().unwrap().to_string();
+    for member in members(&s.d, 2) {
+        for f in chunk_files(&member) {
+            if f.file_name().unwrap().to_string_lossy() == hash {
+                fs::remove_file(f).unwrap();
+            }
+        }
+    }
+    let m = Mounted::new(
+        &s.store,
+        &s.d.join("mnt"),
+        &s.d.join("state"),
+        &["--name", "m"],
+    );
+    let out = run(&["warm", m.dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("1 file, 3.00 MiB") && stdout.contains("1 file could not be read"),
+        "{stdout}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("b.bin"), "{stderr}");
+    assert!(m.unmount().status.success());
+}

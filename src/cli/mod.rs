@@ -1,12 +1,13 @@
 //! The command line's output, apart from parsing (`main.rs`): the reporting commands
 //! (`reports`: ls, status, verify) and the data-sync commands (`sync`: repair, member,
-//! rebalance, rm, gc), the key commands (`keys`), and how failures become exit codes.
+//! rebalance, rm, gc), the key commands (`keys`), `warm`, and how failures become exit codes.
 
 pub mod keys;
 pub mod mount_helper;
 pub mod parse;
 pub mod reports;
 pub mod sync;
+pub mod warm;
 
 use shardfs::store::StoreError;
 

@@ -60,7 +60,8 @@ pub fn state_dir() -> PathBuf {
     if uid == 0 {
         return PathBuf::from("/run/shardfs");
     }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
+    // An empty XDG_RUNTIME_DIR is unset, not the current directory.
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d).join("shardfs"),
         None => PathBuf::from(format!("/tmp/shardfs-{uid}")),
     }

@@ -12,7 +12,7 @@ mod metrics;
 mod procfs;
 
 pub use control::{MountState, MountStatus, refresh, state_dir, status, unmount};
-pub use procfs::mounted_fstype;
+pub use procfs::{mounted_fstype, shardfs_mount_of};
 
 use crate::fs::{FsOptions, ShardFs};
 use crate::store::StoreError;

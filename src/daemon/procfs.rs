@@ -61,6 +61,14 @@ pub(super) fn mount_holding(path: &Path) -> Option<MountEntry> {
         .max_by_key(|m| m.mount_point.components().count())
 }
 
+/// The shardfs mount that holds `path` (made canonical here), if any.
+pub fn shardfs_mount_of(path: &Path) -> Option<PathBuf> {
+    let path = fs::canonicalize(path).ok()?;
+    mount_holding(&path)
+        .filter(|m| is_shardfs(&m.kind))
+        .map(|m| m.mount_point)
+}
+
 /// Mount points strictly below `path`.
 pub(super) fn mounts_under(path: &Path) -> Vec<PathBuf> {
     mount_table()
