@@ -2,7 +2,9 @@
 //! where the user asked. Stdout and an existing device, FIFO or socket are written in place; a
 //! new path or a regular file is written under a temporary name beside it and renamed, so that
 //! it appears whole or not at all; an export interrupted by a signal removes its temporary
-//! (`remove_on_signal`).
+//! (`remove_on_signal`). Files keep their recorded modification time (as `cp -a` does) and a
+//! mode no wider than the recorded one, nor than that of the file they replace; missing parent
+//! folders are made only when asked (`--parents`).
 
 use crate::store::manifest::FileEntry;
 use crate::store::reader::{MemberTrouble, ReplicaError};
@@ -78,11 +80,13 @@ fn output_err(path: &Path) -> impl Fn(io::Error) -> ExportError + '_ {
 type OnFailure<'a> = dyn Fn(&str, &ReplicaError) + Sync + 'a;
 
 /// Exports model `name` of `store` (or its file `file`) to `output`; `-` is stdout.
+/// With `parents`, missing folders above `output` are made (as `mkdir -p`).
 pub fn export(
     store: &Store,
     name: &str,
     file: Option<&str>,
     output: &Path,
+    parents: bool,
 ) -> Result<(), ExportError> {
     let manifest = store.manifest(name)?;
     let trouble = MemberTrouble::default();
@@ -143,6 +147,11 @@ pub fn export(
         Some(_) => fs::canonicalize(output).map_err(output_err(output))?,
         None => output.to_path_buf(),
     };
+    // The file replaced keeps the bits it had: an export never makes it more open.
+    let cap = match existing {
+        Some(_) => fs::metadata(output).map_err(output_err(output))?.mode() & 0o777,
+        None => 0o777,
+    };
     let (dir, name) = match (output.parent(), output.file_name()) {
         (Some(d), Some(n)) => (
             if d.as_os_str().is_empty() {
@@ -167,13 +176,34 @@ pub fn export(
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".shardfs-export");
     let umask = process_umask();
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(ExportError::Output(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && parents => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o777 & !umask)
+            .create(dir)
+            .map_err(output_err(dir))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ExportError::Output(format!(
+                "{} does not exist (--parents makes it)",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(output_err(dir)(e)),
+    }
     match single {
         Some(f) => {
             let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
             pending(Some(tmp.path()));
             let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
             let file = stream(store, f, file, tmp.path(), &on_failure)?;
-            finish_file(&file, f.mode, umask, tmp.path())?;
+            finish_file(&file, f, export_mode(f.mode, umask) & cap, tmp.path())?;
             let persisted = tmp.persist(output);
             pending(None);
             persisted.map_err(|e| output_err(output)(e.error))?;
@@ -192,7 +222,7 @@ pub fn export(
                     .open(&dest)
                     .map_err(output_err(&dest))?;
                 let file = stream(store, f, file, &dest, &on_failure)?;
-                finish_file(&file, f.mode, umask, &dest)?;
+                finish_file(&file, f, export_mode(f.mode, umask), &dest)?;
             }
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777 & !umask))
                 .map_err(output_err(tmp.path()))?;
@@ -293,11 +323,27 @@ fn stream(
         .map_err(|e| output_err(dest)(e.into_error()))
 }
 
-/// Makes an exported file durable and gives it its mode (see `export_mode`).
-fn finish_file(file: &File, mode: u32, umask: u32, dest: &Path) -> Result<(), ExportError> {
+/// Makes an exported file durable and gives it `mode` and the modification time `f` records.
+fn finish_file(file: &File, f: &FileEntry, mode: u32, dest: &Path) -> Result<(), ExportError> {
+    if let Some(mtime) = recorded_mtime(f) {
+        file.set_times(fs::FileTimes::new().set_modified(mtime))
+            .map_err(output_err(dest))?;
+    }
     file.sync_all().map_err(output_err(dest))?;
-    file.set_permissions(fs::Permissions::from_mode(export_mode(mode, umask)))
+    file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(output_err(dest))
+}
+
+/// The modification time a manifest records, when it is one a file can have.
+fn recorded_mtime(f: &FileEntry) -> Option<std::time::SystemTime> {
+    let nanos = std::time::Duration::new(0, f.mtime_nanos.min(999_999_999));
+    let t = if f.mtime_secs >= 0 {
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(f.mtime_secs as u64))
+    } else {
+        std::time::UNIX_EPOCH
+            .checked_sub(std::time::Duration::from_secs(f.mtime_secs.unsigned_abs()))
+    };
+    t?.checked_add(nanos)
 }
 
 #[cfg(test)]

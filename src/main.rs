@@ -132,9 +132,13 @@ enum Command {
         /// One file of the model (its path inside the model)
         #[arg(long)]
         file: Option<String>,
-        /// Output file, '-' for stdout, or a directory for a model of several files
+        /// Output file, '-' for stdout, or a directory for a model of several files (files keep
+        /// their recorded modification time, and a replaced file's mode is never widened)
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// Make missing folders above the output (as mkdir -p)
+        #[arg(long)]
+        parents: bool,
     },
     /// Mount a store read-only through FUSE; returns once the mount is live
     #[command(
@@ -595,10 +599,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             name,
             file,
             output,
+            parents,
         } => {
             shardfs::export::remove_on_signal();
             let store = Store::open_with(&store, &members)?;
-            shardfs::export::export(&store, &name, file.as_deref(), &output)
+            shardfs::export::export(&store, &name, file.as_deref(), &output, parents)
                 .map_err(|e| Failure::Error(e.to_string()))
         }
         Command::Repair {

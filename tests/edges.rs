@@ -433,3 +433,77 @@ fn df_counts_what_each_member_holds_and_what_gc_would_return() {
         "{part}"
     );
 }
+
+#[test]
+fn export_keeps_mtimes_never_widens_a_mode_and_makes_parents_only_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    let src = d.join("model");
+    fs::create_dir_all(&src).unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::new(1_577_934_245, 123_456_789);
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2)] {
+        let path = src.join(name);
+        fs::write(&path, Rng::new(seed).bytes(200_000)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+    pack(&src, &store, &[]);
+    let export_to = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["export", "--store", &store, "--name", "model"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", out.to_str().unwrap()]);
+        run(&args)
+    };
+    // One file, a new path: the recorded mtime, to the nanosecond.
+    let one = d.join("one.bin");
+    assert!(export_to(&one, &["--file", "a.bin"]).status.success());
+    assert_eq!(fs::metadata(&one).unwrap().modified().unwrap(), when);
+    assert_eq!(
+        fs::read(&one).unwrap(),
+        fs::read(src.join("a.bin")).unwrap()
+    );
+    // Over an existing file of mode 0600: replaced, and still 0600, not the recorded 0644.
+    let private = d.join("private.bin");
+    fs::write(&private, b"old").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(export_to(&private, &["--file", "a.bin"]).status.success());
+    let meta = fs::metadata(&private).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 200_000);
+    // Every file of the model: mtimes kept.
+    let all = d.join("all");
+    assert!(export_to(&all, &[]).status.success());
+    for name in ["a.bin", "b.bin"] {
+        assert_eq!(
+            fs::metadata(all.join(name)).unwrap().modified().unwrap(),
+            when
+        );
+    }
+    // A missing folder above the output: one line naming it, no temporary named; --parents
+    // makes it.
+    for extra in [&["--file", "a.bin"][..], &[][..]] {
+        let out = d.join("missing").join("deeper").join("x");
+        let res = export_to(&out, extra);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success(), "{extra:?}");
+        assert!(
+            err.contains("missing/deeper does not exist (--parents makes it)")
+                && !err.contains("shardfs-export")
+                && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!d.join("missing").exists());
+        let mut with = extra.to_vec();
+        with.push("--parents");
+        assert!(export_to(&out, &with).status.success(), "{extra:?}");
+        assert!(out.exists());
+        fs::remove_dir_all(d.join("missing")).unwrap();
+    }
+}
