@@ -278,6 +278,10 @@ enum Command {
         /// Report what would move without moving anything
         #[arg(long)]
         dry_run: bool,
+        /// On members without a lock (object stores), old copies younger than this are kept:
+        /// a pack elsewhere may be writing them
+        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_age)]
+        min_age: std::time::Duration,
         /// Machine-readable report
         #[arg(long)]
         json: bool,
@@ -617,9 +621,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rebalance {
             store,
             dry_run,
+            min_age,
             json,
             wait: _,
-        } => cli::sync::rebalance(store, dry_run, json, &members),
+        } => cli::sync::rebalance(store, dry_run, min_age, json, &members),
         Command::Rm { store, name, .. } => cli::sync::rm(store, name, &members),
         Command::Gc {
             store,

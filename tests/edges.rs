@@ -407,8 +407,21 @@ fn df_counts_what_each_member_holds_and_what_gc_would_return() {
         assert_eq!(m["manifests"], 1, "{m}");
         assert!(m["free_bytes"].as_u64().unwrap() > 0, "{m}");
     }
+    // A dry run of gc lists each chunk file it would delete.
+    let listed =
+        String::from_utf8(ok(&["gc", "--store", &store, "--min-age", "0", "--dry-run"]).stdout)
+            .unwrap();
+    let lines = listed
+        .lines()
+        .filter(|l| l.starts_with("would delete "))
+        .count() as u64;
     // The estimate is what gc then does.
     let estimate = &usage["gc"];
+    assert_eq!(
+        lines - 1,
+        estimate["chunk_files_deleted"].as_u64().unwrap(),
+        "{listed}"
+    );
     assert!(
         estimate["chunk_files_deleted"].as_u64().unwrap() >= 2 * 3,
         "{estimate}"

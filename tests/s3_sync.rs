@@ -241,3 +241,29 @@ fn repair_replaces_an_oversized_manifest_object() {
     assert_eq!(common::sync::verify(&store)["ok"], true);
     assert_eq!(export(&store, "m", None), data);
 }
+
+/// On buckets (no lock) rebalance keeps old copies younger than --min-age and says that is why,
+/// not live mounts, when none runs; --min-age 0 deletes them.
+#[test]
+fn rebalance_on_buckets_names_the_minimum_age_as_the_reason_it_keeps_old_copies() {
+    let (dir, _weed) = server();
+    let d = dir.path();
+    let store = "s3://reb/a,s3://reb/b";
+    let src = d.join("m.bin");
+    fs::write(&src, Rng::new(16).floats(2 << 20)).unwrap();
+    pack(&src, store, &["--chunk-size", "64KiB", "--init"]);
+    ok(&["member", "add", "--store", store, "s3://reb/c"]);
+    let three = format!("{store},s3://reb/c");
+    let text = String::from_utf8(ok(&["rebalance", "--store", &three]).stdout).unwrap();
+    assert!(
+        text.contains("kept for being younger than --min-age 1h") && !text.contains("live mounts"),
+        "{text}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(
+        &ok(&["rebalance", "--store", &three, "--min-age", "0", "--json"]).stdout,
+    )
+    .unwrap();
+    assert!(r["old_copies_deleted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["old_copies_kept"], 0, "{r}");
+    assert_eq!(common::sync::verify(&three)["ok"], true);
+}

@@ -3,7 +3,7 @@
 use super::{Failure, print_json};
 use crate::MemberParser;
 use shardfs::store::Store;
-use shardfs::units::{format_bytes, format_rate};
+use shardfs::units::{count, format_bytes, format_rate};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -65,23 +65,38 @@ pub fn repair(
 pub fn rebalance(
     store: Vec<PathBuf>,
     dry_run: bool,
+    min_age: std::time::Duration,
     json: bool,
     members: &Opts,
 ) -> Result<(), Failure> {
     let store = Store::open_with(&store, members)?;
-    let r = shardfs::sync::rebalance::rebalance(&store, dry_run)?;
+    let r = shardfs::sync::rebalance::rebalance(&store, dry_run, min_age)?;
     if json {
         return print_json(&r);
     }
+    let mut kept = Vec::new();
+    if r.old_copies_kept_for_mounts > 0 {
+        kept.push(format!(
+            "{} kept for live mounts",
+            r.old_copies_kept_for_mounts
+        ));
+    }
+    if r.old_copies_kept_young > 0 {
+        kept.push(format!(
+            "{} kept for being younger than --min-age {} on members without a lock (a pack elsewhere may be writing them; a later rebalance or --min-age 0 deletes them)",
+            r.old_copies_kept_young,
+            shardfs::units::format_duration(std::time::Duration::from_secs(r.min_age_secs))
+        ));
+    }
     shardfs::say!(
-        "{} {} of {} replicas ({} chunks), {} copied; {} old copies deleted, {} kept for live mounts; {:.1}s",
+        "{} {} of {} replicas ({}), {} copied; {} deleted{}; {:.1}s",
         if r.dry_run { "would move" } else { "moved" },
         r.replicas_moved,
         r.replicas,
-        r.chunks,
+        count(r.chunks, "chunk"),
         format_bytes(r.bytes_copied),
-        r.old_copies_deleted,
-        r.old_copies_kept,
+        count(r.old_copies_deleted, "old copy"),
+        kept.iter().map(|k| format!(", {k}")).collect::<String>(),
         r.seconds
     );
     Ok(())
@@ -108,17 +123,36 @@ pub fn gc(
     if json {
         return print_json(&r);
     }
-    shardfs::say!(
-        "{} {} chunk files and {} damaged files set aside, {} returned; kept {} younger than --min-age and {} named by {} live mounts' leases; {:.1}s",
+    for w in &r.would_delete {
+        shardfs::say!(
+            "would delete {} chunk {} ({})",
+            w.member,
+            w.chunk,
+            format_bytes(w.bytes)
+        );
+    }
+    let mut line = format!(
+        "{} {} and {} set aside, {} returned",
         if r.dry_run { "would delete" } else { "deleted" },
-        r.chunk_files_deleted,
-        r.stale_files_deleted,
+        count(r.chunk_files_deleted, "chunk file"),
+        count(r.stale_files_deleted, "damaged file"),
         format_bytes(r.bytes_returned),
-        r.kept_young,
-        r.kept_for_leases,
-        r.live_leases,
+    );
+    if r.temp_files_deleted > 0 {
+        line += &format!(
+            "; removed {} of killed writes",
+            count(r.temp_files_deleted, "temporary file")
+        );
+    }
+    line += &format!(
+        "; kept {} younger than --min-age {} and {} named by the leases of {}; {:.1}s",
+        count(r.kept_young, "file"),
+        shardfs::units::format_duration(min_age),
+        count(r.kept_for_leases, "chunk"),
+        count(r.live_leases as u64, "live mount"),
         r.seconds
     );
+    shardfs::say!("{line}");
     Ok(())
 }
 

@@ -169,9 +169,14 @@ fn clean_tmp(root: &Beneath) -> io::Result<usize> {
 /// How deep a planted folder tree under `tmp/` or `damaged/` is removed.
 const TREE_DEPTH: usize = 8;
 
-/// The pack lock: an exclusive `flock` on `<member>/lock`.
-struct DirLock(#[allow(dead_code)] File);
-impl Lock for DirLock {}
+/// The pack lock: an exclusive `flock` on `<member>/lock` (held while the file is open), and
+/// how many temporary files taking it removed.
+struct DirLock(#[allow(dead_code)] File, u64);
+impl Lock for DirLock {
+    fn temp_files_removed(&self) -> u64 {
+        self.1
+    }
+}
 
 /// The tag of a manifest file: a hash of its bytes.
 fn tag_of(bytes: &[u8]) -> String {
@@ -515,7 +520,7 @@ impl MemberIo for DirMember {
                 self.location
             );
         }
-        Ok(Box::new(DirLock(f)))
+        Ok(Box::new(DirLock(f, n as u64)))
     }
 }
 
@@ -534,7 +539,9 @@ mod tests {
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         fs::write(tmp.join(tmp_name("x")), b"left over").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", tmp.join("link")).unwrap();
-        assert_eq!(clean_tmp(&m.root).unwrap(), 2);
+        // Taking the lock removes them, and says how many.
+        assert_eq!(m.lock().unwrap().temp_files_removed(), 2);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert!(Path::new("/etc/passwd").exists());
         // Files are private.
         use std::os::unix::fs::PermissionsExt;

@@ -147,7 +147,12 @@ pub enum Expect {
 }
 
 /// A member lock held for the length of a pack; released on drop.
-pub trait Lock: Send {}
+pub trait Lock: Send {
+    /// Temporary files of killed writes removed when the lock was taken.
+    fn temp_files_removed(&self) -> u64 {
+        0
+    }
+}
 
 /// What `clean_stale` found among the damaged files set aside.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -529,7 +529,14 @@ impl Store {
 
 /// Locks on every member for the length of a pack.
 pub struct PackLock {
-    _locks: Vec<Box<dyn io::Lock>>,
+    locks: Vec<Box<dyn io::Lock>>,
+}
+
+impl PackLock {
+    /// Temporary files of killed writes removed on every member when the locks were taken.
+    pub fn temp_files_removed(&self) -> u64 {
+        self.locks.iter().map(|l| l.temp_files_removed()).sum()
+    }
 }
 
 impl Store {
@@ -587,7 +594,7 @@ impl Store {
                 Err(e) => return Err(member_err(m.location())(e)),
             }
         }
-        Ok(Ok(PackLock { _locks: locks }))
+        Ok(Ok(PackLock { locks }))
     }
 
     /// Replaces a model's manifest on one member, only if that member's copy is still the one

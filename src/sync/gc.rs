@@ -56,6 +56,9 @@ pub struct GcReport {
     /// Damaged chunk files set aside by a repair, older than the minimum age, deleted. Their
     /// bytes count in `bytes_returned`.
     pub stale_files_deleted: u64,
+    /// Temporary files of killed writes, removed when the lock was taken (a dry run takes no
+    /// lock and removes none).
+    pub temp_files_deleted: u64,
     pub bytes_returned: u64,
     /// Unreferenced chunk files and damaged files set aside, kept because they are younger
     /// than the minimum age.
@@ -64,6 +67,16 @@ pub struct GcReport {
     pub kept_for_leases: u64,
     pub live_leases: usize,
     pub seconds: f64,
+    /// In a dry run, the chunk files that would be deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_delete: Vec<WouldDelete>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WouldDelete {
+    pub member: String,
+    pub chunk: String,
+    pub bytes: u64,
 }
 
 /// Deletes unreferenced chunk files on every member.
@@ -72,7 +85,7 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
     all_given(store, "gc")?;
     // Taking the lock also clears a directory member's temporary files of killed writes: no
     // pack can be writing them while it is held.
-    let _lock = if dry_run {
+    let lock = if dry_run {
         None
     } else {
         Some(store.lock_for_pack()?)
@@ -100,6 +113,7 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
         stale_files_deleted: stale.deleted,
         bytes_returned: stale.bytes,
         kept_young: stale.kept_young,
+        temp_files_deleted: lock.as_ref().map_or(0, |l| l.temp_files_removed()),
         live_leases: leases.len(),
         ..GcReport::default()
     };
@@ -118,7 +132,13 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
                 report.kept_young += 1;
                 continue;
             }
-            if !dry_run {
+            if dry_run {
+                report.would_delete.push(WouldDelete {
+                    member: m.location().to_string(),
+                    chunk: entry.hash.to_hex(),
+                    bytes: entry.size,
+                });
+            } else {
                 m.io.delete_chunk(&entry.hash)
                     .map_err(member_err(m.location()))?;
             }

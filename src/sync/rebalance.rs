@@ -24,8 +24,14 @@ pub struct RebalanceReport {
     pub replicas_moved: u64,
     pub bytes_copied: u64,
     pub old_copies_deleted: u64,
-    /// Old copies kept because a live mount still reads an older generation.
+    /// Old copies kept: the sum of the two reasons below.
     pub old_copies_kept: u64,
+    /// Kept because a live mount still reads an older generation.
+    pub old_copies_kept_for_mounts: u64,
+    /// Kept because they are younger than `min_age` on a member without an exclusive lock
+    /// (an object store), where a pack elsewhere may be writing them.
+    pub old_copies_kept_young: u64,
+    pub min_age_secs: u64,
     pub seconds: f64,
 }
 
@@ -101,7 +107,11 @@ fn rebalance_model(
     Ok(())
 }
 
-pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreError> {
+pub fn rebalance(
+    store: &Store,
+    dry_run: bool,
+    min_age: std::time::Duration,
+) -> Result<RebalanceReport, StoreError> {
     let started = Instant::now();
     let _lock = if dry_run {
         None
@@ -110,6 +120,7 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
     };
     let mut report = RebalanceReport {
         dry_run,
+        min_age_secs: min_age.as_secs(),
         ..RebalanceReport::default()
     };
     // Nothing moves unless every copy of every manifest could be read; chunks that copies
@@ -163,7 +174,7 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
     }
     // Copies no manifest lists where they are: moved away now or earlier (a rerun after a live
     // mount ended, or a kill), or left by repair and member changes. On a member another writer
-    // may be using (no exclusive lock), only copies older than gc's minimum age go.
+    // may be using (no exclusive lock), only copies older than `min_age` go.
     let now = std::time::SystemTime::now();
     for m in &store.members {
         for entry in m.io.list_chunks().map_err(member_err(m.location()))? {
@@ -175,11 +186,13 @@ pub fn rebalance(store: &Store, dry_run: bool) -> Result<RebalanceReport, StoreE
             }
             if protected.contains(&entry.hash) || view.newer_chunks.contains(&entry.hash) {
                 report.old_copies_kept += 1;
+                report.old_copies_kept_for_mounts += 1;
                 continue;
             }
             let age = now.duration_since(entry.modified).unwrap_or_default();
-            if !m.io.exclusive_lock() && age < super::gc::DEFAULT_MIN_AGE {
+            if !m.io.exclusive_lock() && age < min_age {
                 report.old_copies_kept += 1;
+                report.old_copies_kept_young += 1;
                 continue;
             }
             if !dry_run {

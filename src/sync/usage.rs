@@ -46,7 +46,14 @@ pub fn usage(store: &Store, min_age: Duration) -> Result<Usage, StoreError> {
         });
     }
     let (gc, gc_unknown) = match gc::gc(store, true, min_age) {
-        Ok(report) => (Some(report), None),
+        // The totals, not the list of every file.
+        Ok(report) => (
+            Some(GcReport {
+                would_delete: Vec::new(),
+                ..report
+            }),
+            None,
+        ),
         Err(e) => (None, Some(e.to_string())),
     };
     Ok(Usage {
