@@ -398,3 +398,30 @@ fn warm_goes_on_past_a_file_that_fails_and_names_it() {
     assert!(errors.len() == 1 && errors[0].contains("b.bin"), "{stderr}");
     assert!(m.unmount().status.success());
 }
+
+#[test]
+fn a_remount_with_a_smaller_tier_trims_it_to_the_new_size() {
+    let (a, b) = (Rng::new(48).floats(6 << 20), Rng::new(49).floats(6 << 20));
+    let s = setup(&[("a.bin", &a), ("b.bin", &b)]);
+    let state = s.d.join("state");
+    let m = s.mount(&["--local-cache-size", "20MiB"]);
+    let mnt = m.dir.to_str().unwrap().to_string();
+    for f in ["a.bin", "b.bin"] {
+        let path = format!("{mnt}/{f}");
+        assert!(run_in(&state, &["warm", "--local", &path]).status.success());
+    }
+    assert_eq!(copies(&m.status()), 2);
+    assert!(m.unmount().status.success());
+    // The same tier under a limit that holds one copy: the older copy goes at mount.
+    let m = s.mount(&["--local-cache-size", "8MiB"]);
+    let st = m.status();
+    assert!(st["tier"]["used"].as_u64().unwrap() <= 8 << 20, "{st}");
+    assert_eq!(
+        (copies(&st), st["tier"]["evicted"].as_u64()),
+        (1, Some(1)),
+        "{st}"
+    );
+    assert_eq!(tier_files(&s.tier), vec![hex(&b)]);
+    assert!(fs::read(m.dir.join("a.bin")).unwrap() == a);
+    assert!(fs::read(m.dir.join("b.bin")).unwrap() == b);
+}

@@ -161,7 +161,7 @@ impl Tier {
             evicted: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
         });
-        let mut found = Vec::new();
+        let mut candidates = Vec::new();
         let entries =
             fs::read_dir(dir).map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
         for entry in entries.flatten() {
@@ -169,17 +169,10 @@ impl Tier {
             let path = entry.path();
             match name.parse::<Hash32>().ok() {
                 Some(hash) => {
-                    let size = entry.metadata().map_or(0, |m| m.len());
-                    found.push(hash);
-                    tier.state.lock().copies.insert(
-                        hash,
-                        Copy {
-                            size,
-                            held: 0,
-                            opened: 0,
-                            checked: false,
-                        },
-                    );
+                    let meta = entry.metadata().ok();
+                    let size = meta.as_ref().map_or(0, |m| m.len());
+                    let made = meta.and_then(|m| m.modified().ok());
+                    candidates.push((hash, size, made));
                 }
                 // Parts of copies a killed daemon was building, and anything else: not ours.
                 None if name.ends_with(".part") => {
@@ -187,6 +180,35 @@ impl Tier {
                 }
                 None => {}
             }
+        }
+        // A mount with a smaller limit than the last one: the newest copies that fit are kept,
+        // the others deleted now.
+        candidates.sort_by(|a, b| b.2.cmp(&a.2));
+        let (mut kept_bytes, mut dropped) = (0u64, 0u64);
+        let mut found = Vec::new();
+        for (hash, size, _) in candidates {
+            if kept_bytes + size > limit {
+                let _ = fs::remove_file(dir.join(hash.to_hex()));
+                dropped += 1;
+                continue;
+            }
+            kept_bytes += size;
+            found.push(hash);
+            tier.state.lock().copies.insert(
+                hash,
+                Copy {
+                    size,
+                    held: 0,
+                    opened: 0,
+                    checked: false,
+                },
+            );
+        }
+        if dropped > 0 {
+            log::info!(
+                "the local tier held more than its limit of {limit} bytes: {dropped} older copies deleted"
+            );
+            tier.evicted.fetch_add(dropped, Ordering::Relaxed);
         }
         {
             let tier = tier.clone();
