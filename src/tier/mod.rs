@@ -183,7 +183,7 @@ impl Tier {
         }
         // A mount with a smaller limit than the last one: the newest copies that fit are kept,
         // the others deleted now.
-        candidates.sort_by(|a, b| b.2.cmp(&a.2));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.2));
         let (mut kept_bytes, mut dropped) = (0u64, 0u64);
         let mut found = Vec::new();
         for (hash, size, _) in candidates {
