@@ -186,7 +186,7 @@ enum Command {
         #[arg(long)]
         pin: bool,
         /// Serve the counters in the Prometheus text format on http://ADDR/metrics, ADDR being
-        /// IP:PORT (127.0.0.1:9464; 0.0.0.0:9464 for every interface)
+        /// IP:PORT or HOST:PORT (127.0.0.1:9464, localhost:9464; 0.0.0.0:9464 for every interface)
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
         /// A local directory for whole decompressed copies of the files read: later opens of a
@@ -552,7 +552,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let threads = threads.map_or_else(cores, |t| t as usize);
             let req = daemon::MountRequest {
-                store,
+                // Absolute, so the daemon, `status` and /proc/mounts name the same members
+                // whatever the directory the command ran in.
+                store: store
+                    .iter()
+                    .map(|s| shardfs::member::absolute_spec(s))
+                    .collect(),
                 mountpoint,
                 name,
                 options: daemon::MountOptionsRecord {

@@ -520,3 +520,62 @@ fn export_keeps_mtimes_never_widens_a_mode_and_makes_parents_only_when_asked() {
         fs::remove_dir_all(d.join("missing")).unwrap();
     }
 }
+
+#[test]
+fn mount_flags_a_new_user_gets_wrong_are_one_line_and_relative_members_show_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 2));
+    pack_bytes(d, &store, "m", &Rng::new(8).bytes(100_000), &[]);
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    let mount_in_d = |extra: &[&str]| {
+        Command::new(bin())
+            .current_dir(d)
+            .env("SHARDFS_STATE_DIR", &state)
+            .args(["mount", "--store", "disk0,disk1", "mnt", "--name", "m"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    fs::write(d.join("a-file"), b"").unwrap();
+    for (extra, needle) in [
+        (&["--local-cache", "a-file"][..], "a-file: not a directory"),
+        (
+            &["--cache-size", "1000TiB"][..],
+            "more than this machine's memory",
+        ),
+    ] {
+        let out = mount_in_d(extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("shardfs: error:") && first.contains(needle),
+            "{err}"
+        );
+        assert!(!is_mounted(&mnt));
+    }
+    // Members given relative to the directory the command ran in: status names them absolute.
+    assert!(mount_in_d(&[]).status.success());
+    let s: serde_json::Value = serde_json::from_slice(
+        &run_in(&state, &["status", mnt.to_str().unwrap(), "--json"]).stdout,
+    )
+    .unwrap();
+    let locations: Vec<&str> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["location"].as_str().unwrap())
+        .collect();
+    let expect: Vec<String> = members(d, 2)
+        .iter()
+        .map(|p| fs::canonicalize(p).unwrap().display().to_string())
+        .collect();
+    assert_eq!(locations, expect, "{s}");
+    assert!(
+        run_in(&state, &["unmount", mnt.to_str().unwrap()])
+            .status
+            .success()
+    );
+}

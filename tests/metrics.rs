@@ -309,3 +309,35 @@ fn an_abused_metrics_endpoint_costs_a_few_threads_and_no_memory() {
     assert!(answered);
     assert!(mount.unmount().status.success());
 }
+
+#[test]
+fn a_host_name_and_port_serve_metrics_and_latencies_are_rounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    // Enough chunks for the latency percentiles (8 samples at least).
+    let data = Rng::new(34).bytes(12 << 20);
+    pack_bytes(d, &store, "m", &data, &["--chunk-size", "1MiB"]);
+    let port = free_port();
+    let addr = format!("localhost:{port}");
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--name", "m", "--metrics", &addr],
+    );
+    assert_eq!(get(port, "/metrics").0, 200);
+    assert!(fs::read(mount.dir.join("m.bin")).unwrap() == data);
+    let s = mount.status();
+    let p99 = s["members"][0]["latency_ms_p99"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{s}"));
+    // Milliseconds to the microsecond, as they print: no float tail.
+    let printed = s["members"][0]["latency_ms_p99"].to_string();
+    assert!(
+        printed.split('.').nth(1).is_none_or(|f| f.len() <= 3),
+        "{printed}"
+    );
+    assert!(p99 > 0.0);
+    assert!(mount.unmount().status.success());
+}

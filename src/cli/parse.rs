@@ -47,6 +47,15 @@ pub fn parse_cache_size(s: &str) -> Result<u64, String> {
     if n < (1 << 20) {
         return Err("the cache must hold at least 1MiB".into());
     }
+    if let Some(ram) = physical_memory()
+        && n > ram
+    {
+        return Err(format!(
+            "{} is more than this machine's memory ({}): the cache lives in memory",
+            shardfs::units::format_bytes(n),
+            shardfs::units::format_bytes(ram)
+        ));
+    }
     Ok(n)
 }
 
@@ -84,4 +93,16 @@ impl LockWait {
     pub fn get(self) -> std::time::Duration {
         self.duration.unwrap_or_default()
     }
+}
+
+/// This machine's memory, in bytes.
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system values.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }

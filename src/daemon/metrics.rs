@@ -15,13 +15,23 @@ use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-/// Binds `addr` (`IP:PORT`): done before the mount, so that a bad or taken address fails it.
+/// Binds `addr` (`IP:PORT` or `HOST:PORT`, e.g. `localhost:9464`): done before the mount, so
+/// that a bad or taken address fails it.
 pub(super) fn bind(addr: &str) -> Result<TcpListener, String> {
-    let at: SocketAddr = addr.parse().map_err(|_| {
+    use std::net::ToSocketAddrs;
+    let bad = || {
         format!(
-            "--metrics {addr}: give IP:PORT, e.g. 127.0.0.1:9464 (0.0.0.0:9464 for every interface)"
+            "--metrics {addr}: give IP:PORT or HOST:PORT, e.g. 127.0.0.1:9464 or localhost:9464 (0.0.0.0:9464 for every interface)"
         )
-    })?;
+    };
+    let at: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => addr
+            .to_socket_addrs()
+            .map_err(|_| bad())?
+            .next()
+            .ok_or_else(bad)?,
+    };
     TcpListener::bind(at).map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))
 }
 

@@ -242,7 +242,8 @@ impl Liveness {
 
     /// Every member's record, for `status`; `location` names a member by id.
     pub fn snapshot(&self, location: impl Fn(&str) -> String) -> Vec<MemberStats> {
-        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        // Milliseconds to the microsecond: more digits say nothing.
+        let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0);
         let mut out: Vec<MemberStats> = self
             .records
             .iter()

@@ -140,6 +140,9 @@ impl Tier {
     /// Opens (creating) the tier in `dir`, clears what a killed daemon left, and starts the
     /// writer and the check of the copies found.
     pub fn open(dir: &Path, limit: u64) -> Result<Arc<Tier>, String> {
+        if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!("--local-cache {}: not a directory", dir.display()));
+        }
         {
             use std::os::unix::fs::DirBuilderExt;
             fs::DirBuilder::new()
