@@ -517,14 +517,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let s = pack(&src, &store, &opts)?;
             shardfs::say!(
-                "packed {} (version {}): {} files, {} in, {} stored, ratio {:.3}, {} chunks ({} new), {:.1}s, {}",
+                "packed {} (version {}): {}, {} in, {} stored, ratio {:.3}, {} ({} new), {:.1}s, {}",
                 s.name,
                 s.version,
-                s.files,
+                shardfs::units::count(s.files as u64, "file"),
                 format_bytes(s.bytes_in),
                 format_bytes(s.bytes_stored),
                 ratio(s.bytes_in, s.bytes_stored),
-                s.chunks,
+                shardfs::units::count(s.chunks as u64, "chunk"),
                 s.new_chunks,
                 s.seconds,
                 format_rate(s.bytes_in, s.seconds)

@@ -579,3 +579,34 @@ fn mount_flags_a_new_user_gets_wrong_are_one_line_and_relative_members_show_abso
             .success()
     );
 }
+
+#[test]
+fn a_member_left_out_is_named_by_where_it_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let paths = members(d, 2);
+    let store = store_arg(&paths);
+    // Eight chunks on two members, one replica each: both members hold some.
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &Rng::new(9).bytes(2 << 20),
+        &["--chunk-size", "256KiB"],
+    );
+    let mnt = d.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let out = run_in(
+        &d.join("state"),
+        &[
+            "mount",
+            "--store",
+            paths[0].to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let missing = format!("the member at {} (index 1, id ", paths[1].display());
+    assert!(err.contains(&missing) && err.lines().count() == 1, "{err}");
+}

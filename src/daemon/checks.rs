@@ -128,12 +128,15 @@ fn check_health(
             format!("; given but unavailable: {}", given.join(", "))
         };
         return Err(err(format!(
-            "{} chunks ({} files) of {} have no replica on the members that opened: missing {}{given}; give every member, or pass --allow-degraded to mount anyway (those bytes then read as EIO)",
-            unreadable
-                .iter()
-                .map(|h| h.unreachable_chunks)
-                .sum::<usize>(),
-            unreadable.iter().map(|h| h.unreadable_files).sum::<usize>(),
+            "{} ({}) of {} have no replica on the members that opened: missing {}{given}; give every member, or pass --allow-degraded to mount anyway (those bytes then read as EIO)",
+            crate::units::count(
+                unreadable.iter().map(|h| h.unreachable_chunks as u64).sum(),
+                "chunk"
+            ),
+            crate::units::count(
+                unreadable.iter().map(|h| h.unreadable_files as u64).sum(),
+                "file"
+            ),
             unreadable
                 .iter()
                 .map(|h| format!("model '{}'", h.model))

@@ -161,10 +161,11 @@ fn mounted_line(req: &MountRequest, checked: &checks::Checked) -> String {
         .map(|h| format!("; model '{}' is {}", h.model, h.health.as_str()))
         .collect();
     format!(
-        "mounted {what} ({files} files, {}) at {} from {} members; cache {}{}",
+        "mounted {what} ({}, {}) at {} from {}; cache {}{}",
+        crate::units::count(files as u64, "file"),
         format_bytes(bytes),
         checked.canonical.display(),
-        checked.store.members.len(),
+        crate::units::count(checked.store.members.len() as u64, "member"),
         format_bytes(req.options.cache_size),
         not_ok.concat()
     )

@@ -34,14 +34,22 @@ pub struct MissingMember {
     pub index: Option<u32>,
     /// Replicas of the model's chunks it holds.
     pub replicas: usize,
+    /// Where the member list says it lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl MissingMember {
-    /// `member <id> (index <i>)`, as messages name it.
+    /// `the member at <location> (index <i>, id <id>)`, as messages name it: the place an
+    /// operator knows, and the id where that helps.
     pub fn describe(&self) -> String {
-        match self.index {
-            Some(i) => format!("member {} (index {i})", self.id),
-            None => format!("member {}", self.id),
+        let index = self
+            .index
+            .map(|i| format!("index {i}, "))
+            .unwrap_or_default();
+        match &self.location {
+            Some(l) => format!("the member at {l} ({index}id {})", self.id),
+            None => format!("member {} ({index}not in the member list)", self.id),
         }
     }
 }
@@ -99,12 +107,25 @@ impl ModelHealth {
                 h.unreadable_files += 1;
             }
         }
+        let list = if missing.is_empty() {
+            None
+        } else {
+            Some(store.member_list().0)
+        };
+        let location_of = |id: &str| {
+            list.as_ref()?
+                .members
+                .iter()
+                .find(|l| l.id == id)
+                .map(|l| l.location.clone())
+        };
         h.missing_members = missing
             .into_iter()
             .map(|(id, replicas)| MissingMember {
                 id: id.to_string(),
                 index: manifest.member_index(id),
                 replicas,
+                location: location_of(id),
             })
             .collect();
         h.missing_members.sort_by_key(|m| m.index);

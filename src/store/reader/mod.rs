@@ -327,7 +327,10 @@ impl Store {
         let mut details = Vec::new();
         let mut fail = |id: &str, e: ReplicaError| {
             on_failure(id, &e);
-            details.push(format!("member {id}: {e}"));
+            details.push(match self.member(id) {
+                Some(m) => format!("{}: {e}", m.location()),
+                None => format!("member {id}: {e}"),
+            });
         };
         // The replicas on members that opened, in the order to try them.
         let mut order: Vec<(&'c str, &Member)> = Vec::new();
