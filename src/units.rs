@@ -155,6 +155,8 @@ pub fn count(n: u64, singular: &str) -> String {
         format!("1 {singular}")
     } else if let Some(stem) = singular.strip_suffix("py") {
         format!("{n} {stem}pies")
+    } else if singular.ends_with("ss") {
+        format!("{n} {singular}es")
     } else {
         format!("{n} {singular}s")
     }
@@ -207,6 +209,7 @@ mod tests {
         assert_eq!(count(0, "file"), "0 files");
         assert_eq!(count(2, "chunk file"), "2 chunk files");
         assert_eq!(count(2, "copy"), "2 copies");
+        assert_eq!(count(0, "miss"), "0 misses");
     }
 
     #[test]

@@ -107,25 +107,25 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         }
         if let Some(c) = &m.counters {
             shardfs::say!(
-                "  served {} in {} reads; cache {} hits / {} misses, {} of {} used; {} chunks decompressed ({} prefetched); {} replica failovers; {} errors",
+                "  served {} in {}; cache {} / {}, {} of {} used; {} decompressed ({} prefetched); {}; {}",
                 format_bytes(c.bytes_served),
-                c.reads,
-                c.cache_hits,
-                c.cache_misses,
+                count(c.reads, "read"),
+                count(c.cache_hits, "hit"),
+                count(c.cache_misses, "miss"),
                 format_bytes(c.cache_bytes_used),
                 format_bytes(c.cache_capacity),
-                c.chunks_decompressed,
+                count(c.chunks_decompressed, "chunk"),
                 c.chunks_prefetched,
-                c.replica_failovers,
-                c.errors
+                count(c.replica_failovers, "replica failover"),
+                count(c.errors, "error")
             );
             let n = &c.now;
             shardfs::say!(
-                "  now: {} files open, {}/s over the last 5 s, {} reads waiting for chunks, {} read-ahead loads in flight",
-                n.open_files.len(),
+                "  now: {} open, {}/s over the last 5 s, {} waiting for chunks, {} in flight",
+                count(n.open_files.len() as u64, "file"),
                 format_bytes(n.recent_bytes_per_second as u64),
-                n.reads_waiting,
-                n.readahead_in_flight
+                count(n.reads_waiting, "read"),
+                count(n.readahead_in_flight as u64, "read-ahead load")
             );
             const SHOWN: usize = 10;
             for f in n.open_files.iter().take(SHOWN) {
