@@ -125,7 +125,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 count(n.open_files.len() as u64, "file"),
                 format_bytes(n.recent_bytes_per_second as u64),
                 count(n.reads_waiting, "read"),
-                count(n.readahead_in_flight as u64, "read-ahead load")
+                count(n.readahead_in_flight, "read-ahead load")
             );
             const SHOWN: usize = 10;
             for f in n.open_files.iter().take(SHOWN) {
