@@ -1,7 +1,9 @@
-//! The command line's output, apart from parsing (`main.rs`): the reporting commands
-//! (`reports`: ls, status, verify) and the data-sync commands (`sync`: repair, member,
-//! rebalance, rm, gc), the key commands (`keys`), `warm`, and how failures become exit codes.
+//! The command line apart from `main.rs`: its arguments (`args`) and value parsers (`parse`),
+//! the reporting commands (`reports`: ls, status, verify, df), the data-sync commands (`sync`:
+//! repair, member, rebalance, rm, gc), the key commands (`keys`), `warm`, the mount helper, and
+//! how failures become exit codes.
 
+pub mod args;
 pub mod keys;
 pub mod mount_helper;
 pub mod parse;
