@@ -165,6 +165,9 @@ pub fn count(n: u64, singular: &str) -> String {
 /// Formats a duration as the flags take it: `10m`, `90s`, `1.5s`, `2h`, `3d`.
 pub fn format_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
+    if ms == 0 {
+        return "0".into();
+    }
     for (unit, len) in [
         ("d", 86_400_000),
         ("h", 3_600_000),
@@ -221,7 +224,7 @@ mod tests {
         assert_eq!(f(7_200_000), "2h");
         assert_eq!(f(3 * 86_400_000), "3d");
         assert_eq!(f(250), "250ms");
-        assert_eq!(f(0), "0ms");
+        assert_eq!(f(0), "0");
     }
 
     #[test]

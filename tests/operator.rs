@@ -286,7 +286,7 @@ fn mountpoints_must_be_empty_and_outside_a_mount() {
     let canonical = fs::canonicalize(&mnt).unwrap();
     for needle in [
         "mounted 1 model",
-        "1 files",
+        "(1 file, ",
         canonical.to_str().unwrap(),
         "cache",
     ] {
@@ -373,7 +373,7 @@ fn too_few_members_refuse_to_mount_or_mount_degraded() {
         id2.as_str(),
         &format!("index {index1}"),
         &format!("index {index2}"),
-        "chunks (1 files)",
+        "chunks (1 file)",
         "--allow-degraded",
     ] {
         assert!(error_lines[0].contains(needle), "'{err}' lacks '{needle}'");
@@ -504,7 +504,7 @@ fn verify_prints_one_line_per_missing_member() {
     assert_eq!(about_member.len(), 1, "{printed}");
     for needle in [
         format!("index {index2}"),
-        format!("{held} replicas of 1 models"),
+        format!("{held} replicas of 1 model:"),
         "not given or is not readable".to_string(),
     ] {
         assert!(

@@ -54,14 +54,14 @@ pub fn verify(
             );
         }
         shardfs::say!(
-            "{}: {} models, {} files, {} chunks, {} replicas checked ({}), {} problems",
+            "{}: {}, {}, {}, {} checked ({}), {}",
             if report.ok { "OK" } else { "FAILED" },
-            report.models,
-            report.files,
-            report.chunks,
-            report.replicas_checked,
+            count(report.models as u64, "model"),
+            count(report.files as u64, "file"),
+            count(report.chunks as u64, "chunk"),
+            count(report.replicas_checked as u64, "replica"),
             format_bytes(report.bytes_checked),
-            report.problems.len()
+            count(report.problems.len() as u64, "problem")
         );
     }
     if report.ok {

@@ -46,14 +46,14 @@ pub fn repair(
             "re-created"
         };
         shardfs::say!(
-            "{}: {} models, {} chunks; {verb} {} replicas ({} corrupt replaced), {} copied, {} manifest copies {}, {:.1}s, {}",
+            "{}: {}, {}; {verb} {} ({} corrupt replaced), {} copied, {} {}, {:.1}s, {}",
             if r.ok { "OK" } else { "INCOMPLETE" },
-            r.models,
-            r.chunks,
-            r.replicas_recreated,
+            count(r.models as u64, "model"),
+            count(r.chunks as u64, "chunk"),
+            count(r.replicas_recreated as u64, "replica"),
             r.corrupt_replaced,
             format_bytes(r.bytes_copied),
-            r.manifests_synced,
+            count(r.manifests_synced as u64, "manifest copy"),
             if r.dry_run { "to sync" } else { "synced" },
             r.seconds,
             format_rate(r.bytes_copied, r.seconds)
@@ -273,12 +273,18 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
         }
         MemberCommand::Replace { store, old, new } => {
             let store = Store::open_with(&store, opts)?;
+            let (list, _) = store.member_list();
+            let was = list
+                .members
+                .iter()
+                .find(|l| l.id == old || l.location == old)
+                .map_or_else(|| old.clone(), |l| l.location.clone());
             let r = members::replace(&store, &old, &new, opts)?;
             shardfs::say!(
-                "{} takes the place of the lost member {} (index {}); run shardfs repair to fill it",
+                "{} takes the place of the lost member at {was} (index {}, id {}); run shardfs repair to fill it",
                 new.display(),
-                r.id,
-                r.index
+                r.index,
+                r.id
             );
             Ok(())
         }

@@ -66,8 +66,10 @@ impl UnavailableMember {
             .map(|i| format!(" (index {i})"))
             .unwrap_or_default();
         format!(
-            "MEMBER-UNAVAILABLE: member {}{index} holds {} replicas of {} models: its path was not given or is not readable",
-            self.member_id, self.replicas, self.models
+            "MEMBER-UNAVAILABLE: member {}{index} holds {} of {}: its path was not given or is not readable",
+            self.member_id,
+            crate::units::count(self.replicas as u64, "replica"),
+            crate::units::count(self.models as u64, "model")
         )
     }
 }
