@@ -150,8 +150,11 @@ impl Catalog {
                     Some(p)
                 }
                 Err(reason) => {
+                    let at = store
+                        .member(id)
+                        .map_or_else(|| format!("member {id}"), |m| m.location().to_string());
                     log::warn!(
-                        "refresh: the manifest of '{name}' on member {id} is not valid ({reason}); ignored"
+                        "refresh: the manifest of '{name}' on {at} is not valid ({reason}); ignored"
                     );
                     None
                 }
