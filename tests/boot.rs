@@ -46,6 +46,7 @@ fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
     pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
     let (mnt, state) = (d.join("mnt"), d.join("state"));
     fs::create_dir_all(&mnt).unwrap();
+    let _unmount = UnmountOnDrop(mnt.clone());
     let spec = format!("{}#{store}", bin());
     let m = mnt.to_str().unwrap();
 
@@ -196,6 +197,7 @@ fn a_fuse_shardfs_fstab_line_shows_in_proc_mounts_and_mount_a_twice_is_a_no_op()
     let (mnt, state) = (d.join("mnt"), d.join("state"));
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.to_str().unwrap();
+    let _unmount = UnmountOnDrop(mnt.clone());
     let _helper = SbinHelper::install(&d.join("bin"));
     let fstab = d.join("fstab");
     fs::write(

@@ -7,6 +7,8 @@
 
 pub mod catalog;
 mod copies;
+mod lock;
+pub use lock::PackLock;
 pub mod health;
 pub mod lease;
 pub mod liveness;
@@ -527,76 +529,7 @@ impl Store {
     }
 }
 
-/// Locks on every member for the length of a pack.
-pub struct PackLock {
-    locks: Vec<Box<dyn io::Lock>>,
-}
-
-impl PackLock {
-    /// Temporary files of killed writes removed on every member when the locks were taken.
-    pub fn temp_files_removed(&self) -> u64 {
-        self.locks.iter().map(|l| l.temp_files_removed()).sum()
-    }
-}
-
 impl Store {
-    /// Takes every member's lock, then clears leftovers of killed packs. While another command
-    /// holds a member's lock, every lock taken is let go and the whole set tried again, for up
-    /// to `lock_wait` (zero: the first busy member is an error).
-    pub fn lock_for_pack(&self) -> Result<PackLock, StoreError> {
-        let deadline = std::time::Instant::now() + self.lock_wait;
-        let mut pause = std::time::Duration::from_millis(50);
-        let mut said = false;
-        loop {
-            let busy = match self.try_lock_all()? {
-                Ok(lock) => return Ok(lock),
-                Err(busy) => busy,
-            };
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                let hint = if self.lock_wait.is_zero() {
-                    "--wait waits for it".to_string()
-                } else {
-                    format!(
-                        "waited {}; --wait=DURATION waits longer",
-                        crate::units::format_duration(self.lock_wait)
-                    )
-                };
-                return Err(StoreError::Busy {
-                    location: busy,
-                    hint,
-                });
-            }
-            if !said {
-                eprintln!(
-                    "shardfs: {}",
-                    crate::shown::shown(&format!(
-                        "waiting for {busy}'s pack lock, held by another command (up to {})",
-                        crate::units::format_duration(self.lock_wait)
-                    ))
-                );
-                said = true;
-            }
-            // Not a synchronisation with a known event: the other command's end cannot be
-            // waited for across members, so the lock is polled, with a growing pause.
-            std::thread::park_timeout(pause.min(deadline - now));
-            pause = (pause * 2).min(std::time::Duration::from_secs(1));
-        }
-    }
-
-    /// Every member's lock, or the location of the first member whose lock is held.
-    fn try_lock_all(&self) -> Result<Result<PackLock, String>, StoreError> {
-        let mut locks = Vec::new();
-        for m in &self.members {
-            match m.io.lock() {
-                Ok(l) => locks.push(l),
-                Err(MemberError::Unavailable(_)) => return Ok(Err(m.location().to_string())),
-                Err(e) => return Err(member_err(m.location())(e)),
-            }
-        }
-        Ok(Ok(PackLock { locks }))
-    }
-
     /// Replaces a model's manifest on one member, only if that member's copy is still the one
     /// read as `copy_tag` (`None`: it had none).
     pub fn put_manifest(

@@ -260,6 +260,19 @@ impl Drop for Mounted {
     }
 }
 
+/// For a mount a test makes without `Mounted` (through mount(8), a helper, or a command run in
+/// another directory): when dropped, a mount still at the place is detached, so a failing
+/// assertion leaves nothing mounted behind. (Its daemon exits once the kernel unmounts it.)
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
 /// Whether anything is mounted at `dir` (from /proc/self/mountinfo).
 pub fn is_mounted(dir: &Path) -> bool {
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
