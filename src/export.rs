@@ -111,11 +111,12 @@ pub fn export(
         return out.flush().map_err(output_err(Path::new("stdout")));
     }
     refuse_planted_link(output)?;
-    let existing = match fs::metadata(output) {
-        Ok(m) => Some(m.file_type()),
+    let found = match fs::metadata(output) {
+        Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(output_err(output)(e)),
     };
+    let existing = found.as_ref().map(|m| m.file_type());
     match (single, existing) {
         (Some(_), Some(t)) if t.is_dir() => {
             return Err(ExportError::Output(format!(
@@ -148,10 +149,7 @@ pub fn export(
         None => output.to_path_buf(),
     };
     // The file replaced keeps the bits it had: an export never makes it more open.
-    let cap = match existing {
-        Some(_) => fs::metadata(output).map_err(output_err(output))?.mode() & 0o777,
-        None => 0o777,
-    };
+    let cap = found.map_or(0o777, |m| m.mode() & 0o777);
     let (dir, name) = match (output.parent(), output.file_name()) {
         (Some(d), Some(n)) => (
             if d.as_os_str().is_empty() {
