@@ -17,6 +17,7 @@ fn sh(cmd: &str, args: &[&str], state: &Path) -> Output {
     Command::new(cmd)
         .args(args)
         .env("SHARDFS_STATE_DIR", state)
+        .env("XDG_CONFIG_HOME", config_dir())
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
@@ -314,7 +315,7 @@ fn the_systemd_unit_verifies_and_readiness_comes_once_the_mount_is_live() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut child = Command::new(bin())
+    let mut child = command()
         .args([
             "mount",
             "--foreground",

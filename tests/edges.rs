@@ -20,7 +20,7 @@ fn a_file_that_changes_while_it_is_packed_is_never_published_torn() {
     let src = d.join("big.bin");
     let original = Rng::new(91).bytes(256 << 20);
     fs::write(&src, &original).unwrap();
-    let mut pack = Command::new(bin())
+    let mut pack = command()
         .args(["pack", src.to_str().unwrap(), "--store", &store])
         .args(["--name", "big", "--chunk-size", "1MiB", "--codec", "none"])
         .stdout(Stdio::null())
@@ -74,7 +74,7 @@ fn an_export_interrupted_by_ctrl_c_leaves_nothing_behind() {
     let out_dir = d.join("out");
     fs::create_dir(&out_dir).unwrap();
     let output = out_dir.join("big.bin");
-    let export = Command::new(bin())
+    let export = command()
         .args(["export", "--store", &store, "--name", "big", "-o"])
         .arg(&output)
         .stderr(Stdio::piped())
@@ -393,7 +393,7 @@ fn mount_flags_a_new_user_gets_wrong_are_one_line_and_relative_members_show_abso
     let (mnt, state) = (d.join("mnt"), d.join("state"));
     fs::create_dir_all(&mnt).unwrap();
     let mount_in_d = |extra: &[&str]| {
-        Command::new(bin())
+        command()
             .current_dir(d)
             .env("SHARDFS_STATE_DIR", &state)
             .args(["mount", "--store", "disk0,disk1", "mnt", "--name", "m"])

@@ -416,7 +416,7 @@ fn sigkill_during_pack() {
     fs::write(&src, &v2).unwrap();
     let mut killed_midway = 0;
     for attempt in 0..12u64 {
-        let mut child = Command::new(bin())
+        let mut child = command()
             .args(pack_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -160,6 +160,7 @@ fn a_hung_member_costs_a_deadline_never_a_hang() {
             "--member-timeout",
             "500ms",
         ])
+        .env("XDG_CONFIG_HOME", config_dir())
         .output()
         .unwrap();
     assert!(

@@ -222,7 +222,7 @@ fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
     // A gc beside a running pack is refused by the pack's lock, or finds nothing of it to take.
     let v3 = rng.floats(24 << 20);
     fs::write(&src, &v3).unwrap();
-    let child = std::process::Command::new(bin())
+    let child = command()
         .args([
             "pack",
             src.to_str().unwrap(),

@@ -180,7 +180,7 @@ fn run_with_closed_stdout(state: &Path, args: &[&str]) -> Output {
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(read_end);
-    Command::new(bin())
+    command()
         .env("SHARDFS_STATE_DIR", state)
         .args(args)
         .stdout(Stdio::from(write_end))
@@ -238,7 +238,7 @@ fn store_lists_are_trimmed_and_empty_members_refused() {
         .path()
         .join(std::ffi::OsStr::from_bytes(b"disk-\xff"));
     let src = fx.path("m.bin");
-    let packed = Command::new(bin())
+    let packed = command()
         .arg("pack")
         .arg(&src)
         .arg("--store")
@@ -246,7 +246,7 @@ fn store_lists_are_trimmed_and_empty_members_refused() {
         .output()
         .unwrap();
     assert!(packed.status.success(), "{}", text(&packed.stderr));
-    let listed = Command::new(bin())
+    let listed = command()
         .args(["ls", "--json", "--store"])
         .arg(&odd)
         .output()

@@ -261,7 +261,7 @@ fn result_does_not_depend_on_thread_count() {
         let paths = members(dir.path(), 3);
         let src = dir.path().join("m.bin");
         fs::write(&src, &data).unwrap();
-        let out = std::process::Command::new(bin())
+        let out = command()
             .env("RAYON_NUM_THREADS", threads)
             .args([
                 "pack",

@@ -123,6 +123,7 @@ fn bounded(cmd: &[&str]) -> std::process::Output {
     std::process::Command::new("timeout")
         .arg("60")
         .args(cmd)
+        .env("XDG_CONFIG_HOME", config_dir())
         .output()
         .unwrap()
 }

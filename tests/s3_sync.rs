@@ -30,7 +30,7 @@ fn a_pack_does_not_silently_undo_a_concurrent_pack_of_the_same_model() {
     fs::write(&slow_src, &slow_data).unwrap();
     let m = shardfs::member::open(std::path::Path::new(store), &Default::default()).unwrap();
     let before = m.list_chunks().unwrap().len();
-    let slow = std::process::Command::new(bin())
+    let slow = command()
         .args([
             "pack",
             slow_src.to_str().unwrap(),

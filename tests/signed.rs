@@ -255,6 +255,19 @@ fn a_live_mount_follows_a_key_rotation_and_a_repack_signed_by_the_new_key() {
     ok(&["key", "rotate", "--store", s]);
     let info = store_file(&scene.members[0]);
     assert_eq!(info["keys"].as_array().unwrap().len(), 2, "{info}");
+    // Every manifest copy and member list is signed again, by the new key.
+    let new_key = info["keys"][1]["public"].as_str().unwrap().to_string();
+    for m in &scene.members {
+        for file in [m.join("manifests/m.json"), m.join("members.json")] {
+            let text = fs::read_to_string(&file).unwrap();
+            let last = text.lines().last().unwrap();
+            assert!(
+                last.starts_with(&format!("--shardfs-signature ed25519 {new_key} ")),
+                "{}: {last}",
+                file.display()
+            );
+        }
+    }
     assert_ne!(
         before,
         fs::read(scene.members[0].join("shardfs-store.json")).unwrap()
@@ -311,7 +324,7 @@ fn an_unsigned_store_reads_with_a_warning_until_key_init_signs_it() {
 
 /// Runs shardfs as another host would: its own configuration folder (keys, pinned keys).
 fn as_host(config: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bin())
+    command()
         .env("XDG_CONFIG_HOME", config)
         .args(args)
         .output()
@@ -353,9 +366,7 @@ fn another_host_pins_on_first_use_packs_only_with_the_key_and_re_trusts_a_replac
     assert!(err.contains("--key"), "{err}");
     assert_eq!(export(s, "m", None), scene.real, "nothing was published");
     assert_eq!(scene.chunk_names(), before, "nothing was written");
-    let key_file = shardfs::trust::default_dir()
-        .unwrap()
-        .join(format!("keys/{id}.key"));
+    let key_file = config_dir().join("shardfs").join(format!("keys/{id}.key"));
     let out = pack(&["--key", key_file.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(export(s, "m", None), next);
@@ -371,9 +382,7 @@ fn another_host_pins_on_first_use_packs_only_with_the_key_and_re_trusts_a_replac
         )
         .unwrap();
     }
-    let pin = shardfs::trust::default_dir()
-        .unwrap()
-        .join(format!("trusted/{id}"));
+    let pin = config_dir().join("shardfs").join(format!("trusted/{id}"));
     fs::remove_file(&pin).unwrap();
     fs::rename(&key_file, scene.root.join("lost.key")).unwrap();
     ok(&["key", "init", "--store", s]);

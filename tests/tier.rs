@@ -204,6 +204,7 @@ $B unmount {mnt}
     fs::create_dir_all(s.d.join("mnt")).unwrap();
     let out = std::process::Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env("XDG_CONFIG_HOME", config_dir())
         .output()
         .unwrap();
     assert!(

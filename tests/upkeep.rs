@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[test]
 fn gc_counts_the_damaged_files_it_keeps_for_being_young() {
@@ -62,7 +62,7 @@ fn a_held_pack_lock_fails_at_once_or_is_waited_for_with_wait() {
     // The refused rm removed nothing.
     assert!(paths.iter().all(|p| p.join("manifests/m.json").is_file()));
     // With --wait the command says it waits, and goes on once the lock is let go.
-    let mut gc = Command::new(bin())
+    let mut gc = command()
         .args(["gc", "--store", &store, "--wait=90s", "--min-age", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -108,10 +108,27 @@ impl Store {
 
     /// Records the members that opened (where they live, index, weight) in the member list,
     /// applies `change`, and writes the list to every member that opened when it differs from a
-    /// member's copy.
+    /// member's copy. An unchanged list is passed on as it was signed (no key needed).
     pub fn update_member_list(
         &self,
         change: impl FnOnce(&mut MemberList),
+    ) -> Result<MemberList, StoreError> {
+        self.write_member_list(change, false)
+    }
+
+    /// As `update_member_list`, but the list is signed with the store's key now even when it
+    /// is unchanged (`key init` and `key rotate`).
+    pub fn sign_member_list(
+        &self,
+        change: impl FnOnce(&mut MemberList),
+    ) -> Result<MemberList, StoreError> {
+        self.write_member_list(change, true)
+    }
+
+    fn write_member_list(
+        &self,
+        change: impl FnOnce(&mut MemberList),
+        sign_again: bool,
     ) -> Result<MemberList, StoreError> {
         let (old, copies, old_bytes) = self.member_list_read();
         let mut list = old.clone();
@@ -145,9 +162,8 @@ impl Store {
                 "the member list's generation",
             )?;
         }
-        // Unchanged: the copy read is passed on as it was signed (no key needed).
         let bytes = match old_bytes {
-            Some(b) if !changed => b,
+            Some(b) if !changed && !sign_again => b,
             _ => {
                 let mut body = serde_json::to_vec_pretty(&list)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;

@@ -115,6 +115,15 @@ impl Store {
         {
             return Ok(read.to_vec());
         }
+        self.sign_manifest(manifest)
+    }
+
+    /// The bytes of `manifest` newly serialized and signed with the store's key, whatever it
+    /// was read from (`key init` and `key rotate`).
+    pub fn sign_manifest(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
+        let body = manifest
+            .to_bytes()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.trust
             .seal(Kind::Manifest, body)
             .map_err(|e| unsigned(&format!("the manifest of '{}'", manifest.name), e))

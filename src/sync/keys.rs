@@ -44,12 +44,12 @@ fn current_manifests(store: &Store) -> Result<Vec<Manifest>, StoreError> {
         .collect()
 }
 
-/// Writes `manifests` (signed with `store`'s trust now) to every member whose copy differs,
-/// then the member list, and returns how many copies were written.
+/// Writes `manifests`, signed with `store`'s key now, to every member whose copy differs,
+/// then the member list, signed again too, and returns how many manifest copies were written.
 fn sign_all(store: &Store, manifests: &[Manifest], list: &MemberList) -> Result<usize, StoreError> {
     let mut written = 0;
     for mf in manifests {
-        let bytes = store.manifest_bytes(mf)?;
+        let bytes = store.sign_manifest(mf)?;
         for copy in store.manifest_copies(&mf.name) {
             if matches!(&copy.manifest, Some(Ok(m)) if m.sealed.0.as_deref() == Some(&bytes[..])) {
                 continue;
@@ -58,7 +58,7 @@ fn sign_all(store: &Store, manifests: &[Manifest], list: &MemberList) -> Result<
             written += 1;
         }
     }
-    store.update_member_list(|l| {
+    store.sign_member_list(|l| {
         l.members = list.members.clone();
         l.generation = list.generation;
     })?;

@@ -10,12 +10,28 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_shardfs")
 }
 
+/// Where the tests' shardfs runs keep the keys they make and the keys they pin: a folder
+/// under cargo's scratch space for tests, never the home of whoever runs the suite.
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config")
+}
+
+/// A command that runs `shardfs` with the tests' config folder.
+pub fn command() -> Command {
+    command_at(Path::new(bin()))
+}
+
+/// A command that runs the shardfs binary at `bin` (a copy under another name, say) with the
+/// tests' config folder.
+pub fn command_at(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env("XDG_CONFIG_HOME", config_dir());
+    cmd
+}
+
 /// Runs `shardfs` with `args` and returns its output.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("shardfs runs")
+    command().args(args).output().expect("shardfs runs")
 }
 
 /// Runs `shardfs` and fails the test unless it exits 0.
@@ -183,7 +199,7 @@ pub fn run_in(state_dir: &Path, args: &[&str]) -> Output {
 /// Runs the shardfs binary at `bin` (a copy under another name, say) with the state directory
 /// of a test.
 pub fn run_bin_in(bin: &Path, state_dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
+    command_at(bin)
         .env("SHARDFS_STATE_DIR", state_dir)
         .args(args)
         .output()
@@ -437,8 +453,8 @@ pub fn store_key(member: &Path) -> shardfs::trust::keys::StoreKey {
     let info: serde_json::Value =
         serde_json::from_slice(&fs::read(member.join("shardfs-store.json")).unwrap()).unwrap();
     let id = info["store_id"].as_str().unwrap();
-    let path = shardfs::trust::default_dir()
-        .unwrap()
+    let path = config_dir()
+        .join("shardfs")
         .join("keys")
         .join(format!("{id}.key"));
     shardfs::trust::keys::StoreKey::load(&path).unwrap()

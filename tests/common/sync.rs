@@ -248,7 +248,7 @@ pub fn chunk_bytes(members: &[PathBuf]) -> u64 {
 /// Starts `shardfs ARGS`, waits until `reached()` (or the command ended), kills it with
 /// SIGKILL; true when the kill landed before the command finished.
 pub fn kill_when(args: &[&str], reached: &dyn Fn() -> bool) -> bool {
-    let mut child = std::process::Command::new(bin())
+    let mut child = command()
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
