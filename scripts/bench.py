@@ -257,6 +257,8 @@ def main():
                  "`rm /dev/null && mknod -m 666 /dev/null c 1 3` and run again")
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="shardfs-bench.")
+    # The keys of the stores made here stay in this folder, not in the home of whoever runs it.
+    os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
     mounted = []
     try:
         if args.file:

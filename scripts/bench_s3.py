@@ -254,6 +254,8 @@ def main():
         sys.exit("scripts/bench-s3 needs root: it drops the page cache and mounts")
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="shardfs-bench-s3.", dir="/var/tmp")
+    # The keys of the stores made here stay in this folder, not in the home of whoever runs it.
+    os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
     weed = None
     python = sys.executable
     try:

@@ -111,6 +111,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.getcwd(), "bench-results"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="shardfs-ratio.")
+    # The keys of the stores made here stay in this folder, not in the home of whoever runs it.
+    os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
     rows, results = [], {}
     try:
         inputs = make_inputs(work)
