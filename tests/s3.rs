@@ -324,6 +324,12 @@ fn a_stalled_bucket_only_store_gives_eio_in_time_and_the_mount_answers() {
     let s = m.status();
     assert!(s["errors"].as_u64().unwrap() > 0, "{s}");
     assert_eq!(s["members"][0]["state"], "down", "{s}");
+    // The log names the member by where it is.
+    let log = fs::read_to_string(s["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains(&format!("member {store} (id ")) && log.contains("marked down"),
+        "{log}"
+    );
     // What it already read is exact if it is still held (other tests drop the page cache, so
     // it may not be), and EIO otherwise: never a hang, never other bytes.
     let out = bounded(&["cat", a_path.to_str().unwrap()]);

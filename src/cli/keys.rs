@@ -71,11 +71,11 @@ pub fn key_command(cmd: KeyCommand, opts: &shardfs::member::Options) -> Result<(
         return print_json(&report);
     }
     shardfs::say!(
-        "store {}: signed with key {} ({}); {} manifest copies signed",
+        "store {}: signed with key {} ({}); {} signed",
         report.store_id,
         report.key,
         report.key_file,
-        report.manifests_signed
+        shardfs::units::count(report.manifests_signed as u64, "manifest copy")
     );
     Ok(())
 }

@@ -53,8 +53,8 @@ impl Latency {
 /// One member's record.
 #[derive(Debug, Default)]
 pub struct Record {
-    /// The member's id, for the log.
-    id: String,
+    /// How the log names the member: its location, with its id.
+    name: String,
     requests: AtomicU64,
     failures: AtomicU64,
     timeouts: AtomicU64,
@@ -116,7 +116,7 @@ impl Record {
                     let backoff = (BACKOFF_FIRST * 2u32.pow(times)).min(DOWN_FOR);
                     log::warn!(
                         "member {} marked down for {backoff:?} after {n} failed requests in a row: reads go to other replicas first",
-                        self.id
+                        self.name
                     );
                     *down = Some(Instant::now() + backoff);
                 }
@@ -202,12 +202,13 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    pub fn new<'a>(ids: impl Iterator<Item = &'a str>) -> Liveness {
+    /// A record for each member given as `(id, location)`.
+    pub fn new<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) -> Liveness {
         Liveness {
-            records: ids
-                .map(|id| {
+            records: members
+                .map(|(id, location)| {
                     let record = Record {
-                        id: id.to_string(),
+                        name: format!("{location} (id {id})"),
                         ..Record::default()
                     };
                     (id.to_string(), Arc::new(record))
@@ -273,7 +274,7 @@ mod tests {
 
     #[test]
     fn failures_mark_down_and_an_answer_brings_back() {
-        let l = Liveness::new(["a", "b"].into_iter());
+        let l = Liveness::new([("a", "/a"), ("b", "/b")].into_iter());
         let ids = vec!["a".to_string(), "b".to_string()];
         assert_eq!(l.order(&ids), vec!["a", "b"]);
         let a = l.record("a").unwrap();

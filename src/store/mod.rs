@@ -329,7 +329,7 @@ impl Store {
         Ok(Store {
             store_id: members[0].info.store_id.clone(),
             trust: crate::trust::Trust::unsigned(&members[0].info.store_id),
-            liveness: liveness::Liveness::new(members.iter().map(|m| m.id())),
+            liveness: liveness::Liveness::new(members.iter().map(|m| (m.id(), m.location()))),
             members,
             unavailable,
             by_id,
