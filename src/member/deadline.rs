@@ -217,47 +217,26 @@ impl MemberIo for Deadlined {
         self.call(self.short(), move |m| m.delete_chunk(&hash))
     }
 
-    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        let name = name.to_string();
-        let limit = self.opts.deadline(super::layout::MANIFEST_MAX);
-        self.call(limit, move |m| m.get_manifest(&name))
+    fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
+        let key = key.to_string();
+        self.call(self.opts.deadline(cap), move |m| m.get(&key, cap))
     }
 
-    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        let (name, bytes, expect) = (name.to_string(), bytes.to_vec(), expect.clone());
+    fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
+        let (key, bytes, expect) = (key.to_string(), bytes.to_vec(), expect.clone());
+        // A write may wait for the disk twice (the data, then the folder).
         let limit = self.opts.deadline(bytes.len() as u64) + self.opts.timeout;
-        self.call(limit, move |m| m.put_manifest(&name, &bytes, &expect))
+        self.call(limit, move |m| m.put(&key, &bytes, cap, &expect))
     }
 
-    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
-        self.call(self.long(), |m| m.list_manifests())
-    }
-
-    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        let name = name.to_string();
-        self.call(self.short(), move |m| m.get_meta(&name))
-    }
-
-    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        let (name, bytes, expect) = (name.to_string(), bytes.to_vec(), expect.clone());
-        self.call(self.short() * 2, move |m| {
-            m.put_meta(&name, &bytes, &expect)
-        })
-    }
-
-    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+    fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
         let dir = dir.to_string();
-        self.call(self.long(), move |m| m.list_meta(&dir))
+        self.call(self.long(), move |m| m.list(&dir))
     }
 
-    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
-        let name = name.to_string();
-        self.call(self.short(), move |m| m.delete_meta(&name))
-    }
-
-    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
-        let name = name.to_string();
-        self.call(self.short(), move |m| m.delete_manifest(&name))
+    fn delete(&self, key: &str) -> Result<(), MemberError> {
+        let key = key.to_string();
+        self.call(self.short(), move |m| m.delete(&key))
     }
 
     fn flush(&self) -> Result<(), MemberError> {
@@ -321,14 +300,10 @@ mod tests {
             clean_stale(older_than: Duration, dry_run: bool) -> Result<Stale, MemberError>;
             list_chunks() -> Result<Vec<ChunkEntry>, MemberError>;
             delete_chunk(hash: &Hash32) -> Result<(), MemberError>;
-            get_manifest(name: &str) -> Result<Option<Stored>, MemberError>;
-            put_manifest(name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
-            list_manifests() -> Result<Vec<Listed>, MemberError>;
-            get_meta(name: &str) -> Result<Option<Stored>, MemberError>;
-            put_meta(name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
-            list_meta(dir: &str) -> Result<Vec<String>, MemberError>;
-            delete_meta(name: &str) -> Result<(), MemberError>;
-            delete_manifest(name: &str) -> Result<(), MemberError>;
+            get(key: &str, cap: u64) -> Result<Option<Stored>, MemberError>;
+            put(key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError>;
+            list(dir: &str) -> Result<Vec<Listed>, MemberError>;
+            delete(key: &str) -> Result<(), MemberError>;
             flush() -> Result<(), MemberError>;
             exclusive_lock() -> bool;
             lock() -> Result<Box<dyn Lock>, MemberError>;

@@ -410,74 +410,48 @@ impl MemberIo for DirMember {
         self.root.unlink(&key).map_err(self.err(&key))
     }
 
-    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_file(&layout::manifest_key(name), layout::MANIFEST_MAX)
+    fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
+        self.get_file(key, cap)
     }
 
-    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        let key = layout::manifest_key(name);
-        self.put_checked(&key, bytes, layout::MANIFEST_MAX, expect)
+    fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
+        self.put_checked(key, bytes, cap, expect)
     }
 
-    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_file(name, layout::META_MAX)
-    }
-
-    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.put_checked(name, bytes, layout::META_MAX, expect)
-    }
-
-    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+    fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
         let entries = match self.root.list(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.err(dir)(e)),
         };
+        // A file is replaced by a rename (a new inode); an edit in place moves the mtime.
         Ok(entries
             .into_iter()
-            .map(|e| format!("{dir}/{}", e.name))
+            .map(|entry| {
+                let nanos = entry
+                    .modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                Listed {
+                    stamp: format!("{}-{}-{nanos}", entry.ino, entry.size),
+                    name: entry.name,
+                }
+            })
             .collect())
     }
 
-    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
-        match self.root.unlink(name) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(name)(e)),
-            _ => Ok(()),
+    fn delete(&self, key: &str) -> Result<(), MemberError> {
+        match self.root.unlink(key) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(key)(e)),
+            _ => {
+                let (dir, _) = key.rsplit_once('/').unwrap_or(("", key));
+                // The delete is done; a folder that cannot be synced only delays it on disk.
+                if let Err(e) = self.root.sync_dir(dir) {
+                    log::debug!("{}: cannot sync {dir}/: {e}", self.location);
+                }
+                Ok(())
+            }
         }
-    }
-
-    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
-        let key = layout::manifest_key(name);
-        match self.root.unlink(&key) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(&key)(e)),
-            _ => self.root.sync_dir(MANIFESTS).or(Ok(())),
-        }
-    }
-
-    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
-        let entries = match self.root.list(MANIFESTS) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(MANIFESTS)(e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let Some(name) = layout::manifest_name(&entry.name) else {
-                continue;
-            };
-            // A manifest is replaced by a rename (a new inode); an edit in place moves the
-            // mtime. Entries that are not regular files are listed too: reading one tells it
-            // is damaged.
-            let nanos = entry
-                .modified
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            out.push(Listed {
-                name: name.to_string(),
-                stamp: format!("{}-{}-{nanos}", entry.ino, entry.size),
-            });
-        }
-        Ok(out)
     }
 
     fn flush(&self) -> Result<(), MemberError> {

@@ -1,5 +1,8 @@
-//! A test twin: wraps any member and makes its chunk reads slow, failing or corrupt on demand,
-//! so the store's failover, hedging and down-marking can be tested without a network.
+//! A test twin: wraps any member and makes its calls slow, failing, stalled, short or corrupt
+//! on demand: every call of one kind, or only its k-th, so a test can break a repair or a pack
+//! half-way. It wraps the required calls of `MemberIo`, so the provided ones (manifests,
+//! store-level files) see the same faults. Built for tests: the crate's own, and integration
+//! tests through the `twins` feature.
 
 use super::{
     ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stale, Stored,
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// What `get_chunk` does.
+/// What a call does instead of (or besides) its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     None,
@@ -20,14 +23,47 @@ pub enum Fault {
     Fail,
     /// Times out after this long, as a stalled endpoint does.
     Stall(Duration),
-    /// Answers with one byte of the image flipped.
+    /// Reads come back with one byte flipped; writes store one byte flipped.
     Corrupt,
+    /// Reads come back, and writes are stored, without their second half.
+    Short,
+}
+
+/// The calls a fault can be aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    ReadInfo,
+    Init,
+    Get,
+    Put,
+    List,
+    Delete,
+    GetChunk,
+    ChunkHead,
+    PutChunk,
+    ListChunks,
+    DeleteChunk,
+    CleanStale,
+    Flush,
+    Lock,
+}
+
+const OPS: usize = 14;
+
+/// A fault for calls of kind `op`: every one from now on (`nth: None`), or only the `nth`
+/// counted from the wrapper's creation (1 is the first).
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    op: Op,
+    nth: Option<u64>,
+    fault: Fault,
 }
 
 #[derive(Debug)]
 pub struct Faulty {
     inner: Arc<dyn MemberIo>,
-    pub fault: Mutex<Fault>,
+    rules: Mutex<Vec<Rule>>,
+    calls: [AtomicU64; OPS],
     /// Chunk reads asked of this member.
     pub gets: AtomicU64,
 }
@@ -36,14 +72,89 @@ impl Faulty {
     pub fn new(inner: Arc<dyn MemberIo>) -> Faulty {
         Faulty {
             inner,
-            fault: Mutex::new(Fault::None),
+            rules: Mutex::new(Vec::new()),
+            calls: Default::default(),
             gets: AtomicU64::new(0),
         }
     }
 
+    /// Every chunk read from now on does `fault` (`Fault::None` clears it).
     pub fn set(&self, fault: Fault) {
-        *self.fault.lock() = fault;
+        self.on(Op::GetChunk, fault);
     }
+
+    /// Every call of kind `op` from now on does `fault` (`Fault::None` clears it).
+    pub fn on(&self, op: Op, fault: Fault) {
+        let mut rules = self.rules.lock();
+        rules.retain(|r| r.op != op || r.nth.is_some());
+        rules.push(Rule {
+            op,
+            nth: None,
+            fault,
+        });
+    }
+
+    /// The `nth` call of kind `op` (counted from the wrapper's creation, 1 is the first) does
+    /// `fault`; the others work.
+    pub fn on_nth(&self, op: Op, nth: u64, fault: Fault) {
+        self.rules.lock().push(Rule {
+            op,
+            nth: Some(nth),
+            fault,
+        });
+    }
+
+    /// Calls of kind `op` made so far.
+    pub fn calls(&self, op: Op) -> u64 {
+        self.calls[op as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a call of kind `op` and returns the fault it meets.
+    fn fault(&self, op: Op) -> Fault {
+        let n = self.calls[op as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        let rules = self.rules.lock();
+        rules
+            .iter()
+            .rev()
+            .find(|r| r.op == op && r.nth.is_none_or(|k| k == n))
+            .map_or(Fault::None, |r| r.fault)
+    }
+
+    /// Runs `work` under the fault the call meets: time and failure faults here, data faults
+    /// (`Corrupt`, `Short`) handed to `work`, which applies them with `mangle`.
+    fn run<T>(
+        &self,
+        op: Op,
+        work: impl FnOnce(Fault) -> Result<T, MemberError>,
+    ) -> Result<T, MemberError> {
+        match self.fault(op) {
+            Fault::Slow(d) => {
+                std::thread::sleep(d);
+                work(Fault::None)
+            }
+            Fault::Fail => Err(MemberError::Unavailable("connection refused".into())),
+            Fault::Stall(d) => {
+                std::thread::sleep(d);
+                Err(MemberError::TimedOut(d))
+            }
+            other => work(other),
+        }
+    }
+}
+
+/// `bytes` as a data fault leaves them.
+fn mangle(fault: Fault, bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    match fault {
+        Fault::Corrupt => {
+            if let Some(last) = out.last_mut() {
+                *last ^= 0x5a;
+            }
+        }
+        Fault::Short => out.truncate(bytes.len() / 2),
+        _ => {}
+    }
+    out
 }
 
 impl MemberIo for Faulty {
@@ -54,83 +165,97 @@ impl MemberIo for Faulty {
         true
     }
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
-        self.inner.read_info()
+        self.run(Op::ReadInfo, |f| {
+            Ok(self.inner.read_info()?.map(|b| mangle(f, &b)))
+        })
     }
     fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError> {
-        self.inner.init(info, create)
+        self.run(Op::Init, |f| self.inner.init(&mangle(f, info), create))
+    }
+    fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
+        self.run(Op::Get, |f| {
+            Ok(self.inner.get(key, cap)?.map(|s| Stored {
+                bytes: mangle(f, &s.bytes),
+                tag: s.tag,
+            }))
+        })
+    }
+    fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
+        self.run(Op::Put, |f| {
+            self.inner.put(key, &mangle(f, bytes), cap, expect)
+        })
+    }
+    fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
+        self.run(Op::List, |_| self.inner.list(dir))
+    }
+    fn delete(&self, key: &str) -> Result<(), MemberError> {
+        self.run(Op::Delete, |_| self.inner.delete(key))
     }
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        let fault = *self.fault.lock();
-        match fault {
-            Fault::None => self.inner.get_chunk(hash, max_len),
-            Fault::Slow(d) => {
-                std::thread::sleep(d);
-                self.inner.get_chunk(hash, max_len)
-            }
-            Fault::Fail => Err(MemberError::Unavailable("connection refused".into())),
-            Fault::Stall(d) => {
-                std::thread::sleep(d);
-                Err(MemberError::TimedOut(d))
-            }
-            Fault::Corrupt => {
-                let mut image = self.inner.get_chunk(hash, max_len)?.to_vec();
-                if let Some(last) = image.last_mut() {
-                    *last ^= 0x5a;
-                }
-                Ok(Image::Bytes(image.into()))
-            }
-        }
+        self.run(Op::GetChunk, |f| {
+            let image = self.inner.get_chunk(hash, max_len)?;
+            Ok(match f {
+                Fault::None => image,
+                f => Image::Bytes(mangle(f, &image).into()),
+            })
+        })
     }
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
-        self.inner.chunk_head(hash)
+        self.run(Op::ChunkHead, |_| self.inner.chunk_head(hash))
     }
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
-        self.inner.put_chunk(hash, image, replace)
+        self.run(Op::PutChunk, |f| {
+            self.inner.put_chunk(hash, &mangle(f, image), replace)
+        })
     }
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
-        self.inner.list_chunks()
+        self.run(Op::ListChunks, |_| self.inner.list_chunks())
     }
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
-        self.inner.delete_chunk(hash)
+        self.run(Op::DeleteChunk, |_| self.inner.delete_chunk(hash))
     }
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
-        self.inner.clean_stale(older_than, dry_run)
-    }
-    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.inner.get_manifest(name)
-    }
-    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.inner.put_manifest(name, bytes, expect)
-    }
-    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
-        self.inner.list_manifests()
-    }
-    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.inner.get_meta(name)
-    }
-    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.inner.put_meta(name, bytes, expect)
-    }
-    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
-        self.inner.list_meta(dir)
-    }
-    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
-        self.inner.delete_meta(name)
-    }
-    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
-        self.inner.delete_manifest(name)
+        self.run(Op::CleanStale, |_| {
+            self.inner.clean_stale(older_than, dry_run)
+        })
     }
     fn flush(&self) -> Result<(), MemberError> {
-        self.inner.flush()
+        self.run(Op::Flush, |_| self.inner.flush())
     }
     fn exclusive_lock(&self) -> bool {
         self.inner.exclusive_lock()
     }
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
-        self.inner.lock()
+        self.run(Op::Lock, |_| self.inner.lock())
     }
     fn free_space(&self) -> Result<Option<u64>, MemberError> {
         self.inner.free_space()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::mem::MemMember;
+
+    #[test]
+    fn a_fault_aimed_at_the_kth_call_meets_only_that_call() {
+        let f = Faulty::new(Arc::new(MemMember::new("mem")));
+        f.init(b"{}", true).unwrap();
+        f.on_nth(Op::Put, 2, Fault::Fail);
+        f.put_meta("a.json", b"1", &Expect::Absent).unwrap();
+        assert!(matches!(
+            f.put_meta("b.json", b"2", &Expect::Absent),
+            Err(MemberError::Unavailable(_))
+        ));
+        f.put_meta("c.json", b"3", &Expect::Absent).unwrap();
+        assert_eq!(f.calls(Op::Put), 3);
+        // Provided calls go through the wrapped ones: a manifest read meets a Get fault.
+        f.put_manifest("m", b"body", &Expect::Absent).unwrap();
+        f.on(Op::Get, Fault::Short);
+        assert_eq!(f.get_manifest("m").unwrap().unwrap().bytes, b"bo");
+        f.on(Op::Get, Fault::None);
+        assert_eq!(f.get_manifest("m").unwrap().unwrap().bytes, b"body");
     }
 }

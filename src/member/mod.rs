@@ -2,8 +2,10 @@
 //! initialise it, get a chunk file's stored image (whole or its header), put a chunk or a
 //! manifest atomically, list and delete, flush, lock. One implementation per kind of member sits
 //! side by side: `dir` (a local directory, a disk or a network mount) and `s3` (an
-//! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use;
-//! `faulty` (tests only) wraps either to make its reads slow, failing or corrupt.
+//! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use.
+//! Test twins (built for tests, and for integration tests with the `twins` feature): `mem`, a
+//! member in memory, `faulty`, a wrapper that fails, stalls or corrupts any call (or its k-th),
+//! and `twins`, which names them `twin://NAME` for stores opened by spec.
 //! Nothing here checks a chunk's content: verification stays in the store, so no kind of member
 //! can skip it. A call never waits longer than its deadline: `deadline` runs every call of
 //! every kind on the member's own bounded pool of I/O threads and waits for it with the member's
@@ -13,13 +15,17 @@ pub mod beneath;
 pub mod deadline;
 pub mod dir;
 mod direct_io;
-#[cfg(test)]
+#[cfg(any(test, feature = "twins"))]
 pub mod faulty;
 pub mod layout;
+#[cfg(any(test, feature = "twins"))]
+pub mod mem;
 pub mod s3;
 mod s3_config;
 mod s3_errors;
 mod s3_url;
+#[cfg(any(test, feature = "twins"))]
+pub mod twins;
 
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fmt;
@@ -129,8 +135,8 @@ pub struct Stored {
     pub tag: String,
 }
 
-/// A manifest as a listing shows it: its model's name and a stamp (an ETag, or a file's inode,
-/// size and mtime) that differs after every rewrite.
+/// An entry as a listing shows it: its name (a model's, for a manifest) and a stamp (an ETag,
+/// or a file's inode, size and mtime) that differs after every rewrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub name: String,
@@ -165,6 +171,12 @@ pub struct Stale {
 }
 
 /// One member's I/O. Synchronous and shareable: the store calls it from many threads.
+///
+/// A kind of member implements the required calls: its own probe and setup, a small named
+/// object (get whole with a cap, conditional put, list a folder, delete), and a chunk file
+/// (get, head, put, list, delete); the calls on manifests and store-level files are provided
+/// on top of the small-object ones, so a wrapper (deadlines, faults) that wraps the required
+/// calls covers every call.
 pub trait MemberIo: Send + Sync + fmt::Debug {
     /// How the member was named (a path, or `s3://bucket/prefix`), for messages.
     fn location(&self) -> &str;
@@ -179,6 +191,23 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// Makes the member's places (directories, the bucket with `create`) and writes its member
     /// file.
     fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError>;
+
+    /// The small object at `key` (`manifests/m.json`, `members.json`, `leases/x.json`) and its
+    /// tag, or `None`; anything there that is not a plain object of at most `cap` bytes is
+    /// `Corrupt`, and is not read.
+    fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError>;
+    /// Replaces the small object at `key` in one step (readers see the old or the new), when
+    /// what is there is what `expect` says; `Conflict` otherwise. A damaged object in the way
+    /// (see `get`) counts as absent and is replaced. Durable when it returns. `key` may hold
+    /// one folder.
+    fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError>;
+    /// The entries directly in folder `dir` (none where it is missing), each with a stamp that
+    /// changes whenever the entry is rewritten. Entries that are not plain objects are listed
+    /// too: reading one tells it is damaged.
+    fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError>;
+    /// Deletes the small object at `key` durably (gone already is fine).
+    fn delete(&self, key: &str) -> Result<(), MemberError>;
+
     /// A chunk file's whole stored image; `Corrupt` when it is larger than `max_len`.
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
     /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
@@ -187,34 +216,15 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// under `damaged/`; the damaged file is never gone before the good one is in place),
     /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
     fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
+    /// Every chunk file: hash, size, when it was last written (names that are not a hash are
+    /// skipped).
+    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;
+    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError>;
     /// Damaged chunk files set aside (`damaged/`) older than `older_than`. Deletes them unless
     /// `dry_run`; returns their count and bytes, and how many younger ones were kept.
     /// (Temporary files of killed writes go when the member's lock is taken: only then is no
     /// pack writing them.)
     fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError>;
-    /// Every chunk file: hash, size, when it was last written (names that are not a hash are
-    /// skipped).
-    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;
-    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError>;
-    /// A model's manifest, or `None`.
-    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError>;
-    /// Replaces a model's manifest in one step (readers see the old or the new), when what is
-    /// there is what `expect` says; `Conflict` otherwise. Durable when it returns.
-    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
-    /// The manifests held (`<name>.json` without the suffix), each with a stamp that changes
-    /// whenever the copy is rewritten, so a live mount re-reads only copies that changed.
-    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError>;
-    /// A store-level file at the member's root (`members.json`), or `None`.
-    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError>;
-    /// Replaces a store-level file in one step, when what is there is what `expect` says.
-    /// `name` may hold one folder (`leases/<id>.json`).
-    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError>;
-    /// Names of the store-level files in folder `dir` (`leases`).
-    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError>;
-    /// Deletes a store-level file (gone already is fine).
-    fn delete_meta(&self, name: &str) -> Result<(), MemberError>;
-    /// Deletes a model's manifest (gone already is fine).
-    fn delete_manifest(&self, name: &str) -> Result<(), MemberError>;
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<(), MemberError>;
     /// Whether `lock` excludes every other writer (a directory's flock does; an object store
@@ -223,10 +233,62 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it
     /// is taken) and clears what killed packs left behind.
     fn lock(&self) -> Result<Box<dyn Lock>, MemberError>;
+
     /// Bytes free for new chunk files, where the member can tell (a file system can; an object
     /// store has no such figure).
     fn free_space(&self) -> Result<Option<u64>, MemberError> {
         Ok(None)
+    }
+    /// A model's manifest, or `None`.
+    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
+        self.get(&layout::manifest_key(name), layout::MANIFEST_MAX)
+    }
+    /// Replaces a model's manifest (see `put`).
+    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        self.put(
+            &layout::manifest_key(name),
+            bytes,
+            layout::MANIFEST_MAX,
+            expect,
+        )
+    }
+    /// The manifests held (`<name>.json` without the suffix), each with its stamp, so a live
+    /// mount re-reads only copies that changed.
+    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
+        Ok(self
+            .list(layout::MANIFESTS)?
+            .into_iter()
+            .filter_map(|e| {
+                Some(Listed {
+                    name: layout::manifest_name(&e.name)?.to_string(),
+                    stamp: e.stamp,
+                })
+            })
+            .collect())
+    }
+    /// Deletes a model's manifest (gone already is fine).
+    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
+        self.delete(&layout::manifest_key(name))
+    }
+    /// A store-level file (`members.json`, `leases/<id>.json`), or `None`.
+    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
+        self.get(name, layout::META_MAX)
+    }
+    /// Replaces a store-level file (see `put`).
+    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
+        self.put(name, bytes, layout::META_MAX, expect)
+    }
+    /// The keys of the store-level files in folder `dir` (`leases/<id>.json`).
+    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+        Ok(self
+            .list(dir)?
+            .into_iter()
+            .map(|e| format!("{dir}/{}", e.name))
+            .collect())
+    }
+    /// Deletes a store-level file (gone already is fine).
+    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
+        self.delete(name)
     }
 }
 
@@ -294,6 +356,13 @@ pub fn unknown_scheme(spec: &Path) -> Option<String> {
 /// Opens the member a `--store` entry names: `s3://BUCKET[/PREFIX]` is an object-store member,
 /// anything else a directory.
 pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberError> {
+    #[cfg(any(test, feature = "twins"))]
+    if twins::is_twin(spec) {
+        let twin = twins::lookup(spec).ok_or_else(|| {
+            MemberError::Absent(format!("no test twin {} registered", spec.display()))
+        })?;
+        return Ok(Arc::new(deadline::Deadlined::new(twin, opts)));
+    }
     if let Some(why) = unknown_scheme(spec) {
         return Err(MemberError::Invalid(why));
     }
@@ -307,6 +376,10 @@ pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberErro
 /// A `--store` entry as it should be recorded for later use from another directory: a path made
 /// absolute (symlinks resolved where it exists), a URL with its options in shardfs's order.
 pub fn absolute_spec(spec: &Path) -> std::path::PathBuf {
+    #[cfg(any(test, feature = "twins"))]
+    if twins::is_twin(spec) {
+        return spec.to_path_buf();
+    }
     match s3::parse_url(spec) {
         Some(Ok(url)) => return url.spec().into(),
         Some(Err(_)) => return spec.to_path_buf(),

@@ -526,60 +526,30 @@ impl MemberIo for S3Member {
         })
     }
 
-    fn get_manifest(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_stored(&layout::manifest_key(name), layout::MANIFEST_MAX)
+    fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
+        self.get_stored(key, cap)
     }
 
-    fn put_manifest(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.put_conditional(
-            &layout::manifest_key(name),
-            bytes,
-            expect,
-            layout::MANIFEST_MAX,
-        )
+    fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
+        self.put_conditional(key, bytes, expect, cap)
     }
 
-    fn get_meta(&self, name: &str) -> Result<Option<Stored>, MemberError> {
-        self.get_stored(name, layout::META_MAX)
-    }
-
-    fn put_meta(&self, name: &str, bytes: &[u8], expect: &Expect) -> Result<(), MemberError> {
-        self.put_conditional(name, bytes, expect, layout::META_MAX)
-    }
-
-    fn list_meta(&self, dir: &str) -> Result<Vec<String>, MemberError> {
+    fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
         Ok(self
-            .file_names(dir)?
+            .files(dir)?
             .into_iter()
-            .map(|f| format!("{dir}/{f}"))
+            .map(|(name, stamp)| Listed { name, stamp })
             .collect())
     }
 
-    fn delete_meta(&self, name: &str) -> Result<(), MemberError> {
-        let key = self.key(name);
+    fn delete(&self, key: &str) -> Result<(), MemberError> {
+        let key = self.key(key);
         match self.run(self.timeout, async {
             self.store.delete(&key).await.map_err(member_err)
         }) {
             Err(MemberError::Missing) => Ok(()),
             other => other,
         }
-    }
-
-    fn delete_manifest(&self, name: &str) -> Result<(), MemberError> {
-        self.delete_meta(&layout::manifest_key(name))
-    }
-
-    fn list_manifests(&self) -> Result<Vec<Listed>, MemberError> {
-        Ok(self
-            .files(MANIFESTS)?
-            .into_iter()
-            .filter_map(|(f, stamp)| {
-                Some(Listed {
-                    name: layout::manifest_name(&f)?.to_string(),
-                    stamp,
-                })
-            })
-            .collect())
     }
 
     fn flush(&self) -> Result<(), MemberError> {

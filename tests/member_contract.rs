@@ -1,0 +1,192 @@
+//! One contract every kind of member keeps, run against each: a directory, the in-memory twin
+//! (bare, and behind the fault wrapper with no fault set, which must change nothing), and an
+//! S3 bucket on a real server. What the store relies on: capped reads, conditional puts,
+//! listings whose stamps move on a rewrite, deletes that tolerate a missing object, chunk puts
+//! that refuse to overwrite unless told and then set the damaged file aside, and a lock.
+
+mod common;
+
+use shardfs::codec::{HEADER_LEN, Hash32};
+use shardfs::member::faulty::Faulty;
+use shardfs::member::mem::MemMember;
+use shardfs::member::{Expect, MemberError, MemberIo, Options};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn contract(m: &dyn MemberIo) {
+    let what = m.location().to_string();
+    // A member that was never set up has no member file (or no place yet); init writes it.
+    assert!(
+        matches!(m.read_info(), Ok(None) | Err(MemberError::Absent(_))),
+        "{what}"
+    );
+    m.init(b"{\"info\": 1}", true).unwrap();
+    assert_eq!(m.read_info().unwrap().unwrap(), b"{\"info\": 1}", "{what}");
+
+    small_objects(m, &what);
+    listings_and_deletes(m, &what);
+    chunks(m, &what);
+    m.flush().unwrap();
+    if m.exclusive_lock() {
+        let held = m.lock().unwrap();
+        assert!(
+            matches!(m.lock(), Err(MemberError::Unavailable(_))),
+            "{what}: a second lock was taken while the first is held"
+        );
+        drop(held);
+        drop(m.lock().unwrap());
+    }
+}
+
+fn small_objects(m: &dyn MemberIo, what: &str) {
+    assert!(m.get("leases/a.json", 1 << 10).unwrap().is_none(), "{what}");
+    m.put("leases/a.json", b"one", 1 << 10, &Expect::Absent)
+        .unwrap();
+    let one = m.get("leases/a.json", 1 << 10).unwrap().unwrap();
+    assert_eq!(one.bytes, b"one", "{what}");
+    // A put that expects nothing there, or another version, conflicts and changes nothing.
+    for expect in [Expect::Absent, Expect::Tag(format!("{}x", one.tag))] {
+        assert!(
+            matches!(
+                m.put("leases/a.json", b"two", 1 << 10, &expect),
+                Err(MemberError::Conflict)
+            ),
+            "{what}: {expect:?}"
+        );
+    }
+    m.put(
+        "leases/a.json",
+        b"two",
+        1 << 10,
+        &Expect::Tag(one.tag.clone()),
+    )
+    .unwrap();
+    let two = m.get("leases/a.json", 1 << 10).unwrap().unwrap();
+    assert_eq!(two.bytes, b"two", "{what}");
+    assert_ne!(
+        two.tag, one.tag,
+        "{what}: the tag did not move on a rewrite"
+    );
+    // Larger than the cap: damaged, not read; a put expecting nothing replaces it.
+    let big = vec![7u8; 3000];
+    m.put("big.json", &big, 1 << 20, &Expect::Absent).unwrap();
+    assert!(
+        matches!(m.get("big.json", 1000), Err(MemberError::Corrupt(_))),
+        "{what}"
+    );
+    m.put("big.json", b"small", 1000, &Expect::Absent).unwrap();
+    assert_eq!(m.get("big.json", 1000).unwrap().unwrap().bytes, b"small");
+    // The provided calls on manifests are the same operations under their keys.
+    m.put_manifest("model", b"{}", &Expect::Absent).unwrap();
+    assert_eq!(m.get_manifest("model").unwrap().unwrap().bytes, b"{}");
+    assert!(m.get("manifests/model.json", 1 << 20).unwrap().is_some());
+}
+
+fn listings_and_deletes(m: &dyn MemberIo, what: &str) {
+    assert!(m.list("nothing-here").unwrap().is_empty(), "{what}");
+    m.put_meta("leases/b.json", b"b", &Expect::Absent).unwrap();
+    let mut keys = m.list_meta("leases").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["leases/a.json", "leases/b.json"], "{what}");
+    let listed = m.list_manifests().unwrap();
+    assert_eq!(listed.len(), 1, "{what}: {listed:?}");
+    assert_eq!(listed[0].name, "model");
+    let tag = m.get_manifest("model").unwrap().unwrap().tag;
+    m.put_manifest("model", b"{\"v\": 2}", &Expect::Tag(tag))
+        .unwrap();
+    let relisted = m.list_manifests().unwrap();
+    assert_ne!(
+        relisted[0].stamp, listed[0].stamp,
+        "{what}: the stamp did not move on a rewrite"
+    );
+    m.delete_manifest("model").unwrap();
+    assert!(m.get_manifest("model").unwrap().is_none(), "{what}");
+    assert!(m.list_manifests().unwrap().is_empty(), "{what}");
+    // Gone already is fine.
+    m.delete_manifest("model").unwrap();
+    m.delete_meta("leases/never.json").unwrap();
+}
+
+/// A chunk image: a header's worth of bytes and a payload.
+fn image(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+fn chunks(m: &dyn MemberIo, what: &str) {
+    let h = Hash32::of(b"chunk");
+    assert!(
+        matches!(m.get_chunk(&h, 1 << 20), Err(MemberError::Missing)),
+        "{what}"
+    );
+    assert!(m.chunk_head(&h).unwrap().is_none(), "{what}");
+    let first = image(1, 5000);
+    m.put_chunk(&h, &first, false).unwrap();
+    assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == first, "{what}");
+    let head = m.chunk_head(&h).unwrap().unwrap();
+    assert_eq!(&head.header[..], &first[..HEADER_LEN], "{what}");
+    assert_eq!(head.size, 5000, "{what}");
+    // Larger than any image of its chunk: damaged, not read.
+    assert!(
+        matches!(m.get_chunk(&h, 4999), Err(MemberError::Corrupt(_))),
+        "{what}"
+    );
+    // A put never overwrites unless told; told, it sets the old image aside.
+    assert!(
+        matches!(
+            m.put_chunk(&h, &image(2, 5000), false),
+            Err(MemberError::AlreadyExists)
+        ),
+        "{what}"
+    );
+    assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == first, "{what}");
+    let second = image(2, 6000);
+    m.put_chunk(&h, &second, true).unwrap();
+    assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == second, "{what}");
+    let listed = m.list_chunks().unwrap();
+    assert_eq!(listed.len(), 1, "{what}: {listed:?}");
+    assert_eq!((listed[0].hash, listed[0].size), (h, 6000), "{what}");
+    // The set-aside image (and, for a kind that sets damaged small objects aside too, the
+    // oversized one above): young, so kept; at age zero, counted by a dry run, then deleted.
+    let young = m.clean_stale(Duration::from_secs(3600), false).unwrap();
+    assert_eq!(young.deleted, 0, "{what}");
+    assert!((1..=2).contains(&young.kept_young), "{what}: {young:?}");
+    let dry = m.clean_stale(Duration::ZERO, true).unwrap();
+    assert_eq!(dry.deleted, young.kept_young, "{what}");
+    assert!(dry.bytes >= 5000, "{what}: {dry:?}");
+    assert_eq!(m.clean_stale(Duration::ZERO, false).unwrap(), dry, "{what}");
+    assert_eq!(m.clean_stale(Duration::ZERO, false).unwrap().deleted, 0);
+    m.delete_chunk(&h).unwrap();
+    assert!(
+        matches!(m.get_chunk(&h, 1 << 20), Err(MemberError::Missing)),
+        "{what}"
+    );
+    assert!(m.list_chunks().unwrap().is_empty(), "{what}");
+}
+
+fn opened(spec: &Path) -> Arc<dyn MemberIo> {
+    shardfs::member::open(spec, &Options::default()).unwrap()
+}
+
+#[test]
+fn a_directory_member_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(&*opened(&dir.path().join("member")));
+}
+
+#[test]
+fn the_in_memory_twin_keeps_the_contract_bare_and_behind_the_fault_wrapper() {
+    contract(&MemMember::new("mem-a"));
+    contract(&Faulty::new(Arc::new(MemMember::new("mem-b"))));
+    // And opened by its spec, behind the deadline every opened member has.
+    let spec = shardfs::member::twins::register("contract", Arc::new(MemMember::new("mem-c")));
+    contract(&*opened(Path::new(&spec)));
+}
+
+#[test]
+fn an_s3_member_keeps_the_contract() {
+    let (_dir, _weed) = common::weed::server();
+    contract(&*opened(Path::new("s3://contract/prefix")));
+}
