@@ -164,6 +164,16 @@ fn chunks(m: &dyn MemberIo, what: &str) {
         "{what}"
     );
     assert!(m.list_chunks().unwrap().is_empty(), "{what}");
+    // A chunk large enough to go up in parts on S3.
+    let big_hash = Hash32::of(b"big");
+    let big = common::Rng::new(7).bytes(20 << 20);
+    m.put_chunk(&big_hash, &big, false).unwrap();
+    assert!(
+        m.get_chunk(&big_hash, 64 << 20).unwrap()[..] == big[..],
+        "{what}"
+    );
+    assert_eq!(m.chunk_head(&big_hash).unwrap().unwrap().size, 20 << 20);
+    m.delete_chunk(&big_hash).unwrap();
 }
 
 fn opened(spec: &Path) -> Arc<dyn MemberIo> {
@@ -188,5 +198,9 @@ fn the_in_memory_twin_keeps_the_contract_bare_and_behind_the_fault_wrapper() {
 #[test]
 fn an_s3_member_keeps_the_contract() {
     let (_dir, _weed) = common::weed::server();
-    contract(&*opened(Path::new("s3://contract/prefix")));
+    let m = opened(Path::new("s3://contract/prefix"));
+    // No bucket yet: absent, and created only when asked.
+    assert!(matches!(m.read_info(), Err(MemberError::Absent(_))));
+    assert!(m.init(b"{}", false).is_err());
+    contract(&*m);
 }

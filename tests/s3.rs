@@ -31,92 +31,6 @@ fn pack_to_a_directory_and_a_bucket_exports_exact_and_verifies() {
     assert!(report["replicas_checked"].as_u64().unwrap() >= 24);
 }
 
-/// The member contract, run against a directory and a bucket: the same calls give the same
-/// answers on both kinds.
-#[test]
-fn both_member_kinds_keep_the_same_contract() {
-    use shardfs::codec::Hash32;
-    use shardfs::member::{self, Expect, MemberError, Options};
-    let (dir, _weed) = server();
-    let opts = Options::default();
-    let dir_member = member::open(&dir.path().join("dirmember"), &opts).unwrap();
-    let s3_member = member::open(std::path::Path::new("s3://contract/p"), &opts).unwrap();
-    // No bucket yet: absent, and created only when asked.
-    assert!(matches!(s3_member.read_info(), Err(MemberError::Absent(_))));
-    assert!(s3_member.init(b"{}", false).is_err());
-    for m in [dir_member, s3_member] {
-        let what = m.location().to_string();
-        m.init(b"{\"x\":1}", true).unwrap();
-        assert_eq!(m.read_info().unwrap().unwrap(), b"{\"x\":1}", "{what}");
-        let small = Hash32::of(b"small");
-        assert!(m.chunk_head(&small).unwrap().is_none(), "{what}");
-        let image: Vec<u8> = (0..100u8).collect();
-        m.put_chunk(&small, &image, false).unwrap();
-        assert!(
-            matches!(
-                m.put_chunk(&small, &image, false),
-                Err(MemberError::AlreadyExists)
-            ),
-            "{what}: a second create must be refused"
-        );
-        let head = m.chunk_head(&small).unwrap().unwrap();
-        assert_eq!((head.size, &head.header[..]), (100, &image[..24]), "{what}");
-        assert_eq!(&*m.get_chunk(&small, 1000).unwrap(), &image[..], "{what}");
-        assert!(
-            matches!(m.get_chunk(&small, 50), Err(MemberError::Corrupt(_))),
-            "{what}"
-        );
-        // A chunk large enough to go up in parts on S3.
-        let big_hash = Hash32::of(b"big");
-        let big = Rng::new(7).bytes(20 << 20);
-        m.put_chunk(&big_hash, &big, false).unwrap();
-        assert!(
-            *m.get_chunk(&big_hash, 64 << 20).unwrap() == big[..],
-            "{what}"
-        );
-        let mut listed: Vec<_> = m.list_chunks().unwrap().iter().map(|e| e.hash).collect();
-        listed.sort_by_key(|h| h.to_hex());
-        let mut want = vec![small, big_hash];
-        want.sort_by_key(|h| h.to_hex());
-        assert_eq!(listed, want, "{what}");
-        m.delete_chunk(&big_hash).unwrap();
-        assert!(
-            matches!(m.get_chunk(&big_hash, 64 << 20), Err(MemberError::Missing)),
-            "{what}"
-        );
-        // Manifests: created once, then replaced only over the copy that was read.
-        assert!(m.get_manifest("a").unwrap().is_none(), "{what}");
-        m.put_manifest("a", b"one", &Expect::Absent).unwrap();
-        assert!(
-            matches!(
-                m.put_manifest("a", b"x", &Expect::Absent),
-                Err(MemberError::Conflict)
-            ),
-            "{what}: a create over an existing manifest must conflict"
-        );
-        let one = m.get_manifest("a").unwrap().unwrap();
-        assert_eq!(one.bytes, b"one");
-        m.put_manifest("a", b"two", &Expect::Tag(one.tag.clone()))
-            .unwrap();
-        assert!(
-            matches!(
-                m.put_manifest("a", b"three", &Expect::Tag(one.tag)),
-                Err(MemberError::Conflict)
-            ),
-            "{what}: an update over a stale tag must conflict"
-        );
-        assert_eq!(
-            m.get_manifest("a").unwrap().unwrap().bytes,
-            b"two",
-            "{what}"
-        );
-        let listed = m.list_manifests().unwrap();
-        let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, vec!["a"], "{what}");
-        m.flush().unwrap();
-    }
-}
-
 /// Runs `cmd` with a time limit far above any deadline of the mount: a hang shows up as exit
 /// status 124 instead of a test that never ends.
 fn bounded(cmd: &[&str]) -> std::process::Output {
@@ -281,8 +195,18 @@ fn a_stopped_or_stalled_server_fails_over_to_the_local_replica() {
     let out = bounded(&["cat", m.dir.join("1.bin").to_str().unwrap()]);
     assert!(out.status.success());
     assert!(out.stdout == *b, "1.bin differs with the server gone");
+    // Either a read tried the server and failed over, or the member was still marked down
+    // from the stall (its back-off not yet over) and reads went to the local replica first.
     let s = m.status();
-    assert!(s["replica_failovers"].as_u64().unwrap() > 0, "{s}");
+    let s3_down = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["location"] == "s3://failover" && m["state"] == "down");
+    assert!(
+        s["replica_failovers"].as_u64().unwrap() > 0 || s3_down,
+        "{s}"
+    );
     assert_eq!(s["errors"], 0, "{s}");
 }
 
