@@ -334,14 +334,7 @@ fn finish_file(file: &File, f: &FileEntry, mode: u32, dest: &Path) -> Result<(),
 
 /// The modification time a manifest records, when it is one a file can have.
 fn recorded_mtime(f: &FileEntry) -> Option<std::time::SystemTime> {
-    let nanos = std::time::Duration::new(0, f.mtime_nanos.min(999_999_999));
-    let t = if f.mtime_secs >= 0 {
-        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(f.mtime_secs as u64))
-    } else {
-        std::time::UNIX_EPOCH
-            .checked_sub(std::time::Duration::from_secs(f.mtime_secs.unsigned_abs()))
-    };
-    t?.checked_add(nanos)
+    crate::clock::from_unix(f.mtime_secs, f.mtime_nanos)
 }
 
 #[cfg(test)]

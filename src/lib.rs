@@ -5,6 +5,7 @@
 pub mod buffer;
 pub mod cache;
 pub mod chunking;
+pub mod clock;
 pub mod codec;
 pub mod daemon;
 pub mod export;

@@ -186,9 +186,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
 /// started; then when the mount last looked for new versions.
 fn print_versions(m: &daemon::MountStatus) {
     let Some(c) = &m.counters else { return };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = shardfs::clock::now_unix_secs();
     let ago = |t: u64| format!("{} s ago", now.saturating_sub(t));
     for v in &c.versions {
         let health = m

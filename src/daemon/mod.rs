@@ -29,7 +29,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// The environment variable that tells a re-executed daemon which fd reports readiness.
@@ -435,10 +434,7 @@ fn serve(
                 .collect(),
             model: req.name.clone(),
             options: req.options.clone(),
-            started_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            started_unix: crate::clock::now_unix_secs(),
             log: log_path.display().to_string(),
             models: health,
         };

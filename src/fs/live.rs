@@ -160,11 +160,7 @@ pub fn reply_counters(counters: &Counters, size: u32, reply: ReplyXattr) {
     }
 }
 
-fn unix_secs(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_secs;
 
 fn unix_now() -> u64 {
     unix_secs(std::time::SystemTime::now())

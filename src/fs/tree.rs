@@ -13,7 +13,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(super) const ROOT: u64 = 1;
 
@@ -350,12 +350,9 @@ fn same_content(a: &FileEntry, b: &FileEntry) -> bool {
             .all(|(x, y)| (x.offset, x.len, x.hash) == (y.offset, y.len, y.hash))
 }
 
+/// A recorded time as the mount shows it: before 1970, or out of any clock's range, is 1970.
 fn to_time(secs: i64, nanos: u32) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nanos)
-    } else {
-        UNIX_EPOCH
-    }
+    crate::clock::from_unix(secs.max(0), nanos).unwrap_or(UNIX_EPOCH)
 }
 
 /// The permission bits a file shows: those its manifest records, read-only (no write, setuid,

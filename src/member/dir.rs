@@ -428,10 +428,7 @@ impl MemberIo for DirMember {
         Ok(entries
             .into_iter()
             .map(|entry| {
-                let nanos = entry
-                    .modified
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
+                let nanos = crate::clock::unix_nanos(entry.modified);
                 Listed {
                     stamp: format!("{}-{}-{nanos}", entry.ino, entry.size),
                     name: entry.name,

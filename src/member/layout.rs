@@ -20,9 +20,7 @@ pub const MANIFEST_MAX: u64 = 256 << 20;
 
 /// Nanoseconds since the epoch, for names of entries set aside.
 pub fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+    crate::clock::now_unix_nanos()
 }
 
 /// `damaged/<hex>.<nanoseconds since the epoch>`: where a damaged chunk file is set aside.

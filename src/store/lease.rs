@@ -10,7 +10,7 @@ use crate::codec::Hash32;
 use crate::member::{Expect, MemberError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const LEASES: &str = "leases";
 /// How often a live mount rewrites its lease.
@@ -37,12 +37,7 @@ pub struct Lease {
     pub chunks: Vec<Hash32>,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::now_unix_secs as now_unix;
 
 impl Lease {
     /// A lease for a mount serving `manifests`.

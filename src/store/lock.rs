@@ -1,16 +1,16 @@
-//! The members' pack lock: taken on every member before a command that writes chunks or
-//! deletes them (pack, repair, rebalance, member changes, rm, gc), waited for up to the store's
-//! `lock_wait` while another command holds it.
+//! The store's lock: every member's lock, taken before a command that writes chunks or
+//! deletes them (pack, repair, rebalance, member changes, key changes, rm, gc), waited for up to
+//! the store's `lock_wait` while another command holds it. A dry run takes none.
 
 use super::{Store, StoreError, member_err};
 use crate::member::{self as io, MemberError};
 
-/// Locks on every member for the length of a pack.
-pub struct PackLock {
+/// Locks on every member, held for the length of a command; let go on drop.
+pub struct StoreLock {
     locks: Vec<Box<dyn io::Lock>>,
 }
 
-impl PackLock {
+impl StoreLock {
     /// Temporary files of killed writes removed on every member when the locks were taken.
     pub fn temp_files_removed(&self) -> u64 {
         self.locks.iter().map(|l| l.temp_files_removed()).sum()
@@ -18,10 +18,19 @@ impl PackLock {
 }
 
 impl Store {
+    /// The store's lock, unless this is a dry run (which writes nothing, so needs none).
+    pub fn lock_unless(&self, dry_run: bool) -> Result<Option<StoreLock>, StoreError> {
+        if dry_run {
+            Ok(None)
+        } else {
+            self.lock().map(Some)
+        }
+    }
+
     /// Takes every member's lock, then clears leftovers of killed packs. While another command
     /// holds a member's lock, every lock taken is let go and the whole set tried again, for up
     /// to `lock_wait` (zero: the first busy member is an error).
-    pub fn lock_for_pack(&self) -> Result<PackLock, StoreError> {
+    pub fn lock(&self) -> Result<StoreLock, StoreError> {
         let deadline = std::time::Instant::now() + self.lock_wait;
         let mut pause = std::time::Duration::from_millis(50);
         let mut said = false;
@@ -63,7 +72,7 @@ impl Store {
     }
 
     /// Every member's lock, or the location of the first member whose lock is held.
-    fn try_lock_all(&self) -> Result<Result<PackLock, String>, StoreError> {
+    fn try_lock_all(&self) -> Result<Result<StoreLock, String>, StoreError> {
         let mut locks = Vec::new();
         for m in &self.members {
             match m.io.lock() {
@@ -72,6 +81,6 @@ impl Store {
                 Err(e) => return Err(member_err(m.location())(e)),
             }
         }
-        Ok(Ok(PackLock { locks }))
+        Ok(Ok(StoreLock { locks }))
     }
 }

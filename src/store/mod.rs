@@ -8,7 +8,7 @@
 pub mod catalog;
 mod copies;
 mod lock;
-pub use lock::PackLock;
+pub use lock::StoreLock;
 pub mod health;
 pub mod lease;
 pub mod liveness;
@@ -154,7 +154,7 @@ pub struct Store {
     joining: parking_lot::Mutex<()>,
     /// Which key the store's manifests and member lists must be signed by (see `signed`).
     pub trust: crate::trust::Trust,
-    /// How long `lock_for_pack` waits for a lock another command holds.
+    /// How long `lock` waits for a lock another command holds.
     pub lock_wait: std::time::Duration,
 }
 
@@ -526,6 +526,15 @@ impl Store {
     /// microseconds): read-ahead then keeps more chunks in flight.
     pub fn has_remote_members(&self) -> bool {
         self.members.iter().any(|m| m.io.remote())
+    }
+
+    /// Makes every chunk put on every member so far durable (all members at once), before a
+    /// manifest that names them is written.
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        use rayon::prelude::*;
+        self.members
+            .par_iter()
+            .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))
     }
 }
 

@@ -21,7 +21,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct PackOptions {
@@ -275,7 +275,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     if store.trust.is_signed() {
         store.trust.signer().map_err(StoreError::Invalid)?;
     }
-    let _lock = store.lock_for_pack()?;
+    let _lock = store.lock()?;
     placement::check(opts.replicas, store.members.len())?;
     let list = store.update_member_list(|_| {})?;
     if let Some(m) = store
@@ -348,10 +348,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     }
     ctx.progress.finish_and_clear();
     // Every chunk (data, names, directories) reaches the disk before the manifest naming them.
-    store
-        .members
-        .par_iter()
-        .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
+    store.flush_all()?;
 
     let newest = copies
         .iter()
@@ -368,10 +365,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         format_version: MANIFEST_FORMAT,
         name: name.clone(),
         version,
-        created_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: crate::clock::now_unix_secs(),
         chunk_size: opts.chunk_size,
         codec: match opts.codec {
             CodecChoice::Auto => "auto",

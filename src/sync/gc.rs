@@ -40,7 +40,7 @@ pub fn rm(store: &Store, name: &str) -> Result<usize, StoreError> {
     all_given(store, "rm")?;
     store.full_view("rm")?;
     store.manifest(name)?;
-    let _lock = store.lock_for_pack()?;
+    let _lock = store.lock()?;
     for m in &store.members {
         m.io.delete_manifest(name)
             .map_err(member_err(m.location()))?;
@@ -85,11 +85,7 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
     all_given(store, "gc")?;
     // Taking the lock also clears a directory member's temporary files of killed writes: no
     // pack can be writing them while it is held.
-    let lock = if dry_run {
-        None
-    } else {
-        Some(store.lock_for_pack()?)
-    };
+    let lock = store.lock_unless(dry_run)?;
     // Every copy of every manifest on every member, stale ones too; nothing is deleted unless
     // all of them could be read.
     let referenced: HashSet<Hash32> = store.full_view("gc")?.referenced();

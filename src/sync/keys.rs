@@ -99,7 +99,7 @@ pub fn init(mut store: Store) -> Result<KeyReport, StoreError> {
             store.store_id
         )));
     }
-    let _lock = store.lock_for_pack()?;
+    let _lock = store.lock()?;
     let manifests = current_manifests(&store)?;
     let (list, _) = store.member_list();
     let path = trust::key_path(&store.store_id).map_err(invalid)?;
@@ -132,7 +132,7 @@ pub fn rotate(mut store: Store) -> Result<KeyReport, StoreError> {
             store.store_id
         )));
     };
-    let _lock = store.lock_for_pack()?;
+    let _lock = store.lock()?;
     let manifests = current_manifests(&store)?;
     let (list, _) = store.member_list();
     let path = trust::key_path(&store.store_id).map_err(invalid)?;

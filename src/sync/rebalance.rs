@@ -113,11 +113,7 @@ pub fn rebalance(
     min_age: std::time::Duration,
 ) -> Result<RebalanceReport, StoreError> {
     let started = Instant::now();
-    let _lock = if dry_run {
-        None
-    } else {
-        Some(store.lock_for_pack()?)
-    };
+    let _lock = store.lock_unless(dry_run)?;
     let mut report = RebalanceReport {
         dry_run,
         min_age_secs: min_age.as_secs(),
@@ -145,10 +141,7 @@ pub fn rebalance(
             manifest.version =
                 next_counter(manifest.version, &format!("the version of model '{name}'"))?;
             if !dry_run {
-                store
-                    .members
-                    .par_iter()
-                    .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
+                store.flush_all()?;
                 let bytes = store.manifest_bytes(&manifest)?;
                 for copy in &copies {
                     store.put_manifest(copy.member, &name, &bytes, copy.tag.as_deref())?;

@@ -243,10 +243,7 @@ fn repair_model(
     }
     // The copies must be durable before a manifest names them.
     if !opts.dry_run && report.replicas_recreated > 0 {
-        store
-            .members
-            .par_iter()
-            .try_for_each(|m| m.io.flush().map_err(member_err(m.location())))?;
+        store.flush_all()?;
     }
     if changed {
         manifest.version = next_counter(
@@ -292,11 +289,7 @@ fn repair_model(
 /// Repairs every model (or `opts.name`) of the store.
 pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, StoreError> {
     let started = Instant::now();
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(store.lock_for_pack()?)
-    };
+    let _lock = store.lock_unless(opts.dry_run)?;
     let names = match &opts.name {
         Some(n) => {
             store.manifest(n)?;

@@ -155,9 +155,8 @@ fn split(key: &str) -> (&str, &str) {
 }
 
 fn mtime(st: &rustix::fs::Stat) -> SystemTime {
-    let secs = st.st_mtime.max(0) as u64;
     let nanos = st.st_mtime_nsec.clamp(0, 999_999_999) as u32;
-    SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+    crate::clock::from_unix(st.st_mtime.max(0), nanos).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 impl Beneath {
