@@ -271,7 +271,7 @@ pub enum Command {
         dry_run: bool,
         /// On members without a lock (object stores), old copies younger than this are kept:
         /// a pack elsewhere may be writing them
-        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_age)]
+        #[arg(long, default_value = shardfs::sync::DEFAULT_MIN_AGE, value_parser = shardfs::units::parse_age)]
         min_age: std::time::Duration,
         /// Machine-readable report
         #[arg(long)]
@@ -303,7 +303,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Keep unreferenced chunk files younger than this (0: no minimum; e.g. 30m, 1h, 7d)
-        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_age)]
+        #[arg(long, default_value = shardfs::sync::DEFAULT_MIN_AGE, value_parser = shardfs::units::parse_age)]
         min_age: std::time::Duration,
         /// Machine-readable report
         #[arg(long)]
@@ -327,7 +327,7 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// The minimum age gc's estimate keeps unreferenced files for, as `gc --min-age`
-        #[arg(long, default_value = "1h", value_parser = shardfs::units::parse_age)]
+        #[arg(long, default_value = shardfs::sync::DEFAULT_MIN_AGE, value_parser = shardfs::units::parse_age)]
         min_age: std::time::Duration,
         /// Machine-readable output
         #[arg(long)]

@@ -5,7 +5,7 @@
 //! ignored, so it never replaces a good version. A model is gone once no member that answered
 //! lists it and every member that held a copy has answered.
 
-use super::manifest::{self, Manifest};
+use super::manifest::{self, Manifest, Precedence};
 use super::{Member, Store};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -23,14 +23,14 @@ struct Copy {
     /// `None` until the member has been listed (a copy of unknown stamp).
     stamp: Option<String>,
     /// The copy's precedence when it was valid.
-    valid: Option<(u64, u64, String)>,
+    valid: Option<Precedence>,
 }
 
 #[derive(Debug)]
 struct Known {
     /// The precedence of the manifest served; `None` for a model not served yet (its copies
     /// found so far are damaged).
-    precedence: Option<(u64, u64, String)>,
+    precedence: Option<Precedence>,
     /// By member id.
     copies: HashMap<String, Copy>,
 }
@@ -71,7 +71,7 @@ impl Catalog {
     pub fn versions(&self) -> BTreeMap<String, u64> {
         self.models
             .iter()
-            .filter_map(|(n, k)| Some((n.clone(), k.precedence.as_ref()?.0)))
+            .filter_map(|(n, k)| Some((n.clone(), k.precedence.as_ref()?.version())))
             .collect()
     }
 
@@ -134,7 +134,7 @@ impl Catalog {
             .map(|k| k.copies.clone())
             .unwrap_or_default();
         // Copies read again now, with their precedence: the best of them may become current.
-        let mut fresh: Vec<((u64, u64, String), Manifest)> = Vec::new();
+        let mut fresh: Vec<(Precedence, Manifest)> = Vec::new();
         for (id, stamps) in listed {
             let Some(stamp) = stamps.get(name) else {
                 copies.remove(id);

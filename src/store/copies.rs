@@ -67,29 +67,19 @@ impl Store {
     /// are logged and skipped.
     pub fn manifest(&self, name: &str) -> Result<Manifest, StoreError> {
         manifest::check_model_name(name).map_err(|_| StoreError::UnknownModel(name.to_string()))?;
-        // Each copy's precedence computed once: it hashes the serialized manifest.
-        let mut best: Option<((u64, u64, String), Manifest)> = None;
+        let copies = self.manifest_copies(name);
         let mut damaged = Vec::new();
-        for copy in self.manifest_copies(name) {
-            match copy.manifest {
-                Some(Ok(m)) => {
-                    let p = m.precedence();
-                    if best.as_ref().is_none_or(|(b, _)| p > *b) {
-                        best = Some((p, m));
-                    }
-                }
-                Some(Err(reason)) => {
-                    log::warn!(
-                        "manifest of '{name}' on {} is damaged: {reason}",
-                        copy.member.location()
-                    );
-                    damaged.push(reason);
-                }
-                None => {}
+        for copy in &copies {
+            if let Some(Err(reason)) = &copy.manifest {
+                log::warn!(
+                    "manifest of '{name}' on {} is damaged: {reason}",
+                    copy.member.location()
+                );
+                damaged.push(reason.clone());
             }
         }
-        match best {
-            Some((_, m)) => Ok(m),
+        match current_copy(&copies) {
+            Some(m) => Ok(m),
             None if damaged.is_empty() => Err(StoreError::UnknownModel(name.to_string())),
             None => Err(StoreError::CorruptManifest {
                 name: name.to_string(),
@@ -196,4 +186,14 @@ impl FullView {
         }
         out
     }
+}
+
+/// The current manifest among `copies` read of one model (see `manifest::Precedence`).
+pub fn current_copy(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
+    super::manifest::current(
+        copies
+            .iter()
+            .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok())),
+    )
+    .cloned()
 }

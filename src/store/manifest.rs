@@ -147,15 +147,45 @@ struct EnvelopeIn<'a> {
     manifest: &'a RawValue,
 }
 
+/// Which of two valid copies of a model's manifest is current: the higher version, then the
+/// later pack, then the higher hash of its bytes, so that every reader picks the same one. The
+/// one ordering every reader of copies uses (the store, repair, rebalance, a live mount).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Precedence {
+    version: u64,
+    created_unix: u64,
+    hash: String,
+}
+
+impl Precedence {
+    /// The version of the copy it belongs to.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// The current one of valid copies of a model's manifest (see `Precedence`).
+pub fn current<'a>(copies: impl IntoIterator<Item = &'a Manifest>) -> Option<&'a Manifest> {
+    // Each copy's precedence computed once: it hashes the serialized manifest.
+    copies
+        .into_iter()
+        .map(|m| (m.precedence(), m))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, m)| m)
+}
+
 impl Manifest {
-    /// The bytes written to `manifests/<name>.json`.
-    /// Which of two valid copies of a model's manifest is current: the higher version, then the
-    /// later pack, then the higher hash of its bytes, so that every reader picks the same one.
-    pub fn precedence(&self) -> (u64, u64, String) {
+    /// Where this copy stands among the copies of its model.
+    pub fn precedence(&self) -> Precedence {
         let bytes = self.to_bytes().unwrap_or_default();
-        (self.version, self.created_unix, Hash32::of(&bytes).to_hex())
+        Precedence {
+            version: self.version,
+            created_unix: self.created_unix,
+            hash: Hash32::of(&bytes).to_hex(),
+        }
     }
 
+    /// The bytes written to `manifests/<name>.json`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         let body = serde_json::to_string(self)?;
         let checksum = Hash32::of(body.as_bytes());
@@ -419,6 +449,34 @@ pub(crate) mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn the_current_copy_is_the_highest_version_then_the_later_pack_whatever_the_order() {
+        let at = |version, created_unix| Manifest {
+            version,
+            created_unix,
+            ..sample()
+        };
+        let copies = [at(2, 100), at(3, 50), at(3, 60), at(1, 999)];
+        let picked = |order: &[usize]| {
+            let m = current(order.iter().map(|&i| &copies[i])).unwrap();
+            (m.version, m.created_unix)
+        };
+        assert_eq!(picked(&[0, 1, 2, 3]), (3, 60));
+        assert_eq!(picked(&[3, 2, 1, 0]), (3, 60));
+        // Same version and time, different bytes: the hash decides, the same way every time.
+        let a = Manifest {
+            chunk_size: 1,
+            ..at(4, 7)
+        };
+        let b = Manifest {
+            chunk_size: 2,
+            ..at(4, 7)
+        };
+        let one = current([&a, &b]).unwrap().chunk_size;
+        assert_eq!(current([&b, &a]).unwrap().chunk_size, one);
+        assert!(current(std::iter::empty()).is_none());
     }
 
     #[test]

@@ -12,9 +12,6 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Chunk files younger than this are kept by default.
-pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(3600);
-
 fn all_given(store: &Store, what: &str) -> Result<(), StoreError> {
     if let Some((location, reason)) = store.unavailable.iter().find(|(_, r)| r != "retired") {
         return Err(StoreError::Invalid(format!(

@@ -9,7 +9,7 @@ use crate::codec::Hash32;
 use crate::placement::{self, ChunkPos};
 use crate::store::manifest::Manifest;
 use crate::store::reader::verified_image;
-use crate::store::{Store, StoreError, member_err, next_counter};
+use crate::store::{Store, StoreError, current_copy, member_err, next_counter};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -130,11 +130,10 @@ pub fn rebalance(
     for name in store.model_names()? {
         let copies = store.manifest_copies(&name);
         // The newest copy, from the copies just read (not a second read of every member).
-        let mut manifest =
-            super::repair::newest(&copies).ok_or_else(|| StoreError::CorruptManifest {
-                name: name.clone(),
-                reason: "no valid copy on any member".into(),
-            })?;
+        let mut manifest = current_copy(&copies).ok_or_else(|| StoreError::CorruptManifest {
+            name: name.clone(),
+            reason: "no valid copy on any member".into(),
+        })?;
         let before = manifest.clone();
         rebalance_model(store, &mut manifest, dry_run, &mut report)?;
         if manifest.files != before.files {

@@ -12,7 +12,7 @@
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
-use crate::store::{ManifestCopy, Store, StoreError, member_err, next_counter};
+use crate::store::{Store, StoreError, current_copy, member_err, next_counter};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -156,16 +156,6 @@ fn repair_chunk(
     Ok(fix)
 }
 
-/// The newest valid copy of a model's manifest. Copies of one generation that differ are
-/// ordered by creation time, then by their bytes' hash, so every run picks the same one.
-pub(super) fn newest(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
-    copies
-        .iter()
-        .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
-        .max_by_key(|m| m.precedence())
-        .cloned()
-}
-
 /// Repairs one model; adds to `report`.
 fn repair_model(
     store: &Store,
@@ -175,7 +165,7 @@ fn repair_model(
     report: &mut RepairReport,
 ) -> Result<(), StoreError> {
     let copies = store.manifest_copies(name);
-    let Some(mut manifest) = newest(&copies) else {
+    let Some(mut manifest) = current_copy(&copies) else {
         let reasons: Vec<String> = copies
             .iter()
             .filter_map(|c| match &c.manifest {
