@@ -1,6 +1,8 @@
 //! Which manifest copies the members hold, and which one is current: every member's copy of a
 //! model, the current manifest (the valid copy of highest precedence), the models a store
-//! holds, and the complete view a decision to delete rests on (`full_view`, failing closed).
+//! holds, the complete view a decision to delete rests on (`full_view`, failing closed), and
+//! publishing a manifest over the copies read (`publish_manifest`, used by pack, repair and
+//! rebalance).
 
 use super::{Store, StoreError, manifest, member::Member};
 use crate::member as io;
@@ -196,4 +198,40 @@ pub fn current_copy(copies: &[ManifestCopy<'_>]) -> Option<Manifest> {
             .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok())),
     )
     .cloned()
+}
+
+/// The copies among `copies` that do not hold exactly `bytes` (missing, damaged, older, or
+/// signed otherwise): those a publish of `bytes` writes.
+pub fn stale_copies<'c, 'm>(
+    bytes: &'c [u8],
+    copies: &'c [ManifestCopy<'m>],
+) -> impl Iterator<Item = &'c ManifestCopy<'m>> {
+    copies.iter().filter(
+        move |c| !matches!(&c.manifest, Some(Ok(m)) if m.sealed.0.as_deref() == Some(bytes)),
+    )
+}
+
+impl Store {
+    /// Publishes `manifest` to every member whose copy (one of `copies`, read before) is not
+    /// already it, each in one atomic step over the copy read; returns how many copies were
+    /// written. A manifest a reader would refuse is never published.
+    pub fn publish_manifest(
+        &self,
+        manifest: &Manifest,
+        copies: &[ManifestCopy<'_>],
+    ) -> Result<u64, StoreError> {
+        manifest.validate().map_err(|reason| {
+            StoreError::Invalid(format!(
+                "model '{}' was not published: its manifest would be refused by readers ({reason})",
+                manifest.name
+            ))
+        })?;
+        let bytes = self.manifest_bytes(manifest)?;
+        let mut written = 0;
+        for copy in stale_copies(&bytes, copies) {
+            self.put_manifest(copy.member, &manifest.name, &bytes, copy.tag.as_deref())?;
+            written += 1;
+        }
+        Ok(written)
+    }
 }

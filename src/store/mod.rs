@@ -23,7 +23,7 @@ pub mod writer;
 
 use crate::member::{self as io, Expect, MemberError};
 use crate::placement::PlacementError;
-pub use copies::{FullView, ManifestCopy, Unreadable, current_copy};
+pub use copies::{FullView, ManifestCopy, Unreadable, current_copy, stale_copies};
 
 use member::{MEMBER_FILE, Member, MemberInfo, STORE_FORMAT};
 use std::collections::HashMap;

@@ -9,7 +9,7 @@ use super::manifest::{
 };
 use super::member::Member;
 use super::sources::{Source, cannot_read, narrow_sources, scan, source_err};
-use super::{ManifestCopy, Store, StoreError, member_err};
+use super::{Store, StoreError, member_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
 use crate::member::{ChunkHead, MemberError};
@@ -387,7 +387,7 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
             .collect(),
         sealed: Default::default(),
     };
-    write_manifest(&store, &manifest, &copies)?;
+    store.publish_manifest(&manifest, &copies)?;
     // The narrowed copies (temporary files) go with `sources`.
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
     let previous = copies
@@ -444,24 +444,4 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
         new_chunks,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Writes a manifest to every member, each copy in one atomic step over the copy read before.
-pub fn write_manifest(
-    store: &Store,
-    manifest: &Manifest,
-    copies: &[ManifestCopy<'_>],
-) -> Result<(), StoreError> {
-    // Never publish what a reader would refuse.
-    manifest.validate().map_err(|reason| {
-        StoreError::Invalid(format!(
-            "model '{}' was not published: its manifest would be refused by readers ({reason})",
-            manifest.name
-        ))
-    })?;
-    let bytes = store.manifest_bytes(manifest)?;
-    for copy in copies {
-        store.put_manifest(copy.member, &manifest.name, &bytes, copy.tag.as_deref())?;
-    }
-    Ok(())
 }

@@ -141,10 +141,7 @@ pub fn rebalance(
                 next_counter(manifest.version, &format!("the version of model '{name}'"))?;
             if !dry_run {
                 store.flush_all()?;
-                let bytes = store.manifest_bytes(&manifest)?;
-                for copy in &copies {
-                    store.put_manifest(copy.member, &name, &bytes, copy.tag.as_deref())?;
-                }
+                store.publish_manifest(&manifest, &copies)?;
             }
         }
         let leased_older = leases.iter().any(|l| {

@@ -12,7 +12,7 @@
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
-use crate::store::{Store, StoreError, current_copy, member_err, next_counter};
+use crate::store::{Store, StoreError, current_copy, member_err, next_counter, stale_copies};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -250,12 +250,9 @@ fn repair_model(
         }
     }
     let bytes = store.manifest_bytes(&manifest)?;
-    for copy in &copies {
-        let current =
-            matches!(&copy.manifest, Some(Ok(m)) if m.sealed.0.as_deref() == Some(&bytes[..]));
-        if current {
-            continue;
-        }
+    let mut stale = 0;
+    for copy in stale_copies(&bytes, &copies) {
+        stale += 1;
         if let Some(Err(reason)) = &copy.manifest {
             // A damaged or forged copy is never passed on: it is replaced by the current one.
             log::warn!(
@@ -268,11 +265,12 @@ fn repair_model(
                 }
             );
         }
-        if !opts.dry_run {
-            store.put_manifest(copy.member, name, &bytes, copy.tag.as_deref())?;
-        }
-        report.manifests_synced += 1;
     }
+    report.manifests_synced += if opts.dry_run {
+        stale
+    } else {
+        store.publish_manifest(&manifest, &copies)?
+    };
     Ok(())
 }
 
