@@ -120,6 +120,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Tunes the process's allocator for a pack. Every chunk takes buffers of its size (the source
+/// bytes, the encoded image, zstd's output). By default the allocator maps buffers that large
+/// afresh and gives freed ones back at once, so each chunk's buffers are new pages to fault in
+/// and zero: measured at a quarter of pack's CPU time. Kept in the allocator's heap instead,
+/// they serve the next chunks. A process-wide choice, so the binary makes it, not the library.
+fn keep_chunk_buffers() {
+    // SAFETY: mallopt only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     shardfs::trust::configure(shardfs::trust::Config {
         dir: shardfs::trust::default_dir(),
@@ -175,6 +188,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 progress: std::io::stderr().is_terminal(),
                 member: members,
             };
+            keep_chunk_buffers();
             let s = pack(&src, &store, &opts)?;
             shardfs::say!(
                 "packed {} (version {}): {}, {} in, {} stored, ratio {:.3}, {} ({} new), {:.1}s, {}",

@@ -235,15 +235,6 @@ fn pack_file(
 /// Packs `src` (a file or a folder) into the store at `paths`.
 pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSummary, StoreError> {
     let started = Instant::now();
-    // Every chunk takes buffers of its size (the source bytes, the encoded image, zstd's
-    // output). By default the allocator maps buffers that large afresh and gives freed ones back
-    // at once, so each chunk's buffers are new pages to fault in and zero: measured at a quarter
-    // of pack's CPU time. Kept in the allocator's heap instead, they serve the next chunks.
-    // SAFETY: mallopt only tunes the allocator.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
     chunking::check_pack_chunk_size(opts.chunk_size)?;
     placement::check(opts.replicas, paths.len())?;
     let (default_name, sources) = scan(src, opts.follow_links)?;
