@@ -339,6 +339,20 @@ impl Manifest {
         self.files.iter().map(|f| f.chunks.len()).sum()
     }
 
+    /// For each file, the index of its first chunk among all the model's chunks (numbered
+    /// across the files in order): with a chunk's place in its file, its position as placement
+    /// takes it.
+    pub fn first_chunk_indices(&self) -> Vec<u64> {
+        self.files
+            .iter()
+            .scan(0u64, |next, f| {
+                let first = *next;
+                *next += f.chunks.len() as u64;
+                Some(first)
+            })
+            .collect()
+    }
+
     /// The index a member had when the model was packed, when the manifest recorded it.
     pub fn member_index(&self, id: &str) -> Option<u32> {
         self.members.iter().find(|m| m.id == id).map(|m| m.index)
@@ -449,6 +463,24 @@ pub(crate) mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn chunks_are_numbered_across_files_in_order() {
+        let mut m = sample();
+        let one = m.files[0].clone();
+        m.files = vec![
+            one.clone(),
+            FileEntry {
+                chunks: vec![],
+                ..one.clone()
+            },
+            one,
+        ];
+        let n = m.files[0].chunks.len() as u64;
+        assert!(n > 0);
+        assert_eq!(m.first_chunk_indices(), vec![0, n, n]);
+        assert_eq!(m.chunk_count() as u64, 2 * n);
     }
 
     #[test]

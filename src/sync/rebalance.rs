@@ -45,10 +45,8 @@ fn rebalance_model(
     let total = manifest.chunk_count() as u64;
     let replicas = manifest.replicas.min(store.members.len()).max(1);
     let slots = &store.placement_slots(replicas, None)[..];
-    let mut index = 0u64;
-    for file in &mut manifest.files {
-        let first = index;
-        index += file.chunks.len() as u64;
+    let firsts = manifest.first_chunk_indices();
+    for (file, first) in manifest.files.iter_mut().zip(firsts) {
         let moves: Vec<Result<(Vec<String>, u64), StoreError>> = file
             .chunks
             .par_iter()

@@ -182,10 +182,8 @@ fn repair_model(
     let total = manifest.chunk_count() as u64;
     let recreated = AtomicU64::new(0);
     let mut changed = false;
-    let mut index = 0u64;
     let mut fixes = Vec::new();
-    for file in &manifest.files {
-        let first = index;
+    for (file, first) in manifest.files.iter().zip(manifest.first_chunk_indices()) {
         let results: Vec<Result<ChunkFix, StoreError>> = file
             .chunks
             .par_iter()
@@ -204,7 +202,6 @@ fn repair_model(
                 fix
             })
             .collect();
-        index += file.chunks.len() as u64;
         fixes.push(results.into_iter().collect::<Result<Vec<_>, _>>()?);
     }
     report.chunks += total as usize;
