@@ -14,6 +14,7 @@ pub mod home;
 pub mod member;
 pub mod placement;
 pub mod prefetch;
+pub mod progress;
 pub mod shown;
 pub mod store;
 pub mod sync;

@@ -185,7 +185,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 lossy_bf16: matches!(lossy, Some(LossyArg::Bf16)),
                 init,
                 follow_links,
-                progress: std::io::stderr().is_terminal(),
+                progress: cli::progress::bar(true),
                 member: members,
             };
             keep_chunk_buffers();

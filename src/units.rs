@@ -1,25 +1,7 @@
 //! Human sizes: parsing `512KiB`, `4MiB`, `16M`, `1.5G` from the command line, printing byte
-//! counts and rates for people, and the progress bar of a byte count.
+//! counts and rates for people.
 
-use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
-
-/// A progress bar over `total` bytes (hidden unless `visible`): `label` (a word, or a template
-/// field such as `{msg}`), the bar, bytes done of the total and the rate, then `tail`.
-pub fn byte_progress(total: u64, visible: bool, label: &str, tail: &str) -> ProgressBar {
-    let bar = if visible {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    let template = format!(
-        "{{spinner}} {label} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}}{tail}"
-    );
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SizeError {

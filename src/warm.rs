@@ -45,7 +45,7 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
 pub fn warm(
     path: &Path,
     readers: usize,
-    progress: bool,
+    progress: &dyn crate::progress::Progress,
     direct: bool,
 ) -> Result<WarmSummary, String> {
     let mut files = Vec::new();
@@ -56,7 +56,8 @@ pub fn warm(
         .flat_map(|(i, (_, len))| (0..len.div_ceil(SEGMENT)).map(move |s| (i, s * SEGMENT)))
         .collect();
     let total: u64 = files.iter().map(|(_, l)| l).sum();
-    let bar = crate::units::byte_progress(total, progress, "warming", "");
+    let bar = progress;
+    bar.start("warming", total);
     let next = AtomicUsize::new(0);
     let broken: Vec<AtomicBool> = files.iter().map(|_| AtomicBool::new(false)).collect();
     let failed = parking_lot::Mutex::new(Vec::new());
@@ -76,7 +77,7 @@ pub fn warm(
                         continue;
                     }
                     let (path, len) = &files[fi];
-                    let read = read_segment(&mut open, fi, path, start, *len, direct, buf, &bar);
+                    let read = read_segment(&mut open, fi, path, start, *len, direct, buf, bar);
                     if let Err(e) = read
                         && !broken[fi].swap(true, Ordering::Relaxed)
                     {
@@ -86,7 +87,7 @@ pub fn warm(
             });
         }
     });
-    bar.finish_and_clear();
+    bar.finish();
     let mut failed = failed.into_inner();
     failed.sort();
     let bytes = files
@@ -114,7 +115,7 @@ fn read_segment(
     len: u64,
     direct: bool,
     buf: &mut [u8],
-    bar: &indicatif::ProgressBar,
+    bar: &dyn crate::progress::Progress,
 ) -> Result<(), String> {
     if open.as_ref().is_none_or(|(i, _)| *i != fi) {
         let file = File::options()
@@ -138,7 +139,7 @@ fn read_segment(
             return Err(format!("ended early at byte {at}"));
         }
         at += n as u64;
-        bar.inc(n as u64);
+        bar.advance(n as u64);
     }
     Ok(())
 }
@@ -146,6 +147,27 @@ fn read_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// Progress as numbers.
+    #[derive(Default)]
+    struct Counted {
+        started: AtomicU64,
+        done: AtomicU64,
+        finished: AtomicBool,
+    }
+
+    impl crate::progress::Progress for Counted {
+        fn start(&self, _: &str, total: u64) {
+            self.started.store(total, Ordering::Relaxed);
+        }
+        fn advance(&self, bytes: u64) {
+            self.done.fetch_add(bytes, Ordering::Relaxed);
+        }
+        fn finish(&self) {
+            self.finished.store(true, Ordering::Relaxed);
+        }
+    }
 
     #[test]
     fn reads_every_byte_of_a_tree() {
@@ -158,9 +180,16 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("small"), b"xyz").unwrap();
         fs::write(dir.path().join("empty"), b"").unwrap();
-        let s = warm(dir.path(), 3, false, false).unwrap();
+        let told = Counted::default();
+        let s = warm(dir.path(), 3, &told, false).unwrap();
         assert_eq!((s.files, s.bytes), (3, SEGMENT * 2 + 8));
         assert!(s.failed.is_empty());
-        assert!(warm(&dir.path().join("missing"), 2, false, false).is_err());
+        // The progress told matches: the total up front, every byte as it was read, then done.
+        let total = SEGMENT * 2 + 8;
+        assert_eq!(told.started.load(Ordering::Relaxed), total);
+        assert_eq!(told.done.load(Ordering::Relaxed), total);
+        assert!(told.finished.load(Ordering::Relaxed));
+        let silent = crate::progress::Silent;
+        assert!(warm(&dir.path().join("missing"), 2, &silent, false).is_err());
     }
 }

@@ -7,6 +7,7 @@ pub mod args;
 pub mod keys;
 pub mod mount_helper;
 pub mod parse;
+pub mod progress;
 pub mod reports;
 pub mod sync;
 pub mod warm;

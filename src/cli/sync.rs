@@ -4,7 +4,6 @@ use super::{Failure, print_json};
 use crate::MemberParser;
 use shardfs::store::Store;
 use shardfs::units::{count, format_bytes, format_rate};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 type Opts = shardfs::member::Options;
@@ -20,7 +19,7 @@ pub fn repair(
     let opts = shardfs::sync::repair::RepairOptions {
         name,
         dry_run,
-        progress: !json && std::io::stderr().is_terminal(),
+        progress: super::progress::bar(!json),
         exclude: None,
     };
     let r = shardfs::sync::repair::repair(&store, &opts)?;
@@ -290,7 +289,7 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
         }
         MemberCommand::Remove { store, old } => {
             let store = Store::open_with(&store, opts)?;
-            let r = members::remove(&store, &old, std::io::stderr().is_terminal())?;
+            let r = members::remove(&store, &old, super::progress::bar(true))?;
             shardfs::say!(
                 "removed member {old}: {} replicas made on other members ({}), {} manifest copies rewritten; it is retired",
                 r.replicas_recreated,

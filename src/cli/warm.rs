@@ -25,7 +25,8 @@ pub fn warm(path: &Path, readers: usize, local: bool, progress: bool) -> Result<
             )));
         }
     }
-    let s = shardfs::warm::warm(path, readers, progress, local).map_err(Failure::Error)?;
+    let bar = super::progress::bar(progress);
+    let s = shardfs::warm::warm(path, readers, &*bar, local).map_err(Failure::Error)?;
     shardfs::say!(
         "warmed {}: {}, {} in {:.2}s, {:.2} GB/s{}",
         path.display(),

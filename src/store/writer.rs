@@ -14,7 +14,6 @@ use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
 use crate::member::{ChunkHead, MemberError};
 use crate::placement::{self, ChunkPos, Placement, Slot};
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -38,8 +37,8 @@ pub struct PackOptions {
     pub init: bool,
     /// Follow links in a packed folder to files outside it (`pack --follow-links`).
     pub follow_links: bool,
-    /// Draw a progress bar (on a terminal).
-    pub progress: bool,
+    /// Told how far the pack got.
+    pub progress: crate::progress::Reporter,
     /// Deadlines and retries of member calls.
     pub member: crate::member::Options,
 }
@@ -57,7 +56,7 @@ impl Default for PackOptions {
             lossy_bf16: false,
             init: false,
             follow_links: false,
-            progress: false,
+            progress: Default::default(),
             member: crate::member::Options::default(),
         }
     }
@@ -84,7 +83,7 @@ struct Ctx<'a> {
     total_chunks: u64,
     /// Chunks this pack wrote at least one replica of.
     written: Mutex<HashSet<Hash32>>,
-    progress: ProgressBar,
+    progress: crate::progress::Reporter,
 }
 
 impl Ctx<'_> {
@@ -127,7 +126,7 @@ impl Ctx<'_> {
                 .insert(hash);
             (codec, image.len() as u64)
         };
-        self.progress.inc(cut.len);
+        self.progress.advance(cut.len);
         Ok(ChunkRef {
             offset: cut.offset,
             len: cut.len,
@@ -320,8 +319,8 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let total_chunks: u64 = plans.iter().map(|p| p.len() as u64).sum();
     let bytes_in: u64 = sources.iter().map(|s| s.size).sum();
 
-    let progress = crate::units::byte_progress(bytes_in, opts.progress, "{msg}", " eta {eta}");
-    progress.set_message(format!("packing {name}"));
+    let progress = opts.progress.clone();
+    progress.start(&format!("packing {name}"), bytes_in);
     let slots = store.placement_slots(opts.replicas, None);
     let ctx = Ctx {
         store: &store,
@@ -334,10 +333,14 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     let mut files = Vec::with_capacity(sources.len());
     let mut index = 0u64;
     for (src, cuts) in sources.iter().zip(&plans) {
-        files.push(pack_file(&ctx, src, cuts, index)?);
+        let file = pack_file(&ctx, src, cuts, index);
+        if file.is_err() {
+            ctx.progress.finish();
+        }
+        files.push(file?);
         index += cuts.len() as u64;
     }
-    ctx.progress.finish_and_clear();
+    ctx.progress.finish();
     // Every chunk (data, names, directories) reaches the disk before the manifest naming them.
     store.flush_all()?;
 

@@ -267,7 +267,11 @@ pub fn replace(
 /// where it still answers, else from another replica), the manifests are rewritten without it,
 /// then it is retired in the member list. Refused when the other members cannot hold every
 /// model's replica count.
-pub fn remove(store: &Store, old: &str, progress: bool) -> Result<RepairReport, StoreError> {
+pub fn remove(
+    store: &Store,
+    old: &str,
+    progress: crate::progress::Reporter,
+) -> Result<RepairReport, StoreError> {
     let entry = named(store, old)?;
     store.full_view("member remove")?;
     let others = store.members.iter().filter(|m| m.id() != entry.id).count();

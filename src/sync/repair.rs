@@ -13,7 +13,6 @@ use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
 use crate::store::{Store, StoreError, current_copy, member_err, next_counter, stale_copies};
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +24,8 @@ pub struct RepairOptions {
     pub name: Option<String>,
     /// Report what would be done; write nothing.
     pub dry_run: bool,
-    /// Draw a progress bar (on a terminal).
-    pub progress: bool,
+    /// Told how far the repair got.
+    pub progress: crate::progress::Reporter,
     /// A member being drained (`member remove`): its replicas may be copied from, but count for
     /// nothing and no replica goes to it.
     pub exclude: Option<String>,
@@ -161,7 +160,7 @@ fn repair_model(
     store: &Store,
     name: &str,
     opts: &RepairOptions,
-    progress: &ProgressBar,
+    progress: &dyn crate::progress::Progress,
     report: &mut RepairReport,
 ) -> Result<(), StoreError> {
     let copies = store.manifest_copies(name);
@@ -195,7 +194,7 @@ fn repair_model(
                     total,
                 };
                 let fix = repair_chunk(store, &manifest, c, pos, &slots, opts);
-                progress.inc(c.len);
+                progress.advance(c.len);
                 if let Ok(f) = &fix {
                     recreated.fetch_add(f.recreated, Ordering::Relaxed);
                 }
@@ -287,8 +286,8 @@ pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, Store
         .filter_map(|n| store.manifest(n).ok())
         .map(|m| m.logical_size())
         .sum();
-    let progress = crate::units::byte_progress(bytes, opts.progress, "{msg}", " eta {eta}");
-    progress.set_message("repairing");
+    let progress = &*opts.progress;
+    progress.start("repairing", bytes);
     let mut report = RepairReport {
         dry_run: opts.dry_run,
         models: names.len(),
@@ -296,7 +295,7 @@ pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, Store
     };
     for name in &names {
         // A model with no valid copy anywhere cannot be repaired; the others still are.
-        match repair_model(store, name, opts, &progress, &mut report) {
+        match repair_model(store, name, opts, progress, &mut report) {
             Err(StoreError::CorruptManifest { name, reason }) => {
                 log::warn!("model '{name}' not repaired: {reason}");
                 report.unrepaired.push(Unrepaired {
@@ -324,7 +323,7 @@ pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, Store
             Err(e) => return Err(e),
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     report.ok = report.unrepaired.is_empty();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
