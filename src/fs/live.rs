@@ -113,7 +113,7 @@ impl Live {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
-            now: self.shared.activity.now(),
+            now: self.shared.handles.now(),
             tier: self.shared.tier.as_ref().map(|t| t.shown()),
             refreshes: l(&stats.refreshes),
             refreshed_unix: l(&stats.refreshed_unix),

@@ -7,8 +7,8 @@
 //! the nodes, `sent` tracks which bytes the kernel holds, `stats` keeps the counters, `control`
 //! answers the root's control attributes.
 
-mod activity;
 mod control;
+mod handles;
 mod live;
 mod passthrough;
 mod sent;
@@ -21,12 +21,12 @@ use crate::store::Store;
 use crate::store::manifest::{FileEntry, Manifest};
 use crate::store::reader::MemberTrouble;
 use crate::workers::Workers;
-pub use activity::{Now, OpenShown};
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
+pub use handles::{Now, OpenShown};
 pub use live::{Live, reply_counters};
 use parking_lot::RwLock;
 use sent::SentBytes;
@@ -66,14 +66,14 @@ struct Shared {
     cache: ChunkCache,
     stats: Stats,
     trouble: MemberTrouble,
-    activity: activity::Activity,
+    handles: handles::Handles,
     tier: Option<Arc<crate::tier::Tier>>,
 }
 
 /// What a read's answer records besides its bytes.
 struct Asked {
     started: std::time::Instant,
-    handle: Option<Arc<activity::OpenFile>>,
+    handle: Option<Arc<handles::OpenFile>>,
     /// The file's sent bytes, unless the reader bypasses the page cache.
     sent: Option<Arc<SentBytes>>,
 }
@@ -112,7 +112,7 @@ impl ShardFs {
                 cache: ChunkCache::new(opts.cache_size),
                 stats: Stats::default(),
                 trouble: MemberTrouble::default(),
-                activity: activity::Activity::default(),
+                handles: handles::Handles::default(),
                 tier: opts.tier.clone(),
             }),
             tree: Arc::new(RwLock::new(tree)),
@@ -239,7 +239,7 @@ impl Shared {
         match n {
             Some(n) => {
                 self.stats.bytes_served.fetch_add(n, Ordering::Relaxed);
-                self.activity.served(n);
+                self.handles.served(n);
                 if let Some(h) = &asked.handle {
                     h.served(n);
                 }
@@ -353,7 +353,7 @@ impl Filesystem for ShardFs {
         let (shared, opens) = (self.shared.clone(), self.opens.clone());
         let open = move || {
             let (source, backing) = opens.open(ino, &entry, shared.tier.as_deref(), &reply);
-            shared.activity.open(fh, path, ino, entry.blake3, source);
+            shared.handles.open(fh, path, ino, entry.blake3, source);
             if let Some(b) = backing {
                 return opens.reply_passthrough(b, fh, reply);
             }
@@ -394,16 +394,16 @@ impl Filesystem for ShardFs {
             return reply.data(&[]);
         }
         let end = file.size.min(offset + u64::from(size));
-        let handle = shared.activity.handle(fh.into());
+        let handle = shared.handles.handle(fh.into());
         if handle
             .as_ref()
-            .is_some_and(|h| matches!(h.source, activity::Source::Copy(_)))
+            .is_some_and(|h| matches!(h.source, handles::Source::Copy(_)))
         {
             // The copy is on disk: read on a worker, never on the session's thread.
             let shared = shared.clone();
             self.readers.spawn(move || {
                 if let Some(h) = &handle
-                    && let activity::Source::Copy(copy) = &h.source
+                    && let handles::Source::Copy(copy) = &h.source
                 {
                     let asked = Asked {
                         started,
@@ -442,7 +442,7 @@ impl Filesystem for ShardFs {
                     continue;
                 }
                 let (shared, file, sent) = (shared.clone(), file.clone(), sent.clone());
-                shared.activity.ahead.fetch_add(1, Ordering::Relaxed);
+                shared.handles.ahead.fetch_add(1, Ordering::Relaxed);
                 self.prefetchers.spawn(move || {
                     // Asked again when the job runs: meanwhile a reader may have loaded the
                     // chunk, sent all of it and let it go. Loading it again would decompress it
@@ -450,7 +450,7 @@ impl Filesystem for ShardFs {
                     if shared.wanted_ahead(&file, index, sent.as_deref()) {
                         let _ = shared.load(&file, index, true);
                     }
-                    shared.activity.ahead.fetch_sub(1, Ordering::Relaxed);
+                    shared.handles.ahead.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         }
@@ -475,7 +475,7 @@ impl Filesystem for ShardFs {
         }
         // Otherwise a worker loads (or waits for) them and replies.
         let shared = shared.clone();
-        shared.activity.waiting.fetch_add(1, Ordering::Relaxed);
+        shared.handles.waiting.fetch_add(1, Ordering::Relaxed);
         self.readers.spawn(move || {
             let mut chunks = Vec::with_capacity(last - first + 1);
             for index in first..=last {
@@ -483,13 +483,13 @@ impl Filesystem for ShardFs {
                     Ok(c) => chunks.push(c),
                     Err(e) => {
                         log::error!("read of '{}' bytes {offset}..{end}: {e}", file.path);
-                        shared.activity.waiting.fetch_sub(1, Ordering::Relaxed);
+                        shared.handles.waiting.fetch_sub(1, Ordering::Relaxed);
                         shared.answered(&asked, None);
                         return reply.error(Errno::EIO);
                     }
                 }
             }
-            shared.activity.waiting.fetch_sub(1, Ordering::Relaxed);
+            shared.handles.waiting.fetch_sub(1, Ordering::Relaxed);
             shared.reply(&file, offset..end, first, &chunks, asked, reply);
         });
     }
@@ -504,9 +504,9 @@ impl Filesystem for ShardFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.shared.activity.close(fh.into()) {
+        if let Some(h) = self.shared.handles.close(fh.into()) {
             self.opens.close(h.ino, &h.source);
-            if !matches!(h.source, activity::Source::Chunks)
+            if !matches!(h.source, handles::Source::Chunks)
                 && let Some(tier) = &self.shared.tier
             {
                 tier.release(&h.hash);

@@ -6,7 +6,7 @@
 //! switches to passthrough only when no normal open of it is live. One backing file is
 //! registered per inode while its passthrough opens last.
 
-use super::activity::Source;
+use super::handles::Source;
 use crate::store::manifest::FileEntry;
 use crate::tier::Tier;
 use fuser::{BackingId, ReplyOpen};

@@ -61,5 +61,5 @@ pub struct Counters {
     pub tier: Option<crate::tier::TierShown>,
     /// What the mount is doing now.
     #[serde(default, flatten)]
-    pub now: super::activity::Now,
+    pub now: super::handles::Now,
 }

@@ -1,6 +1,7 @@
-//! What a mount is doing now, for `status` and `/metrics`: the files open and what each has
-//! read, the bytes served over the last seconds, the reads waiting for a chunk and the
-//! read-ahead loads in flight. A loader that is slow shows reads served quickly and none
+//! The mount's open file handles (each one's data source and read-ahead state) and what the
+//! mount is doing now, for `status` and `/metrics`: the files open and what each has read, the
+//! bytes served over the last seconds, the reads waiting for a chunk and the read-ahead loads in
+//! flight. A loader that is slow shows reads served quickly and none
 //! waiting; a member that is slow shows reads waiting and its latency.
 
 use crate::prefetch::Readahead;
@@ -95,8 +96,8 @@ impl Rate {
 }
 
 #[derive(Default)]
-pub(super) struct Activity {
-    pub handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+pub(super) struct Handles {
+    pub by_fh: Mutex<HashMap<u64, Arc<OpenFile>>>,
     rate: Rate,
     /// Reads waiting for a chunk to load.
     pub waiting: AtomicU64,
@@ -126,7 +127,7 @@ pub struct Now {
     pub readahead_in_flight: u64,
 }
 
-impl Activity {
+impl Handles {
     pub fn open(
         &self,
         fh: u64,
@@ -145,15 +146,15 @@ impl Activity {
             bytes: AtomicU64::new(0),
             readahead: Mutex::new(Readahead::default()),
         };
-        self.handles.lock().insert(fh, Arc::new(file));
+        self.by_fh.lock().insert(fh, Arc::new(file));
     }
 
     pub fn handle(&self, fh: u64) -> Option<Arc<OpenFile>> {
-        self.handles.lock().get(&fh).cloned()
+        self.by_fh.lock().get(&fh).cloned()
     }
 
     pub fn close(&self, fh: u64) -> Option<Arc<OpenFile>> {
-        self.handles.lock().remove(&fh)
+        self.by_fh.lock().remove(&fh)
     }
 
     pub fn served(&self, bytes: u64) {
@@ -162,7 +163,7 @@ impl Activity {
 
     pub fn now(&self) -> Now {
         let mut open_files: Vec<OpenShown> = self
-            .handles
+            .by_fh
             .lock()
             .values()
             .map(|f| OpenShown {
