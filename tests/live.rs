@@ -8,19 +8,10 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ino(path: &Path) -> u64 {
     fs::metadata(path).unwrap().ino()
-}
-
-/// Waits until `done` holds, for at most `limit` (a liveness bound, not a measurement).
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::yield_now();
-    }
 }
 
 fn read_all_at(f: &fs::File) -> Vec<u8> {

@@ -4,12 +4,12 @@
 //! in the tree, and keeps the mount's lease naming the versions still in use: rewritten when
 //! that set changes, and every `LEASE_REFRESH` so that it stays alive.
 
-use crate::fs::{Live, reply_counters};
+use crate::fs::{Live, RefreshRequest, counters_answer};
 use crate::store::Store;
 use crate::store::catalog::{Catalog, Change};
 use crate::store::lease::{LEASE_REFRESH, Lease};
 use crossbeam_channel::{Receiver, select};
-use fuser::{Notifier, ReplyXattr};
+use fuser::Notifier;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ pub(super) struct Follow {
 
 impl Follow {
     /// Runs until `stop` is closed, then drops the lease.
-    pub fn run(mut self, stop: Receiver<()>, requests: Receiver<(ReplyXattr, u32)>) {
+    pub fn run(mut self, stop: Receiver<()>, requests: Receiver<RefreshRequest>) {
         let mut leased = Instant::now();
         let mut in_use = self.live.in_use().0;
         loop {
@@ -48,7 +48,7 @@ impl Follow {
             }
             let counters = self.live.counters();
             for (reply, size) in waiting {
-                reply_counters(&counters, size, reply);
+                reply(counters_answer(&counters, size));
             }
         }
         self.store.drop_lease(&self.lease.mount_id);

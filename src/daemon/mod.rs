@@ -14,7 +14,7 @@ mod procfs;
 pub use control::{MountState, MountStatus, refresh, state_dir, status, unmount};
 pub use procfs::{mounted_fstype, shardfs_mount_of};
 
-use crate::fs::{FsOptions, ShardFs};
+use crate::fs::{Core, FsOptions, ShardFs};
 use crate::store::StoreError;
 use crate::store::health::Health;
 use crate::units::format_bytes;
@@ -362,7 +362,7 @@ fn serve(
         store.write_lease(&mut lease);
         let catalog = (!req.options.pin)
             .then(|| crate::store::catalog::Catalog::new(&store, req.name.clone(), &manifests));
-        let mut fs = ShardFs::new(store.clone(), manifests, req.name.is_some(), &opts)
+        let mut fs = Core::new(store.clone(), manifests, req.name.is_some(), &opts)
             .map_err(|e| err(format!("cannot start worker threads: {e}")))?;
         let (ask_refresh, refresh_asked) = crossbeam_channel::bounded(crate::fs::REFRESH_WAITING);
         if !req.options.pin {
@@ -390,7 +390,7 @@ fn serve(
         }
         config.n_threads = Some(2);
         config.clone_fd = true;
-        let mut session = match fuser::Session::new(fs, &canonical, &config) {
+        let mut session = match fuser::Session::new(ShardFs(fs), &canonical, &config) {
             Ok(s) => s,
             Err(e) => {
                 store.drop_lease(&mount_id);

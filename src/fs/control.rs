@@ -3,9 +3,8 @@
 //! the user who mounted may read them; refresh requests share one refresh, and a bounded number
 //! may wait for it.
 
-use super::{Counters, reply_counters};
+use super::{Counters, FsError};
 use crossbeam_channel::{Sender, TrySendError};
-use fuser::{Errno, ReplyXattr};
 use std::ffi::OsStr;
 
 /// The extended attribute of the mount root that returns live counters as JSON.
@@ -25,6 +24,21 @@ pub const REFRESH_WAITING: usize = 64;
 /// The most a counters answer takes.
 pub const XATTR_MAX: usize = 256 * 1024;
 
+/// The answer to a read of an attribute.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Xattr {
+    /// A size probe (a read of 0 bytes): how many bytes the value takes.
+    Size(u32),
+    Value(Vec<u8>),
+}
+
+/// Where an attribute's answer goes once it is known (a refresh answers later, from the thread
+/// that follows the store).
+pub type XattrReply = Box<dyn FnOnce(Result<Xattr, FsError>) + Send>;
+
+/// A refresh request waiting for the next refresh: where to answer, and the caller's size.
+pub type RefreshRequest = (XattrReply, u32);
+
 /// A read of an attribute of the mount root.
 pub struct Asked<'a> {
     pub name: &'a OsStr,
@@ -36,31 +50,43 @@ pub struct Asked<'a> {
 /// (`None`: a pinned mount), or an error.
 pub fn answer(
     asked: &Asked<'_>,
-    refresh: Option<&Sender<(ReplyXattr, u32)>>,
+    refresh: Option<&Sender<RefreshRequest>>,
     counters: impl FnOnce() -> Counters,
-    reply: ReplyXattr,
+    reply: XattrReply,
 ) {
     let (name, size) = (asked.name, asked.size);
     // The control attributes (what is open, store paths; refresh now) answer only root and the
     // user who mounted.
     if (name == REFRESH_XATTR || name == STATUS_XATTR) && !controller(asked.uid) {
-        return reply.error(Errno::EACCES);
+        return reply(Err(FsError::Denied));
     }
     if name == REFRESH_XATTR {
         // A size probe gets the most an answer takes; a read waits for the refresh, which every
         // request waiting meanwhile shares; too many waiting is EBUSY.
         return match refresh {
-            _ if size == 0 => reply.size(XATTR_MAX as u32),
+            _ if size == 0 => reply(Ok(Xattr::Size(XATTR_MAX as u32))),
             Some(to) => match to.try_send((reply, size)) {
                 Ok(()) => {}
-                Err(TrySendError::Full((reply, _))) => reply.error(Errno::EBUSY),
-                Err(TrySendError::Disconnected((reply, _))) => reply.error(Errno::EIO),
+                Err(TrySendError::Full((reply, _))) => reply(Err(FsError::Busy)),
+                Err(TrySendError::Disconnected((reply, _))) => reply(Err(FsError::Io)),
             },
-            None => reply.error(Errno::ENOTSUP),
+            None => reply(Err(FsError::NotSupported)),
         };
     }
     if name != STATUS_XATTR {
-        return reply.error(Errno::ENODATA);
+        return reply(Err(FsError::NoAttribute));
     }
-    reply_counters(&counters(), size, reply);
+    reply(counters_answer(&counters(), size));
+}
+
+/// The answer to a read of a counters attribute of `size` bytes (0: how many it takes).
+pub fn counters_answer(counters: &Counters, size: u32) -> Result<Xattr, FsError> {
+    let value = serde_json::to_vec(counters).unwrap_or_default();
+    if size == 0 {
+        Ok(Xattr::Size(value.len() as u32))
+    } else if (size as usize) < value.len() {
+        Err(FsError::TooSmall)
+    } else {
+        Ok(Xattr::Value(value))
+    }
 }

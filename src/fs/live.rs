@@ -3,11 +3,12 @@
 //! stale), says what the mount reads now (for its lease) and takes a copy of the counters (for
 //! `status`, the refresh answer and `/metrics`).
 
-use super::Shared;
+use super::core::Shared;
 use super::stats::{Counters, ModelShown};
 use super::tree::{Stale, Tree};
+use crate::clock::unix_secs;
 use crate::store::liveness::MemberStats;
-use fuser::{Errno, INodeNo, ReplyXattr};
+use fuser::INodeNo;
 use parking_lot::RwLock;
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -63,7 +64,9 @@ impl Live {
     pub fn refreshed(&self) {
         let stats = &self.shared.stats;
         stats.refreshes.fetch_add(1, Ordering::Relaxed);
-        stats.refreshed_unix.store(unix_now(), Ordering::Relaxed);
+        stats
+            .refreshed_unix
+            .store(crate::clock::now_unix_secs(), Ordering::Relaxed);
     }
 
     /// The model versions live nodes come from and their chunks (what the lease must name).
@@ -146,22 +149,4 @@ impl Live {
             },
         }
     }
-}
-
-/// Answers a read of a counters attribute of `size` bytes (0: how many it takes).
-pub fn reply_counters(counters: &Counters, size: u32, reply: ReplyXattr) {
-    let value = serde_json::to_vec(counters).unwrap_or_default();
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if (size as usize) < value.len() {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(&value);
-    }
-}
-
-use crate::clock::unix_secs;
-
-fn unix_now() -> u64 {
-    unix_secs(std::time::SystemTime::now())
 }

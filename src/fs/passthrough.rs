@@ -6,10 +6,10 @@
 //! switches to passthrough only when no normal open of it is live. One backing file is
 //! registered per inode while its passthrough opens last.
 
+use super::core::{Backing, OpenMode};
 use super::handles::Source;
 use crate::store::manifest::FileEntry;
 use crate::tier::Tier;
-use fuser::{BackingId, ReplyOpen};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct InodeOpens {
     normal: u32,
     passthrough: u32,
-    backing: Option<BackingId>,
+    backing: Option<Backing>,
 }
 
 #[derive(Default)]
@@ -30,25 +30,25 @@ pub(super) struct Opens {
 
 impl Opens {
     /// Decides the source of a new open of `ino` (`file`), registering a backing file with
-    /// `reply` when it goes by passthrough.
+    /// `register` when it goes by passthrough.
     pub fn open(
         &self,
         ino: u64,
         file: &FileEntry,
         tier: Option<&Tier>,
-        reply: &ReplyOpen,
-    ) -> (Source, Option<BackingIdRef>) {
+        register: &dyn Fn(&std::fs::File) -> std::io::Result<Backing>,
+    ) -> (Source, OpenMode) {
         let copy = tier.and_then(|t| t.open_copy(file));
         let mut by_inode = self.by_inode.lock();
         let o = by_inode.entry(ino).or_default();
         let Some(copy) = copy else {
             o.normal += 1;
-            return (Source::Chunks, None);
+            return (Source::Chunks, OpenMode::Chunks);
         };
         // An inode already open by passthrough stays so (a normal open beside it would fail in
         // the kernel), even if passthrough has failed for another inode since.
         if o.backing.is_none() && o.normal == 0 && self.enabled.load(Ordering::Relaxed) {
-            match reply.open_backing(&copy) {
+            match register(&copy) {
                 Ok(id) => o.backing = Some(id),
                 Err(e) => {
                     // EPERM without CAP_SYS_ADMIN: reads from the copy from now on.
@@ -59,23 +59,12 @@ impl Opens {
                 }
             }
         }
-        if o.backing.is_some() {
+        if let Some(b) = &o.backing {
             o.passthrough += 1;
-            return (Source::Passthrough, Some(BackingIdRef { ino }));
+            return (Source::Passthrough, OpenMode::Passthrough(b.clone()));
         }
         o.normal += 1;
-        (Source::Copy(copy), None)
-    }
-
-    /// Replies to an open decided by `open` with its backing file.
-    pub fn reply_passthrough(&self, r: BackingIdRef, fh: u64, reply: ReplyOpen) {
-        let by_inode = self.by_inode.lock();
-        match by_inode.get(&r.ino).and_then(|o| o.backing.as_ref()) {
-            Some(id) => {
-                reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::empty(), id)
-            }
-            None => reply.error(fuser::Errno::EIO),
-        }
+        (Source::Copy(copy), OpenMode::LocalCopy)
     }
 
     /// An open of `ino` served from `source` was closed.
@@ -95,9 +84,4 @@ impl Opens {
             by_inode.remove(&ino);
         }
     }
-}
-
-/// Names the inode whose backing file a passthrough open replies with.
-pub(super) struct BackingIdRef {
-    ino: u64,
 }

@@ -474,3 +474,12 @@ pub fn write_signed(member: &Path, rel: &str, body: &[u8]) {
     let signed = store_key(member).sign(kind, info["store_id"].as_str().unwrap(), body);
     fs::write(member.join(rel), signed).unwrap();
 }
+
+/// Waits until `done` holds, for at most `limit` (a liveness bound, not a measurement).
+pub fn wait_for(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,320 @@
+//! The mount's read path: maps a byte range to chunks, takes them from the chunk cache (loading
+//! through the store's replica failover on a miss) and answers with a slice of the cached chunk
+//! (or bytes assembled across chunks, or read from a local copy). Reads whose chunks are cached
+//! are answered on the caller's thread; the others on the reader pool. Sequential readers get
+//! the next chunks loaded ahead on a second pool; a chunk whose every byte has gone to the
+//! kernel's page cache leaves the chunk cache.
+
+use super::FsError;
+use super::core::{Core, Shared};
+use super::handles::{self, OpenFile};
+use super::sent::SentBytes;
+use super::tree::NodeKind;
+use crate::buffer::ChunkBuf;
+use crate::cache::{Chunk, Served};
+use crate::store::manifest::FileEntry;
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Replies that span chunks are assembled in buffers from this pool.
+static REPLIES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(8);
+
+/// What a read's answer records besides its bytes.
+struct Asked {
+    started: Instant,
+    handle: Option<Arc<OpenFile>>,
+    /// The file's sent bytes, unless the reader bypasses the page cache.
+    sent: Option<Arc<SentBytes>>,
+}
+
+/// A chunk that could not be had: the error for the reader, and why (for the log).
+struct LoadFailed {
+    error: FsError,
+    why: String,
+}
+
+/// Whether a chunk is loaded for a read that waits for it, or ahead of one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum For {
+    Read,
+    Ahead,
+}
+
+impl Core {
+    /// Reads `size` bytes of file `ino` at `offset` through handle `fh` (`flags` as open(2)
+    /// took them: an `O_DIRECT` reader's bytes do not stay in the page cache) and hands them to
+    /// `reply`, on this thread or a reader's.
+    pub fn read(
+        &self,
+        ino: u64,
+        fh: u64,
+        (offset, size): (u64, u32),
+        flags: i32,
+        reply: impl FnOnce(Result<&[u8], FsError>) + Send + 'static,
+    ) {
+        let started = Instant::now();
+        let (file, sent) = match self.tree.read().node(ino).map(|n| &n.kind) {
+            Some(NodeKind::File { entry, sent, .. }) => (entry.clone(), sent.clone()),
+            Some(NodeKind::Dir { .. }) => return reply(Err(FsError::IsDir)),
+            None => return reply(Err(FsError::NotFound)),
+        };
+        let sent = (flags & libc::O_DIRECT == 0).then_some(sent);
+        let shared = &self.shared;
+        shared.stats.reads.fetch_add(1, Ordering::Relaxed);
+        if offset >= file.size || size == 0 {
+            return reply(Ok(&[]));
+        }
+        let end = file.size.min(offset + u64::from(size));
+        let handle = shared.handles.handle(fh);
+        if let Some(h) = handle.clone()
+            && matches!(h.source, handles::Source::Copy(_))
+        {
+            // The copy is on disk: read on a worker, never on the session's thread.
+            let shared = shared.clone();
+            self.readers.spawn(move || {
+                if let handles::Source::Copy(copy) = &h.source {
+                    let asked = Asked {
+                        started,
+                        handle: Some(h.clone()),
+                        sent: None,
+                    };
+                    shared.read_copy(copy, offset..end, asked, reply);
+                }
+            });
+            return;
+        }
+        let first = chunk_at(&file, offset);
+        let last = chunk_at(&file, end - 1);
+        if let Some(h) = &handle {
+            self.read_ahead(h, &file, offset..end, (first, last), sent.as_ref());
+        }
+
+        // Chunks already in memory are answered here: no hand-off, nothing to wait for.
+        let cached: Option<Vec<Chunk>> = (first..=last)
+            .map(|i| shared.cache.get_cached(&file.chunks[i].hash))
+            .collect();
+        let asked = Asked {
+            started,
+            handle,
+            sent,
+        };
+        if let Some(chunks) = cached {
+            if let Some(tier) = &shared.tier {
+                for (i, c) in chunks.iter().enumerate() {
+                    // This is the session's own thread: it must not wait on the disk.
+                    tier.offer(&file, first + i, c, false);
+                }
+            }
+            return shared.answer(&file, offset..end, first, &chunks, asked, reply);
+        }
+        // Otherwise a worker loads (or waits for) them and replies.
+        let shared = shared.clone();
+        shared.handles.waiting.fetch_add(1, Ordering::Relaxed);
+        self.readers.spawn(move || {
+            let loaded: Result<Vec<Chunk>, LoadFailed> = (first..=last)
+                .map(|index| shared.load(&file, index, For::Read))
+                .collect();
+            shared.handles.waiting.fetch_sub(1, Ordering::Relaxed);
+            match loaded {
+                Ok(chunks) => shared.answer(&file, offset..end, first, &chunks, asked, reply),
+                Err(e) => {
+                    log::error!("read of '{}' bytes {offset}..{end}: {}", file.path, e.why);
+                    shared.answered(&asked, None);
+                    reply(Err(e.error));
+                }
+            }
+        });
+    }
+
+    /// Asks for the chunks after a read of `range` (chunks `first..=last`) through handle `h`
+    /// while it is being served, and lets go of the ones the reader has left behind.
+    fn read_ahead(
+        &self,
+        h: &OpenFile,
+        file: &Arc<FileEntry>,
+        range: Range<u64>,
+        (first, last): (usize, usize),
+        sent: Option<&Arc<SentBytes>>,
+    ) {
+        let shared = &self.shared;
+        let window = self
+            .prefetch
+            .min((shared.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
+        if let Some(sent) = sent {
+            sent.on_read(file, first, last, last + 1 + window);
+        }
+        let advice = h.readahead.lock().on_read(
+            range.start,
+            range.end - range.start,
+            (first, last),
+            file.chunks.len(),
+            window,
+        );
+        log::debug!("read '{}' {range:?}: {advice:?}", file.path);
+        for index in advice.behind {
+            shared.cache.demote(&file.chunks[index].hash);
+        }
+        for index in advice.ahead {
+            if !shared.wanted_ahead(file, index, sent.map(|s| &**s)) {
+                continue;
+            }
+            let (shared, file, sent) = (shared.clone(), file.clone(), sent.cloned());
+            shared.handles.ahead.fetch_add(1, Ordering::Relaxed);
+            self.prefetchers.spawn(move || {
+                // Asked again when the job runs: meanwhile a reader may have loaded the chunk,
+                // sent all of it and let it go. Loading it again would decompress it twice and
+                // leave it in the cache, where nothing would ever release it.
+                if shared.wanted_ahead(&file, index, sent.as_deref()) {
+                    let _ = shared.load(&file, index, For::Ahead);
+                }
+                shared.handles.ahead.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+impl Shared {
+    /// Whether read-ahead should load chunk `index` of `file`: the kernel does not hold all of it
+    /// (as far as `sent` knows), and it is neither cached nor being loaded.
+    fn wanted_ahead(&self, file: &FileEntry, index: usize, sent: Option<&SentBytes>) -> bool {
+        !sent.is_some_and(|s| s.complete(file, index))
+            && !self.cache.contains_or_loading(&file.chunks[index].hash)
+    }
+
+    /// Loads chunk `index` of `file` through the cache.
+    fn load(&self, file: &Arc<FileEntry>, index: usize, why: For) -> Result<Chunk, LoadFailed> {
+        let (cache, stats) = (&self.cache, &self.stats);
+        let c = &file.chunks[index];
+        let no_memory = Cell::new(false);
+        let load = || {
+            let mut buf = ChunkBuf::for_overwrite(c.len as usize).map_err(|e| {
+                no_memory.set(true);
+                format!("no memory for chunk {}: {e}", c.hash)
+            })?;
+            let member = self
+                .store
+                .load_chunk_into(c, &mut buf, &|member, e| {
+                    stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("chunk {}: member {member} failed", c.hash);
+                    self.trouble.failed(member, e);
+                })
+                .map_err(|e| e.to_string())?;
+            self.trouble.served(&member);
+            Ok(buf)
+        };
+        let limit = self.store.load_deadline(c);
+        // Read-ahead takes only room the budget has now; a read waits for it.
+        let (result, served) = match why {
+            For::Ahead => {
+                cache
+                    .get_ahead(c.hash, c.len, limit, load)
+                    .ok_or_else(|| LoadFailed {
+                        error: FsError::NoMemory,
+                        why: "no room for read-ahead".into(),
+                    })?
+            }
+            For::Read => cache.get(c.hash, c.len, limit, load),
+        };
+        if served == Served::Loaded && result.is_ok() {
+            stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
+            if why == For::Ahead {
+                stats.chunks_prefetched.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let chunk = result.map_err(|why| LoadFailed {
+            error: if no_memory.get() {
+                FsError::NoMemory
+            } else {
+                FsError::Io
+            },
+            why,
+        })?;
+        if let Some(tier) = &self.tier {
+            tier.offer(file, index, &chunk, true);
+        }
+        Ok(chunk)
+    }
+
+    /// Answers with bytes `range` of `file`, held by `chunks` (from chunk `first` on): a slice of
+    /// the chunk itself when one chunk holds them all. Then records them in `sent`, for a reader
+    /// whose bytes stay in the page cache.
+    fn answer(
+        &self,
+        file: &FileEntry,
+        range: Range<u64>,
+        first: usize,
+        chunks: &[Chunk],
+        asked: Asked,
+        reply: impl FnOnce(Result<&[u8], FsError>),
+    ) {
+        let (offset, end) = (range.start, range.end);
+        self.answered(&asked, Some(end - offset));
+        let start_in = (offset - file.chunks[first].offset) as usize;
+        if let [only] = chunks {
+            reply(Ok(&only[start_in..start_in + (end - offset) as usize]));
+        } else {
+            REPLIES.with_len((end - offset) as usize, |buf| {
+                let mut at = 0;
+                for (i, c) in chunks.iter().enumerate() {
+                    let chunk_start = file.chunks[first + i].offset;
+                    let a = offset.saturating_sub(chunk_start) as usize;
+                    let b = ((end - chunk_start) as usize).min(c.len());
+                    buf[at..at + b - a].copy_from_slice(&c[a..b]);
+                    at += b - a;
+                }
+                reply(Ok(buf));
+            });
+        }
+        if let Some(sent) = &asked.sent {
+            sent.record(&self.cache, file, offset, end, first);
+        }
+    }
+
+    /// Counts a read answered with `n` bytes, or (`None`) with an error, and how long it took.
+    fn answered(&self, asked: &Asked, n: Option<u64>) {
+        match n {
+            Some(n) => {
+                self.stats.bytes_served.fetch_add(n, Ordering::Relaxed);
+                self.handles.served(n);
+                if let Some(h) = &asked.handle {
+                    h.served(n);
+                }
+            }
+            None => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.read_latency.observe(asked.started.elapsed());
+    }
+
+    /// Answers with bytes `range` of a file's local copy.
+    fn read_copy(
+        &self,
+        copy: &std::fs::File,
+        range: Range<u64>,
+        asked: Asked,
+        reply: impl FnOnce(Result<&[u8], FsError>),
+    ) {
+        use std::os::unix::fs::FileExt;
+        let n = (range.end - range.start) as usize;
+        REPLIES.with_len(n, |buf| match copy.read_exact_at(buf, range.start) {
+            Ok(()) => {
+                self.answered(&asked, Some(n as u64));
+                reply(Ok(buf));
+            }
+            Err(e) => {
+                log::error!("read of a local copy, bytes {range:?}: {e}");
+                self.answered(&asked, None);
+                reply(Err(FsError::Io));
+            }
+        });
+    }
+}
+
+/// Index of the chunk holding byte `offset` (which is inside the file).
+fn chunk_at(file: &FileEntry, offset: u64) -> usize {
+    file.chunks.partition_point(|c| c.offset + c.len <= offset)
+}
