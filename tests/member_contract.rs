@@ -204,3 +204,108 @@ fn an_s3_member_keeps_the_contract() {
     assert!(m.init(b"{}", false).is_err());
     contract(&*m);
 }
+
+/// The contract's read half, for a read-only kind: `m` serves what `writer` (a member of
+/// another kind over the same bytes) wrote, and refuses every write.
+fn read_half(m: &dyn MemberIo, writer: &dyn MemberIo) {
+    let what = m.location().to_string();
+    writer.init(b"{\"info\": 2}", true).unwrap();
+    writer
+        .put("leases/a.json", b"lease", 1 << 10, &Expect::Absent)
+        .unwrap();
+    let (h, small) = (Hash32::of(b"small"), image(3, 5000));
+    let (big_hash, big) = (Hash32::of(b"big"), common::Rng::new(8).bytes(20 << 20));
+    writer.put_chunk(&h, &small, false).unwrap();
+    writer.put_chunk(&big_hash, &big, false).unwrap();
+
+    assert_eq!(m.read_info().unwrap().unwrap(), b"{\"info\": 2}", "{what}");
+    assert_eq!(
+        m.get("leases/a.json", 1 << 10).unwrap().unwrap().bytes,
+        b"lease"
+    );
+    assert!(m.get("leases/b.json", 1 << 10).unwrap().is_none(), "{what}");
+    // Capped: a larger object is an error, never read whole.
+    assert!(m.get("leases/a.json", 3).is_err(), "{what}");
+    assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == small, "{what}");
+    assert!(
+        m.get_chunk(&big_hash, 64 << 20).unwrap()[..] == big[..],
+        "{what}"
+    );
+    assert!(
+        matches!(m.get_chunk(&h, 4999), Err(MemberError::Corrupt(_))),
+        "{what}"
+    );
+    assert!(
+        matches!(
+            m.get_chunk(&Hash32::of(b"none"), 1 << 20),
+            Err(MemberError::Missing)
+        ),
+        "{what}"
+    );
+    // The header by a ranged read.
+    let head = m.chunk_head(&big_hash).unwrap().unwrap();
+    assert_eq!(&head.header[..], &big[..HEADER_LEN], "{what}");
+    assert_eq!(head.size, 20 << 20, "{what}");
+    assert!(m.chunk_head(&Hash32::of(b"none")).unwrap().is_none());
+
+    // Every write is refused, and nothing changed.
+    assert!(m.init(b"{}", true).is_err(), "{what}");
+    assert!(
+        m.put("leases/a.json", b"x", 1 << 10, &Expect::Tag(String::new()))
+            .is_err()
+    );
+    assert!(
+        m.put_chunk(&Hash32::of(b"new"), &small, false).is_err(),
+        "{what}"
+    );
+    assert!(m.delete_chunk(&h).is_err(), "{what}");
+    assert!(m.delete("leases/a.json").is_err(), "{what}");
+    assert_eq!(m.read_info().unwrap().unwrap(), b"{\"info\": 2}", "{what}");
+    assert!(
+        writer.get_chunk(&h, 1 << 20).unwrap()[..] == small,
+        "{what}"
+    );
+}
+
+#[test]
+fn a_web_member_keeps_the_read_half_of_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = opened(&dir.path().join("member"));
+    let web = common::web::serve(dir.path());
+    let m = opened(Path::new(&web.url("member/")));
+    // Recorded without the trailing slash.
+    assert_eq!(m.location(), web.url("member"));
+    read_half(&*m, &*writer);
+}
+
+#[test]
+fn a_store_served_by_a_static_web_server_mounts_exports_and_verifies_by_model_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = common::Rng::new(11).bytes(3 << 20);
+    let folder = d.join("st/m0");
+    common::pack_bytes(
+        d,
+        folder.to_str().unwrap(),
+        "m",
+        &data,
+        &["--init", "--chunk-size", "1MiB"],
+    );
+    let web = common::web::serve(d);
+    let store = web.url("st/m0");
+    assert!(common::export(&store, "m", None) == data);
+    common::ok(&["verify", "--store", &store, "--name", "m"]);
+    let m = common::Mounted::new(&store, &d.join("mnt"), &d.join("state"), &["--name", "m"]);
+    assert!(std::fs::read(d.join("mnt/m.bin")).unwrap() == data);
+    // Writes go nowhere: a pack into it is refused.
+    common::fails(
+        &[
+            "pack",
+            folder.join("../../m.bin").to_str().unwrap(),
+            "--store",
+            &store,
+        ],
+        "read-only",
+    );
+    drop(m);
+}

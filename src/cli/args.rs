@@ -15,7 +15,8 @@ use std::path::PathBuf;
     name = "shardfs",
     version,
     about = "Store big model files as compressed, checksummed, replicated chunks over several members (directories, S3 buckets), and read them back byte-exact",
-    after_help = "A store is a comma-separated list of members, given in any order: directories (disks, network mounts) and\ns3://BUCKET[/PREFIX] prefixes on any S3-compatible server. An S3 member's credentials, region and endpoint come\nfrom its own options (s3://BUCKET/PREFIX?profile=NAME&endpoint=URL&region=R&allow_http=true, credentials=instance\nfor the machine's role, credentials=none for a public bucket), else the AWS_* environment (AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP), else AWS_PROFILE (or default) of\n~/.aws/credentials and ~/.aws/config.\nSet SHARDFS_LOG=debug for more detail on stderr."
+    after_help = "A store is a comma-separated list of members, given in any order: directories (disks, network mounts) and\ns3://BUCKET[/PREFIX] prefixes on any S3-compatible server, and read-only http(s)://HOST/PATH stores served by a
+plain web server (mount, export and verify by model name). An S3 member's credentials, region and endpoint come\nfrom its own options (s3://BUCKET/PREFIX?profile=NAME&endpoint=URL&region=R&allow_http=true, credentials=instance\nfor the machine's role, credentials=none for a public bucket), else the AWS_* environment (AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP), else AWS_PROFILE (or default) of\n~/.aws/credentials and ~/.aws/config.\nSet SHARDFS_LOG=debug for more detail on stderr."
 )]
 pub struct Cli {
     /// Longest wait for one request to a member (connect, first byte, whole chunk), retries included;
@@ -105,7 +106,7 @@ pub enum Command {
     },
     /// List the models of a store
     Ls {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Machine-readable output
@@ -114,7 +115,7 @@ pub enum Command {
     },
     /// Write a model's exact original bytes out of the store
     Export {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order (a lost one may be left out)
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// The model to export
@@ -136,7 +137,7 @@ pub enum Command {
         after_help = "Without --name the mount root holds one folder per model; with --name it holds that model's files.\nThe daemon logs next to its state file (see `shardfs status`)."
     )]
     Mount {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order (a lost one may be left out)
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// An existing empty directory
@@ -243,7 +244,7 @@ pub enum Command {
         after_help = "Replicas go to the members the placement ranks first among those given; a corrupt file is replaced\nonly once a good copy is written. Safe to kill and run again. Takes the members' pack lock."
     )]
     Repair {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Only this model
@@ -323,7 +324,7 @@ pub enum Command {
     /// Show what each member holds (chunk files, bytes, manifests), the space free on it, and
     /// what gc could return now
     Df {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// The minimum age gc's estimate keeps unreferenced files for, as `gc --min-age`
@@ -335,7 +336,7 @@ pub enum Command {
     },
     /// Check every replica of every chunk and every whole-file hash; exit 1 on any problem
     Verify {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Only this model

@@ -159,7 +159,7 @@ pub fn gc(
 pub enum MemberCommand {
     /// List every member the store knows: id, location, index, weight, replicas and bytes held, health
     List {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// Machine-readable output
@@ -168,7 +168,7 @@ pub enum MemberCommand {
     },
     /// Add an empty (or missing) directory or bucket prefix as a new member
     Add {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX]), comma-separated, in any order
+        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
         store: Vec<PathBuf>,
         /// The new member's place (created if missing; a bucket is created)

@@ -1,169 +1,94 @@
-//! A member that is a prefix of an S3 bucket (`s3://BUCKET[/PREFIX]`) on any S3-compatible
-//! server, through the `object_store` crate. Credentials, region and endpoint come from the
-//! member's spec options, the environment and the AWS configuration files (`s3_config`).
-//!
-//! The client is async: the member owns a small tokio runtime and the store's std threads call
-//! into it with a deadline, so a stalled endpoint is a timed-out call, never a hung thread.
-//! Chunk objects are immutable and named by their hash: they are put only where absent
-//! (`PutMode::Create`), and large ones go up as multipart uploads, which are invisible until
-//! completed. A manifest is replaced by one PUT conditional on the ETag that was read, so two
-//! packers of one model cannot silently undo one another. A write whose answer timed out may
-//! have landed: it is read back before it is tried again. Packs take no lock here: content
-//! addressing makes concurrent chunk puts safe, and the conditional manifest put catches the
-//! one race that matters.
+//! The S3 kind of object-store member (`s3://BUCKET[/PREFIX]`) on any S3-compatible server:
+//! builds `object_store`'s S3 client from the member's spec options, the environment and the
+//! AWS configuration files (`s3_config`), and creates a bucket for `pack --init`. Everything
+//! else a member does is `object.rs`'s.
 
-use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
+use super::object::{Container, ObjectMember};
 use super::s3_config;
-use super::s3_errors::{member_err, one_line, too_large};
-use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stale,
-    Stored,
-};
-use crate::codec::{HEADER_LEN, Hash32};
-use futures::TryStreamExt;
+use super::s3_errors::{member_err, one_line};
+use super::{MemberError, Options};
+use futures::future::BoxFuture;
+use object_store::ClientOptions;
+use object_store::RetryConfig;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
-};
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Chunk images from this size go up as multipart uploads, in parts of this size.
-const MULTIPART_FROM: usize = 16 << 20;
-const PART_SIZE: usize = 8 << 20;
-/// Parts of one upload in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
 
 pub use super::s3_url::{Url, parse_url};
 
-/// An object-store member.
+/// An S3 bucket, and what creating it takes.
 #[derive(Debug)]
-pub struct S3Member {
-    location: String,
-    url: Url,
-    store: AmazonS3,
+struct Bucket {
+    name: String,
+    store: Arc<AmazonS3>,
     client: ClientOptions,
-    rt: tokio::runtime::Runtime,
-    timeout: Duration,
-    opts: Options,
 }
 
-/// The S3 member's pack lock: none is needed (see the module's notes).
-struct NoLock;
-impl Lock for NoLock {}
-
-impl S3Member {
-    pub fn open(url: Url, opts: &Options) -> Result<S3Member, MemberError> {
-        let location = url.spec();
-        let settings =
-            s3_config::resolve(&url, &s3_config::Host::this()).map_err(MemberError::Unavailable)?;
-        // The whole client configuration in one place: `with_client_options` replaces every
-        // client option set before it.
-        let client = ClientOptions::new()
-            .with_allow_http(settings.allow_http)
-            .with_connect_timeout(opts.timeout.min(Duration::from_secs(3)))
-            .with_read_timeout(opts.timeout)
-            .with_timeout_disabled()
-            .with_pool_max_idle_per_host(64);
-        let retry = RetryConfig {
-            max_retries: opts.retries,
-            retry_timeout: opts.timeout,
-            ..RetryConfig::default()
-        };
-        // Only the machine's role needs object_store's own reading of the environment (web
-        // identity, container credentials); everything else is set from `settings`.
-        let mut builder = match settings.credentials {
-            s3_config::Credentials::Role => AmazonS3Builder::from_env(),
-            s3_config::Credentials::Anonymous => AmazonS3Builder::new().with_skip_signature(true),
-            s3_config::Credentials::Keys { id, secret, token } => {
-                let b = AmazonS3Builder::new()
-                    .with_access_key_id(id)
-                    .with_secret_access_key(secret);
-                match token {
-                    Some(t) => b.with_token(t),
-                    None => b,
-                }
+/// Opens the member `url` names.
+pub fn open(url: Url, opts: &Options) -> Result<ObjectMember, MemberError> {
+    let settings =
+        s3_config::resolve(&url, &s3_config::Host::this()).map_err(MemberError::Unavailable)?;
+    // The whole client configuration in one place: `with_client_options` replaces every
+    // client option set before it.
+    let client = ClientOptions::new()
+        .with_allow_http(settings.allow_http)
+        .with_connect_timeout(opts.timeout.min(Duration::from_secs(3)))
+        .with_read_timeout(opts.timeout)
+        .with_timeout_disabled()
+        .with_pool_max_idle_per_host(64);
+    let retry = RetryConfig {
+        max_retries: opts.retries,
+        retry_timeout: opts.timeout,
+        ..RetryConfig::default()
+    };
+    // Only the machine's role needs object_store's own reading of the environment (web
+    // identity, container credentials); everything else is set from `settings`.
+    let mut builder = match settings.credentials {
+        s3_config::Credentials::Role => AmazonS3Builder::from_env(),
+        s3_config::Credentials::Anonymous => AmazonS3Builder::new().with_skip_signature(true),
+        s3_config::Credentials::Keys { id, secret, token } => {
+            let b = AmazonS3Builder::new()
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+            match token {
+                Some(t) => b.with_token(t),
+                None => b,
             }
         }
-        .with_bucket_name(&url.bucket)
-        .with_client_options(client.clone())
-        .with_retry(retry);
-        if let Some(region) = &settings.region {
-            builder = builder.with_region(region);
-        }
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        let store = builder
+    }
+    .with_bucket_name(&url.bucket)
+    .with_client_options(client.clone())
+    .with_retry(retry);
+    if let Some(region) = &settings.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let store = Arc::new(
+        builder
             .build()
-            .map_err(|e| MemberError::Unavailable(one_line(&e)))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("shardfs-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| MemberError::Unavailable(format!("runtime: {e}")))?;
-        Ok(S3Member {
-            location,
-            url,
-            store,
-            client,
-            rt,
-            timeout: opts.timeout,
-            opts: *opts,
-        })
+            .map_err(|e| MemberError::Unavailable(one_line(&e)))?,
+    );
+    let bucket = Bucket {
+        name: url.bucket.clone(),
+        store: store.clone(),
+        client,
+    };
+    ObjectMember::new(url.spec(), url.prefix, store, Box::new(bucket), opts)
+}
+
+impl Container for Bucket {
+    fn describe(&self) -> String {
+        format!("bucket '{}'", self.name)
     }
 
-    fn key(&self, key: &str) -> Key {
-        if self.url.prefix.is_empty() {
-            Key::from(key)
-        } else {
-            Key::from(format!("{}/{key}", self.url.prefix))
-        }
-    }
-
-    /// Runs one call on the runtime, giving up after `limit`.
-    fn run<T>(
-        &self,
-        limit: Duration,
-        fut: impl Future<Output = Result<T, MemberError>>,
-    ) -> Result<T, MemberError> {
-        self.rt
-            .block_on(async { tokio::time::timeout(limit, fut).await })
-            .unwrap_or(Err(MemberError::TimedOut(limit)))
-    }
-
-    /// The deadline of a write of `bytes`.
-    fn write_limit(&self, bytes: usize) -> Duration {
-        self.opts.deadline(bytes as u64) + self.timeout
-    }
-
-    fn head_size(&self, key: &Key) -> Result<Option<u64>, MemberError> {
-        match self.run(self.timeout, async {
-            self.store.head(key).await.map_err(member_err)
-        }) {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(MemberError::Missing) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether the bucket exists (a listing of the member's prefix answers).
-    fn bucket_exists(&self) -> Result<bool, MemberError> {
-        match self.file_names(MANIFESTS) {
-            Ok(_) => Ok(true),
-            Err(MemberError::Missing | MemberError::Absent(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Creates the bucket (an S3 CreateBucket: a signed PUT of the bucket's URL).
-    fn create_bucket(&self) -> Result<(), MemberError> {
+    /// An S3 CreateBucket: a signed PUT of the bucket's URL (one that exists already is fine).
+    fn create(&self) -> BoxFuture<'_, Result<(), MemberError>> {
         use object_store::client::{HttpConnector, ReqwestConnector};
         use object_store::signer::Signer;
-        self.run(self.timeout, async {
+        Box::pin(async move {
             let url = self
                 .store
                 .signed_url(http::Method::PUT, &Key::from(""), Duration::from_secs(300))
@@ -187,381 +112,25 @@ impl S3Member {
             } else {
                 Err(MemberError::Unavailable(format!(
                     "creating bucket '{}' failed: HTTP {status}",
-                    self.url.bucket
+                    self.name
                 )))
             }
         })
     }
-
-    /// Puts `bytes` under `key` with `mode`; a put whose answer was lost is read back first.
-    fn put_small(&self, key: &Key, bytes: &[u8], mode: PutMode) -> Result<(), MemberError> {
-        let limit = self.write_limit(bytes.len());
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(bytes));
-        let attempt = |mode: PutMode| {
-            let payload = payload.clone();
-            self.run(limit, async move {
-                let opts = PutOptions {
-                    mode,
-                    ..PutOptions::default()
-                };
-                self.store
-                    .put_opts(key, payload, opts)
-                    .await
-                    .map(|_| ())
-                    .map_err(member_err)
-            })
-        };
-        match attempt(mode.clone()) {
-            Err(MemberError::TimedOut(_) | MemberError::Io(_)) => {
-                if self.holds(key, bytes)? {
-                    return Ok(());
-                }
-                attempt(mode)
-            }
-            other => other,
-        }
-    }
-
-    /// Whether `key` holds exactly `bytes`.
-    fn holds(&self, key: &Key, bytes: &[u8]) -> Result<bool, MemberError> {
-        match self.run(self.timeout, async {
-            let got = self.store.get(key).await.map_err(member_err)?;
-            got.bytes().await.map_err(member_err)
-        }) {
-            Ok(found) => Ok(found.as_ref() == bytes),
-            Err(MemberError::Missing) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The names of the objects directly under folder `dir` of the member.
-    fn file_names(&self, dir: &str) -> Result<Vec<String>, MemberError> {
-        Ok(self.files(dir)?.into_iter().map(|(name, _)| name).collect())
-    }
-
-    /// The objects directly under `dir`: each name with a stamp (its ETag, else its size and
-    /// time) that changes when it is rewritten.
-    fn files(&self, dir: &str) -> Result<Vec<(String, String)>, MemberError> {
-        let prefix = self.key(dir);
-        self.run(self.timeout, async {
-            let listed = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(member_err)?;
-            Ok(listed
-                .objects
-                .iter()
-                .filter_map(|m| {
-                    let stamp = m.e_tag.clone().unwrap_or_else(|| {
-                        format!("{}-{}", m.size, m.last_modified.timestamp_micros())
-                    });
-                    Some((m.location.filename()?.to_string(), stamp))
-                })
-                .collect())
-        })
-    }
-
-    /// A small object and its ETag, or `None`; `Corrupt` (and not read) when it is larger than
-    /// `cap`.
-    fn get_stored(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
-        let key = self.key(key);
-        match self.run(self.timeout, async {
-            let got = self.store.get(&key).await.map_err(member_err)?;
-            too_large(got.meta.size, cap)?;
-            let tag = got.meta.e_tag.clone().unwrap_or_default();
-            let bytes = got.bytes().await.map_err(member_err)?;
-            Ok((bytes, tag))
-        }) {
-            Ok((bytes, tag)) => Ok(Some(Stored {
-                bytes: bytes.to_vec(),
-                tag,
-            })),
-            Err(MemberError::Missing) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Replaces a small object in one PUT, conditional on what `expect` says is there. Where
-    /// `Absent` was expected but a damaged object (larger than `cap`, so never read) is there,
-    /// that very object is replaced (conditional on its ETag), as a directory member sets a
-    /// damaged entry aside: otherwise repair could never heal it.
-    fn put_conditional(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        expect: &Expect,
-        cap: u64,
-    ) -> Result<(), MemberError> {
-        let key = self.key(key);
-        let mode = match expect {
-            Expect::Absent => PutMode::Create,
-            Expect::Tag(t) if t.is_empty() => PutMode::Overwrite,
-            Expect::Tag(t) => PutMode::Update(UpdateVersion {
-                e_tag: Some(t.clone()),
-                version: None,
-            }),
-        };
-        match self.put_small(&key, bytes, mode) {
-            Err(MemberError::AlreadyExists) => {
-                let head = self.run(self.timeout, async {
-                    self.store.head(&key).await.map_err(member_err)
-                });
-                match head {
-                    Ok(meta) if meta.size > cap => {
-                        let mode = PutMode::Update(UpdateVersion {
-                            e_tag: meta.e_tag,
-                            version: None,
-                        });
-                        match self.put_small(&key, bytes, mode) {
-                            Err(MemberError::AlreadyExists) => Err(MemberError::Conflict),
-                            other => other,
-                        }
-                    }
-                    _ => Err(MemberError::Conflict),
-                }
-            }
-            other => other,
-        }
-    }
-
-    /// Every object under `dir` (all pages of the listing; the deadline is for the whole of a
-    /// large member's).
-    fn list_all(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>, MemberError> {
-        let prefix = self.key(dir);
-        self.run(self.timeout * 20, async {
-            self.store
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(member_err)
-        })
-    }
-
-    /// Copies a damaged chunk object under `damaged/` before a good one replaces it (a missing
-    /// one needs nothing; a copy that fails is logged, the repair goes on).
-    fn set_aside(&self, hash: &Hash32, key: &Key) {
-        let aside = self.key(&layout::damaged_key(hash));
-        let copied = self.run(self.timeout, async {
-            self.store.copy(key, &aside).await.map_err(member_err)
-        });
-        match copied {
-            Ok(()) | Err(MemberError::Missing) => {}
-            Err(e) => log::warn!("{}: cannot set the damaged {key} aside: {e}", self.location),
-        }
-    }
-
-    fn put_multipart(&self, key: &Key, bytes: &[u8]) -> Result<(), MemberError> {
-        let limit = self.write_limit(bytes.len());
-        let body = bytes::Bytes::copy_from_slice(bytes);
-        self.run(limit, async {
-            let upload = self.store.put_multipart(key).await.map_err(member_err)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            let mut at = 0;
-            while at < body.len() {
-                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    let _ = writer.abort().await;
-                    return Err(member_err(e));
-                }
-                let end = (at + PART_SIZE).min(body.len());
-                writer.put(body.slice(at..end));
-                at = end;
-            }
-            writer.finish().await.map(|_| ()).map_err(member_err)
-        })
-    }
 }
 
-impl MemberIo for S3Member {
-    fn location(&self) -> &str {
-        &self.location
-    }
+/// The parsed `s3://` spec, or why it is not one.
+fn url(spec: &str) -> Result<Url, MemberError> {
+    parse_url(std::path::Path::new(spec))
+        .unwrap_or_else(|| Err(MemberError::Invalid(format!("{spec}: not an s3:// URL"))))
+}
 
-    fn remote(&self) -> bool {
-        true
-    }
+/// The spec as member lists record it: options in shardfs's order.
+pub fn spec(spec: &str) -> Result<String, MemberError> {
+    Ok(url(spec)?.spec())
+}
 
-    fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
-        let key = self.key(MEMBER_FILE);
-        match self.run(self.timeout, async {
-            let got = self.store.get(&key).await.map_err(member_err)?;
-            too_large(got.meta.size, layout::META_MAX)?;
-            got.bytes().await.map_err(member_err)
-        }) {
-            Ok(b) => Ok(Some(b.to_vec())),
-            Err(MemberError::Missing | MemberError::Absent(_)) => {
-                if self.bucket_exists()? {
-                    Ok(None)
-                } else {
-                    Err(MemberError::Absent(format!(
-                        "bucket '{}' does not exist",
-                        self.url.bucket
-                    )))
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError> {
-        if !self.bucket_exists()? {
-            if !create {
-                return Err(MemberError::Unavailable(format!(
-                    "bucket '{}' does not exist (pack --init creates it)",
-                    self.url.bucket
-                )));
-            }
-            self.create_bucket()?;
-        }
-        self.put_small(&self.key(MEMBER_FILE), info, PutMode::Overwrite)
-    }
-
-    fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
-        let key = self.key(&layout::chunk_key(hash));
-        // A large chunk on a slow link needs the time its bytes take.
-        let bytes = self.run(self.opts.deadline(max_len), async {
-            let got = self.store.get(&key).await.map_err(member_err)?;
-            if got.meta.size > max_len {
-                return Err(MemberError::Corrupt(format!(
-                    "{}-byte object, larger than any image of its chunk",
-                    got.meta.size
-                )));
-            }
-            got.bytes().await.map_err(member_err)
-        })?;
-        Ok(Image::Bytes(bytes))
-    }
-
-    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
-        let key = self.key(&layout::chunk_key(hash));
-        let Some(size) = self.head_size(&key)? else {
-            return Ok(None);
-        };
-        if size < HEADER_LEN as u64 {
-            return Ok(None);
-        }
-        let got = self.run(self.timeout, async {
-            let opts = GetOptions {
-                range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
-                ..GetOptions::default()
-            };
-            let got = self.store.get_opts(&key, opts).await.map_err(member_err)?;
-            got.bytes().await.map_err(member_err)
-        });
-        let bytes = match got {
-            Ok(b) => b,
-            Err(MemberError::Missing) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Ok(header) = <[u8; HEADER_LEN]>::try_from(bytes.as_ref()) else {
-            return Ok(None);
-        };
-        Ok(Some(ChunkHead { header, size }))
-    }
-
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
-        let key = self.key(&layout::chunk_key(hash));
-        if image.len() >= MULTIPART_FROM {
-            if !replace && self.head_size(&key)?.is_some() {
-                return Err(MemberError::AlreadyExists);
-            }
-            if replace {
-                self.set_aside(hash, &key);
-            }
-            return self.put_multipart(&key, image);
-        }
-        let mode = if replace {
-            self.set_aside(hash, &key);
-            PutMode::Overwrite
-        } else {
-            PutMode::Create
-        };
-        self.put_small(&key, image, mode)
-    }
-
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
-        let metas = self.list_all(DAMAGED)?;
-        let now = std::time::SystemTime::now();
-        self.run(self.timeout * 20, async {
-            let mut stale = Stale::default();
-            for m in metas {
-                let modified: std::time::SystemTime = m.last_modified.into();
-                let age = now.duration_since(modified).unwrap_or_default();
-                if age < older_than {
-                    stale.kept_young += 1;
-                    continue;
-                }
-                if !dry_run {
-                    match self.store.delete(&m.location).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(member_err(e)),
-                    }
-                }
-                stale.deleted += 1;
-                stale.bytes += m.size;
-            }
-            Ok(stale)
-        })
-    }
-
-    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
-        Ok(self
-            .list_all(CHUNKS)?
-            .iter()
-            .filter_map(|m| {
-                let hash = m.location.filename().and_then(layout::chunk_name)?;
-                Some(ChunkEntry {
-                    hash,
-                    size: m.size,
-                    modified: m.last_modified.into(),
-                })
-            })
-            .collect())
-    }
-
-    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
-        let key = self.key(&layout::chunk_key(hash));
-        self.run(self.timeout, async {
-            self.store.delete(&key).await.map_err(member_err)
-        })
-    }
-
-    fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
-        self.get_stored(key, cap)
-    }
-
-    fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
-        self.put_conditional(key, bytes, expect, cap)
-    }
-
-    fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
-        Ok(self
-            .files(dir)?
-            .into_iter()
-            .map(|(name, stamp)| Listed { name, stamp })
-            .collect())
-    }
-
-    fn delete(&self, key: &str) -> Result<(), MemberError> {
-        let key = self.key(key);
-        match self.run(self.timeout, async {
-            self.store.delete(&key).await.map_err(member_err)
-        }) {
-            Err(MemberError::Missing) => Ok(()),
-            other => other,
-        }
-    }
-
-    fn flush(&self) -> Result<(), MemberError> {
-        // A PUT is durable once the server acknowledged it.
-        Ok(())
-    }
-
-    fn exclusive_lock(&self) -> bool {
-        false
-    }
-
-    fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
-        Ok(Box::new(NoLock))
-    }
+/// Opens the member an `s3://` spec names.
+pub fn open_spec(spec: &str, opts: &Options) -> Result<ObjectMember, MemberError> {
+    open(url(spec)?, opts)
 }

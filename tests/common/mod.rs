@@ -394,6 +394,7 @@ pub fn kill_and_wait(pid: u32, signal: &str) {
     }
 }
 pub mod sync;
+pub mod web;
 pub mod weed;
 
 /// A read-only shared map of a whole open file.
