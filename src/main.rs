@@ -236,7 +236,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 name,
                 options: daemon::MountOptionsRecord {
                     cache_size,
-                    prefetch: prefetch.unwrap_or(8 * threads),
+                    prefetch: prefetch
+                        .unwrap_or_else(|| shardfs::readahead::default_window(threads)),
                     threads,
                     allow_other,
                     read_ahead_kb: read_ahead.div_ceil(1024),

@@ -10,6 +10,7 @@ use super::stats::{Counters, Stats};
 use super::tree::{NodeKind, ROOT, Tree};
 use super::{FsError, FsOptions, Live};
 use crate::cache::ChunkCache;
+use crate::readahead;
 use crate::store::Store;
 use crate::store::manifest::Manifest;
 use crate::store::reader::MemberTrouble;
@@ -24,9 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Threads answering reads that must wait for a chunk.
 const READERS: usize = 16;
-/// Further read-ahead loads in flight when a member is remote: they wait on the network, not
-/// on a core. 8 x 4 MiB chunks cover 10 Gbit/s at 25 ms.
-const REMOTE_IN_FLIGHT: usize = 8;
 
 /// What a read needs on whichever thread answers it: the store, the chunk cache, the counters.
 pub(super) struct Shared {
@@ -44,7 +42,7 @@ pub struct Core {
     pub(super) tree: Arc<RwLock<Tree>>,
     pub(super) readers: Workers,
     pub(super) prefetchers: Workers,
-    pub(super) prefetch: usize,
+    pub(super) readahead: readahead::Policy,
     next_fh: AtomicU64,
     /// Where a read of `REFRESH_XATTR` is handed (to the thread that follows the store).
     refresh_requests: Option<Sender<RefreshRequest>>,
@@ -118,11 +116,7 @@ impl Core {
     ) -> std::io::Result<Core> {
         let tree = Tree::new(&manifests, single);
         let threads = opts.threads.max(1);
-        let remote_extra = if store.has_remote_members() {
-            REMOTE_IN_FLIGHT
-        } else {
-            0
-        };
+        let loaders = readahead::loaders(threads, store.has_remote_members());
         Ok(Core {
             shared: Arc::new(Shared {
                 store,
@@ -137,12 +131,11 @@ impl Core {
             // is ready never queues behind reads still waiting (measured: 1-10 ms queueing with
             // one per core under a mmap loader).
             readers: Workers::new("read", READERS.max(threads))?,
-            // Twice as many loaders as cores: while some wait for a chunk file to come off the
-            // disk, the others keep the cores decompressing. A remote member's answer takes a
-            // round trip or more: more chunks in flight cover its bandwidth x latency (the
-            // window stays within the cache budget, see `read`).
-            prefetchers: Workers::new("prefetch", 2 * threads + remote_extra)?,
-            prefetch: opts.prefetch,
+            prefetchers: Workers::new("prefetch", loaders)?,
+            readahead: readahead::Policy {
+                max_window: opts.prefetch,
+                cache_budget: opts.cache_size,
+            },
             next_fh: AtomicU64::new(1),
             refresh_requests: None,
             opens: Arc::default(),

@@ -4,7 +4,7 @@
 //! flight. A loader that is slow shows reads served quickly and none
 //! waiting; a member that is slow shows reads waiting and its latency.
 
-use crate::prefetch::Readahead;
+use crate::readahead::Stream;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -46,7 +46,8 @@ pub(super) struct OpenFile {
     opened: Instant,
     reads: AtomicU64,
     bytes: AtomicU64,
-    pub readahead: Mutex<Readahead>,
+    /// Where this handle's reader is going, for read-ahead.
+    pub stream: Mutex<Stream>,
 }
 
 impl OpenFile {
@@ -144,7 +145,7 @@ impl Handles {
             opened: Instant::now(),
             reads: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            readahead: Mutex::new(Readahead::default()),
+            stream: Mutex::new(Stream::default()),
         };
         self.by_fh.lock().insert(fh, Arc::new(file));
     }

@@ -140,24 +140,21 @@ impl Core {
         sent: Option<&Arc<SentBytes>>,
     ) {
         let shared = &self.shared;
-        let window = self
-            .prefetch
-            .min((shared.cache.capacity() / (2 * file.chunks[first].len.max(1))) as usize);
-        if let Some(sent) = sent {
-            sent.on_read(file, first, last, last + 1 + window);
-        }
-        let advice = h.readahead.lock().on_read(
-            range.start,
-            range.end - range.start,
+        let plan = self.readahead.plan(
+            &mut h.stream.lock(),
+            file,
+            range.clone(),
             (first, last),
-            file.chunks.len(),
-            window,
+            || shared.store.median_latency(&file.chunks[last]),
         );
-        log::debug!("read '{}' {range:?}: {advice:?}", file.path);
-        for index in advice.behind {
+        if let Some(sent) = sent {
+            sent.on_read(file, first, last, last + 1 + plan.window);
+        }
+        log::debug!("read '{}' {range:?}: {plan:?}", file.path);
+        for index in plan.release {
             shared.cache.demote(&file.chunks[index].hash);
         }
-        for index in advice.ahead {
+        for index in plan.fetch {
             if !shared.wanted_ahead(file, index, sent.map(|s| &**s)) {
                 continue;
             }

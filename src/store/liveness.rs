@@ -241,6 +241,13 @@ impl Liveness {
         up
     }
 
+    /// The recent median answer of the member a read of a replica on `ids` asks first, when
+    /// it has answered often enough to tell.
+    pub fn median(&self, ids: &[String]) -> Option<Duration> {
+        let first = *self.order(ids).first()?;
+        self.records.get(first)?.percentile(50)
+    }
+
     /// Every member's record, for `status`; `location` names a member by id.
     pub fn snapshot(&self, location: impl Fn(&str) -> String) -> Vec<MemberStats> {
         // Milliseconds to the microsecond: more digits say nothing.

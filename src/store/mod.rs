@@ -522,6 +522,11 @@ impl Store {
         slots
     }
 
+    /// How long the member that a read of `chunk` asks first has lately taken to answer.
+    pub fn median_latency(&self, chunk: &manifest::ChunkRef) -> Option<std::time::Duration> {
+        self.liveness.median(&chunk.members)
+    }
+
     /// Whether some member is across a network (its answers take milliseconds, not
     /// microseconds): read-ahead then keeps more chunks in flight.
     pub fn has_remote_members(&self) -> bool {

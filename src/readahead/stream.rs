@@ -1,8 +1,9 @@
 //! Sequential-read detection for one open file: after two reads in a row that continue where
-//! the previous one ended (give or take the reordering of parallel kernel readahead), it asks for
-//! the next chunks to be loaded ahead, and names the chunks the stream has left behind so the
-//! cache can let them go first (a file larger than the cache then does not evict the chunks
-//! loaded ahead before they are read). Random reads ask for nothing.
+//! the previous one ended (give or take the reordering of parallel kernel readahead), or one when
+//! the chunks come from a far member, it asks for the next chunks to be loaded ahead, and names
+//! the chunks the stream has left behind so the cache can let them go first (a file larger than
+//! the cache then does not evict the chunks loaded ahead before they are read). Random reads ask
+//! for nothing. How wide the window is, is `Policy`'s business (mod.rs).
 
 use std::ops::Range;
 
@@ -15,7 +16,7 @@ const SLACK: u64 = 16 << 20;
 const BEHIND_MARGIN: usize = 4;
 
 #[derive(Debug, Default)]
-pub struct Readahead {
+pub struct Stream {
     next_offset: u64,
     streak: u32,
     /// Chunks below this index were already asked for.
@@ -33,10 +34,11 @@ pub struct Advice {
     pub behind: Range<usize>,
 }
 
-impl Readahead {
+impl Stream {
     /// Records a read of `[offset, offset + len)` that touches chunks `first..=last`: the chunk
     /// indices (below `n_chunks`) to load ahead, at most `window` past `last`, and those left
-    /// behind.
+    /// behind. `far` tells whether the chunks come from a member a round trip away, where waiting for a
+    /// second read to confirm the stream costs a round trip of its own.
     pub fn on_read(
         &mut self,
         offset: u64,
@@ -44,6 +46,7 @@ impl Readahead {
         (first, last): (usize, usize),
         n_chunks: usize,
         window: usize,
+        far: impl FnOnce() -> bool,
     ) -> Advice {
         let sequential = offset == 0
             || (offset + SLACK >= self.next_offset && offset <= self.next_offset + SLACK);
@@ -58,7 +61,9 @@ impl Readahead {
             self.requested_until = 0;
             self.passed_until = first;
         }
-        if self.streak < 2 {
+        // A read at offset 0 counts as continuing, but alone it says nothing of the next one.
+        let trusted = self.streak >= 2 || (self.streak >= 1 && offset > 0 && far());
+        if !trusted {
             return Advice::default();
         }
         let mut advice = Advice::default();
@@ -84,14 +89,14 @@ mod tests {
     const C: u64 = 1 << 20; // chunk size in these tests
     const R: u64 = 128 << 10; // kernel read size
 
-    fn read(ra: &mut Readahead, offset: u64) -> Range<usize> {
+    fn read(ra: &mut Stream, offset: u64) -> Range<usize> {
         let chunks = ((offset / C) as usize, ((offset + R - 1) / C) as usize);
-        ra.on_read(offset, R, chunks, 100, 4).ahead
+        ra.on_read(offset, R, chunks, 100, 4, || false).ahead
     }
 
     #[test]
     fn sequential_reads_prefetch_a_sliding_window() {
-        let mut ra = Readahead::default();
+        let mut ra = Stream::default();
         assert_eq!(read(&mut ra, 0), 0..0, "one read is not a pattern yet");
         assert_eq!(read(&mut ra, R), 1..5);
         assert_eq!(read(&mut ra, 2 * R), 0..0, "already requested");
@@ -113,7 +118,7 @@ mod tests {
 
     #[test]
     fn random_reads_prefetch_nothing() {
-        let mut ra = Readahead::default();
+        let mut ra = Stream::default();
         let mut x: u64 = 12345;
         let mut total = 0;
         for _ in 0..1000 {
@@ -128,6 +133,7 @@ mod tests {
                 ((offset / C) as usize, (offset / C) as usize),
                 4096,
                 4,
+                || false,
             );
             total += advice.ahead.len() + advice.behind.len();
         }
@@ -136,27 +142,62 @@ mod tests {
 
     #[test]
     fn chunks_left_behind_are_reported_once() {
-        let mut ra = Readahead::default();
+        let mut ra = Stream::default();
         let mut behind = Vec::new();
         let mut offset = 0;
         while offset < 20 * C {
             let chunks = ((offset / C) as usize, ((offset + R - 1) / C) as usize);
-            behind.extend(ra.on_read(offset, R, chunks, 100, 4).behind);
+            behind.extend(ra.on_read(offset, R, chunks, 100, 4, || false).behind);
             offset += R;
         }
         // The stream is in chunk 19: chunks up to 19 - BEHIND_MARGIN are behind it, each once.
         assert_eq!(behind, (0..19 - BEHIND_MARGIN).collect::<Vec<_>>());
         // A jump starts over from where it landed: nothing before it is reported.
         let chunks = (60, 60);
-        assert_eq!(ra.on_read(60 * C, R, chunks, 100, 4), Advice::default());
-        ra.on_read(60 * C + R, R, chunks, 100, 4);
-        let a = ra.on_read(70 * C, R, (70, 70), 100, 4);
+        assert_eq!(
+            ra.on_read(60 * C, R, chunks, 100, 4, || false),
+            Advice::default()
+        );
+        ra.on_read(60 * C + R, R, chunks, 100, 4, || false);
+        let a = ra.on_read(70 * C, R, (70, 70), 100, 4, || false);
         assert_eq!(a.behind, 60..66);
     }
 
     #[test]
+    fn a_far_member_trusts_a_stream_one_read_sooner_but_not_a_lone_read_at_zero() {
+        let mut near = Stream::default();
+        let mut far = Stream::default();
+        let at = |ra: &mut Stream, offset: u64, far: bool| {
+            let c = (offset / C) as usize;
+            ra.on_read(offset, R, (c, c), 100, 4, || far).ahead
+        };
+        assert_eq!(
+            at(&mut far, 0, true),
+            0..0,
+            "a header read at 0 is no stream"
+        );
+        assert_eq!(at(&mut far, 50 * C, true), 0..0, "a jump is no stream");
+        assert_eq!(
+            at(&mut far, 50 * C + R, true),
+            51..55,
+            "one read continues it"
+        );
+        assert_eq!(at(&mut near, 50 * C, false), 0..0);
+        assert_eq!(
+            at(&mut near, 50 * C + R, false),
+            0..0,
+            "near waits for a second"
+        );
+        assert_eq!(at(&mut near, 50 * C + 2 * R, false), 51..55);
+        // A fresh stream that starts just past 0 (a loader skipping a header): far goes at once.
+        let (mut near, mut far) = (Stream::default(), Stream::default());
+        assert_eq!(at(&mut near, R, false), 0..0);
+        assert_eq!(at(&mut far, R, true), 1..5);
+    }
+
+    #[test]
     fn slightly_reordered_reads_stay_sequential() {
-        let mut ra = Readahead::default();
+        let mut ra = Stream::default();
         read(&mut ra, 0);
         read(&mut ra, 2 * R);
         assert_eq!(read(&mut ra, R), 0..0);
