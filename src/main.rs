@@ -228,10 +228,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let req = daemon::MountRequest {
                 // Absolute, so the daemon, `status` and /proc/mounts name the same members
                 // whatever the directory the command ran in.
-                store: store
-                    .iter()
-                    .map(|s| shardfs::member::absolute_spec(s))
-                    .collect(),
+                store: store.iter().map(|s| s.recorded()).collect(),
                 mountpoint,
                 name,
                 options: daemon::MountOptionsRecord {

@@ -8,13 +8,13 @@ mod common;
 use common::*;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use shardfs::fs::{Backing, Core, FsError, FsOptions, OpenMode, OpenReply, Opened, Xattr};
+use shardfs::member::MemberSpec;
 use shardfs::member::faulty::{Fault, Faulty, Op};
 use shardfs::member::mem::MemMember;
 use shardfs::store::Store;
 use shardfs::store::catalog::Change;
 use shardfs::store::writer::{PackOptions, pack};
 use std::ffi::OsStr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ const CHUNK: u64 = 256 << 10;
 
 struct Fixture {
     dir: tempfile::TempDir,
-    specs: Vec<PathBuf>,
+    specs: Vec<MemberSpec>,
     faults: Vec<Arc<Faulty>>,
     a: Vec<u8>,
     b: Vec<u8>,
@@ -40,7 +40,7 @@ fn fixture(tag: &str) -> Fixture {
     for i in 0..2 {
         let mem = Arc::new(MemMember::new(&format!("mem-{tag}-{i}")));
         let faulty = Arc::new(Faulty::new(mem));
-        specs.push(PathBuf::from(shardfs::member::twins::register(
+        specs.push(MemberSpec::Url(shardfs::member::twins::register(
             &format!("{tag}-{i}"),
             faulty.clone(),
         )));

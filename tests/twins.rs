@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use shardfs::member::MemberIo;
+use shardfs::member::MemberSpec;
 use shardfs::member::faulty::{Fault, Faulty, Op};
 use shardfs::member::mem::MemMember;
 use shardfs::store::Store;
@@ -17,7 +18,7 @@ use std::time::Duration;
 /// `n` in-memory members of one store-to-be, each behind a fault wrapper, named
 /// `twin://TAG-i`.
 struct Twins {
-    specs: Vec<PathBuf>,
+    specs: Vec<MemberSpec>,
     mems: Vec<Arc<MemMember>>,
     faults: Vec<Arc<Faulty>>,
 }
@@ -35,7 +36,7 @@ fn twins(tag: &str, n: usize) -> Twins {
         let mem = Arc::new(MemMember::new(&format!("mem-{tag}-{i}")));
         let faulty = Arc::new(Faulty::new(mem.clone()));
         let spec = shardfs::member::twins::register(&format!("{tag}-{i}"), faulty.clone());
-        t.specs.push(PathBuf::from(spec));
+        t.specs.push(MemberSpec::Url(spec));
         t.mems.push(mem);
         t.faults.push(faulty);
     }
@@ -64,14 +65,14 @@ fn source(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
 }
 
 /// The model's bytes as the store gives them.
-fn exported(specs: &[PathBuf], dir: &Path) -> Vec<u8> {
+fn exported(specs: &[MemberSpec], dir: &Path) -> Vec<u8> {
     let store = Store::open(specs).unwrap();
     let out = dir.join("out.bin");
     shardfs::export::export(&store, "m", None, &out, false).unwrap();
     std::fs::read(&out).unwrap()
 }
 
-fn verify_ok(specs: &[PathBuf]) -> bool {
+fn verify_ok(specs: &[MemberSpec]) -> bool {
     let store = Store::open(specs).unwrap();
     shardfs::store::verify::verify(&store, None).unwrap().ok
 }

@@ -7,6 +7,7 @@ use super::parse::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use shardfs::chunking::Partition;
+use shardfs::member::MemberSpec;
 use shardfs::placement::Placement;
 use std::path::PathBuf;
 
@@ -64,7 +65,7 @@ pub enum Command {
         src: PathBuf,
         /// Members of the store, comma-separated: directories (created if missing) or s3://BUCKET[/PREFIX] (a bucket is created only with --init)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Model name [default: the file's stem or the folder's name]
         #[arg(long)]
         name: Option<String>,
@@ -108,7 +109,7 @@ pub enum Command {
     Ls {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -117,7 +118,7 @@ pub enum Command {
     Export {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The model to export
         #[arg(long)]
         name: String,
@@ -139,7 +140,7 @@ pub enum Command {
     Mount {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order (a lost one may be left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// An existing empty directory
         mountpoint: PathBuf,
         /// Show only this model's files at the mount root
@@ -246,7 +247,7 @@ pub enum Command {
     Repair {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Only this model
         #[arg(long)]
         name: Option<String>,
@@ -266,7 +267,7 @@ pub enum Command {
     Rebalance {
         /// Members of the store, comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Report what would move without moving anything
         #[arg(long)]
         dry_run: bool,
@@ -285,7 +286,7 @@ pub enum Command {
         /// Members of the store, comma-separated, in any order (every member: a removed model
         /// would come back with one left out)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The model to remove
         #[arg(long)]
         name: String,
@@ -299,7 +300,7 @@ pub enum Command {
     Gc {
         /// Members of the store, comma-separated, in any order (every member must be given)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Report what would be deleted without deleting
         #[arg(long)]
         dry_run: bool,
@@ -326,7 +327,7 @@ pub enum Command {
     Df {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The minimum age gc's estimate keeps unreferenced files for, as `gc --min-age`
         #[arg(long, default_value = shardfs::sync::DEFAULT_MIN_AGE, value_parser = shardfs::units::parse_age)]
         min_age: std::time::Duration,
@@ -338,7 +339,7 @@ pub enum Command {
     Verify {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Only this model
         #[arg(long)]
         name: Option<String>,

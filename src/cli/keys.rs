@@ -3,8 +3,8 @@
 
 use super::{Failure, print_json};
 use crate::MemberParser;
+use shardfs::member::MemberSpec;
 use shardfs::store::Store;
-use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub enum KeyCommand {
@@ -13,7 +13,7 @@ pub enum KeyCommand {
     Init {
         /// Every member of the store, comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -22,7 +22,7 @@ pub enum KeyCommand {
     Show {
         /// Members of the store, comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
     },
     /// Replace the store's key by a new one endorsed by the current key, and sign everything
     /// again with it; hosts that trust the current key follow (the old key file is kept as
@@ -30,7 +30,7 @@ pub enum KeyCommand {
     Rotate {
         /// Every member of the store, comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Machine-readable output
         #[arg(long)]
         json: bool,

@@ -1,8 +1,8 @@
 //! Parsers of the command line's argument values: member lists, sizes, rates, chunk sizes.
 //! Each gives a one-line message clap prints as the error.
 
+use shardfs::member::MemberSpec;
 use shardfs::units::parse_size;
-use std::path::PathBuf;
 
 /// Parses one member of a `--store` list: whitespace around it is dropped; an empty one is an
 /// error. Works on the raw argument, so that member paths need not be UTF-8.
@@ -10,14 +10,14 @@ use std::path::PathBuf;
 pub struct MemberParser;
 
 impl clap::builder::TypedValueParser for MemberParser {
-    type Value = PathBuf;
+    type Value = MemberSpec;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<PathBuf, clap::Error> {
+    ) -> Result<MemberSpec, clap::Error> {
         use std::os::unix::ffi::OsStrExt;
         let member = value.as_bytes().trim_ascii();
         if member.is_empty() {
@@ -27,14 +27,9 @@ impl clap::builder::TypedValueParser for MemberParser {
             )
             .with_cmd(cmd));
         }
-        let member = PathBuf::from(std::ffi::OsStr::from_bytes(member));
-        if let Some(why) = shardfs::member::unknown_scheme(&member) {
-            return Err(
-                clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{why}\n"))
-                    .with_cmd(cmd),
-            );
-        }
-        Ok(member)
+        MemberSpec::parse(std::ffi::OsStr::from_bytes(member)).map_err(|why| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{why}\n")).with_cmd(cmd)
+        })
     }
 }
 

@@ -2,13 +2,15 @@
 
 use super::{Failure, print_json};
 use shardfs::daemon;
+use shardfs::daemon::DaemonState;
+use shardfs::member::MemberSpec;
 use shardfs::store::health::{Health, ModelHealth};
 use shardfs::store::{Store, verify};
 use shardfs::units::{count, format_bytes, format_duration, ratio};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn verify(
-    store: Vec<PathBuf>,
+    store: Vec<MemberSpec>,
     name: Option<String>,
     json: bool,
     members: &shardfs::member::Options,
@@ -33,7 +35,7 @@ pub fn verify(
         // Under-replicated chunks get one line per model.
         let mut under: std::collections::BTreeMap<&str, usize> = Default::default();
         for p in report.problems.iter().filter(|p| !gone(p)) {
-            if p.kind == "under-replicated" {
+            if p.kind == verify::ProblemKind::UnderReplicated {
                 *under.entry(p.model.as_deref().unwrap_or("?")).or_default() += 1;
             } else {
                 shardfs::say!("{}", p.describe());
@@ -80,7 +82,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         }
         .map_err(|e| Failure::Error(e.to_string()))?;
         print_json(&value)?;
-        if mounts.iter().any(|m| m.state == "unresponsive") {
+        if mounts.iter().any(|m| m.state == DaemonState::Unresponsive) {
             return Err(Failure::Problems);
         }
         return Ok(());
@@ -88,7 +90,10 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
     if mounts.is_empty() {
         shardfs::say!("no shardfs mounts");
     }
-    let unresponsive = mounts.iter().filter(|m| m.state == "unresponsive").count();
+    let unresponsive = mounts
+        .iter()
+        .filter(|m| m.state == DaemonState::Unresponsive)
+        .count();
     for m in &mounts {
         let model = m.mount.model.as_deref().unwrap_or("(all models)");
         shardfs::say!(
@@ -99,7 +104,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             model,
             m.mount.store.join(",")
         );
-        if m.state == "unresponsive" {
+        if m.state == DaemonState::Unresponsive {
             shardfs::say!(
                 "  the daemon (pid {}) is running but did not answer within 5 s: hung, or stopped (SIGSTOP)?",
                 m.mount.pid
@@ -159,7 +164,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 shardfs::say!(
                     "  member {}: {}, {} requests, {} failures ({} timeouts), {} replicas missing or damaged, {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
                     m.location,
-                    m.state,
+                    m.state.name(),
                     m.requests,
                     m.failures,
                     m.timeouts,
@@ -172,7 +177,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
                 );
             }
             print_versions(m);
-        } else if m.state == "stale" {
+        } else if m.state == DaemonState::Stale {
             shardfs::say!("  its daemon is gone; the entry was cleaned up");
         }
     }
@@ -241,7 +246,7 @@ pub fn refresh(mountpoint: &Path, json: bool) -> Result<(), Failure> {
 }
 
 pub fn ls(
-    paths: &[PathBuf],
+    paths: &[MemberSpec],
     members: &shardfs::member::Options,
     json: bool,
 ) -> Result<(), Failure> {
@@ -335,7 +340,7 @@ pub fn ls(
 }
 
 pub fn df(
-    store: Vec<PathBuf>,
+    store: Vec<MemberSpec>,
     min_age: std::time::Duration,
     json: bool,
     members: &shardfs::member::Options,
@@ -387,7 +392,7 @@ pub fn df(
         (Some(gc), _) => {
             let store_arg = given
                 .iter()
-                .map(|p| p.to_string_lossy())
+                .map(|p| p.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join(",");
             let mut line = format!(

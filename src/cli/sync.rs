@@ -2,14 +2,14 @@
 
 use super::{Failure, print_json};
 use crate::MemberParser;
+use shardfs::member::MemberSpec;
 use shardfs::store::Store;
 use shardfs::units::{count, format_bytes, format_rate};
-use std::path::PathBuf;
 
 type Opts = shardfs::member::Options;
 
 pub fn repair(
-    store: Vec<PathBuf>,
+    store: Vec<MemberSpec>,
     name: Option<String>,
     dry_run: bool,
     json: bool,
@@ -62,7 +62,7 @@ pub fn repair(
 }
 
 pub fn rebalance(
-    store: Vec<PathBuf>,
+    store: Vec<MemberSpec>,
     dry_run: bool,
     min_age: std::time::Duration,
     json: bool,
@@ -101,7 +101,7 @@ pub fn rebalance(
     Ok(())
 }
 
-pub fn rm(store: Vec<PathBuf>, name: String, members: &Opts) -> Result<(), Failure> {
+pub fn rm(store: Vec<MemberSpec>, name: String, members: &Opts) -> Result<(), Failure> {
     let store = Store::open_with(&store, members)?;
     let n = shardfs::sync::gc::rm(&store, &name)?;
     shardfs::say!(
@@ -111,7 +111,7 @@ pub fn rm(store: Vec<PathBuf>, name: String, members: &Opts) -> Result<(), Failu
 }
 
 pub fn gc(
-    store: Vec<PathBuf>,
+    store: Vec<MemberSpec>,
     dry_run: bool,
     min_age: std::time::Duration,
     json: bool,
@@ -161,7 +161,7 @@ pub enum MemberCommand {
     List {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -170,9 +170,10 @@ pub enum MemberCommand {
     Add {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The new member's place (created if missing; a bucket is created)
-        new: PathBuf,
+        #[arg(value_parser = MemberParser)]
+        new: MemberSpec,
         /// Relative capacity, for hash placement
         #[arg(long, default_value_t = 1.0)]
         weight: f64,
@@ -181,7 +182,7 @@ pub enum MemberCommand {
     SetWeight {
         /// Members of the store, comma-separated, in any order (the member to change among them)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The member: its id or its location
         member: String,
         /// The new weight (a positive number)
@@ -191,17 +192,18 @@ pub enum MemberCommand {
     Replace {
         /// The members that still work, comma-separated, in any order (not the lost one)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The lost member: its id or its location (see member list)
         old: String,
         /// The new, empty directory or bucket prefix
-        new: PathBuf,
+        #[arg(value_parser = MemberParser)]
+        new: MemberSpec,
     },
     /// Drain a member (its replicas are made on the others first), then retire it from the store
     Remove {
         /// Members of the store, comma-separated, in any order (the member to remove may be among them)
         #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<PathBuf>,
+        store: Vec<MemberSpec>,
         /// The member: its id or its location
         old: String,
     },
@@ -281,7 +283,7 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
             let r = members::replace(&store, &old, &new, opts)?;
             shardfs::say!(
                 "{} takes the place of the lost member at {was} (index {}, id {}); run shardfs repair to fill it",
-                new.display(),
+                new,
                 r.index,
                 r.id
             );

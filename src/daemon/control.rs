@@ -37,12 +37,31 @@ pub struct MountState {
     pub models: Vec<ModelHealth>,
 }
 
+/// Whether a mount's daemon is there and answering (in `--json` by its lowercase name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaemonState {
+    Live,
+    /// Running, but it did not answer within 5 s.
+    Unresponsive,
+    /// Gone: its mount and state were cleaned up.
+    Stale,
+}
+
+impl std::fmt::Display for DaemonState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DaemonState::Live => "live",
+            DaemonState::Unresponsive => "unresponsive",
+            DaemonState::Stale => "stale",
+        })
+    }
+}
+
 /// One line of `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MountStatus {
-    /// `live`; `unresponsive` for a daemon that is running but did not answer within 5 s;
-    /// `stale` for a mount whose daemon is gone (its state is then cleaned).
-    pub state: String,
+    pub state: DaemonState,
     #[serde(flatten)]
     pub mount: MountState,
     #[serde(flatten)]
@@ -250,8 +269,15 @@ fn drop_dead_lease(state: &MountState) {
     if state.mount_id.is_empty() {
         return;
     }
-    let specs: Vec<PathBuf> = state.store.iter().map(PathBuf::from).collect();
-    match crate::store::Store::open_with(&specs, &state.options.members()) {
+    let specs: Result<Vec<_>, _> = state
+        .store
+        .iter()
+        .map(crate::member::MemberSpec::parse)
+        .collect();
+    match specs.and_then(|specs| {
+        crate::store::Store::open_with(&specs, &state.options.members())
+            .map_err(|e| crate::member::MemberError::Invalid(e.to_string()))
+    }) {
         Ok(store) => store.drop_lease(&state.mount_id),
         Err(e) => log::warn!(
             "the dead mount's lease was not removed ({e}); it is ignored once 10 minutes old"
@@ -290,7 +316,7 @@ pub fn refresh(mountpoint: &Path) -> Result<MountStatus, DaemonError> {
             ))
         })?;
     Ok(MountStatus {
-        state: "live".into(),
+        state: DaemonState::Live,
         mount,
         counters: Some(counters),
     })
@@ -366,12 +392,12 @@ pub fn status(mountpoint: Option<&Path>) -> Result<Vec<MountStatus>, DaemonError
             // not called live.
             let counters = live_counters(&mount.mountpoint);
             let state = if counters.is_some() {
-                "live"
+                DaemonState::Live
             } else {
-                "unresponsive"
+                DaemonState::Unresponsive
             };
             out.push(MountStatus {
-                state: state.into(),
+                state,
                 mount,
                 counters,
             });
@@ -383,7 +409,7 @@ pub fn status(mountpoint: Option<&Path>) -> Result<Vec<MountStatus>, DaemonError
             drop_dead_lease(&mount);
             let _ = fs::remove_file(&p);
             out.push(MountStatus {
-                state: "stale".into(),
+                state: DaemonState::Stale,
                 mount,
                 counters: None,
             });

@@ -5,7 +5,7 @@
 
 use super::http::{self, Answer};
 use crate::fs::Live;
-use crate::store::liveness::MemberStats;
+use crate::store::liveness::{MemberState, MemberStats};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -239,10 +239,11 @@ impl prometheus_client::collector::Collector for Mount {
                 MetricType::Gauge,
             )?;
             for s in members {
-                for state in ["up", "slow", "down"] {
-                    ConstGauge::new(i64::from(s.state == state)).encode(
-                        m.encode_family(&[("member", s.location.as_str()), ("state", state)])?,
-                    )?;
+                for state in MemberState::ALL {
+                    ConstGauge::new(i64::from(s.state == state)).encode(m.encode_family(&[
+                        ("member", s.location.as_str()),
+                        ("state", state.name()),
+                    ])?)?;
                 }
             }
         }

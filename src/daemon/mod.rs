@@ -11,7 +11,7 @@ mod http;
 mod metrics;
 mod procfs;
 
-pub use control::{MountState, MountStatus, refresh, state_dir, status, unmount};
+pub use control::{DaemonState, MountState, MountStatus, refresh, state_dir, status, unmount};
 pub use procfs::{mounted_fstype, shardfs_mount_of};
 
 use crate::fs::{Core, FsOptions, ShardFs};
@@ -108,7 +108,7 @@ impl MountOptionsRecord {
 /// What `mount` was asked to do.
 #[derive(Debug, Clone)]
 pub struct MountRequest {
-    pub store: Vec<PathBuf>,
+    pub store: Vec<crate::member::MemberSpec>,
     pub mountpoint: PathBuf,
     pub name: Option<String>,
     pub options: MountOptionsRecord,
@@ -178,10 +178,10 @@ pub const DEFAULT_REFRESH_MS: u64 = 3000;
 /// Starts the daemon (this binary with `--foreground`), detached in its own session with its
 /// output in the log file, and waits for it to report the mount live or failed.
 /// The source /proc/mounts shows for a mount: the store as given, members joined by commas.
-fn mount_source(store: &[PathBuf]) -> String {
+fn mount_source(store: &[crate::member::MemberSpec]) -> String {
     store
         .iter()
-        .map(|p| p.to_string_lossy())
+        .map(|spec| spec.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -430,7 +430,7 @@ fn serve(
             store: req
                 .store
                 .iter()
-                .map(|p| crate::member::absolute_spec(p).display().to_string())
+                .map(|spec| spec.recorded().to_string())
                 .collect(),
             model: req.name.clone(),
             options: req.options.clone(),

@@ -142,7 +142,7 @@ impl Live {
                 members.extend(store.joined_members().map(|m| MemberStats {
                     id: m.id().to_string(),
                     location: m.location().to_string(),
-                    state: "up".into(),
+                    state: crate::store::liveness::MemberState::Up,
                     ..MemberStats::default()
                 }));
                 members

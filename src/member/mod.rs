@@ -27,14 +27,14 @@ pub mod s3;
 mod s3_config;
 mod s3_errors;
 mod s3_url;
+mod spec;
 #[cfg(any(test, feature = "twins"))]
 pub mod twins;
 
 use crate::codec::{HEADER_LEN, Hash32};
+pub use spec::{MemberSpec, recorded_location, unknown_scheme};
 use std::fmt;
 use std::ops::Deref;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -333,99 +333,10 @@ impl Options {
     }
 }
 
-/// A kind of member named by a URL: its schemes, the form the help shows, how a spec of it is
-/// recorded in member lists, and how one opens.
-struct UrlKind {
-    schemes: &'static [&'static str],
-    form: &'static str,
-    spec: fn(&str) -> Result<String, MemberError>,
-    open: fn(&str, &Options) -> OpenedMember,
-}
-
-/// A member opened, or why not.
-type OpenedMember = Result<Arc<dyn MemberIo>, MemberError>;
-
-/// Every kind of member this build knows by URL; any other spec is a directory. A new kind is
-/// a file beside `s3.rs`, a line here and its cargo feature.
-const URL_KINDS: &[UrlKind] = &[
-    UrlKind {
-        schemes: &["s3"],
-        form: "s3://BUCKET[/PREFIX] (lowercase)",
-        spec: s3::spec,
-        open: |spec, opts| Ok(Arc::new(s3::open_spec(spec, opts)?)),
-    },
-    #[cfg(feature = "http")]
-    UrlKind {
-        schemes: &http::SCHEMES,
-        form: "http(s)://HOST/PATH (read-only)",
-        spec: http::spec,
-        open: |spec, opts| Ok(Arc::new(http::open(spec, opts)?)),
-    },
-];
-
-/// The URL kind `spec` names, with the spec as text.
-fn url_kind(spec: &Path) -> Option<(&'static UrlKind, &str)> {
-    let text = spec.to_str()?;
-    let (scheme, _) = text.split_once("://")?;
-    let kind = URL_KINDS.iter().find(|k| k.schemes.contains(&scheme))?;
-    Some((kind, text))
-}
-
-/// Why a `--store` entry that starts like a URL of a kind shardfs does not know (`S3://`,
-/// `gs://`, `s3:/`) is refused, rather than taken as a directory of that odd name; `None` for
-/// the URL kinds it knows and for paths.
-pub fn unknown_scheme(spec: &Path) -> Option<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = spec.as_os_str().as_bytes();
-    let colon = bytes.iter().position(|&b| b == b':')?;
-    let scheme = &bytes[..colon];
-    let looks_like_scheme = !scheme.is_empty()
-        && scheme[0].is_ascii_alphabetic()
-        && scheme
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(b))
-        && bytes[colon + 1..].starts_with(b"/");
-    if !looks_like_scheme || url_kind(spec).is_some() {
-        return None;
-    }
-    let forms: Vec<&str> = URL_KINDS.iter().map(|k| k.form).collect();
-    Some(format!(
-        "{} is not a kind of member shardfs knows: give {} or a directory (start it with ./ if its name has a colon)",
-        crate::shown::shown(&spec.display().to_string()),
-        forms.join(", ")
-    ))
-}
-
-/// Opens the member a `--store` entry names: a URL of a kind in `URL_KINDS`, anything else a
-/// directory.
-pub fn open(spec: &Path, opts: &Options) -> Result<Arc<dyn MemberIo>, MemberError> {
-    #[cfg(any(test, feature = "twins"))]
-    if twins::is_twin(spec) {
-        let twin = twins::lookup(spec).ok_or_else(|| {
-            MemberError::Absent(format!("no test twin {} registered", spec.display()))
-        })?;
-        return Ok(Arc::new(deadline::Deadlined::new(twin, opts)));
-    }
-    if let Some(why) = unknown_scheme(spec) {
-        return Err(MemberError::Invalid(why));
-    }
-    let inner: Arc<dyn MemberIo> = match url_kind(spec) {
-        Some((kind, text)) => (kind.open)(text, opts)?,
-        None => Arc::new(dir::DirMember::new(spec)),
-    };
-    Ok(Arc::new(deadline::Deadlined::new(inner, opts)))
-}
-
-/// A `--store` entry as it should be recorded for later use from another directory: a path made
-/// absolute (symlinks resolved where it exists), a URL with its options in shardfs's order.
-pub fn absolute_spec(spec: &Path) -> std::path::PathBuf {
-    #[cfg(any(test, feature = "twins"))]
-    if twins::is_twin(spec) {
-        return spec.to_path_buf();
-    }
-    if let Some((kind, text)) = url_kind(spec) {
-        return (kind.spec)(text).map_or_else(|_| spec.to_path_buf(), Into::into);
-    }
-    std::fs::canonicalize(spec)
-        .unwrap_or_else(|_| std::path::absolute(spec).unwrap_or_else(|_| spec.to_path_buf()))
+/// Opens the member a `--store` entry or a member list's location names (see `MemberSpec`).
+pub fn open(
+    spec: impl AsRef<std::ffi::OsStr>,
+    opts: &Options,
+) -> Result<std::sync::Arc<dyn MemberIo>, MemberError> {
+    MemberSpec::parse(spec)?.open(opts)
 }

@@ -162,15 +162,40 @@ impl Record {
         d.min(limit)
     }
 
-    fn state(&self) -> &'static str {
+    fn state(&self) -> MemberState {
         if self.is_down() {
-            "down"
+            MemberState::Down
         } else if self.in_a_row.load(Ordering::Relaxed) > 0
             || self.percentile(90).is_some_and(|p| p > SLOW)
         {
-            "slow"
+            MemberState::Slow
         } else {
-            "up"
+            MemberState::Up
+        }
+    }
+}
+
+/// How a member has been answering lately.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    #[default]
+    Up,
+    /// Failing or slow lately.
+    Slow,
+    /// Passed over for now.
+    Down,
+}
+
+impl MemberState {
+    pub const ALL: [MemberState; 3] = [MemberState::Up, MemberState::Slow, MemberState::Down];
+
+    /// The state as `status` and `/metrics` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberState::Up => "up",
+            MemberState::Slow => "slow",
+            MemberState::Down => "down",
         }
     }
 }
@@ -180,8 +205,7 @@ impl Record {
 pub struct MemberStats {
     pub id: String,
     pub location: String,
-    /// `up`, `slow` (failing or slow lately) or `down` (passed over for now).
-    pub state: String,
+    pub state: MemberState,
     pub requests: u64,
     pub failures: u64,
     /// Replicas asked of it that were missing or damaged (the member itself answered).
@@ -258,7 +282,7 @@ impl Liveness {
             .map(|(id, r)| MemberStats {
                 id: id.clone(),
                 location: location(id),
-                state: r.state().to_string(),
+                state: r.state(),
                 requests: r.requests.load(Ordering::Relaxed),
                 failures: r.failures.load(Ordering::Relaxed),
                 bad_replicas: r.bad_replicas.load(Ordering::Relaxed),
@@ -298,7 +322,7 @@ mod tests {
         b.record(Duration::from_secs(5), Outcome::TimedOut);
         assert!(b.is_down());
         let snap = l.snapshot(|id| format!("/{id}"));
-        assert_eq!(snap[1].state, "down");
+        assert_eq!(snap[1].state, MemberState::Down);
         assert_eq!((snap[0].requests, snap[0].failures), (4, 2));
         assert_eq!(snap[0].bad_replicas, 1);
         assert_eq!(snap[0].bytes_fetched, 10);

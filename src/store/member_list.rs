@@ -7,7 +7,6 @@
 use super::{Store, StoreError, member_err};
 use crate::member::{Expect, Stored};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 pub const MEMBER_LIST: &str = "members.json";
 
@@ -36,9 +35,7 @@ impl MemberList {
 
     /// The entry a user names: by member id, or by location (as given or made absolute).
     pub fn find(&self, who: &str) -> Option<&Listed> {
-        let absolute = crate::member::absolute_spec(Path::new(who))
-            .display()
-            .to_string();
+        let absolute = crate::member::recorded_location(who);
         self.members
             .iter()
             .find(|m| m.id == who || m.location == who || m.location == absolute)
@@ -133,9 +130,7 @@ impl Store {
         let (old, copies, old_bytes) = self.member_list_read();
         let mut list = old.clone();
         for m in &self.members {
-            let location = crate::member::absolute_spec(Path::new(m.location()))
-                .display()
-                .to_string();
+            let location = crate::member::recorded_location(m.location());
             let entry = Listed {
                 id: m.id().to_string(),
                 index: m.info.index,

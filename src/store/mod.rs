@@ -137,9 +137,8 @@ pub(crate) fn member_err(location: &str) -> impl FnOnce(MemberError) -> StoreErr
 pub struct Store {
     pub store_id: String,
     pub members: Vec<Member>,
-    /// Members given but unreadable (directory or bucket gone, not initialised, refused), by
-    /// location, with the reason.
-    pub unavailable: Vec<(String, String)>,
+    /// Members given but not read (unreadable, refused or retired), by location, with why.
+    pub unavailable: Vec<(String, LeftOut)>,
     by_id: HashMap<String, usize>,
     /// How each member has been answering reads.
     pub liveness: liveness::Liveness,
@@ -212,28 +211,59 @@ fn probe(member: &dyn io::MemberIo) -> Result<Probe, StoreError> {
 type Probed = (Arc<dyn io::MemberIo>, Probe);
 
 /// Opens every spec's member I/O, in parallel (remote members answer in milliseconds each).
-fn open_all(specs: &[PathBuf], opts: &io::Options) -> Result<Vec<Probed>, StoreError> {
+fn open_all(specs: &[io::MemberSpec], opts: &io::Options) -> Result<Vec<Probed>, StoreError> {
     use rayon::prelude::*;
     specs
         .par_iter()
         .map(|spec| {
-            let member = io::open(spec, opts).map_err(member_err(&spec.display().to_string()))?;
+            let member = spec.open(opts).map_err(member_err(&spec.to_string()))?;
             let probed = probe(member.as_ref())?;
             Ok((member, probed))
         })
         .collect()
 }
 
+/// Why a member given is not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftOut {
+    /// The directory or bucket is gone, not initialised, or refused (the reason says which).
+    Unavailable(String),
+    /// `member remove` retired it: it is no longer part of the store.
+    Retired,
+}
+
+impl LeftOut {
+    /// Whether a command that needs every member should still wait for this one.
+    pub fn is_missed(&self) -> bool {
+        !matches!(self, LeftOut::Retired)
+    }
+}
+
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeftOut::Unavailable(why) => f.write_str(why),
+            LeftOut::Retired => f.write_str("retired"),
+        }
+    }
+}
+
+impl serde::Serialize for LeftOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl Store {
     /// `open_with` default member options.
-    pub fn open(specs: &[PathBuf]) -> Result<Store, StoreError> {
+    pub fn open(specs: &[io::MemberSpec]) -> Result<Store, StoreError> {
         Store::open_with(specs, &io::Options::default())
     }
 
     /// Opens a store for reading. Members that are gone, hold no member file or do not answer
     /// are listed in `unavailable` (a lost disk must not stop reads); anything else wrong is an
     /// error.
-    pub fn open_with(specs: &[PathBuf], opts: &io::Options) -> Result<Store, StoreError> {
+    pub fn open_with(specs: &[io::MemberSpec], opts: &io::Options) -> Result<Store, StoreError> {
         if specs.is_empty() {
             return Err(StoreError::NoMembers);
         }
@@ -243,7 +273,7 @@ impl Store {
             match probed {
                 Probe::Member(info) => members.push(Member { io: member, info }),
                 Probe::Empty { reason } | Probe::Unavailable(reason) => {
-                    unavailable.push((member.location().to_string(), reason));
+                    unavailable.push((member.location().to_string(), LeftOut::Unavailable(reason)));
                 }
             }
         }
@@ -276,7 +306,7 @@ impl Store {
                     "{} was retired from the store (member remove); it is not read",
                     m.location()
                 );
-                unavailable.push((m.location().to_string(), "retired".into()));
+                unavailable.push((m.location().to_string(), LeftOut::Retired));
             }
             if kept.is_empty() {
                 return Err(StoreError::NoneAvailable(
@@ -298,7 +328,7 @@ impl Store {
 
     fn assemble(
         mut members: Vec<Member>,
-        unavailable: Vec<(String, String)>,
+        unavailable: Vec<(String, LeftOut)>,
     ) -> Result<Store, StoreError> {
         let first = &members[0];
         for m in &members[1..] {
@@ -348,7 +378,7 @@ impl Store {
     /// member file joins the store only with `init`, or while the store holds no model yet (a
     /// first pack that was interrupted).
     pub fn open_for_pack(
-        specs: &[PathBuf],
+        specs: &[io::MemberSpec],
         init: bool,
         opts: &io::Options,
     ) -> Result<Store, StoreError> {
@@ -466,13 +496,12 @@ impl Store {
             // Opened already, where the list says it is. (A member replaced since this store
             // opened is listed at its new place: that one is opened and read from now on.)
             let open = self.member(&l.id);
-            let opened_there = open.is_some_and(|m| {
-                io::absolute_spec(Path::new(m.location())).to_string_lossy() == l.location
-            });
+            let opened_there =
+                open.is_some_and(|m| io::recorded_location(m.location()) == l.location);
             if opened_there || l.location.is_empty() || (replaced_only && open.is_none()) {
                 continue;
             }
-            let Ok(member) = io::open(Path::new(&l.location), opts) else {
+            let Ok(member) = io::MemberSpec::parse(&l.location).and_then(|s| s.open(opts)) else {
                 continue;
             };
             let Ok(Probe::Member(info)) = probe(member.as_ref()) else {
@@ -520,6 +549,17 @@ impl Store {
             .collect();
         crate::placement::weigh(&mut slots, replicas);
         slots
+    }
+
+    /// The specs of the members that opened, as each says where it is.
+    pub fn member_specs(&self) -> Vec<io::MemberSpec> {
+        self.members
+            .iter()
+            .map(|m| {
+                io::MemberSpec::parse(m.location())
+                    .unwrap_or_else(|_| io::MemberSpec::Dir(m.location().into()))
+            })
+            .collect()
     }
 
     /// How long the member that a read of `chunk` asks first has lately taken to answer.

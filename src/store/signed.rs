@@ -34,7 +34,10 @@ impl Store {
             match decision.left_out.iter().find(|(at, _)| *at == i) {
                 Some((_, reason)) => {
                     log::warn!("store member {} is left out: {reason}", m.location());
-                    unavailable.push((m.location().to_string(), reason.clone()));
+                    unavailable.push((
+                        m.location().to_string(),
+                        super::LeftOut::Unavailable(reason.clone()),
+                    ));
                 }
                 None => kept.push(m),
             }

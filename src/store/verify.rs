@@ -14,12 +14,50 @@ use std::collections::BTreeMap;
 /// One replica's check: its member id and the verified bytes or why they are not usable.
 type ReplicaResult = (String, Result<Vec<u8>, super::reader::ReplicaError>);
 
+/// What kind of problem `verify` found (in `--json` as its kebab-case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// A replica is not on its member (or its member did not open).
+    Missing,
+    /// A replica's bytes are not the chunk's.
+    Corrupt,
+    /// A replica's member failed or timed out reading it.
+    Unreadable,
+    /// Fewer good replicas than the model was packed with, at least one.
+    UnderReplicated,
+    /// No good replica of a chunk is left.
+    Unrecoverable,
+    /// A file's whole-file hash does not match its manifest.
+    FileHash,
+    /// A manifest copy is damaged, unsigned or behind.
+    Manifest,
+    /// A member list copy is damaged or not signed by the store's key.
+    MemberList,
+    /// A member given could not be read.
+    MemberUnavailable,
+}
+
+impl ProblemKind {
+    /// The kind as `--json` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::Missing => "missing",
+            ProblemKind::Corrupt => "corrupt",
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::UnderReplicated => "under-replicated",
+            ProblemKind::Unrecoverable => "unrecoverable",
+            ProblemKind::FileHash => "file-hash",
+            ProblemKind::Manifest => "manifest",
+            ProblemKind::MemberList => "member-list",
+            ProblemKind::MemberUnavailable => "member-unavailable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// `missing`, `corrupt`, `unreadable`, `under-replicated` (fewer good replicas than the
-    /// model was packed with, at least one), `unrecoverable`, `file-hash`, `manifest`,
-    /// `member-list` (a copy damaged or not signed by the store's key) or `member-unavailable`.
-    pub kind: String,
+    pub kind: ProblemKind,
     pub model: Option<String>,
     pub file: Option<String>,
     pub member_id: Option<String>,
@@ -86,7 +124,7 @@ pub struct LossyFile {
 impl Problem {
     /// A problem with one chunk of `file`, naming the bytes it holds.
     fn of_chunk(
-        kind: &str,
+        kind: ProblemKind,
         detail: String,
         model: &str,
         file: &FileEntry,
@@ -102,9 +140,9 @@ impl Problem {
         }
     }
 
-    fn new(kind: &str, detail: String) -> Problem {
+    fn new(kind: ProblemKind, detail: String) -> Problem {
         Problem {
-            kind: kind.to_string(),
+            kind,
             model: None,
             file: None,
             member_id: None,
@@ -118,7 +156,7 @@ impl Problem {
 
     /// One line for people.
     pub fn describe(&self) -> String {
-        let mut parts = vec![self.kind.to_uppercase()];
+        let mut parts = vec![self.kind.name().to_uppercase()];
         if let Some(m) = &self.model {
             parts.push(format!("model {m}"));
         }
@@ -184,7 +222,7 @@ fn verify_file(
             }
             if good.is_some() && good_count < replicas_wanted {
                 problems.push(Problem::of_chunk(
-                    "under-replicated",
+                    ProblemKind::UnderReplicated,
                     format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
                     model,
                     file,
@@ -198,7 +236,7 @@ fn verify_file(
                 None => {
                     whole_ok = false;
                     problems.push(Problem::of_chunk(
-                        "unrecoverable",
+                        ProblemKind::Unrecoverable,
                         "no good replica of this chunk is left".into(),
                         model,
                         file,
@@ -213,7 +251,7 @@ fn verify_file(
             model: Some(model.to_string()),
             file: Some(file.path.clone()),
             ..Problem::new(
-                "file-hash",
+                ProblemKind::FileHash,
                 "whole-file BLAKE3 does not match the manifest".into(),
             )
         });
@@ -253,17 +291,17 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
     };
     let mut problems = Vec::new();
     // A member given that was retired (member remove) is left out, not a problem.
-    for (path, reason) in store.unavailable.iter().filter(|(_, r)| r != "retired") {
+    for (path, reason) in store.unavailable.iter().filter(|(_, r)| r.is_missed()) {
         problems.push(Problem {
             member_path: Some(path.clone()),
-            ..Problem::new("member-unavailable", reason.clone())
+            ..Problem::new(ProblemKind::MemberUnavailable, reason.to_string())
         });
     }
     for (m, why) in store.member_list_troubles() {
         problems.push(Problem {
             member_id: Some(m.id().to_string()),
             member_path: Some(m.location().to_string()),
-            ..Problem::new("member-list", why)
+            ..Problem::new(ProblemKind::MemberList, why)
         });
     }
     let mut manifests: Vec<Manifest> = Vec::new();
@@ -274,7 +312,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             Err(e @ StoreError::CorruptManifest { .. }) => {
                 problems.push(Problem {
                     model: Some(n.clone()),
-                    ..Problem::new("manifest", e.to_string())
+                    ..Problem::new(ProblemKind::Manifest, e.to_string())
                 });
                 None
             }
@@ -303,7 +341,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
                     model: Some(n.clone()),
                     member_id: Some(member.id().to_string()),
                     member_path: Some(member.location().to_string()),
-                    ..Problem::new("manifest", detail)
+                    ..Problem::new(ProblemKind::Manifest, detail)
                 });
             }
         }

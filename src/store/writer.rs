@@ -17,7 +17,7 @@ use crate::placement::{self, ChunkPos, Placement, Slot};
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -232,7 +232,11 @@ fn pack_file(
 }
 
 /// Packs `src` (a file or a folder) into the store at `paths`.
-pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSummary, StoreError> {
+pub fn pack(
+    src: &Path,
+    paths: &[crate::member::MemberSpec],
+    opts: &PackOptions,
+) -> Result<PackSummary, StoreError> {
     let started = Instant::now();
     chunking::check_pack_chunk_size(opts.chunk_size)?;
     placement::check(opts.replicas, paths.len())?;
@@ -250,13 +254,13 @@ pub fn pack(src: &Path, paths: &[PathBuf], opts: &PackOptions) -> Result<PackSum
     // would read the store's own files while it writes them.
     let canonical_src = std::fs::canonicalize(src).map_err(cannot_read(src))?;
     for p in paths {
-        if let Ok(member) = std::fs::canonicalize(p)
+        if let Some(Ok(member)) = p.dir().map(std::fs::canonicalize)
             && (canonical_src.starts_with(&member) || member.starts_with(&canonical_src))
         {
             return Err(source_err(format!(
                 "{} and the store member {} lie one inside the other; pack a file or folder outside the store",
                 src.display(),
-                p.display()
+                p
             )));
         }
     }

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
 fn all_given(store: &Store, what: &str) -> Result<(), StoreError> {
-    if let Some((location, reason)) = store.unavailable.iter().find(|(_, r)| r != "retired") {
+    if let Some((location, reason)) = store.unavailable.iter().find(|(_, r)| r.is_missed()) {
         return Err(StoreError::Invalid(format!(
             "{what} needs every member readable: {location} is not ({reason})"
         )));

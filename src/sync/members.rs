@@ -4,13 +4,13 @@
 //! every member (`store::member_list`).
 
 use super::repair::{self, RepairOptions, RepairReport};
+use crate::member::MemberSpec;
 use crate::member::{self, MemberError, MemberIo};
 use crate::store::member::{MemberInfo, STORE_FORMAT};
 use crate::store::member_list::Listed;
 use crate::store::{Store, StoreError, member_err};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One row of `member list`.
@@ -23,8 +23,29 @@ pub struct MemberRow {
     /// Replicas the current manifests place on it, and their stored bytes.
     pub chunks: u64,
     pub bytes: u64,
-    /// `up` (opened), `unavailable` (listed, not among those given or not readable), `retired`.
-    pub health: String,
+    pub health: MemberHealth,
+}
+
+/// Where a listed member stands (in `--json` by its lowercase name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberHealth {
+    /// Opened.
+    Up,
+    /// Listed, but not among the members given, or not readable.
+    Unavailable,
+    /// Drained and retired by `member remove`.
+    Retired,
+}
+
+impl std::fmt::Display for MemberHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberHealth::Up => "up",
+            MemberHealth::Unavailable => "unavailable",
+            MemberHealth::Retired => "retired",
+        })
+    }
 }
 
 /// Every member the store knows: the member list, and the members that opened.
@@ -57,11 +78,11 @@ pub fn list(store: &Store) -> Result<Vec<MemberRow>, StoreError> {
         .map(|l| {
             let (chunks, bytes) = held.get(l.id.as_str()).copied().unwrap_or_default();
             let health = if l.retired {
-                "retired"
+                MemberHealth::Retired
             } else if store.member(&l.id).is_some() {
-                "up"
+                MemberHealth::Up
             } else {
-                "unavailable"
+                MemberHealth::Unavailable
             };
             MemberRow {
                 id: l.id.clone(),
@@ -70,20 +91,20 @@ pub fn list(store: &Store) -> Result<Vec<MemberRow>, StoreError> {
                 weight: l.weight,
                 chunks,
                 bytes,
-                health: health.to_string(),
+                health,
             }
         })
         .collect())
 }
 
 /// Opens the place a new member goes: it must not be a member of a store yet.
-fn open_empty(new: &Path, opts: &member::Options) -> Result<Arc<dyn MemberIo>, StoreError> {
-    let io = member::open(new, opts).map_err(member_err(&new.display().to_string()))?;
+fn open_empty(new: &MemberSpec, opts: &member::Options) -> Result<Arc<dyn MemberIo>, StoreError> {
+    let io = new.open(opts).map_err(member_err(&new.to_string()))?;
     match io.read_info() {
         Ok(None) | Err(MemberError::Absent(_)) => Ok(io),
         Ok(Some(_)) => Err(StoreError::Invalid(format!(
             "{} is already a member of a store; give an empty directory or prefix",
-            new.display()
+            new
         ))),
         Err(e) => Err(member_err(io.location())(e)),
     }
@@ -105,8 +126,8 @@ fn check_weight(weight: f64) -> Result<(), StoreError> {
 
 /// Adds `new` (an empty or missing directory, or a bucket prefix) to the store with `weight`.
 pub fn add(
-    specs: &[PathBuf],
-    new: &Path,
+    specs: &[MemberSpec],
+    new: &MemberSpec,
     weight: f64,
     opts: &member::Options,
 ) -> Result<MemberRow, StoreError> {
@@ -133,7 +154,7 @@ pub fn add(
     io.init(&member_bytes(&info)?, true)
         .map_err(member_err(io.location()))?;
     let mut all = specs.to_vec();
-    all.push(new.to_path_buf());
+    all.push(new.clone());
     let store = Store::open_with(&all, opts)?;
     // Every member keeps a copy of every manifest.
     for name in existing.model_names()? {
@@ -207,14 +228,7 @@ pub fn set_weight(store: &Store, who: &str, weight: f64) -> Result<MemberRow, St
     };
     m.io.init(&member_bytes(&info)?, false)
         .map_err(member_err(m.location()))?;
-    let store = Store::open_with(
-        &store
-            .members
-            .iter()
-            .map(|m| PathBuf::from(m.location()))
-            .collect::<Vec<_>>(),
-        &store.member_options(),
-    )?;
+    let store = Store::open_with(&store.member_specs(), &store.member_options())?;
     store.update_member_list(|_| {})?;
     list_row(&store, &entry.id)
 }
@@ -224,7 +238,7 @@ pub fn set_weight(store: &Store, who: &str, weight: f64) -> Result<MemberRow, St
 pub fn replace(
     store: &Store,
     old: &str,
-    new: &Path,
+    new: &MemberSpec,
     opts: &member::Options,
 ) -> Result<MemberRow, StoreError> {
     let entry = named(store, old)?;
@@ -252,12 +266,8 @@ pub fn replace(
     };
     io.init(&member_bytes(&info)?, true)
         .map_err(member_err(io.location()))?;
-    let mut specs: Vec<PathBuf> = store
-        .members
-        .iter()
-        .map(|m| PathBuf::from(m.location()))
-        .collect();
-    specs.push(new.to_path_buf());
+    let mut specs = store.member_specs();
+    specs.push(new.clone());
     let store = Store::open_with(&specs, opts)?;
     store.update_member_list(|_| {})?;
     list_row(&store, &entry.id)

@@ -22,7 +22,7 @@ pub struct MemberUsage {
 pub struct Usage {
     pub members: Vec<MemberUsage>,
     /// Members given that did not open: location and reason.
-    pub unavailable: Vec<(String, String)>,
+    pub unavailable: Vec<(String, crate::store::LeftOut)>,
     /// What `gc --min-age MIN_AGE` would delete now, if it can run (every member readable).
     pub gc: Option<GcReport>,
     /// Why `gc` could not be estimated.

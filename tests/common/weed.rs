@@ -275,7 +275,10 @@ pub fn server() -> (tempfile::TempDir, Weed) {
 /// As [`Weed::wait_usable`], for the server a member spec reaches (`s3://BUCKET?options`).
 pub fn wait_usable_at(spec: &str) {
     let opts = shardfs::member::Options::default();
-    let m = shardfs::member::open(Path::new(spec), &opts).unwrap();
+    let m = shardfs::member::MemberSpec::parse(spec)
+        .unwrap()
+        .open(&opts)
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Err(e) = m.init(b"{}", true) {
         assert!(

@@ -35,11 +35,12 @@ pub enum ReplicaError {
 
 impl ReplicaError {
     /// `missing` or `corrupt`, as reports name them.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::store::verify::ProblemKind {
+        use crate::store::verify::ProblemKind;
         match self {
-            ReplicaError::MemberUnavailable(_) | ReplicaError::Missing => "missing",
-            ReplicaError::Io(_) | ReplicaError::TimedOut(_) => "unreadable",
-            ReplicaError::Corrupt(_) | ReplicaError::HashMismatch => "corrupt",
+            ReplicaError::MemberUnavailable(_) | ReplicaError::Missing => ProblemKind::Missing,
+            ReplicaError::Io(_) | ReplicaError::TimedOut(_) => ProblemKind::Unreadable,
+            ReplicaError::Corrupt(_) | ReplicaError::HashMismatch => ProblemKind::Corrupt,
         }
     }
 }

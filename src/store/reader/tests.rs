@@ -67,7 +67,7 @@ fn a_corrupt_replica_is_never_handed_out() {
     let failed = Mutex::new(Vec::new());
     let mut out = vec![0u8; chunk.len as usize];
     let got = store.load_chunk_into(&chunk, &mut out, &|id, e| {
-        failed.lock().push(format!("{id}: {}", e.kind()));
+        failed.lock().push(format!("{id}: {}", e.kind().name()));
     });
     assert_eq!(got.unwrap(), "b");
     assert!(out == data);
