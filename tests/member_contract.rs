@@ -9,7 +9,7 @@ mod common;
 use shardfs::codec::{HEADER_LEN, Hash32};
 use shardfs::member::faulty::Faulty;
 use shardfs::member::mem::MemMember;
-use shardfs::member::{Expect, MemberError, MemberIo, Options};
+use shardfs::member::{Expect, IfPresent, MemberError, MemberIo, Options, Setup, Sweep};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ fn contract(m: &dyn MemberIo) {
         matches!(m.read_info(), Ok(None) | Err(MemberError::Absent(_))),
         "{what}"
     );
-    m.init(b"{\"info\": 1}", true).unwrap();
+    m.init(b"{\"info\": 1}", Setup::Create).unwrap();
     assert_eq!(m.read_info().unwrap().unwrap(), b"{\"info\": 1}", "{what}");
 
     small_objects(m, &what);
@@ -123,7 +123,7 @@ fn chunks(m: &dyn MemberIo, what: &str) {
     );
     assert!(m.chunk_head(&h).unwrap().is_none(), "{what}");
     let first = image(1, 5000);
-    m.put_chunk(&h, &first, false).unwrap();
+    m.put_chunk(&h, &first, IfPresent::Refuse).unwrap();
     assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == first, "{what}");
     let head = m.chunk_head(&h).unwrap().unwrap();
     assert_eq!(&head.header[..], &first[..HEADER_LEN], "{what}");
@@ -136,28 +136,39 @@ fn chunks(m: &dyn MemberIo, what: &str) {
     // A put never overwrites unless told; told, it sets the old image aside.
     assert!(
         matches!(
-            m.put_chunk(&h, &image(2, 5000), false),
+            m.put_chunk(&h, &image(2, 5000), IfPresent::Refuse),
             Err(MemberError::AlreadyExists)
         ),
         "{what}"
     );
     assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == first, "{what}");
     let second = image(2, 6000);
-    m.put_chunk(&h, &second, true).unwrap();
+    m.put_chunk(&h, &second, IfPresent::Replace).unwrap();
     assert!(m.get_chunk(&h, 1 << 20).unwrap()[..] == second, "{what}");
     let listed = m.list_chunks().unwrap();
     assert_eq!(listed.len(), 1, "{what}: {listed:?}");
     assert_eq!((listed[0].hash, listed[0].size), (h, 6000), "{what}");
     // The set-aside image (and, for a kind that sets damaged small objects aside too, the
     // oversized one above): young, so kept; at age zero, counted by a dry run, then deleted.
-    let young = m.clean_stale(Duration::from_secs(3600), false).unwrap();
+    let young = m
+        .clean_stale(Duration::from_secs(3600), Sweep::Delete)
+        .unwrap();
     assert_eq!(young.deleted, 0, "{what}");
     assert!((1..=2).contains(&young.kept_young), "{what}: {young:?}");
-    let dry = m.clean_stale(Duration::ZERO, true).unwrap();
+    let dry = m.clean_stale(Duration::ZERO, Sweep::Count).unwrap();
     assert_eq!(dry.deleted, young.kept_young, "{what}");
     assert!(dry.bytes >= 5000, "{what}: {dry:?}");
-    assert_eq!(m.clean_stale(Duration::ZERO, false).unwrap(), dry, "{what}");
-    assert_eq!(m.clean_stale(Duration::ZERO, false).unwrap().deleted, 0);
+    assert_eq!(
+        m.clean_stale(Duration::ZERO, Sweep::Delete).unwrap(),
+        dry,
+        "{what}"
+    );
+    assert_eq!(
+        m.clean_stale(Duration::ZERO, Sweep::Delete)
+            .unwrap()
+            .deleted,
+        0
+    );
     m.delete_chunk(&h).unwrap();
     assert!(
         matches!(m.get_chunk(&h, 1 << 20), Err(MemberError::Missing)),
@@ -167,7 +178,7 @@ fn chunks(m: &dyn MemberIo, what: &str) {
     // A chunk large enough to go up in parts on S3.
     let big_hash = Hash32::of(b"big");
     let big = common::Rng::new(7).bytes(20 << 20);
-    m.put_chunk(&big_hash, &big, false).unwrap();
+    m.put_chunk(&big_hash, &big, IfPresent::Refuse).unwrap();
     assert!(
         m.get_chunk(&big_hash, 64 << 20).unwrap()[..] == big[..],
         "{what}"
@@ -201,7 +212,7 @@ fn an_s3_member_keeps_the_contract() {
     let m = opened(Path::new("s3://contract/prefix"));
     // No bucket yet: absent, and created only when asked.
     assert!(matches!(m.read_info(), Err(MemberError::Absent(_))));
-    assert!(m.init(b"{}", false).is_err());
+    assert!(m.init(b"{}", Setup::Existing).is_err());
     contract(&*m);
 }
 
@@ -209,14 +220,16 @@ fn an_s3_member_keeps_the_contract() {
 /// another kind over the same bytes) wrote, and refuses every write.
 fn read_half(m: &dyn MemberIo, writer: &dyn MemberIo) {
     let what = m.location().to_string();
-    writer.init(b"{\"info\": 2}", true).unwrap();
+    writer.init(b"{\"info\": 2}", Setup::Create).unwrap();
     writer
         .put("leases/a.json", b"lease", 1 << 10, &Expect::Absent)
         .unwrap();
     let (h, small) = (Hash32::of(b"small"), image(3, 5000));
     let (big_hash, big) = (Hash32::of(b"big"), common::Rng::new(8).bytes(20 << 20));
-    writer.put_chunk(&h, &small, false).unwrap();
-    writer.put_chunk(&big_hash, &big, false).unwrap();
+    writer.put_chunk(&h, &small, IfPresent::Refuse).unwrap();
+    writer
+        .put_chunk(&big_hash, &big, IfPresent::Refuse)
+        .unwrap();
 
     assert_eq!(m.read_info().unwrap().unwrap(), b"{\"info\": 2}", "{what}");
     assert_eq!(
@@ -249,13 +262,14 @@ fn read_half(m: &dyn MemberIo, writer: &dyn MemberIo) {
     assert!(m.chunk_head(&Hash32::of(b"none")).unwrap().is_none());
 
     // Every write is refused, and nothing changed.
-    assert!(m.init(b"{}", true).is_err(), "{what}");
+    assert!(m.init(b"{}", Setup::Create).is_err(), "{what}");
     assert!(
         m.put("leases/a.json", b"x", 1 << 10, &Expect::Tag(String::new()))
             .is_err()
     );
     assert!(
-        m.put_chunk(&Hash32::of(b"new"), &small, false).is_err(),
+        m.put_chunk(&Hash32::of(b"new"), &small, IfPresent::Refuse)
+            .is_err(),
         "{what}"
     );
     assert!(m.delete_chunk(&h).is_err(), "{what}");

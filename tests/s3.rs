@@ -7,6 +7,7 @@ mod common;
 
 use common::weed::server;
 use common::*;
+use shardfs::member::IfPresent;
 use std::fs;
 use std::path::Path;
 
@@ -82,7 +83,7 @@ fn a_corrupt_object_is_found_and_named() {
     let mut image = m.get_chunk(&victim, 1 << 30).unwrap().to_vec();
     let last = image.len() - 1;
     image[last] ^= 0x55;
-    m.put_chunk(&victim, &image, true).unwrap();
+    m.put_chunk(&victim, &image, IfPresent::Replace).unwrap();
     let report = common::sync::verify(store);
     assert_eq!(report["ok"], false);
     let problem = report["problems"]

@@ -6,6 +6,7 @@ mod common;
 
 use common::weed::server;
 use common::*;
+use shardfs::member::{IfPresent, Sweep};
 use std::fs;
 use std::path::Path;
 
@@ -102,10 +103,11 @@ fn repair_rm_and_gc_work_on_a_bucket_member() {
     }
     // Two more are damaged in place (what was there is set aside first).
     for e in &objects[5..7] {
-        m.put_chunk(&e.hash, b"not a chunk", true).unwrap();
+        m.put_chunk(&e.hash, b"not a chunk", IfPresent::Replace)
+            .unwrap();
     }
     let aside = || {
-        m.clean_stale(std::time::Duration::ZERO, true)
+        m.clean_stale(std::time::Duration::ZERO, Sweep::Count)
             .unwrap()
             .deleted
     };

@@ -17,6 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Who asks for a chunk: a reader waits for room and marks the chunk read; read-ahead never
+/// waits, and what it loads stays until a reader has had it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    Reader,
+    ReadAhead,
+}
+
 /// Longest a load waits for room in the budget before it fails.
 pub const ROOM_WAIT: Duration = Duration::from_secs(30);
 
@@ -150,7 +158,7 @@ impl ChunkCache {
     where
         F: FnOnce() -> Result<ChunkBuf, String>,
     {
-        self.fetch(key, len, limit, true, load)
+        self.fetch(key, len, limit, Asker::Reader, load)
             .unwrap_or_else(|| (Err("no room in the chunk cache".into()), Served::Loaded))
     }
 
@@ -166,7 +174,7 @@ impl ChunkCache {
     where
         F: FnOnce() -> Result<ChunkBuf, String>,
     {
-        self.fetch(key, len, limit, false, load)
+        self.fetch(key, len, limit, Asker::ReadAhead, load)
     }
 
     fn fetch<F>(
@@ -174,7 +182,7 @@ impl ChunkCache {
         key: Hash32,
         len: u64,
         limit: Duration,
-        wait: bool,
+        asker: Asker,
         load: F,
     ) -> Option<(Result<Chunk, String>, Served)>
     where
@@ -184,7 +192,7 @@ impl ChunkCache {
         let mut inner = self.inner.lock();
         if let Some(chunk) = inner.lru.get(&key).cloned() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            if wait {
+            if asker == Asker::Reader {
                 inner.unread.remove(&key);
             }
             return Some((Ok(chunk), Served::Hit));
@@ -212,25 +220,29 @@ impl ChunkCache {
             let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
             return Some((result, Served::Joined));
         }
-        if !wait && !self.admit(&mut inner, len, !wait, &mut dropped) {
+        if asker == Asker::ReadAhead && !self.admit(&mut inner, len, asker, &mut dropped) {
             return None;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         // Registered before it waits for room, so that readers of the same chunk join it.
-        let room_by = Instant::now() + if wait { ROOM_WAIT } else { Duration::ZERO };
+        let room_by = Instant::now()
+            + match asker {
+                Asker::Reader => ROOM_WAIT,
+                Asker::ReadAhead => Duration::ZERO,
+            };
         let flight = Arc::new(Flight {
             done: Mutex::new(None),
             cond: Condvar::new(),
             deadline: Mutex::new(room_by + limit),
         });
         inner.inflight.insert(key, flight.clone());
-        if wait {
+        if asker == Asker::Reader {
             let deadline = room_by;
-            while !self.admit(&mut inner, len, false, &mut dropped) {
+            while !self.admit(&mut inner, len, asker, &mut dropped) {
                 self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
                 let timed_out = self.room.wait_until(&mut inner, deadline).timed_out();
                 self.waiting_for_room.fetch_sub(1, Ordering::SeqCst);
-                if timed_out && !self.admit(&mut inner, len, false, &mut dropped) {
+                if timed_out && !self.admit(&mut inner, len, asker, &mut dropped) {
                     inner.inflight.remove(&key);
                     drop(inner);
                     let result: Result<Chunk, String> = Err(format!(
@@ -263,7 +275,7 @@ impl ChunkCache {
                     if let Some(old) = inner.lru.put(key, chunk.clone()) {
                         inner.cached_bytes -= old.len() as u64;
                     }
-                    if !wait {
+                    if asker == Asker::ReadAhead {
                         inner.unread.insert(key);
                     }
                     self.evict(&mut inner, 0, false)
@@ -281,10 +293,11 @@ impl ChunkCache {
     }
 
     /// Counts a load of `len` bytes in flight if the budget has room for it once every cached
-    /// chunk that can go has gone (for read-ahead, `ahead`: every chunk a reader has had), or,
+    /// chunk that can go has gone (for read-ahead: every chunk a reader has had), or,
     /// for a reader, if no other load is under way (a chunk larger than the budget loads alone). Chunks dropped to make room are added to `dropped`, to be let go of
     /// after the lock.
-    fn admit(&self, inner: &mut Inner, len: u64, ahead: bool, dropped: &mut Vec<Chunk>) -> bool {
+    fn admit(&self, inner: &mut Inner, len: u64, asker: Asker, dropped: &mut Vec<Chunk>) -> bool {
+        let ahead = asker == Asker::ReadAhead;
         let alone = inner.inflight_bytes == 0;
         inner.inflight_bytes += len;
         dropped.extend(self.evict(inner, len, ahead));

@@ -13,6 +13,7 @@ use super::tree::NodeKind;
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, Served};
 use crate::store::manifest::FileEntry;
+use crate::tier::Backlog;
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Arc;
@@ -105,7 +106,7 @@ impl Core {
             if let Some(tier) = &shared.tier {
                 for (i, c) in chunks.iter().enumerate() {
                     // This is the session's own thread: it must not wait on the disk.
-                    tier.offer(&file, first + i, c, false);
+                    tier.offer(&file, first + i, c, Backlog::Skip);
                 }
             }
             return shared.answer(&file, offset..end, first, &chunks, asked, reply);
@@ -230,7 +231,7 @@ impl Shared {
             why,
         })?;
         if let Some(tier) = &self.tier {
-            tier.offer(file, index, &chunk, true);
+            tier.offer(file, index, &chunk, Backlog::Wait);
         }
         Ok(chunk)
     }

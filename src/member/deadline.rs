@@ -6,8 +6,8 @@
 //! until one of them returns. A member thus costs at most `THREADS` threads, whatever it does.
 
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stale,
-    Stored,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Options,
+    Setup, Stale, Stored, Sweep,
 };
 use crate::codec::Hash32;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -180,9 +180,9 @@ impl MemberIo for Deadlined {
         self.call(self.short(), |m| m.read_info())
     }
 
-    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError> {
+    fn init(&self, info: &[u8], setup: Setup) -> Result<(), MemberError> {
         let info = info.to_vec();
-        self.call(self.long(), move |m| m.init(&info, create))
+        self.call(self.long(), move |m| m.init(&info, setup))
     }
 
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
@@ -197,15 +197,20 @@ impl MemberIo for Deadlined {
         self.call(self.short(), move |m| m.chunk_head(&hash))
     }
 
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
+    fn put_chunk(
+        &self,
+        hash: &Hash32,
+        image: &[u8],
+        present: IfPresent,
+    ) -> Result<(), MemberError> {
         let (hash, image) = (*hash, image.to_vec());
         // A write may wait for the disk twice (the data, then the rename).
         let limit = self.opts.deadline(image.len() as u64) + self.opts.timeout;
-        self.call(limit, move |m| m.put_chunk(&hash, &image, replace))
+        self.call(limit, move |m| m.put_chunk(&hash, &image, present))
     }
 
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
-        self.call(self.long(), move |m| m.clean_stale(older_than, dry_run))
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+        self.call(self.long(), move |m| m.clean_stale(older_than, sweep))
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
@@ -294,10 +299,10 @@ mod tests {
         }
         forward! {
             read_info() -> Result<Option<Vec<u8>>, MemberError>;
-            init(info: &[u8], create: bool) -> Result<(), MemberError>;
+            init(info: &[u8], setup: Setup) -> Result<(), MemberError>;
             chunk_head(hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
-            put_chunk(hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
-            clean_stale(older_than: Duration, dry_run: bool) -> Result<Stale, MemberError>;
+            put_chunk(hash: &Hash32, image: &[u8], present: IfPresent) -> Result<(), MemberError>;
+            clean_stale(older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError>;
             list_chunks() -> Result<Vec<ChunkEntry>, MemberError>;
             delete_chunk(hash: &Hash32) -> Result<(), MemberError>;
             get(key: &str, cap: u64) -> Result<Option<Stored>, MemberError>;
@@ -323,7 +328,7 @@ mod tests {
             ..Options::default()
         };
         let m = Deadlined::new(hung, &opts);
-        m.init(b"{}", true).unwrap();
+        m.init(b"{}", Setup::Create).unwrap();
         let h = Hash32::of(b"x");
         // Each hung read ends in TimedOut and keeps its thread, up to the pool's size.
         for i in 1..=THREADS {

@@ -12,7 +12,8 @@ use super::direct_io::{DIRECT_ALIGN, PAYLOADS, in_page_cache, read_direct};
 use super::layout::now_nanos;
 use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stale, Stored,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Setup,
+    Stale, Stored, Sweep,
 };
 use crate::buffer::ChunkBuf;
 use crate::codec::{HEADER_LEN, Hash32};
@@ -211,7 +212,7 @@ impl MemberIo for DirMember {
             .map_err(self.err(MEMBER_FILE))
     }
 
-    fn init(&self, info: &[u8], _create: bool) -> Result<(), MemberError> {
+    fn init(&self, info: &[u8], _setup: Setup) -> Result<(), MemberError> {
         let root = self.root.root();
         if !root.exists() {
             fs::DirBuilder::new()
@@ -297,11 +298,18 @@ impl MemberIo for DirMember {
         }
     }
 
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
+    fn put_chunk(
+        &self,
+        hash: &Hash32,
+        image: &[u8],
+        present: IfPresent,
+    ) -> Result<(), MemberError> {
         let key = layout::chunk_key(hash);
         match self.root.kind(&key) {
             Ok(None) => {}
-            Ok(Some(Kind::File)) if !replace => return Err(MemberError::AlreadyExists),
+            Ok(Some(Kind::File)) if present == IfPresent::Refuse => {
+                return Err(MemberError::AlreadyExists);
+            }
             Ok(Some(Kind::File)) => {
                 // A second name for the damaged file, for whoever looks into it; the rename
                 // below then replaces it in one step.
@@ -314,7 +322,7 @@ impl MemberIo for DirMember {
                     log::warn!("{}: cannot set the damaged {key} aside: {e}", self.location);
                 }
             }
-            // A link, FIFO or folder in a chunk's place is damaged whatever `replace` says:
+            // A link, FIFO or folder in a chunk's place is damaged whatever `present` says:
             // moved aside as it is, never followed, then replaced.
             Ok(Some(kind)) => {
                 log::warn!(
@@ -335,13 +343,13 @@ impl MemberIo for DirMember {
             .map_err(self.err(&key))
     }
 
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         let now = std::time::SystemTime::now();
         let mut stale = Stale::default();
         let entries = match self.root.list(DAMAGED) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stale::default()),
-            Err(e) if damaged(&e).is_some() && !dry_run => {
+            Err(e) if damaged(&e).is_some() && sweep == Sweep::Delete => {
                 // `damaged` itself is a link or a file: moved aside, never followed.
                 let to = format!("{DAMAGED}.{}", now_nanos());
                 self.root.rename(DAMAGED, &to).map_err(self.err(DAMAGED))?;
@@ -358,7 +366,7 @@ impl MemberIo for DirMember {
                 stale.kept_young += 1;
                 continue;
             }
-            if !dry_run {
+            if sweep == Sweep::Delete {
                 let key = format!("{DAMAGED}/{}", entry.name);
                 let removed = match entry.kind {
                     Kind::Dir => self.root.remove_tree(&key, TREE_DEPTH),
@@ -531,7 +539,7 @@ mod tests {
     fn manifests_update_only_from_what_was_read() {
         let dir = tempfile::tempdir().unwrap();
         let m = DirMember::new(dir.path());
-        m.init(b"{}", false).unwrap();
+        m.init(b"{}", Setup::Existing).unwrap();
         assert!(m.get_manifest("a").unwrap().is_none());
         m.put_manifest("a", b"one", &Expect::Absent).unwrap();
         assert!(matches!(
@@ -550,9 +558,9 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "a");
         let h = Hash32::of(b"c");
-        m.put_chunk(&h, b"image", false).unwrap();
+        m.put_chunk(&h, b"image", IfPresent::Refuse).unwrap();
         assert!(matches!(
-            m.put_chunk(&h, b"image", false),
+            m.put_chunk(&h, b"image", IfPresent::Refuse),
             Err(MemberError::AlreadyExists)
         ));
         m.flush().unwrap();

@@ -5,7 +5,8 @@
 //! tests through the `twins` feature.
 
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stale, Stored,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Setup,
+    Stale, Stored, Sweep,
 };
 use crate::codec::Hash32;
 use parking_lot::Mutex;
@@ -169,8 +170,8 @@ impl MemberIo for Faulty {
             Ok(self.inner.read_info()?.map(|b| mangle(f, &b)))
         })
     }
-    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError> {
-        self.run(Op::Init, |f| self.inner.init(&mangle(f, info), create))
+    fn init(&self, info: &[u8], setup: Setup) -> Result<(), MemberError> {
+        self.run(Op::Init, |f| self.inner.init(&mangle(f, info), setup))
     }
     fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
         self.run(Op::Get, |f| {
@@ -204,9 +205,14 @@ impl MemberIo for Faulty {
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         self.run(Op::ChunkHead, |_| self.inner.chunk_head(hash))
     }
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
+    fn put_chunk(
+        &self,
+        hash: &Hash32,
+        image: &[u8],
+        present: IfPresent,
+    ) -> Result<(), MemberError> {
         self.run(Op::PutChunk, |f| {
-            self.inner.put_chunk(hash, &mangle(f, image), replace)
+            self.inner.put_chunk(hash, &mangle(f, image), present)
         })
     }
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
@@ -215,9 +221,9 @@ impl MemberIo for Faulty {
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
         self.run(Op::DeleteChunk, |_| self.inner.delete_chunk(hash))
     }
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         self.run(Op::CleanStale, |_| {
-            self.inner.clean_stale(older_than, dry_run)
+            self.inner.clean_stale(older_than, sweep)
         })
     }
     fn flush(&self) -> Result<(), MemberError> {
@@ -242,7 +248,7 @@ mod tests {
     #[test]
     fn a_fault_aimed_at_the_kth_call_meets_only_that_call() {
         let f = Faulty::new(Arc::new(MemMember::new("mem")));
-        f.init(b"{}", true).unwrap();
+        f.init(b"{}", Setup::Create).unwrap();
         f.on_nth(Op::Put, 2, Fault::Fail);
         f.put_meta("a.json", b"1", &Expect::Absent).unwrap();
         assert!(matches!(

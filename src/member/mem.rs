@@ -4,7 +4,8 @@
 //! own, and integration tests through the `twins` feature.
 
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Stale, Stored,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Setup,
+    Stale, Stored, Sweep,
 };
 use crate::codec::{HEADER_LEN, Hash32};
 use parking_lot::Mutex;
@@ -116,7 +117,7 @@ impl MemberIo for MemMember {
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
         Ok(self.state.lock().info.clone())
     }
-    fn init(&self, info: &[u8], _create: bool) -> Result<(), MemberError> {
+    fn init(&self, info: &[u8], _setup: Setup) -> Result<(), MemberError> {
         self.state.lock().info = Some(info.to_vec());
         Ok(())
     }
@@ -185,10 +186,15 @@ impl MemberIo for MemMember {
             })
         }))
     }
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
+    fn put_chunk(
+        &self,
+        hash: &Hash32,
+        image: &[u8],
+        present: IfPresent,
+    ) -> Result<(), MemberError> {
         let mut s = self.state.lock();
         if let Some(old) = s.chunks.get(hash).cloned() {
-            if !replace {
+            if present == IfPresent::Refuse {
                 return Err(MemberError::AlreadyExists);
             }
             s.damaged.push(old);
@@ -216,7 +222,7 @@ impl MemberIo for MemMember {
             None => Err(MemberError::Missing),
         }
     }
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         let now = SystemTime::now();
         let mut s = self.state.lock();
         let mut stale = Stale::default();
@@ -229,7 +235,7 @@ impl MemberIo for MemMember {
             }
             stale.deleted += 1;
             stale.bytes += o.bytes.len() as u64;
-            if dry_run {
+            if sweep == Sweep::Count {
                 kept.push(o);
             }
         }

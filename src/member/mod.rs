@@ -164,6 +164,33 @@ pub trait Lock: Send {
 }
 
 /// What `clean_stale` found among the damaged files set aside.
+/// What `put_chunk` does where a chunk file is there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfPresent {
+    /// Leaves it and answers `AlreadyExists` (a pack: an existing file is someone's copy).
+    Refuse,
+    /// Replaces it (repair: the file there is damaged; it is set aside first).
+    Replace,
+}
+
+/// Whether `init` may make the member's outer place (an object store's bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// The bucket must be there already (writing a member file into a known member).
+    Existing,
+    /// The bucket is made where it is missing (a new member).
+    Create,
+}
+
+/// What `clean_stale` does with the damaged files it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Counts them and leaves them (a dry run).
+    Count,
+    /// Deletes them.
+    Delete,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stale {
     /// Deleted (or, in a dry run, to be deleted), and their bytes.
@@ -191,9 +218,9 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// read of a member's files is capped (`layout::META_MAX`, `layout::MANIFEST_MAX`): a
     /// larger one is `Corrupt`, not read.
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError>;
-    /// Makes the member's places (directories, the bucket with `create`) and writes its member
+    /// Makes the member's places (directories, the bucket with `Setup::Create`) and writes its member
     /// file.
-    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError>;
+    fn init(&self, info: &[u8], setup: Setup) -> Result<(), MemberError>;
 
     /// The small object at `key` (`manifests/m.json`, `members.json`, `leases/x.json`) and its
     /// tag, or `None`; anything there that is not a plain object of at most `cap` bytes is
@@ -215,19 +242,20 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
     /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
-    /// Writes a chunk file as one atomic step; `replace` replaces a damaged one (first set aside
+    /// Writes a chunk file as one atomic step; `IfPresent::Replace` replaces a damaged one (first set aside
     /// under `damaged/`; the damaged file is never gone before the good one is in place),
     /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError>;
+    fn put_chunk(&self, hash: &Hash32, image: &[u8], present: IfPresent)
+    -> Result<(), MemberError>;
     /// Every chunk file: hash, size, when it was last written (names that are not a hash are
     /// skipped).
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError>;
-    /// Damaged chunk files set aside (`damaged/`) older than `older_than`. Deletes them unless
-    /// `dry_run`; returns their count and bytes, and how many younger ones were kept.
+    /// Damaged chunk files set aside (`damaged/`) older than `older_than`. Deletes them with
+    /// `Sweep::Delete`; returns their count and bytes, and how many younger ones were kept.
     /// (Temporary files of killed writes go when the member's lock is taken: only then is no
     /// pack writing them.)
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError>;
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError>;
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<(), MemberError>;
     /// Whether `lock` excludes every other writer (a directory's flock does; an object store

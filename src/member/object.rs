@@ -16,8 +16,8 @@
 use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
 use super::s3_errors::{member_err, too_large};
 use super::{
-    ChunkEntry, ChunkHead, Expect, Image, Listed, Lock, MemberError, MemberIo, Options, Stale,
-    Stored,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Options,
+    Setup, Stale, Stored, Sweep,
 };
 use crate::codec::{HEADER_LEN, Hash32};
 use futures::TryStreamExt;
@@ -357,10 +357,10 @@ impl MemberIo for ObjectMember {
         }
     }
 
-    fn init(&self, info: &[u8], create: bool) -> Result<(), MemberError> {
+    fn init(&self, info: &[u8], setup: Setup) -> Result<(), MemberError> {
         self.writable()?;
         if !self.container_exists()? {
-            if !create {
+            if setup == Setup::Existing {
                 return Err(MemberError::Unavailable(format!(
                     "{} does not exist (pack --init creates it)",
                     self.container.describe()
@@ -414,19 +414,24 @@ impl MemberIo for ObjectMember {
         Ok(Some(ChunkHead { header, size }))
     }
 
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], replace: bool) -> Result<(), MemberError> {
+    fn put_chunk(
+        &self,
+        hash: &Hash32,
+        image: &[u8],
+        present: IfPresent,
+    ) -> Result<(), MemberError> {
         self.writable()?;
         let key = self.key(&layout::chunk_key(hash));
         if image.len() >= MULTIPART_FROM {
-            if !replace && self.head_size(&key)?.is_some() {
+            if present == IfPresent::Refuse && self.head_size(&key)?.is_some() {
                 return Err(MemberError::AlreadyExists);
             }
-            if replace {
+            if present == IfPresent::Replace {
                 self.set_aside(hash, &key);
             }
             return self.put_multipart(&key, image);
         }
-        let mode = if replace {
+        let mode = if present == IfPresent::Replace {
             self.set_aside(hash, &key);
             PutMode::Overwrite
         } else {
@@ -435,8 +440,8 @@ impl MemberIo for ObjectMember {
         self.put_small(&key, image, mode)
     }
 
-    fn clean_stale(&self, older_than: Duration, dry_run: bool) -> Result<Stale, MemberError> {
-        if !dry_run {
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+        if sweep == Sweep::Delete {
             self.writable()?;
         }
         let metas = self.list_all(DAMAGED)?;
@@ -450,7 +455,7 @@ impl MemberIo for ObjectMember {
                     stale.kept_young += 1;
                     continue;
                 }
-                if !dry_run {
+                if sweep == Sweep::Delete {
                     match self.store.delete(&m.location).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                         Err(e) => return Err(member_err(e)),

@@ -21,7 +21,7 @@ mod sources;
 pub mod verify;
 pub mod writer;
 
-use crate::member::{self as io, Expect, MemberError};
+use crate::member::{self as io, Expect, MemberError, Setup};
 use crate::placement::PlacementError;
 pub use copies::{FullView, ManifestCopy, Unreadable, current_copy, stale_copies};
 
@@ -438,7 +438,7 @@ impl Store {
             let bytes =
                 serde_json::to_vec_pretty(&info).map_err(|e| StoreError::Invalid(e.to_string()))?;
             member
-                .init(&bytes, init)
+                .init(&bytes, if init { Setup::Create } else { Setup::Existing })
                 .map_err(member_err(member.location()))?;
             members.push(Member { io: member, info });
         }

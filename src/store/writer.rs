@@ -12,7 +12,7 @@ use super::sources::{Source, cannot_read, narrow_sources, scan, source_err};
 use super::{Store, StoreError, member_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
 use crate::codec::{self, ChunkHeader, Codec, CodecChoice, HEADER_LEN, Hash32};
-use crate::member::{ChunkHead, MemberError};
+use crate::member::{ChunkHead, IfPresent, MemberError};
 use crate::placement::{self, ChunkPos, Placement, Slot};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -101,15 +101,15 @@ impl Ctx<'_> {
                 .map(|i| &self.store.members[i])
                 .collect();
         let mut existing: Option<(Codec, u64)> = None;
-        // Targets lacking the chunk, and whether a damaged file is there to replace.
+        // Targets lacking the chunk, and whether a damaged file there is to be replaced.
         let mut missing = Vec::new();
         for m in &targets {
             match m.io.chunk_head(&hash).map_err(member_err(m.location()))? {
                 Some(head) => match whole_chunk(&head, cut.len) {
                     Some(found) => existing = existing.or(Some(found)),
-                    None => missing.push((*m, true)),
+                    None => missing.push((*m, IfPresent::Replace)),
                 },
-                None => missing.push((*m, false)),
+                None => missing.push((*m, IfPresent::Refuse)),
             }
         }
         let (codec, stored_len) = if missing.is_empty() {
@@ -117,8 +117,8 @@ impl Ctx<'_> {
         } else {
             let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            for (m, replace) in &missing {
-                put_chunk(m, &hash, &image, *replace, cut.len)?;
+            for (m, present) in &missing {
+                put_chunk(m, &hash, &image, *present, cut.len)?;
             }
             self.written
                 .lock()
@@ -152,16 +152,16 @@ fn put_chunk(
     m: &Member,
     hash: &Hash32,
     image: &[u8],
-    replace: bool,
+    present: IfPresent,
     len: u64,
 ) -> Result<(), StoreError> {
-    match m.io.put_chunk(hash, image, replace) {
+    match m.io.put_chunk(hash, image, present) {
         Err(MemberError::AlreadyExists) => {
             let head = m.io.chunk_head(hash).map_err(member_err(m.location()))?;
             if head.is_some_and(|h| whole_chunk(&h, len).is_some()) {
                 return Ok(());
             }
-            m.io.put_chunk(hash, image, true)
+            m.io.put_chunk(hash, image, IfPresent::Replace)
                 .map_err(member_err(m.location()))
         }
         other => other.map_err(member_err(m.location())),

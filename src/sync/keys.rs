@@ -3,6 +3,7 @@
 //! by the current one and signs everything again with it. Both need every member, hold the
 //! pack lock, and can be run again after an interruption to finish.
 
+use crate::member::Setup;
 use crate::store::manifest::Manifest;
 use crate::store::member::MemberInfo;
 use crate::store::member_list::MemberList;
@@ -73,7 +74,8 @@ fn publish_keys(store: &Store, records: &[Record]) -> Result<(), StoreError> {
             ..m.info.clone()
         };
         let bytes = serde_json::to_vec_pretty(&info).map_err(|e| invalid(e.to_string()))?;
-        m.io.init(&bytes, false).map_err(member_err(m.location()))?;
+        m.io.init(&bytes, Setup::Existing)
+            .map_err(member_err(m.location()))?;
     }
     Ok(())
 }

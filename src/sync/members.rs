@@ -5,7 +5,7 @@
 
 use super::repair::{self, RepairOptions, RepairReport};
 use crate::member::MemberSpec;
-use crate::member::{self, MemberError, MemberIo};
+use crate::member::{self, MemberError, MemberIo, Setup};
 use crate::store::member::{MemberInfo, STORE_FORMAT};
 use crate::store::member_list::Listed;
 use crate::store::{Store, StoreError, member_err};
@@ -151,7 +151,7 @@ pub fn add(
         weight,
         keys: existing.trust.records(),
     };
-    io.init(&member_bytes(&info)?, true)
+    io.init(&member_bytes(&info)?, Setup::Create)
         .map_err(member_err(io.location()))?;
     let mut all = specs.to_vec();
     all.push(new.clone());
@@ -226,7 +226,7 @@ pub fn set_weight(store: &Store, who: &str, weight: f64) -> Result<MemberRow, St
         weight,
         ..m.info.clone()
     };
-    m.io.init(&member_bytes(&info)?, false)
+    m.io.init(&member_bytes(&info)?, Setup::Existing)
         .map_err(member_err(m.location()))?;
     let store = Store::open_with(&store.member_specs(), &store.member_options())?;
     store.update_member_list(|_| {})?;
@@ -264,7 +264,7 @@ pub fn replace(
         weight: entry.weight,
         keys: store.trust.records(),
     };
-    io.init(&member_bytes(&info)?, true)
+    io.init(&member_bytes(&info)?, Setup::Create)
         .map_err(member_err(io.location()))?;
     let mut specs = store.member_specs();
     specs.push(new.clone());

@@ -6,6 +6,7 @@
 //! Killed at any moment, a rerun finds the copies already made and finishes.
 
 use crate::codec::Hash32;
+use crate::member::IfPresent;
 use crate::placement::{self, ChunkPos};
 use crate::store::manifest::Manifest;
 use crate::store::reader::verified_image;
@@ -83,7 +84,7 @@ fn rebalance_model(
                     let Some(m) = store.member(id) else { continue };
                     let there = verified_image(m, c, &mut scratch).is_ok();
                     if !there && !dry_run {
-                        m.io.put_chunk(&c.hash, &image, true)
+                        m.io.put_chunk(&c.hash, &image, IfPresent::Replace)
                             .map_err(member_err(m.location()))?;
                     }
                     if !there {

@@ -9,6 +9,7 @@
 //! a missing, damaged or older copy get it too. Killed at any moment, a rerun finds what was done
 //! and finishes the rest.
 
+use crate::member::IfPresent;
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
@@ -129,13 +130,16 @@ fn repair_chunk(
         // A good copy may be there already (an earlier repair was killed after copying).
         let existing = verified_image(m, chunk, &mut scratch);
         if existing.is_err() {
-            let present = !matches!(existing, Err(ReplicaError::Missing));
+            let present = match existing {
+                Err(ReplicaError::Missing) => IfPresent::Refuse,
+                _ => IfPresent::Replace,
+            };
             if !dry_run {
                 m.io.put_chunk(&chunk.hash, &image, present)
                     .map_err(member_err(m.location()))?;
             }
             fix.recreated += 1;
-            fix.replaced += u64::from(present);
+            fix.replaced += u64::from(present == IfPresent::Replace);
             fix.bytes += image.len() as u64;
         }
         members.push(id.to_string());

@@ -99,6 +99,15 @@ impl State {
     }
 }
 
+/// What `offer` does when the copy writer is behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backlog {
+    /// Waits for room in its queue (a reader's thread).
+    Wait,
+    /// Leaves the chunk out (a thread that must not block).
+    Skip,
+}
+
 /// The tier as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TierShown {
@@ -301,10 +310,10 @@ impl Tier {
     }
 
     /// A chunk of `file` was read and verified: it goes into the file's copy, when the file
-    /// has none yet and fits. With `wait`, waits when the writer is behind (a few chunks);
-    /// without (a thread that must not block), the chunk is left out when the writer is behind,
-    /// and the copy completes when it is read again. Never touches the disk.
-    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk, wait: bool) {
+    /// has none yet and fits. When the writer is behind (a few chunks), `Backlog::Wait` waits;
+    /// `Backlog::Skip` (a thread that must not block) leaves the chunk out, and the copy
+    /// completes when it is read again. Never touches the disk.
+    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk, backlog: Backlog) {
         if self.off.load(Ordering::Relaxed) {
             return;
         }
@@ -334,10 +343,9 @@ impl Tier {
             }
         }
         let item = (file.clone(), index, chunk.clone());
-        if wait {
-            let _ = self.queue.send(item);
-        } else {
-            let _ = self.queue.try_send(item);
+        match backlog {
+            Backlog::Wait => drop(self.queue.send(item)),
+            Backlog::Skip => drop(self.queue.try_send(item)),
         }
     }
 

@@ -48,10 +48,10 @@ fn two_chunkings_of_one_file_fill_one_correct_copy() {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (a, b) = (chunked(&data, 1 << 20), chunked(&data, 700_000));
     // The first half from one chunking, the rest from the other.
-    tier.offer(&a, 0, &chunk(&data, &a, 0), true);
-    tier.offer(&b, 1, &chunk(&data, &b, 1), true);
+    tier.offer(&a, 0, &chunk(&data, &a, 0), Backlog::Wait);
+    tier.offer(&b, 1, &chunk(&data, &b, 1), Backlog::Wait);
     for i in 2..b.chunks.len() {
-        tier.offer(&b, i, &chunk(&data, &b, i), true);
+        tier.offer(&b, i, &chunk(&data, &b, i), Backlog::Wait);
     }
     wait_for("the copy did not complete", || tier.shown().copies == 1);
     let copy = tier.open_copy(&a).expect("a checked copy");
@@ -70,13 +70,13 @@ fn a_failed_writer_turns_the_tier_off_and_nothing_waits() {
     let data = vec![5u8; 3 << 20];
     let f = chunked(&data, 1 << 20);
     tier.panic_next.store(true, Ordering::SeqCst);
-    tier.offer(&f, 0, &chunk(&data, &f, 0), true);
+    tier.offer(&f, 0, &chunk(&data, &f, 0), Backlog::Wait);
     wait_for("the tier did not turn off", || {
         tier.off.load(Ordering::SeqCst)
     });
     // Offers (even waiting ones) return, and no copy is ever handed out.
     for _ in 0..2 * QUEUED {
-        tier.offer(&f, 1, &chunk(&data, &f, 1), true);
+        tier.offer(&f, 1, &chunk(&data, &f, 1), Backlog::Wait);
     }
     assert!(tier.open_copy(&f).is_none());
 }

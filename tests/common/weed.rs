@@ -3,6 +3,7 @@
 //! 127.0.0.1 only, on free ports of its own (tests run in parallel), with telemetry off, and is
 //! stopped by its pid when dropped.
 
+use shardfs::member::Setup;
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -280,7 +281,7 @@ pub fn wait_usable_at(spec: &str) {
         .open(&opts)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = m.init(b"{}", true) {
+    while let Err(e) = m.init(b"{}", Setup::Create) {
         assert!(
             Instant::now() < deadline,
             "weed is not usable after 60 s: {e}"

@@ -2,9 +2,9 @@
 
 use super::*;
 use crate::codec::{CodecChoice, Content};
-use crate::member::MemberIo;
 use crate::member::dir::DirMember;
 use crate::member::faulty::{Fault, Faulty};
+use crate::member::{IfPresent, MemberIo, Setup};
 use crate::store::member::MemberInfo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,8 +18,8 @@ fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
     let (mut faulty, mut members) = (Vec::new(), Vec::new());
     for (i, id) in ["a", "b"].iter().enumerate() {
         let d = DirMember::new(&dir.join(id));
-        d.init(b"{}", false).unwrap();
-        d.put_chunk(&hash, &image, false).unwrap();
+        d.init(b"{}", Setup::Existing).unwrap();
+        d.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
         let f = Arc::new(Faulty::new(Arc::new(d)));
         members.push(Member {
             io: f.clone(),
