@@ -5,7 +5,7 @@
 use super::parse::{
     LockWait, MemberParser, parse_cache_size, parse_chunk_size, parse_rate, parse_size_any,
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use shardfs::chunking::Partition;
 use shardfs::member::MemberSpec;
 use shardfs::placement::Placement;
@@ -58,53 +58,7 @@ pub enum LossyArg {
 #[derive(Subcommand)]
 pub enum Command {
     /// Pack a model file or a model folder into the store (replacing a model of the same name)
-    Pack {
-        /// The file or folder to pack (folders are walked recursively). A link inside a folder is
-        /// followed only to a file inside that folder, or, for a Hugging Face cache snapshot
-        /// (`.../snapshots/REV`), to its repository's `blobs/`; any other link is refused
-        src: PathBuf,
-        /// Members of the store, comma-separated: directories (created if missing) or s3://BUCKET[/PREFIX] (a bucket is created only with --init)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<MemberSpec>,
-        /// Model name [default: the file's stem or the folder's name]
-        #[arg(long)]
-        name: Option<String>,
-        /// Copies of every chunk, on distinct members
-        #[arg(long, default_value_t = 1)]
-        replicas: usize,
-        /// Chunk size, e.g. 512KiB, 4MiB, 16M (at most 1GiB)
-        #[arg(long, default_value = "4MiB", value_parser = parse_chunk_size)]
-        chunk_size: u64,
-        /// Chunk codec
-        #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
-        codec: CodecArg,
-        /// zstd compression level (1-22)
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
-        level: i32,
-        /// How chunk replicas are spread over members
-        #[arg(long, value_enum, default_value_t = Placement::Hash)]
-        placement: Placement,
-        /// Where files are cut: on tensor boundaries (safetensors, GGUF and PyTorch zip checkpoints;
-        /// other files fall back to fixed) or every chunk-size bytes
-        #[arg(long, value_enum, default_value_t = Partition::Tensor)]
-        partition: Partition,
-        /// Opt in to lossy storage: the model then reads back as a different (smaller) file
-        #[arg(long, value_enum)]
-        lossy: Option<LossyArg>,
-        /// Let listed directories and buckets that are not yet members join the store (and create a missing bucket)
-        #[arg(long)]
-        init: bool,
-        /// Follow links inside the folder to files anywhere (by default a link out of the folder
-        /// is refused: a downloaded model could link `tokenizer.json` to `/etc/shadow`)
-        #[arg(long)]
-        follow_links: bool,
-        /// Make a new store without a signing key (anyone who can write one member can then
-        /// change what it serves)
-        #[arg(long)]
-        unsigned: bool,
-        #[command(flatten)]
-        wait: LockWait,
-    },
+    Pack(PackArgs),
     /// List the models of a store
     Ls {
         /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order
@@ -137,60 +91,7 @@ pub enum Command {
     #[command(
         after_help = "Without --name the mount root holds one folder per model; with --name it holds that model's files.\nThe daemon logs next to its state file (see `shardfs status`)."
     )]
-    Mount {
-        /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order (a lost one may be left out)
-        #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
-        store: Vec<MemberSpec>,
-        /// An existing empty directory
-        mountpoint: PathBuf,
-        /// Show only this model's files at the mount root
-        #[arg(long)]
-        name: Option<String>,
-        /// Memory for decompressed chunks, e.g. 512MiB, 2G (chunks being loaded count too)
-        #[arg(long, default_value = "1GiB", value_parser = parse_cache_size)]
-        cache_size: u64,
-        /// Chunks loaded ahead of a sequential reader [default: eight times the threads]
-        #[arg(long)]
-        prefetch: Option<usize>,
-        /// Cores to decompress on: read-ahead uses twice as many threads [default: the number of cores]
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-        threads: Option<u32>,
-        /// Kernel read-ahead window for the mount (root only; up to 1MiB goes in one request).
-        /// mmap loaders fault in a window this wide: 8MiB lets them finish chunks in order
-        #[arg(long, default_value = "8MiB", value_parser = parse_size_any)]
-        read_ahead: u64,
-        /// Stay in the foreground (logs to stderr) instead of detaching
-        #[arg(long)]
-        foreground: bool,
-        /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)
-        #[arg(long)]
-        allow_other: bool,
-        /// Mount even when some chunks have no replica on the members given (their bytes read as EIO)
-        #[arg(long)]
-        allow_degraded: bool,
-        /// Print nothing once mounted
-        #[arg(long, short)]
-        quiet: bool,
-        /// How often to look for new, re-packed and removed models: new opens get the newest
-        /// version, files already open keep reading theirs (`shardfs refresh` looks at once)
-        #[arg(long, default_value = "3s", value_parser = shardfs::units::parse_duration)]
-        refresh: std::time::Duration,
-        /// Serve the models as they are at mount time: never look for new versions
-        #[arg(long)]
-        pin: bool,
-        /// Serve the counters in the Prometheus text format on http://ADDR/metrics, ADDR being
-        /// IP:PORT or HOST:PORT (127.0.0.1:9464, localhost:9464; 0.0.0.0:9464 for every interface)
-        #[arg(long, value_name = "ADDR")]
-        metrics: Option<String>,
-        /// A local directory for whole decompressed copies of the files read: later opens of a
-        /// file whose copy is complete (and checked) are served from it, by FUSE passthrough
-        /// where the kernel and privileges allow
-        #[arg(long, value_name = "DIR")]
-        local_cache: Option<PathBuf>,
-        /// The most the local copies may take
-        #[arg(long, default_value = "16GiB", value_parser = parse_size_any)]
-        local_cache_size: u64,
-    },
+    Mount(MountArgs),
     /// Read a mounted file or model with parallel readers so it sits in the page cache before a loader starts
     Warm {
         /// A file or folder under a shardfs mount (or any path)
@@ -347,4 +248,111 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The arguments of `pack`.
+#[derive(Args)]
+pub struct PackArgs {
+    /// The file or folder to pack (folders are walked recursively). A link inside a folder is
+    /// followed only to a file inside that folder, or, for a Hugging Face cache snapshot
+    /// (`.../snapshots/REV`), to its repository's `blobs/`; any other link is refused
+    pub src: PathBuf,
+    /// Members of the store, comma-separated: directories (created if missing) or s3://BUCKET[/PREFIX] (a bucket is created only with --init)
+    #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+    pub store: Vec<MemberSpec>,
+    /// Model name [default: the file's stem or the folder's name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Copies of every chunk, on distinct members
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Chunk size, e.g. 512KiB, 4MiB, 16M (at most 1GiB)
+    #[arg(long, default_value = "4MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: u64,
+    /// Chunk codec
+    #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
+    pub codec: CodecArg,
+    /// zstd compression level (1-22)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    /// How chunk replicas are spread over members
+    #[arg(long, value_enum, default_value_t = Placement::Hash)]
+    pub placement: Placement,
+    /// Where files are cut: on tensor boundaries (safetensors, GGUF and PyTorch zip checkpoints;
+    /// other files fall back to fixed) or every chunk-size bytes
+    #[arg(long, value_enum, default_value_t = Partition::Tensor)]
+    pub partition: Partition,
+    /// Opt in to lossy storage: the model then reads back as a different (smaller) file
+    #[arg(long, value_enum)]
+    pub lossy: Option<LossyArg>,
+    /// Let listed directories and buckets that are not yet members join the store (and create a missing bucket)
+    #[arg(long)]
+    pub init: bool,
+    /// Follow links inside the folder to files anywhere (by default a link out of the folder
+    /// is refused: a downloaded model could link `tokenizer.json` to `/etc/shadow`)
+    #[arg(long)]
+    pub follow_links: bool,
+    /// Make a new store without a signing key (anyone who can write one member can then
+    /// change what it serves)
+    #[arg(long)]
+    pub unsigned: bool,
+    #[command(flatten)]
+    pub wait: LockWait,
+}
+
+/// The arguments of `mount`.
+#[derive(Args)]
+pub struct MountArgs {
+    /// Members of the store (directories, s3://BUCKET[/PREFIX], http(s)://HOST/PATH read-only), comma-separated, in any order (a lost one may be left out)
+    #[arg(long, value_delimiter = ',', required = true, value_parser = MemberParser)]
+    pub store: Vec<MemberSpec>,
+    /// An existing empty directory
+    pub mountpoint: PathBuf,
+    /// Show only this model's files at the mount root
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Memory for decompressed chunks, e.g. 512MiB, 2G (chunks being loaded count too)
+    #[arg(long, default_value = "1GiB", value_parser = parse_cache_size)]
+    pub cache_size: u64,
+    /// Chunks loaded ahead of a sequential reader [default: eight times the threads]
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// Cores to decompress on: read-ahead uses twice as many threads [default: the number of cores]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+    /// Kernel read-ahead window for the mount (root only; up to 1MiB goes in one request).
+    /// mmap loaders fault in a window this wide: 8MiB lets them finish chunks in order
+    #[arg(long, default_value = "8MiB", value_parser = parse_size_any)]
+    pub read_ahead: u64,
+    /// Stay in the foreground (logs to stderr) instead of detaching
+    #[arg(long)]
+    pub foreground: bool,
+    /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount even when some chunks have no replica on the members given (their bytes read as EIO)
+    #[arg(long)]
+    pub allow_degraded: bool,
+    /// Print nothing once mounted
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// How often to look for new, re-packed and removed models: new opens get the newest
+    /// version, files already open keep reading theirs (`shardfs refresh` looks at once)
+    #[arg(long, default_value = "3s", value_parser = shardfs::units::parse_duration)]
+    pub refresh: std::time::Duration,
+    /// Serve the models as they are at mount time: never look for new versions
+    #[arg(long)]
+    pub pin: bool,
+    /// Serve the counters in the Prometheus text format on http://ADDR/metrics, ADDR being
+    /// IP:PORT or HOST:PORT (127.0.0.1:9464, localhost:9464; 0.0.0.0:9464 for every interface)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// A local directory for whole decompressed copies of the files read: later opens of a
+    /// file whose copy is complete (and checked) are served from it, by FUSE passthrough
+    /// where the kernel and privileges allow
+    #[arg(long, value_name = "DIR")]
+    pub local_cache: Option<PathBuf>,
+    /// The most the local copies may take
+    #[arg(long, default_value = "16GiB", value_parser = parse_size_any)]
+    pub local_cache_size: u64,
 }

@@ -1,11 +1,13 @@
 //! The command line apart from `main.rs`: its arguments (`args`) and value parsers (`parse`),
 //! the reporting commands (`reports`: ls, status, verify, df), the data-sync commands (`sync`:
-//! repair, member, rebalance, rm, gc), the key commands (`keys`), `warm`, the mount helper, and
+//! repair, member, rebalance, rm, gc), the key commands (`keys`), `pack`, `mount`, `warm`, the mount helper, and
 //! how failures become exit codes.
 
 pub mod args;
 pub mod keys;
+pub mod mount;
 pub mod mount_helper;
+pub mod pack;
 pub mod parse;
 pub mod progress;
 pub mod reports;
@@ -13,6 +15,11 @@ pub mod sync;
 pub mod warm;
 
 use shardfs::store::StoreError;
+
+/// The cores this process may run on (2 when the system does not say).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
 
 /// Prints `value` as indented JSON.
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {

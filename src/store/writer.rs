@@ -250,20 +250,7 @@ pub fn pack(
         )));
     }
 
-    // A store never packs itself: a source inside a member (or a member inside the source)
-    // would read the store's own files while it writes them.
-    let canonical_src = std::fs::canonicalize(src).map_err(cannot_read(src))?;
-    for p in paths {
-        if let Some(Ok(member)) = p.dir().map(std::fs::canonicalize)
-            && (canonical_src.starts_with(&member) || member.starts_with(&canonical_src))
-        {
-            return Err(source_err(format!(
-                "{} and the store member {} lie one inside the other; pack a file or folder outside the store",
-                src.display(),
-                p
-            )));
-        }
-    }
+    check_outside_store(src, paths)?;
     let store = Store::open_for_pack(paths, opts.init, &opts.member)?;
     // A signed store is packed only with its key: found missing before any chunk is written.
     if store.trust.is_signed() {
@@ -271,38 +258,7 @@ pub fn pack(
     }
     let _lock = store.lock()?;
     placement::check(opts.replicas, store.members.len())?;
-    let list = store.update_member_list(|_| {})?;
-    if let Some(m) = store
-        .members
-        .iter()
-        .find(|m| list.get(m.id()).is_some_and(|l| l.retired))
-    {
-        return Err(StoreError::Invalid(format!(
-            "{} was retired from the store (member remove); leave it out of --store",
-            m.location()
-        )));
-    }
-    // Members of the store not given: this pack does not reach them. Said in one line.
-    let left_out: Vec<String> = list
-        .members
-        .iter()
-        .filter(|l| !l.retired && store.member(&l.id).is_none())
-        .map(|l| {
-            if l.location.is_empty() {
-                format!("member {}", l.id)
-            } else {
-                l.location.clone()
-            }
-        })
-        .collect();
-    if !left_out.is_empty() {
-        log::warn!(
-            "'{name}' is packed to {} of the {} members of the store; left out: {} (`shardfs repair` with every member brings them up to date)",
-            store.members.len(),
-            store.members.len() + left_out.len(),
-            left_out.join(", ")
-        );
-    }
+    check_members_given(&store, &name)?;
     // The copies this pack replaces: its manifest is published only over these, so a pack of
     // the same model that published meanwhile is not silently undone.
     let copies = store.manifest_copies(&name);
@@ -310,16 +266,7 @@ pub fn pack(
     if opts.lossy_bf16 {
         narrow_sources(&mut sources)?;
     }
-    let plans: Vec<Vec<Cut>> = sources
-        .iter()
-        .map(|s| {
-            let src = FileAt {
-                file: s.open()?,
-                len: s.size,
-            };
-            chunking::plan(&src, opts.partition, opts.chunk_size, &s.rel).map_err(StoreError::from)
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let plans = plan_sources(&sources, opts)?;
     let total_chunks: u64 = plans.iter().map(|p| p.len() as u64).sum();
     let bytes_in: u64 = sources.iter().map(|s| s.size).sum();
 
@@ -348,20 +295,111 @@ pub fn pack(
     // Every chunk (data, names, directories) reaches the disk before the manifest naming them.
     store.flush_all()?;
 
-    let newest = copies
+    let previous = copies
         .iter()
-        .filter_map(|c| {
-            c.manifest
-                .as_ref()
-                .and_then(|m| m.as_ref().ok())
-                .map(|m| m.version)
-        })
-        .max()
-        .unwrap_or(0);
+        .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
+        .max_by_key(|m| m.version);
+    let newest = previous.map_or(0, |m| m.version);
     let version = super::next_counter(newest, &format!("the version of model '{name}'"))?;
-    let manifest = Manifest {
+    let manifest = new_manifest(&store, &name, version, opts, files);
+    store.publish_manifest(&manifest, &copies)?;
+    // The narrowed copies (temporary files) go with `sources`.
+    let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
+    if let Some(p) = previous {
+        warn_replaced(p, &manifest, new_chunks);
+    }
+    Ok(PackSummary {
+        name,
+        version,
+        files: manifest.files.len(),
+        bytes_in,
+        bytes_stored: manifest.stored_size(),
+        chunks: manifest.chunk_count(),
+        new_chunks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A store never packs itself: a source inside a member (or a member inside the source) would
+/// read the store's own files while it writes them.
+fn check_outside_store(src: &Path, paths: &[crate::member::MemberSpec]) -> Result<(), StoreError> {
+    let canonical_src = std::fs::canonicalize(src).map_err(cannot_read(src))?;
+    for p in paths {
+        if let Some(Ok(member)) = p.dir().map(std::fs::canonicalize)
+            && (canonical_src.starts_with(&member) || member.starts_with(&canonical_src))
+        {
+            return Err(source_err(format!(
+                "{} and the store member {} lie one inside the other; pack a file or folder outside the store",
+                src.display(),
+                p
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A retired member given to a pack is refused; members of the store not given are not
+/// reached by this pack, said in one line.
+fn check_members_given(store: &Store, name: &str) -> Result<(), StoreError> {
+    let list = store.update_member_list(|_| {})?;
+    if let Some(m) = store
+        .members
+        .iter()
+        .find(|m| list.get(m.id()).is_some_and(|l| l.retired))
+    {
+        return Err(StoreError::Invalid(format!(
+            "{} was retired from the store (member remove); leave it out of --store",
+            m.location()
+        )));
+    }
+    let left_out: Vec<String> = list
+        .members
+        .iter()
+        .filter(|l| !l.retired && store.member(&l.id).is_none())
+        .map(|l| {
+            if l.location.is_empty() {
+                format!("member {}", l.id)
+            } else {
+                l.location.clone()
+            }
+        })
+        .collect();
+    if !left_out.is_empty() {
+        log::warn!(
+            "'{name}' is packed to {} of the {} members of the store; left out: {} (`shardfs repair` with every member brings them up to date)",
+            store.members.len(),
+            store.members.len() + left_out.len(),
+            left_out.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Where each source file is cut into chunks.
+fn plan_sources(sources: &[Source], opts: &PackOptions) -> Result<Vec<Vec<Cut>>, StoreError> {
+    sources
+        .iter()
+        .map(|s| {
+            let src = FileAt {
+                file: s.open()?,
+                len: s.size,
+            };
+            chunking::plan(&src, opts.partition, opts.chunk_size, &s.rel).map_err(StoreError::from)
+        })
+        .collect()
+}
+
+/// The manifest of version `version` of model `name`, made of `files`.
+fn new_manifest(
+    store: &Store,
+    name: &str,
+    version: u64,
+    opts: &PackOptions,
+    files: Vec<FileEntry>,
+) -> Manifest {
+    Manifest {
         format_version: MANIFEST_FORMAT,
-        name: name.clone(),
+        name: name.to_string(),
         version,
         created_unix: crate::clock::now_unix_secs(),
         chunk_size: opts.chunk_size,
@@ -384,43 +422,35 @@ pub fn pack(
             })
             .collect(),
         sealed: Default::default(),
-    };
-    store.publish_manifest(&manifest, &copies)?;
-    // The narrowed copies (temporary files) go with `sources`.
-    let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
-    let previous = copies
-        .iter()
-        .filter_map(|c| c.manifest.as_ref().and_then(|m| m.as_ref().ok()))
-        .max_by_key(|m| m.version);
+    }
+}
+
+/// Says what a pack over version `p` did that its user may not expect.
+fn warn_replaced(p: &Manifest, manifest: &Manifest, new_chunks: usize) {
     // Another model of the same name is replaced: said when its files were other files (a
     // `model.gguf` packed over a `model.safetensors` of the same stem).
-    if let Some(p) = previous {
-        let paths = |m: &Manifest| m.files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
-        if paths(p) != paths(&manifest) {
-            let shown = |v: Vec<String>| {
-                let n = v.len();
-                let mut s = v.into_iter().take(3).collect::<Vec<_>>().join(", ");
-                if n > 3 {
-                    s.push_str(&format!(" and {} more", n - 3));
-                }
-                s
-            };
-            log::warn!(
-                "model '{}' held other files ({}); version {} replaces them with {}",
-                manifest.name,
-                shown(paths(p)),
-                manifest.version,
-                shown(paths(&manifest))
-            );
-        }
+    let paths = |m: &Manifest| m.files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+    if paths(p) != paths(manifest) {
+        let shown = |v: Vec<String>| {
+            let n = v.len();
+            let mut s = v.into_iter().take(3).collect::<Vec<_>>().join(", ");
+            if n > 3 {
+                s.push_str(&format!(" and {} more", n - 3));
+            }
+            s
+        };
+        log::warn!(
+            "model '{}' held other files ({}); version {} replaces them with {}",
+            manifest.name,
+            shown(paths(p)),
+            manifest.version,
+            shown(paths(manifest))
+        );
     }
     // Chunks already stored are kept as they were stored: a re-pack asking for another codec
     // or level changes only the chunks it writes. Said, rather than left to be found out.
     let reused = manifest.chunk_count().saturating_sub(new_chunks);
-    if let Some(p) = previous
-        && reused > 0
-        && (p.codec != manifest.codec || p.level != manifest.level)
-    {
+    if reused > 0 && (p.codec != manifest.codec || p.level != manifest.level) {
         log::warn!(
             "{reused} of the {} chunks of '{}' were stored already and are kept as they were (version {} asked for codec {} level {}); only the {new_chunks} new chunks use codec {} level {} (`ls --json` shows what is stored)",
             manifest.chunk_count(),
@@ -432,14 +462,4 @@ pub fn pack(
             manifest.level
         );
     }
-    Ok(PackSummary {
-        name,
-        version,
-        files: manifest.files.len(),
-        bytes_in,
-        bytes_stored: manifest.stored_size(),
-        chunks: manifest.chunk_count(),
-        new_chunks,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }

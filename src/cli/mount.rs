@@ -1,0 +1,40 @@
+//! `shardfs mount`: the command's arguments become the daemon's `MountRequest`.
+
+use super::Failure;
+use super::args::MountArgs;
+use shardfs::daemon;
+use shardfs::member::Options;
+
+pub fn run(args: MountArgs, members: Options) -> Result<(), Failure> {
+    let threads = args.threads.map_or_else(super::cores, |t| t as usize);
+    let req = daemon::MountRequest {
+        // Absolute, so the daemon, `status` and /proc/mounts name the same members whatever
+        // the directory the command ran in.
+        store: args.store.iter().map(|s| s.recorded()).collect(),
+        mountpoint: args.mountpoint,
+        name: args.name,
+        options: daemon::MountOptionsRecord {
+            cache_size: args.cache_size,
+            prefetch: args
+                .prefetch
+                .unwrap_or_else(|| shardfs::readahead::default_window(threads)),
+            threads,
+            allow_other: args.allow_other,
+            read_ahead_kb: args.read_ahead.div_ceil(1024),
+            member_timeout_ms: members.timeout.as_millis() as u64,
+            member_min_rate: members.min_rate,
+            refresh_ms: args.refresh.as_millis() as u64,
+            pin: args.pin,
+            metrics: args.metrics,
+            local_cache: args
+                .local_cache
+                .map(|d| std::path::absolute(&d).unwrap_or(d).display().to_string()),
+            local_cache_size: args.local_cache_size,
+        },
+        foreground: args.foreground,
+        allow_degraded: args.allow_degraded,
+        quiet: args.quiet,
+    };
+    daemon::mount(&req)?;
+    Ok(())
+}
