@@ -1,4 +1,5 @@
-//! `shardfs mount`: the command's arguments become the daemon's `MountRequest`.
+//! `shardfs mount`: the command's arguments become the daemon's `MountRequest`; the daemon's
+//! allocator is tuned here.
 
 use super::Failure;
 use super::args::MountArgs;
@@ -6,6 +7,9 @@ use shardfs::daemon;
 use shardfs::member::Options;
 
 pub fn run(args: MountArgs, members: Options) -> Result<(), Failure> {
+    if args.foreground {
+        return_chunk_buffers();
+    }
     let threads = args.threads.map_or_else(super::cores, |t| t as usize);
     let req = daemon::MountRequest {
         // Absolute, so the daemon, `status` and /proc/mounts name the same members whatever
@@ -37,4 +41,14 @@ pub fn run(args: MountArgs, members: Options) -> Result<(), Failure> {
     };
     daemon::mount(&req)?;
     Ok(())
+}
+
+/// Tunes the daemon's allocator (a foreground mount is the daemon): large buffers (chunks)
+/// come from mmap and go back to the system when freed, so the resident size follows the cache
+/// instead of the allocator's high-water mark. A process-wide choice, so the binary makes it.
+fn return_chunk_buffers() {
+    // SAFETY: mallopt only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }

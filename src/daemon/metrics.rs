@@ -4,7 +4,7 @@
 //! exactly the address given and nowhere else.
 
 use super::http::{self, Answer};
-use crate::fs::Live;
+use crate::fs::{Counters, Live};
 use crate::store::liveness::{MemberState, MemberStats};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -89,162 +89,199 @@ fn member_counter(
     Ok(())
 }
 
+/// Whether a mount-wide series only grows or goes up and down.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A mount-wide series: name, help, kind and where the value comes from.
+type MountSeries = (&'static str, &'static str, Kind, fn(&Counters) -> u64);
+
+/// A series with one value per member: name, help and where the value comes from.
+type MemberSeries = (&'static str, &'static str, fn(&MemberStats) -> u64);
+
+/// The mount-wide series.
+const MOUNT_SERIES: [MountSeries; 15] = [
+    (
+        "shardfs_bytes_served",
+        "Bytes returned to readers",
+        Kind::Counter,
+        |c| c.bytes_served,
+    ),
+    (
+        "shardfs_reads",
+        "Read requests received",
+        Kind::Counter,
+        |c| c.reads,
+    ),
+    (
+        "shardfs_cache_hits",
+        "Chunk lookups served from memory",
+        Kind::Counter,
+        |c| c.cache_hits,
+    ),
+    (
+        "shardfs_cache_misses",
+        "Chunk lookups that had to load",
+        Kind::Counter,
+        |c| c.cache_misses,
+    ),
+    (
+        "shardfs_cache_bytes",
+        "Bytes of chunks held or being loaded",
+        Kind::Gauge,
+        |c| c.cache_bytes_used,
+    ),
+    (
+        "shardfs_cache_capacity_bytes",
+        "The --cache-size budget",
+        Kind::Gauge,
+        |c| c.cache_capacity,
+    ),
+    (
+        "shardfs_chunks_decompressed",
+        "Chunks read from a member, verified and decompressed",
+        Kind::Counter,
+        |c| c.chunks_decompressed,
+    ),
+    (
+        "shardfs_chunks_prefetched",
+        "Of the chunks decompressed, those read-ahead loaded",
+        Kind::Counter,
+        |c| c.chunks_prefetched,
+    ),
+    (
+        "shardfs_replica_failovers",
+        "Replica reads that failed, after which the next replica was tried",
+        Kind::Counter,
+        |c| c.replica_failovers,
+    ),
+    (
+        "shardfs_read_errors",
+        "Reads answered with EIO",
+        Kind::Counter,
+        |c| c.errors,
+    ),
+    (
+        "shardfs_open_files",
+        "File handles open",
+        Kind::Gauge,
+        |c| c.now.open_files.len() as u64,
+    ),
+    (
+        "shardfs_reads_waiting",
+        "Reads waiting for a chunk to load",
+        Kind::Gauge,
+        |c| c.now.reads_waiting,
+    ),
+    (
+        "shardfs_readahead_in_flight",
+        "Read-ahead chunk loads queued or running",
+        Kind::Gauge,
+        |c| c.now.readahead_in_flight,
+    ),
+    (
+        "shardfs_refreshes",
+        "Looks for new model versions done",
+        Kind::Counter,
+        |c| c.refreshes,
+    ),
+    (
+        "shardfs_last_refresh_timestamp_seconds",
+        "When the mount last looked for new versions",
+        Kind::Gauge,
+        |c| c.refreshed_unix,
+    ),
+];
+
+/// The series with one value per member (labelled `member` with its location).
+const MEMBER_SERIES: [MemberSeries; 6] = [
+    (
+        "shardfs_member_requests",
+        "Chunk requests sent to the member",
+        |m| m.requests,
+    ),
+    (
+        "shardfs_member_failures",
+        "Chunk requests that failed or timed out",
+        |m| m.failures,
+    ),
+    (
+        "shardfs_member_timeouts",
+        "Chunk requests that timed out",
+        |m| m.timeouts,
+    ),
+    (
+        "shardfs_member_bad_replicas",
+        "Replicas asked of the member that were missing or damaged",
+        |m| m.bad_replicas,
+    ),
+    (
+        "shardfs_member_hedges",
+        "Reads also asked of the next replica because the member was slow",
+        |m| m.hedges,
+    ),
+    (
+        "shardfs_member_fetched_bytes",
+        "Stored bytes fetched from the member",
+        |m| m.bytes_fetched,
+    ),
+];
+
 impl prometheus_client::collector::Collector for Mount {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let c = self.0.counters();
         let e = &mut enc;
-        counter(
-            e,
-            "shardfs_bytes_served",
-            "Bytes returned to readers",
-            c.bytes_served,
-        )?;
-        counter(e, "shardfs_reads", "Read requests received", c.reads)?;
-        counter(
-            e,
-            "shardfs_cache_hits",
-            "Chunk lookups served from memory",
-            c.cache_hits,
-        )?;
-        counter(
-            e,
-            "shardfs_cache_misses",
-            "Chunk lookups that had to load",
-            c.cache_misses,
-        )?;
-        gauge(
-            e,
-            "shardfs_cache_bytes",
-            "Bytes of chunks held or being loaded",
-            c.cache_bytes_used as i64,
-        )?;
-        gauge(
-            e,
-            "shardfs_cache_capacity_bytes",
-            "The --cache-size budget",
-            c.cache_capacity as i64,
-        )?;
-        counter(
-            e,
-            "shardfs_chunks_decompressed",
-            "Chunks read from a member, verified and decompressed",
-            c.chunks_decompressed,
-        )?;
-        counter(
-            e,
-            "shardfs_chunks_prefetched",
-            "Of the chunks decompressed, those read-ahead loaded",
-            c.chunks_prefetched,
-        )?;
-        counter(
-            e,
-            "shardfs_replica_failovers",
-            "Replica reads that failed, after which the next replica was tried",
-            c.replica_failovers,
-        )?;
-        counter(
-            e,
-            "shardfs_read_errors",
-            "Reads answered with EIO",
-            c.errors,
-        )?;
+        for (name, help, kind, value) in MOUNT_SERIES {
+            match kind {
+                Kind::Counter => counter(e, name, help, value(&c))?,
+                Kind::Gauge => gauge(e, name, help, value(&c) as i64)?,
+            }
+        }
         self.0.read_latency().0.encode(e.encode_descriptor(
             "shardfs_read_duration_seconds",
             "Time from a read request to its answer",
             None,
             MetricType::Histogram,
         )?)?;
-        gauge(
-            e,
-            "shardfs_open_files",
-            "File handles open",
-            c.now.open_files.len() as i64,
+        let mut m = e.encode_descriptor(
+            "shardfs_model_version",
+            "The manifest version of each model that new opens get",
+            None,
+            MetricType::Gauge,
         )?;
-        gauge(
-            e,
-            "shardfs_reads_waiting",
-            "Reads waiting for a chunk to load",
-            c.now.reads_waiting as i64,
-        )?;
-        gauge(
-            e,
-            "shardfs_readahead_in_flight",
-            "Read-ahead chunk loads queued or running",
-            c.now.readahead_in_flight as i64,
-        )?;
-        counter(
-            e,
-            "shardfs_refreshes",
-            "Looks for new model versions done",
-            c.refreshes,
-        )?;
-        gauge(
-            e,
-            "shardfs_last_refresh_timestamp_seconds",
-            "When the mount last looked for new versions",
-            c.refreshed_unix as i64,
-        )?;
-        {
-            let mut m = e.encode_descriptor(
-                "shardfs_model_version",
-                "The manifest version of each model that new opens get",
-                None,
-                MetricType::Gauge,
-            )?;
-            for v in &c.versions {
-                ConstGauge::new(v.version as i64)
-                    .encode(m.encode_family(&[("model", v.name.as_str())])?)?;
-            }
+        for v in &c.versions {
+            ConstGauge::new(v.version as i64)
+                .encode(m.encode_family(&[("model", v.name.as_str())])?)?;
         }
-        let members = &c.members;
-        let about = [
-            (
-                "shardfs_member_requests",
-                "Chunk requests sent to the member",
-            ),
-            (
-                "shardfs_member_failures",
-                "Chunk requests that failed or timed out",
-            ),
-            ("shardfs_member_timeouts", "Chunk requests that timed out"),
-            (
-                "shardfs_member_bad_replicas",
-                "Replicas asked of the member that were missing or damaged",
-            ),
-            (
-                "shardfs_member_hedges",
-                "Reads also asked of the next replica because the member was slow",
-            ),
-            (
-                "shardfs_member_fetched_bytes",
-                "Stored bytes fetched from the member",
-            ),
-        ];
-        let values: [fn(&MemberStats) -> u64; 6] = [
-            |m| m.requests,
-            |m| m.failures,
-            |m| m.timeouts,
-            |m| m.bad_replicas,
-            |m| m.hedges,
-            |m| m.bytes_fetched,
-        ];
-        for ((name, help), value) in about.into_iter().zip(values) {
-            member_counter(e, name, help, members, value)?;
+        for (name, help, value) in MEMBER_SERIES {
+            member_counter(e, name, help, &c.members, value)?;
         }
-        {
-            let mut m = e.encode_descriptor(
-                "shardfs_member_state",
-                "1 for the state the member is in (up, slow: failing or slow lately, down: passed over for now)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for s in members {
-                for state in MemberState::ALL {
-                    ConstGauge::new(i64::from(s.state == state)).encode(m.encode_family(&[
-                        ("member", s.location.as_str()),
-                        ("state", state.name()),
-                    ])?)?;
-                }
+        self.member_states_and_latency(e, &c.members)
+    }
+}
+
+impl Mount {
+    /// Each member's state (1 for the one it is in) and its request latency histogram.
+    fn member_states_and_latency(
+        &self,
+        e: &mut DescriptorEncoder,
+        members: &[MemberStats],
+    ) -> fmt::Result {
+        let mut m = e.encode_descriptor(
+            "shardfs_member_state",
+            "1 for the state the member is in (up, slow: failing or slow lately, down: passed over for now)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in members {
+            for state in MemberState::ALL {
+                ConstGauge::new(i64::from(s.state == state)).encode(m.encode_family(&[
+                    ("member", s.location.as_str()),
+                    ("state", state.name()),
+                ])?)?;
             }
         }
         let mut m = e.encode_descriptor(

@@ -95,6 +95,16 @@ impl MountOptionsRecord {
         std::time::Duration::from_millis(self.refresh_ms.max(100))
     }
 
+    /// How often the mount looks at the store: every `refresh` for new versions, or, when
+    /// pinned, only for the store's member list.
+    pub fn follow_every(&self) -> std::time::Duration {
+        if self.pin {
+            FOLLOW_EVERY
+        } else {
+            self.refresh()
+        }
+    }
+
     /// Member options the mount opens its store with.
     pub fn members(&self) -> crate::member::Options {
         crate::member::Options {
@@ -186,28 +196,16 @@ fn mount_source(store: &[crate::member::MemberSpec]) -> String {
         .join(",")
 }
 
-fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError> {
-    let (_, log_path) = state_paths(canonical);
-    control::ensure_state_dir()?;
-    let log = {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&log_path)
-    }
-    .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(err(format!("pipe: {}", io::Error::last_os_error())));
-    }
-    // SAFETY: both fds were just created and are owned here.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    const CHILD_FD: i32 = 3;
+/// The descriptor the daemon says "ok" or "error: ..." on, once the mount is live or failed.
+const CHILD_FD: i32 = 3;
+
+/// The command that starts the daemon: this binary's `mount --foreground` with `req`'s options,
+/// its output into `log`.
+fn daemon_command(
+    req: &MountRequest,
+    canonical: &Path,
+    log: fs::File,
+) -> Result<Command, DaemonError> {
     let exe =
         std::env::current_exe().map_err(|e| err(format!("cannot find the shardfs binary: {e}")))?;
     let mut cmd = Command::new(exe);
@@ -264,6 +262,31 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
             .arg("--local-cache-size")
             .arg(req.options.local_cache_size.to_string());
     }
+    Ok(cmd)
+}
+
+fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError> {
+    let (_, log_path) = state_paths(canonical);
+    control::ensure_state_dir()?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&log_path)
+    }
+    .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(err(format!("pipe: {}", io::Error::last_os_error())));
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut cmd = daemon_command(req, canonical, log)?;
     let write_raw = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -324,26 +347,8 @@ fn serve(
         health,
     } = checked;
     let sigset = block_signals();
-    // Large buffers (chunks) come from mmap and go back to the system when freed, so the resident
-    // size follows the cache instead of the allocator's high-water mark.
-    // SAFETY: mallopt only tunes the allocator.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
     let result = (|| -> Result<(), DaemonError> {
-        let tier = match &req.options.local_cache {
-            Some(dir) => Some(
-                crate::tier::Tier::open(Path::new(dir), req.options.local_cache_size)
-                    .map_err(err)?,
-            ),
-            None => None,
-        };
-        let opts = FsOptions {
-            cache_size: req.options.cache_size,
-            prefetch: req.options.prefetch,
-            threads: req.options.threads,
-            tier,
-        };
+        let opts = fs_options(req)?;
         // Bound before the mount (and before the lease, which a refused mount must not leave
         // behind): an address that is taken or bad fails it.
         let metrics_server = match &req.options.metrics {
@@ -352,14 +357,7 @@ fn serve(
         };
         // The lease names what this mount reads, so gc and member changes leave it in place.
         let store = Arc::new(store);
-        let mount_id = crate::store::member::new_id()
-            .map_err(|e| err(format!("cannot make a mount id: {e}")))?;
-        let mut lease = crate::store::lease::Lease::new(
-            &mount_id,
-            &canonical.display().to_string(),
-            &manifests,
-        );
-        store.write_lease(&mut lease);
+        let (mount_id, lease) = take_lease(&store, &canonical, &manifests)?;
         let catalog = (!req.options.pin)
             .then(|| crate::store::catalog::Catalog::new(&store, req.name.clone(), &manifests));
         let mut fs = Core::new(store.clone(), manifests, req.name.is_some(), &opts)
@@ -369,27 +367,7 @@ fn serve(
             fs.on_refresh(ask_refresh);
         }
         let live = fs.live();
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::RO,
-            // /proc/mounts shows the store as the source and the type as fuse.shardfs, as
-            // an fstab line names them, so `findmnt -t fuse.shardfs` finds the mount and a
-            // second `mount -a` sees it is mounted. (fuser passes its Subtype option only to
-            // fusermount; the kernel takes `subtype=` itself.)
-            fuser::MountOption::FSName(mount_source(&req.store)),
-            fuser::MountOption::CUSTOM("subtype=shardfs".to_string()),
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoSuid,
-        ];
-        if req.options.allow_other {
-            // Other users see the modes the manifests record, and the kernel checks them.
-            config.acl = fuser::SessionACL::All;
-            config
-                .mount_options
-                .push(fuser::MountOption::DefaultPermissions);
-        }
-        config.n_threads = Some(2);
-        config.clone_fd = true;
+        let config = fuse_config(req);
         let mut session = match fuser::Session::new(ShardFs(fs), &canonical, &config) {
             Ok(s) => s,
             Err(e) => {
@@ -397,79 +375,35 @@ fn serve(
                 return Err(err(format!("cannot mount {}: {e}", canonical.display())));
             }
         };
-        let mut unmounter = session.unmount_callable();
+        let unmounter = session.unmount_callable();
         let _metrics = metrics_server
             .map(|s| metrics::start(s, live.clone()))
             .transpose()
             .map_err(err)?;
         // From now on the mount follows the store (see `follow`).
         let (stop_following, stopped) = crossbeam_channel::bounded::<()>(1);
-        let following = {
-            let follow = follow::Follow {
-                store,
-                live,
-                kernel: session.notifier(),
-                catalog,
-                lease,
-                every: if req.options.pin {
-                    FOLLOW_EVERY
-                } else {
-                    req.options.refresh()
-                },
-                members: req.options.members(),
-            };
-            std::thread::spawn(move || follow.run(stopped, refresh_asked))
+        let follow = follow::Follow {
+            store,
+            live,
+            kernel: session.notifier(),
+            catalog,
+            lease,
+            every: req.options.follow_every(),
+            members: req.options.members(),
         };
+        let following = std::thread::spawn(move || follow.run(stopped, refresh_asked));
         set_read_ahead(&canonical, req.options.read_ahead_kb);
         let (state_path, log_path) = state_paths(&canonical);
-        let state = MountState {
-            mount_id: mount_id.clone(),
-            pid: std::process::id(),
-            pid_start: process_start(std::process::id()).unwrap_or(0),
-            mountpoint: canonical.display().to_string(),
-            store: req
-                .store
-                .iter()
-                .map(|spec| spec.recorded().to_string())
-                .collect(),
-            model: req.name.clone(),
-            options: req.options.clone(),
-            started_unix: crate::clock::now_unix_secs(),
-            log: log_path.display().to_string(),
-            models: health,
-        };
+        let state = mount_state(req, &canonical, &mount_id, &log_path, health);
         write_state(&state_path, &state)?;
-        std::thread::spawn(move || {
-            let mut sig = 0;
-            // SAFETY: waits on the set blocked above.
-            unsafe { libc::sigwait(&sigset, &mut sig) };
-            log::info!("signal {sig}: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                log::error!("unmount on signal failed: {e}");
-            }
-        });
-        log::info!("{line} (pid {})", std::process::id());
-        // Under systemd (`Type=notify`), the mount is live now: say so.
-        notify_systemd(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&line),
-        ]);
-        match ready.take() {
-            Some(mut r) => {
-                let _ = r.write_all(b"ok\n");
-            }
-            None if !req.quiet => crate::say!("{line}"),
-            None => {}
-        }
+        unmount_on_signal(sigset, unmounter);
+        say_live(&line, ready.take(), req.quiet);
         let run = session.run();
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         drop(stop_following);
         let _ = following.join();
         let _ = fs::remove_file(&state_path);
-        // A clean session that logged nothing leaves no empty log behind.
-        if fs::metadata(&log_path).is_ok_and(|m| m.len() == 0) {
-            let _ = fs::remove_file(&log_path);
-        }
+        remove_if_empty(&log_path);
         log::info!("unmounted {}", canonical.display());
         run.map_err(|e| err(format!("session ended with an error: {e}")))
     })();
@@ -477,6 +411,125 @@ fn serve(
         let _ = writeln!(r, "error: {e}");
     }
     result
+}
+
+/// The FUSE session's options for `req`.
+fn fuse_config(req: &MountRequest) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        // /proc/mounts shows the store as the source and the type as fuse.shardfs, as
+        // an fstab line names them, so `findmnt -t fuse.shardfs` finds the mount and a
+        // second `mount -a` sees it is mounted. (fuser passes its Subtype option only to
+        // fusermount; the kernel takes `subtype=` itself.)
+        fuser::MountOption::FSName(mount_source(&req.store)),
+        fuser::MountOption::CUSTOM("subtype=shardfs".to_string()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if req.options.allow_other {
+        // Other users see the modes the manifests record, and the kernel checks them.
+        config.acl = fuser::SessionACL::All;
+        config
+            .mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    config
+}
+
+/// What `status` reads about this mount.
+fn mount_state(
+    req: &MountRequest,
+    canonical: &Path,
+    mount_id: &str,
+    log_path: &Path,
+    health: Vec<crate::store::health::ModelHealth>,
+) -> MountState {
+    MountState {
+        mount_id: mount_id.to_string(),
+        pid: std::process::id(),
+        pid_start: process_start(std::process::id()).unwrap_or(0),
+        mountpoint: canonical.display().to_string(),
+        store: req
+            .store
+            .iter()
+            .map(|spec| spec.recorded().to_string())
+            .collect(),
+        model: req.name.clone(),
+        options: req.options.clone(),
+        started_unix: crate::clock::now_unix_secs(),
+        log: log_path.display().to_string(),
+        models: health,
+    }
+}
+
+/// Waits (on a thread of its own) for a signal of `sigset`, then unmounts.
+fn unmount_on_signal(sigset: libc::sigset_t, mut unmounter: fuser::SessionUnmounter) {
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: waits on a set the caller blocked in every thread.
+        unsafe { libc::sigwait(&sigset, &mut sig) };
+        log::info!("signal {sig}: unmounting");
+        if let Err(e) = unmounter.unmount() {
+            log::error!("unmount on signal failed: {e}");
+        }
+    });
+}
+
+/// A new mount id and the lease it writes on the store, naming what the mount reads.
+fn take_lease(
+    store: &crate::store::Store,
+    canonical: &Path,
+    manifests: &[crate::store::manifest::Manifest],
+) -> Result<(String, crate::store::lease::Lease), DaemonError> {
+    let mount_id =
+        crate::store::member::new_id().map_err(|e| err(format!("cannot make a mount id: {e}")))?;
+    let mut lease =
+        crate::store::lease::Lease::new(&mount_id, &canonical.display().to_string(), manifests);
+    store.write_lease(&mut lease);
+    Ok((mount_id, lease))
+}
+
+/// The mount core's options for `req` (opening its local tier, where one is asked for).
+fn fs_options(req: &MountRequest) -> Result<FsOptions, DaemonError> {
+    let tier = match &req.options.local_cache {
+        Some(dir) => Some(
+            crate::tier::Tier::open(Path::new(dir), req.options.local_cache_size).map_err(err)?,
+        ),
+        None => None,
+    };
+    Ok(FsOptions {
+        cache_size: req.options.cache_size,
+        prefetch: req.options.prefetch,
+        threads: req.options.threads,
+        tier,
+    })
+}
+
+/// Says the mount is live: in the log, to systemd (`Type=notify`), and to the command that
+/// started this daemon (`ready`) or else on stdout unless `quiet`.
+fn say_live(line: &str, ready: Option<fs::File>, quiet: bool) {
+    log::info!("{line} (pid {})", std::process::id());
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(line),
+    ]);
+    match ready {
+        Some(mut r) => {
+            let _ = r.write_all(b"ok\n");
+        }
+        None if !quiet => crate::say!("{line}"),
+        None => {}
+    }
+}
+
+/// A clean session that logged nothing leaves no empty log behind.
+fn remove_if_empty(log_path: &Path) {
+    if fs::metadata(log_path).is_ok_and(|m| m.len() == 0) {
+        let _ = fs::remove_file(log_path);
+    }
 }
 
 /// Tells systemd (when it started this process with `NOTIFY_SOCKET`) how the mount is doing.
