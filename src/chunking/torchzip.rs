@@ -163,159 +163,172 @@ enum Val {
 /// (`('storage', torch.<Dtype>Storage, key, location, numel)`). Returns what it found before any
 /// opcode it does not know.
 fn storage_dtypes(pkl: &[u8]) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut stack: Vec<Val> = Vec::new();
-    let mut memo: HashMap<u64, Val> = HashMap::new();
-    let mut i = 0usize;
-    let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
-        let s = pkl.get(*i..*i + n)?;
-        *i += n;
-        Some(s)
+    let mut walk = Walk {
+        pkl,
+        at: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+        found: HashMap::new(),
     };
-    let line = |i: &mut usize| -> Option<String> {
-        let end = pkl.get(*i..)?.iter().position(|&b| b == b'\n')?;
-        let s = String::from_utf8_lossy(&pkl[*i..*i + end]).into_owned();
-        *i += end + 1;
-        Some(s)
-    };
-    while let Some(&op) = pkl.get(i) {
-        i += 1;
-        let ok = (|| -> Option<()> {
-            match op {
-                0x80 => drop(take(&mut i, 1)?), // PROTO
-                0x95 => drop(take(&mut i, 8)?), // FRAME
-                b'c' => {
-                    let m = line(&mut i)?;
-                    let n = line(&mut i)?;
-                    stack.push(Val::Global(format!("{m}.{n}")));
-                }
-                0x93 => {
-                    // STACK_GLOBAL
-                    let n = stack.pop()?;
-                    let m = stack.pop()?;
-                    match (m, n) {
-                        (Val::Str(m), Val::Str(n)) => stack.push(Val::Global(format!("{m}.{n}"))),
-                        _ => stack.push(Val::Other),
-                    }
-                }
-                0x8c => {
-                    let n = *take(&mut i, 1)?.first()? as usize; // SHORT_BINUNICODE
-                    stack.push(Val::Str(
-                        String::from_utf8_lossy(take(&mut i, n)?).into_owned(),
-                    ));
-                }
-                b'X' => {
-                    let n = le32(take(&mut i, 4)?, 0) as usize; // BINUNICODE
-                    stack.push(Val::Str(
-                        String::from_utf8_lossy(take(&mut i, n)?).into_owned(),
-                    ));
-                }
-                b'U' => {
-                    let n = *take(&mut i, 1)?.first()? as usize; // SHORT_BINSTRING
-                    stack.push(Val::Str(
-                        String::from_utf8_lossy(take(&mut i, n)?).into_owned(),
-                    ));
-                }
-                b'J' => {
-                    take(&mut i, 4)?;
-                    stack.push(Val::Other)
-                }
-                b'K' => {
-                    take(&mut i, 1)?;
-                    stack.push(Val::Other)
-                }
-                b'M' => {
-                    take(&mut i, 2)?;
-                    stack.push(Val::Other)
-                }
-                0x8a => {
-                    let n = *take(&mut i, 1)?.first()? as usize; // LONG1
-                    take(&mut i, n)?;
-                    stack.push(Val::Other)
-                }
-                b'G' => {
-                    take(&mut i, 8)?;
-                    stack.push(Val::Other)
-                }
-                b'N' | 0x88 | 0x89 | b'}' | b']' => stack.push(Val::Other), // None True False {} []
-                b')' => stack.push(Val::Tuple(vec![])),
-                b'(' => stack.push(Val::Mark),
-                b't' => {
-                    let at = stack.iter().rposition(|v| matches!(v, Val::Mark))?;
-                    let items = stack.split_off(at + 1);
-                    stack.pop();
-                    stack.push(Val::Tuple(items));
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize; // TUPLE1..3
-                    let items = stack.split_off(stack.len().checked_sub(n)?);
-                    stack.push(Val::Tuple(items));
-                }
-                b'q' => {
-                    let k = u64::from(*take(&mut i, 1)?.first()?);
-                    memo.insert(k, stack.last()?.clone());
-                }
-                b'r' => {
-                    let k = le32(take(&mut i, 4)?, 0);
-                    memo.insert(k, stack.last()?.clone());
-                }
-                0x94 => {
-                    let k = memo.len() as u64; // MEMOIZE
-                    memo.insert(k, stack.last()?.clone());
-                }
-                b'h' => {
-                    let k = u64::from(*take(&mut i, 1)?.first()?);
-                    stack.push(memo.get(&k)?.clone());
-                }
-                b'j' => {
-                    let k = le32(take(&mut i, 4)?, 0);
-                    stack.push(memo.get(&k)?.clone());
-                }
-                b'Q' => {
-                    // BINPERSID: ('storage', torch.XStorage, key, location, numel)
-                    if let Val::Tuple(items) = stack.pop()?
-                        && let [Val::Str(tag), Val::Global(kind), Val::Str(key), ..] =
-                            items.as_slice()
-                        && tag == "storage"
-                    {
-                        out.insert(key.clone(), storage_dtype(kind));
-                    }
-                    stack.push(Val::Other);
-                }
-                b'R' => {
-                    stack.pop()?; // REDUCE: callable and args become one value
-                    stack.pop()?;
-                    stack.push(Val::Other);
-                }
-                b'b' | b'u' | b's' | b'a' | b'e' | 0x81 => {
-                    // BUILD, SETITEMS, SETITEM, APPEND, APPENDS, NEWOBJ: fold into the object below
-                    match op {
-                        b'u' | b'e' => {
-                            let at = stack.iter().rposition(|v| matches!(v, Val::Mark))?;
-                            stack.truncate(at);
-                        }
-                        b's' => {
-                            stack.pop()?;
-                            stack.pop()?;
-                        }
-                        b'b' | b'a' => drop(stack.pop()?),
-                        _ => {
-                            stack.pop()?;
-                            stack.pop()?;
-                            stack.push(Val::Other);
-                        }
-                    }
-                }
-                b'.' => return None, // STOP
-                _ => return None,
-            }
-            Some(())
-        })();
-        if ok.is_none() || stack.len() > 1 << 20 {
+    while let Some(&op) = pkl.get(walk.at) {
+        walk.at += 1;
+        if walk.step(op).is_none() || walk.stack.len() > 1 << 20 {
             break;
         }
     }
-    out
+    walk.found
+}
+
+/// A walk over a pickle's opcodes with symbolic values: `None` from a step ends it.
+struct Walk<'a> {
+    pkl: &'a [u8],
+    at: usize,
+    stack: Vec<Val>,
+    memo: HashMap<u64, Val>,
+    /// Storage key -> dtype name, as the persistent ids are met.
+    found: HashMap<String, String>,
+}
+
+impl<'a> Walk<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.pkl.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1)?.first().copied()
+    }
+
+    fn line(&mut self) -> Option<String> {
+        let rest = self.pkl.get(self.at..)?;
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.at += end + 1;
+        Some(s)
+    }
+
+    /// Pushes the `n` bytes that follow as a string.
+    fn text(&mut self, n: usize) -> Option<()> {
+        let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+        self.stack.push(Val::Str(s));
+        Some(())
+    }
+
+    /// Skips `n` bytes of a value this walk does not need, and pushes it as `Other`.
+    fn other(&mut self, n: usize) -> Option<()> {
+        self.take(n)?;
+        self.stack.push(Val::Other);
+        Some(())
+    }
+
+    fn step(&mut self, op: u8) -> Option<()> {
+        match op {
+            0x80 => drop(self.take(1)?), // PROTO
+            0x95 => drop(self.take(8)?), // FRAME
+            b'c' => {
+                let m = self.line()?;
+                let n = self.line()?;
+                self.stack.push(Val::Global(format!("{m}.{n}")));
+            }
+            0x93 => {
+                // STACK_GLOBAL
+                let n = self.stack.pop()?;
+                let m = self.stack.pop()?;
+                match (m, n) {
+                    (Val::Str(m), Val::Str(n)) => self.stack.push(Val::Global(format!("{m}.{n}"))),
+                    _ => self.stack.push(Val::Other),
+                }
+            }
+            0x8c | b'U' => {
+                // SHORT_BINUNICODE, SHORT_BINSTRING
+                let n = self.byte()? as usize;
+                self.text(n)?;
+            }
+            b'X' => {
+                let n = le32(self.take(4)?, 0) as usize; // BINUNICODE
+                self.text(n)?;
+            }
+            b'J' => self.other(4)?,
+            b'K' => self.other(1)?,
+            b'M' => self.other(2)?,
+            b'G' => self.other(8)?,
+            0x8a => {
+                let n = self.byte()? as usize; // LONG1
+                self.other(n)?;
+            }
+            b'N' | 0x88 | 0x89 | b'}' | b']' => self.stack.push(Val::Other), // None True False {} []
+            _ => return self.structure(op),
+        }
+        Some(())
+    }
+
+    /// The opcodes that build, remember and fold values.
+    fn structure(&mut self, op: u8) -> Option<()> {
+        let stack = &mut self.stack;
+        match op {
+            b')' => stack.push(Val::Tuple(vec![])),
+            b'(' => stack.push(Val::Mark),
+            b't' => {
+                let at = stack.iter().rposition(|v| matches!(v, Val::Mark))?;
+                let items = stack.split_off(at + 1);
+                stack.pop();
+                stack.push(Val::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize; // TUPLE1..3
+                let items = stack.split_off(stack.len().checked_sub(n)?);
+                stack.push(Val::Tuple(items));
+            }
+            b'q' | b'r' | 0x94 => {
+                // BINPUT, LONG_BINPUT, MEMOIZE
+                let k = match op {
+                    b'q' => u64::from(self.byte()?),
+                    b'r' => le32(self.take(4)?, 0),
+                    _ => self.memo.len() as u64,
+                };
+                self.memo.insert(k, self.stack.last()?.clone());
+            }
+            b'h' | b'j' => {
+                // BINGET, LONG_BINGET
+                let k = match op {
+                    b'h' => u64::from(self.byte()?),
+                    _ => le32(self.take(4)?, 0),
+                };
+                let v = self.memo.get(&k)?.clone();
+                self.stack.push(v);
+            }
+            b'Q' => {
+                // BINPERSID: ('storage', torch.XStorage, key, location, numel)
+                if let Val::Tuple(items) = stack.pop()?
+                    && let [Val::Str(tag), Val::Global(kind), Val::Str(key), ..] = items.as_slice()
+                    && tag == "storage"
+                {
+                    self.found.insert(key.clone(), storage_dtype(kind));
+                }
+                self.stack.push(Val::Other);
+            }
+            b'R' | 0x81 => {
+                // REDUCE, NEWOBJ: callable and args become one value
+                stack.pop()?;
+                stack.pop()?;
+                stack.push(Val::Other);
+            }
+            b'u' | b'e' => {
+                // SETITEMS, APPENDS: fold into the object below the mark
+                let at = stack.iter().rposition(|v| matches!(v, Val::Mark))?;
+                stack.truncate(at);
+            }
+            b's' => {
+                // SETITEM
+                stack.pop()?;
+                stack.pop()?;
+            }
+            b'b' | b'a' => drop(stack.pop()?), // BUILD, APPEND
+            _ => return None,                  // STOP, or an opcode this walk does not know
+        }
+        Some(())
+    }
 }
 
 /// `torch.BFloat16Storage` -> `bfloat16`; the untyped storages of newer torch name the dtype too.
