@@ -191,6 +191,14 @@ pub fn looks_like(src: &dyn ReadAt) -> bool {
     src.len() >= 4 && src.read_exact_at(&mut m, 0).is_ok() && &m == MAGIC
 }
 
+/// One tensor as the table gives it: name, element count, ggml type, offset in the data.
+struct TensorInfo {
+    name: String,
+    elems: u64,
+    kind: u32,
+    offset: u64,
+}
+
 /// Reads the tensor table. Offsets in the result are absolute file offsets.
 pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
     let mut c = Cursor::new(src);
@@ -210,6 +218,31 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
             "{n_tensors} tensors and {n_kv} metadata entries"
         )));
     }
+    let alignment = read_alignment(&mut c, n_kv)?;
+    let infos = (0..n_tensors)
+        .map(|_| read_tensor_info(&mut c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data_start = c
+        .pos
+        .div_ceil(alignment)
+        .checked_mul(alignment)
+        .ok_or_else(|| bad("data start overflows"))?;
+    if data_start > src.len() {
+        return Err(bad("data section starts past the end of the file"));
+    }
+    let data_len = src.len() - data_start;
+    // Tensors of unknown types end where the next tensor begins.
+    let mut starts: Vec<u64> = infos.iter().map(|i| i.offset).collect();
+    starts.sort_unstable();
+    let spans = infos
+        .into_iter()
+        .map(|info| span_of(info, &starts, data_start, data_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    super::sorted_disjoint(spans, "gguf")
+}
+
+/// Walks the `n_kv` metadata entries; returns the data alignment they set (32 by default).
+fn read_alignment(c: &mut Cursor, n_kv: u64) -> Result<u64, LayoutError> {
     let mut alignment = 32u64;
     for _ in 0..n_kv {
         let key = c.string()?;
@@ -221,84 +254,85 @@ pub fn parse(src: &dyn ReadAt) -> Result<Vec<TensorSpan>, LayoutError> {
                 .ok_or_else(|| bad("general.alignment is not a power of two"))?;
         }
     }
-    let mut infos = Vec::with_capacity(n_tensors as usize);
-    for _ in 0..n_tensors {
-        let name = c.string()?;
-        let n_dims = c.u32()?;
-        if n_dims > 8 {
-            return Err(bad(format!("{name}: {n_dims} dimensions")));
-        }
-        let mut elems: Option<u64> = Some(1);
-        for _ in 0..n_dims {
-            let d = c.u64()?;
-            elems = elems.and_then(|e| e.checked_mul(d));
-        }
-        let kind = c.u32()?;
-        let offset = c.u64()?;
-        infos.push((
-            name,
-            elems.ok_or_else(|| bad("tensor size overflows"))?,
-            kind,
-            offset,
-        ));
+    Ok(alignment)
+}
+
+fn read_tensor_info(c: &mut Cursor) -> Result<TensorInfo, LayoutError> {
+    let name = c.string()?;
+    let n_dims = c.u32()?;
+    if n_dims > 8 {
+        return Err(bad(format!("{name}: {n_dims} dimensions")));
     }
-    let data_start = c
-        .pos
-        .div_ceil(alignment)
-        .checked_mul(alignment)
-        .ok_or_else(|| bad("data start overflows"))?;
-    if data_start > src.len() {
-        return Err(bad("data section starts past the end of the file"));
+    let mut elems: Option<u64> = Some(1);
+    for _ in 0..n_dims {
+        let d = c.u64()?;
+        elems = elems.and_then(|e| e.checked_mul(d));
     }
-    let data_len = src.len() - data_start;
-    // Tensors of unknown types end where the next tensor begins.
-    let mut starts: Vec<u64> = infos.iter().map(|i| i.3).collect();
-    starts.sort_unstable();
-    let mut spans = Vec::with_capacity(infos.len());
-    for (name, elems, kind, offset) in infos {
-        let (dtype, size, block_bytes) = match ggml_type(kind) {
-            Some((dtype, block, bytes)) => {
-                if elems % block != 0 {
-                    return Err(bad(format!(
-                        "{name}: {elems} elements is not a whole number of {dtype} blocks"
-                    )));
-                }
-                let size = (elems / block)
-                    .checked_mul(bytes)
-                    .ok_or_else(|| bad("tensor size overflows"))?;
-                (
-                    dtype.to_string(),
-                    size,
-                    (block > 1).then_some(bytes as usize),
-                )
+    let kind = c.u32()?;
+    let offset = c.u64()?;
+    Ok(TensorInfo {
+        name,
+        elems: elems.ok_or_else(|| bad("tensor size overflows"))?,
+        kind,
+        offset,
+    })
+}
+
+/// Where a tensor lies in the file: its size from its type, or, for a type this reader does
+/// not know, up to the next tensor's start (`starts`, sorted) or the end of the data.
+fn span_of(
+    info: TensorInfo,
+    starts: &[u64],
+    data_start: u64,
+    data_len: u64,
+) -> Result<TensorSpan, LayoutError> {
+    let TensorInfo {
+        name,
+        elems,
+        kind,
+        offset,
+    } = info;
+    let (dtype, size, block_bytes) = match ggml_type(kind) {
+        Some((dtype, block, bytes)) => {
+            if elems % block != 0 {
+                return Err(bad(format!(
+                    "{name}: {elems} elements is not a whole number of {dtype} blocks"
+                )));
             }
-            None => {
-                // A binary search: a file of a million such tensors stays n log n.
-                let next = starts
-                    .get(starts.partition_point(|&s| s <= offset))
-                    .copied()
-                    .unwrap_or(data_len);
-                (
-                    format!("ggml-type-{kind}"),
-                    next.saturating_sub(offset),
-                    None,
-                )
-            }
-        };
-        let end = offset
-            .checked_add(size)
-            .filter(|&e| e <= data_len)
-            .ok_or_else(|| bad(format!("{name}: data past the end of the file")))?;
-        spans.push(TensorSpan {
-            float_width: dtype_float_width(&dtype),
-            block: block_bytes,
-            name,
-            dtype,
-            start: data_start + offset,
-            end: data_start + end,
-        });
-    }
-    super::sorted_disjoint(spans, "gguf")
+            let size = (elems / block)
+                .checked_mul(bytes)
+                .ok_or_else(|| bad("tensor size overflows"))?;
+            (
+                dtype.to_string(),
+                size,
+                (block > 1).then_some(bytes as usize),
+            )
+        }
+        None => {
+            // A binary search: a file of a million such tensors stays n log n.
+            let next = starts
+                .get(starts.partition_point(|&s| s <= offset))
+                .copied()
+                .unwrap_or(data_len);
+            (
+                format!("ggml-type-{kind}"),
+                next.saturating_sub(offset),
+                None,
+            )
+        }
+    };
+    let end = offset
+        .checked_add(size)
+        .filter(|&e| e <= data_len)
+        .ok_or_else(|| bad(format!("{name}: data past the end of the file")))?;
+    Ok(TensorSpan {
+        float_width: dtype_float_width(&dtype),
+        block: block_bytes,
+        name,
+        dtype,
+        start: data_start + offset,
+        end: data_start + end,
+    })
 }
 
 #[cfg(test)]

@@ -239,8 +239,23 @@ struct Piece {
 
 /// Cuts on tensor boundaries. `spans` must be sorted, non-overlapping and inside `size`.
 pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
-    // Pieces: gaps (headers, padding) and tensors, large tensors split into ~chunk_size parts
-    // whose length is a whole number of elements.
+    let groups = group_pieces(pieces(size, spans, chunk_size), chunk_size);
+    // A group of nothing but empty tensors has no bytes to store.
+    groups
+        .iter()
+        .filter(|g| group_span(g) > 0)
+        .map(|g| make_cut(g[0].start, g[g.len() - 1].end, g))
+        .collect()
+}
+
+/// The bytes from the first piece of `g` to the end of its last.
+fn group_span(g: &[Piece]) -> u64 {
+    g.first().zip(g.last()).map_or(0, |(f, l)| l.end - f.start)
+}
+
+/// The file as pieces: gaps (headers, padding) and tensors, large tensors split into
+/// ~chunk_size parts whose length is a whole number of elements.
+fn pieces(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut at = 0;
     for s in spans {
@@ -288,13 +303,16 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
             tensor: None,
         });
     }
+    pieces
+}
 
+/// Pieces grouped into chunks.
+fn group_pieces(pieces: Vec<Piece>, chunk_size: u64) -> Vec<Vec<Piece>> {
     // Group: a piece of at least half a chunk stands alone; smaller neighbours share a chunk up
     // to chunk_size. A small gap between two large pieces (a zip record header, padding) joins
     // the chunk before it rather than making a tiny chunk of its own.
     let mut groups: Vec<Vec<Piece>> = Vec::new();
     let mut group: Vec<Piece> = Vec::new();
-    let span = |g: &[Piece]| g.first().zip(g.last()).map_or(0, |(f, l)| l.end - f.start);
     for piece in pieces {
         let len = piece.end - piece.start;
         if len == 0 {
@@ -310,10 +328,10 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
         }
         let small_gap = piece.tensor.is_none() && len * 16 < chunk_size;
         if small_gap
-            && span(&group) == 0
-            && let Some(prev) = groups
-                .last_mut()
-                .filter(|g| span(g) + len <= (chunk_size + chunk_size / 8).min(MAX_CHUNK_SIZE))
+            && group_span(&group) == 0
+            && let Some(prev) = groups.last_mut().filter(|g| {
+                group_span(g) + len <= (chunk_size + chunk_size / 8).min(MAX_CHUNK_SIZE)
+            })
         {
             prev.push(piece);
             continue;
@@ -323,18 +341,13 @@ pub fn by_tensor(size: u64, spans: &[TensorSpan], chunk_size: u64) -> Vec<Cut> {
             groups.push(vec![piece]);
             continue;
         }
-        if span(&group) + len > chunk_size {
+        if group_span(&group) + len > chunk_size {
             groups.push(std::mem::take(&mut group));
         }
         group.push(piece);
     }
     groups.push(group);
-    // A group of nothing but empty tensors has no bytes to store.
     groups
-        .iter()
-        .filter(|g| span(g) > 0)
-        .map(|g| make_cut(g[0].start, g[g.len() - 1].end, g))
-        .collect()
 }
 
 /// Bytes per element of a grouping (1 for plain bytes).

@@ -53,6 +53,43 @@ struct Member {
 /// Reads the central directory.
 fn members(src: &dyn ReadAt) -> Result<Vec<Member>, LayoutError> {
     let size = src.len();
+    let (count, cd_offset, cd_size) = central_directory(src)?;
+    if count > MAX_ENTRIES || cd_size > size {
+        return Err(bad(format!("{count} entries")));
+    }
+    let cd = read(src, cd_offset, cd_size)?;
+    let mut out = Vec::with_capacity(count as usize);
+    let mut at = 0usize;
+    for _ in 0..count {
+        let (entry, next) = cd_entry(&cd, at)?;
+        at = next;
+        if entry.method != 0 || entry.csize != entry.usize_ {
+            continue; // compressed members hold no tensor data we can cut on
+        }
+        let lh = read(src, entry.local, 30)?;
+        if lh[..4] != [b'P', b'K', 3, 4] {
+            return Err(bad(format!("{}: bad local header", entry.name)));
+        }
+        let data_start = entry.local + 30 + le16(&lh, 26) + le16(&lh, 28);
+        if data_start.checked_add(entry.csize).is_none_or(|e| e > size) {
+            return Err(bad(format!(
+                "{}: data past the end of the file",
+                entry.name
+            )));
+        }
+        out.push(Member {
+            name: entry.name,
+            data_start,
+            len: entry.csize,
+        });
+    }
+    Ok(out)
+}
+
+/// The central directory's entry count, offset and size, from the end record (zip64 where
+/// the end record says so).
+fn central_directory(src: &dyn ReadAt) -> Result<(u64, u64, u64), LayoutError> {
+    let size = src.len();
     let tail_len = size.min(65_557);
     let tail = read(src, size - tail_len, tail_len)?;
     let eocd = (0..tail.len().saturating_sub(21))
@@ -83,70 +120,69 @@ fn members(src: &dyn ReadAt) -> Result<Vec<Member>, LayoutError> {
         cd_size = le64(&rec, 40);
         cd_offset = le64(&rec, 48);
     }
-    if count > MAX_ENTRIES || cd_size > size {
-        return Err(bad(format!("{count} entries")));
+    Ok((count, cd_offset, cd_size))
+}
+
+/// One central directory entry, as far as this reader needs it.
+struct CdEntry {
+    name: String,
+    method: u64,
+    csize: u64,
+    usize_: u64,
+    local: u64,
+}
+
+/// The entry at `at` of the central directory `cd`, and where the next one starts.
+fn cd_entry(cd: &[u8], at: usize) -> Result<(CdEntry, usize), LayoutError> {
+    let h = cd
+        .get(at..at + 46)
+        .ok_or_else(|| bad("central directory cut short"))?;
+    if h[..4] != [b'P', b'K', 1, 2] {
+        return Err(bad("bad central directory entry"));
     }
-    let cd = read(src, cd_offset, cd_size)?;
-    let mut out = Vec::with_capacity(count as usize);
-    let mut at = 0usize;
-    for _ in 0..count {
-        let h = cd
-            .get(at..at + 46)
-            .ok_or_else(|| bad("central directory cut short"))?;
-        if h[..4] != [b'P', b'K', 1, 2] {
-            return Err(bad("bad central directory entry"));
-        }
-        let method = le16(h, 10);
-        let (mut csize, mut usize_, mut local) = (le32(h, 20), le32(h, 24), le32(h, 42));
-        let (name_len, extra_len, comment_len) = (
-            le16(h, 28) as usize,
-            le16(h, 30) as usize,
-            le16(h, 32) as usize,
-        );
-        let name_bytes = cd
-            .get(at + 46..at + 46 + name_len)
-            .ok_or_else(|| bad("central directory cut short"))?;
-        let name = String::from_utf8_lossy(name_bytes).into_owned();
-        let extra = cd
-            .get(at + 46 + name_len..at + 46 + name_len + extra_len)
-            .ok_or_else(|| bad("central directory cut short"))?;
-        // zip64 extra field: the values that were 0xffffffff, in order.
-        let mut e = 0;
-        while e + 4 <= extra.len() {
-            let (id, len) = (le16(extra, e), le16(extra, e + 2) as usize);
-            let body = extra
-                .get(e + 4..e + 4 + len)
-                .ok_or_else(|| bad("bad extra field"))?;
-            if id == 1 {
-                let mut f = 0;
-                for v in [&mut usize_, &mut csize, &mut local] {
-                    if *v == 0xffff_ffff && f + 8 <= body.len() {
-                        *v = le64(body, f);
-                        f += 8;
-                    }
+    let method = le16(h, 10);
+    let (mut csize, mut usize_, mut local) = (le32(h, 20), le32(h, 24), le32(h, 42));
+    let (name_len, extra_len, comment_len) = (
+        le16(h, 28) as usize,
+        le16(h, 30) as usize,
+        le16(h, 32) as usize,
+    );
+    let name_bytes = cd
+        .get(at + 46..at + 46 + name_len)
+        .ok_or_else(|| bad("central directory cut short"))?;
+    let name = String::from_utf8_lossy(name_bytes).into_owned();
+    let extra = cd
+        .get(at + 46 + name_len..at + 46 + name_len + extra_len)
+        .ok_or_else(|| bad("central directory cut short"))?;
+    // zip64 extra field: the values that were 0xffffffff, in order.
+    let mut e = 0;
+    while e + 4 <= extra.len() {
+        let (id, len) = (le16(extra, e), le16(extra, e + 2) as usize);
+        let body = extra
+            .get(e + 4..e + 4 + len)
+            .ok_or_else(|| bad("bad extra field"))?;
+        if id == 1 {
+            let mut f = 0;
+            for v in [&mut usize_, &mut csize, &mut local] {
+                if *v == 0xffff_ffff && f + 8 <= body.len() {
+                    *v = le64(body, f);
+                    f += 8;
                 }
             }
-            e += 4 + len;
         }
-        at += 46 + name_len + extra_len + comment_len;
-        if method != 0 || csize != usize_ {
-            continue; // compressed members hold no tensor data we can cut on
-        }
-        let lh = read(src, local, 30)?;
-        if lh[..4] != [b'P', b'K', 3, 4] {
-            return Err(bad(format!("{name}: bad local header")));
-        }
-        let data_start = local + 30 + le16(&lh, 26) + le16(&lh, 28);
-        if data_start.checked_add(csize).is_none_or(|e| e > size) {
-            return Err(bad(format!("{name}: data past the end of the file")));
-        }
-        out.push(Member {
-            name,
-            data_start,
-            len: csize,
-        });
+        e += 4 + len;
     }
-    Ok(out)
+    let next = at + 46 + name_len + extra_len + comment_len;
+    Ok((
+        CdEntry {
+            name,
+            method,
+            csize,
+            usize_,
+            local,
+        },
+        next,
+    ))
 }
 
 /// Symbolic values of the pickle walk: only what the storage tuples need.
