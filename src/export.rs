@@ -150,22 +150,7 @@ pub fn export(
     };
     // The file replaced keeps the bits it had: an export never makes it more open.
     let cap = found.map_or(0o777, |m| m.mode() & 0o777);
-    let (dir, name) = match (output.parent(), output.file_name()) {
-        (Some(d), Some(n)) => (
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            },
-            n,
-        ),
-        _ => {
-            return Err(ExportError::Output(format!(
-                "{} is not a file name",
-                output.display()
-            )));
-        }
-    };
+    let (dir, name) = split_output(output)?;
     // The temporary beside the output has an unpredictable name and is created anew (O_EXCL:
     // a link planted there is never written through); it goes when anything fails.
     let mut prefix = std::ffi::OsString::from(".");
@@ -174,6 +159,43 @@ pub fn export(
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".shardfs-export");
     let umask = process_umask();
+    ensure_dir(dir, parents, umask)?;
+    match single {
+        Some(f) => {
+            let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
+            pending(Some(tmp.path()));
+            let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
+            let file = stream(store, f, file, tmp.path(), &on_failure)?;
+            finish_file(&file, f, export_mode(f.mode, umask) & cap, tmp.path())?;
+            let persisted = tmp.persist(output);
+            pending(None);
+            persisted.map_err(|e| output_err(output)(e.error))?;
+        }
+        None => export_folder(store, &manifest, builder, dir, output, umask, &on_failure)?,
+    }
+    Ok(())
+}
+
+/// The folder `output` goes into and its file name.
+fn split_output(output: &Path) -> Result<(&Path, &std::ffi::OsStr), ExportError> {
+    match (output.parent(), output.file_name()) {
+        (Some(d), Some(n)) => Ok((
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            },
+            n,
+        )),
+        _ => Err(ExportError::Output(format!(
+            "{} is not a file name",
+            output.display()
+        ))),
+    }
+}
+
+/// Makes sure `dir` is a folder: made (with `parents`, as `mkdir -p`) where it is missing.
+fn ensure_dir(dir: &Path, parents: bool, umask: u32) -> Result<(), ExportError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -195,43 +217,43 @@ pub fn export(
         }
         Err(e) => return Err(output_err(dir)(e)),
     }
-    match single {
-        Some(f) => {
-            let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
-            pending(Some(tmp.path()));
-            let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
-            let file = stream(store, f, file, tmp.path(), &on_failure)?;
-            finish_file(&file, f, export_mode(f.mode, umask) & cap, tmp.path())?;
-            let persisted = tmp.persist(output);
-            pending(None);
-            persisted.map_err(|e| output_err(output)(e.error))?;
-        }
-        None => {
-            let tmp = builder.tempdir_in(dir).map_err(output_err(dir))?;
-            pending(Some(tmp.path()));
-            for f in &manifest.files {
-                let dest = tmp.path().join(&f.path);
-                make_dirs(tmp.path(), &f.path, umask)?;
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600)
-                    .open(&dest)
-                    .map_err(output_err(&dest))?;
-                let file = stream(store, f, file, &dest, &on_failure)?;
-                finish_file(&file, f, export_mode(f.mode, umask), &dest)?;
-            }
-            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777 & !umask))
-                .map_err(output_err(tmp.path()))?;
-            let kept = tmp.keep();
-            let renamed = fs::rename(&kept, output);
-            pending(None);
-            if let Err(e) = renamed {
-                let _ = fs::remove_dir_all(&kept);
-                return Err(output_err(output)(e));
-            }
-        }
+    Ok(())
+}
+
+/// Writes every file of `manifest` into a new temporary folder in `dir`, then renames it to
+/// `output` (gone when anything fails).
+fn export_folder(
+    store: &Store,
+    manifest: &crate::store::manifest::Manifest,
+    builder: tempfile::Builder,
+    dir: &Path,
+    output: &Path,
+    umask: u32,
+    on_failure: &OnFailure,
+) -> Result<(), ExportError> {
+    let tmp = builder.tempdir_in(dir).map_err(output_err(dir))?;
+    pending(Some(tmp.path()));
+    for f in &manifest.files {
+        let dest = tmp.path().join(&f.path);
+        make_dirs(tmp.path(), &f.path, umask)?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&dest)
+            .map_err(output_err(&dest))?;
+        let file = stream(store, f, file, &dest, on_failure)?;
+        finish_file(&file, f, export_mode(f.mode, umask), &dest)?;
+    }
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777 & !umask))
+        .map_err(output_err(tmp.path()))?;
+    let kept = tmp.keep();
+    let renamed = fs::rename(&kept, output);
+    pending(None);
+    if let Err(e) = renamed {
+        let _ = fs::remove_dir_all(&kept);
+        return Err(output_err(output)(e));
     }
     Ok(())
 }

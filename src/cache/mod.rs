@@ -11,11 +11,27 @@
 use crate::buffer::{ChunkBuf, SPARE, SparePool};
 use crate::codec::Hash32;
 use lru::LruCache;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Waits for the load another reader started to end, no longer than its deadline (which the
+/// loader moves once the load is admitted).
+fn join(f: &Flight) -> Result<Chunk, String> {
+    let mut done = f.done.lock();
+    while done.is_none() {
+        let deadline = *f.deadline.lock();
+        if f.cond.wait_until(&mut done, deadline).timed_out()
+            && done.is_none()
+            && *f.deadline.lock() <= deadline
+        {
+            return Err("the load of this chunk another read started did not end in time".into());
+        }
+    }
+    done.clone().unwrap_or_else(|| Err("load vanished".into()))
+}
 
 /// Who asks for a chunk: a reader waits for room and marks the chunk read; read-ahead never
 /// waits, and what it loads stays until a reader has had it.
@@ -201,24 +217,7 @@ impl ChunkCache {
             let f = f.clone();
             drop(inner);
             self.hits.fetch_add(1, Ordering::Relaxed);
-            let mut done = f.done.lock();
-            while done.is_none() {
-                let deadline = *f.deadline.lock();
-                if f.cond.wait_until(&mut done, deadline).timed_out()
-                    && done.is_none()
-                    && *f.deadline.lock() <= deadline
-                {
-                    return Some((
-                        Err(
-                            "the load of this chunk another read started did not end in time"
-                                .into(),
-                        ),
-                        Served::Joined,
-                    ));
-                }
-            }
-            let result = done.clone().unwrap_or_else(|| Err("load vanished".into()));
-            return Some((result, Served::Joined));
+            return Some((join(&f), Served::Joined));
         }
         if asker == Asker::ReadAhead && !self.admit(&mut inner, len, asker, &mut dropped) {
             return None;
@@ -236,24 +235,16 @@ impl ChunkCache {
             deadline: Mutex::new(room_by + limit),
         });
         inner.inflight.insert(key, flight.clone());
-        if asker == Asker::Reader {
-            let deadline = room_by;
-            while !self.admit(&mut inner, len, asker, &mut dropped) {
-                self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
-                let timed_out = self.room.wait_until(&mut inner, deadline).timed_out();
-                self.waiting_for_room.fetch_sub(1, Ordering::SeqCst);
-                if timed_out && !self.admit(&mut inner, len, asker, &mut dropped) {
-                    inner.inflight.remove(&key);
-                    drop(inner);
-                    let result: Result<Chunk, String> = Err(format!(
-                        "no room in the chunk cache for {len} bytes within {} s (loads under way did not finish)",
-                        ROOM_WAIT.as_secs()
-                    ));
-                    *flight.done.lock() = Some(result.clone());
-                    flight.cond.notify_all();
-                    return Some((result, Served::Loaded));
-                }
-            }
+        if asker == Asker::Reader && !self.wait_for_room(&mut inner, len, room_by, &mut dropped) {
+            inner.inflight.remove(&key);
+            drop(inner);
+            let result: Result<Chunk, String> = Err(format!(
+                "no room in the chunk cache for {len} bytes within {} s (loads under way did not finish)",
+                ROOM_WAIT.as_secs()
+            ));
+            *flight.done.lock() = Some(result.clone());
+            flight.cond.notify_all();
+            return Some((result, Served::Loaded));
         }
         drop(inner);
         drop(dropped);
@@ -263,33 +254,59 @@ impl ChunkCache {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
             .unwrap_or_else(|_| Err("chunk load failed (internal error, see the log)".into()))
             .map(Arc::new);
-        let dropped = {
-            let mut inner = self.inner.lock();
-            inner.inflight.remove(&key);
-            inner.inflight_bytes -= len;
-            self.room.notify_all();
-            if let Ok(chunk) = &result {
-                // A chunk larger than the whole budget is handed out but not kept.
-                if chunk.len() as u64 <= self.capacity {
-                    inner.cached_bytes += chunk.len() as u64;
-                    if let Some(old) = inner.lru.put(key, chunk.clone()) {
-                        inner.cached_bytes -= old.len() as u64;
-                    }
-                    if asker == Asker::ReadAhead {
-                        inner.unread.insert(key);
-                    }
-                    self.evict(&mut inner, 0, false)
-                } else {
-                    Vec::new()
-                }
-            } else {
-                Vec::new()
-            }
-        };
-        drop(dropped);
+        drop(self.landed(key, len, &result, asker));
         *flight.done.lock() = Some(result.clone());
         flight.cond.notify_all();
         Some((result, Served::Loaded))
+    }
+
+    /// A load of `len` bytes for `key` ended: it is no longer in flight, and a chunk it loaded
+    /// is kept (a chunk larger than the whole budget is handed out but not kept). Returns the
+    /// chunks evicted for it, to be let go of after the lock.
+    fn landed(
+        &self,
+        key: Hash32,
+        len: u64,
+        result: &Result<Chunk, String>,
+        asker: Asker,
+    ) -> Vec<Chunk> {
+        let mut inner = self.inner.lock();
+        inner.inflight.remove(&key);
+        inner.inflight_bytes -= len;
+        self.room.notify_all();
+        let Ok(chunk) = result else {
+            return Vec::new();
+        };
+        if chunk.len() as u64 > self.capacity {
+            return Vec::new();
+        }
+        inner.cached_bytes += chunk.len() as u64;
+        if let Some(old) = inner.lru.put(key, chunk.clone()) {
+            inner.cached_bytes -= old.len() as u64;
+        }
+        if asker == Asker::ReadAhead {
+            inner.unread.insert(key);
+        }
+        self.evict(&mut inner, 0, false)
+    }
+
+    /// Waits until a reader's load of `len` bytes is admitted (`true`), or `deadline` passes.
+    fn wait_for_room(
+        &self,
+        inner: &mut MutexGuard<'_, Inner>,
+        len: u64,
+        deadline: Instant,
+        dropped: &mut Vec<Chunk>,
+    ) -> bool {
+        while !self.admit(inner, len, Asker::Reader, dropped) {
+            self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
+            let timed_out = self.room.wait_until(inner, deadline).timed_out();
+            self.waiting_for_room.fetch_sub(1, Ordering::SeqCst);
+            if timed_out && !self.admit(inner, len, Asker::Reader, dropped) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Counts a load of `len` bytes in flight if the budget has room for it once every cached

@@ -333,7 +333,48 @@ impl Store {
                 None => format!("member {id}: {e}"),
             });
         };
-        // The replicas on members that opened, in the order to try them.
+        let order = self.replica_order(chunk, &mut fail);
+        let found = match order.as_slice() {
+            [] => Err(0),
+            [(id, m)] => {
+                let (_, got) = fetch(m, self.liveness.record(id).map(|r| &**r), chunk);
+                match got
+                    .map_err(ReplicaError::from)
+                    .and_then(|image| check_image(&image, chunk, out))
+                {
+                    Ok(()) => Ok(*id),
+                    Err(e) => {
+                        fail(id, e);
+                        Err(0)
+                    }
+                }
+            }
+            _ => self.read_hedged(&order, chunk, out, &mut fail),
+        };
+        match found {
+            Ok(id) => Ok(id),
+            Err(in_flight) => {
+                if in_flight > 0 {
+                    details.push(format!("{in_flight} replicas did not answer in time"));
+                }
+                Err(ChunkUnreadable {
+                    hash: chunk.hash,
+                    len: chunk.len,
+                    details: details.join("; "),
+                })
+            }
+        }
+    }
+
+    /// The replicas on members that opened, in the order to try them. Members that are down
+    /// are tried only when none is up, and not at all while every one of them is down: a
+    /// reader gets EIO at once instead of a deadline per read, until `DOWN_FOR` has passed and
+    /// the next read probes the member again.
+    fn replica_order<'c>(
+        &self,
+        chunk: &'c ChunkRef,
+        fail: &mut dyn FnMut(&str, ReplicaError),
+    ) -> Vec<(&'c str, &Member)> {
         let mut order: Vec<(&'c str, &Member)> = Vec::new();
         for id in self.liveness.order(&chunk.members) {
             match self.member(id) {
@@ -341,9 +382,6 @@ impl Store {
                 None => fail(id, ReplicaError::MemberUnavailable(id.to_string())),
             }
         }
-        // Members that are down are tried only when none is up, and not at all while every
-        // one of them is down: a reader gets EIO at once instead of a deadline per read, until
-        // `DOWN_FOR` has passed and the next read probes the member again.
         if !order.is_empty() && order.iter().all(|(id, _)| self.liveness.is_down(id)) {
             for (id, _) in &order {
                 fail(
@@ -353,28 +391,19 @@ impl Store {
             }
             order.clear();
         }
-        let unreadable = |details: Vec<String>| ChunkUnreadable {
-            hash: chunk.hash,
-            len: chunk.len,
-            details: details.join("; "),
-        };
-        if order.is_empty() {
-            return Err(unreadable(details));
-        }
-        if order.len() == 1 {
-            let (id, m) = order[0];
-            let (_, got) = fetch(m, self.liveness.record(id).map(|r| &**r), chunk);
-            return match got
-                .map_err(ReplicaError::from)
-                .and_then(|image| check_image(&image, chunk, out))
-            {
-                Ok(()) => Ok(id),
-                Err(e) => {
-                    fail(id, e);
-                    Err(unreadable(details))
-                }
-            };
-        }
+        order
+    }
+
+    /// Reads the chunk from the first replica of `order`, asking the next one too whenever
+    /// the one asked is slower than its usual (a hedge), until one answers with the right
+    /// bytes. `Err` counts the replicas that had not answered by the deadline.
+    fn read_hedged<'c>(
+        &self,
+        order: &[(&'c str, &Member)],
+        chunk: &ChunkRef,
+        out: &mut [u8],
+        fail: &mut dyn FnMut(&str, ReplicaError),
+    ) -> Result<&'c str, usize> {
         let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
         let launch = |i: usize| {
             let (id, m) = order[i];
@@ -449,10 +478,7 @@ impl Store {
                 Err(_) => break,
             }
         }
-        if in_flight > 0 {
-            details.push(format!("{in_flight} replicas did not answer in time"));
-        }
-        Err(unreadable(details))
+        Err(in_flight)
     }
 
     /// Streams one file's exact bytes to `out`, reading chunks a window at a time in parallel.
