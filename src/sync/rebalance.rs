@@ -106,6 +106,8 @@ fn rebalance_model(
     Ok(())
 }
 
+/// Moves chunk replicas to the members the placement chooses now, publishes the manifests
+/// that changed, then deletes the copies left where no manifest lists them.
 pub fn rebalance(
     store: &Store,
     dry_run: bool,
@@ -122,10 +124,38 @@ pub fn rebalance(
     // written by a newer shardfs name are left where they are.
     let view = store.full_view("rebalance")?;
     let leases = store.live_leases("rebalance")?;
+    let placed = move_models(store, &leases, dry_run, &mut report)?;
+    delete_old_copies(
+        store,
+        &placed,
+        &view.newer_chunks,
+        min_age,
+        dry_run,
+        &mut report,
+    )?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Where each chunk is listed once every model has moved, and the chunks of models a live
+/// mount reads at an older version (their old copies stay).
+#[derive(Default)]
+struct Placed {
+    listed: HashMap<Hash32, HashSet<String>>,
+    protected: HashSet<Hash32>,
+}
+
+/// Moves every model's chunks to where the placement wants them; publishes each manifest
+/// that changed.
+fn move_models(
+    store: &Store,
+    leases: &[crate::store::lease::Lease],
+    dry_run: bool,
+    report: &mut RebalanceReport,
+) -> Result<Placed, StoreError> {
     // Where each chunk is listed now, and the chunks of models a live mount reads at an older
     // generation (their old copies stay).
-    let mut listed: HashMap<Hash32, HashSet<String>> = HashMap::new();
-    let mut protected: HashSet<Hash32> = HashSet::new();
+    let mut placed = Placed::default();
     for name in store.model_names()? {
         let copies = store.manifest_copies(&name);
         // The newest copy, from the copies just read (not a second read of every member).
@@ -134,7 +164,7 @@ pub fn rebalance(
             reason: "no valid copy on any member".into(),
         })?;
         let before = manifest.clone();
-        rebalance_model(store, &mut manifest, dry_run, &mut report)?;
+        rebalance_model(store, &mut manifest, dry_run, report)?;
         if manifest.files != before.files {
             manifest.version =
                 next_counter(manifest.version, &format!("the version of model '{name}'"))?;
@@ -151,28 +181,42 @@ pub fn rebalance(
         for f in &manifest.files {
             for c in &f.chunks {
                 if leased_older {
-                    protected.insert(c.hash);
+                    placed.protected.insert(c.hash);
                 }
-                listed
+                placed
+                    .listed
                     .entry(c.hash)
                     .or_default()
                     .extend(c.members.iter().cloned());
             }
         }
     }
+    Ok(placed)
+}
+
+/// Deletes the copies no manifest lists where they are (`placed`), unless a live mount may
+/// read them or a newer shardfs's manifest names them (`newer_chunks`).
+fn delete_old_copies(
+    store: &Store,
+    placed: &Placed,
+    newer_chunks: &HashSet<Hash32>,
+    min_age: std::time::Duration,
+    dry_run: bool,
+    report: &mut RebalanceReport,
+) -> Result<(), StoreError> {
     // Copies no manifest lists where they are: moved away now or earlier (a rerun after a live
     // mount ended, or a kill), or left by repair and member changes. On a member another writer
     // may be using (no exclusive lock), only copies older than `min_age` go.
     let now = std::time::SystemTime::now();
     for m in &store.members {
         for entry in m.io.list_chunks().map_err(member_err(m.location()))? {
-            let Some(where_) = listed.get(&entry.hash) else {
+            let Some(where_) = placed.listed.get(&entry.hash) else {
                 continue; // unreferenced: gc's business
             };
             if where_.contains(m.id()) {
                 continue;
             }
-            if protected.contains(&entry.hash) || view.newer_chunks.contains(&entry.hash) {
+            if placed.protected.contains(&entry.hash) || newer_chunks.contains(&entry.hash) {
                 report.old_copies_kept += 1;
                 report.old_copies_kept_for_mounts += 1;
                 continue;
@@ -192,6 +236,5 @@ pub fn rebalance(
             report.old_copies_deleted += 1;
         }
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }

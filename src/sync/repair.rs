@@ -169,22 +169,11 @@ fn repair_model(
 ) -> Result<(), StoreError> {
     let copies = store.manifest_copies(name);
     let Some(mut manifest) = current_copy(&copies) else {
-        let reasons: Vec<String> = copies
-            .iter()
-            .filter_map(|c| match &c.manifest {
-                Some(Err(r)) => Some(format!("{}: {r}", c.member.location())),
-                _ => None,
-            })
-            .collect();
-        return Err(StoreError::CorruptManifest {
-            name: name.to_string(),
-            reason: format!("no valid copy on any member ({})", reasons.join("; ")),
-        });
+        return Err(no_valid_copy(name, &copies));
     };
     let slots = store.placement_slots(manifest.replicas, opts.exclude.as_deref());
     let total = manifest.chunk_count() as u64;
     let recreated = AtomicU64::new(0);
-    let mut changed = false;
     let mut fixes = Vec::new();
     for (file, first) in manifest.files.iter().zip(manifest.first_chunk_indices()) {
         let results: Vec<Result<ChunkFix, StoreError>> = file
@@ -208,29 +197,7 @@ fn repair_model(
         fixes.push(results.into_iter().collect::<Result<Vec<_>, _>>()?);
     }
     report.chunks += total as usize;
-    for (file, file_fixes) in manifest.files.iter_mut().zip(fixes) {
-        for (chunk, fix) in file.chunks.iter_mut().zip(file_fixes) {
-            report.replicas_recreated += fix.recreated;
-            report.corrupt_replaced += fix.replaced;
-            report.bytes_copied += fix.bytes;
-            if let Some((good, reason)) = fix.unrepaired {
-                report.unrepaired.push(Unrepaired {
-                    model: name.to_string(),
-                    file: file.path.clone(),
-                    offset: chunk.offset,
-                    len: chunk.len,
-                    chunk: chunk.hash.to_hex(),
-                    good,
-                    replicas: manifest.replicas,
-                    reason,
-                });
-            }
-            if let Some(members) = fix.members {
-                chunk.members = members;
-                changed = true;
-            }
-        }
-    }
+    let changed = apply_fixes(&mut manifest, fixes, report);
     // The copies must be durable before a manifest names them.
     if !opts.dry_run && report.replicas_recreated > 0 {
         store.flush_all()?;
@@ -249,16 +216,79 @@ fn repair_model(
             }
         }
     }
-    let bytes = store.manifest_bytes(&manifest)?;
+    report.manifests_synced += sync_manifest(store, &manifest, &copies, opts.dry_run)?;
+    Ok(())
+}
+
+/// The error for model `name` when none of its `copies` can be read.
+fn no_valid_copy(name: &str, copies: &[crate::store::ManifestCopy<'_>]) -> StoreError {
+    let reasons: Vec<String> = copies
+        .iter()
+        .filter_map(|c| match &c.manifest {
+            Some(Err(r)) => Some(format!("{}: {r}", c.member.location())),
+            _ => None,
+        })
+        .collect();
+    StoreError::CorruptManifest {
+        name: name.to_string(),
+        reason: format!("no valid copy on any member ({})", reasons.join("; ")),
+    }
+}
+
+/// Counts each chunk's fix in `report` and records the replicas it moved in `manifest`;
+/// `true` when any chunk's replicas changed.
+fn apply_fixes(
+    manifest: &mut Manifest,
+    fixes: Vec<Vec<ChunkFix>>,
+    report: &mut RepairReport,
+) -> bool {
+    let mut changed = false;
+    let (model, replicas) = (manifest.name.clone(), manifest.replicas);
+    for (file, file_fixes) in manifest.files.iter_mut().zip(fixes) {
+        for (chunk, fix) in file.chunks.iter_mut().zip(file_fixes) {
+            report.replicas_recreated += fix.recreated;
+            report.corrupt_replaced += fix.replaced;
+            report.bytes_copied += fix.bytes;
+            if let Some((good, reason)) = fix.unrepaired {
+                report.unrepaired.push(Unrepaired {
+                    model: model.clone(),
+                    file: file.path.clone(),
+                    offset: chunk.offset,
+                    len: chunk.len,
+                    chunk: chunk.hash.to_hex(),
+                    good,
+                    replicas,
+                    reason,
+                });
+            }
+            if let Some(members) = fix.members {
+                chunk.members = members;
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Publishes `manifest` over the member copies that differ from it (`copies`, as read);
+/// returns how many were (or, in a dry run, would be) written.
+fn sync_manifest(
+    store: &Store,
+    manifest: &Manifest,
+    copies: &[crate::store::ManifestCopy<'_>],
+    dry_run: bool,
+) -> Result<u64, StoreError> {
+    let bytes = store.manifest_bytes(manifest)?;
     let mut stale = 0;
-    for copy in stale_copies(&bytes, &copies) {
+    for copy in stale_copies(&bytes, copies) {
         stale += 1;
         if let Some(Err(reason)) = &copy.manifest {
             // A damaged or forged copy is never passed on: it is replaced by the current one.
             log::warn!(
-                "{}: the manifest copy of '{name}' is not valid ({reason}); {} by the current copy",
+                "{}: the manifest copy of '{}' is not valid ({reason}); {} by the current copy",
                 copy.member.location(),
-                if opts.dry_run {
+                manifest.name,
+                if dry_run {
                     "would be replaced"
                 } else {
                     "replaced"
@@ -266,12 +296,11 @@ fn repair_model(
             );
         }
     }
-    report.manifests_synced += if opts.dry_run {
+    Ok(if dry_run {
         stale
     } else {
-        store.publish_manifest(&manifest, &copies)?
-    };
-    Ok(())
+        store.publish_manifest(manifest, copies)?
+    })
 }
 
 /// Repairs every model (or `opts.name`) of the store.
