@@ -5,6 +5,7 @@ use shardfs::daemon;
 use shardfs::daemon::DaemonState;
 use shardfs::member::MemberSpec;
 use shardfs::store::health::{Health, ModelHealth};
+use shardfs::store::manifest::Manifest;
 use shardfs::store::{Store, verify};
 use shardfs::units::{count, format_bytes, format_duration, ratio};
 use std::path::Path;
@@ -73,6 +74,7 @@ pub fn verify(
     }
 }
 
+/// `shardfs status`: every live mount (or the one at `mountpoint`), what it serves and how.
 pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
     let mounts = daemon::status(mountpoint)?;
     if json {
@@ -111,71 +113,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
             );
         }
         if let Some(c) = &m.counters {
-            shardfs::say!(
-                "  served {} in {}; cache {} / {}, {} of {} used; {} decompressed ({} prefetched); {}; {}",
-                format_bytes(c.bytes_served),
-                count(c.reads, "read"),
-                count(c.cache_hits, "hit"),
-                count(c.cache_misses, "miss"),
-                format_bytes(c.cache_bytes_used),
-                format_bytes(c.cache_capacity),
-                count(c.chunks_decompressed, "chunk"),
-                c.chunks_prefetched,
-                count(c.replica_failovers, "replica failover"),
-                count(c.errors, "error")
-            );
-            let n = &c.now;
-            shardfs::say!(
-                "  now: {} open, {}/s over the last 5 s, {} waiting for chunks, {} in flight",
-                count(n.open_files.len() as u64, "file"),
-                format_bytes(n.recent_bytes_per_second as u64),
-                count(n.reads_waiting, "read"),
-                count(n.readahead_in_flight, "read-ahead load")
-            );
-            const SHOWN: usize = 10;
-            for f in n.open_files.iter().take(SHOWN) {
-                shardfs::say!(
-                    "  open {} ({}): {} reads, {} in {:.1} s",
-                    f.path,
-                    f.mode,
-                    f.reads,
-                    format_bytes(f.bytes_served),
-                    f.open_seconds
-                );
-            }
-            if n.open_files.len() > SHOWN {
-                shardfs::say!("  ... and {} more open files", n.open_files.len() - SHOWN);
-            }
-            if let Some(t) = &c.tier {
-                shardfs::say!(
-                    "  local tier {}: {} of {} used, {} copies ({} being made), {} opens served from copies, {} evicted, {} damaged and deleted",
-                    t.dir,
-                    format_bytes(t.used),
-                    format_bytes(t.limit),
-                    t.copies,
-                    t.filling,
-                    t.hits,
-                    t.evicted,
-                    t.damaged
-                );
-            }
-            for m in &c.members {
-                let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
-                shardfs::say!(
-                    "  member {}: {}, {} requests, {} failures ({} timeouts), {} replicas missing or damaged, {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
-                    m.location,
-                    m.state.name(),
-                    m.requests,
-                    m.failures,
-                    m.timeouts,
-                    m.bad_replicas,
-                    m.hedges,
-                    format_bytes(m.bytes_fetched),
-                    p(m.latency_ms_p50),
-                    p(m.latency_ms_p90),
-                    p(m.latency_ms_p99)
-                );
-            }
+            print_counters(c);
             print_versions(m);
         } else if m.state == DaemonState::Stale {
             shardfs::say!("  its daemon is gone; the entry was cleaned up");
@@ -185,6 +123,81 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
         return Err(Failure::Problems);
     }
     Ok(())
+}
+
+/// A live mount's counters: what it served, its cache, what it does now, its open files and
+/// its local tier.
+fn print_counters(c: &shardfs::fs::Counters) {
+    shardfs::say!(
+        "  served {} in {}; cache {} / {}, {} of {} used; {} decompressed ({} prefetched); {}; {}",
+        format_bytes(c.bytes_served),
+        count(c.reads, "read"),
+        count(c.cache_hits, "hit"),
+        count(c.cache_misses, "miss"),
+        format_bytes(c.cache_bytes_used),
+        format_bytes(c.cache_capacity),
+        count(c.chunks_decompressed, "chunk"),
+        c.chunks_prefetched,
+        count(c.replica_failovers, "replica failover"),
+        count(c.errors, "error")
+    );
+    let n = &c.now;
+    shardfs::say!(
+        "  now: {} open, {}/s over the last 5 s, {} waiting for chunks, {} in flight",
+        count(n.open_files.len() as u64, "file"),
+        format_bytes(n.recent_bytes_per_second as u64),
+        count(n.reads_waiting, "read"),
+        count(n.readahead_in_flight, "read-ahead load")
+    );
+    const SHOWN: usize = 10;
+    for f in n.open_files.iter().take(SHOWN) {
+        shardfs::say!(
+            "  open {} ({}): {} reads, {} in {:.1} s",
+            f.path,
+            f.mode,
+            f.reads,
+            format_bytes(f.bytes_served),
+            f.open_seconds
+        );
+    }
+    if n.open_files.len() > SHOWN {
+        shardfs::say!("  ... and {} more open files", n.open_files.len() - SHOWN);
+    }
+    if let Some(t) = &c.tier {
+        shardfs::say!(
+            "  local tier {}: {} of {} used, {} copies ({} being made), {} opens served from copies, {} evicted, {} damaged and deleted",
+            t.dir,
+            format_bytes(t.used),
+            format_bytes(t.limit),
+            t.copies,
+            t.filling,
+            t.hits,
+            t.evicted,
+            t.damaged
+        );
+    }
+    print_members(&c.members);
+}
+
+/// Each member's requests, failures and latency as a live mount saw them.
+fn print_members(members: &[shardfs::store::liveness::MemberStats]) {
+    for m in members {
+        let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        shardfs::say!(
+            "  member {}: {}, {} requests, {} failures ({} timeouts), {} replicas missing or damaged, {} hedged, {} fetched, latency p50/p90/p99 {}/{}/{} ms",
+            m.location,
+            m.state.name(),
+            m.requests,
+            m.failures,
+            m.timeouts,
+            m.bad_replicas,
+            m.hedges,
+            format_bytes(m.bytes_fetched),
+            p(m.latency_ms_p50),
+            p(m.latency_ms_p90),
+            p(m.latency_ms_p99)
+        );
+    }
 }
 
 /// Each model a live mount serves: its version, since when, and its health when the mount
@@ -245,6 +258,7 @@ pub fn refresh(mountpoint: &Path, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `shardfs ls`: the store's models, their sizes, ratios and health.
 pub fn ls(
     paths: &[MemberSpec],
     members: &shardfs::member::Options,
@@ -260,40 +274,7 @@ pub fn ls(
         let rows: Vec<serde_json::Value> = manifests
             .iter()
             .zip(&health)
-            .map(|(m, h)| {
-                serde_json::json!({
-                    "name": m.name,
-                    "version": m.version,
-                    "files": m.files.iter().map(|f| {
-                        let tensors: std::collections::BTreeSet<&str> = f.chunks.iter().flat_map(|c| c.tensors.iter().map(|t| t.name.as_str())).collect();
-                        serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy, "tensors": tensors.len(), "chunks": f.chunks.len()})
-                    }).collect::<Vec<_>>(),
-                    "lossy": m.is_lossy(),
-                    "logical_bytes": m.logical_size(),
-                    "stored_bytes": m.stored_size(),
-                    "ratio": ratio(m.logical_size(), m.stored_size()),
-                    "replicas": m.replicas,
-                    "chunks": m.chunk_count(),
-                    "chunk_size": m.chunk_size,
-                    "health": h.health,
-                    "degraded_chunks": h.degraded_chunks,
-                    "unreachable_chunks": h.unreachable_chunks,
-                    "unreadable_files": h.unreadable_files,
-                    "missing_members": h.missing_members,
-                    "codec": m.codec,
-                    "stored_codecs": m.files.iter().flat_map(|f| &f.chunks).fold(
-                        std::collections::BTreeMap::<String, u64>::new(),
-                        |mut by, c| {
-                            *by.entry(serde_json::to_value(c.codec).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).or_default() += 1;
-                            by
-                        },
-                    ),
-                    "placement": m.placement,
-                    "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
-                        (dtype, serde_json::json!({"bytes": bytes, "stored_bytes": stored, "ratio": ratio(bytes, stored)}))
-                    }).collect::<serde_json::Map<_, _>>(),
-                })
-            })
+            .map(|(m, h)| model_json(m, h))
             .collect();
         let unreadable: Vec<serde_json::Value> = unreadable
             .iter()
@@ -303,33 +284,7 @@ pub fn ls(
             &serde_json::json!({"store_id": store.store_id, "models": rows, "unreadable": unreadable}),
         );
     }
-    shardfs::say!(
-        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
-        "NAME",
-        "FILES",
-        "SIZE",
-        "STORED",
-        "RATIO",
-        "REPLICAS",
-        "CHUNKS"
-    );
-    for (m, h) in manifests.iter().zip(&health) {
-        shardfs::say!(
-            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
-            if m.is_lossy() {
-                format!("{} (lossy)", m.name)
-            } else {
-                m.name.clone()
-            },
-            m.files.len(),
-            format_bytes(m.logical_size()),
-            format_bytes(m.stored_size()),
-            ratio(m.logical_size(), m.stored_size()),
-            m.replicas,
-            m.chunk_count(),
-            h.health.as_str()
-        );
-    }
+    print_models(&manifests, &health);
     for h in health.iter().filter(|h| h.health != Health::Ok) {
         shardfs::say!("model {}: {}", h.model, h.describe());
     }
@@ -339,6 +294,7 @@ pub fn ls(
     Ok(())
 }
 
+/// `shardfs df`: what each member holds, and what gc could return.
 pub fn df(
     store: Vec<MemberSpec>,
     min_age: std::time::Duration,
@@ -389,45 +345,119 @@ pub fn df(
         count(usage.members.len() as u64, "member")
     );
     match (&usage.gc, &usage.gc_unknown) {
-        (Some(gc), _) => {
-            let store_arg = given
-                .iter()
-                .map(|p| p.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut line = format!(
-                "gc could return {} now ({}",
-                format_bytes(gc.bytes_returned),
-                count(gc.chunk_files_deleted, "chunk file")
-            );
-            if gc.stale_files_deleted > 0 {
-                line += &format!(
-                    ", {} set aside",
-                    count(gc.stale_files_deleted, "damaged file")
-                );
-            }
-            line += ")";
-            if gc.kept_young > 0 {
-                line += &format!(
-                    "; {} younger than {} would be kept",
-                    count(gc.kept_young, "file"),
-                    format_duration(min_age)
-                );
-            }
-            if gc.kept_for_leases > 0 {
-                line += &format!(
-                    "; {} kept for {}",
-                    count(gc.kept_for_leases, "chunk"),
-                    count(gc.live_leases as u64, "live mount")
-                );
-            }
-            if gc.bytes_returned > 0 {
-                line += &format!(": shardfs gc --store {store_arg}");
-            }
-            shardfs::say!("{line}");
-        }
+        (Some(gc), _) => shardfs::say!("{}", gc_line(gc, &given, min_age)),
         (None, Some(why)) => shardfs::say!("gc: cannot tell what it could return: {why}"),
         (None, None) => {}
     }
     Ok(())
+}
+
+/// One model as `ls --json` shows it.
+fn model_json(m: &Manifest, h: &ModelHealth) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.name,
+        "version": m.version,
+        "files": m.files.iter().map(|f| {
+            let tensors: std::collections::BTreeSet<&str> = f.chunks.iter().flat_map(|c| c.tensors.iter().map(|t| t.name.as_str())).collect();
+            serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy, "tensors": tensors.len(), "chunks": f.chunks.len()})
+        }).collect::<Vec<_>>(),
+        "lossy": m.is_lossy(),
+        "logical_bytes": m.logical_size(),
+        "stored_bytes": m.stored_size(),
+        "ratio": ratio(m.logical_size(), m.stored_size()),
+        "replicas": m.replicas,
+        "chunks": m.chunk_count(),
+        "chunk_size": m.chunk_size,
+        "health": h.health,
+        "degraded_chunks": h.degraded_chunks,
+        "unreachable_chunks": h.unreachable_chunks,
+        "unreadable_files": h.unreadable_files,
+        "missing_members": h.missing_members,
+        "codec": m.codec,
+        "stored_codecs": m.files.iter().flat_map(|f| &f.chunks).fold(
+            std::collections::BTreeMap::<String, u64>::new(),
+            |mut by, c| {
+                *by.entry(serde_json::to_value(c.codec).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).or_default() += 1;
+                by
+            },
+        ),
+        "placement": m.placement,
+        "by_dtype": m.by_dtype().into_iter().map(|(dtype, (bytes, stored))| {
+            (dtype, serde_json::json!({"bytes": bytes, "stored_bytes": stored, "ratio": ratio(bytes, stored)}))
+        }).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// The models as `ls` shows them: a table.
+fn print_models(manifests: &[Manifest], health: &[ModelHealth]) {
+    shardfs::say!(
+        "{:<32} {:>6} {:>12} {:>12} {:>7} {:>8} {:>8}  HEALTH",
+        "NAME",
+        "FILES",
+        "SIZE",
+        "STORED",
+        "RATIO",
+        "REPLICAS",
+        "CHUNKS"
+    );
+    for (m, h) in manifests.iter().zip(health) {
+        shardfs::say!(
+            "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
+            if m.is_lossy() {
+                format!("{} (lossy)", m.name)
+            } else {
+                m.name.clone()
+            },
+            m.files.len(),
+            format_bytes(m.logical_size()),
+            format_bytes(m.stored_size()),
+            ratio(m.logical_size(), m.stored_size()),
+            m.replicas,
+            m.chunk_count(),
+            h.health.as_str()
+        );
+    }
+}
+
+/// What gc could return now, as `df` says it, ending with the command that does it.
+fn gc_line(
+    gc: &shardfs::sync::gc::GcReport,
+    given: &[MemberSpec],
+    min_age: std::time::Duration,
+) -> String {
+    let store_arg = given
+        .iter()
+        .map(|p| p.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut line = format!(
+        "gc could return {} now ({}",
+        format_bytes(gc.bytes_returned),
+        count(gc.chunk_files_deleted, "chunk file")
+    );
+    if gc.stale_files_deleted > 0 {
+        line += &format!(
+            ", {} set aside",
+            count(gc.stale_files_deleted, "damaged file")
+        );
+    }
+    line += ")";
+    if gc.kept_young > 0 {
+        line += &format!(
+            "; {} younger than {} would be kept",
+            count(gc.kept_young, "file"),
+            format_duration(min_age)
+        );
+    }
+    if gc.kept_for_leases > 0 {
+        line += &format!(
+            "; {} kept for {}",
+            count(gc.kept_for_leases, "chunk"),
+            count(gc.live_leases as u64, "live mount")
+        );
+    }
+    if gc.bytes_returned > 0 {
+        line += &format!(": shardfs gc --store {store_arg}");
+    }
+    line
 }

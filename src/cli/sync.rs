@@ -209,54 +209,11 @@ pub enum MemberCommand {
     },
 }
 
+/// `shardfs member ...`: list, add, set-weight, replace, remove.
 pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
     use shardfs::sync::members;
-    let row_line = |r: &members::MemberRow| {
-        format!(
-            "{} {} index {} weight {} {} replicas {} {}",
-            r.id,
-            if r.location.is_empty() {
-                "(location unknown)"
-            } else {
-                &r.location
-            },
-            r.index,
-            r.weight,
-            r.chunks,
-            format_bytes(r.bytes),
-            r.health
-        )
-    };
     match cmd {
-        MemberCommand::List { store, json } => {
-            let store = Store::open_with(&store, opts)?;
-            let rows = members::list(&store)?;
-            if json {
-                return print_json(&rows);
-            }
-            shardfs::say!(
-                "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  HEALTH",
-                "ID",
-                "LOCATION",
-                "INDEX",
-                "WEIGHT",
-                "CHUNKS",
-                "BYTES"
-            );
-            for r in rows {
-                shardfs::say!(
-                    "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  {}",
-                    r.id,
-                    r.location,
-                    r.index,
-                    r.weight,
-                    r.chunks,
-                    format_bytes(r.bytes),
-                    r.health
-                );
-            }
-            Ok(())
-        }
+        MemberCommand::List { store, json } => member_list(&store, json, opts),
         MemberCommand::Add { store, new, weight } => {
             let r = members::add(&store, &new, weight, opts)?;
             shardfs::say!("added member {}", row_line(&r));
@@ -301,4 +258,54 @@ pub fn member_command(cmd: MemberCommand, opts: &Opts) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `member list`: every member of the store, its share and its health.
+fn member_list(store: &[MemberSpec], json: bool, opts: &Opts) -> Result<(), Failure> {
+    use shardfs::sync::members;
+    let store = Store::open_with(store, opts)?;
+    let rows = members::list(&store)?;
+    if json {
+        return print_json(&rows);
+    }
+    shardfs::say!(
+        "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  HEALTH",
+        "ID",
+        "LOCATION",
+        "INDEX",
+        "WEIGHT",
+        "CHUNKS",
+        "BYTES"
+    );
+    for r in rows {
+        shardfs::say!(
+            "{:32} {:40} {:>5} {:>7} {:>8} {:>11}  {}",
+            r.id,
+            r.location,
+            r.index,
+            r.weight,
+            r.chunks,
+            format_bytes(r.bytes),
+            r.health
+        );
+    }
+    Ok(())
+}
+
+/// A member in one line, as `member add` and `member set-weight` say it.
+fn row_line(r: &shardfs::sync::members::MemberRow) -> String {
+    format!(
+        "{} {} index {} weight {} {} replicas {} {}",
+        r.id,
+        if r.location.is_empty() {
+            "(location unknown)"
+        } else {
+            &r.location
+        },
+        r.index,
+        r.weight,
+        r.chunks,
+        format_bytes(r.bytes),
+        r.health
+    )
 }
