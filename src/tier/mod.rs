@@ -173,9 +173,17 @@ impl Tier {
             evicted: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
         });
+        let found = tier.adopt_found()?;
+        tier.clone().start_writer(found, queued)?;
+        Ok(tier)
+    }
+
+    /// Takes in the copies a previous mount left (the newest that fit the limit; the others
+    /// and unfinished parts are deleted), to be checked before they are served.
+    fn adopt_found(&self) -> Result<Vec<Hash32>, String> {
         let mut candidates = Vec::new();
-        let entries =
-            fs::read_dir(dir).map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| format!("--local-cache {}: {e}", self.dir.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
@@ -199,14 +207,14 @@ impl Tier {
         let (mut kept_bytes, mut dropped) = (0u64, 0u64);
         let mut found = Vec::new();
         for (hash, size, _) in candidates {
-            if kept_bytes + size > limit {
-                let _ = fs::remove_file(dir.join(hash.to_hex()));
+            if kept_bytes + size > self.limit {
+                let _ = fs::remove_file(self.path(&hash));
                 dropped += 1;
                 continue;
             }
             kept_bytes += size;
             found.push(hash);
-            tier.state.lock().copies.insert(
+            self.state.lock().copies.insert(
                 hash,
                 Copy {
                     size,
@@ -218,35 +226,44 @@ impl Tier {
         }
         if dropped > 0 {
             log::info!(
-                "the local tier held more than its limit of {limit} bytes: {dropped} older copies deleted"
+                "the local tier held more than its limit of {} bytes: {dropped} older copies deleted",
+                self.limit
             );
-            tier.evicted.fetch_add(dropped, Ordering::Relaxed);
+            self.evicted.fetch_add(dropped, Ordering::Relaxed);
         }
-        {
-            let tier = tier.clone();
-            std::thread::Builder::new()
-                .name("tier-write".into())
-                .spawn(move || {
-                    let run = std::panic::AssertUnwindSafe(|| {
-                        for hash in found {
-                            tier.check_found(hash);
-                        }
-                        for (entry, index, chunk) in queued.iter() {
-                            tier.write(&entry, index, &chunk);
-                        }
-                    });
-                    if std::panic::catch_unwind(run).is_err() {
-                        log::error!(
-                            "the local tier's writer failed (see above): the tier is off until the next mount; reads go on from the store"
-                        );
-                        tier.off.store(true, Ordering::SeqCst);
-                        // Chunks still offered are taken and dropped, so no reader waits.
-                        for _ in queued {}
+        Ok(found)
+    }
+
+    /// Starts the writer thread: it checks the copies `found`, then writes the chunks offered.
+    /// A writer that fails turns the tier off; chunks still offered are then dropped.
+    fn start_writer(
+        self: Arc<Self>,
+        found: Vec<Hash32>,
+        queued: crossbeam_channel::Receiver<(Arc<FileEntry>, usize, Chunk)>,
+    ) -> Result<(), String> {
+        let tier = self;
+        std::thread::Builder::new()
+            .name("tier-write".into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| {
+                    for hash in found {
+                        tier.check_found(hash);
                     }
-                })
-                .map_err(|e| format!("cannot start the local tier's writer: {e}"))?;
-        }
-        Ok(tier)
+                    for (entry, index, chunk) in queued.iter() {
+                        tier.write(&entry, index, &chunk);
+                    }
+                });
+                if std::panic::catch_unwind(run).is_err() {
+                    log::error!(
+                        "the local tier's writer failed (see above): the tier is off until the next mount; reads go on from the store"
+                    );
+                    tier.off.store(true, Ordering::SeqCst);
+                    // Chunks still offered are taken and dropped, so no reader waits.
+                    for _ in queued {}
+                }
+            })
+            .map_err(|e| format!("cannot start the local tier's writer: {e}"))?;
+        Ok(())
     }
 
     fn path(&self, hash: &Hash32) -> PathBuf {
