@@ -283,14 +283,10 @@ fn unavailable_members(store: &Store, manifests: &[Manifest]) -> Vec<Unavailable
     out
 }
 
-/// Verifies one model (or every model) of the store.
-pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
-    let names = match name {
-        Some(n) => vec![n.to_string()],
-        None => store.model_names()?,
-    };
+/// The members given that could not be opened (a retired one is left out, not a problem),
+/// and those whose member list is in trouble.
+fn member_problems(store: &Store) -> Vec<Problem> {
     let mut problems = Vec::new();
-    // A member given that was retired (member remove) is left out, not a problem.
     for (path, reason) in store.unavailable.iter().filter(|(_, r)| r.is_missed()) {
         problems.push(Problem {
             member_path: Some(path.clone()),
@@ -304,6 +300,64 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             ..Problem::new(ProblemKind::MemberList, why)
         });
     }
+    problems
+}
+
+/// The copies of model `n` that are missing, damaged, from a newer shardfs, or older than
+/// version `current`.
+fn copy_problems(store: &Store, n: &str, current: u64, problems: &mut Vec<Problem>) {
+    for copy in store.manifest_copies(n) {
+        let member = copy.member;
+        let trouble = match copy.manifest {
+            None => Some("manifest copy missing".to_string()),
+            Some(Err(reason)) if crate::store::manifest::is_newer(&reason) => {
+                Some(format!("manifest copy {reason}: not read by this build"))
+            }
+            Some(Err(reason)) => Some(format!(
+                "manifest copy {} damaged: {reason}",
+                crate::member::layout::manifest_key(n)
+            )),
+            Some(Ok(m)) if m.version < current => Some(format!(
+                "manifest copy is version {}, current is {current}",
+                m.version
+            )),
+            Some(Ok(_)) => None,
+        };
+        if let Some(detail) = trouble {
+            problems.push(Problem {
+                model: Some(n.to_string()),
+                member_id: Some(member.id().to_string()),
+                member_path: Some(member.location().to_string()),
+                ..Problem::new(ProblemKind::Manifest, detail)
+            });
+        }
+    }
+}
+
+/// The files stored lossy, with what they were.
+fn lossy_files(manifests: &[Manifest]) -> Vec<LossyFile> {
+    manifests
+        .iter()
+        .flat_map(|m| m.files.iter().map(move |f| (m, f)))
+        .filter_map(|(m, f)| {
+            f.lossy.as_ref().map(|l| LossyFile {
+                model: m.name.clone(),
+                file: f.path.clone(),
+                kind: l.kind.clone(),
+                original_size: l.original_size,
+                original_blake3: l.original_blake3.to_hex(),
+            })
+        })
+        .collect()
+}
+
+/// Verifies one model (or every model) of the store.
+pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
+    let names = match name {
+        Some(n) => vec![n.to_string()],
+        None => store.model_names()?,
+    };
+    let mut problems = member_problems(store);
     let mut manifests: Vec<Manifest> = Vec::new();
     for n in &names {
         // A model with no valid copy is one problem; the others are verified all the same.
@@ -319,32 +373,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             Err(e) => return Err(e),
         };
         let current = manifest.as_ref().map_or(0, |m| m.version);
-        for copy in store.manifest_copies(n) {
-            let member = copy.member;
-            let trouble = match copy.manifest {
-                None => Some("manifest copy missing".to_string()),
-                Some(Err(reason)) if crate::store::manifest::is_newer(&reason) => {
-                    Some(format!("manifest copy {reason}: not read by this build"))
-                }
-                Some(Err(reason)) => Some(format!(
-                    "manifest copy {} damaged: {reason}",
-                    crate::member::layout::manifest_key(n)
-                )),
-                Some(Ok(m)) if m.version < current => Some(format!(
-                    "manifest copy is version {}, current is {current}",
-                    m.version
-                )),
-                Some(Ok(_)) => None,
-            };
-            if let Some(detail) = trouble {
-                problems.push(Problem {
-                    model: Some(n.clone()),
-                    member_id: Some(member.id().to_string()),
-                    member_path: Some(member.location().to_string()),
-                    ..Problem::new(ProblemKind::Manifest, detail)
-                });
-            }
-        }
+        copy_problems(store, n, current, &mut problems);
         manifests.extend(manifest);
     }
     let (mut files, mut chunks, mut replicas, mut bytes) = (0, 0, 0, 0);
@@ -357,19 +386,7 @@ pub fn verify(store: &Store, name: Option<&str>) -> Result<Report, StoreError> {
             bytes += b;
         }
     }
-    let lossy = manifests
-        .iter()
-        .flat_map(|m| m.files.iter().map(move |f| (m, f)))
-        .filter_map(|(m, f)| {
-            f.lossy.as_ref().map(|l| LossyFile {
-                model: m.name.clone(),
-                file: f.path.clone(),
-                kind: l.kind.clone(),
-                original_size: l.original_size,
-                original_blake3: l.original_blake3.to_hex(),
-            })
-        })
-        .collect();
+    let lossy = lossy_files(&manifests);
     let unavailable_members = unavailable_members(store, &manifests);
     Ok(Report {
         unavailable_members,
