@@ -362,39 +362,8 @@ pub fn decide(store_id: &str, members: &[(&str, &[KeyRecord])]) -> Result<Decisi
         .collect();
     let pinned = pinned(store_id)?;
     let given = config().trust.as_deref();
-    let named = |want: &dyn Fn(&PublicKey) -> bool| {
-        chains
-            .iter()
-            .filter(|c| c.as_ref().is_ok_and(|c| c.iter().any(want)))
-            .count()
-    };
     let trusted: Option<PublicKey> = match (given, pinned) {
-        (Some(g), pinned) => {
-            let key = chains
-                .iter()
-                .flatten()
-                .flatten()
-                .find(|k| k.is_named_by(g))
-                .copied()
-                .or_else(|| PublicKey::parse_hex(g))
-                .ok_or_else(|| {
-                    format!("--trust {g}: no member of store {store_id} names that key")
-                })?;
-            if pinned.is_some_and(|p| p != key) {
-                let n = named(&|k| *k == key);
-                if n * 2 <= members.len() {
-                    return Err(format!(
-                        "--trust {g}: only {n} of the {} members of store {store_id} name that key, and this host trusts key {} for it; refusing",
-                        members.len(),
-                        pinned.map(|p| p.fingerprint()).unwrap_or_default()
-                    ));
-                }
-            }
-            if pinned != Some(key) {
-                pin_or_warn(store_id, &key);
-            }
-            Some(key)
-        }
+        (Some(g), pinned) => Some(trust_given(store_id, g, pinned, members.len(), &chains)?),
         (None, Some(p)) => Some(p),
         (None, None) => first_use(store_id, members, &chains)?,
     };
@@ -430,6 +399,57 @@ pub fn decide(store_id: &str, members: &[(&str, &[KeyRecord])]) -> Result<Decisi
             "none of the members of store {store_id} names the key this host trusts for it ({trusted}); if the store's key was replaced, trust the new one with --trust"
         ));
     };
+    let left_out = left_out_of(store_id, &chains, &trusted, &accepted);
+    Ok(Decision {
+        trust: Trust::signed(store_id, accepted, members[best_at].1.to_vec()),
+        left_out,
+    })
+}
+
+/// The key `--trust G` names (by a member's record of it, or as a hex key), pinned for the
+/// store; a key other than the pinned one only when most of the `n` members name it.
+fn trust_given(
+    store_id: &str,
+    g: &str,
+    pinned: Option<PublicKey>,
+    n: usize,
+    chains: &[Result<Vec<PublicKey>, String>],
+) -> Result<PublicKey, String> {
+    let key = chains
+        .iter()
+        .flatten()
+        .flatten()
+        .find(|k| k.is_named_by(g))
+        .copied()
+        .or_else(|| PublicKey::parse_hex(g))
+        .ok_or_else(|| format!("--trust {g}: no member of store {store_id} names that key"))?;
+    if pinned.is_some_and(|p| p != key) {
+        let naming = chains
+            .iter()
+            .filter(|c| c.as_ref().is_ok_and(|c| c.contains(&key)))
+            .count();
+        if naming * 2 <= n {
+            return Err(format!(
+                "--trust {g}: only {naming} of the {n} members of store {store_id} name that key, and this host trusts key {} for it; refusing",
+                pinned.map(|p| p.fingerprint()).unwrap_or_default()
+            ));
+        }
+    }
+    if pinned != Some(key) {
+        pin_or_warn(store_id, &key);
+    }
+    Ok(key)
+}
+
+/// The members (by position) whose key chain does not follow `accepted` from `trusted` on,
+/// with why.
+fn left_out_of(
+    store_id: &str,
+    chains: &[Result<Vec<PublicKey>, String>],
+    trusted: &PublicKey,
+    accepted: &[PublicKey],
+) -> Vec<(usize, String)> {
+    let from_trusted = |c: &Vec<PublicKey>| c.iter().position(|k| k == trusted);
     let mut left_out = Vec::new();
     for (i, c) in chains.iter().enumerate() {
         match c {
@@ -448,10 +468,7 @@ pub fn decide(store_id: &str, members: &[(&str, &[KeyRecord])]) -> Result<Decisi
             },
         }
     }
-    Ok(Decision {
-        trust: Trust::signed(store_id, accepted, members[best_at].1.to_vec()),
-        left_out,
-    })
+    left_out
 }
 
 /// No key is trusted for the store on this host yet: the key most members name, pinned; `None`
