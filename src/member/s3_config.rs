@@ -123,6 +123,26 @@ pub fn resolve(url: &Url, host: &Host) -> Result<Settings, String> {
             "the http:// endpoint {e} needs AWS_ALLOW_HTTP=true (or allow_http=true in the member spec)"
         ));
     }
+    let credentials = credentials(o, host, &profile_name, &profile)?;
+    Ok(Settings {
+        region,
+        endpoint,
+        allow_http,
+        credentials,
+    })
+}
+
+/// The credentials a member signs with: as its spec says (none, the machine's role), else
+/// the keys of the profile it names, else the keys of the environment or the profile, else a
+/// role the environment points at.
+fn credentials(
+    o: &super::s3_url::UrlOptions,
+    host: &Host,
+    profile_name: &str,
+    profile: &Profile,
+) -> Result<Credentials, String> {
+    let env = |n: &str| (host.env)(n);
+    let from_profile = |k: &str| profile.get(k).cloned();
     let keys_of_profile = || {
         Some(Credentials::Keys {
             id: from_profile("aws_access_key_id")?,
@@ -144,28 +164,20 @@ pub fn resolve(url: &Url, host: &Host) -> Result<Settings, String> {
     ]
     .iter()
     .any(|v| env(v).is_some());
-    let credentials = match o.credentials {
-        Some(CredentialSource::None) => Credentials::Anonymous,
-        Some(CredentialSource::Instance) => Credentials::Role,
+    match o.credentials {
+        Some(CredentialSource::None) => Ok(Credentials::Anonymous),
+        Some(CredentialSource::Instance) => Ok(Credentials::Role),
         None if o.profile.is_some() => keys_of_profile().ok_or_else(|| {
             format!(
                 "profile '{profile_name}' has no aws_access_key_id and aws_secret_access_key (sso and credential_process are not read)"
             )
-        })?,
+        }),
         None => match keys_of_env().or_else(keys_of_profile) {
-            Some(keys) => keys,
-            None if role_in_env => Credentials::Role,
-            None => {
-                return Err("no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials; add ?credentials=instance to the member for the machine's role, ?credentials=none for a public bucket)".into());
-            }
+            Some(keys) => Ok(keys),
+            None if role_in_env => Ok(Credentials::Role),
+            None => Err("no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials; add ?credentials=instance to the member for the machine's role, ?credentials=none for a public bucket)".into()),
         },
-    };
-    Ok(Settings {
-        region,
-        endpoint,
-        allow_http,
-        credentials,
-    })
+    }
 }
 
 /// The two AWS configuration files.
