@@ -91,14 +91,7 @@ pub fn export(
     let manifest = store.manifest(name)?;
     let trouble = MemberTrouble::default();
     let on_failure = |member: &str, e: &ReplicaError| trouble.failed(member, e);
-    let single = match file {
-        Some(p) => Some(manifest.file(p).ok_or_else(|| StoreError::UnknownFile {
-            model: name.to_string(),
-            path: p.to_string(),
-        })?),
-        None if manifest.files.len() == 1 => manifest.files.first(),
-        None => None,
-    };
+    let single = chosen_file(&manifest, file)?;
     if output == Path::new("-") {
         let Some(f) = single else {
             return Err(ExportError::Output(format!(
@@ -106,9 +99,7 @@ pub fn export(
                 manifest.files.len()
             )));
         };
-        let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-        store.export_file(f, &mut out, &on_failure)?;
-        return out.flush().map_err(output_err(Path::new("stdout")));
+        return export_stdout(store, f, &on_failure);
     }
     refuse_planted_link(output)?;
     let found = match fs::metadata(output) {
@@ -126,14 +117,7 @@ pub fn export(
         }
         // A device, FIFO or socket is written in place: renaming a file over it would replace
         // the device itself (`-o /dev/null` would leave a regular file there).
-        (Some(f), Some(t)) if !t.is_file() => {
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .open(output)
-                .map_err(output_err(output))?;
-            stream(store, f, file, output, &on_failure)?;
-            return Ok(());
-        }
+        (Some(f), Some(t)) if !t.is_file() => return write_in_place(store, f, output, &on_failure),
         (None, Some(_)) => {
             return Err(ExportError::Output(format!(
                 "{} exists; a model of several files exports to a new directory",
@@ -153,27 +137,96 @@ pub fn export(
     let (dir, name) = split_output(output)?;
     // The temporary beside the output has an unpredictable name and is created anew (O_EXCL:
     // a link planted there is never written through); it goes when anything fails.
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".shardfs-export");
+    let prefix = temp_prefix(name);
+    let builder = temp_builder(&prefix);
     let umask = process_umask();
     ensure_dir(dir, parents, umask)?;
     match single {
         Some(f) => {
             let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
-            pending(Some(tmp.path()));
-            let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
-            let file = stream(store, f, file, tmp.path(), &on_failure)?;
-            finish_file(&file, f, export_mode(f.mode, umask) & cap, tmp.path())?;
-            let persisted = tmp.persist(output);
-            pending(None);
-            persisted.map_err(|e| output_err(output)(e.error))?;
+            export_one(
+                store,
+                f,
+                tmp,
+                output,
+                export_mode(f.mode, umask) & cap,
+                &on_failure,
+            )
         }
-        None => export_folder(store, &manifest, builder, dir, output, umask, &on_failure)?,
+        None => export_folder(store, &manifest, builder, dir, output, umask, &on_failure),
     }
+}
+
+/// The one file an export writes: `file` when given, the model's only file, or `None` (the
+/// whole model, as a folder).
+fn chosen_file<'m>(
+    manifest: &'m crate::store::manifest::Manifest,
+    file: Option<&str>,
+) -> Result<Option<&'m FileEntry>, StoreError> {
+    Ok(match file {
+        Some(p) => Some(manifest.file(p).ok_or_else(|| StoreError::UnknownFile {
+            model: manifest.name.clone(),
+            path: p.to_string(),
+        })?),
+        None if manifest.files.len() == 1 => manifest.files.first(),
+        None => None,
+    })
+}
+
+/// Writes file `f` into the device, FIFO or socket at `output`.
+fn write_in_place(
+    store: &Store,
+    f: &FileEntry,
+    output: &Path,
+    on_failure: &OnFailure,
+) -> Result<(), ExportError> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(output)
+        .map_err(output_err(output))?;
+    stream(store, f, file, output, on_failure)?;
     Ok(())
+}
+
+/// Writes file `f` into the temporary `tmp`, then renames it to `output`.
+fn export_one(
+    store: &Store,
+    f: &FileEntry,
+    tmp: tempfile::NamedTempFile,
+    output: &Path,
+    mode: u32,
+    on_failure: &OnFailure,
+) -> Result<(), ExportError> {
+    pending(Some(tmp.path()));
+    let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
+    let file = stream(store, f, file, tmp.path(), on_failure)?;
+    finish_file(&file, f, mode, tmp.path())?;
+    let persisted = tmp.persist(output);
+    pending(None);
+    persisted.map_err(|e| output_err(output)(e.error))?;
+    Ok(())
+}
+
+/// Writes one file to stdout.
+fn export_stdout(store: &Store, f: &FileEntry, on_failure: &OnFailure) -> Result<(), ExportError> {
+    let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    store.export_file(f, &mut out, on_failure)?;
+    out.flush().map_err(output_err(Path::new("stdout")))
+}
+
+/// Makes temporaries named `PREFIX<random>.shardfs-export`.
+fn temp_builder(prefix: &std::ffi::OsStr) -> tempfile::Builder<'_, 'static> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(".shardfs-export");
+    builder
+}
+
+/// `.NAME.`: the start of the temporary's name beside output NAME.
+fn temp_prefix(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    prefix
 }
 
 /// The folder `output` goes into and its file name.

@@ -120,14 +120,10 @@ fn init_log(daemon: bool) {
     .init();
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
-    shardfs::trust::configure(shardfs::trust::Config {
-        dir: shardfs::trust::default_dir(),
-        key: cli.key.clone(),
-        trust: cli.trust.clone(),
-        sign_new: !matches!(&cli.command, Command::Pack(a) if a.unsigned),
-    });
-    let members = shardfs::member::Options {
+/// How members are opened: the global timeouts, and how long a command that takes the store's
+/// lock waits for it (`--wait`).
+fn member_options(cli: &Cli) -> shardfs::member::Options {
+    shardfs::member::Options {
         timeout: cli.member_timeout,
         min_rate: cli.member_min_rate,
         lock_wait: match &cli.command {
@@ -139,7 +135,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             _ => std::time::Duration::ZERO,
         },
         ..shardfs::member::Options::default()
-    };
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    shardfs::trust::configure(shardfs::trust::Config {
+        dir: shardfs::trust::default_dir(),
+        key: cli.key.clone(),
+        trust: cli.trust.clone(),
+        sign_new: !matches!(&cli.command, Command::Pack(a) if a.unsigned),
+    });
+    let members = member_options(&cli);
     match cli.command {
         Command::Pack(args) => cli::pack::run(args, members),
         Command::Ls { store, json } => cli::reports::ls(&store, &members, json),

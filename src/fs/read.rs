@@ -111,8 +111,20 @@ impl Core {
             }
             return shared.answer(&file, offset..end, first, &chunks, asked, reply);
         }
-        // Otherwise a worker loads (or waits for) them and replies.
-        let shared = shared.clone();
+        self.load_and_answer(file, offset..end, (first, last), asked, reply);
+    }
+
+    /// A worker loads (or waits for) chunks `first..=last` of `file` and answers the read of
+    /// `range` with them.
+    fn load_and_answer(
+        &self,
+        file: Arc<FileEntry>,
+        range: Range<u64>,
+        (first, last): (usize, usize),
+        asked: Asked,
+        reply: impl FnOnce(Result<&[u8], FsError>) + Send + 'static,
+    ) {
+        let shared = self.shared.clone();
         shared.handles.waiting.fetch_add(1, Ordering::Relaxed);
         self.readers.spawn(move || {
             let loaded: Result<Vec<Chunk>, LoadFailed> = (first..=last)
@@ -120,9 +132,15 @@ impl Core {
                 .collect();
             shared.handles.waiting.fetch_sub(1, Ordering::Relaxed);
             match loaded {
-                Ok(chunks) => shared.answer(&file, offset..end, first, &chunks, asked, reply),
+                Ok(chunks) => shared.answer(&file, range, first, &chunks, asked, reply),
                 Err(e) => {
-                    log::error!("read of '{}' bytes {offset}..{end}: {}", file.path, e.why);
+                    log::error!(
+                        "read of '{}' bytes {}..{}: {}",
+                        file.path,
+                        range.start,
+                        range.end,
+                        e.why
+                    );
                     shared.answered(&asked, None);
                     reply(Err(e.error));
                 }

@@ -281,17 +281,9 @@ pub fn pack(
         written: Mutex::new(HashSet::new()),
         progress,
     };
-    let mut files = Vec::with_capacity(sources.len());
-    let mut index = 0u64;
-    for (src, cuts) in sources.iter().zip(&plans) {
-        let file = pack_file(&ctx, src, cuts, index);
-        if file.is_err() {
-            ctx.progress.finish();
-        }
-        files.push(file?);
-        index += cuts.len() as u64;
-    }
+    let files = pack_files(&ctx, &sources, &plans);
     ctx.progress.finish();
+    let files = files?;
     // Every chunk (data, names, directories) reaches the disk before the manifest naming them.
     store.flush_all()?;
 
@@ -318,6 +310,21 @@ pub fn pack(
         new_chunks,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Packs every source file along its cuts, chunk indices running on from file to file.
+fn pack_files(
+    ctx: &Ctx,
+    sources: &[Source],
+    plans: &[Vec<Cut>],
+) -> Result<Vec<FileEntry>, StoreError> {
+    let mut files = Vec::with_capacity(sources.len());
+    let mut index = 0u64;
+    for (src, cuts) in sources.iter().zip(plans) {
+        files.push(pack_file(ctx, src, cuts, index)?);
+        index += cuts.len() as u64;
+    }
+    Ok(files)
 }
 
 /// A store never packs itself: a source inside a member (or a member inside the source) would

@@ -394,6 +394,36 @@ impl Store {
         order
     }
 
+    /// Asks member `m` (replica `i`) for the chunk on the fetcher pool; the answer, or a
+    /// refusal when the pool is full, goes to `tx`.
+    fn start_fetch(
+        &self,
+        i: usize,
+        m: &Member,
+        id: &str,
+        chunk: &ChunkRef,
+        tx: &crossbeam_channel::Sender<Fetched>,
+    ) {
+        let (sender, m, chunk, record) = (
+            tx.clone(),
+            m.clone(),
+            chunk.clone(),
+            self.liveness.record(id).cloned(),
+        );
+        let job = move || {
+            let (took, got) = fetch(&m, record.as_deref(), &chunk);
+            let _ = sender.send((i, took, got));
+        };
+        let queued = fetchers().is_some_and(|pool| pool.try_spawn(job));
+        if !queued {
+            let _ = tx.send((
+                i,
+                Duration::ZERO,
+                Err(MemberError::Io("too many replica reads waiting".into())),
+            ));
+        }
+    }
+
     /// Reads the chunk from the first replica of `order`, asking the next one too whenever
     /// the one asked is slower than its usual (a hedge), until one answers with the right
     /// bytes. `Err` counts the replicas that had not answered by the deadline.
@@ -407,25 +437,7 @@ impl Store {
         let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
         let launch = |i: usize| {
             let (id, m) = order[i];
-            let refused = tx.clone();
-            let (tx, m, chunk, record) = (
-                tx.clone(),
-                m.clone(),
-                chunk.clone(),
-                self.liveness.record(id).cloned(),
-            );
-            let job = move || {
-                let (took, got) = fetch(&m, record.as_deref(), &chunk);
-                let _ = tx.send((i, took, got));
-            };
-            let queued = fetchers().is_some_and(|pool| pool.try_spawn(job));
-            if !queued {
-                let _ = refused.send((
-                    i,
-                    Duration::ZERO,
-                    Err(MemberError::Io("too many replica reads waiting".into())),
-                ));
-            }
+            self.start_fetch(i, m, id, chunk, &tx);
         };
         let give_up = Instant::now()
             + self.replica_deadline(chunk) * order.len() as u32
