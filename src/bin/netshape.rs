@@ -299,93 +299,103 @@ fn run() -> Result<(), String> {
 
     // The accept loop runs while the mode is not `refuse`; `refuse` closes the listener and
     // leaving it binds the same address again.
-    let accept_link = link.clone();
     let accepting = Arc::new(Mutex::new(Some(listener)));
-    let acc = accepting.clone();
-    std::thread::spawn(move || {
-        loop {
-            let l = acc
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .and_then(|l| l.try_clone().ok());
-            let Some(l) = l else {
-                let g = accept_link.gate.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = accept_link
-                    .changed
-                    .wait_timeout(g, Duration::from_millis(100));
-                continue;
-            };
-            if let Ok((c, _)) = l.accept() {
-                if accept_link.mode() == REFUSE {
-                    drop(c);
-                    continue;
-                }
-                let link = accept_link.clone();
-                std::thread::spawn(move || serve_conn(link, c, to));
-            }
-        }
-    });
-
+    {
+        let (link, accepting) = (link.clone(), accepting.clone());
+        std::thread::spawn(move || accept_loop(&link, &accepting, to));
+    }
     for conn in ctl.incoming() {
         let Ok(conn) = conn else { continue };
         let mut out = conn.try_clone().map_err(|e| e.to_string())?;
         for line in BufReader::new(conn).lines() {
             let Ok(line) = line else { break };
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let answer = match words.as_slice() {
-                ["normal"] | ["stall"] | ["slow"] | ["reset"] | ["refuse"] => {
-                    let mode = match words[0] {
-                        "stall" => STALL,
-                        "slow" => SLOW,
-                        "reset" => RESET,
-                        "refuse" => REFUSE,
-                        _ => NORMAL,
-                    };
-                    let was = link.mode.swap(mode, Ordering::SeqCst);
-                    if mode == RESET {
-                        link.epoch.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let mut slot = accepting.lock().unwrap_or_else(|p| p.into_inner());
-                    if mode == REFUSE {
-                        if let Some(l) = slot.take() {
-                            // SAFETY: shutdown on the listening socket wakes its accept().
-                            unsafe {
-                                libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&l), libc::SHUT_RDWR)
-                            };
-                        }
-                    } else if was == REFUSE || slot.is_none() {
-                        *slot = rebind(listen_addr);
-                    }
-                    let listening = slot.is_some() || mode == REFUSE;
-                    drop(slot);
-                    link.changed.notify_all();
-                    if listening {
-                        "ok".to_string()
-                    } else {
-                        format!("cannot listen on {listen_addr} again")
-                    }
-                }
-                ["rate", r] => match parse_rate(r) {
-                    Ok(v) => {
-                        link.rate.store(v, Ordering::SeqCst);
-                        "ok".into()
-                    }
-                    Err(e) => e,
-                },
-                ["latency", l] => match parse_latency(l) {
-                    Ok(v) => {
-                        link.latency_us.store(v, Ordering::SeqCst);
-                        "ok".into()
-                    }
-                    Err(e) => e,
-                },
-                _ => format!("unknown command '{line}'"),
-            };
+            let answer = command(&link, &accepting, listen_addr, &line);
             let _ = writeln!(out, "{answer}");
         }
     }
     Ok(())
+}
+
+/// Accepts connections to the shaped side while the listener is there (not `refuse`), each
+/// served on a thread of its own.
+fn accept_loop(link: &Arc<Link>, accepting: &Mutex<Option<TcpListener>>, to: SocketAddr) {
+    loop {
+        let l = accepting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|l| l.try_clone().ok());
+        let Some(l) = l else {
+            let g = link.gate.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = link.changed.wait_timeout(g, Duration::from_millis(100));
+            continue;
+        };
+        if let Ok((c, _)) = l.accept() {
+            if link.mode() == REFUSE {
+                drop(c);
+                continue;
+            }
+            let link = link.clone();
+            std::thread::spawn(move || serve_conn(link, c, to));
+        }
+    }
+}
+
+/// Carries out one control command; the answer is `ok` or what went wrong.
+fn command(
+    link: &Link,
+    accepting: &Mutex<Option<TcpListener>>,
+    listen_addr: SocketAddr,
+    line: &str,
+) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["normal"] | ["stall"] | ["slow"] | ["reset"] | ["refuse"] => {
+            let mode = match words[0] {
+                "stall" => STALL,
+                "slow" => SLOW,
+                "reset" => RESET,
+                "refuse" => REFUSE,
+                _ => NORMAL,
+            };
+            let was = link.mode.swap(mode, Ordering::SeqCst);
+            if mode == RESET {
+                link.epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            let mut slot = accepting.lock().unwrap_or_else(|p| p.into_inner());
+            if mode == REFUSE {
+                if let Some(l) = slot.take() {
+                    // SAFETY: shutdown on the listening socket wakes its accept().
+                    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&l), libc::SHUT_RDWR) };
+                }
+            } else if was == REFUSE || slot.is_none() {
+                *slot = rebind(listen_addr);
+            }
+            let listening = slot.is_some() || mode == REFUSE;
+            drop(slot);
+            link.changed.notify_all();
+            if listening {
+                "ok".to_string()
+            } else {
+                format!("cannot listen on {listen_addr} again")
+            }
+        }
+        ["rate", r] => match parse_rate(r) {
+            Ok(v) => {
+                link.rate.store(v, Ordering::SeqCst);
+                "ok".into()
+            }
+            Err(e) => e,
+        },
+        ["latency", l] => match parse_latency(l) {
+            Ok(v) => {
+                link.latency_us.store(v, Ordering::SeqCst);
+                "ok".into()
+            }
+            Err(e) => e,
+        },
+        _ => format!("unknown command '{line}'"),
+    }
 }
 
 #[cfg(test)]
