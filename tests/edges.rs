@@ -108,12 +108,9 @@ fn an_export_interrupted_by_ctrl_c_leaves_nothing_behind() {
 
 #[test]
 fn a_chunk_size_below_64kib_is_refused_and_a_pack_to_part_of_the_store_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let paths = members(d, 3);
-    let store = store_arg(&paths);
-    let data = Rng::new(95).bytes(1 << 20);
-    let src = pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
+    let fx = packed(3, 95, 1 << 20, &["--replicas", "2"]);
+    let (paths, store) = (fx.paths.clone(), fx.store.clone());
+    let src = &fx.src;
     let s = src.to_str().unwrap();
     fails(
         &["pack", s, "--store", &store, "--chunk-size", "1"],
@@ -217,17 +214,9 @@ fn leases(member: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn refused_and_killed_mounts_leave_no_lease_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let paths = members(d, 2);
-    let store = store_arg(&paths);
-    pack_bytes(
-        d,
-        &store,
-        "m",
-        &Rng::new(103).bytes(100_000),
-        &["--replicas", "2"],
-    );
+    let fx = packed(2, 103, 100_000, &["--replicas", "2"]);
+    let d = fx.dir.path();
+    let (paths, store) = (fx.paths.clone(), fx.store.clone());
     let mnt = d.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     // A mount refused for a bad metrics address writes no lease.

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const CS: usize = 64 * 1024;
 
@@ -415,32 +415,12 @@ fn sigkill_during_pack() {
     let v2 = rng.floats(40 << 20);
     fs::write(&src, &v2).unwrap();
     let mut killed_midway = 0;
-    for attempt in 0..12u64 {
-        let mut child = command()
-            .args(pack_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait until the pack has written some number of new chunk files, then kill it.
-        let target = 1 + attempt * 7;
-        let start = std::time::Instant::now();
-        loop {
-            let n: usize = paths.iter().map(|p| chunk_files(p).len()).sum();
-            if n as u64 >= 80 + target
-                || child.try_wait().unwrap().is_some()
-                || start.elapsed().as_secs() > 60
-            {
-                break;
-            }
-            std::thread::yield_now();
-        }
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        if !finished {
-            killed_midway += 1;
-        }
+    for attempt in 0..12 {
+        // Killed once the pack has written some number of new chunk files.
+        let target = 81 + attempt as usize * 7;
+        killed_midway += usize::from(common::sync::kill_when(&pack_args, &|| {
+            paths.iter().map(|p| chunk_files(p).len()).sum::<usize>() >= target
+        }));
         let (is_ok, report) = verify_json(&store);
         assert!(
             is_ok,

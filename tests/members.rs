@@ -6,7 +6,7 @@ mod common;
 use common::sync::*;
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `gc --min-age 1ms --json`: collects at once what is unreferenced.
@@ -340,16 +340,10 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
     assert!(export(&four, "m", None) == *data);
 }
 
-fn member_id(path: &Path) -> String {
-    let info: serde_json::Value =
-        serde_json::from_slice(&fs::read(path.join("shardfs-store.json")).unwrap()).unwrap();
-    info["member_id"].as_str().unwrap().to_string()
-}
-
 /// Each member's share of the stored bytes of model "m"'s listed copies is within 10% of `want`.
 fn assert_shares(paths: &[PathBuf], want: &[f64]) {
     let m = manifest_json(&paths[0], "m");
-    let ids: Vec<String> = paths.iter().map(|p| member_id(p)).collect();
+    let ids: Vec<String> = paths.iter().map(|p| member_id(p).0).collect();
     let mut bytes = vec![0u64; paths.len()];
     for c in m["files"][0]["chunks"].as_array().unwrap() {
         for id in c["members"].as_array().unwrap() {

@@ -77,28 +77,11 @@ fn listeners(port: u16) -> Vec<String> {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn metrics_parse_move_with_reads_and_listen_only_where_told() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let paths = members(d, 2);
-    let store = store_arg(&paths);
-    let data = Rng::new(31).bytes(6 << 20);
-    pack_bytes(
-        d,
-        &store,
-        "m",
-        &data,
-        &["--replicas", "2", "--chunk-size", "1MiB"],
-    );
+    let fx = packed(2, 31, 6 << 20, &["--replicas", "2", "--chunk-size", "1MiB"]);
+    let d = fx.dir.path();
+    let (paths, store, data) = (fx.paths.clone(), fx.store.clone(), fx.data.clone());
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mount = Mounted::new(

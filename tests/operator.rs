@@ -76,16 +76,6 @@ impl Fixture {
     }
 }
 
-/// A member's id and index, from its member file.
-fn member_id(member: &Path) -> (String, u64) {
-    let info: serde_json::Value =
-        serde_json::from_slice(&fs::read(member.join("shardfs-store.json")).unwrap()).unwrap();
-    (
-        info["member_id"].as_str().unwrap().to_string(),
-        info["index"].as_u64().unwrap(),
-    )
-}
-
 /// Replicas the manifest of `m` places on member `id`.
 fn replicas_on(member: &Path, id: &str) -> usize {
     let manifest = manifest_json(member, "m");

@@ -477,7 +477,7 @@ fn profiles_and_per_member_endpoints_need_no_aws_variables() {
     );
     let stopped = format!(
         "s3://models/a?endpoint=http://127.0.0.1:{}&allow_http=true&credentials=none",
-        common::weed::free_port()
+        common::free_port()
     );
     fails(&["ls", "--store", &stopped], "cannot connect to 127.0.0.1:");
 }

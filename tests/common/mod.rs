@@ -324,6 +324,33 @@ pub fn pack_bytes(dir: &Path, store: &str, name: &str, data: &[u8], extra: &[&st
     src
 }
 
+/// A fresh store of directory members with model "m" packed: `len` random bytes from `seed`,
+/// packed with `extra`. `dir` holds the members (`m0`, `m1`, ...) and room for more.
+pub struct Packed {
+    pub dir: tempfile::TempDir,
+    pub paths: Vec<PathBuf>,
+    pub store: String,
+    pub data: Vec<u8>,
+    /// The source file packed.
+    pub src: PathBuf,
+}
+
+/// Packs model "m" into a new store of `n` members (see `Packed`).
+pub fn packed(n: usize, seed: u64, len: usize, extra: &[&str]) -> Packed {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = members(dir.path(), n);
+    let store = store_arg(&paths);
+    let data = Rng::new(seed).bytes(len);
+    let src = pack_bytes(dir.path(), &store, "m", &data, extra);
+    Packed {
+        dir,
+        paths,
+        store,
+        data,
+        src,
+    }
+}
+
 /// `shardfs pack SRC --store STORE EXTRA...`, which must succeed; returns its output.
 pub fn pack(src: &Path, store: &str, extra: &[&str]) -> Output {
     let mut args = vec!["pack", src.to_str().unwrap(), "--store", store];
@@ -393,6 +420,24 @@ pub fn kill_and_wait(pid: u32, signal: &str) {
         std::thread::yield_now();
     }
 }
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A member's id and index, from its member file.
+pub fn member_id(member: &Path) -> (String, u64) {
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(member.join("shardfs-store.json")).unwrap()).unwrap();
+    (
+        info["member_id"].as_str().unwrap().to_string(),
+        info["index"].as_u64().unwrap(),
+    )
+}
+
 pub mod sync;
 pub mod web;
 pub mod weed;

@@ -5,7 +5,7 @@
 
 use shardfs::member::Setup;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,14 +26,6 @@ pub fn weed_bin() -> PathBuf {
         weed.display()
     );
     weed
-}
-
-/// A free TCP port on 127.0.0.1 (bound, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A running SeaweedFS server.
@@ -78,7 +70,7 @@ impl Weed {
     }
 
     fn spawn(dir: &Path, data: &Path, creds: &Path) -> Result<Weed, String> {
-        let port = free_port();
+        let port = super::free_port();
         let mut args = vec![
             "mini".to_string(),
             format!("-dir={}", data.display()),
@@ -105,7 +97,7 @@ impl Weed {
             "admin.port.grpc",
             "metricsPort",
         ] {
-            args.push(format!("-{flag}={}", free_port()));
+            args.push(format!("-{flag}={}", super::free_port()));
         }
         let log = fs::File::create(dir.join("weed.log")).unwrap();
         let child = Command::new(weed_bin())
