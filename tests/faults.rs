@@ -165,14 +165,20 @@ fn a_chunk_with_no_good_replica_stops_export_without_wrong_bytes() {
     assert_eq!(kinds, vec!["corrupt", "unrecoverable"]);
 }
 
-#[test]
-fn bad_inputs_get_one_line_errors() {
+/// Three members not made yet, and a source file of three chunks.
+fn bad_input_store() -> (tempfile::TempDir, Vec<PathBuf>, String, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let paths = members(d, 3);
+    let paths = members(dir.path(), 3);
     let store = store_arg(&paths);
-    let src = d.join("m.bin");
+    let src = dir.path().join("m.bin");
     fs::write(&src, Rng::new(13).bytes(3 * CS)).unwrap();
+    (dir, paths, store, src)
+}
+
+#[test]
+fn bad_pack_arguments_get_one_line_errors_and_make_no_member() {
+    let (dir, paths, store, src) = bad_input_store();
+    let d = dir.path();
     let s = src.to_str().unwrap();
 
     fails(
@@ -220,7 +226,13 @@ fn bad_inputs_get_one_line_errors() {
         "not a directory",
     );
     assert!(!paths[0].exists(), "a refused pack must not create members");
+}
 
+#[test]
+fn missing_models_and_special_files_get_one_line_errors() {
+    let (dir, _, store, src) = bad_input_store();
+    let d = dir.path();
+    let s = src.to_str().unwrap();
     // An empty file is fine.
     let empty = d.join("empty.bin");
     fs::write(&empty, b"").unwrap();
@@ -264,7 +276,14 @@ fn bad_inputs_get_one_line_errors() {
         &["pack", fifo.to_str().unwrap(), "--store", &store],
         "not a regular file",
     );
+}
 
+#[test]
+fn mixed_stores_are_refused_a_new_member_needs_init_and_members_come_in_any_order() {
+    let (dir, paths, store, src) = bad_input_store();
+    let d = dir.path();
+    let s = src.to_str().unwrap();
+    ok(&["pack", s, "--store", &store, "--replicas", "2"]);
     // A store of other members mixed in.
     let other = members(&d.join("other"), 1);
     ok(&["pack", s, "--store", &store_arg(&other)]);
