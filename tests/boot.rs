@@ -38,13 +38,19 @@ fn wait_unmounted(dir: &Path, state: &Path) {
     }
 }
 
-#[test]
-fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A store of two members in `d` holding model "m" (3 MiB, two replicas): the store and its bytes.
+fn boot_store(d: &Path) -> (String, Vec<u8>) {
     let store = store_arg(&members(d, 2));
     let data = Rng::new(21).bytes(3 << 20);
     pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
+    (store, data)
+}
+
+#[test]
+fn mount_t_fuse_and_fstab_lines_mount_and_unmount() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, data) = boot_store(d);
     let (mnt, state) = (d.join("mnt"), d.join("state"));
     fs::create_dir_all(&mnt).unwrap();
     let _unmount = UnmountOnDrop(mnt.clone());
@@ -94,7 +100,17 @@ fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
     assert_eq!(s["options"]["pin"], true, "{s}");
     assert!(sh("umount", &[m], &state).status.success());
     wait_unmounted(&mnt, &state);
+}
 
+#[test]
+fn the_installed_helper_mounts_as_mount_8_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, data) = boot_store(d);
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    let _unmount = UnmountOnDrop(mnt.clone());
+    let m = mnt.to_str().unwrap();
     // The binary linked as mount(8)'s helper, run as mount(8) runs it.
     let sbin = d.join("sbin");
     fs::create_dir_all(&sbin).unwrap();
@@ -128,7 +144,18 @@ fn mount_t_fuse_fstab_lines_and_the_helper_name_mount_and_unmount() {
     assert!(fs::read(mnt.join("m.bin")).unwrap() == data);
     assert!(run_in(&state, &["unmount", m]).status.success());
     wait_unmounted(&mnt, &state);
+}
 
+#[test]
+fn bad_mount_options_and_foreign_helpers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, _) = boot_store(d);
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    let _unmount = UnmountOnDrop(mnt.clone());
+    let spec = format!("{}#{store}", bin());
+    let m = mnt.to_str().unwrap();
     // Bad options: one line naming the option, nothing mounted.
     for (opts, needle) in [
         ("ro,bogus=1", "unknown mount option 'bogus=1'"),

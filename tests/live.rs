@@ -80,26 +80,6 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     map.drop_pages(&old);
     assert!(read_all_at(&old) == w1);
 
-    // A model added appears; removed, it goes from listings while an open handle keeps working.
-    let n = Rng::new(4).bytes(1 << 20);
-    pack_bytes(d, &store, "n", &n, &["--name", "n"]);
-    mount.refresh();
-    let nb = mount.dir.join("n/n.bin");
-    assert!(fs::read(&nb).unwrap() == n);
-    let held = fs::File::open(&nb).unwrap();
-    ok(&["rm", "--store", &store, "--name", "n"]);
-    mount.refresh();
-    let names: Vec<String> = fs::read_dir(&mount.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, vec!["m".to_string()]);
-    assert!(!nb.exists());
-    assert!(
-        read_all_at(&held) == n,
-        "a removed model's open file still reads"
-    );
-
     // A damaged copy on one member (garbage, then a half-written one) changes nothing.
     let copy = paths[0].join("manifests/m.json");
     let good = fs::read(&copy).unwrap();
@@ -117,7 +97,7 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     }
     fs::write(&copy, &good).unwrap();
     drop(map);
-    drop((old, held));
+    drop(old);
     // Closed, the old version leaves the lease (once the kernel forgets its inode), and gc may
     // take its chunks.
     wait_for(
@@ -140,6 +120,41 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     );
     let s = mount.status();
     assert_eq!(s["errors"], 0, "{s}");
+    assert!(mount.unmount().status.success());
+}
+
+#[test]
+fn a_model_added_appears_and_a_removed_one_keeps_reading_through_open_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 2));
+    pack_bytes(d, &store, "m", &Rng::new(5).bytes(1 << 20), &["--name", "m"]);
+    let mount = Mounted::new(
+        &store,
+        &d.join("mnt"),
+        &d.join("state"),
+        &["--refresh", "500ms"],
+    );
+    // A model added appears; removed, it goes from listings while an open handle keeps working.
+    let n = Rng::new(4).bytes(1 << 20);
+    pack_bytes(d, &store, "n", &n, &["--name", "n"]);
+    mount.refresh();
+    let nb = mount.dir.join("n/n.bin");
+    assert!(fs::read(&nb).unwrap() == n);
+    let held = fs::File::open(&nb).unwrap();
+    ok(&["rm", "--store", &store, "--name", "n"]);
+    mount.refresh();
+    let names: Vec<String> = fs::read_dir(&mount.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["m".to_string()]);
+    assert!(!nb.exists());
+    assert!(
+        read_all_at(&held) == n,
+        "a removed model's open file still reads"
+    );
+    drop(held);
     assert!(mount.unmount().status.success());
 }
 
