@@ -77,6 +77,33 @@ fn read_within(path: &Path, limit: Duration) -> Option<std::io::Result<Vec<u8>>>
     rx.recv_timeout(limit).ok()
 }
 
+/// 16 readers read `path` again and again for `stall`, each time getting `want`: how many
+/// reads they made, and the most threads daemon `pid` had meanwhile.
+fn read_exact_for(path: &Path, want: &[u8], pid: u32, stall: Duration) -> (usize, usize) {
+    let started = Instant::now();
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (path, want) = (path.to_path_buf(), want.to_vec());
+            std::thread::spawn(move || {
+                let (mut rounds, mut peak) = (0, 0);
+                while rounds == 0 || started.elapsed() < stall {
+                    assert_eq!(read_direct(&path).unwrap(), want);
+                    peak = peak.max(threads(pid));
+                    rounds += 1;
+                }
+                (rounds, peak)
+            })
+        })
+        .collect();
+    let (mut rounds, mut peak) = (0, 0);
+    for r in readers {
+        let (n, p) = r.join().unwrap();
+        rounds += n;
+        peak = peak.max(p);
+    }
+    (rounds, peak)
+}
+
 #[test]
 fn a_hung_member_costs_a_deadline_never_a_hang() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,28 +144,12 @@ fn a_hung_member_costs_a_deadline_never_a_hang() {
     let started = Instant::now();
     // 16 readers of the model with a replica of every chunk elsewhere, reading it again and
     // again through a minute of stall: exact bytes every time.
-    const STALL: Duration = Duration::from_secs(60);
-    let readers: Vec<_> = (0..16)
-        .map(|_| {
-            let path = mnt.join("both/both.bin");
-            let want = both.clone();
-            std::thread::spawn(move || {
-                let (mut rounds, mut peak) = (0, 0);
-                while rounds == 0 || started.elapsed() < STALL {
-                    assert_eq!(read_direct(&path).unwrap(), want);
-                    peak = peak.max(threads(pid));
-                    rounds += 1;
-                }
-                (rounds, peak)
-            })
-        })
-        .collect();
-    let (mut rounds, mut peak) = (0, 0);
-    for r in readers {
-        let (n, p) = r.join().unwrap();
-        rounds += n;
-        peak = peak.max(p);
-    }
+    let (rounds, mut peak) = read_exact_for(
+        &mnt.join("both/both.bin"),
+        &both,
+        pid,
+        Duration::from_secs(60),
+    );
     let both_secs = started.elapsed().as_secs_f64();
     // The model with chunks only on the hung member: EIO, not a wait.
     let started = Instant::now();
@@ -151,22 +162,12 @@ fn a_hung_member_costs_a_deadline_never_a_hang() {
     // status and ls answer while the member hangs.
     assert_eq!(m.status()["pid"].as_u64(), Some(pid as u64));
     let out = Command::new("timeout")
-        .args([
-            "60",
-            bin(),
-            "ls",
-            "--store",
-            &store,
-            "--member-timeout",
-            "500ms",
-        ])
+        .args(["60", bin(), "ls", "--store", &store])
+        .args(["--member-timeout", "500ms"])
         .env("XDG_CONFIG_HOME", config_dir())
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("both"),
-        "{out:?}"
-    );
+    assert!(stdout(&out).contains("both"), "{out:?}");
     // The stated bound: 8 I/O threads per member and the shared hedging pool of 16.
     let bound = before + 2 * 8 + 16;
     eprintln!(

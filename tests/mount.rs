@@ -368,7 +368,7 @@ fn memory_stays_within_the_cache_budget() {
 }
 
 #[test]
-fn lifecycle() {
+fn mount_and_unmount_twenty_times_leave_nothing_behind() {
     let fx = Fixture::new(1);
     let data = Rng::new(105).bytes(100_000);
     pack_bytes(fx.dir.path(), &fx.store, "m", &data, &[]);
@@ -395,7 +395,13 @@ fn lifecycle() {
         serde_json::from_slice::<serde_json::Value>(&listing.stdout).unwrap(),
         serde_json::json!([])
     );
+}
 
+#[test]
+fn a_killed_daemon_is_cleaned_up_by_unmount_and_by_status() {
+    let fx = Fixture::new(1);
+    pack_bytes(fx.dir.path(), &fx.store, "m", &Rng::new(105).bytes(100_000), &[]);
+    let mnt = fx.path("mnt");
     // kill -9, then unmount cleans up the stale mount.
     let m = fx.mount(&["--name", "m"]);
     let pid = m.pid();
@@ -431,7 +437,14 @@ fn lifecycle() {
         serde_json::json!([])
     );
     std::mem::forget(m);
+}
 
+#[test]
+fn a_renamed_binary_mounts_live_and_sigterm_unmounts_cleanly() {
+    let fx = Fixture::new(1);
+    let data = Rng::new(105).bytes(100_000);
+    pack_bytes(fx.dir.path(), &fx.store, "m", &data, &[]);
+    let mnt = fx.path("mnt");
     // A binary under another name (a versioned install) runs a live mount that status reports
     // as live, not as a dead daemon to clean up, and that unmounts normally.
     let renamed = fx.path("sfs-1.2");
