@@ -447,6 +447,7 @@ fn a_renamed_binary_mounts_live_and_sigterm_unmounts_cleanly() {
     let mnt = fx.path("mnt");
     // A binary under another name (a versioned install) runs a live mount that status reports
     // as live, not as a dead daemon to clean up, and that unmounts normally.
+    fs::create_dir_all(&mnt).unwrap();
     let renamed = fx.path("sfs-1.2");
     fs::copy(bin(), &renamed).unwrap();
     let with_renamed = |args: &[&str]| run_bin_in(&renamed, &fx.state(), args);
