@@ -20,6 +20,13 @@ fn read_all_at(f: &fs::File) -> Vec<u8> {
     buf
 }
 
+/// `shardfs gc --min-age 1ms --json EXTRA...`'s report.
+fn gc_json(store: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["gc", "--store", store, "--min-age", "1ms", "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_slice(&ok(&args).stdout).unwrap()
+}
+
 #[test]
 fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,8 +80,7 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     map.drop_pages(&old);
     assert!(map.bytes() == w1, "the mmap reads the old bytes");
     // gc keeps the old version's chunks while it is open: the lease names it.
-    let out = ok(&["gc", "--store", &store, "--min-age", "1ms", "--json"]);
-    let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = gc_json(&store, &[]);
     assert!(g["kept_for_leases"].as_u64().unwrap() > 0, "{g}");
     assert_eq!(g["chunk_files_deleted"], 0, "{g}");
     map.drop_pages(&old);
@@ -105,16 +111,7 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
         "the old version leaving the lease",
         || {
             mount.refresh();
-            let out = ok(&[
-                "gc",
-                "--store",
-                &store,
-                "--min-age",
-                "1ms",
-                "--dry-run",
-                "--json",
-            ]);
-            let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let g = gc_json(&store, &["--dry-run"]);
             g["kept_for_leases"] == 0 && g["chunk_files_deleted"].as_u64().unwrap() > 0
         },
     );

@@ -14,6 +14,17 @@ fn gc(store: &str) -> serde_json::Value {
     json(&ok(&["gc", "--store", store, "--min-age", "1ms", "--json"]))
 }
 
+/// The row of `member list --json` for the member at `location`.
+fn member_row(store: &str, location: &std::path::Path) -> serde_json::Value {
+    let rows = json(&ok(&["member", "list", "--store", store, "--json"]));
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["location"] == location.to_str().unwrap())
+        .unwrap_or_else(|| panic!("{} not in {rows}", location.display()))
+        .clone()
+}
+
 #[test]
 fn members_are_added_reweighted_and_removed_with_replicas_intact() {
     let fx = Fixture::new(7, 2);
@@ -46,18 +57,11 @@ fn members_are_added_reweighted_and_removed_with_replicas_intact() {
         d3.to_str().unwrap(),
         "3",
     ]);
-    let rows = json(&ok(&["member", "list", "--store", &four, "--json"]));
-    let added = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["location"] == d3.to_str().unwrap())
-        .unwrap()
-        .clone();
+    let added = member_row(&four, &d3);
     assert_eq!(
         (added["index"].as_u64(), added["weight"].as_f64()),
         (Some(3), Some(3.0)),
-        "{rows}"
+        "{added}"
     );
     fails(
         &[
@@ -84,19 +88,10 @@ fn members_are_added_reweighted_and_removed_with_replicas_intact() {
         assert!(export(&rest, "m", Some(&format!("{i}.bin"))) == **f);
     }
     // Given again, the retired member is left out; it is listed as retired.
-    {
-        let v = verify(&four);
-        assert_eq!(v["ok"], true, "{v}");
-    }
-    let rows = json(&ok(&["member", "list", "--store", &rest, "--json"]));
-    let retired = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["location"] == gone.to_str().unwrap())
-        .unwrap()
-        .clone();
-    assert_eq!(retired["health"], "retired", "{rows}");
+    let v = verify(&four);
+    assert_eq!(v["ok"], true, "{v}");
+    let retired = member_row(&rest, &gone);
+    assert_eq!(retired["health"], "retired", "{retired}");
     // Down to two members with replicas 2, a further removal is refused.
     ok(&["member", "remove", "--store", &rest, d3.to_str().unwrap()]);
     let two = store_arg(&[fx.members[1].clone(), fx.members[2].clone()]);

@@ -77,6 +77,33 @@ fn listeners(port: u16) -> Vec<String> {
     out
 }
 
+/// The scrape `after` counts requests to `paths`' members, shows each up, and has each one's
+/// latency histogram.
+fn assert_members_asked_and_up(after: &HashMap<String, f64>, paths: &[std::path::PathBuf]) {
+    let requests: f64 = paths
+        .iter()
+        .map(|p| {
+            after[&format!(
+                "shardfs_member_requests_total{{member=\"{}\"}}",
+                p.display()
+            )]
+        })
+        .sum();
+    assert!(requests >= 3.0, "{after:?}");
+    for p in paths {
+        let up = format!(
+            "shardfs_member_state{{member=\"{}\",state=\"up\"}}",
+            p.display()
+        );
+        assert_eq!(after[&up], 1.0);
+        let n = format!(
+            "shardfs_member_request_duration_seconds_count{{member=\"{}\"}}",
+            p.display()
+        );
+        assert!(after.contains_key(&n), "{n}");
+    }
+}
+
 #[test]
 fn metrics_parse_move_with_reads_and_listen_only_where_told() {
     let fx = packed(2, 31, 6 << 20, &["--replicas", "2", "--chunk-size", "1MiB"]);
@@ -145,28 +172,7 @@ fn metrics_parse_move_with_reads_and_listen_only_where_told() {
         after["shardfs_read_duration_seconds_bucket{le=\"+Inf\"}"]
     );
     // Per member: requests went to the members, each labelled with its location, each up.
-    let requests: f64 = paths
-        .iter()
-        .map(|p| {
-            after[&format!(
-                "shardfs_member_requests_total{{member=\"{}\"}}",
-                p.display()
-            )]
-        })
-        .sum();
-    assert!(requests >= 3.0, "{after:?}");
-    for p in &paths {
-        let up = format!(
-            "shardfs_member_state{{member=\"{}\",state=\"up\"}}",
-            p.display()
-        );
-        assert_eq!(after[&up], 1.0);
-        let n = format!(
-            "shardfs_member_request_duration_seconds_count{{member=\"{}\"}}",
-            p.display()
-        );
-        assert!(after.contains_key(&n), "{n}");
-    }
+    assert_members_asked_and_up(&after, &paths);
     assert_eq!(after["shardfs_read_errors_total"], 0.0);
 
     // The endpoint goes with the mount.

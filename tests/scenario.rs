@@ -10,6 +10,25 @@ use common::sync::{Fixture, fully_replicated, kill_after};
 use common::*;
 use std::fs;
 
+/// The daemon's own account of any failed read (logs in `state`), for the test's output.
+fn show_daemon_errors(state: &std::path::Path) {
+    for log in fs::read_dir(state).unwrap().flatten() {
+        if log.path().extension().is_some_and(|e| e == "log") {
+            let text = fs::read_to_string(log.path()).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("error")).take(5) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn flip_last_byte(path: &std::path::Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(path, bytes).unwrap();
+}
+
 #[test]
 fn readers_see_no_error_through_the_whole_sync_sequence() {
     let fx = Fixture::new(71, 8);
@@ -46,10 +65,7 @@ fn readers_see_no_error_through_the_whole_sync_sequence() {
 
     // Corrupt replicas: repair replaces them.
     for c in chunk_files(&members[0]).iter().take(5) {
-        let mut bytes = fs::read(c).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        fs::write(c, bytes).unwrap();
+        flip_last_byte(c);
     }
     ok(&["repair", "--store", &store]);
 
@@ -93,15 +109,7 @@ fn readers_see_no_error_through_the_whole_sync_sequence() {
     ok(&["rm", "--store", &kept, "--name", "other"]);
     ok(&["gc", "--store", &kept, "--min-age", "1ms"]);
 
-    // The daemon's own account of any failed read, for the test's output.
-    for log in fs::read_dir(fx.path("state")).unwrap().flatten() {
-        if log.path().extension().is_some_and(|e| e == "log") {
-            let text = fs::read_to_string(log.path()).unwrap_or_default();
-            for line in text.lines().filter(|l| l.contains("error")).take(5) {
-                eprintln!("{line}");
-            }
-        }
-    }
+    show_daemon_errors(&fx.path("state"));
     readers.finish();
     fx.exact();
     assert!(mount.unmount().status.success());
