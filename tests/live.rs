@@ -125,7 +125,13 @@ fn a_model_added_appears_and_a_removed_one_keeps_reading_through_open_handles() 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let store = store_arg(&members(d, 2));
-    pack_bytes(d, &store, "m", &Rng::new(5).bytes(1 << 20), &["--name", "m"]);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &Rng::new(5).bytes(1 << 20),
+        &["--name", "m"],
+    );
     let mount = Mounted::new(
         &store,
         &d.join("mnt"),

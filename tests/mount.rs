@@ -400,7 +400,13 @@ fn mount_and_unmount_twenty_times_leave_nothing_behind() {
 #[test]
 fn a_killed_daemon_is_cleaned_up_by_unmount_and_by_status() {
     let fx = Fixture::new(1);
-    pack_bytes(fx.dir.path(), &fx.store, "m", &Rng::new(105).bytes(100_000), &[]);
+    pack_bytes(
+        fx.dir.path(),
+        &fx.store,
+        "m",
+        &Rng::new(105).bytes(100_000),
+        &[],
+    );
     let mnt = fx.path("mnt");
     // kill -9, then unmount cleans up the stale mount.
     let m = fx.mount(&["--name", "m"]);
