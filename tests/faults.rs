@@ -409,6 +409,17 @@ fn corrupt_metadata_is_reported() {
     assert_eq!(problems[0]["kind"], "manifest");
 }
 
+/// Deletes the chunk files of member `p` that its copy of model `name`'s manifest does not name.
+fn remove_unlisted_chunks(p: &Path, name: &str) {
+    let manifest = fs::read_to_string(p.join(format!("manifests/{name}.json"))).unwrap();
+    for f in chunk_files(p) {
+        let file_name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if !manifest.contains(&file_name) {
+            fs::remove_file(f).unwrap();
+        }
+    }
+}
+
 /// Kills `pack` with SIGKILL at many moments; after each the store verifies, the previous
 /// version of the model is intact, and the next pack cleans the leftovers.
 #[test]
@@ -465,18 +476,8 @@ fn sigkill_during_pack() {
                 stray.is_empty(),
                 "temporary files inside chunks/: {stray:?}"
             );
-        }
-        // Remove v2's chunks so the next attempt writes them again.
-        for p in &paths {
-            for f in chunk_files(p) {
-                let name = f.file_name().unwrap().to_string_lossy().into_owned();
-                let used = fs::read_to_string(p.join("manifests/model.json"))
-                    .unwrap()
-                    .contains(&name);
-                if !used {
-                    fs::remove_file(f).unwrap();
-                }
-            }
+            // Remove v2's chunks so the next attempt writes them again.
+            remove_unlisted_chunks(p, "model");
         }
     }
     assert!(

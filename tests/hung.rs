@@ -104,6 +104,24 @@ fn read_exact_for(path: &Path, want: &[u8], pid: u32, stall: Duration) -> (usize
     (rounds, peak)
 }
 
+/// Reads `path` until it reads as `want`, failing the test if it is still unreadable after
+/// `limit`.
+fn wait_readable(path: &Path, want: &[u8], limit: Duration) {
+    let started = Instant::now();
+    loop {
+        match read_direct(path) {
+            Ok(got) => {
+                assert_eq!(got, want);
+                return;
+            }
+            Err(e) => assert!(
+                started.elapsed() < limit,
+                "still unreadable {limit:?} after the member came back: {e}"
+            ),
+        }
+    }
+}
+
 #[test]
 fn a_hung_member_costs_a_deadline_never_a_hang() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,19 +195,7 @@ fn a_hung_member_costs_a_deadline_never_a_hang() {
 
     // The member answers again: everything reads, and the stuck threads are back.
     hung.signal("-CONT");
-    let started = Instant::now();
-    loop {
-        match read_direct(&mnt.join("solo/solo.bin")) {
-            Ok(got) => {
-                assert_eq!(got, solo);
-                break;
-            }
-            Err(e) => assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "still unreadable a minute after the member came back: {e}"
-            ),
-        }
-    }
+    wait_readable(&mnt.join("solo/solo.bin"), &solo, Duration::from_secs(60));
     assert!(threads(pid) <= bound);
     assert!(m.unmount().status.success());
 }

@@ -20,6 +20,17 @@ fn read_all_at(f: &fs::File) -> Vec<u8> {
     buf
 }
 
+/// Runs `check` with the manifest copy at `copy` replaced by garbage, then by half of itself;
+/// puts the good copy back.
+fn with_damaged_copies(copy: &Path, check: impl Fn()) {
+    let good = fs::read(copy).unwrap();
+    for bad in [b"{not a manifest".to_vec(), good[..good.len() / 2].to_vec()] {
+        fs::write(copy, &bad).unwrap();
+        check();
+    }
+    fs::write(copy, &good).unwrap();
+}
+
 /// `shardfs gc --min-age 1ms --json EXTRA...`'s report.
 fn gc_json(store: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["gc", "--store", store, "--min-age", "1ms", "--json"];
@@ -30,16 +41,11 @@ fn gc_json(store: &str, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let (d, src) = (dir.path(), dir.path().join("src"));
     let paths = members(d, 2);
     let store = store_arg(&paths);
-    let src = d.join("src");
     fs::create_dir_all(&src).unwrap();
-    let (w1, w2, u) = (
-        Rng::new(1).bytes(3 << 20),
-        Rng::new(2).bytes(3 << 20),
-        Rng::new(3).bytes(2 << 20),
-    );
+    let [w1, w2, u] = [(1, 3 << 20), (2, 3 << 20), (3, 2 << 20)].map(|(s, n)| Rng::new(s).bytes(n));
     fs::write(src.join("w.bin"), &w1).unwrap();
     fs::write(src.join("u.bin"), &u).unwrap();
     let flags = ["--name", "m", "--replicas", "2", "--chunk-size", "256KiB"];
@@ -64,10 +70,7 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     wait_for(Duration::from_secs(30), "the new version", || {
         ino(&w) != w_ino
     });
-    assert!(
-        fs::read(&w).unwrap() == w2,
-        "a new open reads the new bytes"
-    );
+    assert!(fs::read(&w).unwrap() == w2, "a new open reads new bytes");
     assert_eq!(ino(&ub), u_ino, "an unchanged file keeps its inode");
     assert!(fs::read(&ub).unwrap() == u);
     assert_eq!(mount.version("m"), Some(2));
@@ -87,33 +90,28 @@ fn a_repack_reaches_new_opens_while_open_files_and_mmaps_keep_their_version() {
     assert!(read_all_at(&old) == w1);
 
     // A damaged copy on one member (garbage, then a half-written one) changes nothing.
-    let copy = paths[0].join("manifests/m.json");
-    let good = fs::read(&copy).unwrap();
-    for bad in [b"{not a manifest".to_vec(), good[..good.len() / 2].to_vec()] {
-        fs::write(&copy, &bad).unwrap();
+    with_damaged_copies(&paths[0].join("manifests/m.json"), || {
         mount.refresh();
         assert_eq!(mount.version("m"), Some(2));
         assert!(fs::read(&w).unwrap() == w2);
         assert_eq!(ino(&ub), u_ino);
         // gc deletes nothing while a copy cannot be read.
-        fails(
-            &["gc", "--store", &store, "--min-age", "1ms"],
-            "deleted nothing",
-        );
-    }
-    fs::write(&copy, &good).unwrap();
+        let gc = ["gc", "--store", &store, "--min-age", "1ms"];
+        fails(&gc, "deleted nothing");
+    });
     drop(map);
     drop(old);
     // Closed, the old version leaves the lease (once the kernel forgets its inode), and gc may
     // take its chunks.
+    let gc_may_take_old = || {
+        mount.refresh();
+        let g = gc_json(&store, &["--dry-run"]);
+        g["kept_for_leases"] == 0 && g["chunk_files_deleted"].as_u64().unwrap() > 0
+    };
     wait_for(
         Duration::from_secs(30),
-        "the old version leaving the lease",
-        || {
-            mount.refresh();
-            let g = gc_json(&store, &["--dry-run"]);
-            g["kept_for_leases"] == 0 && g["chunk_files_deleted"].as_u64().unwrap() > 0
-        },
+        "the old lease gone",
+        gc_may_take_old,
     );
     let s = mount.status();
     assert_eq!(s["errors"], 0, "{s}");

@@ -39,24 +39,10 @@ fn members_are_added_reweighted_and_removed_with_replicas_intact() {
     );
     // Add a fourth, give it twice the weight.
     let d3 = fx.path("disk3");
-    ok(&[
-        "member",
-        "add",
-        "--store",
-        &fx.store,
-        d3.to_str().unwrap(),
-        "--weight",
-        "2",
-    ]);
+    let new = d3.to_str().unwrap();
+    ok(&["member", "add", "--store", &fx.store, new, "--weight", "2"]);
     let four = format!("{},{}", fx.store, d3.display());
-    ok(&[
-        "member",
-        "set-weight",
-        "--store",
-        &four,
-        d3.to_str().unwrap(),
-        "3",
-    ]);
+    ok(&["member", "set-weight", "--store", &four, new, "3"]);
     let added = member_row(&four, &d3);
     assert_eq!(
         (added["index"].as_u64(), added["weight"].as_f64()),
@@ -288,17 +274,15 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
     // The mount takes the new manifest (same content: same inode) and its lease names it; the
     // next rebalance then deletes the old copies while the readers go on.
     let file = mount.dir.join("m.bin");
-    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap());
+    let ino = |f: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(f).unwrap());
+    let inode = ino(&file);
     // (The mount's own periodic refresh may take it first: the version is compared with what
     // the rebalance published, not with what the mount served a moment ago.)
     let published = manifest_json(&paths[0], "m")["version"].as_u64().unwrap();
     assert!(published > served_before);
     mount.refresh();
     assert_eq!(mount.version("m"), Some(published));
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap()),
-        inode
-    );
+    assert_eq!(ino(&file), inode);
     let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
     assert_eq!(r["replicas_moved"], 0, "{r}");
     assert!(r["old_copies_deleted"].as_u64().unwrap() > 0, "{r}");
@@ -319,14 +303,8 @@ fn adding_a_member_and_rebalancing_moves_a_quarter_and_balances_bytes() {
     // the copies the manifest lists.
     assert_shares(&paths, &[0.25; 4]);
     // Twice the weight for the new member: it ends with two fifths of the bytes.
-    ok(&[
-        "member",
-        "set-weight",
-        "--store",
-        &four,
-        paths[3].to_str().unwrap(),
-        "2",
-    ]);
+    let new = paths[3].to_str().unwrap();
+    ok(&["member", "set-weight", "--store", &four, new, "2"]);
     let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
     assert!(r["replicas_moved"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(verify(&four)["ok"], true);
@@ -356,6 +334,23 @@ fn assert_shares(paths: &[PathBuf], want: &[f64]) {
     }
 }
 
+/// Kills `shardfs ARGS` ten times, each once `progress()` has moved by `step`, running
+/// `after` after each kill; how many kills landed before the command finished.
+fn kill_ten_times(
+    args: &[&str],
+    progress: &dyn Fn() -> usize,
+    step: usize,
+    after: &dyn Fn(),
+) -> usize {
+    (0..10)
+        .map(|_| {
+            let landed = kill_after(args, progress, step);
+            after();
+            usize::from(landed)
+        })
+        .sum()
+}
+
 #[test]
 fn rebalance_member_remove_and_gc_killed_at_ten_moments_each_finish_on_a_rerun() {
     let dir = tempfile::tempdir().unwrap();
@@ -380,17 +375,17 @@ fn rebalance_member_remove_and_gc_killed_at_ten_moments_each_finish_on_a_rerun()
     ok(&["member", "add", "--store", &store, new.to_str().unwrap()]);
     paths.push(new.clone());
     let four = store_arg(&paths);
-    let mut landed = 0;
-    for _ in 0..10 {
-        landed += usize::from(kill_after(
-            &["rebalance", "--store", &four],
-            &|| chunk_files(&new).len(),
-            25,
-        ));
-        exact(&four);
-        let v = verify(&four);
+    let after = |store: &str| {
+        exact(store);
+        let v = verify(store);
         assert_eq!(v["ok"], true, "{v}");
-    }
+    };
+    let landed = kill_ten_times(
+        &["rebalance", "--store", &four],
+        &|| chunk_files(&new).len(),
+        25,
+        &|| after(&four),
+    );
     assert!(landed >= 8, "only {landed} kills landed during rebalance");
     ok(&["rebalance", "--store", &four]);
     assert_eq!(verify(&four)["ok"], true);
@@ -399,16 +394,12 @@ fn rebalance_member_remove_and_gc_killed_at_ten_moments_each_finish_on_a_rerun()
     // Drain the first member, killed as it copies.
     let gone = paths[0].clone();
     let rest: Vec<PathBuf> = paths[1..].to_vec();
-    let mut landed = 0;
-    for _ in 0..10 {
-        landed += usize::from(kill_after(
-            &["member", "remove", "--store", &four, gone.to_str().unwrap()],
-            &|| all_files(&rest),
-            25,
-        ));
-        exact(&four);
-        assert_eq!(verify(&four)["ok"], true);
-    }
+    let landed = kill_ten_times(
+        &["member", "remove", "--store", &four, gone.to_str().unwrap()],
+        &|| all_files(&rest),
+        25,
+        &|| after(&four),
+    );
     assert!(
         landed >= 8,
         "only {landed} kills landed during member remove"
@@ -421,16 +412,12 @@ fn rebalance_member_remove_and_gc_killed_at_ten_moments_each_finish_on_a_rerun()
 
     // Retire x and collect its chunks, killed as it deletes.
     ok(&["rm", "--store", &three, "--name", "x"]);
-    let mut landed = 0;
-    for _ in 0..10 {
-        landed += usize::from(kill_after(
-            &["gc", "--store", &three, "--min-age", "1ms"],
-            &|| all_files(&rest),
-            10,
-        ));
-        exact(&three);
-        assert_eq!(verify(&three)["ok"], true);
-    }
+    let landed = kill_ten_times(
+        &["gc", "--store", &three, "--min-age", "1ms"],
+        &|| all_files(&rest),
+        10,
+        &|| after(&three),
+    );
     assert!(landed >= 8, "only {landed} kills landed during gc");
     let r = gc(&three);
     assert_eq!(verify(&three)["ok"], true);

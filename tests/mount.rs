@@ -195,6 +195,27 @@ fn attributes_and_read_only() {
     );
 }
 
+/// A thread that maps `target` and checks random ranges of it, then all of it, against `data`.
+fn check_mapped(target: &Path, data: &[u8], seed: u64) -> std::thread::JoinHandle<()> {
+    let (target, data) = (target.to_path_buf(), data.to_vec());
+    std::thread::spawn(move || {
+        let f = fs::File::open(&target).unwrap();
+        let len = data.len();
+        let map = Map::new(&f);
+        let mapped = map.bytes();
+        let mut rng = Rng::new(200 + seed);
+        for _ in 0..3000 {
+            let off = rng.below(len as u64) as usize;
+            let end = (off + 5000).min(len);
+            assert!(
+                mapped[off..end] == data[off..end],
+                "mmap bytes differ at {off}"
+            );
+        }
+        assert!(mapped == &data[..], "whole mapping differs");
+    })
+}
+
 #[test]
 fn concurrent_readers_and_mmap() {
     let fx = Fixture::new(2);
@@ -236,27 +257,7 @@ for _ in range(1500):
         })
         .collect();
     // Two threads fault the file in through a shared mapping at the same time.
-    let mappers: Vec<_> = (0..2)
-        .map(|t| {
-            let (target, data) = (target.clone(), data.clone());
-            std::thread::spawn(move || {
-                let f = fs::File::open(&target).unwrap();
-                let len = data.len();
-                let map = Map::new(&f);
-                let mapped = map.bytes();
-                let mut rng = Rng::new(200 + t);
-                for _ in 0..3000 {
-                    let off = rng.below(len as u64) as usize;
-                    let end = (off + 5000).min(len);
-                    assert!(
-                        mapped[off..end] == data[off..end],
-                        "mmap bytes differ at {off}"
-                    );
-                }
-                assert!(mapped == &data[..], "whole mapping differs");
-            })
-        })
-        .collect();
+    let mappers: Vec<_> = (0..2).map(|t| check_mapped(&target, &data, t)).collect();
     for c in &mut children {
         loop {
             if let Some(status) = c.try_wait().unwrap() {

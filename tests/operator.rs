@@ -319,7 +319,14 @@ fn mountpoints_must_be_empty_and_outside_a_mount() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("unmounted"));
     std::mem::forget(m);
+}
 
+#[test]
+fn quiet_mounts_print_nothing_and_unmount_of_a_missing_path_says_so() {
+    let fx = Fixture::new(1, 1, 3);
+    let state = fx.state();
+    let mnt = fx.path("mnt");
+    fs::create_dir(&mnt).unwrap();
     // --quiet prints nothing; unmount of a path that does not exist says so.
     let out = fx.run(&["mount", "--store", &fx.store, mnt.to_str().unwrap(), "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -188,6 +188,33 @@ fn another_user_gets_only_what_the_recorded_modes_allow() {
     assert!(m.unmount().status.success());
 }
 
+/// Links to `victim` planted in `shared` by another user, at `out.bin` and at every name an
+/// export's temporary of `out.bin` or `fresh.bin` would have taken with a predictable name.
+fn plant_links_as_nobody(shared: &Path, victim: &Path) {
+    let next_pid: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut names = vec!["out.bin".to_string()];
+    for out in ["out.bin", "fresh.bin"] {
+        names.extend((next_pid..next_pid + 3000).map(|p| format!(".{out}.shardfs-export-{p}")));
+    }
+    let mut args = vec![
+        "-e",
+        "chdir shift or die; my $to = shift; symlink($to, $_) or die for @ARGV",
+        shared.to_str().unwrap(),
+        victim.to_str().unwrap(),
+    ];
+    args.extend(names.iter().map(String::as_str));
+    let out = as_nobody("perl", &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn export_into_a_shared_sticky_folder_never_writes_through_planted_links() {
     if !is_root() {
@@ -211,28 +238,7 @@ fn export_into_a_shared_sticky_folder_never_writes_through_planted_links() {
     open_path_to(&shared);
     // Another user plants links at the output name and at every name a predictable temporary
     // could take (a dot name with the next few thousand pids).
-    let next_pid: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let mut names = vec!["out.bin".to_string()];
-    for out in ["out.bin", "fresh.bin"] {
-        names.extend((next_pid..next_pid + 3000).map(|p| format!(".{out}.shardfs-export-{p}")));
-    }
-    let mut args = vec![
-        "-e",
-        "chdir shift or die; my $to = shift; symlink($to, $_) or die for @ARGV",
-        shared.to_str().unwrap(),
-        victim.to_str().unwrap(),
-    ];
-    args.extend(names.iter().map(String::as_str));
-    let out = as_nobody("perl", &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plant_links_as_nobody(&shared, &victim);
     // Another user's link at the output is not followed: one line, nothing written.
     let planted = shared.join("out.bin");
     let out = fails(

@@ -386,15 +386,9 @@ fn link_faults_fail_over_to_the_local_replica() {
     assert!(s3["failures"].as_u64().unwrap() > 0, "{s}");
 }
 
-#[test]
-fn profiles_and_per_member_endpoints_need_no_aws_variables() {
-    use common::weed::{Weed, wait_usable_at};
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // Two providers, each taking only its own keys.
-    let one = Weed::start_with_keys(&d.join("one"), "key-one", "secret-one");
-    let two = Weed::start_with_keys(&d.join("two"), "key-two", "secret-two");
-    let home = d.join("home");
+/// `~/.aws` under `home` with a default profile for the server at `one` and profile `two`
+/// for the server at `two`, each with that server's keys.
+fn write_two_profiles(home: &Path, one: &str, two: &str) {
     fs::create_dir_all(home.join(".aws")).unwrap();
     fs::write(
         home.join(".aws/credentials"),
@@ -407,11 +401,22 @@ fn profiles_and_per_member_endpoints_need_no_aws_variables() {
         format!(
             "[default]\nregion = us-east-1\nendpoint_url = {}\n\n\
              [profile two]\nregion = us-east-1\nendpoint_url = {}\n",
-            one.endpoint(),
-            two.endpoint()
+            one, two
         ),
     )
     .unwrap();
+}
+
+#[test]
+fn profiles_and_per_member_endpoints_need_no_aws_variables() {
+    use common::weed::{Weed, wait_usable_at};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two providers, each taking only its own keys.
+    let one = Weed::start_with_keys(&d.join("one"), "key-one", "secret-one");
+    let two = Weed::start_with_keys(&d.join("two"), "key-two", "secret-two");
+    let home = d.join("home");
+    write_two_profiles(&home, &one.endpoint(), &two.endpoint());
     // SAFETY: this test has started no threads of its own yet.
     unsafe {
         for (k, _) in std::env::vars() {

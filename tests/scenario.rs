@@ -50,14 +50,8 @@ fn readers_see_no_error_through_the_whole_sync_sequence() {
     fs::remove_dir_all(&lost).unwrap();
     let fresh = d.join("fresh");
     let rest = store_arg(&members[..2]);
-    ok(&[
-        "member",
-        "replace",
-        "--store",
-        &rest,
-        &loc(&lost),
-        &loc(&fresh),
-    ]);
+    let (old, new) = (loc(&lost), loc(&fresh));
+    ok(&["member", "replace", "--store", &rest, &old, &new]);
     members[2] = fresh;
     let store = store_arg(&members);
     ok(&["repair", "--store", &store]);
@@ -72,18 +66,8 @@ fn readers_see_no_error_through_the_whole_sync_sequence() {
     // A re-pack of the same bytes while a member is offline, then repair.
     let src = d.join("src");
     let offline = store_arg(&members[..2]);
-    ok(&[
-        "pack",
-        &loc(&src),
-        "--store",
-        &offline,
-        "--replicas",
-        "2",
-        "--chunk-size",
-        "64KiB",
-        "--name",
-        "m",
-    ]);
+    let flags = ["--replicas", "2", "--chunk-size", "64KiB", "--name", "m"];
+    pack(&src, &offline, &flags);
     ok(&["repair", "--store", &store]);
 
     // A member joins and takes its share.
