@@ -30,16 +30,7 @@ fn pending(path: Option<&Path>) {
 /// any other thread starts: the signals are blocked in every thread, and one thread waits for
 /// them.
 pub fn remove_on_signal() {
-    // SAFETY: plain libc signal-set manipulation on a local set, before other threads exist.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let set = crate::signals::block_exit_signals();
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

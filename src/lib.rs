@@ -16,6 +16,7 @@ pub mod placement;
 pub mod progress;
 pub mod readahead;
 pub mod shown;
+pub mod signals;
 pub mod store;
 pub mod sync;
 pub mod tier;

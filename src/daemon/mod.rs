@@ -135,7 +135,7 @@ pub fn mount(req: &MountRequest) -> Result<(), DaemonError> {
     if req.foreground {
         // Before any thread starts (opening the store starts some: a thread pool, an S3
         // member's runtime), so that signals reach only the thread that waits for them.
-        block_signals();
+        crate::signals::block_exit_signals();
     }
     let checked = preflight(req)?;
     let ready_fd = std::env::var(READY_FD_ENV)
@@ -318,21 +318,6 @@ fn spawn_daemon(req: &MountRequest, canonical: &Path) -> Result<(), DaemonError>
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread started after, so that one
-/// thread can wait for them with `sigwait`.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-set manipulation on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 /// Runs the mount in this process until it is unmounted.
 fn serve(
     req: &MountRequest,
@@ -346,7 +331,7 @@ fn serve(
         manifests,
         health,
     } = checked;
-    let sigset = block_signals();
+    let sigset = crate::signals::block_exit_signals();
     let result = (|| -> Result<(), DaemonError> {
         let opts = fs_options(req)?;
         // Bound before the mount (and before the lease, which a refused mount must not leave
