@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -38,22 +38,41 @@ fn wait_unmounted(dir: &Path, state: &Path) {
     }
 }
 
-/// A store of two members in `d` holding model "m" (3 MiB, two replicas): the store and its bytes.
-fn boot_store(d: &Path) -> (String, Vec<u8>) {
+/// A store of two members holding model "m" (3 MiB, two replicas), an empty mountpoint that is
+/// unmounted when the test ends, and a state folder.
+struct Boot {
+    _unmount: UnmountOnDrop,
+    store: String,
+    data: Vec<u8>,
+    mnt: PathBuf,
+    state: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn boot() -> Boot {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
     let store = store_arg(&members(d, 2));
     let data = Rng::new(21).bytes(3 << 20);
     pack_bytes(d, &store, "m", &data, &["--replicas", "2"]);
-    (store, data)
+    let (mnt, state) = (d.join("mnt"), d.join("state"));
+    fs::create_dir_all(&mnt).unwrap();
+    Boot {
+        _unmount: UnmountOnDrop(mnt.clone()),
+        store,
+        data,
+        mnt,
+        state,
+        dir,
+    }
 }
 
 #[test]
 fn mount_t_fuse_and_fstab_lines_mount_and_unmount() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (store, data) = boot_store(d);
-    let (mnt, state) = (d.join("mnt"), d.join("state"));
-    fs::create_dir_all(&mnt).unwrap();
-    let _unmount = UnmountOnDrop(mnt.clone());
+    let b = boot();
+    let d = b.dir.path();
+    let (store, data) = (b.store.clone(), b.data.clone());
+    let (mnt, state) = (b.mnt.clone(), b.state.clone());
     let spec = format!("{}#{store}", bin());
     let m = mnt.to_str().unwrap();
 
@@ -104,12 +123,10 @@ fn mount_t_fuse_and_fstab_lines_mount_and_unmount() {
 
 #[test]
 fn the_installed_helper_mounts_as_mount_8_runs_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (store, data) = boot_store(d);
-    let (mnt, state) = (d.join("mnt"), d.join("state"));
-    fs::create_dir_all(&mnt).unwrap();
-    let _unmount = UnmountOnDrop(mnt.clone());
+    let b = boot();
+    let d = b.dir.path();
+    let (store, data) = (b.store.clone(), b.data.clone());
+    let (mnt, state) = (b.mnt.clone(), b.state.clone());
     let m = mnt.to_str().unwrap();
     // The binary linked as mount(8)'s helper, run as mount(8) runs it.
     let sbin = d.join("sbin");
@@ -148,12 +165,10 @@ fn the_installed_helper_mounts_as_mount_8_runs_it() {
 
 #[test]
 fn bad_mount_options_and_foreign_helpers_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (store, _) = boot_store(d);
-    let (mnt, state) = (d.join("mnt"), d.join("state"));
-    fs::create_dir_all(&mnt).unwrap();
-    let _unmount = UnmountOnDrop(mnt.clone());
+    let b = boot();
+    let d = b.dir.path();
+    let store = b.store.clone();
+    let (mnt, state) = (b.mnt.clone(), b.state.clone());
     let spec = format!("{}#{store}", bin());
     let m = mnt.to_str().unwrap();
     // Bad options: one line naming the option, nothing mounted.

@@ -190,30 +190,16 @@ fn bad_pack_arguments_get_one_line_errors_and_make_no_member() {
         ],
         "nope.bin",
     );
-    fails(
-        &["pack", s, "--store", &store, "--chunk-size", "0"],
-        "below 64KiB",
-    );
-    fails(
-        &["pack", s, "--store", &store, "--chunk-size", "1"],
-        "below 64KiB",
-    );
-    fails(
-        &["pack", s, "--store", &store, "--chunk-size", "2GiB"],
-        "1 GiB",
-    );
-    fails(
-        &["pack", s, "--store", &store, "--chunk-size", "lots"],
-        "invalid size",
-    );
-    fails(
-        &["pack", s, "--store", &store, "--replicas", "4"],
-        "4 replicas need at least 4 members",
-    );
-    fails(
-        &["pack", s, "--store", &store, "--name", "../evil"],
-        "invalid model name",
-    );
+    for (flag, value, needle) in [
+        ("--chunk-size", "0", "below 64KiB"),
+        ("--chunk-size", "1", "below 64KiB"),
+        ("--chunk-size", "2GiB", "1 GiB"),
+        ("--chunk-size", "lots", "invalid size"),
+        ("--replicas", "4", "4 replicas need at least 4 members"),
+        ("--name", "../evil", "invalid model name"),
+    ] {
+        fails(&["pack", s, "--store", &store, flag, value], needle);
+    }
     let regular = d.join("plainfile");
     fs::write(&regular, b"x").unwrap();
     fails(
