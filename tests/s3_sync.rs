@@ -219,7 +219,12 @@ fn repair_replaces_an_oversized_manifest_object() {
     let src = d.join("m.bin");
     fs::write(&src, &data).unwrap();
     pack(&src, &store, &["--replicas", "2", "--init"]);
-    let opts = shardfs::member::Options::default();
+    // Planting 256 MiB is this test's own setup: a server busy with the suite may take more
+    // than the default 5 s to acknowledge it.
+    let opts = shardfs::member::Options {
+        timeout: std::time::Duration::from_secs(60),
+        ..Default::default()
+    };
     let bucket = shardfs::member::open(Path::new("s3://heal"), &opts).unwrap();
     let junk = vec![b' '; (256 << 20) + 1];
     bucket
