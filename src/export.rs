@@ -31,28 +31,19 @@ fn pending(path: Option<&Path>) {
 /// them.
 pub fn remove_on_signal() {
     let set = crate::signals::block_exit_signals();
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: waits on the set blocked above.
-            unsafe { libc::sigwait(&set, &mut sig) };
-            let path = PENDING.lock().ok().and_then(|mut p| p.take());
-            if let Some(p) = path {
-                let _ = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-            }
-            eprintln!("shardfs: export interrupted; nothing was written");
-            std::process::exit(128 + sig);
-        });
-    if spawned.is_err() {
-        // No watcher: the signals keep their default action.
-        // SAFETY: unblocks the set blocked above.
-        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-    }
+    // Without a watcher the signals keep their default action.
+    crate::signals::on_exit_signal(set, |sig| {
+        let path = PENDING.lock().ok().and_then(|mut p| p.take());
+        if let Some(p) = path {
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+        eprintln!("shardfs: export interrupted; nothing was written");
+        std::process::exit(128 + sig);
+    });
 }
 
 #[derive(Debug, Error)]

@@ -450,17 +450,17 @@ fn mount_state(
     }
 }
 
-/// Waits (on a thread of its own) for a signal of `sigset`, then unmounts.
+/// Unmounts once a signal of `sigset` arrives (watched on a thread of its own).
 fn unmount_on_signal(sigset: libc::sigset_t, mut unmounter: fuser::SessionUnmounter) {
-    std::thread::spawn(move || {
-        let mut sig = 0;
-        // SAFETY: waits on a set the caller blocked in every thread.
-        unsafe { libc::sigwait(&sigset, &mut sig) };
+    let watching = crate::signals::on_exit_signal(sigset, move |sig| {
         log::info!("signal {sig}: unmounting");
         if let Err(e) = unmounter.unmount() {
             log::error!("unmount on signal failed: {e}");
         }
     });
+    if !watching {
+        log::warn!("cannot start the signal thread: a signal ends the daemon without unmounting");
+    }
 }
 
 /// A new mount id and the lease it writes on the store, naming what the mount reads.
