@@ -371,13 +371,7 @@ pub fn decide(store_id: &str, members: &[(&str, &[KeyRecord])]) -> Result<Decisi
         let left_out = chains
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| match c {
-                Err(e) => Some((
-                    i,
-                    format!("its store file's key records are not valid ({e})"),
-                )),
-                Ok(_) => None,
-            })
+            .filter_map(|(i, c)| c.as_ref().err().map(|e| (i, records_not_valid(e))))
             .collect();
         return Ok(Decision {
             trust: Trust::unsigned(store_id),
@@ -385,13 +379,12 @@ pub fn decide(store_id: &str, members: &[(&str, &[KeyRecord])]) -> Result<Decisi
         });
     };
     // The longest chain from the trusted key on that a member records.
-    let from_trusted = |c: &Vec<PublicKey>| c.iter().position(|k| *k == trusted);
     let best = chains
         .iter()
         .enumerate()
         .filter_map(|(i, c)| {
             let c = c.as_ref().ok()?;
-            from_trusted(c).map(|at| (i, c[at..].to_vec()))
+            position_of(c, &trusted).map(|at| (i, c[at..].to_vec()))
         })
         .max_by_key(|(_, c)| c.len());
     let Some((best_at, accepted)) = best else {
@@ -441,6 +434,16 @@ fn trust_given(
     Ok(key)
 }
 
+/// Why a member whose key records do not form a chain is left out.
+fn records_not_valid(e: &str) -> String {
+    format!("its store file's key records are not valid ({e})")
+}
+
+/// Where `key` is in a member's key chain.
+fn position_of(chain: &[PublicKey], key: &PublicKey) -> Option<usize> {
+    chain.iter().position(|k| k == key)
+}
+
 /// The members (by position) whose key chain does not follow `accepted` from `trusted` on,
 /// with why.
 fn left_out_of(
@@ -449,13 +452,12 @@ fn left_out_of(
     trusted: &PublicKey,
     accepted: &[PublicKey],
 ) -> Vec<(usize, String)> {
-    let from_trusted = |c: &Vec<PublicKey>| c.iter().position(|k| k == trusted);
     let mut left_out = Vec::new();
     for (i, c) in chains.iter().enumerate() {
         match c {
-            Err(e) => left_out.push((i, format!("its store file's key records are not valid ({e})"))),
+            Err(e) => left_out.push((i, records_not_valid(e))),
             Ok(c) if c.is_empty() => {}
-            Ok(c) => match from_trusted(c) {
+            Ok(c) => match position_of(c, trusted) {
                 Some(at) if accepted.starts_with(&c[at..]) => {}
                 Some(_) => left_out.push((i, "its store file's keys fork from the other members'".into())),
                 None => left_out.push((
