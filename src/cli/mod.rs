@@ -1,7 +1,7 @@
 //! The command line apart from `main.rs`: its arguments (`args`) and value parsers (`parse`),
 //! the reporting commands (`reports`: ls, status, verify, df), the data-sync commands (`sync`:
-//! repair, member, rebalance, rm, gc), the key commands (`keys`), `pack`, `mount`, `warm`, the mount helper, and
-//! how failures become exit codes.
+//! repair, member, rebalance, rm, gc), the key commands (`keys`), `pack`, `mount`, `warm`, the
+//! mount helper, and how failures become exit codes.
 
 pub mod args;
 pub mod keys;

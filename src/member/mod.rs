@@ -163,7 +163,6 @@ pub trait Lock: Send {
     }
 }
 
-/// What `clean_stale` found among the damaged files set aside.
 /// What `put_chunk` does where a chunk file is there already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfPresent {
@@ -191,6 +190,7 @@ pub enum Sweep {
     Delete,
 }
 
+/// What `clean_stale` found among the damaged files set aside.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stale {
     /// Deleted (or, in a dry run, to be deleted), and their bytes.
@@ -218,8 +218,8 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// read of a member's files is capped (`layout::META_MAX`, `layout::MANIFEST_MAX`): a
     /// larger one is `Corrupt`, not read.
     fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError>;
-    /// Makes the member's places (directories, the bucket with `Setup::Create`) and writes its member
-    /// file.
+    /// Makes the member's places (directories, the bucket with `Setup::Create`) and writes its
+    /// member file.
     fn init(&self, info: &[u8], setup: Setup) -> Result<(), MemberError>;
 
     /// The small object at `key` (`manifests/m.json`, `members.json`, `leases/x.json`) and its
@@ -242,9 +242,9 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
     /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
-    /// Writes a chunk file as one atomic step; `IfPresent::Replace` replaces a damaged one (first set aside
-    /// under `damaged/`; the damaged file is never gone before the good one is in place),
-    /// otherwise an existing file is `AlreadyExists`. Durable after `flush`.
+    /// Writes a chunk file as one atomic step; `IfPresent::Replace` replaces a damaged one (first
+    /// set aside under `damaged/`; the damaged file is never gone before the good one is in
+    /// place), otherwise an existing file is `AlreadyExists`. Durable after `flush`.
     fn put_chunk(&self, hash: &Hash32, image: &[u8], present: IfPresent)
     -> Result<(), MemberError>;
     /// Every chunk file: hash, size, when it was last written (names that are not a hash are
