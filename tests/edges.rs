@@ -108,9 +108,14 @@ fn an_export_interrupted_by_ctrl_c_leaves_nothing_behind() {
 
 #[test]
 fn a_chunk_size_below_64kib_is_refused_and_a_pack_to_part_of_the_store_says_so() {
-    let fx = packed(3, 95, 1 << 20, &["--replicas", "2"]);
-    let (paths, store) = (fx.paths.clone(), fx.store.clone());
-    let src = &fx.src;
+    // `_dir` keeps the members' folder until the test ends.
+    let Packed {
+        dir: _dir,
+        paths,
+        store,
+        src,
+        ..
+    } = packed(3, 95, 1 << 20, &["--replicas", "2"]);
     let s = src.to_str().unwrap();
     fails(
         &["pack", s, "--store", &store, "--chunk-size", "1"],
@@ -214,9 +219,10 @@ fn leases(member: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn refused_and_killed_mounts_leave_no_lease_behind() {
-    let fx = packed(2, 103, 100_000, &["--replicas", "2"]);
-    let d = fx.dir.path();
-    let (paths, store) = (fx.paths.clone(), fx.store.clone());
+    let Packed {
+        dir, paths, store, ..
+    } = packed(2, 103, 100_000, &["--replicas", "2"]);
+    let d = dir.path();
     let mnt = d.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     // A mount refused for a bad metrics address writes no lease.

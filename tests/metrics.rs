@@ -106,9 +106,14 @@ fn assert_members_asked_and_up(after: &HashMap<String, f64>, paths: &[std::path:
 
 #[test]
 fn metrics_parse_move_with_reads_and_listen_only_where_told() {
-    let fx = packed(2, 31, 6 << 20, &["--replicas", "2", "--chunk-size", "1MiB"]);
-    let d = fx.dir.path();
-    let (paths, store, data) = (fx.paths.clone(), fx.store.clone(), fx.data.clone());
+    let Packed {
+        dir,
+        paths,
+        store,
+        data,
+        ..
+    } = packed(2, 31, 6 << 20, &["--replicas", "2", "--chunk-size", "1MiB"]);
+    let d = dir.path();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mount = Mounted::new(

@@ -9,8 +9,12 @@ use std::process::Stdio;
 
 #[test]
 fn gc_counts_the_damaged_files_it_keeps_for_being_young() {
-    let fx = packed(2, 109, 300_000, &["--replicas", "2"]);
-    let (paths, store) = (fx.paths.clone(), fx.store.clone());
+    let Packed {
+        dir: _dir,
+        paths,
+        store,
+        ..
+    } = packed(2, 109, 300_000, &["--replicas", "2"]);
     // A replica gone bad; repair sets it aside under damaged/ and writes a good one.
     let chunk = chunk_files(&paths[0]).remove(0);
     fs::write(&chunk, b"not what was stored").unwrap();
@@ -30,8 +34,12 @@ fn gc_counts_the_damaged_files_it_keeps_for_being_young() {
 #[test]
 fn a_held_pack_lock_fails_at_once_or_is_waited_for_with_wait() {
     use std::io::{BufRead, BufReader};
-    let fx = packed(2, 3, 300_000, &["--replicas", "2"]);
-    let (paths, store) = (fx.paths.clone(), fx.store.clone());
+    let Packed {
+        dir: _dir,
+        paths,
+        store,
+        ..
+    } = packed(2, 3, 300_000, &["--replicas", "2"]);
     // Another command's lock on the second member, as a pack holds it.
     let held = fs::File::open(paths[1].join("lock")).unwrap();
     held.lock().unwrap();

@@ -325,7 +325,8 @@ pub fn pack_bytes(dir: &Path, store: &str, name: &str, data: &[u8], extra: &[&st
 }
 
 /// A fresh store of directory members with model "m" packed: `len` random bytes from `seed`,
-/// packed with `extra`. `dir` holds the members (`m0`, `m1`, ...) and room for more.
+/// packed with `extra`. `dir` holds the members (`m0`, `m1`, ...) and room for more; the
+/// folder goes when `dir` is dropped, so a test that takes the fields apart binds it too.
 pub struct Packed {
     pub dir: tempfile::TempDir,
     pub paths: Vec<PathBuf>,
