@@ -115,6 +115,27 @@ fn image(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Ranged reads of the chunk `h` holding `bytes`: any range inside it exactly, one past its end an
+/// error, a missing chunk `Missing`.
+fn ranges(m: &dyn MemberIo, h: &Hash32, bytes: &[u8], what: &str) {
+    let n = bytes.len();
+    for (at, len) in [(0, HEADER_LEN), (n / 3, n / 3), (n - 1000, 1000), (0, n)] {
+        let got = m.read_chunk_at(h, at as u64, len).unwrap();
+        assert!(
+            got[..] == bytes[at..at + len],
+            "{what}: {len} bytes at {at}"
+        );
+    }
+    assert!(m.read_chunk_at(h, (n - 10) as u64, 11).is_err(), "{what}");
+    assert!(
+        matches!(
+            m.read_chunk_at(&Hash32::of(b"none"), 0, 10),
+            Err(MemberError::Missing)
+        ),
+        "{what}"
+    );
+}
+
 fn chunks(m: &dyn MemberIo, what: &str) {
     let h = Hash32::of(b"chunk");
     assert!(
@@ -184,6 +205,7 @@ fn chunks(m: &dyn MemberIo, what: &str) {
         "{what}"
     );
     assert_eq!(m.chunk_head(&big_hash).unwrap().unwrap().size, 20 << 20);
+    ranges(m, &big_hash, &big, what);
     m.delete_chunk(&big_hash).unwrap();
 }
 
@@ -260,6 +282,7 @@ fn read_half(m: &dyn MemberIo, writer: &dyn MemberIo) {
     assert_eq!(&head.header[..], &big[..HEADER_LEN], "{what}");
     assert_eq!(head.size, 20 << 20, "{what}");
     assert!(m.chunk_head(&Hash32::of(b"none")).unwrap().is_none());
+    ranges(m, &big_hash, &big, &what);
 
     // Every write is refused, and nothing changed.
     assert!(m.init(b"{}", Setup::Create).is_err(), "{what}");

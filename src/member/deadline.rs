@@ -192,6 +192,18 @@ impl MemberIo for Deadlined {
         })
     }
 
+    fn read_chunk_at(
+        &self,
+        hash: &Hash32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, MemberError> {
+        let hash = *hash;
+        self.call(self.opts.deadline(len as u64), move |m| {
+            m.read_chunk_at(&hash, offset, len)
+        })
+    }
+
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let hash = *hash;
         self.call(self.short(), move |m| m.chunk_head(&hash))
@@ -301,6 +313,7 @@ mod tests {
             read_info() -> Result<Option<Vec<u8>>, MemberError>;
             init(info: &[u8], setup: Setup) -> Result<(), MemberError>;
             chunk_head(hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
+            read_chunk_at(hash: &Hash32, offset: u64, len: usize) -> Result<Vec<u8>, MemberError>;
             put_chunk(hash: &Hash32, image: &[u8], present: IfPresent) -> Result<(), MemberError>;
             clean_stale(older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError>;
             list_chunks() -> Result<Vec<ChunkEntry>, MemberError>;

@@ -280,6 +280,29 @@ impl MemberIo for DirMember {
         })
     }
 
+    fn read_chunk_at(
+        &self,
+        hash: &Hash32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, MemberError> {
+        use std::os::unix::fs::FileExt;
+        let key = layout::chunk_key(hash);
+        let opened = self.root.open_file(&key).map_err(self.err(&key))?;
+        if offset.saturating_add(len as u64) > opened.size {
+            return Err(MemberError::Corrupt(format!(
+                "{}-byte file, shorter than the {len} bytes asked at {offset}",
+                opened.size
+            )));
+        }
+        let mut buf = vec![0u8; len];
+        opened
+            .file
+            .read_exact_at(&mut buf, offset)
+            .map_err(self.err(&key))?;
+        Ok(buf)
+    }
+
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let key = layout::chunk_key(hash);
         let mut opened = match self.root.open_file(&key) {

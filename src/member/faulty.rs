@@ -40,6 +40,7 @@ pub enum Op {
     List,
     Delete,
     GetChunk,
+    ReadChunkAt,
     ChunkHead,
     PutChunk,
     ListChunks,
@@ -49,7 +50,7 @@ pub enum Op {
     Lock,
 }
 
-const OPS: usize = 14;
+const OPS: usize = 15;
 
 /// A fault for calls of kind `op`: every one from now on (`nth: None`), or only the `nth`
 /// counted from the wrapper's creation (1 is the first).
@@ -200,6 +201,16 @@ impl MemberIo for Faulty {
                 Fault::None => image,
                 f => Image::Bytes(mangle(f, &image).into()),
             })
+        })
+    }
+    fn read_chunk_at(
+        &self,
+        hash: &Hash32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, MemberError> {
+        self.run(Op::ReadChunkAt, |f| {
+            Ok(mangle(f, &self.inner.read_chunk_at(hash, offset, len)?))
         })
     }
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {

@@ -176,6 +176,25 @@ impl MemberIo for MemMember {
         }
         Ok(Image::Bytes(o.bytes.clone().into()))
     }
+    fn read_chunk_at(
+        &self,
+        hash: &Hash32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, MemberError> {
+        let s = self.state.lock();
+        let o = s.chunks.get(hash).ok_or(MemberError::Missing)?;
+        usize::try_from(offset)
+            .ok()
+            .and_then(|at| o.bytes.get(at..at.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                MemberError::Corrupt(format!(
+                    "{}-byte object, shorter than the {len} bytes asked at {offset}",
+                    o.bytes.len()
+                ))
+            })
+    }
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let s = self.state.lock();
         Ok(s.chunks.get(hash).and_then(|o| {

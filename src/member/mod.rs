@@ -204,7 +204,7 @@ pub struct Stale {
 ///
 /// A kind of member implements the required calls: its own probe and setup, a small named
 /// object (get whole with a cap, conditional put, list a folder, delete), and a chunk file
-/// (get, head, put, list, delete); the calls on manifests and store-level files are provided
+/// (get whole or a range, head, put, list, delete); the calls on manifests and store-level files are provided
 /// on top of the small-object ones, so a wrapper (deadlines, faults) that wraps the required
 /// calls covers every call.
 pub trait MemberIo: Send + Sync + fmt::Debug {
@@ -240,6 +240,10 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
 
     /// A chunk file's whole stored image; `Corrupt` when it is larger than `max_len`.
     fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
+    /// Bytes `offset..offset + len` of a chunk file, exactly (a chunk too large to hold whole is
+    /// read in pieces); `Missing` where there is no file, `Corrupt` where it ends sooner.
+    fn read_chunk_at(&self, hash: &Hash32, offset: u64, len: usize)
+    -> Result<Vec<u8>, MemberError>;
     /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
     /// Writes a chunk file as one atomic step; `IfPresent::Replace` replaces a damaged one (first

@@ -387,6 +387,31 @@ impl MemberIo for ObjectMember {
         Ok(Image::Bytes(bytes))
     }
 
+    fn read_chunk_at(
+        &self,
+        hash: &Hash32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, MemberError> {
+        let key = self.key(&layout::chunk_key(hash));
+        let end = offset.saturating_add(len as u64);
+        let bytes = self.run(self.opts.deadline(len as u64), async {
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(offset..end)),
+                ..GetOptions::default()
+            };
+            let got = self.store.get_opts(&key, opts).await.map_err(member_err)?;
+            got.bytes().await.map_err(member_err)
+        })?;
+        if bytes.len() != len {
+            return Err(MemberError::Corrupt(format!(
+                "object gave {} bytes of the {len} asked at {offset}",
+                bytes.len()
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let key = self.key(&layout::chunk_key(hash));
         let Some(size) = self.head_size(&key)? else {
