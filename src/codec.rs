@@ -12,6 +12,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 pub mod group;
+pub mod stream;
 
 pub const HEADER_LEN: usize = 24;
 const MAGIC: &[u8; 4] = b"SHC1";
@@ -33,6 +34,9 @@ pub enum CodecError {
     Decompress(String),
     #[error("compression failed: {0}")]
     Compress(String),
+    /// The stored bytes could not be read (a chunk decoded in pieces reads as it goes).
+    #[error("reading the stored chunk: {0}")]
+    Read(String),
 }
 
 /// How a stored chunk is encoded.

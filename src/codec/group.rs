@@ -102,7 +102,7 @@ fn split(raw: &[u8], width: usize, rotate: bool, groups: &mut [u8]) {
 }
 
 /// Interleaves the groups back into elements (undoing the float rotation). No branch per element.
-fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
+pub(super) fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
     match (groups, rotate) {
         ([lo, hi], true) => {
             for ((o, &l), &h) in out.chunks_exact_mut(2).zip(lo.iter()).zip(hi.iter()) {
@@ -176,6 +176,60 @@ pub fn encode(
     Ok(())
 }
 
+/// How a grouped payload is laid out: its element width and, per group, its mode and stored
+/// length, checked to add up to the payload.
+pub(super) struct Table {
+    pub width: usize,
+    /// Per group: whether it is zstd (else raw), and its stored length.
+    pub groups: Vec<(bool, usize)>,
+}
+
+impl Table {
+    /// The bytes of the payload the groups start at.
+    pub fn len(&self) -> usize {
+        table_len(self.width)
+    }
+}
+
+/// Reads the table of a grouped payload of `payload_len` bytes from `head` (its first bytes, at
+/// least the whole table), for a chunk of `raw_len` bytes.
+pub(super) fn read_table(
+    head: &[u8],
+    rotate: bool,
+    raw_len: usize,
+    payload_len: u64,
+) -> Result<Table, CodecError> {
+    let bad = |why: &str| CodecError::Decompress(format!("grouped codec: {why}"));
+    let width = match head {
+        [a, b, ..] => usize::from(u16::from_le_bytes([*a, *b])),
+        _ => return Err(bad("empty payload")),
+    };
+    if !valid_width(width, rotate) {
+        return Err(bad("bad element width"));
+    }
+    let n = raw_len / width;
+    let tail = raw_len - n * width;
+    let table = head
+        .get(2..table_len(width))
+        .ok_or_else(|| bad("short table"))?;
+    let mut groups = Vec::with_capacity(width);
+    let mut total = 0u64;
+    for e in table.chunks_exact(9) {
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&e[1..]);
+        let len = u64::from_le_bytes(len);
+        if e[0] > ZSTD || (e[0] == RAW && len != n as u64) || len > payload_len {
+            return Err(bad("bad group entry"));
+        }
+        total += len;
+        groups.push((e[0] == ZSTD, len as usize));
+    }
+    if table_len(width) as u64 + total + tail as u64 != payload_len {
+        return Err(bad("group lengths do not add up to the payload"));
+    }
+    Ok(Table { width, groups })
+}
+
 /// Decodes a grouped payload into `out` (the chunk's exact length). `scratch` is reused between
 /// calls; `decompress` fills a slice exactly or fails.
 pub fn decode(
@@ -186,45 +240,21 @@ pub fn decode(
     decompress: &mut GroupDecompressor<'_>,
 ) -> Result<(), CodecError> {
     let bad = |why: &str| CodecError::Decompress(format!("grouped codec: {why}"));
-    let width = match payload {
-        [a, b, ..] => usize::from(u16::from_le_bytes([*a, *b])),
-        _ => return Err(bad("empty payload")),
-    };
-    if !valid_width(width, rotate) {
-        return Err(bad("bad element width"));
-    }
+    let table = read_table(payload, rotate, out.len(), payload.len() as u64)?;
+    let width = table.width;
     let n = out.len() / width;
-    let tail = out.len() - n * width;
-    let table = payload
-        .get(2..table_len(width))
-        .ok_or_else(|| bad("short table"))?;
-    let mut entries = Vec::with_capacity(width);
-    let mut total = 0u64;
-    for e in table.chunks_exact(9) {
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&e[1..]);
-        let len = u64::from_le_bytes(len);
-        if e[0] > ZSTD || (e[0] == RAW && len != n as u64) || len > payload.len() as u64 {
-            return Err(bad("bad group entry"));
-        }
-        total += len;
-        entries.push((e[0], len as usize));
-    }
-    if table_len(width) as u64 + total + tail as u64 != payload.len() as u64 {
-        return Err(bad("group lengths do not add up to the payload"));
-    }
-    let zstd_groups = entries.iter().filter(|(m, _)| *m == ZSTD).count();
+    let zstd_groups = table.groups.iter().filter(|(z, _)| *z).count();
     // Grown only: a buffer reused across chunks is not written again to resize it.
     if scratch.len() < zstd_groups * n {
         scratch.resize(zstd_groups * n, 0);
     }
-    let mut at = table_len(width);
+    let mut at = table.len();
     let mut unpacked = scratch[..zstd_groups * n].chunks_exact_mut(n.max(1));
     let mut groups: Vec<&[u8]> = Vec::with_capacity(width);
-    for (mode, len) in entries {
+    for &(zstd, len) in &table.groups {
         let stored = &payload[at..at + len];
         at += len;
-        if mode == RAW {
+        if !zstd {
             groups.push(stored);
         } else {
             let dst = unpacked.next().ok_or_else(|| bad("group buffer"))?;
