@@ -217,16 +217,6 @@ fn a_bad_or_taken_metrics_address_fails_the_mount_in_one_line() {
     }
 }
 
-/// A field of /proc/PID/status, as a number (`Threads`, `VmHWM` in KiB).
-fn proc_status(pid: u32, field: &str) -> u64 {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn an_abused_metrics_endpoint_costs_a_few_threads_and_no_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -342,12 +342,6 @@ fn lost_member_fails_over_and_bad_chunk_gives_eio() {
     assert!(m.status()["errors"].as_u64().unwrap() >= 1);
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn memory_stays_within_the_cache_budget() {
     let fx = Fixture::new(1);
@@ -358,7 +352,7 @@ fn memory_stays_within_the_cache_budget() {
     assert!(fs::read(&p).unwrap() == data);
     drop_page_cache(&p);
     random_preads(&p, &data, &mut Rng::new(5), 400);
-    let hwm = vm_hwm_kib(m.pid());
+    let hwm = proc_status(m.pid(), "VmHWM");
     eprintln!("daemon peak RSS: {hwm} KiB with a 32 MiB cache");
     assert!(
         hwm < (32 + 64) * 1024,

@@ -13,6 +13,7 @@ mod fuse;
 mod handles;
 mod live;
 mod passthrough;
+mod pieces;
 mod read;
 mod sent;
 mod stats;

@@ -8,11 +8,12 @@
 use super::FsError;
 use super::core::{Core, Shared};
 use super::handles::{self, OpenFile};
+use super::pieces::{Piece, pieces, window_len, windowed};
 use super::sent::SentBytes;
 use super::tree::NodeKind;
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, Served};
-use crate::store::manifest::FileEntry;
+use crate::store::manifest::{ChunkRef, FileEntry};
 use crate::tier::Backlog;
 use std::cell::Cell;
 use std::ops::Range;
@@ -93,9 +94,16 @@ impl Core {
             self.read_ahead(h, &file, offset..end, (first, last), sent.as_ref());
         }
 
+        let pieces = pieces(
+            &file,
+            &(offset..end),
+            (first, last),
+            shared.cache.capacity(),
+        );
         // Chunks already in memory are answered here: no hand-off, nothing to wait for.
-        let cached: Option<Vec<Chunk>> = (first..=last)
-            .map(|i| shared.cache.get_cached(&file.chunks[i].hash))
+        let cached: Option<Vec<Chunk>> = pieces
+            .iter()
+            .map(|p| shared.cache.get_cached(&p.key))
             .collect();
         let asked = Asked {
             started,
@@ -104,35 +112,41 @@ impl Core {
         };
         if let Some(chunks) = cached {
             if let Some(tier) = &shared.tier {
-                for (i, c) in chunks.iter().enumerate() {
+                for (p, c) in pieces.iter().zip(&chunks) {
                     // This is the session's own thread: it must not wait on the disk.
-                    tier.offer(&file, first + i, c, Backlog::Skip);
+                    if p.window.is_none() {
+                        tier.offer(&file, p.index, c, Backlog::Skip);
+                    }
                 }
             }
-            return shared.answer(&file, offset..end, first, &chunks, asked, reply);
+            return shared.answer(&file, offset..end, &pieces, &chunks, asked, reply);
         }
-        self.load_and_answer(file, offset..end, (first, last), asked, reply);
+        self.load_and_answer(file, offset..end, pieces, asked, reply);
     }
 
-    /// A worker loads (or waits for) chunks `first..=last` of `file` and answers the read of
-    /// `range` with them.
+    /// A worker loads (or waits for) `pieces` of `file` and answers the read of `range` with
+    /// them.
     fn load_and_answer(
         &self,
         file: Arc<FileEntry>,
         range: Range<u64>,
-        (first, last): (usize, usize),
+        pieces: Vec<Piece>,
         asked: Asked,
         reply: impl FnOnce(Result<&[u8], FsError>) + Send + 'static,
     ) {
         let shared = self.shared.clone();
         shared.handles.waiting.fetch_add(1, Ordering::Relaxed);
         self.readers.spawn(move || {
-            let loaded: Result<Vec<Chunk>, LoadFailed> = (first..=last)
-                .map(|index| shared.load(&file, index, For::Read))
+            let loaded: Result<Vec<Chunk>, LoadFailed> = pieces
+                .iter()
+                .map(|p| match &p.window {
+                    None => shared.load(&file, p.index, For::Read),
+                    Some(window) => shared.load_window(&file, p, window.clone()),
+                })
                 .collect();
             shared.handles.waiting.fetch_sub(1, Ordering::Relaxed);
             match loaded {
-                Ok(chunks) => shared.answer(&file, range, first, &chunks, asked, reply),
+                Ok(chunks) => shared.answer(&file, range, &pieces, &chunks, asked, reply),
                 Err(e) => {
                     log::error!(
                         "read of '{}' bytes {}..{}: {}",
@@ -194,10 +208,13 @@ impl Core {
 
 impl Shared {
     /// Whether read-ahead should load chunk `index` of `file`: the kernel does not hold all of it
-    /// (as far as `sent` knows), and it is neither cached nor being loaded.
+    /// (as far as `sent` knows), it is neither cached nor being loaded, and it is not read in
+    /// windows (a chunk larger than the cache is decoded for each window a reader asks for).
     fn wanted_ahead(&self, file: &FileEntry, index: usize, sent: Option<&SentBytes>) -> bool {
+        let c = &file.chunks[index];
         !sent.is_some_and(|s| s.complete(file, index))
-            && !self.cache.contains_or_loading(&file.chunks[index].hash)
+            && !windowed(c.len, self.cache.capacity())
+            && !self.cache.contains_or_loading(&c.hash)
     }
 
     /// Loads chunk `index` of `file` through the cache.
@@ -206,17 +223,10 @@ impl Shared {
         let c = &file.chunks[index];
         let no_memory = Cell::new(false);
         let load = || {
-            let mut buf = ChunkBuf::for_overwrite(c.len as usize).map_err(|e| {
-                no_memory.set(true);
-                format!("no memory for chunk {}: {e}", c.hash)
-            })?;
+            let mut buf = self.chunk_buf(c, c.len, &no_memory)?;
             let member = self
                 .store
-                .load_chunk_into(c, &mut buf, &|member, e| {
-                    stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
-                    log::debug!("chunk {}: member {member} failed", c.hash);
-                    self.trouble.failed(member, e);
-                })
+                .load_chunk_into(c, &mut buf, &|member, e| self.replica_failed(c, member, e))
                 .map_err(|e| e.to_string())?;
             self.trouble.served(&member);
             Ok(buf)
@@ -240,44 +250,91 @@ impl Shared {
                 stats.chunks_prefetched.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let chunk = result.map_err(|why| LoadFailed {
-            error: if no_memory.get() {
-                FsError::NoMemory
-            } else {
-                FsError::Io
-            },
-            why,
-        })?;
+        let chunk = result.map_err(|why| load_failed(&no_memory, why))?;
         if let Some(tier) = &self.tier {
             tier.offer(file, index, &chunk, Backlog::Wait);
         }
         Ok(chunk)
     }
 
-    /// Answers with bytes `range` of `file`, held by `chunks` (from chunk `first` on): a slice of
-    /// the chunk itself when one chunk holds them all. Then records them in `sent`, for a reader
-    /// whose bytes stay in the page cache.
+    /// A buffer for `len` bytes of chunk `c`; `no_memory` is set where there is none.
+    fn chunk_buf(
+        &self,
+        c: &ChunkRef,
+        len: u64,
+        no_memory: &Cell<bool>,
+    ) -> Result<ChunkBuf, String> {
+        ChunkBuf::for_overwrite(len as usize).map_err(|e| {
+            no_memory.set(true);
+            format!("no memory for chunk {}: {e}", c.hash)
+        })
+    }
+
+    /// A replica of chunk `c` on `member` could not be used; the next is tried.
+    fn replica_failed(&self, c: &ChunkRef, member: &str, e: &crate::store::reader::ReplicaError) {
+        self.stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
+        log::debug!("chunk {}: member {member} failed", c.hash);
+        self.trouble.failed(member, e);
+    }
+
+    /// Loads piece `p` of `file`, bytes `window` of a chunk larger than the whole cache, through
+    /// the cache: the chunk is decoded in pieces and only the window is kept (see `pieces`).
+    fn load_window(
+        &self,
+        file: &Arc<FileEntry>,
+        p: &Piece,
+        window: Range<u64>,
+    ) -> Result<Chunk, LoadFailed> {
+        let c = &file.chunks[p.index];
+        warn_windowed(c, self.cache.capacity());
+        let len = window.end - window.start;
+        let no_memory = Cell::new(false);
+        let load = || {
+            let mut buf = self.chunk_buf(c, len, &no_memory)?;
+            let member = self
+                .store
+                .load_window_into(c, window, &mut buf, &|member, e| {
+                    self.replica_failed(c, member, e)
+                })
+                .map_err(|e| e.to_string())?;
+            self.trouble.served(&member);
+            Ok(buf)
+        };
+        // The decoder's working memory counts against the budget while it runs.
+        let in_flight = len + crate::codec::stream::STREAM_MEMORY;
+        let limit = self.store.load_deadline(c);
+        let (result, served) = self.cache.get(p.key, in_flight, limit, load);
+        if served == Served::Loaded && result.is_ok() {
+            self.stats
+                .chunks_decompressed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result.map_err(|why| load_failed(&no_memory, why))
+    }
+
+    /// Answers with bytes `range` of `file`, held by `chunks` (one per piece of `pieces`): a
+    /// slice of the chunk itself when one chunk holds them all. Then records them in `sent`, for
+    /// a reader whose bytes stay in the page cache.
     fn answer(
         &self,
         file: &FileEntry,
         range: Range<u64>,
-        first: usize,
+        pieces: &[Piece],
         chunks: &[Chunk],
         asked: Asked,
         reply: impl FnOnce(Result<&[u8], FsError>),
     ) {
         let (offset, end) = (range.start, range.end);
         self.answered(&asked, Some(end - offset));
-        let start_in = (offset - file.chunks[first].offset) as usize;
+        let start_in = (offset - pieces[0].start) as usize;
         if let [only] = chunks {
             reply(Ok(&only[start_in..start_in + (end - offset) as usize]));
         } else {
             REPLIES.with_len((end - offset) as usize, |buf| {
                 let mut at = 0;
-                for (i, c) in chunks.iter().enumerate() {
-                    let chunk_start = file.chunks[first + i].offset;
-                    let a = offset.saturating_sub(chunk_start) as usize;
-                    let b = ((end - chunk_start) as usize).min(c.len());
+                for (p, c) in pieces.iter().zip(chunks) {
+                    let a = offset.saturating_sub(p.start) as usize;
+                    let b = ((end - p.start) as usize).min(c.len());
                     buf[at..at + b - a].copy_from_slice(&c[a..b]);
                     at += b - a;
                 }
@@ -285,7 +342,7 @@ impl Shared {
             });
         }
         if let Some(sent) = &asked.sent {
-            sent.record(&self.cache, file, offset, end, first);
+            sent.record(&self.cache, file, offset, end, pieces[0].index);
         }
     }
 
@@ -327,6 +384,33 @@ impl Shared {
                 reply(Err(FsError::Io));
             }
         });
+    }
+}
+
+/// Why a load failed, for the reader: out of memory where `no_memory` is set, EIO otherwise.
+fn load_failed(no_memory: &Cell<bool>, why: String) -> LoadFailed {
+    LoadFailed {
+        error: if no_memory.get() {
+            FsError::NoMemory
+        } else {
+            FsError::Io
+        },
+        why,
+    }
+}
+
+/// Says once per mount that chunks larger than the cache are read in windows, and what that
+/// costs.
+fn warn_windowed(c: &ChunkRef, capacity: u64) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "chunk {} holds {} bytes, more than the whole cache ({} bytes): it is read in windows of {} bytes, each decoding the whole chunk; a --cache-size larger than the chunks reads them once",
+            c.hash,
+            c.len,
+            capacity,
+            window_len(capacity)
+        );
     }
 }
 

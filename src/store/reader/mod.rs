@@ -16,6 +16,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+mod window;
+
 /// Why one replica of a chunk could not be used.
 #[derive(Debug, Error)]
 pub enum ReplicaError {
@@ -289,14 +291,7 @@ impl Store {
         out: &mut [u8],
         details: &mut String,
     ) -> Option<String> {
-        let mut unlisted: Vec<&Member> = self
-            .members
-            .iter()
-            .chain(self.joined_members())
-            .filter(|m| !chunk.members.iter().any(|id| id == m.id()))
-            .collect();
-        unlisted.sort_by_key(|m| self.liveness.is_down(m.id()));
-        for m in unlisted {
+        for m in self.unlisted_members(chunk) {
             let record = self.liveness.record(m.id()).map(|r| &**r);
             let (_, got) = fetch(m, record, chunk);
             match got
@@ -316,6 +311,19 @@ impl Store {
             }
         }
         None
+    }
+
+    /// Every member that opened and that `chunk`'s manifest does not list, those that are down
+    /// last.
+    fn unlisted_members(&self, chunk: &ChunkRef) -> Vec<&Member> {
+        let mut unlisted: Vec<&Member> = self
+            .members
+            .iter()
+            .chain(self.joined_members())
+            .filter(|m| !chunk.members.iter().any(|id| id == m.id()))
+            .collect();
+        unlisted.sort_by_key(|m| self.liveness.is_down(m.id()));
+        unlisted
     }
 
     /// `load_chunk_into` over the replicas the manifest lists.

@@ -157,3 +157,55 @@ fn stalled_members_end_in_an_error_not_a_wait_for_them() {
     // members' 30 s.
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Bytes `window` of the chunk `two` built, read in pieces.
+fn window(
+    store: &Store,
+    chunk: &ChunkRef,
+    window: std::ops::Range<u64>,
+) -> Result<Vec<u8>, ChunkUnreadable> {
+    let mut out = vec![0u8; (window.end - window.start) as usize];
+    let failed = Mutex::new(0);
+    store.load_window_into(chunk, window, &mut out, &|_, _| *failed.lock() += 1)?;
+    Ok(out)
+}
+
+#[test]
+fn a_window_of_a_chunk_decoded_in_pieces_has_exactly_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    for w in [0..4096, 70_000..130_001, 199_999..200_000, 0..200_000] {
+        let got = window(&store, &chunk, w.clone()).unwrap();
+        assert!(got[..] == data[w.start as usize..w.end as usize], "{w:?}");
+    }
+    // Read by ranges, never whole.
+    assert_eq!(f[0].calls(crate::member::faulty::Op::GetChunk), 0);
+    assert!(f[0].calls(crate::member::faulty::Op::ReadChunkAt) >= 2);
+}
+
+#[test]
+fn a_window_fails_over_from_a_corrupt_short_or_failing_replica_and_never_hands_out_wrong_bytes() {
+    use crate::member::faulty::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    for fault in [Fault::Corrupt, Fault::Short, Fault::Fail] {
+        f[0].on(Op::ReadChunkAt, fault);
+        let got = window(&store, &chunk, 1000..5000).unwrap();
+        assert!(got[..] == data[1000..5000], "{fault:?}");
+    }
+    // A fault on the k-th range only (mid-chunk), on both replicas: an error, not bytes.
+    f[0].on(Op::ReadChunkAt, Fault::None);
+    let before = f[1].calls(Op::ReadChunkAt);
+    f[0].on_nth(
+        Op::ReadChunkAt,
+        f[0].calls(Op::ReadChunkAt) + 2,
+        Fault::Corrupt,
+    );
+    f[1].on_nth(Op::ReadChunkAt, before + 2, Fault::Corrupt);
+    let err = window(&store, &chunk, 0..10).unwrap_err();
+    assert!(
+        err.details.contains("hash") || err.details.contains("corrupt"),
+        "{}",
+        err.details
+    );
+}

@@ -1,0 +1,100 @@
+//! Reading a window of a chunk too large to hold whole (a chunk larger than the whole cache):
+//! one replica at a time, its stored payload is read by ranges and decoded in pieces
+//! (`codec::stream`), every byte goes through the hasher and only the window's bytes are kept.
+//! They are handed out only once the whole chunk has matched its hash, so memory stays bounded by
+//! the window and the decoder's working memory whatever size a member's chunk claims.
+
+use super::{ChunkUnreadable, ReplicaError, max_image_len};
+use crate::codec::{self, ChunkHeader, CodecError, HEADER_LEN, Hash32};
+use crate::store::Store;
+use crate::store::manifest::ChunkRef;
+use crate::store::member::Member;
+use std::ops::Range;
+
+/// Decodes the replica of `chunk` on `m` in pieces and keeps bytes `window` of it in `out`.
+fn read_window(
+    m: &Member,
+    chunk: &ChunkRef,
+    window: &Range<u64>,
+    out: &mut [u8],
+) -> Result<(), ReplicaError> {
+    let head = m.io.read_chunk_at(&chunk.hash, 0, HEADER_LEN)?;
+    let header = ChunkHeader::parse(&head).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+    if header.raw_len != chunk.len {
+        return Err(ReplicaError::Corrupt(format!(
+            "header says {} bytes, expected {}",
+            header.raw_len, chunk.len
+        )));
+    }
+    if HEADER_LEN as u64 + header.payload_len > max_image_len(chunk.len) {
+        return Err(ReplicaError::Corrupt(format!(
+            "header says {} payload bytes, more than any image of its chunk",
+            header.payload_len
+        )));
+    }
+    let fetch = |at: u64, len: usize| {
+        m.io.read_chunk_at(&chunk.hash, HEADER_LEN as u64 + at, len)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut pos = 0u64;
+    let decoded = codec::stream::decode(header, &fetch, &mut |piece| {
+        hasher.update(piece);
+        let end = pos + piece.len() as u64;
+        let (a, b) = (pos.max(window.start), end.min(window.end));
+        if a < b {
+            out[(a - window.start) as usize..(b - window.start) as usize]
+                .copy_from_slice(&piece[(a - pos) as usize..(b - pos) as usize]);
+        }
+        pos = end;
+        Ok(())
+    });
+    decoded.map_err(|e| match e {
+        CodecError::Read(why) => ReplicaError::Io(why),
+        other => ReplicaError::Corrupt(other.to_string()),
+    })?;
+    if Hash32(*hasher.finalize().as_bytes()) != chunk.hash {
+        return Err(ReplicaError::HashMismatch);
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Bytes `window` of `chunk` into `out` (of the window's length), from the first replica
+    /// that decodes to the chunk's hash: the listed ones in liveness order, then every other
+    /// member (a replica repair or a member change put elsewhere). `Ok` names the member that
+    /// served it; `on_failure` hears of every replica that did not.
+    pub fn load_window_into(
+        &self,
+        chunk: &ChunkRef,
+        window: Range<u64>,
+        out: &mut [u8],
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<String, ChunkUnreadable> {
+        let mut details = Vec::new();
+        let listed: Vec<&str> = self.liveness.order(&chunk.members);
+        let mut tried: Vec<(&Member, bool)> = Vec::new();
+        for id in listed {
+            match self.member(id) {
+                Some(m) => tried.push((m, true)),
+                None => details.push(format!("member {id}: not among the members that opened")),
+            }
+        }
+        tried.extend(self.unlisted_members(chunk).into_iter().map(|m| (m, false)));
+        for (m, is_listed) in tried {
+            match read_window(m, chunk, &window, out) {
+                Ok(()) => return Ok(m.id().to_string()),
+                Err(ReplicaError::Missing) if !is_listed => {}
+                Err(e) => {
+                    on_failure(m.id(), &e);
+                    details.push(format!("{}: {e}", m.location()));
+                }
+            }
+        }
+        Err(ChunkUnreadable {
+            hash: chunk.hash,
+            len: chunk.len,
+            details: details.join("; "),
+        })
+    }
+}
