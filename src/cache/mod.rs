@@ -3,7 +3,8 @@
 //! while a chunk is read or decompressed. Chunks being loaded, and the freed chunk buffers kept for
 //! reuse (buffer.rs), count against the budget: a load that does not fit waits (up to
 //! [`ROOM_WAIT`]) until loads under way finish, so memory in flight never grows past the budget
-//! however many readers ask at once. A chunk larger than the whole budget loads alone.
+//! however many readers ask at once. A chunk larger than the whole budget loads alone (the mount
+//! never asks for one: it reads such a chunk in windows, see `fs/pieces.rs`).
 //! Read-ahead never waits for room: it skips, and it never evicts a chunk read-ahead loaded that
 //! no reader has asked for yet (that would fetch it twice). A reader joined to another's load waits no
 //! longer than that load's own deadline.
