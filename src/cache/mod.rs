@@ -218,7 +218,12 @@ impl ChunkCache {
             let f = f.clone();
             drop(inner);
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Some((join(&f), Served::Joined));
+            let joined = join(&f);
+            if asker == Asker::Reader {
+                // A reader that joined read-ahead's load has had the chunk.
+                self.inner.lock().unread.remove(&key);
+            }
+            return Some((joined, Served::Joined));
         }
         if asker == Asker::ReadAhead && !self.admit(&mut inner, len, asker, &mut dropped) {
             return None;
@@ -288,7 +293,7 @@ impl ChunkCache {
         if asker == Asker::ReadAhead {
             inner.unread.insert(key);
         }
-        self.evict(&mut inner, 0, false)
+        self.evict(&mut inner, 0, asker == Asker::ReadAhead)
     }
 
     /// Waits until a reader's load of `len` bytes is admitted (`true`), or `deadline` passes.
@@ -317,6 +322,11 @@ impl ChunkCache {
     fn admit(&self, inner: &mut Inner, len: u64, asker: Asker, dropped: &mut Vec<Chunk>) -> bool {
         let ahead = asker == Asker::ReadAhead;
         let alone = inner.inflight_bytes == 0;
+        // Read-ahead evicts nothing unless that makes room: what it would drop is lost for
+        // nothing otherwise.
+        if ahead && !self.room_ahead(inner, len) {
+            return false;
+        }
         inner.inflight_bytes += len;
         dropped.extend(self.evict(inner, len, ahead));
         let spare = (self.spare.bytes() as u64).saturating_sub(len);
@@ -327,12 +337,24 @@ impl ChunkCache {
         false
     }
 
+    /// Whether evicting what read-ahead may evict (and every spare buffer) leaves room for a
+    /// load of `len` bytes.
+    fn room_ahead(&self, inner: &Inner, len: u64) -> bool {
+        let evictable: u64 = inner
+            .lru
+            .iter()
+            .filter(|(k, _)| !inner.unread.contains(k))
+            .map(|(_, c)| c.len() as u64)
+            .sum();
+        inner.cached_bytes - evictable + inner.inflight_bytes + len <= self.capacity
+    }
+
     /// Makes cached + in flight + spare buffers fit the capacity, counting on a load that is
     /// about to start (`incoming` bytes) to take its buffer from the spares: returns spare
     /// buffers to the system first, then drops least recently used chunks. The dropped chunks are
     /// returned, to be let go of after the lock: their buffers then serve the loads that needed
     /// the room.
-    fn evict(&self, inner: &mut Inner, incoming: u64, keep_unread: bool) -> Vec<Chunk> {
+    fn evict(&self, inner: &mut Inner, incoming: u64, ahead: bool) -> Vec<Chunk> {
         let used = |inner: &Inner| {
             let spare = (self.spare.bytes() as u64).saturating_sub(incoming);
             inner.cached_bytes + inner.inflight_bytes + spare
@@ -353,11 +375,22 @@ impl ChunkCache {
                 .find(|k| !inner.unread.contains(k));
             let victim = match read {
                 Some(k) => Some(k),
-                None if keep_unread => None,
+                None if ahead => None,
                 None => inner.lru.peek_lru().map(|(k, _)| *k),
             };
             let Some(key) = victim else { break };
-            inner.unread.remove(&key);
+            if inner.unread.remove(&key) {
+                log::debug!("chunk {key}: evicted before a reader had it (it was loaded ahead)");
+            } else {
+                log::debug!(
+                    "chunk {key}: evicted (memory needed; cached {} in {} chunks, {} unread, in flight {}, spare {})",
+                    inner.cached_bytes,
+                    inner.lru.len(),
+                    inner.unread.len(),
+                    inner.inflight_bytes,
+                    self.spare.bytes()
+                );
+            }
             if let Some(chunk) = inner.lru.pop(&key) {
                 inner.cached_bytes -= chunk.len() as u64;
                 dropped.push(chunk);

@@ -267,3 +267,59 @@ fn concurrent_readers_load_once() {
     assert_eq!(cache.misses.load(Ordering::SeqCst), 1);
     assert_eq!(cache.hits.load(Ordering::SeqCst), 7);
 }
+
+#[test]
+fn a_reader_that_joined_read_ahead_has_had_the_chunk() {
+    let cache = std::sync::Arc::new(new_cache(200));
+    let (started, finish) = (Barrier::new(2), Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            cache.get_ahead(key(0), 100, LIMIT, || {
+                started.wait();
+                finish.wait();
+                buf(0, 100)
+            })
+        });
+        started.wait();
+        // The reader joins the load read-ahead started, which then lands.
+        let reader = s.spawn(|| cache.get(key(0), 100, LIMIT, || unreachable!()).1);
+        while cache.hits.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        finish.wait();
+        assert_eq!(reader.join().unwrap(), Served::Joined);
+    });
+    cache
+        .get_ahead(key(1), 100, LIMIT, || buf(1, 100))
+        .unwrap()
+        .0
+        .unwrap();
+    // Chunk 0 was a reader's: read-ahead may take its place (it could not if 0 still counted as
+    // unread).
+    assert!(
+        cache
+            .get_ahead(key(2), 100, LIMIT, || buf(2, 100))
+            .is_some()
+    );
+    assert!(!cache.contains_or_loading(&key(0)));
+    assert!(cache.contains_or_loading(&key(1)) && cache.contains_or_loading(&key(2)));
+}
+
+#[test]
+fn read_ahead_that_cannot_fit_evicts_nothing() {
+    let cache = new_cache(300);
+    // A chunk a reader had, and one read-ahead loaded that no reader has had yet.
+    cache.get(key(0), 100, LIMIT, || buf(0, 100)).0.unwrap();
+    cache
+        .get_ahead(key(1), 200, LIMIT, || buf(1, 200))
+        .unwrap()
+        .0
+        .unwrap();
+    // 250 bytes do not fit even with chunk 0 gone: it stays.
+    assert!(
+        cache
+            .get_ahead(key(2), 250, LIMIT, || unreachable!())
+            .is_none()
+    );
+    assert!(cache.contains_or_loading(&key(0)));
+}

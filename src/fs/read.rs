@@ -45,6 +45,15 @@ enum For {
     Ahead,
 }
 
+impl For {
+    fn name(self) -> &'static str {
+        match self {
+            For::Read => "for a read",
+            For::Ahead => "ahead",
+        }
+    }
+}
+
 impl Core {
     /// Reads `size` bytes of file `ino` at `offset` through handle `fh` (`flags` as open(2)
     /// took them: an `O_DIRECT` reader's bytes do not stay in the page cache) and hands them to
@@ -183,7 +192,10 @@ impl Core {
         if let Some(sent) = sent {
             sent.on_read(file, first, last, last + 1 + plan.window);
         }
-        log::debug!("read '{}' {range:?}: {plan:?}", file.path);
+        log::debug!(
+            "read '{}' {range:?} (chunks {first}..={last}): {plan:?}",
+            file.path
+        );
         for index in plan.release {
             shared.cache.demote(&file.chunks[index].hash);
         }
@@ -245,6 +257,12 @@ impl Shared {
             For::Read => cache.get(c.hash, c.len, limit, load),
         };
         if served == Served::Loaded && result.is_ok() {
+            log::debug!(
+                "'{}' chunk {index} ({}): loaded ({})",
+                file.path,
+                c.hash,
+                why.name()
+            );
             stats.chunks_decompressed.fetch_add(1, Ordering::Relaxed);
             if why == For::Ahead {
                 stats.chunks_prefetched.fetch_add(1, Ordering::Relaxed);
