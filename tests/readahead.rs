@@ -1,7 +1,9 @@
 //! Read-ahead that fetches each chunk once: a cold sequential read of a model larger than the
 //! cache loads every chunk once (what read-ahead fetched for a read that has not happened yet
 //! is never evicted to make room for more read-ahead), on a directory store and a bucket, and
-//! with a wide kernel read-ahead that sends many reads at once.
+//! with a wide kernel read-ahead that sends many reads at once; and a reader that takes a little
+//! of every chunk first and the rest later (as mmap loaders do) has the rest from the page cache,
+//! where each chunk the cache let go in between was stored.
 
 mod common;
 
@@ -134,4 +136,48 @@ fn sequential_read_decompresses_each_chunk_once() {
         (chunks..=chunks + chunks / 8).contains(&decompressed),
         "{decompressed} chunks decompressed for {chunks}: {s}"
     );
+}
+
+#[test]
+fn chunks_a_reader_took_part_of_are_not_loaded_again_when_it_comes_back() {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    let data = Rng::new(62).bytes(16 << 20);
+    pack_bytes(
+        d,
+        &store,
+        "m",
+        &data,
+        &["--chunk-size", "1MiB", "--codec", "none"],
+    );
+    let mnt = d.join("mnt");
+    let m = Mounted::new(
+        &store,
+        &mnt,
+        &d.join("state"),
+        &["--name", "m", "--cache-size", "4MiB"],
+    );
+    let path = mnt.join("m.bin");
+    // First one page of each of the 16 chunks (no kernel read-ahead: exactly that page), with a
+    // cache that holds 4 of them...
+    let f = fs::File::open(&path).unwrap();
+    assert_eq!(
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) },
+        0
+    );
+    for i in 0..16u64 {
+        let mut page = [0u8; 4096];
+        f.read_exact_at(&mut page, i << 20).unwrap();
+        assert!(page[..] == data[(i << 20) as usize..][..4096]);
+    }
+    drop(f);
+    // ...then all of it: the chunks evicted meanwhile are in the page cache already.
+    assert!(fs::read(&path).unwrap() == data, "wrong bytes");
+    let loads = m.status()["chunks_decompressed"].as_u64().unwrap();
+    eprintln!("16 chunks, a page of each then all: {loads} chunk loads");
+    assert!(loads <= 17, "{loads} chunk loads for 16 chunks");
+    assert!(m.unmount().status.success());
 }

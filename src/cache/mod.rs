@@ -78,8 +78,13 @@ struct Inner {
     unread: std::collections::HashSet<Hash32>,
 }
 
+/// Hears of each chunk evicted to make room (not of one released, nor of a failed load). It runs
+/// under the cache's lock: it may queue work, never call the cache.
+pub type OnEvict = Box<dyn Fn(&Hash32, &Chunk) + Send + Sync>;
+
 pub struct ChunkCache {
     capacity: u64,
+    on_evict: std::sync::OnceLock<OnEvict>,
     /// Where freed chunk buffers wait for reuse; counted in the capacity.
     spare: &'static SparePool,
     inner: Mutex<Inner>,
@@ -104,6 +109,7 @@ impl ChunkCache {
         spare.keep(capacity.min(SPARE_MAX) as usize);
         ChunkCache {
             capacity,
+            on_evict: std::sync::OnceLock::new(),
             spare,
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
@@ -121,6 +127,11 @@ impl ChunkCache {
 
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// Evicted chunks are shown to `hook` from now on (see [`OnEvict`]).
+    pub fn on_evict(&self, hook: OnEvict) {
+        let _ = self.on_evict.set(hook);
     }
 
     /// Bytes held by cached chunks, chunks being loaded and spare buffers kept for reuse.
@@ -393,6 +404,9 @@ impl ChunkCache {
             }
             if let Some(chunk) = inner.lru.pop(&key) {
                 inner.cached_bytes -= chunk.len() as u64;
+                if let Some(hook) = self.on_evict.get() {
+                    hook(&key, &chunk);
+                }
                 dropped.push(chunk);
             }
         }

@@ -361,6 +361,7 @@ fn serve(
             }
         };
         let unmounter = session.unmount_callable();
+        live.hand_over_to(Arc::new(session.notifier()));
         let _metrics = metrics_server
             .map(|s| metrics::start(s, live.clone()))
             .transpose()

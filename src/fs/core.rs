@@ -34,6 +34,8 @@ pub(super) struct Shared {
     pub trouble: MemberTrouble,
     pub handles: Handles,
     pub tier: Option<Arc<crate::tier::Tier>>,
+    /// Where evicted chunks the kernel has part of go (its page cache).
+    pub handover: Arc<super::handover::Handover>,
 }
 
 /// The mount's answers to the kernel's requests.
@@ -117,14 +119,19 @@ impl Core {
         let tree = Tree::new(&manifests, single);
         let threads = opts.threads.max(1);
         let loaders = readahead::loaders(threads, store.has_remote_members());
+        let cache = ChunkCache::new(opts.cache_size);
+        let handover = Arc::new(super::handover::Handover::new());
+        let evicted = handover.clone();
+        cache.on_evict(Box::new(move |key, chunk| evicted.evicted(key, chunk)));
         Ok(Core {
             shared: Arc::new(Shared {
                 store,
-                cache: ChunkCache::new(opts.cache_size),
+                cache,
                 stats: Stats::default(),
                 trouble: MemberTrouble::default(),
                 handles: Handles::default(),
                 tier: opts.tier.clone(),
+                handover,
             }),
             tree: Arc::new(RwLock::new(tree)),
             // Readers mostly wait for a chunk being loaded; enough of them that a read whose chunk

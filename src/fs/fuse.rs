@@ -178,3 +178,9 @@ impl Filesystem for ShardFs {
         }
     }
 }
+
+impl super::PageStore for fuser::Notifier {
+    fn store(&self, ino: u64, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        fuser::Notifier::store(self, INodeNo(ino), offset, bytes)
+    }
+}

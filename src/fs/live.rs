@@ -22,6 +22,12 @@ pub struct Live {
 }
 
 impl Live {
+    /// Chunks the cache evicts while the kernel has only part of them are stored into its page
+    /// cache through `kernel` from now on (see `handover`).
+    pub fn hand_over_to(&self, kernel: Arc<dyn super::handover::PageStore>) {
+        self.shared.handover.to(kernel);
+    }
+
     /// Shows the store's changes (new current manifests, models gone), then tells the kernel
     /// which names and listings it holds became stale. That is done after the tree's lock is
     /// let go: the kernel may wait on a request of this mount that waits on the tree.

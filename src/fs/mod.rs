@@ -11,6 +11,7 @@ mod core;
 mod error;
 mod fuse;
 mod handles;
+mod handover;
 mod live;
 mod passthrough;
 mod pieces;
@@ -27,6 +28,7 @@ pub use control::{
 pub use error::FsError;
 pub use fuse::ShardFs;
 pub use handles::{Now, OpenShown};
+pub use handover::PageStore;
 pub use live::Live;
 pub use stats::{Counters, ModelShown, Stats};
 use std::sync::Arc;

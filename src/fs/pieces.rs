@@ -80,34 +80,12 @@ pub fn pieces(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::manifest::ChunkRef;
-
-    fn file(lens: &[u64]) -> FileEntry {
-        let mut offset = 0;
-        let chunks = lens
-            .iter()
-            .map(|&len| {
-                let c = ChunkRef {
-                    offset,
-                    len,
-                    hash: Hash32::of(&offset.to_le_bytes()),
-                    codec: crate::codec::Codec::None,
-                    stored_len: len,
-                    members: Vec::new(),
-                    tensors: Vec::new(),
-                };
-                offset += len;
-                c
-            })
-            .collect();
-        FileEntry::for_test(offset, chunks)
-    }
 
     #[test]
     fn small_chunks_are_whole_and_large_ones_come_in_windows() {
         let mib = 1 << 20;
         // A 4 MiB cache: windows of 1 MiB; chunk 1 (10 MiB) is windowed, 0 and 2 are not.
-        let f = file(&[4 * mib, 10 * mib, 2 * mib]);
+        let f = FileEntry::of_chunks_for_test(&[4 * mib, 10 * mib, 2 * mib]);
         let all = pieces(&f, &(0..16 * mib), (0, 2), 4 * mib);
         assert_eq!(all.len(), 1 + 10 + 1);
         assert_eq!(all[0].window, None);
@@ -123,7 +101,7 @@ mod tests {
         assert_eq!(one[0].start, 6 * mib);
         assert_eq!(one[0].window, Some(2 * mib..3 * mib));
         // The last window of a chunk that is not a whole number of windows is short.
-        let g = file(&[5 * mib + 3]);
+        let g = FileEntry::of_chunks_for_test(&[5 * mib + 3]);
         let tail = pieces(&g, &(5 * mib..5 * mib + 3), (0, 0), 4 * mib);
         assert_eq!(tail[0].window, Some(5 * mib..5 * mib + 3));
     }

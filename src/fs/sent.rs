@@ -23,6 +23,16 @@ impl SentBytes {
         self.0[index].load(Ordering::Relaxed) >= file.chunks[index].len
     }
 
+    /// Bytes of chunk `index` sent so far.
+    pub(super) fn sent(&self, index: usize) -> u64 {
+        self.0[index].load(Ordering::Relaxed)
+    }
+
+    /// Chunk `index` (of `len` bytes) is in the page cache whole: it was stored there.
+    pub(super) fn mark_complete(&self, index: usize, len: u64) {
+        self.0[index].fetch_max(len, Ordering::Relaxed);
+    }
+
     /// A read of chunks `first..=last` is coming: if the kernel already had one of them, it has
     /// dropped pages, likely the following ones too: counts start over for `first..until`.
     pub(super) fn on_read(&self, file: &FileEntry, first: usize, last: usize, until: usize) {
@@ -59,31 +69,18 @@ impl SentBytes {
 mod tests {
     use super::*;
     use crate::buffer::ChunkBuf;
-    use crate::codec::{Codec, Hash32};
-    use crate::store::manifest::ChunkRef;
 
     /// A file of four 100-byte chunks, each cached.
     fn setup() -> (FileEntry, ChunkCache, SentBytes) {
-        let chunks: Vec<ChunkRef> = (0..4u64)
-            .map(|i| ChunkRef {
-                offset: i * 100,
-                len: 100,
-                hash: Hash32::of(&i.to_le_bytes()),
-                codec: Codec::None,
-                stored_len: 100,
-                members: vec![],
-                tensors: vec![],
-            })
-            .collect();
+        let file = FileEntry::of_chunks_for_test(&[100; 4]);
         let cache = ChunkCache::new(1 << 20);
-        for c in &chunks {
+        for c in &file.chunks {
             let buf = ChunkBuf::from_slice(&[1; 100]).unwrap();
             cache
                 .get(c.hash, 100, std::time::Duration::from_secs(60), || Ok(buf))
                 .0
                 .unwrap();
         }
-        let file = FileEntry::for_test(400, chunks);
         let sent = SentBytes::new(4);
         (file, cache, sent)
     }

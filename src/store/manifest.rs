@@ -92,6 +92,29 @@ impl FileEntry {
             lossy: None,
         }
     }
+
+    /// A file of raw chunks of `lens` bytes, one after the other, each named by the hash of its
+    /// offset (not of its bytes).
+    pub fn of_chunks_for_test(lens: &[u64]) -> FileEntry {
+        let mut offset = 0;
+        let chunks = lens
+            .iter()
+            .map(|&len| {
+                let c = ChunkRef {
+                    offset,
+                    len,
+                    hash: Hash32::of(&offset.to_le_bytes()),
+                    codec: crate::codec::Codec::None,
+                    stored_len: len,
+                    members: Vec::new(),
+                    tensors: Vec::new(),
+                };
+                offset += len;
+                c
+            })
+            .collect();
+        FileEntry::for_test(offset, chunks)
+    }
 }
 
 /// How a lossy file differs from the file that was packed.
