@@ -165,3 +165,27 @@ impl Store {
         Ok(by_id.into_values().filter(Lease::alive).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(refreshed_unix: u64) -> Lease {
+        Lease {
+            refreshed_unix,
+            ..Lease::new("m", "/mnt", &[])
+        }
+    }
+
+    #[test]
+    fn a_lease_lives_its_ttl_and_one_dated_in_the_future_is_not_believed() {
+        let now = now_unix();
+        assert!(at(now).alive());
+        assert!(at(now - LEASE_TTL.as_secs() + 5).alive());
+        assert!(!at(now - LEASE_TTL.as_secs() - 1).alive());
+        // A little clock skew is allowed; beyond it, and at the largest time there is, expired.
+        assert!(at(now + CLOCK_SKEW.as_secs() / 2).alive());
+        assert!(!at(now + CLOCK_SKEW.as_secs() + 5).alive());
+        assert!(!at(u64::MAX).alive());
+    }
+}
