@@ -117,6 +117,26 @@ impl FileEntry {
     }
 }
 
+/// Where one file's chunks sit among all the chunks of its model (see `Manifest::chunk_places`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkPlaces {
+    /// The position of the file's first chunk.
+    first: u64,
+    /// The model's chunk count.
+    total: u64,
+}
+
+impl ChunkPlaces {
+    /// The position of chunk `c`, the `i`-th of its file.
+    pub fn of<'a>(&self, i: usize, c: &'a ChunkRef) -> crate::placement::ChunkPos<'a> {
+        crate::placement::ChunkPos {
+            hash: &c.hash,
+            index: self.first + i as u64,
+            total: self.total,
+        }
+    }
+}
+
 /// How a lossy file differs from the file that was packed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lossy {
@@ -362,16 +382,17 @@ impl Manifest {
         self.files.iter().map(|f| f.chunks.len()).sum()
     }
 
-    /// For each file, the index of its first chunk among all the model's chunks (numbered
-    /// across the files in order): with a chunk's place in its file, its position as placement
-    /// takes it.
-    pub fn first_chunk_indices(&self) -> Vec<u64> {
+    /// For each file, where its chunks sit among all the model's chunks (numbered across the
+    /// files in order), as placement takes them: `places[f].of(i, chunk)` is the position of
+    /// chunk `i` of file `f`.
+    pub fn chunk_places(&self) -> Vec<ChunkPlaces> {
+        let total = self.chunk_count() as u64;
         self.files
             .iter()
             .scan(0u64, |next, f| {
                 let first = *next;
                 *next += f.chunks.len() as u64;
-                Some(first)
+                Some(ChunkPlaces { first, total })
             })
             .collect()
     }
@@ -502,8 +523,13 @@ pub(crate) mod tests {
         ];
         let n = m.files[0].chunks.len() as u64;
         assert!(n > 0);
-        assert_eq!(m.first_chunk_indices(), vec![0, n, n]);
         assert_eq!(m.chunk_count() as u64, 2 * n);
+        let places = m.chunk_places();
+        let pos = |f: usize, i: usize| places[f].of(i, &m.files[f].chunks[i]);
+        assert_eq!((pos(0, 0).index, pos(2, 0).index), (0, n));
+        assert_eq!(pos(2, n as usize - 1).index, 2 * n - 1);
+        assert!(places.len() == 3 && pos(2, 0).total == 2 * n);
+        assert_eq!(pos(2, 0).hash, &m.files[2].chunks[0].hash);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::codec::Hash32;
 use crate::member::IfPresent;
-use crate::placement::{self, ChunkPos};
+use crate::placement;
 use crate::store::manifest::Manifest;
 use crate::store::reader::verified_image;
 use crate::store::{Store, StoreError, current_copy, member_err, next_counter};
@@ -43,21 +43,16 @@ fn rebalance_model(
     dry_run: bool,
     report: &mut RebalanceReport,
 ) -> Result<(), StoreError> {
-    let total = manifest.chunk_count() as u64;
     let replicas = manifest.replicas.min(store.members.len()).max(1);
     let slots = &store.placement_slots(replicas, None)[..];
-    let firsts = manifest.first_chunk_indices();
-    for (file, first) in manifest.files.iter_mut().zip(firsts) {
+    let places = manifest.chunk_places();
+    for (file, places) in manifest.files.iter_mut().zip(places) {
         let moves: Vec<Result<(Vec<String>, u64), StoreError>> = file
             .chunks
             .par_iter()
             .enumerate()
             .map(|(i, c)| {
-                let pos = ChunkPos {
-                    hash: &c.hash,
-                    index: first + i as u64,
-                    total,
-                };
+                let pos = places.of(i, c);
                 let want: Vec<String> = placement::place(manifest.placement, pos, slots, replicas)?
                     .into_iter()
                     .map(|i| slots[i].id.to_string())

@@ -175,17 +175,13 @@ fn repair_model(
     let total = manifest.chunk_count() as u64;
     let recreated = AtomicU64::new(0);
     let mut fixes = Vec::new();
-    for (file, first) in manifest.files.iter().zip(manifest.first_chunk_indices()) {
+    for (file, places) in manifest.files.iter().zip(manifest.chunk_places()) {
         let results: Vec<Result<ChunkFix, StoreError>> = file
             .chunks
             .par_iter()
             .enumerate()
             .map(|(i, c)| {
-                let pos = ChunkPos {
-                    hash: &c.hash,
-                    index: first + i as u64,
-                    total,
-                };
+                let pos = places.of(i, c);
                 let fix = repair_chunk(store, &manifest, c, pos, &slots, opts);
                 progress.advance(c.len);
                 if let Ok(f) = &fix {
