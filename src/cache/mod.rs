@@ -78,9 +78,10 @@ struct Inner {
     unread: std::collections::HashSet<Hash32>,
 }
 
-/// Hears of each chunk evicted to make room (not of one released, nor of a failed load). It runs
-/// under the cache's lock: it may queue work, never call the cache.
-pub type OnEvict = Box<dyn Fn(&Hash32, &Chunk) + Send + Sync>;
+/// Hears of each chunk evicted to make room (not of one released, nor of a failed load), with a
+/// look at the chunks still cached (which it does not make more recent). It runs under the
+/// cache's lock: it may queue work, never call the cache.
+pub type OnEvict = Box<dyn Fn(&Hash32, &Chunk, &dyn Fn(&Hash32) -> Option<Chunk>) + Send + Sync>;
 
 pub struct ChunkCache {
     capacity: u64,
@@ -405,7 +406,7 @@ impl ChunkCache {
             if let Some(chunk) = inner.lru.pop(&key) {
                 inner.cached_bytes -= chunk.len() as u64;
                 if let Some(hook) = self.on_evict.get() {
-                    hook(&key, &chunk);
+                    hook(&key, &chunk, &|k| inner.lru.peek(k).cloned());
                 }
                 dropped.push(chunk);
             }

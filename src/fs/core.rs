@@ -122,7 +122,9 @@ impl Core {
         let cache = ChunkCache::new(opts.cache_size);
         let handover = Arc::new(super::handover::Handover::new());
         let evicted = handover.clone();
-        cache.on_evict(Box::new(move |key, chunk| evicted.evicted(key, chunk)));
+        cache.on_evict(Box::new(move |key, chunk, cached| {
+            evicted.evicted(key, chunk, cached)
+        }));
         Ok(Core {
             shared: Arc::new(Shared {
                 store,

@@ -34,6 +34,11 @@ struct Partial {
     ino: u64,
     offset: u64,
     len: u64,
+    /// The file's size: a chunk at its end stores its last, partial page too.
+    file_size: u64,
+    /// The chunks before and after it in the file, whose bytes complete the pages it shares.
+    prev: Option<Hash32>,
+    next: Option<Hash32>,
     index: usize,
     sent: Arc<SentBytes>,
 }
@@ -90,6 +95,9 @@ impl Handover {
                         ino,
                         offset: c.offset,
                         len: c.len,
+                        file_size: file.size,
+                        prev: index.checked_sub(1).map(|i| file.chunks[i].hash),
+                        next: file.chunks.get(index + 1).map(|c| c.hash),
                         index,
                         sent: sent.clone(),
                     },
@@ -99,8 +107,9 @@ impl Handover {
     }
 
     /// The chunk cache evicted `chunk`: if the kernel has taken part of it, stores it whole into
-    /// the file's page cache. Called under the cache's lock: only queues the work.
-    pub fn evicted(&self, key: &Hash32, chunk: &Chunk) {
+    /// the file's page cache. Called under the cache's lock, with a look at what it still holds
+    /// (`cached`): only copies the neighbours' bytes of the pages shared with them, and queues.
+    pub fn evicted(&self, key: &Hash32, chunk: &Chunk, cached: &dyn Fn(&Hash32) -> Option<Chunk>) {
         let (Some(kernel), Some(pool)) = (self.kernel.get(), &self.pool) else {
             return;
         };
@@ -110,9 +119,10 @@ impl Handover {
         if p.sent.sent(p.index) >= p.len || chunk.len() as u64 != p.len {
             return;
         }
+        let pages = Pages::of(&p, chunk, cached);
         let (kernel, chunk, handed) = (kernel.clone(), chunk.clone(), self.handed.clone());
         let key = *key;
-        let queued = pool.try_spawn(move || match kernel.store(p.ino, p.offset, &chunk) {
+        let queued = pool.try_spawn(move || match pages.store(&*kernel, p.ino, &chunk) {
             Ok(()) => {
                 p.sent.mark_complete(p.index, p.len);
                 handed.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +133,87 @@ impl Handover {
         if !queued {
             log::debug!("chunk {key}: let go (the page cache handover is busy)");
         }
+    }
+}
+
+const PAGE: u64 = 4096;
+
+/// What of a chunk goes into the page cache, in whole pages: a page stored in part is kept by
+/// the kernel as one still to read, and asked for alone later (which would load the chunk again).
+/// The pages it shares with its neighbours are completed from them when they are still cached,
+/// and left out otherwise.
+struct Pages {
+    /// Where the chunk starts in the file.
+    offset: u64,
+    /// Where in the file the chunk's own whole pages lie.
+    inner: std::ops::Range<u64>,
+    /// The page it shares with the chunk before it, completed, at its place in the file.
+    head: Option<(u64, Vec<u8>)>,
+    /// The page it shares with the chunk after it, completed (or the file's last page).
+    tail: Option<(u64, Vec<u8>)>,
+}
+
+impl Pages {
+    fn of(p: &Partial, chunk: &[u8], cached: &dyn Fn(&Hash32) -> Option<Chunk>) -> Pages {
+        let (start, end) = (p.offset, p.offset + p.len);
+        let inner_start = start.div_ceil(PAGE) * PAGE;
+        let inner_end = if end == p.file_size {
+            end
+        } else {
+            end / PAGE * PAGE
+        };
+        if inner_start > inner_end {
+            // A chunk inside one page: nothing of it is stored.
+            return Pages {
+                offset: start,
+                inner: start..start,
+                head: None,
+                tail: None,
+            };
+        }
+        let neighbour = |hash: Option<Hash32>| hash.and_then(|h| cached(&h));
+        let mut head = None;
+        if start < inner_start && inner_start <= end {
+            let page = inner_start - PAGE;
+            let need = (start - page) as usize;
+            if let Some(prev) = neighbour(p.prev).filter(|c| c.len() >= need) {
+                let mut bytes = prev[prev.len() - need..].to_vec();
+                bytes.extend_from_slice(&chunk[..(inner_start - start) as usize]);
+                head = Some((page, bytes));
+            }
+        }
+        let mut tail = None;
+        if inner_end < end {
+            let page_end = (inner_end + PAGE).min(p.file_size);
+            let need = (page_end - end) as usize;
+            if let Some(next) = neighbour(p.next).filter(|c| c.len() >= need) {
+                let mut bytes = chunk[(inner_end - start) as usize..].to_vec();
+                bytes.extend_from_slice(&next[..need]);
+                tail = Some((inner_end, bytes));
+            }
+        }
+        Pages {
+            offset: start,
+            inner: inner_start..inner_end,
+            head,
+            tail,
+        }
+    }
+
+    /// Stores them into file `ino`'s page cache; `chunk` is the chunk's bytes.
+    fn store(&self, kernel: &dyn PageStore, ino: u64, chunk: &[u8]) -> std::io::Result<()> {
+        if let Some((at, bytes)) = &self.head {
+            kernel.store(ino, *at, bytes)?;
+        }
+        if !self.inner.is_empty() {
+            let from = (self.inner.start - self.offset) as usize;
+            let to = (self.inner.end - self.offset) as usize;
+            kernel.store(ino, self.inner.start, &chunk[from..to])?;
+        }
+        if let Some((at, bytes)) = &self.tail {
+            kernel.store(ino, *at, bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -142,32 +233,86 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_evicted_chunk_the_kernel_has_part_of_is_stored_whole_and_counts_as_sent() {
-        let file = FileEntry::of_chunks_for_test(&[100; 3]);
+    /// A handover to a kernel that records what it is given, of a file of three 10000-byte
+    /// chunks (not page aligned) whose chunk `i` holds bytes `i`, once the kernel took
+    /// bytes `0..taken`.
+    fn setup(taken: u64) -> (FileEntry, Arc<SentBytes>, Arc<Kernel>, Handover) {
+        let file = FileEntry::of_chunks_for_test(&[10_000; 3]);
         let sent = Arc::new(SentBytes::new(3));
         let kernel = Arc::new(Kernel::default());
         let h = Handover::new();
         h.to(kernel.clone());
         let cache = crate::cache::ChunkCache::new(1 << 20);
-        // Chunk 0 sent whole, chunk 1 only in part (a read of 0..150).
-        sent.record(&cache, &file, 0, 150, 0);
-        h.noted(7, &file, (0, 1), &sent);
-        let chunk = |i: u8| Arc::new(ChunkBuf::from_slice(&[i; 100]).unwrap());
-        h.evicted(&file.chunks[0].hash, &chunk(0));
-        h.evicted(&file.chunks[2].hash, &chunk(2));
-        h.evicted(&file.chunks[1].hash, &chunk(1));
+        sent.record(&cache, &file, 0, taken, 0);
+        h.noted(7, &file, (0, ((taken - 1) / 10_000) as usize), &sent);
+        (file, sent, kernel, h)
+    }
+
+    fn chunk(i: u8) -> Chunk {
+        Arc::new(ChunkBuf::from_slice(&[i; 10_000]).unwrap())
+    }
+
+    /// What the kernel was given once `h` handed one chunk over, as (file offset, bytes) runs.
+    fn given(h: &Handover, kernel: &Kernel) -> Vec<(u64, Vec<u8>)> {
         let mut stored = kernel.0.lock();
-        while stored.is_empty() {
-            kernel.1.wait(&mut stored);
-        }
-        // Only the part-sent chunk, whole, at its place in file 7.
-        assert_eq!(*stored, vec![(7, 100, vec![1u8; 100])]);
-        drop(stored);
         while h.handed.load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
+            kernel
+                .1
+                .wait_for(&mut stored, std::time::Duration::from_millis(10));
         }
+        stored.iter().map(|(_, at, b)| (*at, b.clone())).collect()
+    }
+
+    /// The bytes of that file in `range`.
+    fn file_bytes(range: std::ops::Range<u64>) -> Vec<u8> {
+        range.map(|at| (at / 10_000) as u8).collect()
+    }
+
+    #[test]
+    fn an_evicted_chunk_the_kernel_has_part_of_is_stored_whole_and_counts_as_sent() {
+        // Chunk 0 taken whole, chunk 1 in part, chunk 2 not at all.
+        let (file, sent, kernel, h) = setup(15_000);
+        let all = |k: &Hash32| {
+            (0..3u8)
+                .find(|&i| file.chunks[i as usize].hash == *k)
+                .map(chunk)
+        };
+        h.evicted(&file.chunks[0].hash, &chunk(0), &all);
+        h.evicted(&file.chunks[2].hash, &chunk(2), &all);
+        h.evicted(&file.chunks[1].hash, &chunk(1), &all);
+        // Only the part-taken chunk, in whole pages: those it shares with chunks 0 and 2
+        // completed from them, at their places in file 7.
+        let given = given(&h, &kernel);
+        let at: Vec<u64> = given.iter().map(|(at, _)| *at).collect();
+        assert_eq!(at, vec![8192, 12_288, 16_384]);
+        assert_eq!(
+            given
+                .iter()
+                .flat_map(|(_, b)| b.clone())
+                .collect::<Vec<u8>>(),
+            file_bytes(8192..20_480)
+        );
+        assert!(kernel.0.lock().iter().all(|(ino, _, _)| *ino == 7));
         assert!(sent.complete(&file, 1));
-        assert_eq!(kernel.0.lock().len(), 1);
+    }
+
+    #[test]
+    fn pages_shared_with_neighbours_no_longer_cached_are_left_out() {
+        let (file, sent, kernel, h) = setup(15_000);
+        h.evicted(&file.chunks[1].hash, &chunk(1), &|_| None);
+        let given = given(&h, &kernel);
+        assert_eq!(given, vec![(12_288, file_bytes(12_288..16_384))]);
+        assert!(sent.complete(&file, 1));
+    }
+
+    #[test]
+    fn the_last_chunk_stores_the_files_last_page_in_part() {
+        // The kernel took a little of chunk 2; chunk 1 is no longer cached.
+        let (file, _, kernel, h) = setup(20_100);
+        h.evicted(&file.chunks[2].hash, &chunk(2), &|_| None);
+        assert_eq!(
+            given(&h, &kernel),
+            vec![(20_480, file_bytes(20_480..30_000))]
+        );
     }
 }

@@ -193,7 +193,7 @@ impl Core {
             || shared.store.median_latency(&file.chunks[last]),
         );
         if let Some(sent) = sent {
-            sent.on_read(file, first, last, last + 1 + plan.window);
+            sent.on_read(file, &range, (first, last), last + 1 + plan.window);
         }
         log::debug!(
             "read '{}' {range:?} (chunks {first}..={last}): {plan:?}",

@@ -33,10 +33,19 @@ impl SentBytes {
         self.0[index].fetch_max(len, Ordering::Relaxed);
     }
 
-    /// A read of chunks `first..=last` is coming: if the kernel already had one of them, it has
-    /// dropped pages, likely the following ones too: counts start over for `first..until`.
-    pub(super) fn on_read(&self, file: &FileEntry, first: usize, last: usize, until: usize) {
-        if (first..=last).any(|i| self.complete(file, i)) {
+    /// A read of `range` (chunks `first..=last`) is coming: if the kernel already had one of
+    /// those chunks, it has dropped pages, likely the following ones too: counts start over for
+    /// `first..until`. A read of only a page a chunk shares with its neighbour says nothing of
+    /// the kind (the kernel reads such a page when it needs the neighbour's part).
+    pub(super) fn on_read(
+        &self,
+        file: &FileEntry,
+        range: &std::ops::Range<u64>,
+        (first, last): (usize, usize),
+        until: usize,
+    ) {
+        let again = |i: usize| self.complete(file, i) && !edge_page_only(&file.chunks[i], range);
+        if (first..=last).any(again) {
             for sent in &self.0[first..until.max(last + 1).min(self.0.len())] {
                 sent.store(0, Ordering::Relaxed);
             }
@@ -63,6 +72,16 @@ impl SentBytes {
             }
         }
     }
+}
+
+/// Whether `range` touches chunk `c` (of more than two pages) only within its first or last page
+/// (each shared with a neighbour when the chunk does not start or end on a page boundary).
+fn edge_page_only(c: &crate::store::manifest::ChunkRef, range: &std::ops::Range<u64>) -> bool {
+    const PAGE: u64 = 4096;
+    let (a, b) = (range.start.max(c.offset), range.end.min(c.offset + c.len));
+    let head_end = (c.offset / PAGE + 1) * PAGE;
+    let tail_start = (c.offset + c.len).saturating_sub(1) / PAGE * PAGE;
+    c.len > 2 * PAGE && a < b && (b <= head_end || a >= tail_start)
 }
 
 #[cfg(test)]
@@ -105,16 +124,33 @@ mod tests {
         let (file, cache, sent) = setup();
         sent.record(&cache, &file, 0, 250, 0);
         // A read of chunks still being sent changes nothing.
-        sent.on_read(&file, 2, 2, 4);
+        sent.on_read(&file, &(200..300), (2, 2), 4);
         sent.record(&cache, &file, 250, 300, 2);
         assert!((0..3).all(|i| sent.complete(&file, i)));
         // The kernel came back for chunk 1, which it had: it dropped pages, so the counts of 1
         // and the window after it (up to 3) start over; chunk 0 stays complete.
-        sent.on_read(&file, 1, 1, 3);
+        sent.on_read(&file, &(100..200), (1, 1), 3);
         assert!(sent.complete(&file, 0));
         assert!(!sent.complete(&file, 1) && !sent.complete(&file, 2));
         // Sent again, chunk 1 is complete again (and released again: nothing left to drop).
         sent.record(&cache, &file, 100, 200, 1);
         assert!(sent.complete(&file, 1));
+    }
+
+    #[test]
+    fn a_read_of_a_page_shared_with_the_neighbour_starts_nothing_over() {
+        // Chunks of 10000 bytes: chunk 1 (10000..20000) shares page 8192..12288 with chunk 0
+        // and page 16384..20480 with chunk 2.
+        let file = FileEntry::of_chunks_for_test(&[10_000; 3]);
+        let cache = ChunkCache::new(1 << 20);
+        let sent = SentBytes::new(3);
+        sent.record(&cache, &file, 0, 30_000, 0);
+        // The page chunks 1 and 2 share, asked for alone: chunk 1 stays complete.
+        sent.on_read(&file, &(16_384..20_480), (1, 2), 3);
+        assert!(sent.complete(&file, 1));
+        // A page inside chunk 1: the kernel dropped pages, counts start over.
+        sent.on_read(&file, &(12_288..16_384), (1, 1), 3);
+        assert!(!sent.complete(&file, 1) && !sent.complete(&file, 2));
+        assert!(sent.complete(&file, 0));
     }
 }
