@@ -1,7 +1,8 @@
 //! One contract every kind of member keeps, run against each: a directory, the in-memory twin
 //! (bare, and behind the fault wrapper with no fault set, which must change nothing), and an
 //! S3 bucket on a real server. What the store relies on: capped reads, conditional puts,
-//! listings whose stamps move on a rewrite, deletes that tolerate a missing object, chunk puts
+//! listings whose stamps move on a rewrite, deletes that tolerate a missing object, the object
+//! calls the chunk calls are provided on (writes, sizes, ranged reads), chunk puts
 //! that refuse to overwrite unless told and then set the damaged file aside, and a lock.
 
 mod common;
@@ -26,6 +27,7 @@ fn contract(m: &dyn MemberIo) {
 
     small_objects(m, &what);
     listings_and_deletes(m, &what);
+    objects(m, &what);
     chunks(m, &what);
     m.flush().unwrap();
     if m.exclusive_lock() {
@@ -106,6 +108,42 @@ fn listings_and_deletes(m: &dyn MemberIo, what: &str) {
     // Gone already is fine.
     m.delete_manifest("model").unwrap();
     m.delete_meta("leases/never.json").unwrap();
+}
+
+/// The object calls the rest is provided on: write (refused or replacing), stat, ranged reads,
+/// listings with sizes.
+fn objects(m: &dyn MemberIo, what: &str) {
+    assert!(m.stat("blobs/a").unwrap().is_none(), "{what}");
+    assert!(
+        matches!(m.read_at("blobs/a", 0, 1), Err(MemberError::Missing)),
+        "{what}"
+    );
+    m.write("blobs/a", b"0123456789", IfPresent::Refuse)
+        .unwrap();
+    assert!(
+        matches!(
+            m.write("blobs/a", b"x", IfPresent::Refuse),
+            Err(MemberError::AlreadyExists)
+        ),
+        "{what}"
+    );
+    assert_eq!(m.stat("blobs/a").unwrap().unwrap().size, 10, "{what}");
+    assert_eq!(m.read_at("blobs/a", 3, 4).unwrap(), b"3456", "{what}");
+    assert!(
+        matches!(m.read_at("blobs/a", 8, 4), Err(MemberError::Corrupt(_))),
+        "{what}"
+    );
+    m.write("blobs/a", b"abc", IfPresent::Replace).unwrap();
+    assert_eq!(m.read_at("blobs/a", 0, 3).unwrap(), b"abc", "{what}");
+    let listed = m.list("blobs").unwrap();
+    assert_eq!(listed.len(), 1, "{what}: {listed:?}");
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].size),
+        ("a", 3),
+        "{what}"
+    );
+    m.delete("blobs/a").unwrap();
+    assert!(m.stat("blobs/a").unwrap().is_none(), "{what}");
 }
 
 /// A chunk image: a header's worth of bytes and a payload.

@@ -6,8 +6,8 @@
 //! until one of them returns. A member thus costs at most `THREADS` threads, whatever it does.
 
 use super::{
-    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Options,
-    Setup, Stale, Stored, Sweep,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo,
+    ObjectInfo, Options, Setup, Stale, Stored, Sweep,
 };
 use crate::codec::Hash32;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -246,6 +246,25 @@ impl MemberIo for Deadlined {
         self.call(limit, move |m| m.put(&key, &bytes, cap, &expect))
     }
 
+    fn read_at(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError> {
+        let key = key.to_string();
+        self.call(self.opts.deadline(len as u64), move |m| {
+            m.read_at(&key, offset, len)
+        })
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError> {
+        let key = key.to_string();
+        self.call(self.short(), move |m| m.stat(&key))
+    }
+
+    fn write(&self, key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError> {
+        let (key, bytes) = (key.to_string(), bytes.to_vec());
+        // A write may wait for the disk twice (the data, then the rename).
+        let limit = self.opts.deadline(bytes.len() as u64) + self.opts.timeout;
+        self.call(limit, move |m| m.write(&key, &bytes, present))
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
         let dir = dir.to_string();
         self.call(self.long(), move |m| m.list(&dir))
@@ -319,6 +338,9 @@ mod tests {
             list_chunks() -> Result<Vec<ChunkEntry>, MemberError>;
             delete_chunk(hash: &Hash32) -> Result<(), MemberError>;
             get(key: &str, cap: u64) -> Result<Option<Stored>, MemberError>;
+            read_at(key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError>;
+            stat(key: &str) -> Result<Option<ObjectInfo>, MemberError>;
+            write(key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError>;
             put(key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError>;
             list(dir: &str) -> Result<Vec<Listed>, MemberError>;
             delete(key: &str) -> Result<(), MemberError>;

@@ -12,8 +12,8 @@ use super::direct_io::{DIRECT_ALIGN, PAYLOADS, in_page_cache, read_direct};
 use super::layout::now_nanos;
 use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
 use super::{
-    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Setup,
-    Stale, Stored, Sweep,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo,
+    ObjectInfo, Setup, Stale, Stored, Sweep,
 };
 use crate::buffer::ChunkBuf;
 use crate::codec::{HEADER_LEN, Hash32};
@@ -112,6 +112,53 @@ impl DirMember {
     /// Runs `op`; where it finds folder `dir` missing or not a directory, makes it (moving
     /// whatever is in the way aside) and runs it once more. Folders are made only when a write
     /// needs them, not before every write.
+    /// Writes file `key` in one step (see `MemberIo::write`). A file replaced gets the second
+    /// name `damaged_as()` first where one is given (a damaged chunk, kept for whoever looks
+    /// into it); anything but a file in its place is moved aside whatever `present` says.
+    fn write_file(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        present: IfPresent,
+        damaged_as: Option<&dyn Fn() -> String>,
+    ) -> Result<(), MemberError> {
+        let aside = || damaged_as.map_or_else(|| aside_key(key), |f| f());
+        match self.root.kind(key) {
+            Ok(None) => {}
+            Ok(Some(Kind::File)) if present == IfPresent::Refuse => {
+                return Err(MemberError::AlreadyExists);
+            }
+            Ok(Some(Kind::File)) if damaged_as.is_none() => {}
+            Ok(Some(Kind::File)) => {
+                // A second name for the damaged file, for whoever looks into it; the rename
+                // below then replaces it in one step.
+                let aside = aside();
+                let linked = self
+                    .root
+                    .make_dirs(DAMAGED, &aside_key)
+                    .and_then(|_| self.root.link(key, &aside));
+                if let Err(e) = linked {
+                    log::warn!("{}: cannot set the damaged {key} aside: {e}", self.location);
+                }
+            }
+            // A link, FIFO or folder in a file's place is damaged whatever `present` says:
+            // moved aside as it is, never followed, then replaced.
+            Ok(Some(kind)) => {
+                log::warn!(
+                    "{}: {key} is {}; moved aside and replaced",
+                    self.location,
+                    kind.name()
+                );
+                self.root.set_aside(key, &aside()).map_err(self.err(key))?;
+            }
+            Err(e) if damaged(&e).is_some() => {
+                // A folder on the way is not one: `write_atomic` moves it aside.
+            }
+            Err(e) => return Err(self.err(key)(e)),
+        }
+        self.write_atomic(key, bytes, false).map_err(self.err(key))
+    }
+
     fn made_dirs<T>(&self, dir: &str, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
         match op() {
             Err(e)
@@ -280,29 +327,6 @@ impl MemberIo for DirMember {
         })
     }
 
-    fn read_chunk_at(
-        &self,
-        hash: &Hash32,
-        offset: u64,
-        len: usize,
-    ) -> Result<Vec<u8>, MemberError> {
-        use std::os::unix::fs::FileExt;
-        let key = layout::chunk_key(hash);
-        let opened = self.root.open_file(&key).map_err(self.err(&key))?;
-        if offset.saturating_add(len as u64) > opened.size {
-            return Err(MemberError::Corrupt(format!(
-                "{}-byte file, shorter than the {len} bytes asked at {offset}",
-                opened.size
-            )));
-        }
-        let mut buf = vec![0u8; len];
-        opened
-            .file
-            .read_exact_at(&mut buf, offset)
-            .map_err(self.err(&key))?;
-        Ok(buf)
-    }
-
     fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
         let key = layout::chunk_key(hash);
         let mut opened = match self.root.open_file(&key) {
@@ -327,45 +351,9 @@ impl MemberIo for DirMember {
         image: &[u8],
         present: IfPresent,
     ) -> Result<(), MemberError> {
-        let key = layout::chunk_key(hash);
-        match self.root.kind(&key) {
-            Ok(None) => {}
-            Ok(Some(Kind::File)) if present == IfPresent::Refuse => {
-                return Err(MemberError::AlreadyExists);
-            }
-            Ok(Some(Kind::File)) => {
-                // A second name for the damaged file, for whoever looks into it; the rename
-                // below then replaces it in one step.
-                let aside = layout::damaged_key(hash);
-                let linked = self
-                    .root
-                    .make_dirs(DAMAGED, &aside_key)
-                    .and_then(|_| self.root.link(&key, &aside));
-                if let Err(e) = linked {
-                    log::warn!("{}: cannot set the damaged {key} aside: {e}", self.location);
-                }
-            }
-            // A link, FIFO or folder in a chunk's place is damaged whatever `present` says:
-            // moved aside as it is, never followed, then replaced.
-            Ok(Some(kind)) => {
-                log::warn!(
-                    "{}: {key} is {}; moved aside and replaced",
-                    self.location,
-                    kind.name()
-                );
-                self.root
-                    .set_aside(&key, &layout::damaged_key(hash))
-                    .map_err(self.err(&key))?;
-            }
-            Err(e) if damaged(&e).is_some() => {
-                // A folder on the way is not one: `write_atomic` moves it aside.
-            }
-            Err(e) => return Err(self.err(&key)(e)),
-        }
-        self.write_atomic(&key, image, false)
-            .map_err(self.err(&key))
+        let damaged_as = || layout::damaged_key(hash);
+        self.write_file(&layout::chunk_key(hash), image, present, Some(&damaged_as))
     }
-
     fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         let now = std::time::SystemTime::now();
         let mut stale = Stale::default();
@@ -445,6 +433,34 @@ impl MemberIo for DirMember {
         self.get_file(key, cap)
     }
 
+    fn read_at(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError> {
+        let opened = self.root.open_file(key).map_err(self.err(key))?;
+        if offset.saturating_add(len as u64) > opened.size {
+            return Err(MemberError::Corrupt(format!(
+                "{}-byte file, shorter than the {len} bytes asked at {offset}",
+                opened.size
+            )));
+        }
+        let mut buf = vec![0u8; len];
+        opened
+            .file
+            .read_exact_at(&mut buf, offset)
+            .map_err(self.err(key))?;
+        Ok(buf)
+    }
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError> {
+        match self.root.open_file(key) {
+            Ok(o) => Ok(Some(ObjectInfo {
+                size: o.size,
+                modified: o.modified,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(key)(e)),
+        }
+    }
+    fn write(&self, key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError> {
+        self.write_file(key, bytes, present, None)
+    }
     fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
         self.put_checked(key, bytes, cap, expect)
     }
@@ -463,6 +479,8 @@ impl MemberIo for DirMember {
                 Listed {
                     stamp: format!("{}-{}-{nanos}", entry.ino, entry.size),
                     name: entry.name,
+                    size: entry.size,
+                    modified: entry.modified,
                 }
             })
             .collect())
@@ -527,73 +545,4 @@ impl MemberIo for DirMember {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_replace_and_clean() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = DirMember::new(dir.path());
-        m.write_atomic("a.json", b"one", true).unwrap();
-        m.write_atomic("a.json", b"two", false).unwrap();
-        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
-        let tmp = dir.path().join(TMP);
-        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
-        fs::write(tmp.join(tmp_name("x")), b"left over").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", tmp.join("link")).unwrap();
-        // Taking the lock removes them, and says how many.
-        assert_eq!(m.lock().unwrap().temp_files_removed(), 2);
-        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
-        assert!(Path::new("/etc/passwd").exists());
-        // Files are private.
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join("a.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        // A failed write leaves nothing behind.
-        fs::write(dir.path().join("missing"), b"a file where a folder belongs").unwrap();
-        assert!(m.write_atomic("bad/../f", b"x", true).is_err());
-        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn manifests_update_only_from_what_was_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = DirMember::new(dir.path());
-        m.init(b"{}", Setup::Existing).unwrap();
-        assert!(m.get_manifest("a").unwrap().is_none());
-        m.put_manifest("a", b"one", &Expect::Absent).unwrap();
-        assert!(matches!(
-            m.put_manifest("a", b"two", &Expect::Absent),
-            Err(MemberError::Conflict)
-        ));
-        let one = m.get_manifest("a").unwrap().unwrap();
-        m.put_manifest("a", b"two", &Expect::Tag(one.tag.clone()))
-            .unwrap();
-        assert!(matches!(
-            m.put_manifest("a", b"three", &Expect::Tag(one.tag)),
-            Err(MemberError::Conflict)
-        ));
-        assert_eq!(m.get_manifest("a").unwrap().unwrap().bytes, b"two");
-        let listed = m.list_manifests().unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].name, "a");
-        let h = Hash32::of(b"c");
-        m.put_chunk(&h, b"image", IfPresent::Refuse).unwrap();
-        assert!(matches!(
-            m.put_chunk(&h, b"image", IfPresent::Refuse),
-            Err(MemberError::AlreadyExists)
-        ));
-        m.flush().unwrap();
-        let listed = m.list_chunks().unwrap();
-        assert_eq!((listed.len(), listed[0].hash, listed[0].size), (1, h, 5));
-        assert_eq!(&*m.get_chunk(&h, 100).unwrap(), b"image");
-        assert!(matches!(m.get_chunk(&h, 3), Err(MemberError::Corrupt(_))));
-        m.delete_chunk(&h).unwrap();
-        assert!(matches!(m.get_chunk(&h, 100), Err(MemberError::Missing)));
-        let _lock = m.lock().unwrap();
-        assert!(matches!(m.lock(), Err(MemberError::Unavailable(_))));
-    }
-}
+mod tests;

@@ -1,12 +1,13 @@
 //! A test twin: wraps any member and makes its calls slow, failing, stalled, short or corrupt
 //! on demand: every call of one kind, or only its k-th, so a test can break a repair or a pack
-//! half-way. It wraps the required calls of `MemberIo`, so the provided ones (manifests,
-//! store-level files) see the same faults. Built for tests: the crate's own, and integration
+//! half-way. It wraps every call the kinds implement (the object calls, and the chunk, member
+//! file, flush and lock calls they may do their own way), so the rest (manifests, store-level
+//! files) see the same faults. Built for tests: the crate's own, and integration
 //! tests through the `twins` feature.
 
 use super::{
-    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Setup,
-    Stale, Stored, Sweep,
+    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo,
+    ObjectInfo, Setup, Stale, Stored, Sweep,
 };
 use crate::codec::Hash32;
 use parking_lot::Mutex;
@@ -36,7 +37,10 @@ pub enum Op {
     ReadInfo,
     Init,
     Get,
+    ReadAt,
+    Stat,
     Put,
+    Write,
     List,
     Delete,
     GetChunk,
@@ -50,7 +54,7 @@ pub enum Op {
     Lock,
 }
 
-const OPS: usize = 15;
+const OPS: usize = 18;
 
 /// A fault for calls of kind `op`: every one from now on (`nth: None`), or only the `nth`
 /// counted from the wrapper's creation (1 is the first).
@@ -185,6 +189,19 @@ impl MemberIo for Faulty {
     fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
         self.run(Op::Put, |f| {
             self.inner.put(key, &mangle(f, bytes), cap, expect)
+        })
+    }
+    fn read_at(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError> {
+        self.run(Op::ReadAt, |f| {
+            Ok(mangle(f, &self.inner.read_at(key, offset, len)?))
+        })
+    }
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError> {
+        self.run(Op::Stat, |_| self.inner.stat(key))
+    }
+    fn write(&self, key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError> {
+        self.run(Op::Write, |f| {
+            self.inner.write(key, &mangle(f, bytes), present)
         })
     }
     fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {

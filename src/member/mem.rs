@@ -3,13 +3,10 @@
 //! repair, rebalance and gc can be tested without disks or servers. Built for tests: the crate's
 //! own, and integration tests through the `twins` feature.
 
-use super::{
-    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Setup,
-    Stale, Stored, Sweep,
-};
-use crate::codec::{HEADER_LEN, Hash32};
+use super::{Expect, IfPresent, Listed, Lock, MemberError, MemberIo, ObjectInfo, Stored, layout};
+use crate::codec::Hash32;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -24,27 +21,24 @@ struct Object {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The member file, once `init` wrote it.
-    info: Option<Vec<u8>>,
     objects: BTreeMap<String, Object>,
-    chunks: HashMap<Hash32, Object>,
-    /// Damaged chunk images set aside by a replacing put.
-    damaged: Vec<Object>,
     writes: u64,
 }
 
 impl State {
-    fn object(&mut self, bytes: Vec<u8>) -> Object {
+    fn insert(&mut self, key: &str, bytes: &[u8]) {
         self.writes += 1;
-        Object {
-            bytes,
+        let o = Object {
+            bytes: bytes.to_vec(),
             modified: SystemTime::now(),
             tag: self.writes,
-        }
+        };
+        self.objects.insert(key.to_string(), o);
     }
 }
 
-/// A member in memory.
+/// A member in memory. It implements only the calls on named objects (and an exclusive lock):
+/// everything else is the trait's provided calls, so the contract suite run on it checks those.
 #[derive(Debug)]
 pub struct MemMember {
     location: String,
@@ -64,12 +58,18 @@ impl MemMember {
 
     /// The chunks held, sorted.
     pub fn chunk_hashes(&self) -> Vec<Hash32> {
-        let mut out: Vec<Hash32> = self.state.lock().chunks.keys().copied().collect();
+        let s = self.state.lock();
+        let mut out: Vec<Hash32> = s
+            .objects
+            .keys()
+            .filter(|k| k.starts_with(layout::CHUNKS))
+            .filter_map(|k| layout::chunk_name(k.rsplit('/').next()?))
+            .collect();
         out.sort_by_key(|h| h.to_hex());
         out
     }
 
-    /// The keys of the small objects held, sorted.
+    /// The keys of the objects held, sorted.
     pub fn keys(&self) -> Vec<String> {
         self.state.lock().objects.keys().cloned().collect()
     }
@@ -77,11 +77,10 @@ impl MemMember {
     /// Makes every chunk and set-aside file look `by` older (for minimum ages).
     pub fn age(&self, by: Duration) {
         let mut s = self.state.lock();
-        let State {
-            chunks, damaged, ..
-        } = &mut *s;
-        for o in chunks.values_mut().chain(damaged.iter_mut()) {
-            o.modified -= by;
+        for (key, o) in s.objects.iter_mut() {
+            if key.starts_with(layout::CHUNKS) || key.starts_with(layout::DAMAGED) {
+                o.modified -= by;
+            }
         }
     }
 }
@@ -114,13 +113,6 @@ impl MemberIo for MemMember {
     fn remote(&self) -> bool {
         false
     }
-    fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
-        Ok(self.state.lock().info.clone())
-    }
-    fn init(&self, info: &[u8], _setup: Setup) -> Result<(), MemberError> {
-        self.state.lock().info = Some(info.to_vec());
-        Ok(())
-    }
     fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError> {
         self.state
             .lock()
@@ -128,6 +120,26 @@ impl MemberIo for MemMember {
             .get(key)
             .map(|o| capped(o, cap))
             .transpose()
+    }
+    fn read_at(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError> {
+        let s = self.state.lock();
+        let o = s.objects.get(key).ok_or(MemberError::Missing)?;
+        usize::try_from(offset)
+            .ok()
+            .and_then(|at| o.bytes.get(at..at.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                MemberError::Corrupt(format!(
+                    "{}-byte object, shorter than the {len} bytes asked at {offset}",
+                    o.bytes.len()
+                ))
+            })
+    }
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError> {
+        Ok(self.state.lock().objects.get(key).map(|o| ObjectInfo {
+            size: o.bytes.len() as u64,
+            modified: o.modified,
+        }))
     }
     fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError> {
         let mut s = self.state.lock();
@@ -141,8 +153,15 @@ impl MemberIo for MemMember {
         if !matches {
             return Err(MemberError::Conflict);
         }
-        let o = s.object(bytes.to_vec());
-        s.objects.insert(key.to_string(), o);
+        s.insert(key, bytes);
+        Ok(())
+    }
+    fn write(&self, key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError> {
+        let mut s = self.state.lock();
+        if present == IfPresent::Refuse && s.objects.contains_key(key) {
+            return Err(MemberError::AlreadyExists);
+        }
+        s.insert(key, bytes);
         Ok(())
     }
     fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
@@ -151,117 +170,21 @@ impl MemberIo for MemMember {
             .state
             .lock()
             .objects
-            .iter()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
             .filter_map(|(k, o)| {
                 let name = k.strip_prefix(&prefix).filter(|n| !n.contains('/'))?;
                 Some(Listed {
                     name: name.to_string(),
                     stamp: o.tag.to_string(),
+                    size: o.bytes.len() as u64,
+                    modified: o.modified,
                 })
             })
             .collect())
     }
     fn delete(&self, key: &str) -> Result<(), MemberError> {
         self.state.lock().objects.remove(key);
-        Ok(())
-    }
-    fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
-        let s = self.state.lock();
-        let o = s.chunks.get(hash).ok_or(MemberError::Missing)?;
-        if o.bytes.len() as u64 > max_len {
-            return Err(MemberError::Corrupt(format!(
-                "{}-byte object, larger than any image of its chunk",
-                o.bytes.len()
-            )));
-        }
-        Ok(Image::Bytes(o.bytes.clone().into()))
-    }
-    fn read_chunk_at(
-        &self,
-        hash: &Hash32,
-        offset: u64,
-        len: usize,
-    ) -> Result<Vec<u8>, MemberError> {
-        let s = self.state.lock();
-        let o = s.chunks.get(hash).ok_or(MemberError::Missing)?;
-        usize::try_from(offset)
-            .ok()
-            .and_then(|at| o.bytes.get(at..at.checked_add(len)?))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| {
-                MemberError::Corrupt(format!(
-                    "{}-byte object, shorter than the {len} bytes asked at {offset}",
-                    o.bytes.len()
-                ))
-            })
-    }
-    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
-        let s = self.state.lock();
-        Ok(s.chunks.get(hash).and_then(|o| {
-            let header = <[u8; HEADER_LEN]>::try_from(o.bytes.get(..HEADER_LEN)?).ok()?;
-            Some(ChunkHead {
-                header,
-                size: o.bytes.len() as u64,
-            })
-        }))
-    }
-    fn put_chunk(
-        &self,
-        hash: &Hash32,
-        image: &[u8],
-        present: IfPresent,
-    ) -> Result<(), MemberError> {
-        let mut s = self.state.lock();
-        if let Some(old) = s.chunks.get(hash).cloned() {
-            if present == IfPresent::Refuse {
-                return Err(MemberError::AlreadyExists);
-            }
-            s.damaged.push(old);
-        }
-        let o = s.object(image.to_vec());
-        s.chunks.insert(*hash, o);
-        Ok(())
-    }
-    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
-        Ok(self
-            .state
-            .lock()
-            .chunks
-            .iter()
-            .map(|(hash, o)| ChunkEntry {
-                hash: *hash,
-                size: o.bytes.len() as u64,
-                modified: o.modified,
-            })
-            .collect())
-    }
-    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
-        match self.state.lock().chunks.remove(hash) {
-            Some(_) => Ok(()),
-            None => Err(MemberError::Missing),
-        }
-    }
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
-        let now = SystemTime::now();
-        let mut s = self.state.lock();
-        let mut stale = Stale::default();
-        let mut kept = Vec::new();
-        for o in std::mem::take(&mut s.damaged) {
-            if now.duration_since(o.modified).unwrap_or_default() < older_than {
-                stale.kept_young += 1;
-                kept.push(o);
-                continue;
-            }
-            stale.deleted += 1;
-            stale.bytes += o.bytes.len() as u64;
-            if sweep == Sweep::Count {
-                kept.push(o);
-            }
-        }
-        s.damaged = kept;
-        Ok(stale)
-    }
-    fn flush(&self) -> Result<(), MemberError> {
         Ok(())
     }
     fn exclusive_lock(&self) -> bool {

@@ -1,8 +1,10 @@
 //! The I/O of one store member, the only code that touches a member's bytes: probe and
-//! initialise it, get a chunk file's stored image (whole or its header), put a chunk or a
-//! manifest atomically, list and delete, flush, lock. One implementation per kind of member sits
-//! side by side: `dir` (a local directory, a disk or a network mount) and `s3` (an
-//! `s3://BUCKET[/PREFIX]` on any S3-compatible server). `layout` names the keys both use.
+//! initialise it, get a chunk file's stored image (whole, a range or its header), put a chunk or
+//! a manifest atomically, list and delete, flush, lock. A kind implements seven calls on named
+//! objects and gets the rest from `MemberIo`'s provided calls. The kinds sit side by side: `dir`
+//! (a local directory, a disk or a network mount) and `object` (one member over any
+//! `object_store` client, built by `s3` for an `s3://BUCKET[/PREFIX]` and by `http` for a
+//! read-only web server). `layout` names the keys all of them use.
 //! Test twins (built for tests, and for integration tests with the `twins` feature): `mem`, a
 //! member in memory, `faulty`, a wrapper that fails, stalls or corrupts any call (or its k-th),
 //! and `twins`, which names them `twin://NAME` for stores opened by spec.
@@ -17,6 +19,8 @@ pub mod dir;
 mod direct_io;
 #[cfg(any(test, feature = "twins"))]
 pub mod faulty;
+#[cfg(test)]
+mod forwarding;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod layout;
@@ -138,12 +142,22 @@ pub struct Stored {
     pub tag: String,
 }
 
-/// An entry as a listing shows it: its name (a model's, for a manifest) and a stamp (an ETag,
-/// or a file's inode, size and mtime) that differs after every rewrite.
+/// An entry as a listing shows it: its name (a model's, for a manifest), a stamp (an ETag, or
+/// a file's inode, size and mtime) that differs after every rewrite, its size and when it was
+/// last written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub name: String,
     pub stamp: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// A named object's size and when it was last written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub modified: std::time::SystemTime,
 }
 
 /// What a manifest put may replace.
@@ -162,6 +176,10 @@ pub trait Lock: Send {
         0
     }
 }
+
+/// The lock of a member that has none (an object store): holding it excludes nobody.
+pub struct NoLock;
+impl Lock for NoLock {}
 
 /// What `put_chunk` does where a chunk file is there already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,72 +220,190 @@ pub struct Stale {
 
 /// One member's I/O. Synchronous and shareable: the store calls it from many threads.
 ///
-/// A kind of member implements the required calls: its own probe and setup, a small named
-/// object (get whole with a cap, conditional put, list a folder, delete), and a chunk file
-/// (get whole or a range, head, put, list, delete); the calls on manifests and store-level files are provided
-/// on top of the small-object ones, so a wrapper (deadlines, faults) that wraps the required
-/// calls covers every call.
+/// A kind of member implements a handful of calls on named objects: read one whole (with a
+/// cap) or a range of it, tell its size, write one (create or replace, or a conditional update
+/// of a small one), list a folder, delete. Everything else is provided on top of those: the
+/// member file, chunk files (whole, ranged, head, put that sets a damaged one aside, list,
+/// delete, the sweep of damaged ones), manifests and store-level files, flush and lock. A kind
+/// overrides a provided call where it has a better way (a directory reads chunks with direct
+/// I/O and links a damaged one aside; a bucket lists every chunk in one listing). A wrapper
+/// (deadlines, faults) forwards every call, provided ones too, so the kind's own ways stay in
+/// use behind it.
 pub trait MemberIo: Send + Sync + fmt::Debug {
     /// How the member was named (a path, or `s3://bucket/prefix`), for messages.
     fn location(&self) -> &str;
     /// A member across a network (latency in milliseconds, not microseconds): reads hedge to
     /// it later and keep more chunks in flight.
     fn remote(&self) -> bool;
-    /// The member file, or `None` where there is none (an empty directory or prefix).
-    /// `Unavailable` where the member itself is not there (no directory, no bucket). Every
-    /// read of a member's files is capped (`layout::META_MAX`, `layout::MANIFEST_MAX`): a
-    /// larger one is `Corrupt`, not read.
-    fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError>;
-    /// Makes the member's places (directories, the bucket with `Setup::Create`) and writes its
-    /// member file.
-    fn init(&self, info: &[u8], setup: Setup) -> Result<(), MemberError>;
 
     /// The small object at `key` (`manifests/m.json`, `members.json`, `leases/x.json`) and its
     /// tag, or `None`; anything there that is not a plain object of at most `cap` bytes is
     /// `Corrupt`, and is not read.
     fn get(&self, key: &str, cap: u64) -> Result<Option<Stored>, MemberError>;
+    /// Bytes `offset..offset + len` of the object at `key`, exactly; `Missing` where there is
+    /// none (or it is not a plain object), `Corrupt` where it ends sooner.
+    fn read_at(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError>;
+    /// The size and age of the plain object at `key`, or `None` where there is none.
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError>;
     /// Replaces the small object at `key` in one step (readers see the old or the new), when
     /// what is there is what `expect` says; `Conflict` otherwise. A damaged object in the way
     /// (see `get`) counts as absent and is replaced. Durable when it returns. `key` may hold
     /// one folder.
     fn put(&self, key: &str, bytes: &[u8], cap: u64, expect: &Expect) -> Result<(), MemberError>;
+    /// Writes the object at `key` in one atomic step (readers see it whole or not at all);
+    /// where one is there, `IfPresent::Refuse` answers `AlreadyExists` and `Replace` replaces
+    /// it. Durable after `flush`.
+    fn write(&self, key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError>;
     /// The entries directly in folder `dir` (none where it is missing), each with a stamp that
     /// changes whenever the entry is rewritten. Entries that are not plain objects are listed
     /// too: reading one tells it is damaged.
     fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError>;
-    /// Deletes the small object at `key` durably (gone already is fine).
+    /// Deletes the object at `key` durably (gone already is fine).
     fn delete(&self, key: &str) -> Result<(), MemberError>;
 
+    /// The member file, or `None` where there is none (an empty directory or prefix).
+    /// `Unavailable` where the member itself is not there (no directory, no bucket). Every
+    /// read of a member's files is capped (`layout::META_MAX`, `layout::MANIFEST_MAX`): a
+    /// larger one is `Corrupt`, not read.
+    fn read_info(&self) -> Result<Option<Vec<u8>>, MemberError> {
+        Ok(self
+            .get(layout::MEMBER_FILE, layout::META_MAX)?
+            .map(|s| s.bytes))
+    }
+    /// Makes the member's places (directories, the bucket with `Setup::Create`) and writes its
+    /// member file.
+    fn init(&self, info: &[u8], _setup: Setup) -> Result<(), MemberError> {
+        self.write(layout::MEMBER_FILE, info, IfPresent::Replace)
+    }
+
     /// A chunk file's whole stored image; `Corrupt` when it is larger than `max_len`.
-    fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError>;
+    fn get_chunk(&self, hash: &Hash32, max_len: u64) -> Result<Image, MemberError> {
+        let key = layout::chunk_key(hash);
+        let info = self.stat(&key)?.ok_or(MemberError::Missing)?;
+        if info.size > max_len {
+            return Err(MemberError::Corrupt(format!(
+                "{}-byte object, larger than any image of its chunk",
+                info.size
+            )));
+        }
+        let bytes = self.read_at(&key, 0, info.size as usize)?;
+        Ok(Image::Bytes(bytes.into()))
+    }
     /// Bytes `offset..offset + len` of a chunk file, exactly (a chunk too large to hold whole is
     /// read in pieces); `Missing` where there is no file, `Corrupt` where it ends sooner.
-    fn read_chunk_at(&self, hash: &Hash32, offset: u64, len: usize)
-    -> Result<Vec<u8>, MemberError>;
+    fn read_chunk_at(
+        &self,
+        hash: &Hash32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, MemberError> {
+        self.read_at(&layout::chunk_key(hash), offset, len)
+    }
     /// A chunk file's header and size, or `None` where it is missing or shorter than a header.
-    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
+    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
+        let key = layout::chunk_key(hash);
+        let Some(info) = self.stat(&key)? else {
+            return Ok(None);
+        };
+        if info.size < HEADER_LEN as u64 {
+            return Ok(None);
+        }
+        let bytes = match self.read_at(&key, 0, HEADER_LEN) {
+            Ok(b) => b,
+            Err(MemberError::Missing | MemberError::Corrupt(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let header = <[u8; HEADER_LEN]>::try_from(bytes.as_slice())
+            .map_err(|_| MemberError::Io("short read of a chunk header".into()))?;
+        Ok(Some(ChunkHead {
+            header,
+            size: info.size,
+        }))
+    }
     /// Writes a chunk file as one atomic step; `IfPresent::Replace` replaces a damaged one (first
     /// set aside under `damaged/`; the damaged file is never gone before the good one is in
     /// place), otherwise an existing file is `AlreadyExists`. Durable after `flush`.
-    fn put_chunk(&self, hash: &Hash32, image: &[u8], present: IfPresent)
-    -> Result<(), MemberError>;
+    fn put_chunk(
+        &self,
+        hash: &Hash32,
+        image: &[u8],
+        present: IfPresent,
+    ) -> Result<(), MemberError> {
+        let key = layout::chunk_key(hash);
+        if present == IfPresent::Replace {
+            let aside = self.stat(&key).and_then(|info| match info {
+                Some(info) => {
+                    let old = self.read_at(&key, 0, info.size as usize)?;
+                    self.write(&layout::damaged_key(hash), &old, IfPresent::Refuse)
+                }
+                None => Ok(()),
+            });
+            if let Err(e) = aside {
+                log::warn!(
+                    "{}: cannot set the damaged {key} aside: {e}",
+                    self.location()
+                );
+            }
+        }
+        self.write(&key, image, present)
+    }
     /// Every chunk file: hash, size, when it was last written (names that are not a hash are
     /// skipped).
-    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError>;
-    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError>;
+    fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
+        let mut out = Vec::new();
+        for shard in 0..=255u8 {
+            for e in self.list(&format!("{}/{shard:02x}", layout::CHUNKS))? {
+                if let Some(hash) = layout::chunk_name(&e.name) {
+                    out.push(ChunkEntry {
+                        hash,
+                        size: e.size,
+                        modified: e.modified,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+    /// Deletes a chunk file; `Missing` where there is none.
+    fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
+        let key = layout::chunk_key(hash);
+        self.stat(&key)?.ok_or(MemberError::Missing)?;
+        self.delete(&key)
+    }
     /// Damaged chunk files set aside (`damaged/`) older than `older_than`. Deletes them with
     /// `Sweep::Delete`; returns their count and bytes, and how many younger ones were kept.
     /// (Temporary files of killed writes go when the member's lock is taken: only then is no
     /// pack writing them.)
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError>;
-    /// Makes every chunk put so far durable.
-    fn flush(&self) -> Result<(), MemberError>;
+    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+        let now = std::time::SystemTime::now();
+        let mut stale = Stale::default();
+        for e in self.list(layout::DAMAGED)? {
+            if now.duration_since(e.modified).unwrap_or_default() < older_than {
+                stale.kept_young += 1;
+                continue;
+            }
+            if sweep == Sweep::Delete {
+                self.delete(&format!("{}/{}", layout::DAMAGED, e.name))?;
+            }
+            stale.deleted += 1;
+            stale.bytes += e.size;
+        }
+        Ok(stale)
+    }
+    /// Makes every chunk put so far durable (an object store's writes are when they return).
+    fn flush(&self) -> Result<(), MemberError> {
+        Ok(())
+    }
     /// Whether `lock` excludes every other writer (a directory's flock does; an object store
     /// has none, so a pack elsewhere may be writing while a lock is "held").
-    fn exclusive_lock(&self) -> bool;
+    fn exclusive_lock(&self) -> bool {
+        false
+    }
     /// Takes the member's pack lock without waiting (`Unavailable` naming the holder where it
-    /// is taken) and clears what killed packs left behind.
-    fn lock(&self) -> Result<Box<dyn Lock>, MemberError>;
+    /// is taken) and clears what killed packs left behind. A kind without locks holds none.
+    fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
+        Ok(Box::new(NoLock))
+    }
 
     /// Bytes free for new chunk files, where the member can tell (a file system can; an object
     /// store has no such figure).
@@ -296,7 +432,7 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
             .filter_map(|e| {
                 Some(Listed {
                     name: layout::manifest_name(&e.name)?.to_string(),
-                    stamp: e.stamp,
+                    ..e
                 })
             })
             .collect())

@@ -16,10 +16,10 @@
 use super::layout::{self, CHUNKS, DAMAGED, MANIFESTS, MEMBER_FILE};
 use super::s3_errors::{member_err, too_large};
 use super::{
-    ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo, Options,
+    ChunkEntry, Expect, IfPresent, Image, Listed, MemberError, MemberIo, ObjectInfo, Options,
     Setup, Stale, Stored, Sweep,
 };
-use crate::codec::{HEADER_LEN, Hash32};
+use crate::codec::Hash32;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use object_store::path::Path as Key;
@@ -62,10 +62,6 @@ pub struct ObjectMember {
     timeout: Duration,
     opts: Options,
 }
-
-/// The object-store member's pack lock: none is needed (see the module's notes).
-struct NoLock;
-impl Lock for NoLock {}
 
 impl ObjectMember {
     /// A member at `prefix` of `store`, recorded in member lists as `location`.
@@ -190,12 +186,12 @@ impl ObjectMember {
 
     /// The names of the objects directly under folder `dir` of the member.
     fn file_names(&self, dir: &str) -> Result<Vec<String>, MemberError> {
-        Ok(self.files(dir)?.into_iter().map(|(name, _)| name).collect())
+        Ok(self.files(dir)?.into_iter().map(|l| l.name).collect())
     }
 
     /// The objects directly under `dir`: each name with a stamp (its ETag, else its size and
     /// time) that changes when it is rewritten.
-    fn files(&self, dir: &str) -> Result<Vec<(String, String)>, MemberError> {
+    fn files(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
         let prefix = self.key(dir);
         self.run(self.timeout, async {
             let listed = self
@@ -210,7 +206,12 @@ impl ObjectMember {
                     let stamp = m.e_tag.clone().unwrap_or_else(|| {
                         format!("{}-{}", m.size, m.last_modified.timestamp_micros())
                     });
-                    Some((m.location.filename()?.to_string(), stamp))
+                    Some(Listed {
+                        name: m.location.filename()?.to_string(),
+                        stamp,
+                        size: m.size,
+                        modified: m.last_modified.into(),
+                    })
                 })
                 .collect())
         })
@@ -387,13 +388,8 @@ impl MemberIo for ObjectMember {
         Ok(Image::Bytes(bytes))
     }
 
-    fn read_chunk_at(
-        &self,
-        hash: &Hash32,
-        offset: u64,
-        len: usize,
-    ) -> Result<Vec<u8>, MemberError> {
-        let key = self.key(&layout::chunk_key(hash));
+    fn read_at(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, MemberError> {
+        let key = self.key(key);
         let end = offset.saturating_add(len as u64);
         let bytes = self.run(self.opts.deadline(len as u64), async {
             let opts = GetOptions {
@@ -412,31 +408,18 @@ impl MemberIo for ObjectMember {
         Ok(bytes.to_vec())
     }
 
-    fn chunk_head(&self, hash: &Hash32) -> Result<Option<ChunkHead>, MemberError> {
-        let key = self.key(&layout::chunk_key(hash));
-        let Some(size) = self.head_size(&key)? else {
-            return Ok(None);
-        };
-        if size < HEADER_LEN as u64 {
-            return Ok(None);
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError> {
+        let key = self.key(key);
+        match self.run(self.timeout, async {
+            self.store.head(&key).await.map_err(member_err)
+        }) {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                size: meta.size,
+                modified: meta.last_modified.into(),
+            })),
+            Err(MemberError::Missing) => Ok(None),
+            Err(e) => Err(e),
         }
-        let got = self.run(self.timeout, async {
-            let opts = GetOptions {
-                range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
-                ..GetOptions::default()
-            };
-            let got = self.store.get_opts(&key, opts).await.map_err(member_err)?;
-            got.bytes().await.map_err(member_err)
-        });
-        let bytes = match got {
-            Ok(b) => b,
-            Err(MemberError::Missing) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Ok(header) = <[u8; HEADER_LEN]>::try_from(bytes.as_ref()) else {
-            return Ok(None);
-        };
-        Ok(Some(ChunkHead { header, size }))
     }
 
     fn put_chunk(
@@ -446,23 +429,27 @@ impl MemberIo for ObjectMember {
         present: IfPresent,
     ) -> Result<(), MemberError> {
         self.writable()?;
-        let key = self.key(&layout::chunk_key(hash));
-        if image.len() >= MULTIPART_FROM {
+        let key = layout::chunk_key(hash);
+        if present == IfPresent::Replace {
+            self.set_aside(hash, &self.key(&key));
+        }
+        self.write(&key, image, present)
+    }
+
+    fn write(&self, key: &str, bytes: &[u8], present: IfPresent) -> Result<(), MemberError> {
+        self.writable()?;
+        let key = self.key(key);
+        if bytes.len() >= MULTIPART_FROM {
             if present == IfPresent::Refuse && self.head_size(&key)?.is_some() {
                 return Err(MemberError::AlreadyExists);
             }
-            if present == IfPresent::Replace {
-                self.set_aside(hash, &key);
-            }
-            return self.put_multipart(&key, image);
+            return self.put_multipart(&key, bytes);
         }
-        let mode = if present == IfPresent::Replace {
-            self.set_aside(hash, &key);
-            PutMode::Overwrite
-        } else {
-            PutMode::Create
+        let mode = match present {
+            IfPresent::Replace => PutMode::Overwrite,
+            IfPresent::Refuse => PutMode::Create,
         };
-        self.put_small(&key, image, mode)
+        self.put_small(&key, bytes, mode)
     }
 
     fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
@@ -526,11 +513,7 @@ impl MemberIo for ObjectMember {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<Listed>, MemberError> {
-        Ok(self
-            .files(dir)?
-            .into_iter()
-            .map(|(name, stamp)| Listed { name, stamp })
-            .collect())
+        self.files(dir)
     }
 
     fn delete(&self, key: &str) -> Result<(), MemberError> {
@@ -542,18 +525,5 @@ impl MemberIo for ObjectMember {
             Err(MemberError::Missing) => Ok(()),
             other => other,
         }
-    }
-
-    fn flush(&self) -> Result<(), MemberError> {
-        // A PUT is durable once the server acknowledged it.
-        Ok(())
-    }
-
-    fn exclusive_lock(&self) -> bool {
-        false
-    }
-
-    fn lock(&self) -> Result<Box<dyn Lock>, MemberError> {
-        Ok(Box::new(NoLock))
     }
 }

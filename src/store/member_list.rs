@@ -13,11 +13,12 @@ pub const MEMBER_LIST: &str = "members.json";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemberList {
     pub generation: u64,
-    pub members: Vec<Listed>,
+    pub members: Vec<MemberEntry>,
 }
 
+/// One member as the member list records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Listed {
+pub struct MemberEntry {
     pub id: String,
     pub index: u32,
     pub weight: f64,
@@ -29,12 +30,12 @@ pub struct Listed {
 }
 
 impl MemberList {
-    pub fn get(&self, id: &str) -> Option<&Listed> {
+    pub fn get(&self, id: &str) -> Option<&MemberEntry> {
         self.members.iter().find(|m| m.id == id)
     }
 
     /// The entry a user names: by member id, or by location (as given or made absolute).
-    pub fn find(&self, who: &str) -> Option<&Listed> {
+    pub fn find(&self, who: &str) -> Option<&MemberEntry> {
         let absolute = crate::member::recorded_location(who);
         self.members
             .iter()
@@ -131,7 +132,7 @@ impl Store {
         let mut list = old.clone();
         for m in &self.members {
             let location = crate::member::recorded_location(m.location());
-            let entry = Listed {
+            let entry = MemberEntry {
                 id: m.id().to_string(),
                 index: m.info.index,
                 weight: m.info.weight,

@@ -7,7 +7,7 @@ use super::repair::{self, RepairOptions, RepairReport};
 use crate::member::MemberSpec;
 use crate::member::{self, MemberError, MemberIo, Setup};
 use crate::store::member::{MemberInfo, STORE_FORMAT};
-use crate::store::member_list::Listed;
+use crate::store::member_list::MemberEntry;
 use crate::store::{Store, StoreError, member_err};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -176,7 +176,7 @@ fn list_row(store: &Store, id: &str) -> Result<MemberRow, StoreError> {
 }
 
 /// The member list entry `who` names (an id or a location), or a clear error.
-fn named(store: &Store, who: &str) -> Result<Listed, StoreError> {
+fn named(store: &Store, who: &str) -> Result<MemberEntry, StoreError> {
     let (list, _) = store.member_list();
     if let Some(l) = list.find(who) {
         return Ok(l.clone());
@@ -188,7 +188,7 @@ fn named(store: &Store, who: &str) -> Result<Listed, StoreError> {
         .iter()
         .find(|m| m.id() == who || m.location() == who)
     {
-        return Ok(Listed {
+        return Ok(MemberEntry {
             id: m.id().to_string(),
             index: m.info.index,
             weight: m.info.weight,
@@ -198,7 +198,7 @@ fn named(store: &Store, who: &str) -> Result<Listed, StoreError> {
     }
     for mf in store.manifests()? {
         if let Some(r) = mf.members.iter().find(|r| r.id == who) {
-            return Ok(Listed {
+            return Ok(MemberEntry {
                 id: r.id.clone(),
                 index: r.index,
                 weight: 1.0,
@@ -316,7 +316,7 @@ pub fn remove(
         if let Some(e) = l.members.iter_mut().find(|e| e.id == entry.id) {
             e.retired = true;
         } else {
-            l.members.push(Listed {
+            l.members.push(MemberEntry {
                 retired: true,
                 ..entry.clone()
             });
