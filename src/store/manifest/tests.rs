@@ -1,0 +1,171 @@
+//! Manifest tests, and the manifests other modules' tests build.
+
+use super::*;
+
+pub fn sample() -> Manifest {
+    let chunk = |offset, len, byte: u8| ChunkRef {
+        offset,
+        len,
+        hash: Hash32::of(&[byte]),
+        codec: Codec::Zstd,
+        stored_len: len / 2,
+        members: vec!["m0".into(), "m1".into()],
+        tensors: vec![TensorTag {
+            name: format!("t{byte}"),
+            dtype: "BF16".into(),
+        }],
+    };
+    Manifest {
+        format_version: MANIFEST_FORMAT,
+        name: "model".into(),
+        version: 3,
+        created_unix: 1_700_000_000,
+        chunk_size: 4,
+        codec: "auto".into(),
+        level: 3,
+        placement: Placement::Hash,
+        replicas: 2,
+        members: vec![MemberRef {
+            id: "m0".into(),
+            index: 0,
+        }],
+        sealed: Default::default(),
+        files: vec![
+            FileEntry {
+                path: "model.safetensors".into(),
+                size: 10,
+                mode: 0o644,
+                mtime_secs: 1_700_000_000,
+                mtime_nanos: 5,
+                blake3: Hash32::of(b"file"),
+                chunks: vec![chunk(0, 4, 1), chunk(4, 4, 2), chunk(8, 2, 1)],
+                lossy: Some(Lossy {
+                    kind: "bf16".into(),
+                    original_size: 20,
+                    original_blake3: Hash32::of(b"orig"),
+                }),
+            },
+            FileEntry {
+                path: "sub/empty.txt".into(),
+                size: 0,
+                mode: 0o600,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                blake3: Hash32::of(b""),
+                chunks: vec![],
+                lossy: None,
+            },
+        ],
+    }
+}
+
+#[test]
+fn chunks_are_numbered_across_files_in_order() {
+    let mut m = sample();
+    let one = m.files[0].clone();
+    m.files = vec![
+        one.clone(),
+        FileEntry {
+            chunks: vec![],
+            ..one.clone()
+        },
+        one,
+    ];
+    let n = m.files[0].chunks.len() as u64;
+    assert!(n > 0);
+    assert_eq!(m.chunk_count() as u64, 2 * n);
+    let places = m.chunk_places();
+    let pos = |f: usize, i: usize| places[f].of(i, &m.files[f].chunks[i]);
+    assert_eq!((pos(0, 0).index, pos(2, 0).index), (0, n));
+    assert_eq!(pos(2, n as usize - 1).index, 2 * n - 1);
+    assert!(places.len() == 3 && pos(2, 0).total == 2 * n);
+    assert_eq!(pos(2, 0).hash, &m.files[2].chunks[0].hash);
+}
+
+#[test]
+fn the_current_copy_is_the_highest_version_then_the_later_pack_whatever_the_order() {
+    let at = |version, created_unix| Manifest {
+        version,
+        created_unix,
+        ..sample()
+    };
+    let copies = [at(2, 100), at(3, 50), at(3, 60), at(1, 999)];
+    let picked = |order: &[usize]| {
+        let m = current(order.iter().map(|&i| &copies[i])).unwrap();
+        (m.version, m.created_unix)
+    };
+    assert_eq!(picked(&[0, 1, 2, 3]), (3, 60));
+    assert_eq!(picked(&[3, 2, 1, 0]), (3, 60));
+    // Same version and time, different bytes: the hash decides, the same way every time.
+    let a = Manifest {
+        chunk_size: 1,
+        ..at(4, 7)
+    };
+    let b = Manifest {
+        chunk_size: 2,
+        ..at(4, 7)
+    };
+    let one = current([&a, &b]).unwrap().chunk_size;
+    assert_eq!(current([&b, &a]).unwrap().chunk_size, one);
+    assert!(current(std::iter::empty()).is_none());
+}
+
+#[test]
+fn round_trips() {
+    let m = sample();
+    let bytes = m.to_bytes().unwrap();
+    assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+    assert_eq!(m.logical_size(), 10);
+    assert_eq!(m.stored_size(), 2 + 2); // chunks 1 and 2; the third repeats chunk 1
+    assert_eq!(m.chunk_count(), 3);
+    let by = m.by_dtype();
+    assert_eq!(by.get("BF16"), Some(&(8, 4)), "{by:?}");
+    assert!(m.file("/sub/empty.txt").is_some());
+}
+
+#[test]
+fn detects_damage() {
+    let bytes = sample().to_bytes().unwrap();
+    assert!(Manifest::from_bytes(&bytes[..bytes.len() / 2]).is_err());
+    assert!(Manifest::from_bytes(b"").is_err());
+    // A flipped digit inside a size still parses as JSON but fails the checksum.
+    let text = String::from_utf8(bytes)
+        .unwrap()
+        .replacen("\"size\":10", "\"size\":11", 1);
+    assert_eq!(
+        Manifest::from_bytes(text.as_bytes()).unwrap_err(),
+        "checksum mismatch"
+    );
+}
+
+#[test]
+fn rejects_inconsistent_manifests() {
+    let cases: [fn(&mut Manifest); 8] = [
+        |m| m.files[0].size = 11,
+        |m| m.files[0].chunks[1].offset = 5,
+        |m| m.files[0].chunks[1].members.clear(),
+        |m| m.files[1].path = "../etc/passwd".into(),
+        |m| m.files[1].path = "a//b".into(),
+        |m| m.files[1].path = m.files[0].path.clone(),
+        |m| m.files[1].path = "model.safetensors/x".into(),
+        |m| m.format_version = 99,
+    ];
+    for (i, break_it) in cases.iter().enumerate() {
+        let mut m = sample();
+        break_it(&mut m);
+        assert!(
+            Manifest::from_bytes(&m.to_bytes().unwrap()).is_err(),
+            "case {i} accepted"
+        );
+    }
+}
+
+#[test]
+fn model_names() {
+    for ok in ["model", "Llama-3.1-8B", "a_b+c"] {
+        assert!(check_model_name(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", ".hidden", "a/b", "with space", &"x".repeat(129)] {
+        assert!(check_model_name(bad).is_err(), "{bad}");
+    }
+}
