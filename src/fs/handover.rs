@@ -136,7 +136,8 @@ impl Handover {
     }
 }
 
-const PAGE: u64 = 4096;
+/// The kernel's page size, in which its page cache is filled and read.
+pub(super) const PAGE: u64 = 4096;
 
 /// What of a chunk goes into the page cache, in whole pages: a page stored in part is kept by
 /// the kernel as one still to read, and asked for alone later (which would load the chunk again).

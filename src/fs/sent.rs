@@ -77,7 +77,7 @@ impl SentBytes {
 /// Whether `range` touches chunk `c` (of more than two pages) only within its first or last page
 /// (each shared with a neighbour when the chunk does not start or end on a page boundary).
 fn edge_page_only(c: &crate::store::manifest::ChunkRef, range: &std::ops::Range<u64>) -> bool {
-    const PAGE: u64 = 4096;
+    use super::handover::PAGE;
     let (a, b) = (range.start.max(c.offset), range.end.min(c.offset + c.len));
     let head_end = (c.offset / PAGE + 1) * PAGE;
     let tail_start = (c.offset + c.len).saturating_sub(1) / PAGE * PAGE;

@@ -124,11 +124,15 @@ impl ObjectMember {
         self.opts.deadline(bytes as u64) + self.timeout
     }
 
-    fn head_size(&self, key: &Key) -> Result<Option<u64>, MemberError> {
+    /// The size and age of the object at (full) `key`, or `None`.
+    fn head(&self, key: &Key) -> Result<Option<ObjectInfo>, MemberError> {
         match self.run(self.timeout, async {
             self.store.head(key).await.map_err(member_err)
         }) {
-            Ok(meta) => Ok(Some(meta.size)),
+            Ok(meta) => Ok(Some(ObjectInfo {
+                size: meta.size,
+                modified: meta.last_modified.into(),
+            })),
             Err(MemberError::Missing) => Ok(None),
             Err(e) => Err(e),
         }
@@ -409,17 +413,7 @@ impl MemberIo for ObjectMember {
     }
 
     fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, MemberError> {
-        let key = self.key(key);
-        match self.run(self.timeout, async {
-            self.store.head(&key).await.map_err(member_err)
-        }) {
-            Ok(meta) => Ok(Some(ObjectInfo {
-                size: meta.size,
-                modified: meta.last_modified.into(),
-            })),
-            Err(MemberError::Missing) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.head(&self.key(key))
     }
 
     fn put_chunk(
@@ -440,7 +434,7 @@ impl MemberIo for ObjectMember {
         self.writable()?;
         let key = self.key(key);
         if bytes.len() >= MULTIPART_FROM {
-            if present == IfPresent::Refuse && self.head_size(&key)?.is_some() {
+            if present == IfPresent::Refuse && self.head(&key)?.is_some() {
                 return Err(MemberError::AlreadyExists);
             }
             return self.put_multipart(&key, bytes);
