@@ -421,12 +421,7 @@ fn mount_flags_a_new_user_gets_wrong_are_one_line_and_relative_members_show_abso
         &run_in(&state, &["status", mnt.to_str().unwrap(), "--json"]).stdout,
     )
     .unwrap();
-    let locations: Vec<&str> = s["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["location"].as_str().unwrap())
-        .collect();
+    let locations = strings(&s["members"], "location");
     let expect: Vec<String> = members(d, 2)
         .iter()
         .map(|p| fs::canonicalize(p).unwrap().display().to_string())

@@ -156,12 +156,7 @@ fn a_chunk_with_no_good_replica_stops_export_without_wrong_bytes() {
     );
     let (is_ok, report) = verify_json(&store);
     assert!(!is_ok);
-    let kinds: Vec<&str> = report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap())
-        .collect();
+    let kinds = strings(&report["problems"], "kind");
     assert_eq!(kinds, vec!["corrupt", "unrecoverable"]);
 }
 

@@ -130,12 +130,7 @@ fn rm_and_gc_keep_shared_chunks_and_return_space() {
     );
     ok(&["rm", "--store", &store, "--name", "a"]);
     let ls = json(&ok(&["ls", "--store", &store, "--json"]));
-    let names: Vec<&str> = ls["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let names = strings(&ls["models"], "name");
     assert_eq!(names, vec!["b", "c"]);
     // Young chunk files are kept by default; a dry run deletes nothing.
     let young = json(&ok(&["gc", "--store", &store, "--json"]));

@@ -21,12 +21,7 @@ fn a_lost_disk_is_refilled_while_a_mount_serves_readers() {
     }
     let before = verify(&fx.store);
     assert_eq!(before["ok"], false);
-    let kinds: Vec<&str> = before["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap())
-        .collect();
+    let kinds = strings(&before["problems"], "kind");
     assert!(
         kinds.contains(&"missing") && kinds.contains(&"under-replicated"),
         "{kinds:?}"

@@ -195,6 +195,22 @@ pub fn manifest_json(member: &Path, name: &str) -> serde_json::Value {
     env["manifest"].clone()
 }
 
+/// The string field `key` of each object in the JSON array `list`, in order (panics, failing the
+/// test, where `list` is not an array or an entry has no such string).
+pub fn strings<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    let entries = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    entries
+        .iter()
+        .map(|e| {
+            e[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {key:?} in {e}"))
+        })
+        .collect()
+}
+
 /// A live mount for a test, with its own state directory; unmounted when dropped.
 pub struct Mounted {
     pub dir: PathBuf,
