@@ -49,8 +49,18 @@ fn xattr_reply(reply: ReplyXattr) -> super::XattrReply {
     })
 }
 
+/// Background requests (read-ahead READs) the kernel may have outstanding at once: enough for a
+/// whole read-ahead window of 1 MiB READs on every reader thread's file, and queued by the kernel
+/// beyond that (the reader pool answers them in turn).
+const BACKGROUND: u16 = 64;
+
 impl Filesystem for ShardFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // The kernel's read-ahead sends its READs in the background; once `congestion` of them
+        // are outstanding it drops the pages it had set aside for the rest of its window (they
+        // are asked for later, one fault at a time, after their chunk may have left the cache).
+        let _ = config.set_max_background(BACKGROUND);
+        let _ = config.set_congestion_threshold(BACKGROUND * 3 / 4);
         // Passthrough serves local copies; the kernel needs a stack depth for the backing files.
         if self.0.wants_passthrough() {
             let took = config
