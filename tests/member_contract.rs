@@ -210,20 +210,20 @@ fn chunks(m: &dyn MemberIo, what: &str) {
     // The set-aside image (and, for a kind that sets damaged small objects aside too, the
     // oversized one above): young, so kept; at age zero, counted by a dry run, then deleted.
     let young = m
-        .clean_stale(Duration::from_secs(3600), Sweep::Delete)
+        .sweep_damaged(Duration::from_secs(3600), Sweep::Delete)
         .unwrap();
     assert_eq!(young.deleted, 0, "{what}");
     assert!((1..=2).contains(&young.kept_young), "{what}: {young:?}");
-    let dry = m.clean_stale(Duration::ZERO, Sweep::Count).unwrap();
+    let dry = m.sweep_damaged(Duration::ZERO, Sweep::Count).unwrap();
     assert_eq!(dry.deleted, young.kept_young, "{what}");
     assert!(dry.bytes >= 5000, "{what}: {dry:?}");
     assert_eq!(
-        m.clean_stale(Duration::ZERO, Sweep::Delete).unwrap(),
+        m.sweep_damaged(Duration::ZERO, Sweep::Delete).unwrap(),
         dry,
         "{what}"
     );
     assert_eq!(
-        m.clean_stale(Duration::ZERO, Sweep::Delete)
+        m.sweep_damaged(Duration::ZERO, Sweep::Delete)
             .unwrap()
             .deleted,
         0

@@ -107,7 +107,7 @@ fn repair_rm_and_gc_work_on_a_bucket_member() {
             .unwrap();
     }
     let aside = || {
-        m.clean_stale(std::time::Duration::ZERO, Sweep::Count)
+        m.sweep_damaged(std::time::Duration::ZERO, Sweep::Count)
             .unwrap()
             .deleted
     };

@@ -305,7 +305,7 @@ impl ChunkCache {
         if asker == Asker::ReadAhead {
             inner.unread.insert(key);
         }
-        self.evict(&mut inner, 0, asker == Asker::ReadAhead)
+        self.evict(&mut inner, 0, asker)
     }
 
     /// Waits until a reader's load of `len` bytes is admitted (`true`), or `deadline` passes.
@@ -329,8 +329,8 @@ impl ChunkCache {
 
     /// Counts a load of `len` bytes in flight if the budget has room for it once every cached
     /// chunk that can go has gone (for read-ahead: every chunk a reader has had), or,
-    /// for a reader, if no other load is under way (a chunk larger than the budget loads alone). Chunks dropped to make room are added to `dropped`, to be let go of
-    /// after the lock.
+    /// for a reader, if no other load is under way (a chunk larger than the budget loads alone).
+    /// Chunks dropped to make room are added to `dropped`, to be let go of after the lock.
     fn admit(&self, inner: &mut Inner, len: u64, asker: Asker, dropped: &mut Vec<Chunk>) -> bool {
         let ahead = asker == Asker::ReadAhead;
         let alone = inner.inflight_bytes == 0;
@@ -340,7 +340,7 @@ impl ChunkCache {
             return false;
         }
         inner.inflight_bytes += len;
-        dropped.extend(self.evict(inner, len, ahead));
+        dropped.extend(self.evict(inner, len, asker));
         let spare = (self.spare.bytes() as u64).saturating_sub(len);
         if (alone && !ahead) || inner.cached_bytes + inner.inflight_bytes + spare <= self.capacity {
             return true;
@@ -366,7 +366,7 @@ impl ChunkCache {
     /// buffers to the system first, then drops least recently used chunks. The dropped chunks are
     /// returned, to be let go of after the lock: their buffers then serve the loads that needed
     /// the room.
-    fn evict(&self, inner: &mut Inner, incoming: u64, ahead: bool) -> Vec<Chunk> {
+    fn evict(&self, inner: &mut Inner, incoming: u64, asker: Asker) -> Vec<Chunk> {
         let used = |inner: &Inner| {
             let spare = (self.spare.bytes() as u64).saturating_sub(incoming);
             inner.cached_bytes + inner.inflight_bytes + spare
@@ -387,7 +387,7 @@ impl ChunkCache {
                 .find(|k| !inner.unread.contains(k));
             let victim = match read {
                 Some(k) => Some(k),
-                None if ahead => None,
+                None if asker == Asker::ReadAhead => None,
                 None => inner.lru.peek_lru().map(|(k, _)| *k),
             };
             let Some(key) = victim else { break };

@@ -59,7 +59,7 @@ pub fn warm(path: &Path, readers: usize, local: bool, progress: bool) -> Result<
     }
 }
 
-fn tier_of(mount: &Path) -> Option<shardfs::tier::TierShown> {
+fn tier_of(mount: &Path) -> Option<shardfs::tier::TierReport> {
     let status = shardfs::daemon::status(Some(mount)).ok()?;
     status.into_iter().next()?.counters?.tier
 }

@@ -6,7 +6,7 @@
 use super::control::{self, RefreshRequest, XattrReply};
 use super::handles::{self, Handles};
 use super::passthrough::Opens;
-use super::stats::{Counters, Stats};
+use super::stats::{Counters, LiveCounters};
 use super::tree::{NodeKind, ROOT, Tree};
 use super::{FsError, FsOptions, Live};
 use crate::cache::ChunkCache;
@@ -30,7 +30,7 @@ const READERS: usize = 16;
 pub(super) struct Shared {
     pub store: Arc<Store>,
     pub cache: ChunkCache,
-    pub stats: Stats,
+    pub counts: LiveCounters,
     pub trouble: MemberTrouble,
     pub handles: Handles,
     pub tier: Option<Arc<crate::tier::Tier>>,
@@ -129,7 +129,7 @@ impl Core {
             shared: Arc::new(Shared {
                 store,
                 cache,
-                stats: Stats::default(),
+                counts: LiveCounters::default(),
                 trouble: MemberTrouble::default(),
                 handles: Handles::default(),
                 tier: opts.tier.clone(),

@@ -27,12 +27,34 @@ pub(super) enum Source {
 }
 
 impl Source {
-    pub fn name(&self) -> &'static str {
+    pub fn mode(&self) -> OpenMode {
         match self {
-            Source::Chunks => "chunks",
-            Source::Copy(_) => "local copy",
-            Source::Passthrough => "passthrough",
+            Source::Chunks => OpenMode::Chunks,
+            Source::Copy(_) => OpenMode::LocalCopy,
+            Source::Passthrough => OpenMode::Passthrough,
         }
+    }
+}
+
+/// Where an open file's bytes come from, as `status` names it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum OpenMode {
+    #[default]
+    #[serde(rename = "chunks")]
+    Chunks,
+    #[serde(rename = "local copy")]
+    LocalCopy,
+    #[serde(rename = "passthrough")]
+    Passthrough,
+}
+
+impl std::fmt::Display for OpenMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpenMode::Chunks => "chunks",
+            OpenMode::LocalCopy => "local copy",
+            OpenMode::Passthrough => "passthrough",
+        })
     }
 }
 
@@ -108,11 +130,10 @@ pub(super) struct Handles {
 
 /// An open file as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct OpenShown {
+pub struct OpenReport {
     pub path: String,
-    /// `chunks`, `local copy` or `passthrough`.
     #[serde(default)]
-    pub mode: String,
+    pub mode: OpenMode,
     pub reads: u64,
     pub bytes_served: u64,
     pub open_seconds: f64,
@@ -120,8 +141,8 @@ pub struct OpenShown {
 
 /// What the mount is doing now.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Now {
-    pub open_files: Vec<OpenShown>,
+pub struct Activity {
+    pub open_files: Vec<OpenReport>,
     /// Bytes served per second over the last 5 whole seconds.
     pub recent_bytes_per_second: f64,
     pub reads_waiting: u64,
@@ -162,21 +183,21 @@ impl Handles {
         self.rate.add(now_secs(), bytes);
     }
 
-    pub fn now(&self) -> Now {
-        let mut open_files: Vec<OpenShown> = self
+    pub fn activity(&self) -> Activity {
+        let mut open_files: Vec<OpenReport> = self
             .by_fh
             .lock()
             .values()
-            .map(|f| OpenShown {
+            .map(|f| OpenReport {
                 path: f.path.clone(),
-                mode: f.source.name().to_string(),
+                mode: f.source.mode(),
                 reads: f.reads.load(Ordering::Relaxed),
                 bytes_served: f.bytes.load(Ordering::Relaxed),
                 open_seconds: f.opened.elapsed().as_secs_f64(),
             })
             .collect();
         open_files.sort_by_key(|f| std::cmp::Reverse(f.bytes_served));
-        Now {
+        Activity {
             open_files,
             recent_bytes_per_second: self.rate.recent(now_secs()),
             reads_waiting: self.waiting.load(Ordering::Relaxed),

@@ -4,7 +4,7 @@
 //! `status`, the refresh answer and `/metrics`).
 
 use super::core::Shared;
-use super::stats::{Counters, ModelShown};
+use super::stats::{Counters, ModelReport};
 use super::tree::{Stale, Tree};
 use crate::clock::unix_secs;
 use crate::store::liveness::MemberStats;
@@ -68,7 +68,7 @@ impl Live {
 
     /// Records that a look for new versions ended now.
     pub fn refreshed(&self) {
-        let stats = &self.shared.stats;
+        let stats = &self.shared.counts;
         stats.refreshes.fetch_add(1, Ordering::Relaxed);
         stats
             .refreshed_unix
@@ -87,7 +87,7 @@ impl Live {
 
     /// How long reads took (shared with the read path: it goes on counting).
     pub fn read_latency(&self) -> crate::store::liveness::Latency {
-        self.shared.stats.read_latency.clone()
+        self.shared.counts.read_latency.clone()
     }
 
     /// How long each opened member took to answer, by location.
@@ -109,7 +109,7 @@ impl Live {
 
     /// A point-in-time copy of the counters.
     pub fn counters(&self) -> Counters {
-        let (stats, cache) = (&self.shared.stats, &self.shared.cache);
+        let (stats, cache) = (&self.shared.counts, &self.shared.cache);
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Counters {
             bytes_served: l(&stats.bytes_served),
@@ -122,15 +122,15 @@ impl Live {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
-            now: self.shared.handles.now(),
-            tier: self.shared.tier.as_ref().map(|t| t.shown()),
+            now: self.shared.handles.activity(),
+            tier: self.shared.tier.as_ref().map(|t| t.report()),
             refreshes: l(&stats.refreshes),
             refreshed_unix: l(&stats.refreshed_unix),
             versions: {
                 let tree = self.tree.read();
                 tree.models
                     .iter()
-                    .map(|(name, v)| ModelShown {
+                    .map(|(name, v)| ModelReport {
                         name: name.clone(),
                         version: v.version,
                         adopted_unix: unix_secs(v.adopted),

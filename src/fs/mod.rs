@@ -27,10 +27,10 @@ pub use control::{
 };
 pub use error::FsError;
 pub use fuse::ShardFs;
-pub use handles::{Now, OpenShown};
+pub use handles::{Activity, OpenReport};
 pub use handover::PageStore;
 pub use live::Live;
-pub use stats::{Counters, ModelShown, Stats};
+pub use stats::{Counters, LiveCounters, ModelReport};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]

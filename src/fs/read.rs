@@ -75,7 +75,7 @@ impl Core {
         };
         let sent = (flags & libc::O_DIRECT == 0).then_some(sent);
         let shared = &self.shared;
-        shared.stats.reads.fetch_add(1, Ordering::Relaxed);
+        shared.counts.reads.fetch_add(1, Ordering::Relaxed);
         if offset >= file.size || size == 0 {
             return reply(Ok(&[]));
         }
@@ -234,7 +234,7 @@ impl Shared {
 
     /// Loads chunk `index` of `file` through the cache.
     fn load(&self, file: &Arc<FileEntry>, index: usize, why: For) -> Result<Chunk, LoadFailed> {
-        let (cache, stats) = (&self.cache, &self.stats);
+        let (cache, stats) = (&self.cache, &self.counts);
         let c = &file.chunks[index];
         let no_memory = Cell::new(false);
         let load = || {
@@ -293,7 +293,9 @@ impl Shared {
 
     /// A replica of chunk `c` on `member` could not be used; the next is tried.
     fn replica_failed(&self, c: &ChunkRef, member: &str, e: &crate::store::reader::ReplicaError) {
-        self.stats.replica_failovers.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .replica_failovers
+            .fetch_add(1, Ordering::Relaxed);
         log::debug!("chunk {}: member {member} failed", c.hash);
         self.trouble.failed(member, e);
     }
@@ -326,7 +328,7 @@ impl Shared {
         let limit = self.store.load_deadline(c);
         let (result, served) = self.cache.get(p.key, in_flight, limit, load);
         if served == Served::Loaded && result.is_ok() {
-            self.stats
+            self.counts
                 .chunks_decompressed
                 .fetch_add(1, Ordering::Relaxed);
         }
@@ -376,17 +378,17 @@ impl Shared {
     fn answered(&self, asked: &Asked, n: Option<u64>) {
         match n {
             Some(n) => {
-                self.stats.bytes_served.fetch_add(n, Ordering::Relaxed);
+                self.counts.bytes_served.fetch_add(n, Ordering::Relaxed);
                 self.handles.served(n);
                 if let Some(h) = &asked.handle {
                     h.served(n);
                 }
             }
             None => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.counts.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.stats.read_latency.observe(asked.started.elapsed());
+        self.counts.read_latency.observe(asked.started.elapsed());
     }
 
     /// Answers with bytes `range` of a file's local copy.

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 /// Counters of a mount, reported by `status`.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub struct LiveCounters {
     /// How long reads took, from the request to the answer.
     pub read_latency: crate::store::liveness::Latency,
     pub bytes_served: AtomicU64,
@@ -24,7 +24,7 @@ pub struct Stats {
 
 /// A model as the mount shows it now.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct ModelShown {
+pub struct ModelReport {
     pub name: String,
     /// The manifest version (generation) served to new opens.
     pub version: u64,
@@ -50,7 +50,7 @@ pub struct Counters {
     pub members: Vec<crate::store::liveness::MemberStats>,
     /// The version of each model new opens get.
     #[serde(default)]
-    pub versions: Vec<ModelShown>,
+    pub versions: Vec<ModelReport>,
     /// Looks for new versions done (none with `--pin`), and when the last one ended.
     #[serde(default)]
     pub refreshes: u64,
@@ -58,8 +58,8 @@ pub struct Counters {
     pub refreshed_unix: u64,
     /// The local decompressed tier, when the mount has one.
     #[serde(default)]
-    pub tier: Option<crate::tier::TierShown>,
+    pub tier: Option<crate::tier::TierReport>,
     /// What the mount is doing now.
     #[serde(default, flatten)]
-    pub now: super::handles::Now,
+    pub now: super::handles::Activity,
 }

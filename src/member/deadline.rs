@@ -221,8 +221,8 @@ impl MemberIo for Deadlined {
         self.call(limit, move |m| m.put_chunk(&hash, &image, present))
     }
 
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
-        self.call(self.long(), move |m| m.clean_stale(older_than, sweep))
+    fn sweep_damaged(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+        self.call(self.long(), move |m| m.sweep_damaged(older_than, sweep))
     }
 
     fn list_chunks(&self) -> Result<Vec<ChunkEntry>, MemberError> {
@@ -334,7 +334,7 @@ mod tests {
             chunk_head(hash: &Hash32) -> Result<Option<ChunkHead>, MemberError>;
             read_chunk_at(hash: &Hash32, offset: u64, len: usize) -> Result<Vec<u8>, MemberError>;
             put_chunk(hash: &Hash32, image: &[u8], present: IfPresent) -> Result<(), MemberError>;
-            clean_stale(older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError>;
+            sweep_damaged(older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError>;
             list_chunks() -> Result<Vec<ChunkEntry>, MemberError>;
             delete_chunk(hash: &Hash32) -> Result<(), MemberError>;
             get(key: &str, cap: u64) -> Result<Option<Stored>, MemberError>;

@@ -354,7 +354,7 @@ impl MemberIo for DirMember {
         let damaged_as = || layout::damaged_key(hash);
         self.write_file(&layout::chunk_key(hash), image, present, Some(&damaged_as))
     }
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+    fn sweep_damaged(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         let now = std::time::SystemTime::now();
         let mut stale = Stale::default();
         let entries = match self.root.list(DAMAGED) {

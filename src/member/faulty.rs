@@ -249,9 +249,9 @@ impl MemberIo for Faulty {
     fn delete_chunk(&self, hash: &Hash32) -> Result<(), MemberError> {
         self.run(Op::DeleteChunk, |_| self.inner.delete_chunk(hash))
     }
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+    fn sweep_damaged(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         self.run(Op::CleanStale, |_| {
-            self.inner.clean_stale(older_than, sweep)
+            self.inner.sweep_damaged(older_than, sweep)
         })
     }
     fn flush(&self) -> Result<(), MemberError> {

@@ -89,8 +89,8 @@ impl MemberIo for Recorder {
         self.note("delete_chunk");
         Ok(())
     }
-    fn clean_stale(&self, _: Duration, _: Sweep) -> Result<Stale, MemberError> {
-        self.note("clean_stale");
+    fn sweep_damaged(&self, _: Duration, _: Sweep) -> Result<Stale, MemberError> {
+        self.note("sweep_damaged");
         Ok(Stale::default())
     }
     fn flush(&self) -> Result<(), MemberError> {
@@ -135,8 +135,8 @@ fn every_call() -> Vec<(&'static str, Call)> {
         }),
         ("list_chunks", |m| m.list_chunks().map(drop)),
         ("delete_chunk", |m| m.delete_chunk(&Hash32::of(b"x"))),
-        ("clean_stale", |m| {
-            m.clean_stale(Duration::ZERO, Sweep::Count).map(drop)
+        ("sweep_damaged", |m| {
+            m.sweep_damaged(Duration::ZERO, Sweep::Count).map(drop)
         }),
         ("flush", |m| m.flush()),
         ("exclusive_lock", |m| {

@@ -199,7 +199,7 @@ pub enum Setup {
     Create,
 }
 
-/// What `clean_stale` does with the damaged files it finds.
+/// What `sweep_damaged` does with the damaged files it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sweep {
     /// Counts them and leaves them (a dry run).
@@ -208,7 +208,7 @@ pub enum Sweep {
     Delete,
 }
 
-/// What `clean_stale` found among the damaged files set aside.
+/// What `sweep_damaged` found among the damaged files set aside.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stale {
     /// Deleted (or, in a dry run, to be deleted), and their bytes.
@@ -374,7 +374,7 @@ pub trait MemberIo: Send + Sync + fmt::Debug {
     /// `Sweep::Delete`; returns their count and bytes, and how many younger ones were kept.
     /// (Temporary files of killed writes go when the member's lock is taken: only then is no
     /// pack writing them.)
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+    fn sweep_damaged(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         let now = std::time::SystemTime::now();
         let mut stale = Stale::default();
         for e in self.list(layout::DAMAGED)? {

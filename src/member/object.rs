@@ -446,7 +446,7 @@ impl MemberIo for ObjectMember {
         self.put_small(&key, bytes, mode)
     }
 
-    fn clean_stale(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
+    fn sweep_damaged(&self, older_than: Duration, sweep: Sweep) -> Result<Stale, MemberError> {
         if sweep == Sweep::Delete {
             self.writable()?;
         }

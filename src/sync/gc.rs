@@ -91,7 +91,7 @@ pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, S
     let mut stale = crate::member::Stale::default();
     for m in &store.members {
         let s =
-            m.io.clean_stale(min_age, if dry_run { Sweep::Count } else { Sweep::Delete })
+            m.io.sweep_damaged(min_age, if dry_run { Sweep::Count } else { Sweep::Delete })
                 .map_err(member_err(m.location()))?;
         stale.deleted += s.deleted;
         stale.bytes += s.bytes;

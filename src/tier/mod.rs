@@ -110,7 +110,7 @@ pub enum Backlog {
 
 /// The tier as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct TierShown {
+pub struct TierReport {
     pub dir: String,
     pub limit: u64,
     pub used: u64,
@@ -522,9 +522,9 @@ impl Tier {
         let _ = fs::remove_file(self.part_path(hash));
     }
 
-    pub fn shown(&self) -> TierShown {
+    pub fn report(&self) -> TierReport {
         let st = self.state.lock();
-        TierShown {
+        TierReport {
             dir: self.dir.display().to_string(),
             limit: self.limit,
             used: st.used(),

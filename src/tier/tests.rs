@@ -53,12 +53,12 @@ fn two_chunkings_of_one_file_fill_one_correct_copy() {
     for i in 2..b.chunks.len() {
         tier.offer(&b, i, &chunk(&data, &b, i), Backlog::Wait);
     }
-    wait_for("the copy did not complete", || tier.shown().copies == 1);
+    wait_for("the copy did not complete", || tier.report().copies == 1);
     let copy = tier.open_copy(&a).expect("a checked copy");
     let mut got = Vec::new();
     (&copy).read_to_end(&mut got).unwrap();
     assert!(got == data);
-    assert_eq!(tier.shown().damaged, 0);
+    assert_eq!(tier.report().damaged, 0);
     // Bytes already in are not written twice; the copy serves the other chunking too.
     assert!(tier.open_copy(&b).is_some());
 }
