@@ -36,6 +36,8 @@ struct Spare {
     maps: Vec<(NonNull<u8>, usize)>,
     bytes: usize,
     limit: usize,
+    /// What its owner's budget leaves for spare buffers now (see `leave_room`).
+    room: usize,
 }
 
 // SAFETY: the pool owns the mappings it holds; they are only handed out under its lock.
@@ -66,6 +68,7 @@ impl SparePool {
             maps: Vec::new(),
             bytes: 0,
             limit: bytes,
+            room: usize::MAX,
         }))
     }
 
@@ -78,6 +81,13 @@ impl SparePool {
         let surplus = Self::pop(&mut spare, over);
         drop(spare);
         unmap(surplus);
+    }
+
+    /// Keeps no more than `bytes` from now on (a budget that changes with what else it holds):
+    /// a buffer dropped while the pool holds that much goes back to the system. Nothing kept is
+    /// let go here (the owner trims what it must).
+    pub fn leave_room(&self, bytes: usize) {
+        self.0.lock().room = bytes;
     }
 
     /// Bytes held.
@@ -121,7 +131,7 @@ impl SparePool {
     /// Keeps a mapping if there is room; gives it back otherwise.
     fn put(&self, ptr: NonNull<u8>, map_len: usize) -> Option<(NonNull<u8>, usize)> {
         let mut spare = self.0.lock();
-        if spare.bytes + map_len > spare.limit {
+        if spare.bytes + map_len > spare.limit.min(spare.room) {
             return Some((ptr, map_len));
         }
         spare.bytes += map_len;

@@ -159,8 +159,18 @@ impl ChunkCache {
         inner.unread.remove(key);
         if let Some(chunk) = inner.lru.pop(key) {
             inner.cached_bytes -= chunk.len() as u64;
+            self.leave_room_for_spares(&inner);
             self.room.notify_all();
         }
+    }
+
+    /// Lets buffers freed from now on wait as spares only in the room cached chunks leave: a
+    /// chunk a reply still held when it left the cache then goes back to the system if its
+    /// buffer would take the budget over. (Loads in flight are counted on taking a spare.)
+    fn leave_room_for_spares(&self, inner: &Inner) {
+        let room = self.capacity.saturating_sub(inner.cached_bytes);
+        self.spare
+            .leave_room(usize::try_from(room).unwrap_or(usize::MAX));
     }
 
     /// The chunk `key` if it is cached (counted as a hit), without waiting for anything.
@@ -411,6 +421,7 @@ impl ChunkCache {
                 dropped.push(chunk);
             }
         }
+        self.leave_room_for_spares(inner);
         dropped
     }
 }

@@ -19,18 +19,25 @@ fn new_cache(capacity: u64) -> ChunkCache {
     ChunkCache::with_spare(capacity, Box::leak(Box::default()))
 }
 
+const MB4: usize = 4 << 20;
+
+/// A cache of three 4 MiB chunks with a spare pool of its own.
+fn three_chunk_cache() -> (&'static SparePool, ChunkCache) {
+    let pool: &'static SparePool = Box::leak(Box::default());
+    (pool, ChunkCache::with_spare(3 * MB4 as u64, pool))
+}
+
+/// A 4 MiB chunk of one byte, its buffer taken from `pool`.
+fn filled(pool: &'static SparePool, byte: u8) -> Result<ChunkBuf, String> {
+    let mut b = ChunkBuf::for_overwrite_in(pool, MB4).map_err(|e| e.to_string())?;
+    b.fill(byte);
+    Ok(b)
+}
+
 #[test]
 fn freed_buffers_serve_the_next_loads_within_the_budget() {
-    const MB4: usize = 4 << 20;
-    let pool: &'static SparePool = Box::leak(Box::default());
-    let cache = ChunkCache::with_spare(3 * MB4 as u64, pool);
-    let load = |byte: u8| {
-        move || {
-            let mut b = ChunkBuf::for_overwrite_in(pool, MB4).unwrap();
-            b.fill(byte);
-            Ok(b)
-        }
-    };
+    let (pool, cache) = three_chunk_cache();
+    let load = |byte: u8| move || filled(pool, byte);
     let first = cache
         .get(key(0), MB4 as u64, LIMIT, load(0))
         .0
@@ -322,4 +329,29 @@ fn read_ahead_that_cannot_fit_evicts_nothing() {
             .is_none()
     );
     assert!(cache.contains_or_loading(&key(0)));
+}
+
+#[test]
+fn a_buffer_freed_after_its_chunk_left_the_cache_stays_within_the_budget() {
+    let (pool, cache) = three_chunk_cache();
+    let load = |byte: u8| move || filled(pool, byte);
+    // A reply still holds chunk 0 when a fourth load evicts it from the full cache...
+    let held = cache.get(key(0), MB4 as u64, LIMIT, load(0)).0.unwrap();
+    for i in 1..4 {
+        cache
+            .get(key(i), MB4 as u64, LIMIT, load(i as u8))
+            .0
+            .unwrap();
+    }
+    assert_eq!(cache.used_bytes(), 3 * MB4 as u64);
+    // ...and lets it go later: the cache is full, so its buffer goes back to the system.
+    drop(held);
+    assert_eq!(pool.bytes(), 0);
+    assert_eq!(cache.used_bytes(), 3 * MB4 as u64);
+    // Once a chunk leaves, a freed buffer is kept again for the next load.
+    let held = cache.get_cached(&key(3)).unwrap();
+    cache.release(&key(3));
+    drop(held);
+    assert_eq!(pool.bytes(), MB4);
+    assert_eq!(cache.used_bytes(), 3 * MB4 as u64);
 }

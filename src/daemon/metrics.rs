@@ -103,7 +103,7 @@ type MountSeries = (&'static str, &'static str, Kind, fn(&Counters) -> u64);
 type MemberSeries = (&'static str, &'static str, fn(&MemberStats) -> u64);
 
 /// The mount-wide series.
-const MOUNT_SERIES: [MountSeries; 15] = [
+const MOUNT_SERIES: [MountSeries; 17] = [
     (
         "shardfs_bytes_served",
         "Bytes returned to readers",
@@ -157,6 +157,18 @@ const MOUNT_SERIES: [MountSeries; 15] = [
         "Replica reads that failed, after which the next replica was tried",
         Kind::Counter,
         |c| c.replica_failovers,
+    ),
+    (
+        "shardfs_page_cache_handovers",
+        "Partly read chunks stored whole into the page cache as they left the chunk cache",
+        Kind::Counter,
+        |c| c.page_cache_handovers,
+    ),
+    (
+        "shardfs_page_cache_handovers_missed",
+        "Partly read chunks let go instead (handover queue full, or the kernel refused them)",
+        Kind::Counter,
+        |c| c.page_cache_handovers_missed,
     ),
     (
         "shardfs_read_errors",

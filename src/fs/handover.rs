@@ -49,6 +49,9 @@ pub(super) struct Handover {
     pool: Option<Workers>,
     /// Chunks stored into the page cache so far.
     pub handed: Arc<AtomicU64>,
+    /// Chunks let go instead because the queue was full, or the kernel did not take them.
+    pub busy: AtomicU64,
+    pub refused: Arc<AtomicU64>,
 }
 
 impl Handover {
@@ -60,6 +63,8 @@ impl Handover {
                 .map_err(|e| log::warn!("cannot start the page cache handover thread: {e}"))
                 .ok(),
             handed: Arc::new(AtomicU64::new(0)),
+            busy: AtomicU64::new(0),
+            refused: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -120,7 +125,8 @@ impl Handover {
             return;
         }
         let pages = Pages::of(&p, chunk, cached);
-        let (kernel, chunk, handed) = (kernel.clone(), chunk.clone(), self.handed.clone());
+        let (kernel, chunk) = (kernel.clone(), chunk.clone());
+        let (handed, refused) = (self.handed.clone(), self.refused.clone());
         let key = *key;
         let queued = pool.try_spawn(move || match pages.store(&*kernel, p.ino, &chunk) {
             Ok(()) => {
@@ -128,9 +134,13 @@ impl Handover {
                 handed.fetch_add(1, Ordering::Relaxed);
                 log::debug!("chunk {key}: stored into the page cache as it left the cache");
             }
-            Err(e) => log::debug!("chunk {key}: the kernel did not take it ({e})"),
+            Err(e) => {
+                refused.fetch_add(1, Ordering::Relaxed);
+                log::debug!("chunk {key}: the kernel did not take it ({e})")
+            }
         });
         if !queued {
+            self.busy.fetch_add(1, Ordering::Relaxed);
             log::debug!("chunk {key}: let go (the page cache handover is busy)");
         }
     }

@@ -122,6 +122,9 @@ impl Live {
             chunks_prefetched: l(&stats.chunks_prefetched),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
+            page_cache_handovers: l(&self.shared.handover.handed),
+            page_cache_handovers_missed: l(&self.shared.handover.busy)
+                + l(&self.shared.handover.refused),
             now: self.shared.handles.activity(),
             tier: self.shared.tier.as_ref().map(|t| t.report()),
             refreshes: l(&stats.refreshes),

@@ -45,6 +45,12 @@ pub struct Counters {
     pub chunks_prefetched: u64,
     pub replica_failovers: u64,
     pub errors: u64,
+    /// Partly read chunks stored whole into the page cache as they left the chunk cache, and
+    /// those let go instead (the handover's queue was full, or the kernel did not take them).
+    #[serde(default)]
+    pub page_cache_handovers: u64,
+    #[serde(default)]
+    pub page_cache_handovers_missed: u64,
     /// How each member has been answering.
     #[serde(default)]
     pub members: Vec<crate::store::liveness::MemberStats>,
