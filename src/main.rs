@@ -156,7 +156,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             local,
         } => {
             let readers = readers.map_or_else(|| 2 * cli::cores(), |r| r as usize);
-            cli::warm::warm(&path, readers, local, std::io::stderr().is_terminal())
+            let fill = shardfs::warm::Fill::local_tier_if(local);
+            cli::warm::warm(&path, readers, fill, std::io::stderr().is_terminal())
         }
         Command::Unmount { mountpoint } => {
             shardfs::say!("{}", daemon::unmount(&mountpoint)?);

@@ -39,15 +39,35 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads everything under `path` with `readers` threads.
-/// With `direct`, reads bypass the page cache (`O_DIRECT`), so that every byte reaches the
-/// daemon: a mount with a local tier then copies every chunk there.
+/// What a warm-up fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// The page cache: plain reads.
+    PageCache,
+    /// The mount's local tier: reads bypass the page cache (`O_DIRECT`), so that every byte
+    /// reaches the daemon, which then copies every chunk to the tier.
+    LocalTier,
+}
+
+impl Fill {
+    /// `LocalTier` when `--local` was given.
+    pub fn local_tier_if(flag: bool) -> Fill {
+        if flag {
+            Fill::LocalTier
+        } else {
+            Fill::PageCache
+        }
+    }
+}
+
+/// Reads everything under `path` with `readers` threads, to fill what `fill` names.
 pub fn warm(
     path: &Path,
     readers: usize,
     progress: &dyn crate::progress::Progress,
-    direct: bool,
+    fill: Fill,
 ) -> Result<WarmSummary, String> {
+    let direct = fill == Fill::LocalTier;
     let mut files = Vec::new();
     collect(path, &mut files).map_err(|e| format!("{}: {e}", path.display()))?;
     let segments: Vec<(usize, u64)> = files
@@ -181,7 +201,7 @@ mod tests {
         fs::write(dir.path().join("small"), b"xyz").unwrap();
         fs::write(dir.path().join("empty"), b"").unwrap();
         let told = Counted::default();
-        let s = warm(dir.path(), 3, &told, false).unwrap();
+        let s = warm(dir.path(), 3, &told, Fill::PageCache).unwrap();
         assert_eq!((s.files, s.bytes), (3, SEGMENT * 2 + 8));
         assert!(s.failed.is_empty());
         // The progress told matches: the total up front, every byte as it was read, then done.
@@ -190,6 +210,6 @@ mod tests {
         assert_eq!(told.done.load(Ordering::Relaxed), total);
         assert!(told.finished.load(Ordering::Relaxed));
         let silent = crate::progress::Silent;
-        assert!(warm(&dir.path().join("missing"), 2, &silent, false).is_err());
+        assert!(warm(&dir.path().join("missing"), 2, &silent, Fill::PageCache).is_err());
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use shardfs::fs::{Backing, Core, FsError, FsOptions, OpenMode, OpenReply, Opened, Xattr};
+use shardfs::fs::{Backing, Core, FsError, FsOptions, Layout, OpenMode, OpenReply, Opened, Xattr};
 use shardfs::member::MemberSpec;
 use shardfs::member::faulty::{Fault, Faulty, Op};
 use shardfs::member::mem::MemMember;
@@ -93,7 +93,7 @@ impl Fixture {
             threads: 2,
             tier,
         };
-        Core::new(store, manifests, false, &opts).unwrap()
+        Core::new(store, manifests, Layout::FolderPerModel, &opts).unwrap()
     }
 }
 

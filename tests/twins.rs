@@ -160,7 +160,8 @@ fn gc_deletes_nothing_when_a_member_cannot_list_or_read_its_manifests() {
     let before = held(&t);
     let gc = |t: &Twins| {
         let store = Store::open(&t.specs).unwrap();
-        shardfs::sync::gc::gc(&store, false, Duration::ZERO).map(|r| r.chunk_files_deleted)
+        shardfs::sync::gc::gc(&store, shardfs::store::Run::Apply, Duration::ZERO)
+            .map(|r| r.chunk_files_deleted)
     };
     // Member 2 cannot list, then lists but its manifest reads come back short (damaged): gc
     // cannot know what that copy names, so it deletes nothing (or refuses).

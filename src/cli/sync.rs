@@ -3,7 +3,7 @@
 use super::{Failure, print_json};
 use crate::MemberParser;
 use shardfs::member::MemberSpec;
-use shardfs::store::Store;
+use shardfs::store::{Run, Store};
 use shardfs::units::{count, format_bytes, format_rate};
 
 type Opts = shardfs::member::Options;
@@ -69,7 +69,7 @@ pub fn rebalance(
     members: &Opts,
 ) -> Result<(), Failure> {
     let store = Store::open_with(&store, members)?;
-    let r = shardfs::sync::rebalance::rebalance(&store, dry_run, min_age)?;
+    let r = shardfs::sync::rebalance::rebalance(&store, Run::dry_if(dry_run), min_age)?;
     if json {
         return print_json(&r);
     }
@@ -118,7 +118,7 @@ pub fn gc(
     members: &Opts,
 ) -> Result<(), Failure> {
     let store = Store::open_with(&store, members)?;
-    let r = shardfs::sync::gc::gc(&store, dry_run, min_age)?;
+    let r = shardfs::sync::gc::gc(&store, Run::dry_if(dry_run), min_age)?;
     if json {
         return print_json(&r);
     }

@@ -3,15 +3,16 @@
 
 use super::Failure;
 use shardfs::units::{count, format_bytes};
+use shardfs::warm::Fill;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long `warm --local` waits for the tier to finish the copies its reads started.
 const COPIES_WAIT: Duration = Duration::from_secs(120);
 
-pub fn warm(path: &Path, readers: usize, local: bool, progress: bool) -> Result<(), Failure> {
+pub fn warm(path: &Path, readers: usize, fill: Fill, progress: bool) -> Result<(), Failure> {
     let mount = shardfs::daemon::shardfs_mount_of(path);
-    if local {
+    if fill == Fill::LocalTier {
         let Some(mount) = &mount else {
             return Err(Failure::Error(format!(
                 "{}: --local fills a shardfs mount's local tier, and this path is on no shardfs mount",
@@ -26,7 +27,7 @@ pub fn warm(path: &Path, readers: usize, local: bool, progress: bool) -> Result<
         }
     }
     let bar = super::progress::bar(progress);
-    let s = shardfs::warm::warm(path, readers, &*bar, local).map_err(Failure::Error)?;
+    let s = shardfs::warm::warm(path, readers, &*bar, fill).map_err(Failure::Error)?;
     shardfs::say!(
         "warmed {}: {}, {} in {:.2}s, {:.2} GB/s{}",
         path.display(),
@@ -43,7 +44,9 @@ pub fn warm(path: &Path, readers: usize, local: bool, progress: bool) -> Result<
             )
         }
     );
-    if local && let Some(mount) = &mount {
+    if fill == Fill::LocalTier
+        && let Some(mount) = &mount
+    {
         wait_for_copies(mount);
     }
     for (file, why) in &s.failed {

@@ -345,7 +345,8 @@ fn serve(
         let (mount_id, lease) = take_lease(&store, &canonical, &manifests)?;
         let catalog = (!req.options.pin)
             .then(|| crate::store::catalog::Catalog::new(&store, req.name.clone(), &manifests));
-        let mut fs = Core::new(store.clone(), manifests, req.name.is_some(), &opts)
+        let layout = crate::fs::Layout::of_mount(req.name.as_deref());
+        let mut fs = Core::new(store.clone(), manifests, layout, &opts)
             .map_err(|e| err(format!("cannot start worker threads: {e}")))?;
         let (ask_refresh, refresh_asked) = crossbeam_channel::bounded(crate::fs::REFRESH_WAITING);
         if !req.options.pin {

@@ -7,7 +7,7 @@ use super::control::{self, RefreshRequest, XattrReply};
 use super::handles::{self, Handles};
 use super::passthrough::Opens;
 use super::stats::{Counters, LiveCounters};
-use super::tree::{NodeKind, ROOT, Tree};
+use super::tree::{Layout, NodeKind, ROOT, Tree};
 use super::{FsError, FsOptions, Live};
 use crate::cache::ChunkCache;
 use crate::readahead;
@@ -113,10 +113,10 @@ impl Core {
     pub fn new(
         store: Arc<Store>,
         manifests: Vec<Manifest>,
-        single: bool,
+        layout: Layout,
         opts: &FsOptions,
     ) -> std::io::Result<Core> {
-        let tree = Tree::new(&manifests, single);
+        let tree = Tree::new(&manifests, layout);
         let threads = opts.threads.max(1);
         let loaders = readahead::loaders(threads, store.has_remote_members());
         let cache = ChunkCache::new(opts.cache_size);

@@ -32,6 +32,7 @@ pub use handover::PageStore;
 pub use live::Live;
 pub use stats::{Counters, LiveCounters, ModelReport};
 use std::sync::Arc;
+pub use tree::Layout;
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {

@@ -65,18 +65,35 @@ pub(super) struct ModelView {
     files: BTreeMap<String, u64>,
 }
 
+/// What the root of a mount shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A folder per model (a mount of the whole store).
+    FolderPerModel,
+    /// One model's files at the root (a mount of one model).
+    OneModel,
+}
+
+impl Layout {
+    /// A mount of model `name` shows its files at the root; a mount of the store, a folder each.
+    pub fn of_mount(name: Option<&str>) -> Layout {
+        match name {
+            Some(_) => Layout::OneModel,
+            None => Layout::FolderPerModel,
+        }
+    }
+}
+
 pub(super) struct Tree {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
-    /// The root holds one model's files, instead of a folder per model.
-    single: bool,
+    layout: Layout,
     pub models: BTreeMap<String, ModelView>,
 }
 
 impl Tree {
-    /// A tree of `manifests`: with `single`, the root holds that model's files; otherwise one
-    /// folder per model.
-    pub fn new(manifests: &[Manifest], single: bool) -> Tree {
+    /// A tree of `manifests`, laid out as `layout` says.
+    pub fn new(manifests: &[Manifest], layout: Layout) -> Tree {
         let now = SystemTime::now();
         let root = Node {
             parent: ROOT,
@@ -91,7 +108,7 @@ impl Tree {
         let mut tree = Tree {
             nodes: HashMap::from([(ROOT, root)]),
             next_ino: ROOT + 1,
-            single,
+            layout,
             models: BTreeMap::new(),
         };
         for m in manifests {
@@ -151,10 +168,9 @@ impl Tree {
     /// the new version lacks go away.
     pub fn apply(&mut self, m: &Manifest, stale: &mut Vec<Stale>) {
         let now = SystemTime::now();
-        let base = if self.single {
-            ROOT
-        } else {
-            self.dir(ROOT, &m.name, now, stale)
+        let base = match self.layout {
+            Layout::OneModel => ROOT,
+            Layout::FolderPerModel => self.dir(ROOT, &m.name, now, stale),
         };
         let mut old = self
             .models

@@ -80,23 +80,24 @@ impl DirMember {
         if !matches {
             return Err(MemberError::Conflict);
         }
-        self.write_atomic(key, bytes, true).map_err(self.err(key))?;
+        self.write_atomic(key, bytes, Durability::Synced)
+            .map_err(self.err(key))?;
         let (dir, _) = key.rsplit_once('/').unwrap_or(("", key));
         self.root.sync_dir(dir).map_err(self.err(key))
     }
 
     /// Writes `data` to `key` atomically: a new file under `tmp/` (mode 0600, created only
-    /// where nothing is), renamed into place. `durable` fsyncs the file before the rename (the
-    /// caller fsyncs the folder). Missing folders are made; anything else in their place is
+    /// where nothing is), renamed into place. `Durability::Synced` fsyncs the file before the
+    /// rename (the caller fsyncs the folder). Missing folders are made; anything else in their place is
     /// moved aside first.
-    fn write_atomic(&self, key: &str, data: &[u8], durable: bool) -> io::Result<()> {
+    fn write_atomic(&self, key: &str, data: &[u8], durability: Durability) -> io::Result<()> {
         let stem = key.rsplit('/').next().unwrap_or("file");
         let name = tmp_name(stem);
         let tmp = format!("{TMP}/{name}");
         let result = (|| {
             let mut f = self.made_dirs(TMP, || self.root.create_new(TMP, &name))?;
             f.write_all(data)?;
-            if durable {
+            if durability == Durability::Synced {
                 f.sync_all()?;
             }
             drop(f);
@@ -109,9 +110,6 @@ impl DirMember {
         result
     }
 
-    /// Runs `op`; where it finds folder `dir` missing or not a directory, makes it (moving
-    /// whatever is in the way aside) and runs it once more. Folders are made only when a write
-    /// needs them, not before every write.
     /// Writes file `key` in one step (see `MemberIo::write`). A file replaced gets the second
     /// name `damaged_as()` first where one is given (a damaged chunk, kept for whoever looks
     /// into it); anything but a file in its place is moved aside whatever `present` says.
@@ -156,9 +154,13 @@ impl DirMember {
             }
             Err(e) => return Err(self.err(key)(e)),
         }
-        self.write_atomic(key, bytes, false).map_err(self.err(key))
+        self.write_atomic(key, bytes, Durability::Unsynced)
+            .map_err(self.err(key))
     }
 
+    /// Runs `op`; where it finds folder `dir` missing or not a directory, makes it (moving
+    /// whatever is in the way aside) and runs it once more. Folders are made only when a write
+    /// needs them, not before every write.
     fn made_dirs<T>(&self, dir: &str, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
         match op() {
             Err(e)
@@ -217,6 +219,15 @@ fn clean_tmp(root: &Beneath) -> io::Result<usize> {
 /// How deep a planted folder tree under `tmp/` or `damaged/` is removed.
 const TREE_DEPTH: usize = 8;
 
+/// Whether a write is on disk before it is renamed into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsynced first: a crash leaves the old file or the new, whole.
+    Synced,
+    /// Left to the member's `flush` (one `syncfs` after many chunk files).
+    Unsynced,
+}
+
 /// The pack lock: an exclusive `flock` on `<member>/lock` (held while the file is open), and
 /// how many temporary files taking it removed.
 struct DirLock(#[allow(dead_code)] File, u64);
@@ -273,7 +284,7 @@ impl MemberIo for DirMember {
                 .make_dirs(sub, &aside_key)
                 .map_err(self.err(sub))?;
         }
-        self.write_atomic(MEMBER_FILE, info, true)
+        self.write_atomic(MEMBER_FILE, info, Durability::Synced)
             .map_err(self.err(MEMBER_FILE))?;
         self.root.sync_dir("").map_err(self.err(""))?;
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -5,6 +5,24 @@
 use super::{Store, StoreError, member_err};
 use crate::member::{self as io, MemberError};
 
+/// Whether a command that can change the store does so, or only reports what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    Apply,
+    DryRun,
+}
+
+impl Run {
+    /// `DryRun` when the `--dry-run` flag was given.
+    pub fn dry_if(flag: bool) -> Run {
+        if flag { Run::DryRun } else { Run::Apply }
+    }
+
+    pub fn is_dry(self) -> bool {
+        self == Run::DryRun
+    }
+}
+
 /// Locks on every member, held for the length of a command; let go on drop.
 pub struct StoreLock {
     locks: Vec<Box<dyn io::Lock>>,
@@ -19,11 +37,10 @@ impl StoreLock {
 
 impl Store {
     /// The store's lock, unless this is a dry run (which writes nothing, so needs none).
-    pub fn lock_unless(&self, dry_run: bool) -> Result<Option<StoreLock>, StoreError> {
-        if dry_run {
-            Ok(None)
-        } else {
-            self.lock().map(Some)
+    pub fn lock_for(&self, run: Run) -> Result<Option<StoreLock>, StoreError> {
+        match run {
+            Run::DryRun => Ok(None),
+            Run::Apply => self.lock().map(Some),
         }
     }
 

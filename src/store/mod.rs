@@ -11,7 +11,7 @@ mod error;
 pub use error::StoreError;
 pub(crate) use error::{io_err, member_err, next_counter};
 mod lock;
-pub use lock::StoreLock;
+pub use lock::{Run, StoreLock};
 pub mod health;
 pub mod lease;
 pub mod liveness;

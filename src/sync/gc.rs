@@ -8,7 +8,7 @@
 
 use crate::codec::Hash32;
 use crate::member::Sweep;
-use crate::store::{Store, StoreError, member_err};
+use crate::store::{Run, Store, StoreError, member_err};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -78,12 +78,13 @@ pub struct WouldDelete {
 }
 
 /// Deletes unreferenced chunk files on every member.
-pub fn gc(store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, StoreError> {
+pub fn gc(store: &Store, run: Run, min_age: Duration) -> Result<GcReport, StoreError> {
+    let dry_run = run.is_dry();
     let started = Instant::now();
     all_given(store, "gc")?;
     // Taking the lock also clears a directory member's temporary files of killed writes: no
     // pack can be writing them while it is held.
-    let lock = store.lock_unless(dry_run)?;
+    let lock = store.lock_for(run)?;
     // Every copy of every manifest on every member, stale ones too; nothing is deleted unless
     // all of them could be read.
     let referenced: HashSet<Hash32> = store.full_view("gc")?.referenced();

@@ -10,7 +10,7 @@ use crate::member::IfPresent;
 use crate::placement;
 use crate::store::manifest::Manifest;
 use crate::store::reader::verified_image;
-use crate::store::{Store, StoreError, current_copy, member_err, next_counter};
+use crate::store::{Run, Store, StoreError, current_copy, member_err, next_counter};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -105,11 +105,12 @@ fn rebalance_model(
 /// that changed, then deletes the copies left where no manifest lists them.
 pub fn rebalance(
     store: &Store,
-    dry_run: bool,
+    run: Run,
     min_age: std::time::Duration,
 ) -> Result<RebalanceReport, StoreError> {
+    let dry_run = run.is_dry();
     let started = Instant::now();
-    let _lock = store.lock_unless(dry_run)?;
+    let _lock = store.lock_for(run)?;
     let mut report = RebalanceReport {
         dry_run,
         min_age_secs: min_age.as_secs(),

@@ -13,7 +13,7 @@ use crate::member::IfPresent;
 use crate::placement::{self, ChunkPos, Slot};
 use crate::store::manifest::{ChunkRef, Manifest, MemberRef};
 use crate::store::reader::{ReplicaError, verified_image};
-use crate::store::{Store, StoreError, current_copy, member_err, next_counter, stale_copies};
+use crate::store::{Run, Store, StoreError, current_copy, member_err, next_counter, stale_copies};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -302,7 +302,7 @@ fn sync_manifest(
 /// Repairs every model (or `opts.name`) of the store.
 pub fn repair(store: &Store, opts: &RepairOptions) -> Result<RepairReport, StoreError> {
     let started = Instant::now();
-    let _lock = store.lock_unless(opts.dry_run)?;
+    let _lock = store.lock_for(Run::dry_if(opts.dry_run))?;
     let names = match &opts.name {
         Some(n) => {
             store.manifest(n)?;

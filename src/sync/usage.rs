@@ -1,7 +1,7 @@
 //! `df`: what each member holds (chunk files and their bytes, manifests), the space left on
 //! it where the member can tell, and what `gc` could return now (a dry run of it).
 
-use crate::store::{Store, StoreError, member_err};
+use crate::store::{Run, Store, StoreError, member_err};
 use crate::sync::gc::{self, GcReport};
 use serde::Serialize;
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub fn usage(store: &Store, min_age: Duration) -> Result<Usage, StoreError> {
             free_bytes: m.io.free_space().map_err(member_err(m.location()))?,
         });
     }
-    let (gc, gc_unknown) = match gc::gc(store, true, min_age) {
+    let (gc, gc_unknown) = match gc::gc(store, Run::DryRun, min_age) {
         // The totals, not the list of every file.
         Ok(report) => (
             Some(GcReport {

@@ -6,8 +6,10 @@ use super::*;
 fn writes_replace_and_clean() {
     let dir = tempfile::tempdir().unwrap();
     let m = DirMember::new(dir.path());
-    m.write_atomic("a.json", b"one", true).unwrap();
-    m.write_atomic("a.json", b"two", false).unwrap();
+    m.write_atomic("a.json", b"one", Durability::Synced)
+        .unwrap();
+    m.write_atomic("a.json", b"two", Durability::Unsynced)
+        .unwrap();
     assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
     let tmp = dir.path().join(TMP);
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
@@ -26,7 +28,10 @@ fn writes_replace_and_clean() {
     assert_eq!(mode & 0o777, 0o600);
     // A failed write leaves nothing behind.
     fs::write(dir.path().join("missing"), b"a file where a folder belongs").unwrap();
-    assert!(m.write_atomic("bad/../f", b"x", true).is_err());
+    assert!(
+        m.write_atomic("bad/../f", b"x", Durability::Synced)
+            .is_err()
+    );
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
