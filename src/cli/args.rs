@@ -42,8 +42,8 @@ pub struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum CodecArg {
-    /// the float codec for bf16/fp16/fp32 tensors, the block codec for quantized GGUF tensors,
-    /// zstd elsewhere; raw when a chunk would not shrink by 2%
+    /// the float codec for bf16/fp16/fp32 tensors, the block codec for quantized GGUF tensors
+    /// where it is 2% smaller than zstd, zstd elsewhere; raw when a chunk would not shrink by 2%
     Auto,
     Zstd,
     None,
