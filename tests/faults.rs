@@ -27,21 +27,6 @@ fn setup(
     (dir, paths, store)
 }
 
-fn verify_json(store: &str) -> (bool, serde_json::Value) {
-    let out = run(&["verify", "--store", store, "--json"]);
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("verify --json prints JSON");
-    assert_eq!(
-        out.status.code(),
-        Some(if report["ok"].as_bool().unwrap() {
-            0
-        } else {
-            1
-        })
-    );
-    (report["ok"].as_bool().unwrap(), report)
-}
-
 #[test]
 fn deleted_member_with_replicas_two() {
     let data = Rng::new(10).floats(30 * CS);
@@ -54,7 +39,8 @@ fn deleted_member_with_replicas_two() {
         out.stdout == data,
         "export after losing a member must still be exact"
     );
-    let (is_ok, report) = verify_json(&store);
+    let report = common::sync::verify(&store);
+    let is_ok = report["ok"] == true;
     assert!(!is_ok);
     let problems = report["problems"].as_array().unwrap();
     let missing: Vec<_> = problems.iter().filter(|p| p["kind"] == "missing").collect();
@@ -95,7 +81,8 @@ fn corrupted_chunk_is_reported_exactly_and_export_stays_exact() {
         String::from_utf8_lossy(&out.stderr).contains("failed"),
         "the bad replica is reported on stderr"
     );
-    let (is_ok, report) = verify_json(&store);
+    let report = common::sync::verify(&store);
+    let is_ok = report["ok"] == true;
     assert!(!is_ok);
     let problems = report["problems"].as_array().unwrap();
     // The corrupt replica, and its chunk left with one good replica of two.
@@ -154,7 +141,8 @@ fn a_chunk_with_no_good_replica_stops_export_without_wrong_bytes() {
             .count(),
         0
     );
-    let (is_ok, report) = verify_json(&store);
+    let report = common::sync::verify(&store);
+    let is_ok = report["ok"] == true;
     assert!(!is_ok);
     let kinds = strings(&report["problems"], "kind");
     assert_eq!(kinds, vec!["corrupt", "unrecoverable"]);
@@ -383,7 +371,8 @@ fn corrupt_metadata_is_reported() {
     let (_dir, paths, store) = setup(3, "2", &data);
     damage(&paths[0].join("manifests/model.json"), "flip");
     assert_eq!(export(&store, "model", None), data);
-    let (is_ok, report) = verify_json(&store);
+    let report = common::sync::verify(&store);
+    let is_ok = report["ok"] == true;
     assert!(!is_ok);
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1);
@@ -428,20 +417,11 @@ fn sigkill_during_pack() {
     let mut killed_midway = 0;
     for attempt in 0..12 {
         // Killed once the pack has written some number of new chunk files.
-        let target = 81 + attempt as usize * 7;
+        let target = 81 + attempt * 7;
         killed_midway += usize::from(common::sync::kill_when(&pack_args, &|| {
             paths.iter().map(|p| chunk_files(p).len()).sum::<usize>() >= target
         }));
-        let (is_ok, report) = verify_json(&store);
-        assert!(
-            is_ok,
-            "store does not verify after kill {attempt}: {report}"
-        );
-        let now = export(&store, "model", None);
-        assert!(
-            now == v1 || now == v2,
-            "after kill {attempt} the model is neither version"
-        );
+        let now = common::sync::one_version_or_the_other(&store, "model", (&v1, &v2), attempt);
         // Start over from v1 for the next attempt.
         if now == v2 {
             fs::write(&src, &v1).unwrap();

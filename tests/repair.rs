@@ -7,7 +7,15 @@ mod common;
 use common::sync::*;
 use common::*;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// `member replace` of the fixture's second member, `lost`, by `fresh`, run on the others
+/// (`rest`); returns the store as it is now.
+fn replace_second(fx: &Fixture, rest: &str, lost: &Path, fresh: &Path) -> String {
+    let (lost, fresh) = (lost.to_str().unwrap(), fresh.to_str().unwrap());
+    ok(&["member", "replace", "--store", rest, lost, fresh]);
+    store_arg(&[fx.members[0].clone(), fresh.into(), fx.members[2].clone()])
+}
 
 #[test]
 fn a_lost_disk_is_refilled_while_a_mount_serves_readers() {
@@ -262,15 +270,7 @@ fn a_lost_disk_replaced_by_an_empty_one_is_refilled() {
         ],
         "already a member",
     );
-    ok(&[
-        "member",
-        "replace",
-        "--store",
-        &rest,
-        lost.to_str().unwrap(),
-        fresh.to_str().unwrap(),
-    ]);
-    let now = store_arg(&[fx.members[0].clone(), fresh.clone(), fx.members[2].clone()]);
+    let now = replace_second(&fx, &rest, &lost, &fresh);
     let listed = json(&ok(&["member", "list", "--store", &now, "--json"]));
     let row = listed
         .as_array()
@@ -318,15 +318,7 @@ fn a_live_mount_follows_the_member_list_to_a_replacement() {
     let readers = Readers::start(files);
     // Its place is taken and refilled while the mount serves.
     let fresh = fx.path("fresh-disk");
-    ok(&[
-        "member",
-        "replace",
-        "--store",
-        &rest,
-        lost.to_str().unwrap(),
-        fresh.to_str().unwrap(),
-    ]);
-    let now = store_arg(&[fx.members[0].clone(), fresh.clone(), fx.members[2].clone()]);
+    let now = replace_second(&fx, &rest, &lost, &fresh);
     assert_eq!(repair(&now)["ok"], true);
     // The mount finds the new member in the member list.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

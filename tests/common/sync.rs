@@ -263,6 +263,24 @@ pub fn kill_when(args: &[&str], reached: &dyn Fn() -> bool) -> bool {
     !finished
 }
 
+/// After a pack of `v2` over `v1` was killed (kill number `attempt`): the store verifies, and
+/// model `name` exports as one version or the other, whole. Returns what it exports.
+pub fn one_version_or_the_other(
+    store: &str,
+    name: &str,
+    (v1, v2): (&[u8], &[u8]),
+    attempt: usize,
+) -> Vec<u8> {
+    let report = verify(store);
+    assert_eq!(report["ok"], true, "after kill {attempt}: {report}");
+    let now = super::export(store, name, None);
+    assert!(
+        now == v1 || now == v2,
+        "after kill {attempt} the model is neither version"
+    );
+    now
+}
+
 /// `kill_when` `progress()` has moved by `step` from where it was at the start.
 pub fn kill_after(args: &[&str], progress: &dyn Fn() -> usize, step: usize) -> bool {
     let start = progress();
