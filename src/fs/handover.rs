@@ -49,9 +49,8 @@ pub(super) struct Handover {
     pool: Option<Workers>,
     /// Chunks stored into the page cache so far.
     pub handed: Arc<AtomicU64>,
-    /// Chunks let go instead because the queue was full, or the kernel did not take them.
-    pub busy: AtomicU64,
-    pub refused: Arc<AtomicU64>,
+    /// Chunks let go instead: the queue was full, or the kernel did not take them.
+    pub missed: Arc<AtomicU64>,
 }
 
 impl Handover {
@@ -63,8 +62,7 @@ impl Handover {
                 .map_err(|e| log::warn!("cannot start the page cache handover thread: {e}"))
                 .ok(),
             handed: Arc::new(AtomicU64::new(0)),
-            busy: AtomicU64::new(0),
-            refused: Arc::new(AtomicU64::new(0)),
+            missed: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -126,7 +124,7 @@ impl Handover {
         }
         let pages = Pages::of(&p, chunk, cached);
         let (kernel, chunk) = (kernel.clone(), chunk.clone());
-        let (handed, refused) = (self.handed.clone(), self.refused.clone());
+        let (handed, missed) = (self.handed.clone(), self.missed.clone());
         let key = *key;
         let queued = pool.try_spawn(move || match pages.store(&*kernel, p.ino, &chunk) {
             Ok(()) => {
@@ -135,12 +133,12 @@ impl Handover {
                 log::debug!("chunk {key}: stored into the page cache as it left the cache");
             }
             Err(e) => {
-                refused.fetch_add(1, Ordering::Relaxed);
+                missed.fetch_add(1, Ordering::Relaxed);
                 log::debug!("chunk {key}: the kernel did not take it ({e})")
             }
         });
         if !queued {
-            self.busy.fetch_add(1, Ordering::Relaxed);
+            self.missed.fetch_add(1, Ordering::Relaxed);
             log::debug!("chunk {key}: let go (the page cache handover is busy)");
         }
     }

@@ -123,8 +123,7 @@ impl Live {
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
             page_cache_handovers: l(&self.shared.handover.handed),
-            page_cache_handovers_missed: l(&self.shared.handover.busy)
-                + l(&self.shared.handover.refused),
+            page_cache_handovers_missed: l(&self.shared.handover.missed),
             now: self.shared.handles.activity(),
             tier: self.shared.tier.as_ref().map(|t| t.report()),
             refreshes: l(&stats.refreshes),
