@@ -40,8 +40,7 @@ fn deleted_member_with_replicas_two() {
         "export after losing a member must still be exact"
     );
     let report = common::sync::verify(&store);
-    let is_ok = report["ok"] == true;
-    assert!(!is_ok);
+    assert_eq!(report["ok"], false, "{report}");
     let problems = report["problems"].as_array().unwrap();
     let missing: Vec<_> = problems.iter().filter(|p| p["kind"] == "missing").collect();
     assert_eq!(
@@ -82,8 +81,7 @@ fn corrupted_chunk_is_reported_exactly_and_export_stays_exact() {
         "the bad replica is reported on stderr"
     );
     let report = common::sync::verify(&store);
-    let is_ok = report["ok"] == true;
-    assert!(!is_ok);
+    assert_eq!(report["ok"], false, "{report}");
     let problems = report["problems"].as_array().unwrap();
     // The corrupt replica, and its chunk left with one good replica of two.
     assert_eq!(problems.len(), 2, "{problems:?}");
@@ -142,8 +140,7 @@ fn a_chunk_with_no_good_replica_stops_export_without_wrong_bytes() {
         0
     );
     let report = common::sync::verify(&store);
-    let is_ok = report["ok"] == true;
-    assert!(!is_ok);
+    assert_eq!(report["ok"], false, "{report}");
     let kinds = strings(&report["problems"], "kind");
     assert_eq!(kinds, vec!["corrupt", "unrecoverable"]);
 }
@@ -372,8 +369,7 @@ fn corrupt_metadata_is_reported() {
     damage(&paths[0].join("manifests/model.json"), "flip");
     assert_eq!(export(&store, "model", None), data);
     let report = common::sync::verify(&store);
-    let is_ok = report["ok"] == true;
-    assert!(!is_ok);
+    assert_eq!(report["ok"], false, "{report}");
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0]["kind"], "manifest");

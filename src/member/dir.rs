@@ -88,8 +88,8 @@ impl DirMember {
 
     /// Writes `data` to `key` atomically: a new file under `tmp/` (mode 0600, created only
     /// where nothing is), renamed into place. `Durability::Synced` fsyncs the file before the
-    /// rename (the caller fsyncs the folder). Missing folders are made; anything else in their place is
-    /// moved aside first.
+    /// rename (the caller fsyncs the folder). Missing folders are made; anything else in their
+    /// place is moved aside first.
     fn write_atomic(&self, key: &str, data: &[u8], durability: Durability) -> io::Result<()> {
         let stem = key.rsplit('/').next().unwrap_or("file");
         let name = tmp_name(stem);
