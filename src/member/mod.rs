@@ -508,3 +508,26 @@ pub fn open(
 ) -> Result<std::sync::Arc<dyn MemberIo>, MemberError> {
     MemberSpec::parse(spec)?.open(opts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_grow_with_the_bytes_a_call_moves() {
+        let opts = Options {
+            timeout: Duration::from_secs(1),
+            min_rate: 8 << 20,
+            ..Options::default()
+        };
+        assert_eq!(opts.deadline(0), Duration::from_secs(1));
+        // A 64 MiB chunk at the 8 MiB/s floor: 8 s on top of the base deadline.
+        assert_eq!(opts.deadline(64 << 20), Duration::from_secs(9));
+        // A rate of 0 is taken as 1 byte per second, never a division by zero.
+        let zero = Options {
+            min_rate: 0,
+            ..opts
+        };
+        assert_eq!(zero.deadline(3), Duration::from_secs(4));
+    }
+}
