@@ -39,8 +39,40 @@ use crate::codec::{HEADER_LEN, Hash32};
 pub use spec::{MemberSpec, recorded_location, unknown_scheme};
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+
+/// A kind of member named by a URL: its schemes, the form the help shows, how a spec of it is
+/// recorded in member lists, and how one opens.
+pub(crate) struct UrlKind {
+    pub(crate) schemes: &'static [&'static str],
+    pub(crate) form: &'static str,
+    pub(crate) spec: fn(&str) -> Result<String, MemberError>,
+    pub(crate) open: fn(&str, &Options) -> OpenedMember,
+}
+
+/// A member opened, or why not.
+pub(crate) type OpenedMember = Result<Arc<dyn MemberIo>, MemberError>;
+
+/// Every kind of member this build knows by URL (`spec.rs` parses and records them); any other
+/// spec is a directory. A new kind is a file beside `s3.rs`, its `mod` line and entry here, and
+/// its cargo feature.
+const URL_KINDS: &[UrlKind] = &[
+    UrlKind {
+        schemes: &["s3"],
+        form: "s3://BUCKET[/PREFIX] (lowercase)",
+        spec: s3::spec,
+        open: |spec, opts| Ok(Arc::new(s3::open_spec(spec, opts)?)),
+    },
+    #[cfg(feature = "http")]
+    UrlKind {
+        schemes: &http::SCHEMES,
+        form: "http(s)://HOST/PATH (read-only)",
+        spec: http::spec,
+        open: |spec, opts| Ok(Arc::new(http::open(spec, opts)?)),
+    },
+];
 
 /// Why a member call did not do what was asked.
 #[derive(Debug, Error)]

@@ -1,10 +1,9 @@
 //! What a `--store` entry names: a `MemberSpec`, a directory or a URL of a kind this build
-//! knows (`URL_KINDS`), from the command line to the member list and back; how it is recorded
-//! (absolute, a URL's options in shardfs's order) and how the member it names opens.
+//! knows (`URL_KINDS` in `member/mod.rs`), from the command line to the member list and back;
+//! how it is recorded (absolute, a URL's options in shardfs's order) and how the member it names
+//! opens.
 
-#[cfg(feature = "http")]
-use super::http;
-use super::{MemberError, MemberIo, Options, deadline, dir, s3};
+use super::{MemberError, MemberIo, Options, URL_KINDS, UrlKind, deadline, dir};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -127,36 +126,6 @@ fn twin(text: &str) -> Result<Arc<dyn MemberIo>, MemberError> {
         "{text}: test twins are not built in"
     )))
 }
-
-/// A kind of member named by a URL: its schemes, the form the help shows, how a spec of it is
-/// recorded in member lists, and how one opens.
-struct UrlKind {
-    schemes: &'static [&'static str],
-    form: &'static str,
-    spec: fn(&str) -> Result<String, MemberError>,
-    open: fn(&str, &Options) -> OpenedMember,
-}
-
-/// A member opened, or why not.
-type OpenedMember = Result<Arc<dyn MemberIo>, MemberError>;
-
-/// Every kind of member this build knows by URL; any other spec is a directory. A new kind is
-/// a file beside `s3.rs`, a line here and its cargo feature.
-const URL_KINDS: &[UrlKind] = &[
-    UrlKind {
-        schemes: &["s3"],
-        form: "s3://BUCKET[/PREFIX] (lowercase)",
-        spec: s3::spec,
-        open: |spec, opts| Ok(Arc::new(s3::open_spec(spec, opts)?)),
-    },
-    #[cfg(feature = "http")]
-    UrlKind {
-        schemes: &http::SCHEMES,
-        form: "http(s)://HOST/PATH (read-only)",
-        spec: http::spec,
-        open: |spec, opts| Ok(Arc::new(http::open(spec, opts)?)),
-    },
-];
 
 /// The URL kind `text` names.
 fn url_kind(text: &str) -> Option<&'static UrlKind> {
