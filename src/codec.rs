@@ -216,6 +216,14 @@ pub fn encode(
     Ok((codec, out))
 }
 
+/// XORs `other` into `out` (of the same length): a delta from a chunk and its base, and the
+/// chunk back from the delta and the base.
+pub fn xor_into(out: &mut [u8], other: &[u8]) {
+    for (o, b) in out.iter_mut().zip(other) {
+        *o ^= b;
+    }
+}
+
 /// Whether `len` bytes save at least `AUTO_MIN_SAVING` over `than` bytes: what `auto` asks of
 /// a codec over raw, and of the slower block codec over zstd.
 fn saves(len: usize, than: usize) -> bool {

@@ -285,6 +285,12 @@ pub struct PackArgs {
     /// Opt in to lossy storage: the model then reads back as a different (smaller) file
     #[arg(long, value_enum)]
     pub lossy: Option<LossyArg>,
+    /// Store each float tensor chunk that a model of the store also holds (same tensors, dtype
+    /// and length) as its XOR with that model's chunk, where that saves 2%: NAME, or `auto` for
+    /// the model sharing the most such chunks. Lossless; the base's chunks are kept as long as
+    /// a model needs them, even after `rm` of the base
+    #[arg(long, value_name = "NAME|auto")]
+    pub base: Option<String>,
     /// Let listed directories and buckets that are not yet members join the store (and create a missing bucket)
     #[arg(long)]
     pub init: bool,

@@ -5,6 +5,7 @@ use super::Failure;
 use super::args::{CodecArg, LossyArg, PackArgs};
 use shardfs::codec::CodecChoice;
 use shardfs::member::Options;
+use shardfs::store::base::BaseChoice;
 use shardfs::store::writer::{PackOptions, pack};
 use shardfs::units::{count, format_bytes, format_rate, ratio};
 
@@ -22,6 +23,10 @@ pub fn run(args: PackArgs, members: Options) -> Result<(), Failure> {
         placement: args.placement,
         partition: args.partition,
         lossy_bf16: matches!(args.lossy, Some(LossyArg::Bf16)),
+        base: args.base.map(|b| match b.as_str() {
+            "auto" => BaseChoice::Auto,
+            _ => BaseChoice::Named(b),
+        }),
         init: args.init,
         follow_links: args.follow_links,
         progress: super::progress::bar(true),
@@ -29,8 +34,12 @@ pub fn run(args: PackArgs, members: Options) -> Result<(), Failure> {
     };
     keep_chunk_buffers();
     let s = pack(&args.src, &args.store, &opts)?;
+    let deltas = match &s.base {
+        Some(base) => format!(", {} as deltas against {base}", s.deltas),
+        None => String::new(),
+    };
     shardfs::say!(
-        "packed {} (version {}): {}, {} in, {} stored, ratio {:.3}, {} ({} new), {:.1}s, {}",
+        "packed {} (version {}): {}, {} in, {} stored, ratio {:.3}, {} ({} new{deltas}), {:.1}s, {}",
         s.name,
         s.version,
         count(s.files as u64, "file"),

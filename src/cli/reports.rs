@@ -364,6 +364,8 @@ fn model_json(m: &Manifest, h: &ModelHealth) -> serde_json::Value {
             serde_json::json!({"path": f.path, "size": f.size, "blake3": f.blake3, "lossy": f.lossy, "tensors": tensors.len(), "chunks": f.chunks.len()})
         }).collect::<Vec<_>>(),
         "lossy": m.is_lossy(),
+        "base": m.base,
+        "delta_chunks": m.delta_count(),
         "logical_bytes": m.logical_size(),
         "stored_bytes": m.stored_size(),
         "ratio": ratio(m.logical_size(), m.stored_size()),
@@ -405,10 +407,10 @@ fn print_models(manifests: &[Manifest], health: &[ModelHealth]) {
     for (m, h) in manifests.iter().zip(health) {
         shardfs::say!(
             "{:<32} {:>6} {:>12} {:>12} {:>7.3} {:>8} {:>8}  {}",
-            if m.is_lossy() {
-                format!("{} (lossy)", m.name)
-            } else {
-                m.name.clone()
+            match (m.is_lossy(), &m.base) {
+                (true, _) => format!("{} (lossy)", m.name),
+                (false, Some(base)) => format!("{} (delta of {base})", m.name),
+                (false, None) => m.name.clone(),
             },
             m.files.len(),
             format_bytes(m.logical_size()),

@@ -155,7 +155,13 @@ impl Tree {
             } = &node.kind
             {
                 versions.insert((model.to_string(), *version));
-                chunks.extend(entry.chunks.iter().map(|c| c.hash));
+                chunks.extend(
+                    entry
+                        .chunks
+                        .iter()
+                        .flat_map(|c| c.needs())
+                        .map(|c| *c.object()),
+                );
             }
         }
         chunks.sort_by_key(|h| h.0);

@@ -129,6 +129,7 @@ mod tests {
                         dtype: "BF16".into(),
                     })
                     .collect(),
+                delta: None,
             })
             .collect();
         FileEntry {

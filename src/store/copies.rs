@@ -182,9 +182,7 @@ impl FullView {
     pub fn referenced(&self) -> std::collections::HashSet<crate::codec::Hash32> {
         let mut out = self.newer_chunks.clone();
         for m in &self.manifests {
-            for f in &m.files {
-                out.extend(f.chunks.iter().map(|c| c.hash));
-            }
+            out.extend(m.needed().map(|c| *c.object()));
         }
         out
     }

@@ -88,18 +88,24 @@ impl ModelHealth {
             let mut file_readable = true;
             for c in &f.chunks {
                 h.chunks += 1;
-                let mut available = 0;
-                for id in &c.members {
-                    if store.member(id).is_some() {
-                        available += 1;
-                    } else {
-                        *missing.entry(id).or_default() += 1;
+                // A delta is as available as the less available of itself and its base.
+                let (mut unreachable, mut degraded) = (false, false);
+                for c in c.needs() {
+                    let mut available = 0;
+                    for id in &c.members {
+                        if store.member(id).is_some() {
+                            available += 1;
+                        } else {
+                            *missing.entry(id).or_default() += 1;
+                        }
                     }
+                    unreachable |= available == 0;
+                    degraded |= available < c.members.len();
                 }
-                if available == 0 {
+                if unreachable {
                     h.unreachable_chunks += 1;
                     file_readable = false;
-                } else if available < c.members.len() {
+                } else if degraded {
                     h.degraded_chunks += 1;
                 }
             }
@@ -190,6 +196,7 @@ mod tests {
                 stored_len: 10,
                 members: ids.iter().map(|id| id.to_string()).collect(),
                 tensors: vec![],
+                delta: None,
             })
             .collect();
         Manifest {
@@ -204,6 +211,7 @@ mod tests {
             replicas: 2,
             files: vec![FileEntry::for_test(10 * chunks.len() as u64, chunks)],
             members: vec![],
+            base: None,
             sealed: Default::default(),
         }
     }

@@ -44,7 +44,7 @@ impl Lease {
     pub fn new(mount_id: &str, mountpoint: &str, manifests: &[Manifest]) -> Lease {
         let mut chunks: Vec<Hash32> = manifests
             .iter()
-            .flat_map(|m| m.files.iter().flat_map(|f| f.chunks.iter().map(|c| c.hash)))
+            .flat_map(|m| m.needed().map(|c| *c.object()))
             .collect();
         chunks.sort_by_key(|h| h.0);
         chunks.dedup();

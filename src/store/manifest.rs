@@ -32,6 +32,10 @@ pub struct Manifest {
     /// is gone by its index too. Empty in manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberRef>,
+    /// The model the deltas of this one were taken against (`pack --base`), as `name@version`,
+    /// for people: the chunks themselves name what they need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// The exact bytes this manifest was read from, signature included (see `Sealed`).
     #[serde(skip)]
     pub sealed: Sealed,
@@ -108,6 +112,7 @@ impl FileEntry {
                     stored_len: len,
                     members: Vec::new(),
                     tensors: Vec::new(),
+                    delta: None,
                 };
                 offset += len;
                 c
@@ -158,6 +163,42 @@ pub struct ChunkRef {
     /// The tensors (or parts of tensors) this chunk holds, when the file's layout is known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tensors: Vec<TensorTag>,
+    /// Set when the chunk is stored as a delta against a chunk of another model (`pack
+    /// --base`): `codec`, `stored_len` and `members` then describe the stored delta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// A chunk stored as the XOR of its bytes with a base chunk's. Reading it reads both, checks
+/// each against its own hash, and checks their XOR against the chunk's `hash`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// BLAKE3 of the XOR: the name the delta's replicas are stored under.
+    pub object: Hash32,
+    /// The base chunk, stored whole (a delta is never taken against a delta).
+    pub base: Box<ChunkRef>,
+}
+
+impl ChunkRef {
+    /// The name this chunk's replicas are stored under: its hash, or its delta's.
+    pub fn object(&self) -> &Hash32 {
+        self.delta.as_ref().map_or(&self.hash, |d| &d.object)
+    }
+
+    /// The stored chunks reading this one needs: itself, and its delta's base when it has one.
+    /// Every command that keeps, copies or checks a model's chunks goes over these.
+    pub fn needs(&self) -> impl Iterator<Item = &ChunkRef> {
+        std::iter::once(self).chain(self.delta.as_ref().map(|d| &*d.base))
+    }
+
+    /// The `k`-th of `needs`, to change (its replica list).
+    pub fn need_mut(&mut self, k: usize) -> Option<&mut ChunkRef> {
+        match k {
+            0 => Some(self),
+            1 => self.delta.as_mut().map(|d| &mut *d.base),
+            _ => None,
+        }
+    }
 }
 
 /// How the reason for a copy this build cannot read begins when a newer shardfs wrote it.
@@ -262,8 +303,15 @@ impl Manifest {
     /// allows, so that `gc` keeps them.
     pub fn newer_chunks(bytes: &[u8]) -> Result<Vec<Hash32>, String> {
         #[derive(Deserialize)]
+        struct Delta {
+            object: Hash32,
+            base: Box<Chunk>,
+        }
+        #[derive(Deserialize)]
         struct Chunk {
             hash: Hash32,
+            #[serde(default)]
+            delta: Option<Delta>,
         }
         #[derive(Deserialize)]
         struct File {
@@ -280,7 +328,11 @@ impl Manifest {
         Ok(loose
             .files
             .into_iter()
-            .flat_map(|f| f.chunks.into_iter().map(|c| c.hash))
+            .flat_map(|f| f.chunks)
+            .flat_map(|c| match c.delta {
+                Some(d) => vec![d.object, d.base.hash],
+                None => vec![c.hash],
+            })
             .collect())
     }
 
@@ -306,9 +358,17 @@ impl Manifest {
                         f.path
                     ));
                 }
-                if c.members.is_empty() {
+                if c.needs().any(|c| c.members.is_empty()) {
                     return Err(format!(
                         "file '{}': chunk at {} has no replica",
+                        f.path, c.offset
+                    ));
+                }
+                if let Some(d) = &c.delta
+                    && (d.base.len != c.len || d.base.delta.is_some())
+                {
+                    return Err(format!(
+                        "file '{}': chunk at {} has a base of another length or a base that is a delta",
                         f.path, c.offset
                     ));
                 }
@@ -339,15 +399,33 @@ impl Manifest {
         self.files.iter().map(|f| f.size).sum()
     }
 
-    /// Stored bytes of one copy of each distinct chunk.
+    /// Stored bytes of one copy of each distinct chunk (a delta's, not its base's: the base
+    /// is another model's).
     pub fn stored_size(&self) -> u64 {
         let mut seen = HashSet::new();
         self.files
             .iter()
             .flat_map(|f| &f.chunks)
-            .filter(|c| seen.insert(c.hash))
+            .filter(|c| seen.insert(*c.object()))
             .map(|c| c.stored_len)
             .sum()
+    }
+
+    /// Every stored chunk the model's chunks need (see `ChunkRef::needs`), repeats included.
+    pub fn needed(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .flat_map(|c| c.needs())
+    }
+
+    /// How many chunks are stored as deltas against a base.
+    pub fn delta_count(&self) -> usize {
+        self.files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .filter(|c| c.delta.is_some())
+            .count()
     }
 
     /// Logical and stored bytes per dtype of the chunks' tensors: `mixed` for chunks holding

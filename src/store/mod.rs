@@ -5,6 +5,7 @@
 //! failover and exports, `verify` scrubs, `health` tells which models the opened members can
 //! serve whole. Nothing here knows about FUSE, and nothing here knows which kind a member is.
 
+pub mod base;
 pub mod catalog;
 mod copies;
 mod error;

@@ -133,7 +133,7 @@ impl Problem {
         Problem {
             model: Some(model.to_string()),
             file: Some(file.path.clone()),
-            chunk: Some(chunk.hash.to_hex()),
+            chunk: Some(chunk.object().to_hex()),
             offset: Some(chunk.offset),
             len: Some(chunk.len),
             ..Problem::new(kind, detail)
@@ -193,56 +193,69 @@ fn verify_file(
     let mut replicas = 0;
     let mut bytes = 0;
     for batch in file.chunks.chunks(window) {
-        let results: Vec<Vec<ReplicaResult>> = batch
+        // Every replica of every stored chunk the batch needs: a delta's and its base's.
+        let results: Vec<Vec<Vec<ReplicaResult>>> = batch
             .par_iter()
             .map(|c| {
-                c.members
-                    .iter()
-                    .map(|id| (id.clone(), store.read_replica_of(id, c)))
+                c.needs()
+                    .map(|n| {
+                        n.members
+                            .iter()
+                            .map(|id| (id.clone(), store.read_replica_of(id, n)))
+                            .collect()
+                    })
                     .collect()
             })
             .collect();
-        for (chunk, replica_results) in batch.iter().zip(results) {
-            let mut good: Option<Vec<u8>> = None;
-            let mut good_count = 0;
-            for (id, result) in replica_results {
-                replicas += 1;
-                match result {
-                    Ok(data) => {
-                        bytes += data.len() as u64;
-                        good_count += 1;
-                        good.get_or_insert(data);
+        for (chunk, needed) in batch.iter().zip(results) {
+            let mut stored: Vec<Option<Vec<u8>>> = Vec::new();
+            for (n, replica_results) in chunk.needs().zip(needed) {
+                let mut good: Option<Vec<u8>> = None;
+                let mut good_count = 0;
+                for (id, result) in replica_results {
+                    replicas += 1;
+                    match result {
+                        Ok(data) => {
+                            bytes += data.len() as u64;
+                            good_count += 1;
+                            good.get_or_insert(data);
+                        }
+                        Err(e) => problems.push(Problem {
+                            member_path: store.member(&id).map(|m| m.location().to_string()),
+                            member_id: Some(id),
+                            ..Problem::of_chunk(e.kind(), e.to_string(), model, file, n)
+                        }),
                     }
-                    Err(e) => problems.push(Problem {
-                        member_path: store.member(&id).map(|m| m.location().to_string()),
-                        member_id: Some(id),
-                        ..Problem::of_chunk(e.kind(), e.to_string(), model, file, chunk)
-                    }),
                 }
-            }
-            if good.is_some() && good_count < replicas_wanted {
-                problems.push(Problem::of_chunk(
-                    ProblemKind::UnderReplicated,
-                    format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
-                    model,
-                    file,
-                    chunk,
-                ));
-            }
-            match good {
-                Some(data) => {
-                    hasher.update(&data);
+                if good.is_some() && good_count < replicas_wanted {
+                    problems.push(Problem::of_chunk(
+                        ProblemKind::UnderReplicated,
+                        format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
+                        model,
+                        file,
+                        n,
+                    ));
                 }
-                None => {
-                    whole_ok = false;
+                if good.is_none() {
                     problems.push(Problem::of_chunk(
                         ProblemKind::Unrecoverable,
                         "no good replica of this chunk is left".into(),
                         model,
                         file,
-                        chunk,
+                        n,
                     ));
                 }
+                stored.push(good);
+            }
+            match stored.as_mut_slice() {
+                [Some(data)] => {
+                    hasher.update(data);
+                }
+                [Some(delta), Some(base)] => {
+                    crate::codec::xor_into(delta, base);
+                    hasher.update(delta);
+                }
+                _ => whole_ok = false,
             }
         }
     }

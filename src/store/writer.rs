@@ -4,8 +4,9 @@
 //! compresses and writes its chunks. Chunk files are written before the manifest, so a reader
 //! never sees a manifest whose chunks are not on disk.
 
+use super::base;
 use super::manifest::{
-    ChunkRef, FileEntry, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
+    ChunkRef, Delta, FileEntry, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
 };
 use super::member::Member;
 use super::sources::{Source, cannot_read, narrow_sources, scan, source_err};
@@ -33,6 +34,8 @@ pub struct PackOptions {
     pub partition: Partition,
     /// Store fp32 safetensors tensors as bf16 (`pack --lossy bf16`); never the default.
     pub lossy_bf16: bool,
+    /// Store float tensor chunks as deltas against a model of the store (`pack --base`).
+    pub base: Option<super::base::BaseChoice>,
     /// Let member directories that are not yet part of the store join it.
     pub init: bool,
     /// Follow links in a packed folder to files outside it (`pack --follow-links`).
@@ -54,6 +57,7 @@ impl Default for PackOptions {
             placement: Placement::Hash,
             partition: Partition::Tensor,
             lossy_bf16: false,
+            base: None,
             init: false,
             follow_links: false,
             progress: Default::default(),
@@ -72,6 +76,9 @@ pub struct PackSummary {
     pub bytes_stored: u64,
     pub chunks: usize,
     pub new_chunks: usize,
+    /// Chunks stored as deltas, and the model they were taken against.
+    pub deltas: usize,
+    pub base: Option<String>,
     pub seconds: f64,
 }
 
@@ -86,9 +93,40 @@ struct Ctx<'a> {
     progress: crate::progress::Reporter,
 }
 
+/// What the targets of a chunk hold under one name: the codec and size of a whole copy found,
+/// and the targets lacking one (with whether a damaged file there is to be replaced).
+struct Heads<'m> {
+    existing: Option<(Codec, u64)>,
+    missing: Vec<(&'m Member, IfPresent)>,
+}
+
+fn heads<'m>(targets: &[&'m Member], name: &Hash32, len: u64) -> Result<Heads<'m>, StoreError> {
+    let mut h = Heads {
+        existing: None,
+        missing: Vec::new(),
+    };
+    for m in targets {
+        match m.io.chunk_head(name).map_err(member_err(m.location()))? {
+            Some(head) => match whole_chunk(&head, len) {
+                Some(found) => h.existing = h.existing.or(Some(found)),
+                None => h.missing.push((*m, IfPresent::Replace)),
+            },
+            None => h.missing.push((*m, IfPresent::Refuse)),
+        }
+    }
+    Ok(h)
+}
+
 impl Ctx<'_> {
-    /// Hashes, places, and (where a member lacks it) encodes and writes one chunk.
-    fn store_chunk(&self, index: u64, cut: &Cut, data: &[u8]) -> Result<ChunkRef, StoreError> {
+    /// Hashes, places, and (where a member lacks it) encodes and writes one chunk: as a delta
+    /// against `base` where one is given, pays, and the chunk is not stored whole already.
+    fn store_chunk(
+        &self,
+        index: u64,
+        cut: &Cut,
+        data: &[u8],
+        base: Option<&ChunkRef>,
+    ) -> Result<ChunkRef, StoreError> {
         let hash = Hash32::of(data);
         let pos = ChunkPos {
             hash: &hash,
@@ -100,42 +138,106 @@ impl Ctx<'_> {
                 .into_iter()
                 .map(|i| &self.store.members[i])
                 .collect();
-        let mut existing: Option<(Codec, u64)> = None;
-        // Targets lacking the chunk, and whether a damaged file there is to be replaced.
-        let mut missing = Vec::new();
-        for m in &targets {
-            match m.io.chunk_head(&hash).map_err(member_err(m.location()))? {
-                Some(head) => match whole_chunk(&head, cut.len) {
-                    Some(found) => existing = existing.or(Some(found)),
-                    None => missing.push((*m, IfPresent::Replace)),
-                },
-                None => missing.push((*m, IfPresent::Refuse)),
-            }
-        }
-        let (codec, stored_len) = if missing.is_empty() {
-            existing.unwrap_or((Codec::None, 0))
-        } else {
-            let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            for (m, present) in &missing {
-                put_chunk(m, &hash, &image, *present, cut.len)?;
-            }
-            self.written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(hash);
-            (codec, image.len() as u64)
-        };
-        self.progress.advance(cut.len);
-        Ok(ChunkRef {
+        let whole = heads(&targets, &hash, cut.len)?;
+        let mut chunk = ChunkRef {
             offset: cut.offset,
             len: cut.len,
             hash,
-            codec,
-            stored_len,
+            codec: Codec::None,
+            stored_len: 0,
             members: targets.iter().map(|m| m.id().to_string()).collect(),
             tensors: cut.tensors.clone(),
-        })
+            delta: None,
+        };
+        let stored_whole = whole.missing.len() < targets.len();
+        if let Some(base) = base.filter(|b| b.hash != hash && !stored_whole)
+            && let Some((codec, stored_len, delta)) = self.store_delta(cut, data, base, &targets)?
+        {
+            (chunk.codec, chunk.stored_len, chunk.delta) = (codec, stored_len, Some(delta));
+        } else {
+            (chunk.codec, chunk.stored_len) = self.put_missing(whole, &hash, cut, data)?;
+        }
+        self.progress.advance(cut.len);
+        Ok(chunk)
+    }
+
+    /// Encodes `data` and writes it under `name` to the targets lacking it; the codec and size
+    /// stored.
+    fn put_missing(
+        &self,
+        h: Heads<'_>,
+        name: &Hash32,
+        cut: &Cut,
+        data: &[u8],
+    ) -> Result<(Codec, u64), StoreError> {
+        if h.missing.is_empty() {
+            return Ok(h.existing.unwrap_or((Codec::None, 0)));
+        }
+        let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.put_image(&h, name, &image, cut.len)?;
+        Ok((codec, image.len() as u64))
+    }
+
+    fn put_image(
+        &self,
+        h: &Heads<'_>,
+        name: &Hash32,
+        image: &[u8],
+        len: u64,
+    ) -> Result<(), StoreError> {
+        for (m, present) in &h.missing {
+            put_chunk(m, name, image, *present, len)?;
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*name);
+        Ok(())
+    }
+
+    /// Stores `data` as its XOR with `base` where that pays (see `base::pays`): the codec and
+    /// size of the delta stored, and the delta. `None` leaves the chunk to be stored whole.
+    fn store_delta(
+        &self,
+        cut: &Cut,
+        data: &[u8],
+        base: &ChunkRef,
+        targets: &[&Member],
+    ) -> Result<Option<(Codec, u64, Delta)>, StoreError> {
+        let mut xor = match self.store.load_chunk(base, &|_, _| {}) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::warn!(
+                    "base chunk unreadable, chunk at {} stored whole: {e}",
+                    cut.offset
+                );
+                return Ok(None);
+            }
+        };
+        codec::xor_into(&mut xor, data);
+        let object = Hash32::of(&xor);
+        let h = heads(targets, &object, cut.len)?;
+        let stored = if h.missing.is_empty() {
+            h.existing.unwrap_or((Codec::None, 0))
+        } else {
+            let encode = |raw: &[u8]| {
+                codec::encode(raw, self.opts.codec, self.opts.level, cut.content)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))
+            };
+            let (codec, image) = encode(&xor)?;
+            let clearly = image.len() as f64 <= data.len() as f64 * base::CLEARLY_PAYS;
+            if !clearly && !base::pays(image.len(), encode(data)?.1.len()) {
+                return Ok(None);
+            }
+            self.put_image(&h, &object, &image, cut.len)?;
+            (codec, image.len() as u64)
+        };
+        let delta = Delta {
+            object,
+            base: Box::new(base.clone()),
+        };
+        Ok(Some((stored.0, stored.1, delta)))
     }
 }
 
@@ -173,7 +275,7 @@ fn put_chunk(
 fn pack_file(
     ctx: &Ctx<'_>,
     src: &Source,
-    cuts: &[Cut],
+    (cuts, bases): (&[Cut], &[Option<ChunkRef>]),
     first_index: u64,
 ) -> Result<FileEntry, StoreError> {
     let threads = rayon::current_num_threads().max(1);
@@ -203,7 +305,12 @@ fn pack_file(
         let chunks: Result<Vec<(u64, ChunkRef)>, StoreError> = rx
             .into_iter()
             .par_bridge()
-            .map(|(index, cut, data)| ctx.store_chunk(index, cut, &data).map(|c| (index, c)))
+            .map(|(index, cut, data)| {
+                let base = bases
+                    .get((index - first_index) as usize)
+                    .and_then(Option::as_ref);
+                ctx.store_chunk(index, cut, &data, base).map(|c| (index, c))
+            })
             .collect();
         let hash = reader
             .join()
@@ -267,6 +374,14 @@ pub fn pack(
         narrow_sources(&mut sources)?;
     }
     let plans = plan_sources(&sources, opts)?;
+    let base = match &opts.base {
+        Some(choice) => base::find(&store, choice, &plans)?,
+        None => None,
+    };
+    let bases = match &base {
+        Some(index) => index.pair(&plans),
+        None => plans.iter().map(|p| vec![None; p.len()]).collect(),
+    };
     let total_chunks: u64 = plans.iter().map(|p| p.len() as u64).sum();
     let bytes_in: u64 = sources.iter().map(|s| s.size).sum();
 
@@ -281,7 +396,7 @@ pub fn pack(
         written: Mutex::new(HashSet::new()),
         progress,
     };
-    let files = pack_files(&ctx, &sources, &plans);
+    let files = pack_files(&ctx, &sources, &plans, &bases);
     ctx.progress.finish();
     let files = files?;
     // Every chunk (data, names, directories) reaches the disk before the manifest naming them.
@@ -293,7 +408,11 @@ pub fn pack(
         .max_by_key(|m| m.version);
     let newest = previous.map_or(0, |m| m.version);
     let version = super::next_counter(newest, &format!("the version of model '{name}'"))?;
-    let manifest = new_manifest(&store, &name, version, opts, files);
+    let mut manifest = new_manifest(&store, &name, version, opts, files);
+    let deltas = manifest.delta_count();
+    if deltas > 0 {
+        manifest.base = base.map(|b| b.label);
+    }
     store.publish_manifest(&manifest, &copies)?;
     // The narrowed copies (temporary files) go with `sources`.
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -308,6 +427,8 @@ pub fn pack(
         bytes_stored: manifest.stored_size(),
         chunks: manifest.chunk_count(),
         new_chunks,
+        deltas,
+        base: manifest.base.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -317,11 +438,12 @@ fn pack_files(
     ctx: &Ctx,
     sources: &[Source],
     plans: &[Vec<Cut>],
+    bases: &[Vec<Option<ChunkRef>>],
 ) -> Result<Vec<FileEntry>, StoreError> {
     let mut files = Vec::with_capacity(sources.len());
     let mut index = 0u64;
-    for (src, cuts) in sources.iter().zip(plans) {
-        files.push(pack_file(ctx, src, cuts, index)?);
+    for ((src, cuts), bases) in sources.iter().zip(plans).zip(bases) {
+        files.push(pack_file(ctx, src, (cuts, bases), index)?);
         index += cuts.len() as u64;
     }
     Ok(files)
@@ -420,6 +542,7 @@ fn new_manifest(
         placement: opts.placement,
         replicas: opts.replicas,
         files,
+        base: None,
         members: store
             .members
             .iter()

@@ -62,13 +62,11 @@ pub fn list(store: &Store) -> Result<Vec<MemberRow>, StoreError> {
     let mut held: HashMap<&str, (u64, u64)> = HashMap::new();
     let manifests = store.manifests()?;
     for m in &manifests {
-        for f in &m.files {
-            for c in &f.chunks {
-                for id in &c.members {
-                    let e = held.entry(id.as_str()).or_default();
-                    e.0 += 1;
-                    e.1 += c.stored_len;
-                }
+        for c in m.needed() {
+            for id in &c.members {
+                let e = held.entry(id.as_str()).or_default();
+                e.0 += 1;
+                e.1 += c.stored_len;
             }
         }
     }

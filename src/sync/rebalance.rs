@@ -8,7 +8,7 @@
 use crate::codec::Hash32;
 use crate::member::IfPresent;
 use crate::placement;
-use crate::store::manifest::Manifest;
+use crate::store::manifest::{ChunkRef, Manifest};
 use crate::store::reader::verified_image;
 use crate::store::{Run, Store, StoreError, current_copy, member_err, next_counter};
 use rayon::prelude::*;
@@ -36,7 +36,64 @@ pub struct RebalanceReport {
     pub seconds: f64,
 }
 
-/// Moves one model's replicas (copies to the members the placement picks; the lists updated).
+/// Where one stored chunk goes: the members the placement picks for it.
+struct Move {
+    want: Vec<String>,
+    copied: u64,
+}
+
+/// Copies stored chunk `c` (at `pos`) to the members the placement picks that lack a good copy.
+fn move_chunk(
+    store: &Store,
+    manifest: &Manifest,
+    (pos, slots): (placement::ChunkPos<'_>, &[placement::Slot<'_>]),
+    c: &ChunkRef,
+    path: &str,
+    dry_run: bool,
+) -> Result<Move, StoreError> {
+    let replicas = manifest.replicas.min(store.members.len()).max(1);
+    let want: Vec<String> = placement::place(manifest.placement, pos, slots, replicas)?
+        .into_iter()
+        .map(|i| slots[i].id.to_string())
+        .collect();
+    let missing: Vec<&String> = want.iter().filter(|w| !c.members.contains(w)).collect();
+    if missing.is_empty() {
+        return Ok(Move { want, copied: 0 });
+    }
+    // A verified image from a current replica.
+    let mut scratch = vec![0u8; c.len as usize];
+    let image = c
+        .members
+        .iter()
+        .filter_map(|id| store.member(id))
+        .find_map(|m| {
+            verified_image(m, c, &mut scratch)
+                .ok()
+                .map(|img| img.to_vec())
+        })
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "chunk {} of '{path}' has no good replica to move (run shardfs repair first)",
+                c.object()
+            ))
+        })?;
+    let mut copied = 0;
+    for id in missing {
+        let Some(m) = store.member(id) else { continue };
+        let there = verified_image(m, c, &mut scratch).is_ok();
+        if !there && !dry_run {
+            m.io.put_chunk(c.object(), &image, IfPresent::Replace)
+                .map_err(member_err(m.location()))?;
+        }
+        if !there {
+            copied += image.len() as u64;
+        }
+    }
+    Ok(Move { want, copied })
+}
+
+/// Moves one model's replicas (copies to the members the placement picks; the lists updated),
+/// a delta's base chunk with the delta.
 fn rebalance_model(
     store: &Store,
     manifest: &mut Manifest,
@@ -46,56 +103,38 @@ fn rebalance_model(
     let replicas = manifest.replicas.min(store.members.len()).max(1);
     let slots = &store.placement_slots(replicas, None)[..];
     let places = manifest.chunk_places();
-    for (file, places) in manifest.files.iter_mut().zip(places) {
-        let moves: Vec<Result<(Vec<String>, u64), StoreError>> = file
+    let mut all_moves = Vec::new();
+    for (file, places) in manifest.files.iter().zip(places) {
+        let moves: Vec<Result<Vec<Move>, StoreError>> = file
             .chunks
             .par_iter()
             .enumerate()
             .map(|(i, c)| {
                 let pos = places.of(i, c);
-                let want: Vec<String> = placement::place(manifest.placement, pos, slots, replicas)?
-                    .into_iter()
-                    .map(|i| slots[i].id.to_string())
-                    .collect();
-                let missing: Vec<&String> = want.iter().filter(|w| !c.members.contains(w)).collect();
-                if missing.is_empty() {
-                    return Ok((want, 0));
-                }
-                // A verified image from a current replica.
-                let mut scratch = vec![0u8; c.len as usize];
-                let image = c
-                    .members
-                    .iter()
-                    .filter_map(|id| store.member(id))
-                    .find_map(|m| verified_image(m, c, &mut scratch).ok().map(|img| img.to_vec()))
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!(
-                            "chunk {} of '{}' has no good replica to move (run shardfs repair first)",
-                            c.hash, file.path
-                        ))
-                    })?;
-                let mut copied = 0;
-                for id in missing {
-                    let Some(m) = store.member(id) else { continue };
-                    let there = verified_image(m, c, &mut scratch).is_ok();
-                    if !there && !dry_run {
-                        m.io.put_chunk(&c.hash, &image, IfPresent::Replace)
-                            .map_err(member_err(m.location()))?;
-                    }
-                    if !there {
-                        copied += image.len() as u64;
-                    }
-                }
-                Ok((want, copied))
+                c.needs()
+                    .map(|n| {
+                        let pos = placement::ChunkPos {
+                            hash: &n.hash,
+                            ..pos
+                        };
+                        move_chunk(store, manifest, (pos, slots), n, &file.path, dry_run)
+                    })
+                    .collect()
             })
             .collect();
+        all_moves.push(moves);
+    }
+    for (file, moves) in manifest.files.iter_mut().zip(all_moves) {
         for (c, result) in file.chunks.iter_mut().zip(moves) {
-            let (want, copied) = result?;
-            report.chunks += 1;
-            report.replicas += c.members.len() as u64;
-            report.bytes_copied += copied;
-            report.replicas_moved += c.members.iter().filter(|m| !want.contains(m)).count() as u64;
-            c.members = want;
+            for (k, Move { want, copied }) in result?.into_iter().enumerate() {
+                let Some(n) = c.need_mut(k) else { continue };
+                report.chunks += 1;
+                report.replicas += n.members.len() as u64;
+                report.bytes_copied += copied;
+                report.replicas_moved +=
+                    n.members.iter().filter(|m| !want.contains(m)).count() as u64;
+                n.members = want;
+            }
         }
     }
     Ok(())
@@ -174,17 +213,15 @@ fn move_models(
                 .iter()
                 .any(|m| m.name == name && m.version < manifest.version)
         });
-        for f in &manifest.files {
-            for c in &f.chunks {
-                if leased_older {
-                    placed.protected.insert(c.hash);
-                }
-                placed
-                    .listed
-                    .entry(c.hash)
-                    .or_default()
-                    .extend(c.members.iter().cloned());
+        for c in manifest.needed() {
+            if leased_older {
+                placed.protected.insert(*c.object());
             }
+            placed
+                .listed
+                .entry(*c.object())
+                .or_default()
+                .extend(c.members.iter().cloned());
         }
     }
     Ok(placed)

@@ -135,7 +135,7 @@ fn repair_chunk(
                 _ => IfPresent::Replace,
             };
             if !dry_run {
-                m.io.put_chunk(&chunk.hash, &image, present)
+                m.io.put_chunk(chunk.object(), &image, present)
                     .map_err(member_err(m.location()))?;
             }
             fix.recreated += 1;
@@ -176,18 +176,29 @@ fn repair_model(
     let recreated = AtomicU64::new(0);
     let mut fixes = Vec::new();
     for (file, places) in manifest.files.iter().zip(manifest.chunk_places()) {
-        let results: Vec<Result<ChunkFix, StoreError>> = file
+        // A delta's base chunk is repaired with it: the delta cannot be read without it.
+        let results: Vec<Result<Vec<ChunkFix>, StoreError>> = file
             .chunks
             .par_iter()
             .enumerate()
             .map(|(i, c)| {
                 let pos = places.of(i, c);
-                let fix = repair_chunk(store, &manifest, c, pos, &slots, opts);
+                let fixes = c
+                    .needs()
+                    .map(|n| {
+                        let pos = ChunkPos {
+                            hash: &n.hash,
+                            ..pos
+                        };
+                        repair_chunk(store, &manifest, n, pos, &slots, opts)
+                    })
+                    .collect::<Result<Vec<ChunkFix>, StoreError>>();
                 progress.advance(c.len);
-                if let Ok(f) = &fix {
-                    recreated.fetch_add(f.recreated, Ordering::Relaxed);
+                if let Ok(f) = &fixes {
+                    let n: u64 = f.iter().map(|f| f.recreated).sum();
+                    recreated.fetch_add(n, Ordering::Relaxed);
                 }
-                fix
+                fixes
             })
             .collect();
         fixes.push(results.into_iter().collect::<Result<Vec<_>, _>>()?);
@@ -235,31 +246,34 @@ fn no_valid_copy(name: &str, copies: &[crate::store::ManifestCopy<'_>]) -> Store
 /// `true` when any chunk's replicas changed.
 fn apply_fixes(
     manifest: &mut Manifest,
-    fixes: Vec<Vec<ChunkFix>>,
+    fixes: Vec<Vec<Vec<ChunkFix>>>,
     report: &mut RepairReport,
 ) -> bool {
     let mut changed = false;
     let (model, replicas) = (manifest.name.clone(), manifest.replicas);
     for (file, file_fixes) in manifest.files.iter_mut().zip(fixes) {
-        for (chunk, fix) in file.chunks.iter_mut().zip(file_fixes) {
-            report.replicas_recreated += fix.recreated;
-            report.corrupt_replaced += fix.replaced;
-            report.bytes_copied += fix.bytes;
-            if let Some((good, reason)) = fix.unrepaired {
-                report.unrepaired.push(Unrepaired {
-                    model: model.clone(),
-                    file: file.path.clone(),
-                    offset: chunk.offset,
-                    len: chunk.len,
-                    chunk: chunk.hash.to_hex(),
-                    good,
-                    replicas,
-                    reason,
-                });
-            }
-            if let Some(members) = fix.members {
-                chunk.members = members;
-                changed = true;
+        for (c, chunk_fixes) in file.chunks.iter_mut().zip(file_fixes) {
+            for (k, fix) in chunk_fixes.into_iter().enumerate() {
+                let Some(chunk) = c.need_mut(k) else { continue };
+                report.replicas_recreated += fix.recreated;
+                report.corrupt_replaced += fix.replaced;
+                report.bytes_copied += fix.bytes;
+                if let Some((good, reason)) = fix.unrepaired {
+                    report.unrepaired.push(Unrepaired {
+                        model: model.clone(),
+                        file: file.path.clone(),
+                        offset: chunk.offset,
+                        len: chunk.len,
+                        chunk: chunk.object().to_hex(),
+                        good,
+                        replicas,
+                        reason,
+                    });
+                }
+                if let Some(members) = fix.members {
+                    chunk.members = members;
+                    changed = true;
+                }
             }
         }
     }

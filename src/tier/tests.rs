@@ -18,6 +18,7 @@ fn chunked(data: &[u8], step: usize) -> Arc<FileEntry> {
             stored_len: c.len() as u64,
             members: vec![],
             tensors: vec![],
+            delta: None,
         })
         .collect();
     let mut f = FileEntry::for_test(data.len() as u64, chunks);

@@ -46,26 +46,36 @@ pub fn fully_replicated(members: &[PathBuf], model: &str, replicas: usize) {
             (info["member_id"].as_str().unwrap().to_string(), p)
         })
         .collect();
-    for f in m["files"].as_array().unwrap() {
-        for c in f["chunks"].as_array().unwrap() {
-            let listed: Vec<&str> = c["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap())
-                .collect();
-            let mut distinct = listed.clone();
-            distinct.sort();
-            distinct.dedup();
-            assert_eq!(distinct.len(), replicas, "chunk {}: {listed:?}", c["hash"]);
-            for id in listed {
-                let (_, dir) = ids.iter().find(|(i, _)| i == id).unwrap();
-                let hex = c["hash"].as_str().unwrap();
-                assert!(
-                    dir.join("chunks").join(&hex[..2]).join(hex).exists(),
-                    "chunk {hex} listed on {id} but not there"
-                );
-            }
+    let chunks = m["files"].as_array().unwrap().iter().flat_map(|f| {
+        f["chunks"].as_array().unwrap().iter().flat_map(|c| {
+            // A delta is stored under its own name, and needs its base as much as itself.
+            let base = c["delta"]
+                .get("base")
+                .map(|b| (b, b["hash"].as_str().unwrap()));
+            let own = match c["delta"].get("object") {
+                Some(object) => (c, object.as_str().unwrap()),
+                None => (c, c["hash"].as_str().unwrap()),
+            };
+            std::iter::once(own).chain(base)
+        })
+    });
+    for (c, hex) in chunks {
+        let listed: Vec<&str> = c["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let mut distinct = listed.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), replicas, "chunk {}: {listed:?}", c["hash"]);
+        for id in listed {
+            let (_, dir) = ids.iter().find(|(i, _)| i == id).unwrap();
+            assert!(
+                dir.join("chunks").join(&hex[..2]).join(hex).exists(),
+                "chunk {hex} listed on {id} but not there"
+            );
         }
     }
 }

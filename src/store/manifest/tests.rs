@@ -14,6 +14,7 @@ pub fn sample() -> Manifest {
             name: format!("t{byte}"),
             dtype: "BF16".into(),
         }],
+        delta: None,
     };
     Manifest {
         format_version: MANIFEST_FORMAT,
@@ -29,6 +30,7 @@ pub fn sample() -> Manifest {
             id: "m0".into(),
             index: 0,
         }],
+        base: None,
         sealed: Default::default(),
         files: vec![
             FileEntry {

@@ -101,7 +101,8 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// Decodes a replica's stored image into `out` and checks it against the chunk's hash.
+/// Decodes a replica's stored image into `out` and checks it against the hash it is stored
+/// under (a delta's bytes are checked as the delta they are; see `Store::load_chunk_into`).
 pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
     if image.len() < HEADER_LEN {
         return Err(ReplicaError::Corrupt(format!(
@@ -110,7 +111,7 @@ pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(),
         )));
     }
     decode_image(image, chunk, out)?;
-    if Hash32::of(out) != chunk.hash {
+    if Hash32::of(out) != *chunk.object() {
         return Err(ReplicaError::HashMismatch);
     }
     Ok(())
@@ -154,10 +155,15 @@ pub fn verified_image(
     chunk: &ChunkRef,
     scratch: &mut [u8],
 ) -> Result<Image, ReplicaError> {
-    let image = member.io.get_chunk(&chunk.hash, max_image_len(chunk.len))?;
+    let image = member
+        .io
+        .get_chunk(chunk.object(), max_image_len(chunk.len))?;
     check_image(&image, chunk, scratch)?;
     Ok(image)
 }
+
+/// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
+static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
 
 /// Threads that ask replicas in parallel (hedged reads), and replica reads waiting for one.
 /// Every member call ends within its deadline, so none of them is held for longer.
@@ -182,7 +188,9 @@ fn fetch(
     chunk: &ChunkRef,
 ) -> (Duration, Result<Image, MemberError>) {
     let started = Instant::now();
-    let got = member.io.get_chunk(&chunk.hash, max_image_len(chunk.len));
+    let got = member
+        .io
+        .get_chunk(chunk.object(), max_image_len(chunk.len));
     let took = started.elapsed();
     if let Some(r) = record {
         r.record(
@@ -253,7 +261,39 @@ impl Store {
     /// The replica list is a hint: when every listed replica fails, every other member that
     /// opened and is not down is asked for the chunk (by its hash) before the read fails, so a
     /// replica that repair or a member change put elsewhere is still found.
+    ///
+    /// A chunk stored as a delta is loaded as its delta and its base chunk, each checked against
+    /// its own hash; their XOR is then checked against the chunk's hash before `out` is handed
+    /// on, so a manifest that pairs a delta with the wrong base gives an error, not wrong bytes.
     pub fn load_chunk_into(
+        &self,
+        chunk: &ChunkRef,
+        out: &mut [u8],
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<String, ChunkUnreadable> {
+        let id = self.load_stored_into(chunk, out, on_failure)?;
+        if let Some(delta) = &chunk.delta {
+            BASES.with_len(out.len(), |base| -> Result<(), ChunkUnreadable> {
+                self.load_stored_into(&delta.base, base, on_failure)?;
+                codec::xor_into(out, base);
+                Ok(())
+            })?;
+            if Hash32::of(out) != chunk.hash {
+                return Err(ChunkUnreadable {
+                    hash: chunk.hash,
+                    len: chunk.len,
+                    details: format!(
+                        "its delta and its base chunk {} each check out, but together they are not the chunk: the manifest pairs them wrongly",
+                        delta.base.hash
+                    ),
+                });
+            }
+        }
+        Ok(id)
+    }
+
+    /// `load_chunk_into` of the chunk as it is stored (a delta as the delta).
+    fn load_stored_into(
         &self,
         chunk: &ChunkRef,
         out: &mut [u8],

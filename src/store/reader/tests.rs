@@ -37,6 +37,7 @@ fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
         stored_len: image.len() as u64,
         members: vec!["a".into(), "b".into()],
         tensors: vec![],
+        delta: None,
     };
     (store, faulty, chunk, data)
 }
