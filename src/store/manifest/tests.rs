@@ -162,6 +162,45 @@ fn rejects_inconsistent_manifests() {
     }
 }
 
+/// `sample` with its second chunk stored as a delta against its first.
+fn with_delta() -> Manifest {
+    let mut m = sample();
+    let base = m.files[0].chunks[0].clone();
+    let c = &mut m.files[0].chunks[1];
+    c.delta = Some(Delta {
+        object: Hash32::of(b"xor"),
+        base: Box::new(ChunkRef { len: c.len, ..base }),
+    });
+    m
+}
+
+#[test]
+fn deltas_round_trip_and_name_what_they_need() {
+    let m = with_delta();
+    assert_eq!(Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap(), m);
+    let c = &m.files[0].chunks[1];
+    let needed: Vec<Hash32> = c.needs().map(|n| *n.object()).collect();
+    assert_eq!(needed, vec![Hash32::of(b"xor"), m.files[0].chunks[0].hash]);
+    assert_eq!(m.delta_count(), 1);
+    // What gc keeps of a copy this build cannot read names the delta and its base too.
+    let loose = Manifest::newer_chunks(&m.to_bytes().unwrap()).unwrap();
+    assert!(needed.iter().all(|h| loose.contains(h)), "{loose:?}");
+    // A base of another length, a base that is a delta, or one with no replica: refused.
+    let cases: [fn(&mut Delta); 3] = [
+        |d| d.base.len += 1,
+        |d| d.base.delta = Some(d.clone()),
+        |d| d.base.members.clear(),
+    ];
+    for (i, break_it) in cases.iter().enumerate() {
+        let mut m = with_delta();
+        break_it(m.files[0].chunks[1].delta.as_mut().unwrap());
+        assert!(
+            Manifest::from_bytes(&m.to_bytes().unwrap()).is_err(),
+            "case {i} accepted"
+        );
+    }
+}
+
 #[test]
 fn model_names() {
     for ok in ["model", "Llama-3.1-8B", "a_b+c"] {

@@ -216,3 +216,61 @@ fn a_window_fails_over_from_a_corrupt_short_or_failing_replica_and_never_hands_o
         err.details
     );
 }
+
+/// Puts `data` on both members of `store` as a chunk of its own; its reference.
+fn put_whole(store: &Store, data: &[u8]) -> ChunkRef {
+    let (codec, image) = codec::encode(data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
+    let hash = Hash32::of(data);
+    for m in &store.members {
+        m.io.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
+    }
+    ChunkRef {
+        offset: 0,
+        len: data.len() as u64,
+        hash,
+        codec,
+        stored_len: image.len() as u64,
+        members: vec!["a".into(), "b".into()],
+        tensors: vec![],
+        delta: None,
+    }
+}
+
+#[test]
+fn a_delta_reads_back_only_with_the_base_it_was_taken_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, base, base_data) = two(dir.path());
+    let chunk_data: Vec<u8> = base_data.iter().map(|b| b ^ (b % 3)).collect();
+    let mut xor = chunk_data.clone();
+    codec::xor_into(&mut xor, &base_data);
+    let stored = put_whole(&store, &xor);
+    let delta = ChunkRef {
+        hash: Hash32::of(&chunk_data),
+        delta: Some(crate::store::manifest::Delta {
+            object: stored.hash,
+            base: Box::new(base.clone()),
+        }),
+        ..stored.clone()
+    };
+    let (got, out) = load(&store, &delta);
+    assert!(got.is_ok() && out == chunk_data);
+    // Another base of the same length, each part checking out: an error, not other bytes.
+    let other = put_whole(&store, &vec![7u8; base_data.len()]);
+    let mut wrong = delta.clone();
+    wrong.delta.as_mut().unwrap().base = Box::new(other);
+    let e = load(&store, &wrong).0.unwrap_err();
+    assert!(e.details.contains("pairs them wrongly"), "{}", e.details);
+    // A window of a delta is cut from the whole chunk.
+    let mut window = vec![0u8; 1000];
+    store
+        .load_window_into(&delta, 5000..6000, &mut window, &|_, _| {})
+        .unwrap();
+    assert!(window == chunk_data[5000..6000]);
+    // A base with no replica left: the delta alone is never handed out.
+    for m in &store.members {
+        m.io.delete_chunk(&base.hash).unwrap();
+    }
+    let e = load(&store, &delta).0.unwrap_err();
+    assert_eq!(e.hash, base.hash, "{}", e.details);
+    assert!(f[0].gets.load(Ordering::Relaxed) > 0);
+}
