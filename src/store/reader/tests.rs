@@ -257,7 +257,7 @@ fn a_delta_reads_back_only_with_the_base_it_was_taken_against() {
     // Another base of the same length, each part checking out: an error, not other bytes.
     let other = put_whole(&store, &vec![7u8; base_data.len()]);
     let mut wrong = delta.clone();
-    wrong.delta.as_mut().unwrap().base = Box::new(other);
+    *wrong.delta.as_mut().unwrap().base = other;
     let e = load(&store, &wrong).0.unwrap_err();
     assert!(e.details.contains("pairs them wrongly"), "{}", e.details);
     // A window of a delta is cut from the whole chunk.
