@@ -8,6 +8,7 @@ task (in-batch contrastive loss over paraphrase pairs made from templates), ever
 updated. Both are saved by `transformers` in fp32 and in bf16. Everything is cached under
 ~/.cache/shardfs/weights, keyed by the run's settings."""
 import glob
+import json
 import os
 import random
 import shutil
@@ -125,5 +126,28 @@ def fine_tune(steps=300, lr=2e-5, batch=16, seed=0, log=print):
     return dirs
 
 
+def compare(a, b, n=100):
+    """Embeddings of `n` sentences from the model folders `a` and `b`: whether they are
+    identical, and the smallest cosine between them."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = sentences(n)
+    outs = []
+    with torch.no_grad():
+        for d in (a, b):
+            model = AutoModel.from_pretrained(d, dtype=torch.float32)
+            model.eval()
+            outs.append(embed(model, AutoTokenizer.from_pretrained(d), texts))
+            del model
+    cos = torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=-1)
+    return bool(torch.equal(outs[0], outs[1])), float(cos.min())
+
+
 if __name__ == "__main__":
-    print(fine_tune())
+    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+        # In a process of its own, so nothing keeps a mounted file open once it exits.
+        same, cos = compare(sys.argv[2], sys.argv[3])
+        print(json.dumps({"identical": same, "min_cosine": cos}))
+    else:
+        print(fine_tune())

@@ -11,6 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
+pub mod fp8;
 pub mod group;
 pub mod stream;
 
@@ -51,6 +52,8 @@ pub enum Codec {
     Float32,
     /// Byte-grouped quantization blocks (GGUF Q8_0, Q4_K, ...), see `group`.
     Blocks,
+    /// Floats that are FP8 values times a block scale (`pack --lossy fp8`), see `fp8`.
+    Fp8,
 }
 
 impl Codec {
@@ -61,6 +64,7 @@ impl Codec {
             Codec::Float16 => 2,
             Codec::Float32 => 3,
             Codec::Blocks => 4,
+            Codec::Fp8 => 5,
         }
     }
 
@@ -71,6 +75,7 @@ impl Codec {
             2 => Ok(Codec::Float16),
             3 => Ok(Codec::Float32),
             4 => Ok(Codec::Blocks),
+            5 => Ok(Codec::Fp8),
             other => Err(CodecError::UnknownCodec(other)),
         }
     }
@@ -82,6 +87,7 @@ impl Codec {
             Codec::Float16 => "float16",
             Codec::Float32 => "float32",
             Codec::Blocks => "blocks",
+            Codec::Fp8 => "fp8",
         }
     }
 }
@@ -143,6 +149,9 @@ pub enum Content {
     Floats(usize),
     /// Quantization blocks of this many bytes.
     Blocks(usize),
+    /// Floats of this format narrowed to FP8 values (`pack --lossy fp8`): the fp8 codec where
+    /// every value is one, the float codec otherwise.
+    Fp8(fp8::Format),
 }
 
 /// Encodes `raw` into a complete chunk file image (header + payload). `auto` uses the float codec
@@ -171,6 +180,25 @@ pub fn encode(
     };
     let compressed = match (choice, content) {
         (CodecChoice::None, _) => None,
+        (CodecChoice::Auto, Content::Fp8(format))
+            if fp8::encode(
+                raw,
+                format,
+                &mut |g| zstd_compress(g, Tuning::Group),
+                &mut out,
+            )?
+            .is_some() =>
+        {
+            Some(Codec::Fp8)
+        }
+        (CodecChoice::Auto, Content::Fp8(format)) => {
+            grouped(format.width(), true, &mut out)?;
+            Some(if format.width() == 2 {
+                Codec::Float16
+            } else {
+                Codec::Float32
+            })
+        }
         (CodecChoice::Auto, Content::Floats(width)) if width == 2 || width == 4 => {
             grouped(width, true, &mut out)?;
             Some(if width == 2 {
@@ -336,6 +364,7 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
             out.len()
         }
         Codec::Zstd => zstd_decompress(payload, out)?,
+        Codec::Fp8 => fp8::decode(payload, out, &mut zstd_decompress).map(|()| out.len())?,
         Codec::Float16 | Codec::Float32 | Codec::Blocks => GROUP_SCRATCH
             .with(|scratch| {
                 let rotate = header.codec != Codec::Blocks;

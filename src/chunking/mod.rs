@@ -354,6 +354,7 @@ fn group_pieces(pieces: Vec<Piece>, chunk_size: u64) -> Vec<Vec<Piece>> {
 fn unit(content: Content) -> usize {
     match content {
         Content::Floats(w) | Content::Blocks(w) => w.max(1),
+        Content::Fp8(f) => f.width(),
         Content::Bytes => 1,
     }
 }

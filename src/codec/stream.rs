@@ -65,6 +65,19 @@ pub fn decode(
         Codec::Float16 | Codec::Float32 | Codec::Blocks => {
             grouped(header, fetch, &mut counted)?;
         }
+        // An fp8 payload is decoded whole: its chunks are at most a few times the bound.
+        Codec::Fp8 if header.raw_len + header.payload_len <= 4 * STREAM_MEMORY => {
+            let payload = fetch(0, header.payload_len as usize)
+                .map_err(|e| CodecError::Read(e.to_string()))?;
+            let mut out = vec![0u8; raw_len];
+            super::fp8::decode(&payload, &mut out, &mut super::zstd_decompress)?;
+            counted.give(&out)?;
+        }
+        Codec::Fp8 => {
+            return Err(CodecError::Decompress(
+                "an fp8 chunk this large is not decoded in pieces".into(),
+            ));
+        }
     }
     if counted.left != 0 {
         return Err(CodecError::WrongLength {

@@ -104,6 +104,18 @@ pub struct ChunkUnreadable {
 /// Decodes a replica's stored image into `out` and checks it against the hash it is stored
 /// under (a delta's bytes are checked as the delta they are; see `Store::load_chunk_into`).
 pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
+    check_stored(image, chunk, None, out)
+}
+
+/// `check_image`, or for a delta given its (checked) `base` bytes: decodes the delta, XORs the
+/// base in and checks the result against the chunk's own hash, which it matches only when the
+/// replica holds the delta's exact bytes and the manifest pairs it with this base.
+fn check_stored(
+    image: &[u8],
+    chunk: &ChunkRef,
+    base: Option<&[u8]>,
+    out: &mut [u8],
+) -> Result<(), ReplicaError> {
     if image.len() < HEADER_LEN {
         return Err(ReplicaError::Corrupt(format!(
             "file is {} bytes, shorter than a header",
@@ -111,7 +123,14 @@ pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(),
         )));
     }
     decode_image(image, chunk, out)?;
-    if Hash32::of(out) != *chunk.object() {
+    let expected = match base {
+        Some(base) => {
+            codec::xor_into(out, base);
+            chunk.hash
+        }
+        None => *chunk.object(),
+    };
+    if Hash32::of(out) != expected {
         return Err(ReplicaError::HashMismatch);
     }
     Ok(())
@@ -271,40 +290,37 @@ impl Store {
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
-        let id = self.load_stored_into(chunk, out, on_failure)?;
-        if let Some(delta) = &chunk.delta {
-            BASES.with_len(out.len(), |base| -> Result<(), ChunkUnreadable> {
-                self.load_stored_into(&delta.base, base, on_failure)?;
-                codec::xor_into(out, base);
-                Ok(())
-            })?;
-            if Hash32::of(out) != chunk.hash {
-                return Err(ChunkUnreadable {
-                    hash: chunk.hash,
-                    len: chunk.len,
-                    details: format!(
-                        "its delta and its base chunk {} each check out, but together they are not the chunk: the manifest pairs them wrongly",
+        let Some(delta) = &chunk.delta else {
+            return self.load_stored_into(chunk, None, out, on_failure);
+        };
+        BASES.with_len(out.len(), |base| {
+            self.load_stored_into(&delta.base, None, base, on_failure)?;
+            self.load_stored_into(chunk, Some(base), out, on_failure)
+                .map_err(|mut e| {
+                    e.details.push_str(&format!(
+                        " (a delta: with its base chunk {}, which checked out, no replica made the chunk's bytes)",
                         delta.base.hash
-                    ),
-                });
-            }
-        }
-        Ok(id)
+                    ));
+                    e
+                })
+        })
     }
 
-    /// `load_chunk_into` of the chunk as it is stored (a delta as the delta).
+    /// `load_chunk_into` of the chunk as it is stored, or, for a delta given its `base` bytes,
+    /// of the chunk those make with it (see `check_stored`).
     fn load_stored_into(
         &self,
         chunk: &ChunkRef,
+        base: Option<&[u8]>,
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
-        match self.load_listed(chunk, out, on_failure) {
+        match self.load_listed(chunk, base, out, on_failure) {
             Ok(id) => Ok(id.to_string()),
             Err(mut e) => {
                 // Every other member, those answering first, those that are down too: a
                 // chunk that repair or rebalance moved is found wherever it went.
-                if let Some(id) = self.load_unlisted(chunk, out, &mut e.details) {
+                if let Some(id) = self.load_unlisted(chunk, base, out, &mut e.details) {
                     return Ok(id);
                 }
                 // A member replaced since this view last looked at the member list holds its
@@ -315,7 +331,7 @@ impl Store {
                 for location in self.follow_replaced_members(&opts) {
                     log::info!("member at {location} is read from now on (it was replaced)");
                 }
-                if let Ok(id) = self.load_listed(chunk, out, on_failure) {
+                if let Ok(id) = self.load_listed(chunk, base, out, on_failure) {
                     return Ok(id.to_string());
                 }
                 Err(e)
@@ -328,6 +344,7 @@ impl Store {
     fn load_unlisted(
         &self,
         chunk: &ChunkRef,
+        base: Option<&[u8]>,
         out: &mut [u8],
         details: &mut String,
     ) -> Option<String> {
@@ -336,7 +353,7 @@ impl Store {
             let (_, got) = fetch(m, record, chunk);
             match got
                 .map_err(ReplicaError::from)
-                .and_then(|image| check_image(&image, chunk, out))
+                .and_then(|image| check_stored(&image, chunk, base, out))
             {
                 Ok(()) => {
                     log::info!(
@@ -370,6 +387,7 @@ impl Store {
     fn load_listed<'c>(
         &self,
         chunk: &'c ChunkRef,
+        base: Option<&[u8]>,
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<&'c str, ChunkUnreadable> {
@@ -388,7 +406,7 @@ impl Store {
                 let (_, got) = fetch(m, self.liveness.record(id).map(|r| &**r), chunk);
                 match got
                     .map_err(ReplicaError::from)
-                    .and_then(|image| check_image(&image, chunk, out))
+                    .and_then(|image| check_stored(&image, chunk, base, out))
                 {
                     Ok(()) => Ok(*id),
                     Err(e) => {
@@ -397,7 +415,7 @@ impl Store {
                     }
                 }
             }
-            _ => self.read_hedged(&order, chunk, out, &mut fail),
+            _ => self.read_hedged(&order, (chunk, base), out, &mut fail),
         };
         match found {
             Ok(id) => Ok(id),
@@ -478,7 +496,7 @@ impl Store {
     fn read_hedged<'c>(
         &self,
         order: &[(&'c str, &Member)],
-        chunk: &ChunkRef,
+        (chunk, base): (&ChunkRef, Option<&[u8]>),
         out: &mut [u8],
         fail: &mut dyn FnMut(&str, ReplicaError),
     ) -> Result<&'c str, usize> {
@@ -513,7 +531,7 @@ impl Store {
                     let (id, _) = order[i];
                     match got
                         .map_err(ReplicaError::from)
-                        .and_then(|image| check_image(&image, chunk, out))
+                        .and_then(|image| check_stored(&image, chunk, base, out))
                     {
                         Ok(()) => return Ok(id),
                         Err(e) => fail(id, e),

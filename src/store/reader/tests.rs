@@ -259,7 +259,11 @@ fn a_delta_reads_back_only_with_the_base_it_was_taken_against() {
     let mut wrong = delta.clone();
     *wrong.delta.as_mut().unwrap().base = other;
     let e = load(&store, &wrong).0.unwrap_err();
-    assert!(e.details.contains("pairs them wrongly"), "{}", e.details);
+    assert!(
+        e.details.contains("no replica made the chunk's bytes"),
+        "{}",
+        e.details
+    );
     // A window of a delta is cut from the whole chunk.
     let mut window = vec![0u8; 1000];
     store
