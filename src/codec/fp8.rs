@@ -15,6 +15,7 @@
 //! the codes group, each as its mode (u8: 0 raw, 1 zstd), stored length (u32 LE) and bytes.
 
 use super::CodecError;
+use super::group::{GroupCompressor, GroupDecompressor};
 
 /// Values per scale.
 pub const BLOCK: usize = 128;
@@ -191,7 +192,7 @@ pub fn quantize_block(format: Format, block: &mut [u8]) -> bool {
 pub fn encode(
     raw: &[u8],
     format: Format,
-    compress: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>, CodecError>,
+    compress: &mut GroupCompressor<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Option<()>, CodecError> {
     let w = format.width();
@@ -230,7 +231,7 @@ pub fn encode(
 pub fn decode(
     payload: &[u8],
     out: &mut [u8],
-    decompress: &mut dyn FnMut(&[u8], &mut [u8]) -> Result<usize, CodecError>,
+    decompress: &mut GroupDecompressor<'_>,
 ) -> Result<(), CodecError> {
     let bad = |why: &str| CodecError::Decompress(format!("fp8 payload: {why}"));
     let format = payload
