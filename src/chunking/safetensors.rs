@@ -226,6 +226,52 @@ pub fn to_bf16(src: &dyn ReadAt, out: &mut dyn Write) -> Result<Option<Narrowed>
     }))
 }
 
+/// Writes to `out` a copy of `src` (same header, same layout) in which every BF16, F16 and F32
+/// tensor holds its values rounded to FP8 E4M3 with a power-of-two scale per block of
+/// `fp8::BLOCK` values, counted from the tensor's start (see `codec::fp8` for the error bound).
+/// Returns `None`, writing nothing, when `src` has no such tensor.
+pub fn to_fp8(src: &dyn ReadAt, out: &mut dyn Write) -> Result<Option<Narrowed>, LayoutError> {
+    use crate::codec::fp8::{self, Format};
+    let header = read_header(src)?;
+    let spans = spans(&header, src.len())?;
+    let format = |s: &TensorSpan| Format::of_dtype(&s.dtype);
+    if !spans.iter().any(|s| format(s).is_some()) {
+        return Ok(None);
+    }
+    let mut original = blake3::Hasher::new();
+    // Pieces a whole number of blocks long, for every width.
+    let piece = fp8::BLOCK * 4 * 8192;
+    let mut buf = vec![0u8; piece];
+    let mut copy = |from: u64, to: u64, f: Option<Format>| -> Result<(), LayoutError> {
+        let mut p = from;
+        while p < to {
+            let n = ((to - p) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], p)?;
+            original.update(&buf[..n]);
+            if let Some(f) = f {
+                for block in buf[..n].chunks_mut(fp8::BLOCK * f.width()) {
+                    fp8::quantize_block(f, block);
+                }
+            }
+            out.write_all(&buf[..n])?;
+            p += n as u64;
+        }
+        Ok(())
+    };
+    let mut pos = 0;
+    for s in &spans {
+        copy(pos, s.start, None)?;
+        copy(s.start, s.end, format(s))?;
+        pos = s.end;
+    }
+    copy(pos, src.len(), None)?;
+    Ok(Some(Narrowed {
+        tensors: spans.iter().filter(|s| format(s).is_some()).count(),
+        original_size: src.len(),
+        original_blake3: crate::codec::Hash32(*original.finalize().as_bytes()),
+    }))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

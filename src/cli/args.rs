@@ -53,6 +53,10 @@ pub enum CodecArg {
 pub enum LossyArg {
     /// fp32 safetensors tensors stored as bf16 (round to nearest even), header rewritten
     Bf16,
+    /// bf16, fp16 and fp32 safetensors tensors rounded to FP8 E4M3 with a power-of-two scale
+    /// per 128 values, read back in their own dtype (each value within 1/16 of itself or of
+    /// its block's largest); stored as the FP8 codes
+    Fp8,
 }
 
 #[derive(Subcommand)]

@@ -6,7 +6,7 @@ use super::args::{CodecArg, LossyArg, PackArgs};
 use shardfs::codec::CodecChoice;
 use shardfs::member::Options;
 use shardfs::store::base::BaseChoice;
-use shardfs::store::writer::{PackOptions, pack};
+use shardfs::store::writer::{Narrowing, PackOptions, pack};
 use shardfs::units::{count, format_bytes, format_rate, ratio};
 
 pub fn run(args: PackArgs, members: Options) -> Result<(), Failure> {
@@ -22,7 +22,10 @@ pub fn run(args: PackArgs, members: Options) -> Result<(), Failure> {
         level: args.level,
         placement: args.placement,
         partition: args.partition,
-        lossy_bf16: matches!(args.lossy, Some(LossyArg::Bf16)),
+        lossy: args.lossy.map(|l| match l {
+            LossyArg::Bf16 => Narrowing::Bf16,
+            LossyArg::Fp8 => Narrowing::Fp8,
+        }),
         base: args.base.map(|b| match b.as_str() {
             "auto" => BaseChoice::Auto,
             _ => BaseChoice::Named(b),

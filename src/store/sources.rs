@@ -78,10 +78,29 @@ pub(super) fn cannot_read(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ 
     move |e| source_err(format!("cannot read {}: {e}", path.display()))
 }
 
-/// For `--lossy bf16`: writes a bf16 copy of each safetensors file with fp32 tensors into the
-/// temporary directory (`TMPDIR`, a private file created anew, deleted when the pack ends) and
-/// points the source at it. Other files are packed as they are.
-pub(super) fn narrow_sources(sources: &mut [Source]) -> Result<(), StoreError> {
+/// How `pack --lossy` narrows safetensors tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Narrowing {
+    /// fp32 tensors stored as bf16 (rounded to nearest even), the header rewritten to match.
+    Bf16,
+    /// bf16, fp16 and fp32 tensors rounded to FP8 E4M3 values with a power-of-two scale per
+    /// 128 values (`codec::fp8`), in their own dtype and layout, stored as the FP8 codes.
+    Fp8,
+}
+
+impl Narrowing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Narrowing::Bf16 => "bf16",
+            Narrowing::Fp8 => "fp8",
+        }
+    }
+}
+
+/// For `--lossy`: writes a narrowed copy of each safetensors file with tensors to narrow into
+/// the temporary directory (`TMPDIR`, a private file created anew, deleted when the pack ends)
+/// and points the source at it. Other files are packed as they are.
+pub(super) fn narrow_sources(sources: &mut [Source], how: Narrowing) -> Result<(), StoreError> {
     for s in sources.iter_mut() {
         let src = FileAt {
             file: s.open()?,
@@ -97,15 +116,18 @@ pub(super) fn narrow_sources(sources: &mut [Source]) -> Result<(), StoreError> {
             .map_err(io_err(&tmp_dir))?
             .into_parts();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-        let done = chunking::safetensors::to_bf16(&src, &mut out);
+        let done = match how {
+            Narrowing::Bf16 => chunking::safetensors::to_bf16(&src, &mut out),
+            Narrowing::Fp8 => chunking::safetensors::to_fp8(&src, &mut out),
+        };
         let flushed = std::io::Write::flush(&mut out);
         match (done, flushed) {
             (Ok(Some(n)), Ok(())) => {
                 let size = fs::metadata(&path).map_err(io_err(&path))?.len();
-                log::info!("{}: {} fp32 tensors stored as bf16", s.rel, n.tensors);
+                log::info!("{}: {} tensors stored as {}", s.rel, n.tensors, how.name());
                 s.size = size;
                 let lossy = Lossy {
-                    kind: "bf16".into(),
+                    kind: how.name().into(),
                     original_size: n.original_size,
                     original_blake3: n.original_blake3,
                 };
@@ -120,8 +142,13 @@ pub(super) fn narrow_sources(sources: &mut [Source]) -> Result<(), StoreError> {
         }
     }
     if sources.iter().all(|s| s.narrowed.is_none()) {
+        let what = match how {
+            Narrowing::Bf16 => "fp32 tensors",
+            Narrowing::Fp8 => "bf16, fp16 and fp32 tensors",
+        };
         log::warn!(
-            "--lossy bf16 changed nothing: it narrows fp32 tensors of safetensors files, and none was found"
+            "--lossy {} changed nothing: it narrows {what} of safetensors files, and none was found",
+            how.name()
         );
     }
     Ok(())

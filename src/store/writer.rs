@@ -9,6 +9,7 @@ use super::manifest::{
     ChunkRef, Delta, FileEntry, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
 };
 use super::member::Member;
+pub use super::sources::Narrowing;
 use super::sources::{Source, cannot_read, narrow_sources, scan, source_err};
 use super::{Store, StoreError, member_err};
 use crate::chunking::{self, Cut, FileAt, Partition};
@@ -32,8 +33,8 @@ pub struct PackOptions {
     pub level: i32,
     pub placement: Placement,
     pub partition: Partition,
-    /// Store fp32 safetensors tensors as bf16 (`pack --lossy bf16`); never the default.
-    pub lossy_bf16: bool,
+    /// Store safetensors tensors narrowed (`pack --lossy`); never the default.
+    pub lossy: Option<Narrowing>,
     /// Store float tensor chunks as deltas against a model of the store (`pack --base`).
     pub base: Option<super::base::BaseChoice>,
     /// Let member directories that are not yet part of the store join it.
@@ -56,7 +57,7 @@ impl Default for PackOptions {
             level: 3,
             placement: Placement::Hash,
             partition: Partition::Tensor,
-            lossy_bf16: false,
+            lossy: None,
             base: None,
             init: false,
             follow_links: false,
@@ -278,6 +279,18 @@ fn pack_file(
     (cuts, bases): (&[Cut], &[Option<ChunkRef>]),
     first_index: u64,
 ) -> Result<FileEntry, StoreError> {
+    // A file narrowed to FP8 values gets the fp8 codec for its float tensors.
+    let fp8_cuts: Vec<Cut>;
+    let cuts = if src
+        .narrowed
+        .as_ref()
+        .is_some_and(|(_, l)| l.kind == Narrowing::Fp8.name())
+    {
+        fp8_cuts = cuts.iter().cloned().map(fp8_content).collect();
+        &fp8_cuts[..]
+    } else {
+        cuts
+    };
     let threads = rayon::current_num_threads().max(1);
     let (tx, rx) = sync_channel::<(u64, &Cut, Vec<u8>)>(threads * 2);
     let (file_hash, chunks) = std::thread::scope(|s| {
@@ -338,6 +351,20 @@ fn pack_file(
     })
 }
 
+/// `cut` for a file narrowed to FP8 values: floats of one dtype are FP8 content.
+fn fp8_content(mut cut: Cut) -> Cut {
+    let mut formats = cut
+        .tensors
+        .iter()
+        .map(|t| codec::fp8::Format::of_dtype(&t.dtype));
+    if let (codec::Content::Floats(_), Some(Some(first))) = (cut.content, formats.next())
+        && formats.all(|f| f == Some(first))
+    {
+        cut.content = codec::Content::Fp8(first);
+    }
+    cut
+}
+
 /// Packs `src` (a file or a folder) into the store at `paths`.
 pub fn pack(
     src: &Path,
@@ -370,8 +397,8 @@ pub fn pack(
     // the same model that published meanwhile is not silently undone.
     let copies = store.manifest_copies(&name);
     let mut sources = sources;
-    if opts.lossy_bf16 {
-        narrow_sources(&mut sources)?;
+    if let Some(narrowing) = opts.lossy {
+        narrow_sources(&mut sources, narrowing)?;
     }
     let plans = plan_sources(&sources, opts)?;
     let base = match &opts.base {
