@@ -401,3 +401,55 @@ fn lossy_bf16_is_opt_in_and_reported() {
         original.len() as u64
     );
 }
+
+#[test]
+fn lossy_fp8_keeps_the_layout_bounds_the_error_and_stores_the_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&members(dir.path(), 1));
+    let values: Vec<f32> = (0..200_000)
+        .map(|i| ((i as f32) * 0.37).sin() * 0.02 * if i % 977 == 0 { 30.0 } else { 1.0 })
+        .collect();
+    let src = dir.path().join("m.safetensors");
+    let original = f32_safetensors(&values);
+    fs::write(&src, &original).unwrap();
+    let args = ["--name", "small", "--lossy", "fp8", "--chunk-size", "64KiB"];
+    let out = stdout(&pack(&src, &store, &args));
+    assert!(out.contains("packed small"), "{out}");
+    let small = export(&store, "small", None);
+    // The same file layout: the header and the I64 tensor byte for byte.
+    assert_eq!(small.len(), original.len());
+    let hlen = 8 + u64::from_le_bytes(small[..8].try_into().unwrap()) as usize;
+    assert_eq!(small[..hlen], original[..hlen]);
+    assert_eq!(small[small.len() - 8..], 42i64.to_le_bytes());
+    // Every value within 1/16 of the largest of its block of 128, and some changed.
+    let read = |b: &[u8], i: usize| {
+        f32::from_le_bytes(b[hlen + 4 * i..hlen + 4 * i + 4].try_into().unwrap())
+    };
+    let mut changed = 0;
+    for (block, chunk) in values.chunks(128).enumerate() {
+        let top = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (j, v) in chunk.iter().enumerate() {
+            let got = read(&small, block * 128 + j);
+            assert!(
+                (got - v).abs() <= top / 16.0,
+                "element {}: {v} -> {got}",
+                block * 128 + j
+            );
+            changed += usize::from(got != *v);
+        }
+    }
+    assert!(changed > values.len() / 2, "{changed} changed");
+    // Stored as FP8 codes: under a third of the fp32 bytes; marked lossy.
+    let ls: serde_json::Value =
+        serde_json::from_slice(&ok(&["ls", "--store", &store, "--json"]).stdout).unwrap();
+    let m = &ls["models"][0];
+    assert_eq!(m["lossy"], true);
+    assert_eq!(m["files"][0]["lossy"]["kind"], "fp8");
+    assert!(m["stored_codecs"]["fp8"].as_u64().unwrap() >= 1, "{m}");
+    assert!(
+        m["stored_bytes"].as_u64().unwrap() * 3 < original.len() as u64,
+        "{m}"
+    );
+    let report = stdout(&ok(&["verify", "--store", &store]));
+    assert!(report.contains("lossy (fp8)"), "{report}");
+}
