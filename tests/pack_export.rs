@@ -2,6 +2,7 @@
 //! large random and float-like files, folders, every placement, replicas 1-3, dedup, re-packs.
 
 mod common;
+use common::sync::{repair, verify};
 use common::*;
 use std::collections::BTreeSet;
 use std::fs;
@@ -157,7 +158,8 @@ fn folders_keep_their_tree() {
 #[test]
 fn every_placement_and_replica_count() {
     let mut rng = Rng::new(4);
-    let data = rng.floats(20 * CS + 5);
+    // A tail chunk long enough for a chunk file of its own (shorter ones stay in the manifest).
+    let data = rng.floats(20 * CS + 30_000);
     for placement in ["hash", "round-robin", "range"] {
         for replicas in 1..=3usize {
             let dir = tempfile::tempdir().unwrap();
@@ -452,4 +454,74 @@ fn lossy_fp8_keeps_the_layout_bounds_the_error_and_stores_the_codes() {
     );
     let report = stdout(&ok(&["verify", "--store", &store]));
     assert!(report.contains("lossy (fp8)"), "{report}");
+}
+
+#[test]
+fn no_file_grows_by_more_than_a_thousandth() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = members(dir.path(), 2);
+    let store = store_arg(&paths);
+    let src = dir.path().join("model");
+    fs::create_dir_all(&src).unwrap();
+    // Incompressible files of every size around the point where a chunk file's header stops
+    // costing more than 0.1%, a compressible one, and an empty one.
+    let mut rng = Rng::new(5);
+    let sizes = [1usize, 100, 4000, 24 * 1024 - 1, 24 * 1024, 300_000];
+    for n in sizes {
+        fs::write(src.join(format!("random-{n}")), rng.bytes(n)).unwrap();
+    }
+    fs::write(
+        src.join("config.json"),
+        "{\"hidden_size\": 384}\n".repeat(40),
+    )
+    .unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    pack(&src, &store, &["--replicas", "2"]);
+    let m = manifest_json(&paths[0], "model");
+    for f in m["files"].as_array().unwrap() {
+        let size = f["size"].as_u64().unwrap();
+        let chunks = f["chunks"].as_array().unwrap();
+        let stored: u64 = chunks
+            .iter()
+            .filter(|c| c["inline"].is_null())
+            .map(|c| c["stored_len"].as_u64().unwrap())
+            .sum();
+        let inline: u64 = chunks
+            .iter()
+            .filter_map(|c| c["inline"].as_str())
+            .map(|h| h.len() as u64 / 2)
+            .sum();
+        assert!(
+            stored * 1000 <= size * 1001,
+            "{}: {stored} stored for {size}",
+            f["path"]
+        );
+        // Only what a chunk file would have grown is kept in the manifest: the small random
+        // files, not the JSON that compresses, nor random files whose 24-byte chunk header
+        // costs at most 0.1% (24,000 bytes and over).
+        let random = f["path"].as_str().unwrap().starts_with("random-");
+        let header_costs = (size + 24) * 1000 > size * 1001;
+        assert_eq!(inline > 0, random && header_costs, "{}", f["path"]);
+    }
+    // Exact back through export, verify and a mount; repair and gc leave them be.
+    for n in sizes {
+        let want = fs::read(src.join(format!("random-{n}"))).unwrap();
+        assert!(
+            export(&store, "model", Some(&format!("random-{n}"))) == want,
+            "random-{n}"
+        );
+    }
+    assert_eq!(verify(&store)["ok"], true);
+    assert_eq!(repair(&store)["replicas_recreated"], 0);
+    ok(&["gc", "--store", &store, "--min-age", "0"]);
+    let mnt = dir.path().join("mnt");
+    let mounted = Mounted::new(&store, &mnt, &dir.path().join("state"), &[]);
+    for n in sizes {
+        let want = fs::read(src.join(format!("random-{n}"))).unwrap();
+        assert!(
+            fs::read(mnt.join(format!("model/random-{n}"))).unwrap() == want,
+            "random-{n}"
+        );
+    }
+    mounted.unmount();
 }

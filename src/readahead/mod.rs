@@ -130,6 +130,7 @@ mod tests {
                     })
                     .collect(),
                 delta: None,
+                inline: None,
             })
             .collect();
         FileEntry {

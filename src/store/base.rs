@@ -208,6 +208,7 @@ mod tests {
                 members: vec!["m0".into()],
                 tensors: c.tensors.clone(),
                 delta: None,
+                inline: None,
             })
             .collect();
         let index = BaseIndex::of(&m);

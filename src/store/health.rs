@@ -197,6 +197,7 @@ mod tests {
                 members: ids.iter().map(|id| id.to_string()).collect(),
                 tensors: vec![],
                 delta: None,
+                inline: None,
             })
             .collect();
         Manifest {

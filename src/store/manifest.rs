@@ -113,6 +113,7 @@ impl FileEntry {
                     members: Vec::new(),
                     tensors: Vec::new(),
                     delta: None,
+                    inline: None,
                 };
                 offset += len;
                 c
@@ -167,6 +168,27 @@ pub struct ChunkRef {
     /// --base`): `codec`, `stored_len` and `members` then describe the stored delta.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
+    /// The chunk's bytes, for a chunk too small for a chunk file of its own to pay (see
+    /// `writer::INLINE_MAX`): kept in the manifest, on no member, with no replica list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<Inline>,
+}
+
+/// A chunk's bytes kept in the manifest, written as hex.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inline(pub Vec<u8>);
+
+impl Serialize for Inline {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Inline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Inline, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map(Inline).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A chunk stored as the XOR of its bytes with a base chunk's. Reading it reads both, checks
@@ -185,10 +207,12 @@ impl ChunkRef {
         self.delta.as_ref().map_or(&self.hash, |d| &d.object)
     }
 
-    /// The stored chunks reading this one needs: itself, and its delta's base when it has one.
-    /// Every command that keeps, copies or checks a model's chunks goes over these.
+    /// The stored chunks reading this one needs: itself (unless its bytes are inline), and its
+    /// delta's base when it has one. Every command that keeps, copies or checks a model's
+    /// chunks goes over these.
     pub fn needs(&self) -> impl Iterator<Item = &ChunkRef> {
-        std::iter::once(self).chain(self.delta.as_ref().map(|d| &*d.base))
+        let own = self.inline.is_none().then_some(self);
+        own.into_iter().chain(self.delta.as_ref().map(|d| &*d.base))
     }
 
     /// The `k`-th of `needs`, to change (its replica list).
@@ -364,8 +388,16 @@ impl Manifest {
                         f.path, c.offset
                     ));
                 }
+                if c.inline.as_ref().is_some_and(|i| {
+                    i.0.len() as u64 != c.len || c.delta.is_some() || !c.members.is_empty()
+                }) {
+                    return Err(format!(
+                        "file '{}': chunk at {} holds inline bytes of another length, or a delta or replicas too",
+                        f.path, c.offset
+                    ));
+                }
                 if let Some(d) = &c.delta
-                    && (d.base.len != c.len || d.base.delta.is_some())
+                    && (d.base.len != c.len || d.base.delta.is_some() || d.base.inline.is_some())
                 {
                     return Err(format!(
                         "file '{}': chunk at {} has a base of another length or a base that is a delta",

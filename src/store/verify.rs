@@ -208,6 +208,25 @@ fn verify_file(
             })
             .collect();
         for (chunk, needed) in batch.iter().zip(results) {
+            if let Some(inline) = &chunk.inline {
+                let mut out = vec![0u8; inline.0.len()];
+                match crate::store::reader::inline_into(chunk, &inline.0, &mut out) {
+                    Ok(()) => hasher.update(&out),
+                    Err(e) => {
+                        whole_ok = false;
+                        problems.push(Problem::of_chunk(
+                            ProblemKind::Corrupt,
+                            e.details,
+                            model,
+                            file,
+                            chunk,
+                        ));
+                        continue;
+                    }
+                };
+                bytes += inline.0.len() as u64;
+                continue;
+            }
             let mut stored: Vec<Option<Vec<u8>>> = Vec::new();
             for (n, replica_results) in chunk.needs().zip(needed) {
                 let mut good: Option<Vec<u8>> = None;

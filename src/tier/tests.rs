@@ -19,6 +19,7 @@ fn chunked(data: &[u8], step: usize) -> Arc<FileEntry> {
             members: vec![],
             tensors: vec![],
             delta: None,
+            inline: None,
         })
         .collect();
     let mut f = FileEntry::for_test(data.len() as u64, chunks);

@@ -15,6 +15,7 @@ pub fn sample() -> Manifest {
             dtype: "BF16".into(),
         }],
         delta: None,
+        inline: None,
     };
     Manifest {
         format_version: MANIFEST_FORMAT,
@@ -208,5 +209,35 @@ fn model_names() {
     }
     for bad in ["", ".hidden", "a/b", "with space", &"x".repeat(129)] {
         assert!(check_model_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn inline_bytes_round_trip_and_need_no_member() {
+    let mut m = sample();
+    let c = &mut m.files[0].chunks[0];
+    c.inline = Some(Inline(vec![7u8; c.len as usize]));
+    c.members.clear();
+    let back = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.files[0].chunks[0].needs().count(), 0);
+    // Inline bytes of another length, or beside replicas or a delta: refused.
+    let cases: [fn(&mut ChunkRef); 3] = [
+        |c| c.inline.as_mut().unwrap().0.push(1),
+        |c| c.members.push("m0".into()),
+        |c| {
+            c.delta = Some(Delta {
+                object: Hash32::of(b"x"),
+                base: Box::new(c.clone()),
+            })
+        },
+    ];
+    for (i, break_it) in cases.iter().enumerate() {
+        let mut broken = m.clone();
+        break_it(&mut broken.files[0].chunks[0]);
+        assert!(
+            Manifest::from_bytes(&broken.to_bytes().unwrap()).is_err(),
+            "case {i} accepted"
+        );
     }
 }

@@ -181,6 +181,22 @@ pub fn verified_image(
     Ok(image)
 }
 
+/// What `load_chunk_into` names as the source of a chunk whose bytes are in the manifest.
+pub const INLINE: &str = "the manifest";
+
+/// A chunk's inline bytes into `out`, once they match its length and hash.
+pub fn inline_into(chunk: &ChunkRef, bytes: &[u8], out: &mut [u8]) -> Result<(), ChunkUnreadable> {
+    if bytes.len() != out.len() || Hash32::of(bytes) != chunk.hash {
+        return Err(ChunkUnreadable {
+            hash: chunk.hash,
+            len: chunk.len,
+            details: "its bytes in the manifest do not match its hash".into(),
+        });
+    }
+    out.copy_from_slice(bytes);
+    Ok(())
+}
+
 /// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
 static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
 
@@ -290,6 +306,9 @@ impl Store {
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
+        if let Some(inline) = &chunk.inline {
+            return inline_into(chunk, &inline.0, out).map(|()| INLINE.to_string());
+        }
         let Some(delta) = &chunk.delta else {
             return self.load_stored_into(chunk, None, out, on_failure);
         };

@@ -38,6 +38,7 @@ fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
         members: vec!["a".into(), "b".into()],
         tensors: vec![],
         delta: None,
+        inline: None,
     };
     (store, faulty, chunk, data)
 }
@@ -233,6 +234,7 @@ fn put_whole(store: &Store, data: &[u8]) -> ChunkRef {
         members: vec!["a".into(), "b".into()],
         tensors: vec![],
         delta: None,
+        inline: None,
     }
 }
 

@@ -71,8 +71,9 @@ impl Store {
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
-        // A delta is decoded whole: its bytes mean nothing until its base's are XORed in.
-        if chunk.delta.is_some() {
+        // A delta is decoded whole: its bytes mean nothing until its base's are XORed in. Inline
+        // bytes are at hand.
+        if chunk.delta.is_some() || chunk.inline.is_some() {
             let whole = self.load_chunk(chunk, on_failure)?;
             let (a, b) = (window.start as usize, window.end as usize);
             out.copy_from_slice(&whole[a..b]);
