@@ -70,9 +70,11 @@ impl BaseIndex {
             .into_iter()
             .zip(keyed)
             .filter_map(|(c, k)| {
-                // Chains stay one deep: a delta's place is taken by its own base.
+                // Chains stay one deep: a delta's place is taken by its own base. Bytes kept in
+                // the base's manifest are no chunk to take a delta against.
                 let whole = c.delta.as_ref().map_or(c, |d| &*d.base);
-                k.map(|k| (k, whole.clone()))
+                k.filter(|_| whole.inline.is_none())
+                    .map(|k| (k, whole.clone()))
             })
             .collect();
         BaseIndex {
