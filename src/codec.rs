@@ -166,65 +166,7 @@ pub fn encode(
     // One buffer from the header on: the groups and the header go straight into it.
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len() + 64);
     out.resize(HEADER_LEN, 0);
-    let grouped = |width: usize, rotate, out: &mut Vec<u8>| {
-        GROUP_SCRATCH.with_len(raw.len() / width * width, |groups| {
-            group::encode(
-                raw,
-                width,
-                rotate,
-                groups,
-                &mut |g| zstd_compress(g, Tuning::Group),
-                out,
-            )
-        })
-    };
-    let compressed = match (choice, content) {
-        (CodecChoice::None, _) => None,
-        (CodecChoice::Auto, Content::Fp8(format))
-            if fp8::encode(
-                raw,
-                format,
-                &mut |g| zstd_compress(g, Tuning::Group),
-                &mut out,
-            )?
-            .is_some() =>
-        {
-            Some(Codec::Fp8)
-        }
-        (CodecChoice::Auto, Content::Fp8(format)) => {
-            grouped(format.width(), true, &mut out)?;
-            Some(if format.width() == 2 {
-                Codec::Float16
-            } else {
-                Codec::Float32
-            })
-        }
-        (CodecChoice::Auto, Content::Floats(width)) if width == 2 || width == 4 => {
-            grouped(width, true, &mut out)?;
-            Some(if width == 2 {
-                Codec::Float16
-            } else {
-                Codec::Float32
-            })
-        }
-        (CodecChoice::Auto, Content::Blocks(width)) if (2..=group::MAX_WIDTH).contains(&width) => {
-            grouped(width, false, &mut out)?;
-            // The block codec decodes slower than zstd: it is kept only where it saves 2% over
-            // zstd, as it must over raw.
-            let zstd = zstd_compress(raw, Tuning::Chunk(level))?;
-            if saves(out.len() - HEADER_LEN, zstd.len()) {
-                Some(Codec::Blocks)
-            } else {
-                out.truncate(HEADER_LEN);
-                out.extend_from_slice(&zstd);
-                Some(Codec::Zstd)
-            }
-        }
-        _ => {
-            out.extend_from_slice(&zstd_compress(raw, Tuning::Chunk(level))?);
-            Some(Codec::Zstd)
-        }
-    };
+    let compressed = compress_into(raw, choice, level, content, &mut out)?;
     let payload_len = out.len() - HEADER_LEN;
     let codec = match compressed {
         Some(codec) if choice == CodecChoice::Zstd => codec,
@@ -242,6 +184,61 @@ pub fn encode(
     };
     out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
     Ok((codec, out))
+}
+
+/// Appends `raw` compressed as `choice` and `content` ask to `out`; the codec used, or `None`
+/// for `--codec none`.
+fn compress_into(
+    raw: &[u8],
+    choice: CodecChoice,
+    level: i32,
+    content: Content,
+    out: &mut Vec<u8>,
+) -> Result<Option<Codec>, CodecError> {
+    let group_zstd = &mut |g: &[u8]| zstd_compress(g, Tuning::Group);
+    let content = match (choice, content) {
+        (CodecChoice::None, _) => return Ok(None),
+        // Values that are not all FP8 values times their block's scale get the float codec.
+        (CodecChoice::Auto, Content::Fp8(format)) => {
+            if fp8::encode(raw, format, group_zstd, out)?.is_some() {
+                return Ok(Some(Codec::Fp8));
+            }
+            Content::Floats(format.width())
+        }
+        (_, other) => other,
+    };
+    let mut grouped = |width: usize, rotate, out: &mut Vec<u8>| {
+        GROUP_SCRATCH.with_len(raw.len() / width * width, |groups| {
+            group::encode(raw, width, rotate, groups, group_zstd, out)
+        })
+    };
+    Ok(Some(match (choice, content) {
+        (CodecChoice::Auto, Content::Floats(width)) if width == 2 || width == 4 => {
+            grouped(width, true, out)?;
+            if width == 2 {
+                Codec::Float16
+            } else {
+                Codec::Float32
+            }
+        }
+        (CodecChoice::Auto, Content::Blocks(width)) if (2..=group::MAX_WIDTH).contains(&width) => {
+            grouped(width, false, out)?;
+            // The block codec decodes slower than zstd: it is kept only where it saves 2% over
+            // zstd, as it must over raw.
+            let zstd = zstd_compress(raw, Tuning::Chunk(level))?;
+            if saves(out.len() - HEADER_LEN, zstd.len()) {
+                Codec::Blocks
+            } else {
+                out.truncate(HEADER_LEN);
+                out.extend_from_slice(&zstd);
+                Codec::Zstd
+            }
+        }
+        _ => {
+            out.extend_from_slice(&zstd_compress(raw, Tuning::Chunk(level))?);
+            Codec::Zstd
+        }
+    }))
 }
 
 /// XORs `other` into `out` (of the same length): a delta from a chunk and its base, and the

@@ -179,6 +179,92 @@ impl Problem {
     }
 }
 
+/// What checking one file's chunks found so far.
+struct FileCheck<'a> {
+    store: &'a Store,
+    model: &'a str,
+    replicas_wanted: usize,
+    file: &'a FileEntry,
+    problems: &'a mut Vec<Problem>,
+    replicas: usize,
+    bytes: u64,
+}
+
+impl FileCheck<'_> {
+    fn problem(&mut self, kind: ProblemKind, detail: String, chunk: &ChunkRef) {
+        let p = Problem::of_chunk(kind, detail, self.model, self.file, chunk);
+        self.problems.push(p);
+    }
+
+    /// The bytes of one good replica of stored chunk `n`, after noting every replica that is
+    /// not good and whether too few are.
+    fn good_copy(&mut self, n: &ChunkRef, results: Vec<ReplicaResult>) -> Option<Vec<u8>> {
+        let mut good: Option<Vec<u8>> = None;
+        let mut good_count = 0;
+        for (id, result) in results {
+            self.replicas += 1;
+            match result {
+                Ok(data) => {
+                    self.bytes += data.len() as u64;
+                    good_count += 1;
+                    good.get_or_insert(data);
+                }
+                Err(e) => self.problems.push(Problem {
+                    member_path: self.store.member(&id).map(|m| m.location().to_string()),
+                    member_id: Some(id),
+                    ..Problem::of_chunk(e.kind(), e.to_string(), self.model, self.file, n)
+                }),
+            }
+        }
+        let wanted = self.replicas_wanted;
+        if good.is_some() && good_count < wanted {
+            self.problem(
+                ProblemKind::UnderReplicated,
+                format!("{good_count} of {wanted} replicas are good (shardfs repair re-creates the others)"),
+                n,
+            );
+        }
+        if good.is_none() {
+            self.problem(
+                ProblemKind::Unrecoverable,
+                "no good replica of this chunk is left".into(),
+                n,
+            );
+        }
+        good
+    }
+
+    /// The chunk's bytes from its inline copy, or its good replicas (a delta's XORed with its
+    /// base's), once `needed` (the replicas of `chunk.needs()`) is checked.
+    fn chunk_bytes(
+        &mut self,
+        chunk: &ChunkRef,
+        needed: Vec<Vec<ReplicaResult>>,
+    ) -> Option<Vec<u8>> {
+        if let Some(inline) = &chunk.inline {
+            let mut out = vec![0u8; inline.0.len()];
+            if let Err(e) = crate::store::reader::inline_into(chunk, &inline.0, &mut out) {
+                self.problem(ProblemKind::Corrupt, e.details, chunk);
+                return None;
+            }
+            self.bytes += out.len() as u64;
+            return Some(out);
+        }
+        let mut stored: Vec<Option<Vec<u8>>> = Vec::new();
+        for (n, results) in chunk.needs().zip(needed) {
+            stored.push(self.good_copy(n, results));
+        }
+        match stored.as_mut_slice() {
+            [Some(data)] => Some(std::mem::take(data)),
+            [Some(delta), Some(base)] => {
+                crate::codec::xor_into(delta, base);
+                Some(std::mem::take(delta))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Checks one file: every replica of every chunk, then the whole-file hash from good replicas.
 fn verify_file(
     store: &Store,
@@ -190,8 +276,15 @@ fn verify_file(
     let window = rayon::current_num_threads().max(1) * 2;
     let mut hasher = blake3::Hasher::new();
     let mut whole_ok = true;
-    let mut replicas = 0;
-    let mut bytes = 0;
+    let mut check = FileCheck {
+        store,
+        model,
+        replicas_wanted,
+        file,
+        problems,
+        replicas: 0,
+        bytes: 0,
+    };
     for batch in file.chunks.chunks(window) {
         // Every replica of every stored chunk the batch needs: a delta's and its base's.
         let results: Vec<Vec<Vec<ReplicaResult>>> = batch
@@ -208,76 +301,15 @@ fn verify_file(
             })
             .collect();
         for (chunk, needed) in batch.iter().zip(results) {
-            if let Some(inline) = &chunk.inline {
-                let mut out = vec![0u8; inline.0.len()];
-                match crate::store::reader::inline_into(chunk, &inline.0, &mut out) {
-                    Ok(()) => hasher.update(&out),
-                    Err(e) => {
-                        whole_ok = false;
-                        problems.push(Problem::of_chunk(
-                            ProblemKind::Corrupt,
-                            e.details,
-                            model,
-                            file,
-                            chunk,
-                        ));
-                        continue;
-                    }
-                };
-                bytes += inline.0.len() as u64;
-                continue;
-            }
-            let mut stored: Vec<Option<Vec<u8>>> = Vec::new();
-            for (n, replica_results) in chunk.needs().zip(needed) {
-                let mut good: Option<Vec<u8>> = None;
-                let mut good_count = 0;
-                for (id, result) in replica_results {
-                    replicas += 1;
-                    match result {
-                        Ok(data) => {
-                            bytes += data.len() as u64;
-                            good_count += 1;
-                            good.get_or_insert(data);
-                        }
-                        Err(e) => problems.push(Problem {
-                            member_path: store.member(&id).map(|m| m.location().to_string()),
-                            member_id: Some(id),
-                            ..Problem::of_chunk(e.kind(), e.to_string(), model, file, n)
-                        }),
-                    }
+            match check.chunk_bytes(chunk, needed) {
+                Some(data) => {
+                    hasher.update(&data);
                 }
-                if good.is_some() && good_count < replicas_wanted {
-                    problems.push(Problem::of_chunk(
-                        ProblemKind::UnderReplicated,
-                        format!("{good_count} of {replicas_wanted} replicas are good (shardfs repair re-creates the others)"),
-                        model,
-                        file,
-                        n,
-                    ));
-                }
-                if good.is_none() {
-                    problems.push(Problem::of_chunk(
-                        ProblemKind::Unrecoverable,
-                        "no good replica of this chunk is left".into(),
-                        model,
-                        file,
-                        n,
-                    ));
-                }
-                stored.push(good);
-            }
-            match stored.as_mut_slice() {
-                [Some(data)] => {
-                    hasher.update(data);
-                }
-                [Some(delta), Some(base)] => {
-                    crate::codec::xor_into(delta, base);
-                    hasher.update(delta);
-                }
-                _ => whole_ok = false,
+                None => whole_ok = false,
             }
         }
     }
+    let (replicas, bytes) = (check.replicas, check.bytes);
     if whole_ok && Hash32(*hasher.finalize().as_bytes()) != file.blake3 {
         problems.push(Problem {
             model: Some(model.to_string()),
