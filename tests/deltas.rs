@@ -1,6 +1,7 @@
 //! Fine-tunes packed against their base (`pack --base`): the exact bytes back through export
-//! and a mount, fewer bytes stored, the base's chunks kept after `rm` of the base and `gc`, and
-//! `repair` after a lost disk bringing back the deltas and the base chunks they need.
+//! and a mount, fewer bytes stored, the base's chunks kept after `rm` of the base and `gc`,
+//! `repair` after a lost disk and `rebalance` onto a new one moving the deltas and the base
+//! chunks they need.
 
 mod common;
 
@@ -203,7 +204,7 @@ fn auto_picks_the_model_sharing_the_most_tensors() {
 }
 
 #[test]
-fn removing_the_base_and_losing_a_disk_leave_the_fine_tune_exact() {
+fn removing_the_base_losing_a_disk_and_a_rebalance_leave_the_fine_tune_exact() {
     let dir = tempfile::tempdir().unwrap();
     let paths = members(dir.path(), 3);
     let store = store_arg(&paths);
@@ -252,5 +253,20 @@ fn removing_the_base_and_losing_a_disk_leave_the_fine_tune_exact() {
     assert!(
         export(&store, "tuned", None) == src,
         "export after repair differs"
+    );
+    // A new disk and a rebalance: deltas and base chunks move, and no copy a manifest needs is
+    // deleted from where it is listed.
+    let mut paths = paths;
+    let new = dir.path().join("disk-new");
+    ok(&["member", "add", "--store", &store, new.to_str().unwrap()]);
+    paths.push(new);
+    let four = store_arg(&paths);
+    let r = json(&ok(&["rebalance", "--store", &four, "--json"]));
+    assert!(r["replicas_moved"].as_u64().unwrap() > 0, "{r}");
+    fully_replicated(&paths, "tuned", 2);
+    assert_eq!(verify(&four)["ok"], true);
+    assert!(
+        export(&four, "tuned", None) == src,
+        "export after rebalance differs"
     );
 }

@@ -454,6 +454,11 @@ fn lossy_fp8_keeps_the_layout_bounds_the_error_and_stores_the_codes() {
     );
     let report = stdout(&ok(&["verify", "--store", &store]));
     assert!(report.contains("lossy (fp8)"), "{report}");
+    // Through a mount: the same bytes as the export.
+    let mnt = dir.path().join("mnt");
+    let mounted = Mounted::new(&store, &mnt, &dir.path().join("state"), &[]);
+    assert!(fs::read(mnt.join("small/m.safetensors")).unwrap() == small);
+    mounted.unmount();
 }
 
 #[test]
