@@ -270,3 +270,37 @@ fn removing_the_base_losing_a_disk_and_a_rebalance_leave_the_fine_tune_exact() {
         "export after rebalance differs"
     );
 }
+
+#[test]
+fn a_mount_reads_a_base_chunk_once_for_the_base_and_its_fine_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_arg(&members(dir.path(), 1));
+    let (base, tuned) = base_and_fine_tune(dir.path());
+    pack(&base, &store, CHUNK);
+    pack(&tuned, &store, &[CHUNK, &["--base", "base"]].concat());
+    let mnt = dir.path().join("mnt");
+    let mounted = Mounted::new(
+        &store,
+        &mnt,
+        &dir.path().join("state"),
+        &["--cache-size", "64MiB"],
+    );
+    let loads = || mounted.status()["chunks_decompressed"].as_u64().unwrap();
+    let tuned_file = mnt.join("tuned/model.safetensors");
+    assert!(fs::read(&tuned_file).unwrap() == fs::read(tuned.join("model.safetensors")).unwrap());
+    let after_tuned = loads();
+    // The base's chunks the deltas were taken against came through the chunk cache: reading the
+    // base now loads only the ones no delta needed (its `d` tensor, its header and ids).
+    let base_file = mnt.join("base/model.safetensors");
+    assert!(fs::read(&base_file).unwrap() == fs::read(base.join("model.safetensors")).unwrap());
+    let for_base = loads() - after_tuned;
+    let base_chunks = manifest_json(&members(dir.path(), 1)[0], "base")["files"][0]["chunks"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert!(
+        for_base + 8 <= base_chunks,
+        "{for_base} of {base_chunks} base chunks loaded again"
+    );
+    mounted.unmount();
+}

@@ -237,16 +237,22 @@ impl Shared {
         let (cache, stats) = (&self.cache, &self.counts);
         let c = &file.chunks[index];
         let no_memory = Cell::new(false);
+        let limit = self.store.load_deadline(c);
         let load = || {
             let mut buf = self.chunk_buf(c, c.len, &no_memory)?;
-            let member = self
-                .store
-                .load_chunk_into(c, &mut buf, &|member, e| self.replica_failed(c, member, e))
-                .map_err(|e| e.to_string())?;
+            let failed = |member: &str, e: &_| self.replica_failed(c, member, e);
+            let base = c
+                .delta
+                .as_ref()
+                .and_then(|d| self.base_through_cache(&d.base, limit));
+            let member = match base {
+                Some(base) => self.store.load_delta_into(c, &base?, &mut buf, &failed),
+                None => self.store.load_chunk_into(c, &mut buf, &failed),
+            }
+            .map_err(|e| e.to_string())?;
             self.trouble.served(&member);
             Ok(buf)
         };
-        let limit = self.store.load_deadline(c);
         // Read-ahead takes only room the budget has now; a read waits for it.
         let (result, served) = match why {
             For::Ahead => {
@@ -276,6 +282,28 @@ impl Shared {
             tier.offer(file, index, &chunk, Backlog::Wait);
         }
         Ok(chunk)
+    }
+
+    /// The base chunk of a delta through the chunk cache, so that reads of the base model and of
+    /// its fine-tunes share it: only where the cache has room now (or holds it), never waiting
+    /// for room while the delta's own load holds some; `None` leaves it to the store's load.
+    fn base_through_cache(
+        &self,
+        base: &ChunkRef,
+        limit: std::time::Duration,
+    ) -> Option<Result<crate::cache::Chunk, String>> {
+        let no_memory = Cell::new(false);
+        let load = || {
+            let mut buf = self.chunk_buf(base, base.len, &no_memory)?;
+            self.store
+                .load_chunk_into(base, &mut buf, &|member, e| {
+                    self.replica_failed(base, member, e)
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(buf)
+        };
+        let (got, _) = self.cache.get_ahead(base.hash, base.len, limit, load)?;
+        Some(got.map_err(|why| format!("its base chunk {}: {why}", base.hash)))
     }
 
     /// A buffer for `len` bytes of chunk `c`; `no_memory` is set where there is none.

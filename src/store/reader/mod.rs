@@ -314,15 +314,25 @@ impl Store {
         };
         BASES.with_len(out.len(), |base| {
             self.load_stored_into(&delta.base, None, base, on_failure)?;
-            self.load_stored_into(chunk, Some(base), out, on_failure)
-                .map_err(|mut e| {
-                    e.details.push_str(&format!(
-                        " (a delta: with its base chunk {}, which checked out, no replica made the chunk's bytes)",
-                        delta.base.hash
-                    ));
-                    e
-                })
+            self.load_delta_into(chunk, base, out, on_failure)
         })
+    }
+
+    /// `load_chunk_into` of a delta chunk whose base chunk's bytes (checked) are at hand.
+    pub fn load_delta_into(
+        &self,
+        chunk: &ChunkRef,
+        base: &[u8],
+        out: &mut [u8],
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<String, ChunkUnreadable> {
+        self.load_stored_into(chunk, Some(base), out, on_failure)
+            .map_err(|mut e| {
+                e.details.push_str(
+                    " (a delta: with its base chunk, which checked out, no replica made the chunk's bytes)",
+                );
+                e
+            })
     }
 
     /// `load_chunk_into` of the chunk as it is stored, or, for a delta given its `base` bytes,
