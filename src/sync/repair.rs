@@ -253,17 +253,23 @@ fn apply_fixes(
     let (model, replicas) = (manifest.name.clone(), manifest.replicas);
     for (file, file_fixes) in manifest.files.iter_mut().zip(fixes) {
         for (c, chunk_fixes) in file.chunks.iter_mut().zip(file_fixes) {
+            // The file's bytes the chunk holds: a delta's base is named by the delta's place.
+            let (offset, len) = (c.offset, c.len);
             for (k, fix) in chunk_fixes.into_iter().enumerate() {
                 let Some(chunk) = c.need_mut(k) else { continue };
                 report.replicas_recreated += fix.recreated;
                 report.corrupt_replaced += fix.replaced;
                 report.bytes_copied += fix.bytes;
                 if let Some((good, reason)) = fix.unrepaired {
+                    let reason = match k {
+                        0 => reason,
+                        _ => format!("the base chunk this delta is read with: {reason}"),
+                    };
                     report.unrepaired.push(Unrepaired {
                         model: model.clone(),
                         file: file.path.clone(),
-                        offset: chunk.offset,
-                        len: chunk.len,
+                        offset,
+                        len,
                         chunk: chunk.object().to_hex(),
                         good,
                         replicas,
