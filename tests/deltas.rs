@@ -269,34 +269,7 @@ fn removing_the_base_losing_a_disk_and_a_rebalance_leave_the_fine_tune_exact() {
         export(&four, "tuned", None) == src,
         "export after rebalance differs"
     );
-    // Every copy of one base chunk gone: repair names the fine-tune's bytes that need it.
-    let m = manifest_json(&paths[0], "tuned");
-    let delta = m["files"][0]["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["delta"].is_object())
-        .unwrap()
-        .clone();
-    let base_hex = delta["delta"]["base"]["hash"].as_str().unwrap();
-    for p in &paths {
-        for f in chunk_files(p) {
-            if f.ends_with(base_hex) {
-                fs::remove_file(f).unwrap();
-            }
-        }
-    }
-    let r = json(&run(&["repair", "--store", &four, "--json"]));
-    assert_eq!(r["ok"], false, "{r}");
-    let lost = &r["unrepaired"][0];
-    assert_eq!(
-        (&lost["offset"], &lost["chunk"]),
-        (&delta["offset"], &delta["delta"]["base"]["hash"])
-    );
-    assert!(
-        lost["reason"].as_str().unwrap().contains("base chunk"),
-        "{lost}"
-    );
+    a_lost_base_chunk_is_named_by_the_delta(&paths, &four);
 }
 
 #[test]
@@ -331,4 +304,36 @@ fn a_mount_reads_a_base_chunk_once_for_the_base_and_its_fine_tune() {
         "{for_base} of {base_chunks} base chunks loaded again"
     );
     mounted.unmount();
+}
+
+/// Every copy of one base chunk of model `tuned` gone: repair fails, naming the fine-tune's bytes
+/// that need it.
+fn a_lost_base_chunk_is_named_by_the_delta(paths: &[std::path::PathBuf], store: &str) {
+    let m = manifest_json(&paths[0], "tuned");
+    let delta = m["files"][0]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["delta"].is_object())
+        .unwrap()
+        .clone();
+    let base_hex = delta["delta"]["base"]["hash"].as_str().unwrap();
+    for p in paths {
+        for f in chunk_files(p) {
+            if f.ends_with(base_hex) {
+                fs::remove_file(f).unwrap();
+            }
+        }
+    }
+    let r = json(&run(&["repair", "--store", store, "--json"]));
+    assert_eq!(r["ok"], false, "{r}");
+    let lost = &r["unrepaired"][0];
+    assert_eq!(
+        (&lost["offset"], &lost["chunk"]),
+        (&delta["offset"], &delta["delta"]["base"]["hash"])
+    );
+    assert!(
+        lost["reason"].as_str().unwrap().contains("base chunk"),
+        "{lost}"
+    );
 }
