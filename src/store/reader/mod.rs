@@ -123,14 +123,19 @@ fn check_stored(
         )));
     }
     decode_image(image, chunk, out)?;
-    let expected = match base {
+    let (got, expected) = match base {
+        // The XOR and the hash a piece at a time, while the piece is in the cache.
         Some(base) => {
-            codec::xor_into(out, base);
-            chunk.hash
+            let mut hasher = blake3::Hasher::new();
+            for (o, b) in out.chunks_mut(XOR_PIECE).zip(base.chunks(XOR_PIECE)) {
+                codec::xor_into(o, b);
+                hasher.update(o);
+            }
+            (Hash32(*hasher.finalize().as_bytes()), chunk.hash)
         }
-        None => *chunk.object(),
+        None => (Hash32::of(out), *chunk.object()),
     };
-    if Hash32::of(out) != expected {
+    if got != expected {
         return Err(ReplicaError::HashMismatch);
     }
     Ok(())
@@ -180,6 +185,9 @@ pub fn verified_image(
     check_image(&image, chunk, scratch)?;
     Ok(image)
 }
+
+/// A delta is XORed with its base and hashed in pieces of this many bytes.
+const XOR_PIECE: usize = 64 << 10;
 
 /// What `load_chunk_into` names as the source of a chunk whose bytes are in the manifest.
 pub const INLINE: &str = "the manifest";
