@@ -1,5 +1,5 @@
-//! Reading a store back: one replica of a chunk (read, check header and length, decompress,
-//! check BLAKE3), a chunk with failover over its replicas, whole-file export, and the log of
+//! Reading a store back: one replica of a chunk (read here, checked in `check.rs`), a chunk with
+//! failover over its replicas (a delta with its base), whole-file export, and the log of
 //! members' failures (one warning per episode, not per chunk). Bytes that fail their hash are
 //! never handed out.
 
@@ -7,7 +7,7 @@ use super::liveness::{Outcome, Record};
 use super::manifest::{ChunkRef, FileEntry};
 use super::member::Member;
 use super::{Store, StoreError, io_err};
-use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
+use crate::codec::Hash32;
 use crate::member::{Image, MemberError};
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -16,7 +16,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+mod check;
 mod window;
+
+use check::check_stored;
+pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
 
 /// Why one replica of a chunk could not be used.
 #[derive(Debug, Error)]
@@ -101,109 +105,8 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// Decodes a replica's stored image into `out` and checks it against the hash it is stored
-/// under (a delta's bytes are checked as the delta they are; see `Store::load_chunk_into`).
-pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
-    check_stored(image, chunk, None, out)
-}
-
-/// `check_image`, or for a delta given its (checked) `base` bytes: decodes the delta, XORs the
-/// base in and checks the result against the chunk's own hash, which it matches only when the
-/// replica holds the delta's exact bytes and the manifest pairs it with this base.
-fn check_stored(
-    image: &[u8],
-    chunk: &ChunkRef,
-    base: Option<&[u8]>,
-    out: &mut [u8],
-) -> Result<(), ReplicaError> {
-    if image.len() < HEADER_LEN {
-        return Err(ReplicaError::Corrupt(format!(
-            "file is {} bytes, shorter than a header",
-            image.len()
-        )));
-    }
-    decode_image(image, chunk, out)?;
-    let (got, expected) = match base {
-        // The XOR and the hash a piece at a time, while the piece is in the cache.
-        Some(base) => {
-            let mut hasher = blake3::Hasher::new();
-            for (o, b) in out.chunks_mut(XOR_PIECE).zip(base.chunks(XOR_PIECE)) {
-                codec::xor_into(o, b);
-                hasher.update(o);
-            }
-            (Hash32(*hasher.finalize().as_bytes()), chunk.hash)
-        }
-        None => (Hash32::of(out), *chunk.object()),
-    };
-    if got != expected {
-        return Err(ReplicaError::HashMismatch);
-    }
-    Ok(())
-}
-
-/// Checks a chunk file's header against the manifest's record and decodes its payload into
-/// `out`.
-fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
-    let (head, payload) = image.split_at(HEADER_LEN);
-    let header = ChunkHeader::parse(head).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-    if header.raw_len != chunk.len || out.len() as u64 != chunk.len {
-        return Err(ReplicaError::Corrupt(format!(
-            "header says {} bytes, expected {}",
-            header.raw_len, chunk.len
-        )));
-    }
-    if payload.len() as u64 != header.payload_len {
-        return Err(ReplicaError::Corrupt(format!(
-            "file holds {} payload bytes, its header says {}",
-            payload.len(),
-            header.payload_len
-        )));
-    }
-    codec::decode_into(header, payload, out).map_err(|e| ReplicaError::Corrupt(e.to_string()))
-}
-
 /// What one request of a replica gave, timed.
 type Fetched = (usize, Duration, Result<Image, MemberError>);
-
-/// The largest stored image a chunk of `len` bytes can have (the worst case of its codec):
-/// bounds what a read of a member may allocate.
-pub fn max_image_len(len: u64) -> u64 {
-    HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(len as usize) as u64
-}
-
-/// One replica's stored image from `member`, returned only when it decodes to the chunk's bytes
-/// (then in `scratch`, of the chunk's length). For the sync commands, which copy images as
-/// they are stored.
-pub fn verified_image(
-    member: &Member,
-    chunk: &ChunkRef,
-    scratch: &mut [u8],
-) -> Result<Image, ReplicaError> {
-    let image = member
-        .io
-        .get_chunk(chunk.object(), max_image_len(chunk.len))?;
-    check_image(&image, chunk, scratch)?;
-    Ok(image)
-}
-
-/// A delta is XORed with its base and hashed in pieces of this many bytes.
-const XOR_PIECE: usize = 64 << 10;
-
-/// What `load_chunk_into` names as the source of a chunk whose bytes are in the manifest.
-pub const INLINE: &str = "the manifest";
-
-/// A chunk's inline bytes into `out`, once they match its length and hash.
-pub fn inline_into(chunk: &ChunkRef, bytes: &[u8], out: &mut [u8]) -> Result<(), ChunkUnreadable> {
-    if bytes.len() != out.len() || Hash32::of(bytes) != chunk.hash {
-        return Err(ChunkUnreadable {
-            hash: chunk.hash,
-            len: chunk.len,
-            details: "its bytes in the manifest do not match its hash".into(),
-        });
-    }
-    out.copy_from_slice(bytes);
-    Ok(())
-}
 
 /// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
 static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);

@@ -1,6 +1,7 @@
 //! Reads over fault-injecting members: hedging, failover, corrupt and stalled replicas.
 
 use super::*;
+use crate::codec;
 use crate::codec::{CodecChoice, Content};
 use crate::member::dir::DirMember;
 use crate::member::faulty::{Fault, Faulty};
