@@ -250,8 +250,9 @@ pub fn xor_into(out: &mut [u8], other: &[u8]) {
 }
 
 /// Whether `len` bytes save at least `AUTO_MIN_SAVING` over `than` bytes: what `auto` asks of
-/// a codec over raw, and of the slower block codec over zstd.
-fn saves(len: usize, than: usize) -> bool {
+/// a codec over raw, of the slower block codec over zstd, and `pack --base` of a delta over
+/// the chunk stored whole.
+pub fn saves(len: usize, than: usize) -> bool {
     len as f64 <= than as f64 * (1.0 - AUTO_MIN_SAVING)
 }
 

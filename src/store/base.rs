@@ -50,9 +50,9 @@ fn keys<'a>(
 }
 
 /// The base chunks of one model, by key.
-pub struct BaseIndex {
+struct BaseIndex {
     /// `name@version` of the base model.
-    pub label: String,
+    label: String,
     by_key: HashMap<Key, ChunkRef>,
 }
 
@@ -83,85 +83,78 @@ impl BaseIndex {
         }
     }
 
-    /// For each file's cuts, the base chunk each is taken against, if any.
-    pub fn pair(&self, plans: &[Vec<Cut>]) -> Vec<Vec<Option<ChunkRef>>> {
-        let mut keyed = keys(plans.iter().flatten().map(|c| {
-            let floats = matches!(c.content, Content::Floats(_));
-            (&c.tensors[..], c.len, floats)
-        }))
-        .into_iter();
-        plans
+    /// For each of the new model's cuts (`keys` of them, in order), the base chunk it is taken
+    /// against, if any; and how many have one.
+    fn pair(&self, keyed: &[Option<Key>]) -> (Vec<Option<ChunkRef>>, usize) {
+        let paired: Vec<Option<ChunkRef>> = keyed
             .iter()
-            .map(|cuts| {
-                cuts.iter()
-                    .map(|_| {
-                        keyed
-                            .next()
-                            .flatten()
-                            .and_then(|k| self.by_key.get(&k).cloned())
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// How many of `plans`' cuts have a base chunk here.
-    fn shared(&self, plans: &[Vec<Cut>]) -> usize {
-        self.pair(plans).iter().flatten().flatten().count()
+            .map(|k| k.as_ref().and_then(|k| self.by_key.get(k).cloned()))
+            .collect();
+        let shared = paired.iter().flatten().count();
+        (paired, shared)
     }
 }
 
-/// The base `choice` names for a pack cut along `plans`: `None` when `auto` finds no model
-/// sharing a float tensor chunk with it (said), an error when a named model is not in the store.
+/// A new model paired with its base: the base's `name@version`, and for each file's cuts the
+/// base chunk each is taken against, if any.
+pub struct Paired {
+    pub label: String,
+    pub bases: Bases,
+}
+
+/// For each file's cuts, the base chunk each is taken against, if any.
+pub type Bases = Vec<Vec<Option<ChunkRef>>>;
+
+/// The base `choice` names for a pack cut along `plans`, paired with them: `None` when `auto`
+/// finds no model sharing a float tensor chunk with it (said), an error when a named model is
+/// not in the store.
 pub fn find(
     store: &Store,
     choice: &BaseChoice,
     plans: &[Vec<Cut>],
-) -> Result<Option<BaseIndex>, StoreError> {
-    match choice {
+) -> Result<Option<Paired>, StoreError> {
+    let keyed = keys(plans.iter().flatten().map(|c| {
+        let floats = matches!(c.content, Content::Floats(_));
+        (&c.tensors[..], c.len, floats)
+    }));
+    let found = match choice {
         BaseChoice::Named(name) => {
             let index = BaseIndex::of(&store.manifest(name)?);
-            if index.shared(plans) == 0 {
+            let (paired, shared) = index.pair(&keyed);
+            if shared == 0 {
                 log::warn!(
                     "no chunk of the new model pairs with a chunk of '{}' (the same float tensors, the same length): it is stored whole",
                     index.label
                 );
             }
-            Ok(Some(index))
+            (index.label, paired)
         }
         BaseChoice::Auto => {
-            let mut best: Option<(usize, u64, BaseIndex)> = None;
+            let mut best: Option<(usize, u64, String, Vec<Option<ChunkRef>>)> = None;
             for m in store.manifests()? {
                 let index = BaseIndex::of(&m);
-                let shared = index.shared(plans);
+                let (paired, shared) = index.pair(&keyed);
                 let better = best
                     .as_ref()
-                    .is_none_or(|(n, at, _)| (shared, m.created_unix) > (*n, *at));
+                    .is_none_or(|(n, at, ..)| (shared, m.created_unix) > (*n, *at));
                 if shared > 0 && better {
-                    best = Some((shared, m.created_unix, index));
+                    best = Some((shared, m.created_unix, index.label, paired));
                 }
             }
-            match best {
-                Some((shared, _, index)) => {
-                    crate::say!(
-                        "base: {} ({shared} chunks of the new model pair with its chunks)",
-                        index.label
-                    );
-                    Ok(Some(index))
-                }
-                None => {
-                    crate::say!("base: none (no model of the store shares a float tensor chunk)");
-                    Ok(None)
-                }
-            }
+            let Some((shared, _, label, paired)) = best else {
+                crate::say!("base: none (no model of the store shares a float tensor chunk)");
+                return Ok(None);
+            };
+            crate::say!("base: {label} ({shared} chunks of the new model pair with its chunks)");
+            (label, paired)
         }
-    }
-}
-
-/// Whether a delta image of `delta_len` bytes is kept over the chunk stored whole: it must save
-/// 2% over the whole chunk's image (`whole_len`), as any codec must over raw.
-pub fn pays(delta_len: usize, whole_len: usize) -> bool {
-    delta_len as f64 <= whole_len as f64 * 0.98
+    };
+    let (label, mut paired) = (found.0, found.1.into_iter());
+    let bases = plans
+        .iter()
+        .map(|cuts| paired.by_ref().take(cuts.len()).collect())
+        .collect();
+    Ok(Some(Paired { label, bases }))
 }
 
 /// A delta image at most this fraction of the chunk's raw length is kept without encoding
@@ -214,26 +207,29 @@ mod tests {
             })
             .collect();
         let index = BaseIndex::of(&m);
-        let new = vec![
-            vec![cut(0, 100, &["a"], f), cut(100, 100, &["a"], f)],
-            vec![
-                cut(0, 50, &["b", "c"], f),
-                cut(50, 10, &[], Content::Bytes),
-                cut(60, 99, &["a"], f),
-                cut(159, 50, &["b", "c"], Content::Bytes),
-            ],
+        let new = [
+            cut(0, 100, &["a"], f),
+            cut(100, 100, &["a"], f),
+            cut(0, 50, &["b", "c"], f),
+            cut(50, 10, &[], Content::Bytes),
+            cut(60, 99, &["a"], f),
+            cut(159, 50, &["b", "c"], Content::Bytes),
         ];
-        let paired: Vec<Vec<Option<u64>>> = index
-            .pair(&new)
-            .into_iter()
-            .map(|f| f.into_iter().map(|c| c.map(|c| c.offset)).collect())
+        let keyed = keys(new.iter().map(|c| {
+            let floats = matches!(c.content, Content::Floats(_));
+            (&c.tensors[..], c.len, floats)
+        }));
+        let (paired, shared) = index.pair(&keyed);
+        let offsets: Vec<Option<u64>> = paired
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.offset))
             .collect();
         // The k-th chunk of `a` pairs with the base's k-th; a third `a` chunk has no partner,
         // and neither has a chunk of bytes.
         assert_eq!(
-            paired,
-            vec![vec![Some(0), Some(100)], vec![Some(200), None, None, None]]
+            offsets,
+            vec![Some(0), Some(100), Some(200), None, None, None]
         );
-        assert_eq!(index.shared(&new), 3);
+        assert_eq!(shared, 3);
     }
 }

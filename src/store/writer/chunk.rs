@@ -29,6 +29,9 @@ pub(super) struct Ctx<'a> {
     pub(super) progress: crate::progress::Reporter,
 }
 
+/// A chunk file image and the codec it was encoded with.
+type Encoded = (Codec, Vec<u8>);
+
 /// What the targets of a chunk hold under one name: the codec and size of a whole copy found,
 /// and the targets lacking one (with whether a damaged file there is to be replaced).
 struct Heads<'m> {
@@ -64,7 +67,9 @@ impl Ctx<'_> {
         base: Option<&ChunkRef>,
     ) -> Result<ChunkRef, StoreError> {
         let hash = Hash32::of(data);
-        if let Some(inline) = self.inline(cut, data, hash)? {
+        // The chunk's image stored whole, encoded once whoever asks first.
+        let mut encoded = None;
+        if let Some(inline) = self.inline(cut, data, hash, &mut encoded)? {
             return Ok(inline);
         }
         let pos = ChunkPos {
@@ -91,11 +96,13 @@ impl Ctx<'_> {
         };
         let stored_whole = whole.missing.len() < targets.len();
         if let Some(base) = base.filter(|b| b.hash != hash && !stored_whole)
-            && let Some((codec, stored_len, delta)) = self.store_delta(cut, data, base, &targets)?
+            && let Some((codec, stored_len, delta)) =
+                self.store_delta((cut, data), base, &targets, &mut encoded)?
         {
             (chunk.codec, chunk.stored_len, chunk.delta) = (codec, stored_len, Some(delta));
         } else {
-            (chunk.codec, chunk.stored_len) = self.put_missing(whole, &hash, cut, data)?;
+            (chunk.codec, chunk.stored_len) =
+                self.put_missing(whole, &hash, (cut, data), &mut encoded)?;
         }
         self.progress.advance(cut.len);
         Ok(chunk)
@@ -103,12 +110,17 @@ impl Ctx<'_> {
 
     /// A chunk under `INLINE_MAX` whose chunk file would be larger than its bytes by more than
     /// 0.1% (the header on bytes that do not compress), kept in the manifest instead.
-    fn inline(&self, cut: &Cut, data: &[u8], hash: Hash32) -> Result<Option<ChunkRef>, StoreError> {
+    fn inline(
+        &self,
+        cut: &Cut,
+        data: &[u8],
+        hash: Hash32,
+        encoded: &mut Option<Encoded>,
+    ) -> Result<Option<ChunkRef>, StoreError> {
         if cut.len >= INLINE_MAX {
             return Ok(None);
         }
-        let (_, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (_, image) = self.whole_image((cut, data), encoded)?;
         if image.len() as u64 * 1000 <= cut.len * 1001 {
             return Ok(None);
         }
@@ -126,22 +138,39 @@ impl Ctx<'_> {
         }))
     }
 
-    /// Encodes `data` and writes it under `name` to the targets lacking it; the codec and size
-    /// stored.
+    /// `raw` encoded as the pack asks.
+    fn encode(&self, raw: &[u8], cut: &Cut) -> Result<Encoded, StoreError> {
+        codec::encode(raw, self.opts.codec, self.opts.level, cut.content)
+            .map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+
+    /// The chunk's image stored whole: `encoded`, or encoded now and kept there.
+    fn whole_image<'e>(
+        &self,
+        (cut, data): (&Cut, &[u8]),
+        encoded: &'e mut Option<Encoded>,
+    ) -> Result<&'e Encoded, StoreError> {
+        let image = match encoded.take() {
+            Some(image) => image,
+            None => self.encode(data, cut)?,
+        };
+        Ok(encoded.insert(image))
+    }
+
+    /// Writes the chunk whole under `name` to the targets lacking it; the codec and size stored.
     fn put_missing(
         &self,
         h: Heads<'_>,
         name: &Hash32,
-        cut: &Cut,
-        data: &[u8],
+        (cut, data): (&Cut, &[u8]),
+        encoded: &mut Option<Encoded>,
     ) -> Result<(Codec, u64), StoreError> {
         if h.missing.is_empty() {
             return Ok(h.existing.unwrap_or((Codec::None, 0)));
         }
-        let (codec, image) = codec::encode(data, self.opts.codec, self.opts.level, cut.content)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.put_image(&h, name, &image, cut.len)?;
-        Ok((codec, image.len() as u64))
+        let (codec, image) = self.whole_image((cut, data), encoded)?;
+        self.put_image(&h, name, image, cut.len)?;
+        Ok((*codec, image.len() as u64))
     }
 
     fn put_image(
@@ -161,14 +190,15 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Stores `data` as its XOR with `base` where that pays (see `base::pays`): the codec and
-    /// size of the delta stored, and the delta. `None` leaves the chunk to be stored whole.
+    /// Stores `data` as its XOR with `base` where that saves 2% over the chunk stored whole
+    /// (`codec::saves`): the codec and size of the delta stored, and the delta. `None` leaves
+    /// the chunk to be stored whole.
     fn store_delta(
         &self,
-        cut: &Cut,
-        data: &[u8],
+        (cut, data): (&Cut, &[u8]),
         base: &ChunkRef,
         targets: &[&Member],
+        encoded: &mut Option<Encoded>,
     ) -> Result<Option<(Codec, u64, Delta)>, StoreError> {
         let mut xor = match self.store.load_chunk(base, &|_, _| {}) {
             Ok(bytes) => bytes,
@@ -186,13 +216,11 @@ impl Ctx<'_> {
         let stored = if h.missing.is_empty() {
             h.existing.unwrap_or((Codec::None, 0))
         } else {
-            let encode = |raw: &[u8]| {
-                codec::encode(raw, self.opts.codec, self.opts.level, cut.content)
-                    .map_err(|e| StoreError::Invalid(e.to_string()))
-            };
-            let (codec, image) = encode(&xor)?;
+            let (codec, image) = self.encode(&xor, cut)?;
             let clearly = image.len() as f64 <= data.len() as f64 * base::CLEARLY_PAYS;
-            if !clearly && !base::pays(image.len(), encode(data)?.1.len()) {
+            if !clearly
+                && !codec::saves(image.len(), self.whole_image((cut, data), encoded)?.1.len())
+            {
                 return Ok(None);
             }
             self.put_image(&h, &object, &image, cut.len)?;

@@ -240,7 +240,7 @@ pub fn pack(
     let version = super::next_counter(newest, &format!("the version of model '{name}'"))?;
     let mut manifest = new_manifest(&store, &name, version, opts, files);
     let deltas = manifest.delta_count();
-    manifest.base = base.filter(|_| deltas > 0).map(|b| b.label);
+    manifest.base = base.filter(|_| deltas > 0);
     store.publish_manifest(&manifest, &copies)?;
     // The narrowed copies (temporary files) go with `sources`.
     let new_chunks = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -276,23 +276,20 @@ fn open_for_pack(
     Ok(store)
 }
 
-/// The base `opts` asks for (its label), and for each cut the base chunk it is taken against.
-type Pairs = (Option<base::BaseIndex>, Vec<Vec<Option<ChunkRef>>>);
-
+/// The base `opts` asks for, paired with `plans`; with no base, no cut has a base chunk.
 fn pair_with_base(
     store: &Store,
     opts: &PackOptions,
     plans: &[Vec<Cut>],
-) -> Result<Pairs, StoreError> {
-    let base = match &opts.base {
+) -> Result<(Option<String>, base::Bases), StoreError> {
+    let paired = match &opts.base {
         Some(choice) => base::find(store, choice, plans)?,
         None => None,
     };
-    let bases = match &base {
-        Some(index) => index.pair(plans),
-        None => plans.iter().map(|p| vec![None; p.len()]).collect(),
-    };
-    Ok((base, bases))
+    Ok(match paired {
+        Some(p) => (Some(p.label), p.bases),
+        None => (None, plans.iter().map(|p| vec![None; p.len()]).collect()),
+    })
 }
 
 /// Packs every source file along its cuts, chunk indices running on from file to file.
