@@ -239,19 +239,12 @@ impl Shared {
         let no_memory = Cell::new(false);
         let limit = self.store.load_deadline(c);
         let load = || {
-            let mut buf = self.chunk_buf(c, c.len, &no_memory)?;
-            let failed = |member: &str, e: &_| self.replica_failed(c, member, e);
             let base = c
                 .delta
                 .as_ref()
-                .and_then(|d| self.base_through_cache(&d.base, limit));
-            let member = match base {
-                Some(base) => self.store.load_delta_into(c, &base?, &mut buf, &failed),
-                None => self.store.load_chunk_into(c, &mut buf, &failed),
-            }
-            .map_err(|e| e.to_string())?;
-            self.trouble.served(&member);
-            Ok(buf)
+                .and_then(|d| self.base_through_cache(&d.base, limit))
+                .transpose()?;
+            self.load_into_buf(c, base.as_deref().map(|b| &b[..]), &no_memory)
         };
         // Read-ahead takes only room the budget has now; a read waits for it.
         let (result, served) = match why {
@@ -293,17 +286,28 @@ impl Shared {
         limit: std::time::Duration,
     ) -> Option<Result<crate::cache::Chunk, String>> {
         let no_memory = Cell::new(false);
-        let load = || {
-            let mut buf = self.chunk_buf(base, base.len, &no_memory)?;
-            self.store
-                .load_chunk_into(base, &mut buf, &|member, e| {
-                    self.replica_failed(base, member, e)
-                })
-                .map_err(|e| e.to_string())?;
-            Ok(buf)
-        };
+        let load = || self.load_into_buf(base, None, &no_memory);
         let (got, _) = self.cache.get_ahead(base.hash, base.len, limit, load)?;
         Some(got.map_err(|why| format!("its base chunk {}: {why}", base.hash)))
+    }
+
+    /// Chunk `c` loaded from the store into a buffer of its own (a delta with its `base`'s
+    /// bytes, when the cache has them); `no_memory` is set where there is no buffer.
+    fn load_into_buf(
+        &self,
+        c: &ChunkRef,
+        base: Option<&[u8]>,
+        no_memory: &Cell<bool>,
+    ) -> Result<ChunkBuf, String> {
+        let mut buf = self.chunk_buf(c, c.len, no_memory)?;
+        let failed = |member: &str, e: &_| self.replica_failed(c, member, e);
+        let member = match base {
+            Some(base) => self.store.load_delta_into(c, base, &mut buf, &failed),
+            None => self.store.load_chunk_into(c, &mut buf, &failed),
+        }
+        .map_err(|e| e.to_string())?;
+        self.trouble.served(&member);
+        Ok(buf)
     }
 
     /// A buffer for `len` bytes of chunk `c`; `no_memory` is set where there is none.
