@@ -14,13 +14,10 @@ use std::sync::atomic::Ordering;
 /// member deadline of 300 ms.
 fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let (codec, image) = codec::encode(&data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
-    let hash = Hash32::of(&data);
     let (mut faulty, mut members) = (Vec::new(), Vec::new());
     for (i, id) in ["a", "b"].iter().enumerate() {
         let d = DirMember::new(&dir.join(id));
         d.init(b"{}", Setup::Existing).unwrap();
-        d.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
         let f = Arc::new(Faulty::new(Arc::new(d)));
         members.push(Member {
             io: f.clone(),
@@ -30,7 +27,18 @@ fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
     }
     let mut store = Store::assemble(members, vec![]).unwrap();
     store.timeout = Duration::from_millis(300);
-    let chunk = ChunkRef {
+    let chunk = put_whole(&store, &data);
+    (store, faulty, chunk, data)
+}
+
+/// Puts `data` on both members of `store` as a chunk of its own; its reference.
+fn put_whole(store: &Store, data: &[u8]) -> ChunkRef {
+    let (codec, image) = codec::encode(data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
+    let hash = Hash32::of(data);
+    for m in &store.members {
+        m.io.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
+    }
+    ChunkRef {
         offset: 0,
         len: data.len() as u64,
         hash,
@@ -40,8 +48,7 @@ fn two(dir: &std::path::Path) -> (Store, Vec<Arc<Faulty>>, ChunkRef, Vec<u8>) {
         tensors: vec![],
         delta: None,
         inline: None,
-    };
-    (store, faulty, chunk, data)
+    }
 }
 
 fn load(store: &Store, chunk: &ChunkRef) -> (Result<String, ChunkUnreadable>, Vec<u8>) {
@@ -217,26 +224,6 @@ fn a_window_fails_over_from_a_corrupt_short_or_failing_replica_and_never_hands_o
         "{}",
         err.details
     );
-}
-
-/// Puts `data` on both members of `store` as a chunk of its own; its reference.
-fn put_whole(store: &Store, data: &[u8]) -> ChunkRef {
-    let (codec, image) = codec::encode(data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
-    let hash = Hash32::of(data);
-    for m in &store.members {
-        m.io.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
-    }
-    ChunkRef {
-        offset: 0,
-        len: data.len() as u64,
-        hash,
-        codec,
-        stored_len: image.len() as u64,
-        members: vec!["a".into(), "b".into()],
-        tensors: vec![],
-        delta: None,
-        inline: None,
-    }
 }
 
 #[test]
