@@ -191,8 +191,9 @@ impl<'de> Deserialize<'de> for Inline {
     }
 }
 
-/// A chunk stored as the XOR of its bytes with a base chunk's. Reading it reads both, checks
-/// each against its own hash, and checks their XOR against the chunk's `hash`.
+/// A chunk stored as the XOR of its bytes with a base chunk's. Reading it checks the base
+/// against the base's hash, then each replica of the delta by the XOR of the two against the
+/// chunk's `hash`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
     /// BLAKE3 of the XOR: the name the delta's replicas are stored under.

@@ -208,9 +208,10 @@ impl Store {
     /// opened and is not down is asked for the chunk (by its hash) before the read fails, so a
     /// replica that repair or a member change put elsewhere is still found.
     ///
-    /// A chunk stored as a delta is loaded as its delta and its base chunk, each checked against
-    /// its own hash; their XOR is then checked against the chunk's hash before `out` is handed
-    /// on, so a manifest that pairs a delta with the wrong base gives an error, not wrong bytes.
+    /// A chunk stored as a delta is loaded as its base chunk, checked against its own hash, then
+    /// its delta, each replica checked by the XOR of the two against the chunk's hash before
+    /// `out` is handed on: a manifest that pairs a delta with the wrong base gives an error, not
+    /// wrong bytes. A chunk whose bytes are in the manifest is checked against its hash alone.
     pub fn load_chunk_into(
         &self,
         chunk: &ChunkRef,
