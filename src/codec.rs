@@ -312,6 +312,12 @@ fn zstd_compress(raw: &[u8], tuning: Tuning) -> Result<Vec<u8>, CodecError> {
     })
 }
 
+/// The byte groups' zstd, for the tests of the codecs that code groups (`group`, `fp8`).
+#[cfg(test)]
+fn group_zstd(g: &[u8]) -> Result<Vec<u8>, CodecError> {
+    zstd_compress(g, Tuning::Group)
+}
+
 /// Byte groups: decompressed, before they are interleaved into the chunk; split, before they
 /// are compressed.
 static GROUP_SCRATCH: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);

@@ -286,14 +286,7 @@ pub fn decode(
 mod tests {
     use super::*;
 
-    fn zstd(g: &[u8]) -> Result<Vec<u8>, CodecError> {
-        zstd::bulk::compress(g, 1).map_err(|e| CodecError::Compress(e.to_string()))
-    }
-
-    fn unzstd(src: &[u8], dst: &mut [u8]) -> Result<usize, CodecError> {
-        zstd::bulk::decompress_to_buffer(src, dst)
-            .map_err(|e| CodecError::Decompress(e.to_string()))
-    }
+    use crate::codec::{group_zstd as zstd, zstd_decompress as unzstd};
 
     fn weights(n: usize, format: Format) -> Vec<u8> {
         let mut x: u64 = 99;

@@ -273,14 +273,7 @@ pub fn decode(
 mod tests {
     use super::*;
 
-    fn zstd1(d: &[u8]) -> Result<Vec<u8>, CodecError> {
-        zstd::bulk::compress(d, 1).map_err(|e| CodecError::Compress(e.to_string()))
-    }
-
-    fn unzstd(src: &[u8], dst: &mut [u8]) -> Result<usize, CodecError> {
-        zstd::bulk::decompress_to_buffer(src, dst)
-            .map_err(|e| CodecError::Decompress(e.to_string()))
-    }
+    use crate::codec::{group_zstd as zstd1, zstd_decompress as unzstd};
 
     fn enc(raw: &[u8], width: usize, rotate: bool) -> Vec<u8> {
         let mut out = Vec::new();
