@@ -23,6 +23,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import finetune  # noqa: E402
+from checks import report  # noqa: E402
 
 
 def sh(*cmd, **kw):
@@ -155,14 +156,7 @@ def main():
                 (f"{kind} decode >= 1 GB per CPU-second", r["decode_GB_per_cpu_s"], 1.0),
                 (f"{kind} export exact and transformers identical", float(exact and same), 1.0),
             ]
-        print()
-        for name, v, need in checks:
-            print(f"  [{'met' if v >= need else 'MISSED'}] {name}: {v:.3f} (needs >= {need})")
-        results["checks"] = [{"check": n, "value": v, "needed": need, "met": v >= need} for n, v, need in checks]
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "delta.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"\nwrote {args.out}/delta.json")
+        report(checks, results, args.out, "delta.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

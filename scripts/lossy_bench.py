@@ -17,6 +17,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import finetune  # noqa: E402
+from checks import report  # noqa: E402
 from delta_bench import chunk_bytes, sh, tensors  # noqa: E402
 
 BLOCK = 128
@@ -104,14 +105,7 @@ def main():
             checks += [(f"{kind}: every value within 1/16 of its block's largest, the rest exact", float(within), 1.0),
                        (f"{kind}: min cosine of 100 sentence embeddings >= 0.99", cosine, 0.99)]
         checks.insert(0, ("ratio >= 2.5x against the bf16 original", results["bf16"]["ratio"], 2.5))
-        print()
-        for name, v, need in checks:
-            print(f"  [{'met' if v >= need else 'MISSED'}] {name}: {v:.3f} (needs >= {need})")
-        results["checks"] = [{"check": n, "value": v, "needed": need, "met": v >= need} for n, v, need in checks]
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "lossy.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"\nwrote {args.out}/lossy.json")
+        report(checks, results, args.out, "lossy.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 
+from checks import report
 from st_format import header, to_bf16_bits
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -171,14 +172,7 @@ def main():
             ("decode >= 1.2 GB/s per core", decode_gbps / 1.2, 1.0),
             ("every file exports exactly", float(all(e for *_, e in rows)), 1.0),
         ]
-        print()
-        for name, v, need in checks:
-            print(f"  [{'met' if v >= need else 'MISSED'}] {name}: {v:.3f} (needs >= {need})")
-        results["checks"] = [{"check": n, "value": v, "needed": need, "met": v >= need} for n, v, need in checks]
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "ratio.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"\nwrote {args.out}/ratio.json")
+        report(checks, results, args.out, "ratio.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
