@@ -18,6 +18,7 @@ fn sh(cmd: &str, args: &[&str], state: &Path) -> Output {
         .args(args)
         .env("SHARDFS_STATE_DIR", state)
         .env("XDG_CONFIG_HOME", config_dir())
+        .env("XDG_CACHE_HOME", common::cache_dir())
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }

@@ -23,6 +23,7 @@ fn bounded(state: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("SHARDFS_STATE_DIR", state)
         .env("XDG_CONFIG_HOME", config_dir())
+        .env("XDG_CACHE_HOME", common::cache_dir())
         .output()
         .expect("timeout runs");
     assert!(

@@ -292,7 +292,8 @@ fn lost_member_fails_over_and_bad_chunk_gives_eio() {
         &data,
         &["--chunk-size", "64KiB", "--replicas", "2"],
     );
-    let m = fx.mount(&["--name", "m", "--cache-size", "1MiB"]);
+    // No local tier: the second read must come from the members, not a copy of the first.
+    let m = fx.mount(&["--name", "m", "--cache-size", "1MiB", "--no-local-cache"]);
     let p = m.dir.join("m.bin");
     assert!(fs::read(&p).unwrap() == data);
     // Lose a member's chunks while mounted.

@@ -307,7 +307,7 @@ fn a_live_mount_follows_the_member_list_to_a_replacement() {
         &rest,
         &fx.path("mnt"),
         &fx.path("state"),
-        &["--name", "m", "--cache-size", "4MiB"],
+        &["--name", "m", "--cache-size", "4MiB", "--no-local-cache"],
     );
     let files = fx
         .files

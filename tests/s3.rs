@@ -39,6 +39,7 @@ fn bounded(cmd: &[&str]) -> std::process::Output {
         .arg("60")
         .args(cmd)
         .env("XDG_CONFIG_HOME", config_dir())
+        .env("XDG_CACHE_HOME", common::cache_dir())
         .output()
         .unwrap()
 }

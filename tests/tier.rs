@@ -92,10 +92,12 @@ fn read_all(f: &fs::File) -> Vec<u8> {
     buf
 }
 
+/// The tier's files but its lock.
 fn tier_files(tier: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(tier)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ".lock")
         .collect();
     v.sort();
     v
@@ -208,6 +210,7 @@ $B unmount {mnt}
     let out = std::process::Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
         .env("XDG_CONFIG_HOME", config_dir())
+        .env("XDG_CACHE_HOME", common::cache_dir())
         .output()
         .unwrap();
     assert!(
@@ -351,7 +354,12 @@ fn warm_local_returns_with_the_copies_complete_and_says_when_there_is_no_tier() 
     assert!(m.unmount().status.success());
 
     // A mount without a tier: --local says so and reads nothing.
-    let plain = Mounted::new(&s.store, &s.d.join("mnt"), &state, &["--name", "m"]);
+    let plain = Mounted::new(
+        &s.store,
+        &s.d.join("mnt"),
+        &state,
+        &["--name", "m", "--no-local-cache"],
+    );
     let one_error = |path: &str, needle: &str| {
         let out = run_in(&state, &["warm", "--local", path]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -428,4 +436,86 @@ fn a_remount_with_a_smaller_tier_trims_it_to_the_new_size() {
     assert_eq!(tier_files(&s.tier), vec![hex(&b)]);
     assert!(fs::read(m.dir.join("a.bin")).unwrap() == a);
     assert!(fs::read(m.dir.join("b.bin")).unwrap() == b);
+}
+
+/// Mounts `s`'s model at `mnt` with no tier flag but `extra`, the default tiers going under
+/// `cache` (`XDG_CACHE_HOME`); returns the mount, or the failed command's stderr.
+fn mount_default(s: &Setup, mnt: &str, cache: &Path, extra: &[&str]) -> Result<Mounted, String> {
+    let dir = s.d.join(mnt);
+    fs::create_dir_all(&dir).unwrap();
+    let state = s.d.join("state");
+    let out = command()
+        .env("SHARDFS_STATE_DIR", &state)
+        .env("XDG_CACHE_HOME", cache)
+        .args(["mount", "--store", &s.store, dir.to_str().unwrap()])
+        .args(["--name", "m", "--cache-size", "2MiB"])
+        .args(extra)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(Mounted {
+        dir,
+        state_dir: state,
+    })
+}
+
+#[test]
+fn a_default_mount_has_a_tier_of_its_own_that_no_other_mount_shares() {
+    let data = Rng::new(48).floats(3 << 20);
+    let s = setup(&[("w.bin", &data)]);
+    let cache = s.d.join("cache");
+    let m = mount_default(&s, "mnt", &cache, &[]).unwrap();
+    let st = m.status();
+    assert_eq!(st["options"]["local_cache_default"], true, "{st}");
+    let canonical = fs::canonicalize(&m.dir).unwrap();
+    let want = cache
+        .join("shardfs/tier")
+        .join(shardfs::tier::place::folder_name(&canonical));
+    assert_eq!(st["tier"]["dir"], want.to_str().unwrap(), "{st}");
+    // The first read makes the copy; the next open is served from it, exact.
+    assert!(fs::read(m.dir.join("w.bin")).unwrap() == data);
+    wait_status(&m, "the copy", |st| copies(st) == 1 && settled(st));
+    assert!(fs::read(want.join(hex(&data))).unwrap() == data);
+    let f = fs::File::open(m.dir.join("w.bin")).unwrap();
+    let st = m.status();
+    assert!(
+        modes(&st) == ["passthrough"] || modes(&st) == ["local copy"],
+        "{st}"
+    );
+    assert!(read_all(&f) == data);
+    drop(f);
+
+    // Another mount asking for that folder is refused while this one holds it.
+    let err = mount_default(
+        &s,
+        "other",
+        &cache,
+        &["--local-cache", want.to_str().unwrap()],
+    )
+    .err()
+    .expect("a second mount on a held tier folder fails");
+    assert!(err.contains("in use by another mount"), "{err}");
+    // --no-local-cache: none.
+    let none = mount_default(&s, "none", &cache, &["--no-local-cache"]).unwrap();
+    let st = none.status();
+    assert!(
+        st["tier"].is_null() && st["options"]["local_cache_default"] == false,
+        "{st}"
+    );
+    assert!(fs::read(none.dir.join("w.bin")).unwrap() == data);
+    assert!(none.unmount().status.success());
+    assert!(m.unmount().status.success());
+
+    // A default tier that cannot be made (its cache folder is a file): mounted without one.
+    let blocked = s.d.join("not-a-folder");
+    fs::write(&blocked, b"x").unwrap();
+    let m = mount_default(&s, "mnt", &blocked, &[]).unwrap();
+    let st = m.status();
+    assert!(st["tier"].is_null(), "{st}");
+    assert!(fs::read(m.dir.join("w.bin")).unwrap() == data);
+    let log = fs::read_to_string(st["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("no local tier"), "{log}");
+    assert!(m.unmount().status.success());
 }

@@ -103,7 +103,7 @@ pub enum Command {
         /// Parallel readers [default: twice the number of cores]
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         readers: Option<u32>,
-        /// Fill the mount's local tier (--local-cache) instead of the page cache: the reads
+        /// Fill the mount's local tier instead of the page cache: the reads
         /// bypass the page cache so that every chunk reaches the daemon, which copies it;
         /// returns once the copies are complete (or says, after 2 minutes, how many are not)
         #[arg(long)]
@@ -359,9 +359,15 @@ pub struct MountArgs {
     pub metrics: Option<String>,
     /// A local directory for whole decompressed copies of the files read: later opens of a
     /// file whose copy is complete (and checked) are served from it, by FUSE passthrough
-    /// where the kernel and privileges allow
+    /// where the kernel and privileges allow. Without it the mount has a tier of its own in
+    /// $XDG_CACHE_HOME/shardfs/tier (/var/cache/shardfs/tier for root, else ~/.cache/...),
+    /// one folder per mountpoint, at most half its disk's free space; where that cannot be
+    /// made the mount goes on without one (logged)
     #[arg(long, value_name = "DIR")]
     pub local_cache: Option<PathBuf>,
+    /// No local tier: every read is served from the store through the chunk cache
+    #[arg(long, conflicts_with = "local_cache")]
+    pub no_local_cache: bool,
     /// The most the local copies may take
     #[arg(long, default_value = "16GiB", value_parser = parse_size_any)]
     pub local_cache_size: u64,

@@ -11,6 +11,7 @@ pub fn run(args: MountArgs, members: Options) -> Result<(), Failure> {
         return_chunk_buffers();
     }
     let threads = args.threads.map_or_else(super::cores, |t| t as usize);
+    let local_cache_default = args.local_cache.is_none() && !args.no_local_cache;
     let req = daemon::MountRequest {
         // Absolute, so the daemon, `status` and /proc/mounts name the same members whatever
         // the directory the command ran in.
@@ -34,6 +35,7 @@ pub fn run(args: MountArgs, members: Options) -> Result<(), Failure> {
                 .local_cache
                 .map(|d| std::path::absolute(&d).unwrap_or(d).display().to_string()),
             local_cache_size: args.local_cache_size,
+            local_cache_default,
         },
         foreground: args.foreground,
         allow_degraded: args.allow_degraded,

@@ -38,7 +38,7 @@ const VALUED: &[&str] = &[
     "key",
 ];
 /// `-o` options that are switches.
-const SWITCHES: &[&str] = &["pin", "allow_other", "allow_degraded"];
+const SWITCHES: &[&str] = &["pin", "allow_other", "allow_degraded", "no_local_cache"];
 /// Options for mount(8), systemd or the kernel's defaults: nothing for shardfs to do. The mount
 /// is read-only, nodev and nosuid whatever they say: mount(8) adds `rw` when `ro` is not given,
 /// and mount.fuse3 adds `dev,suid` for root.

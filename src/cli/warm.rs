@@ -21,7 +21,7 @@ pub fn warm(path: &Path, readers: usize, fill: Fill, progress: bool) -> Result<(
         };
         if tier_of(mount).is_none() {
             return Err(Failure::Error(format!(
-                "the mount at {} has no local tier (mount it with --local-cache DIR): --local has nothing to fill",
+                "the mount at {} has no local tier (mounted with --no-local-cache, or its default tier could not be had: see its log): --local has nothing to fill",
                 mount.display()
             )));
         }

@@ -76,6 +76,10 @@ pub struct MountOptionsRecord {
     pub local_cache: Option<String>,
     #[serde(default)]
     pub local_cache_size: u64,
+    /// No `--local-cache` and no `--no-local-cache`: the daemon opens the default tier for its
+    /// mountpoint ([`crate::tier::place`]), and goes on without one if it cannot.
+    #[serde(default)]
+    pub local_cache_default: bool,
 }
 
 fn default_refresh_ms() -> u64 {
@@ -257,11 +261,12 @@ fn daemon_command(
         cmd.arg("--metrics").arg(addr);
     }
     if let Some(dir) = &req.options.local_cache {
-        cmd.arg("--local-cache")
-            .arg(dir)
-            .arg("--local-cache-size")
-            .arg(req.options.local_cache_size.to_string());
+        cmd.arg("--local-cache").arg(dir);
+    } else if !req.options.local_cache_default {
+        cmd.arg("--no-local-cache");
     }
+    cmd.arg("--local-cache-size")
+        .arg(req.options.local_cache_size.to_string());
     Ok(cmd)
 }
 
@@ -333,7 +338,7 @@ fn serve(
     } = checked;
     let sigset = crate::signals::block_exit_signals();
     let result = (|| -> Result<(), DaemonError> {
-        let opts = fs_options(req)?;
+        let opts = fs_options(req, &canonical)?;
         // Bound before the mount (and before the lease, which a refused mount must not leave
         // behind): an address that is taken or bad fails it.
         let metrics_server = match &req.options.metrics {
@@ -479,12 +484,15 @@ fn take_lease(
     Ok((mount_id, lease))
 }
 
-/// The mount core's options for `req` (opening its local tier, where one is asked for).
-fn fs_options(req: &MountRequest) -> Result<FsOptions, DaemonError> {
+/// The mount core's options for `req`, opening its local tier: the one asked for (which must
+/// open), else the default for `mountpoint` unless `--no-local-cache` (which need not).
+fn fs_options(req: &MountRequest, mountpoint: &Path) -> Result<FsOptions, DaemonError> {
+    let size = req.options.local_cache_size;
     let tier = match &req.options.local_cache {
-        Some(dir) => Some(
-            crate::tier::Tier::open(Path::new(dir), req.options.local_cache_size).map_err(err)?,
-        ),
+        Some(dir) => Some(crate::tier::Tier::open(Path::new(dir), size).map_err(err)?),
+        None if req.options.local_cache_default => {
+            crate::tier::place::open_default(mountpoint, size)
+        }
         None => None,
     };
     Ok(FsOptions {

@@ -1,6 +1,7 @@
-//! The local decompressed tier (`mount --local-cache DIR`): whole decompressed copies of the
-//! files a mount serves, on a local disk, named by the file's BLAKE3 (so versions and models that
-//! share a file share its copy, and a copy outlives the daemon).
+//! The local decompressed tier (`mount --local-cache DIR`, else the default folder `place`
+//! picks): whole decompressed copies of the files a mount serves, on a local disk, named by the
+//! file's BLAKE3 (so versions and models that share a file share its copy, and a copy outlives
+//! the daemon).
 //!
 //! A copy is built as the file's chunks are read and verified: each chunk is written at its
 //! offset into `<hash>.part` by a writer thread, and the byte ranges that are in are counted (by
@@ -15,6 +16,8 @@
 //! copy that fails is deleted. The tier holds at most `limit` bytes, copies being built
 //! included: the least recently opened copies that no one holds open go first; a file that does
 //! not fit is not copied (it is offered again a minute later).
+
+pub mod place;
 
 use crate::cache::Chunk;
 use crate::codec::Hash32;
@@ -125,6 +128,8 @@ pub struct TierReport {
 }
 
 pub struct Tier {
+    /// The folder's lock, held while the tier is open.
+    _lock: File,
     dir: PathBuf,
     limit: u64,
     state: Mutex<State>,
@@ -148,20 +153,13 @@ impl std::fmt::Debug for Tier {
 impl Tier {
     /// Opens (creating) the tier in `dir`, clears what a killed daemon left, and starts the
     /// writer and the check of the copies found.
+    /// One daemon at a time has a tier folder: a second is refused while the first runs.
     pub fn open(dir: &Path, limit: u64) -> Result<Arc<Tier>, String> {
-        if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
-            return Err(format!("--local-cache {}: not a directory", dir.display()));
-        }
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("--local-cache {}: {e}", dir.display()))?;
-        }
+        Self::make_dir(dir)?;
+        let lock = place::lock(dir)?;
         let (queue, queued) = crossbeam_channel::bounded(QUEUED);
         let tier = Arc::new(Tier {
+            _lock: lock,
             dir: dir.to_path_buf(),
             limit,
             state: Mutex::new(State::default()),
@@ -176,6 +174,19 @@ impl Tier {
         let found = tier.adopt_found()?;
         tier.clone().start_writer(found, queued)?;
         Ok(tier)
+    }
+
+    /// Makes the tier's folder (0700) unless it is there.
+    fn make_dir(dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!("--local-cache {}: not a directory", dir.display()));
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("--local-cache {}: {e}", dir.display()))
     }
 
     /// Takes in the copies a previous mount left (the newest that fit the limit; the others

@@ -16,7 +16,13 @@ pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config")
 }
 
-/// A command that runs `shardfs` with the tests' config folder.
+/// Where the default local tiers of the tests' mounts go (`XDG_CACHE_HOME`): cargo's scratch
+/// space too, one folder per mountpoint.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cache")
+}
+
+/// A command that runs `shardfs` with the tests' config and cache folders.
 pub fn command() -> Command {
     command_at(Path::new(bin()))
 }
@@ -25,7 +31,8 @@ pub fn command() -> Command {
 /// tests' config folder.
 pub fn command_at(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.env("XDG_CONFIG_HOME", config_dir());
+    cmd.env("XDG_CONFIG_HOME", config_dir())
+        .env("XDG_CACHE_HOME", cache_dir());
     cmd
 }
 

@@ -225,7 +225,9 @@ impl Fixture {
 
     /// `mount_with_readers` with more mount options (`--pin`, to keep the readers' version).
     pub fn mount_with_readers_and(&self, extra: &[&str]) -> (Mounted, Readers) {
-        let mut args = vec!["--name", "m", "--cache-size", "4MiB"];
+        // No local tier: the readers are there to exercise the store's read path while its
+        // members change, not to be served from copies of the files.
+        let mut args = vec!["--name", "m", "--cache-size", "4MiB", "--no-local-cache"];
         args.extend_from_slice(extra);
         let m = Mounted::new(&self.store, &self.path("mnt"), &self.path("state"), &args);
         let files = self
