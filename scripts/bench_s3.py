@@ -116,7 +116,7 @@ class Mount:
         a = self.args
         if self.kind == "shardfs":
             sh(a.bin, "mount", "--store", "s3://bench-shardfs", self.mnt, "--name", "model",
-               "--cache-size", a.cache_size, env=self.env)
+               "--cache-size", a.cache_size, "--no-local-cache", env=self.env)
             self.pid = json.loads(sh(a.bin, "status", self.mnt, "--json").stdout)["pid"]
         elif self.kind == "rclone":
             sh("rclone", "mount", "bench:bench-plain", self.mnt, "--read-only", "--daemon", env=self.env)
@@ -203,7 +203,8 @@ def stall_probe(args, work, weed, env_direct):
     os.makedirs(mnt, exist_ok=True)
     for case, store in [("with_local_replica", f"{work}/local-replica,s3://bench-stall"),
                         ("bucket_only", "s3://bench-stall-only")]:
-        sh(args.bin, "mount", "--store", store, mnt, "--name", "model", "--cache-size", "64MiB", env=env_direct)
+        sh(args.bin, "mount", "--store", store, mnt, "--name", "model", "--cache-size", "64MiB",
+           "--no-local-cache", env=env_direct)
         path = os.path.join(mnt, "model.safetensors")
         try:
             drop_caches()
@@ -256,6 +257,7 @@ def main():
     work = tempfile.mkdtemp(prefix="shardfs-bench-s3.", dir="/var/tmp")
     # The keys of the stores made here stay in this folder, not in the home of whoever runs it.
     os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(work, "cache")  # default local tiers
     weed = None
     python = sys.executable
     try:

@@ -107,6 +107,7 @@ def main():
     dirs = finetune.fine_tune()
     work = tempfile.mkdtemp(prefix="shardfs-delta.")
     os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(work, "cache")  # default local tiers
     results, checks = {}, []
     targets = {"fp32": 2.1, "bf16": 5.5}
     try:

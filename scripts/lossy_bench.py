@@ -70,6 +70,7 @@ def main():
     dirs = finetune.fine_tune()
     work = tempfile.mkdtemp(prefix="shardfs-lossy.")
     os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(work, "cache")  # default local tiers
     results, checks = {}, []
     try:
         for kind, folder in (("bf16", dirs["base-bf16"]), ("fp32", dirs["base"])):

@@ -114,6 +114,7 @@ def main():
     work = tempfile.mkdtemp(prefix="shardfs-ratio.")
     # The keys of the stores made here stay in this folder, not in the home of whoever runs it.
     os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(work, "cache")  # default local tiers
     rows, results = [], {}
     try:
         inputs = make_inputs(work)

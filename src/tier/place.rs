@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 /// The default tier's share of its disk's free space at mount time.
 const FREE_SHARE: u64 = 2;
+/// A default tier folder no mount has held for this long is deleted when another default tier
+/// opens (mountpoints come and go; their copies are only a cache).
+const STALE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// The folder the default tiers live in: `$XDG_CACHE_HOME/shardfs/tier`, else
 /// `/var/cache/shardfs/tier` for root and `~/.cache/shardfs/tier` for anyone else.
@@ -62,6 +65,7 @@ pub fn open_default(mountpoint: &Path, asked: u64) -> Option<Arc<Tier>> {
         let limit = bounded_by_free_space(&dir, asked);
         Tier::open(&dir, limit)
     });
+    prune_stale(&root, &dir);
     match opened {
         Ok(tier) => {
             log::info!(
@@ -74,6 +78,34 @@ pub fn open_default(mountpoint: &Path, asked: u64) -> Option<Arc<Tier>> {
         Err(e) => {
             log::warn!("no local tier: {e}");
             None
+        }
+    }
+}
+
+/// Deletes the folders under `root` but `keep` that no mount holds and none has held for
+/// [`STALE`] (by their lock file's time, set by every mount that takes it). Only real folders
+/// are looked at, and what they hold is deleted without following a link.
+fn prune_stale(root: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if path == keep || !is_dir {
+            continue;
+        }
+        let last_held = std::fs::symlink_metadata(path.join(".lock")).and_then(|m| m.modified());
+        let stale = last_held.is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
+        // Held while it is deleted, so that no mount opens it meanwhile.
+        if let (true, Ok(_held)) = (stale, lock(&path)) {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => log::info!("deleted the unused local tier {}", path.display()),
+                Err(e) => log::warn!(
+                    "cannot delete the unused local tier {}: {e}",
+                    path.display()
+                ),
+            }
         }
     }
 }
@@ -95,7 +127,11 @@ pub(super) fn lock(dir: &Path) -> Result<File, String> {
         return Err(format!("local tier {}: not a regular file", path.display()));
     }
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            // When it was last held: what tells an unused default tier (`prune_stale`).
+            let _ = file.set_modified(std::time::SystemTime::now());
+            Ok(file)
+        }
         Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
             "local tier {}: in use by another mount",
             dir.display()
@@ -127,6 +163,46 @@ mod tests {
         assert!(second.contains("in use by another mount"), "{second}");
         drop(first);
         lock(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn only_folders_unheld_for_a_week_are_pruned() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = |name: &str| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("copy"), b"bytes").unwrap();
+            dir
+        };
+        let age = |dir: &Path, days: u64| {
+            let lock = File::options().write(true).open(dir.join(".lock")).unwrap();
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
+            lock.set_modified(then).unwrap();
+        };
+        let (old, recent, held, keep) = (
+            folder("old"),
+            folder("recent"),
+            folder("held"),
+            folder("keep"),
+        );
+        for dir in [&old, &recent, &held, &keep] {
+            drop(lock(dir).unwrap());
+        }
+        age(&old, 8);
+        age(&recent, 6);
+        age(&keep, 30);
+        let holder = lock(&held).unwrap();
+        age(&held, 30);
+        // A link to a folder outside: neither it nor what it points at is touched.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("theirs"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        prune_stale(root.path(), &keep);
+        assert!(!old.exists());
+        assert!(recent.join("copy").exists() && held.join("copy").exists());
+        assert!(keep.join("copy").exists());
+        assert!(outside.path().join("theirs").exists());
+        drop(holder);
     }
 
     #[test]
