@@ -177,11 +177,18 @@ class Shardfs:
         sh(self.bin, "unmount", self.mnt)
 
     def wait_copies(self):
-        """Waits until the tier holds a checked copy and makes none (at most 300 s)."""
+        """Waits until the tier holds a checked copy and makes none, and the daemon has seen the
+        last reader's file closed (the kernel sends that after close() returns; an open that
+        comes while the inode is still open the page-cache way is served from the copy by the
+        daemon, not by passthrough): a serving process restarted later. At most 300 s."""
         deadline = time.time() + 300
         while True:
-            tier = self.status()["tier"]
-            if tier and tier["copies"] >= 1 and tier["filling"] == 0:
+            st = self.status()
+            tier = st["tier"]
+            # ... and the page cache the cold read left is emptied (the daemon does it once the
+            # copy can serve the file by passthrough), as it is by the time a process restarts.
+            if (tier and tier["copies"] >= 1 and tier["filling"] == 0 and not st["open_files"]
+                    and tier.get("page_caches_dropped", 0) >= 1):
                 return
             if time.time() > deadline:
                 raise RuntimeError(f"the default tier made no copy in 300 s: {tier}")

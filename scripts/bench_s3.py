@@ -9,7 +9,9 @@ baselines from the same run:
      model), the same file stored as one plain object read through `rclone mount` and `s3fs`,
      and `rclone copyto` to a local disk followed by the load from there (download-then-load)
   2. the shardfs daemon's peak RSS against --cache-size + 64 MiB
-  3. a stalled server (SIGSTOP): with a local replica, the longest wait of a reader that keeps
+  3. a partial load: safe_open reading a quarter of the layers (0-15 of 64) from the bucket
+     alone: bytes fetched against the stored bytes of those tensors' chunks
+  4. a stalled server (SIGSTOP): with a local replica, the longest wait of a reader that keeps
      reading (against the hedge delay); with the bucket only, the time until EIO (against the
      member deadline); and whether `ls` and `status` answer meanwhile
 
@@ -195,6 +197,49 @@ def profile_runs(args, work, weed, python, rate, latency):
     return {k: {w: median(v) for w, v in r.items()} for k, r in res.items()}, max(peaks), loads
 
 
+PARTIAL_LAYERS = 16  # of the 64: a pipeline stage's quarter
+
+
+def partial_probe(args, work, src, env_direct):
+    """A pipeline stage's load: safe_open reading layers 0-15 of the 64, in sorted-name order,
+    every byte touched, from the S3-only store (no local tier, page cache dropped). Against the
+    stored bytes of the chunks holding any byte of those tensors (from the manifest of the same
+    pack into a folder: packing is deterministic), the bytes fetched from the bucket (`status
+    --json`, every member's `bytes_fetched`)."""
+    copy = os.path.join(work, "manifest-copy")
+    os.makedirs(copy)
+    sh(args.bin, "pack", src, "--store", copy, "--name", "model", "--init")
+    with open(os.path.join(copy, "manifests", "model.json")) as f:
+        envelope, _ = json.JSONDecoder().raw_decode(f.read())
+    wanted = {f"layers.{i}.weight" for i in range(PARTIAL_LAYERS)}
+    chunks = envelope["manifest"]["files"][0]["chunks"]
+    needed = sum(c["stored_len"] for c in chunks if any(t["name"] in wanted for t in c.get("tensors", [])))
+    mnt = os.path.join(work, "mnt-partial")
+    os.makedirs(mnt, exist_ok=True)
+    code = (
+        "import sys, numpy\n"
+        "from safetensors import safe_open\n"
+        "wanted = set(sys.argv[2:])\n"
+        "with safe_open(sys.argv[1], framework='numpy') as f:\n"
+        "    total = sum(int(f.get_tensor(k).view(numpy.uint16).sum()) for k in sorted(f.keys()) if k in wanted)\n"
+        "print(total)\n"
+    )
+    runs = []
+    for _ in range(args.runs):
+        sh(args.bin, "mount", "--store", "s3://bench-shardfs", mnt, "--name", "model", "--cache-size",
+           args.cache_size, "--no-local-cache", env=env_direct)
+        try:
+            drop_caches()
+            sh(sys.executable, "-c", code, os.path.join(mnt, "model.safetensors"), *sorted(wanted))
+            st = json.loads(sh(args.bin, "status", mnt, "--json").stdout)
+            runs.append(sum(m["bytes_fetched"] for m in st["members"]))
+        finally:
+            sh(args.bin, "unmount", mnt)
+    fetched = median(runs)
+    return {"layers": f"0-{PARTIAL_LAYERS - 1} of 64", "needed_stored_bytes": needed,
+            "fetched_bytes": fetched, "fetched_each_run": runs, "ratio": fetched / needed}
+
+
 def stall_probe(args, work, weed, env_direct):
     """Reads through a mount while the server is stopped (SIGSTOP): the longest wait of a reader
     that has a local replica, and the time until EIO without one."""
@@ -312,6 +357,8 @@ def main():
         cache_mib = parse_mib(args.cache_size)
         summary["daemon"] = {"peak_rss_mib": max(peaks), "cache_size_mib": cache_mib,
                              "rss_within_cache_plus_64": max(peaks) <= cache_mib + 64}
+        print(f"partial load (layers 0-{PARTIAL_LAYERS - 1} of 64, safe_open, S3 only)", flush=True)
+        summary["partial"] = partial_probe(args, work, src, direct)
         print("stall probe (SIGSTOP of the server)", flush=True)
         os.makedirs(os.path.join(work, "local-replica"))
         sh(args.bin, "pack", src, "--store", f"{work}/local-replica,s3://bench-stall", "--name", "model",
@@ -379,6 +426,9 @@ def print_table(s):
     d = s["daemon"]
     print(f"\ndaemon peak RSS {d['peak_rss_mib']:.0f} MiB (cache {d['cache_size_mib']} MiB + 64 MiB allowed): "
           f"{'within' if d['rss_within_cache_plus_64'] else 'OVER'}")
+    pl = s["partial"]
+    print(f"partial load, layers {pl['layers']}: fetched {pl['fetched_bytes'] / 2**20:.1f} MiB for "
+          f"{pl['needed_stored_bytes'] / 2**20:.1f} MiB stored: {pl['ratio']:.2f}x (target <= 1.15x)")
     for case, r in s["stall"].items():
         print(f"stall, {case}: read {r['read_mib']} MiB, worst single read {r['worst_read_s']:.2f}s, "
               f"error {r['error']}, {r['until_end_or_error_s']:.2f}s in all; ls+status answered: "

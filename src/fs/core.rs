@@ -50,6 +50,8 @@ pub struct Core {
     refresh_requests: Option<Sender<RefreshRequest>>,
     /// Where each open is served from (the local tier, by passthrough or not, or chunks).
     opens: Arc<Opens>,
+    /// With a tier: empties the page cache of files passthrough serves from now on.
+    page_drop: Option<Arc<super::passthrough::PageDrop>>,
 }
 
 /// A backing file the kernel registered for a passthrough open (the adapter's `BackingId`;
@@ -125,7 +127,7 @@ impl Core {
         cache.on_evict(Box::new(move |key, chunk, cached| {
             evicted.evicted(key, chunk, cached)
         }));
-        Ok(Core {
+        Core {
             shared: Arc::new(Shared {
                 store,
                 cache,
@@ -148,7 +150,31 @@ impl Core {
             next_fh: AtomicU64::new(1),
             refresh_requests: None,
             opens: Arc::default(),
-        })
+            page_drop: None,
+        }
+        .watching_copies()
+    }
+
+    /// With a tier, has each copy that becomes servable empty its files' page cache.
+    fn watching_copies(mut self) -> std::io::Result<Core> {
+        let Some(tier) = self.shared.tier.clone() else {
+            return Ok(self);
+        };
+        let drop = Arc::new(super::passthrough::PageDrop::new(
+            self.opens.clone(),
+            self.shared.handover.clone(),
+            &tier,
+        )?);
+        let (tree, to) = (Arc::downgrade(&self.tree), drop.clone());
+        tier.on_ready(Box::new(move |hash| {
+            let Some(tree) = tree.upgrade() else { return };
+            let inodes = tree.read().files_of(&hash);
+            for ino in inodes {
+                to.file(ino);
+            }
+        }));
+        self.page_drop = Some(drop);
+        Ok(self)
     }
 
     /// Reads of `REFRESH_XATTR` go to `to`, which answers each once it has refreshed (without
@@ -247,6 +273,13 @@ impl Core {
                 && let Some(tier) = &self.shared.tier
             {
                 tier.release(&h.hash);
+            }
+            // The last open the page-cache way, of a file whose copy is there.
+            if !matches!(h.source, handles::Source::Passthrough)
+                && let (Some(drop), Some(tier)) = (&self.page_drop, &self.shared.tier)
+                && tier.has_copy(&h.hash)
+            {
+                drop.file(h.ino);
             }
         }
     }

@@ -193,4 +193,8 @@ impl super::PageStore for fuser::Notifier {
     fn store(&self, ino: u64, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         fuser::Notifier::store(self, INodeNo(ino), offset, bytes)
     }
+
+    fn invalidate(&self, ino: u64) -> std::io::Result<()> {
+        self.inval_inode(INodeNo(ino), 0, 0)
+    }
 }

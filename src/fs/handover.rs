@@ -18,9 +18,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Puts bytes into a file's page cache (the FUSE adapter's store notification).
+/// The kernel's page cache of the mount's files, as the FUSE adapter's notifications reach it.
 pub trait PageStore: Send + Sync {
+    /// Puts bytes into a file's page cache.
     fn store(&self, ino: u64, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+    /// Empties a file's page cache.
+    fn invalidate(&self, ino: u64) -> std::io::Result<()>;
 }
 
 /// Chunks waiting to be stored, beyond the one being stored: each holds its memory until then.
@@ -69,6 +72,11 @@ impl Handover {
     /// Evicted chunks go to `kernel` from now on.
     pub fn to(&self, kernel: Arc<dyn PageStore>) {
         let _ = self.kernel.set(kernel);
+    }
+
+    /// The kernel's page cache, once the session has started.
+    pub fn kernel(&self) -> Option<&Arc<dyn PageStore>> {
+        self.kernel.get()
     }
 
     /// A read of chunks `first..=last` of file `ino` was recorded in `sent`: remembers the
@@ -238,6 +246,10 @@ mod tests {
         fn store(&self, ino: u64, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
             self.0.lock().push((ino, offset, bytes.to_vec()));
             self.1.notify_all();
+            Ok(())
+        }
+
+        fn invalidate(&self, _ino: u64) -> std::io::Result<()> {
             Ok(())
         }
     }

@@ -121,6 +121,17 @@ impl Tree {
         self.nodes.get(&ino)
     }
 
+    /// The inodes of the files whose bytes hash to `hash`.
+    pub fn files_of(&self, hash: &Hash32) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(
+                |(_, n)| matches!(&n.kind, NodeKind::File { entry, .. } if entry.blake3 == *hash),
+            )
+            .map(|(&ino, _)| ino)
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -18,13 +18,14 @@
 //! not fit is not copied (it is offered again a minute later).
 
 pub mod place;
+mod state;
 
 use crate::cache::Chunk;
 use crate::codec::Hash32;
 use crate::store::manifest::FileEntry;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use state::{Copy, Filling, State};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -33,74 +34,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Chunks waiting for the writer: a bound on the memory they hold beyond the cache.
-const QUEUED: usize = 8;
+/// Chunks waiting for the writer: a bound on the memory they hold beyond the cache. Few: the
+/// tier is on by default, so what it holds counts against every mount's memory bound (cache +
+/// 64 MiB); a chunk's write into the page cache takes about a millisecond.
+const QUEUED: usize = 2;
 /// A file the tier could not take (no room, a failed write) is offered again after this.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A checked copy.
-#[derive(Debug)]
-struct Copy {
-    size: u64,
-    /// Handles reading it (normal or passthrough opens): it is not evicted while any are.
-    held: u32,
-    /// When it was last opened (a counter: larger is later).
-    opened: u64,
-    /// Checked since it was last written (copies found at start are not, until hashed).
-    checked: bool,
-}
-
-/// A copy being built.
-struct Filling {
-    /// Opened by the writer (outside the state's lock) when the first chunk arrives.
-    file: Option<Arc<File>>,
-    size: u64,
-    /// Byte ranges written, sorted and merged.
-    have: Vec<(u64, u64)>,
-}
-
-impl Filling {
-    fn covers(&self, start: u64, end: u64) -> bool {
-        let i = self.have.partition_point(|r| r.1 < end);
-        self.have.get(i).is_some_and(|r| r.0 <= start && end <= r.1)
-    }
-
-    fn add(&mut self, start: u64, end: u64) {
-        let (mut start, mut end) = (start, end);
-        self.have.retain(|&(a, b)| {
-            let touches = a <= end && start <= b;
-            if touches {
-                start = start.min(a);
-                end = end.max(b);
-            }
-            !touches
-        });
-        let at = self.have.partition_point(|r| r.0 < start);
-        self.have.insert(at, (start, end));
-    }
-
-    fn complete(&self) -> bool {
-        self.size == 0 || self.have.first() == Some(&(0, self.size))
-    }
-}
-
-#[derive(Default)]
-struct State {
-    copies: HashMap<Hash32, Copy>,
-    filling: HashMap<Hash32, Filling>,
-    /// Files that did not fit, or failed, and when: tried again after `RETRY_AFTER`.
-    refused: HashMap<Hash32, std::time::Instant>,
-    /// Copies evicted whose files the writer has yet to delete.
-    evicted: Vec<Hash32>,
-    clock: u64,
-}
-
-impl State {
-    fn used(&self) -> u64 {
-        self.copies.values().map(|c| c.size).sum::<u64>()
-            + self.filling.values().map(|f| f.size).sum::<u64>()
-    }
-}
 
 /// What `offer` does when the copy writer is behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +64,9 @@ pub struct TierReport {
     pub evicted: u64,
     /// Copies found damaged (at start, or when built) and deleted.
     pub damaged: u64,
+    /// Files whose page cache through the mount was emptied once passthrough could serve them.
+    #[serde(default)]
+    pub page_caches_dropped: u64,
 }
 
 pub struct Tier {
@@ -142,7 +84,14 @@ pub struct Tier {
     pub hits: AtomicU64,
     evicted: AtomicU64,
     damaged: AtomicU64,
+    /// Files whose page cache through the mount was emptied once their copy could serve them.
+    pub page_caches_dropped: AtomicU64,
+    /// Told the hash of each copy as it becomes servable (made, or found and checked).
+    ready: std::sync::OnceLock<ReadyHook>,
 }
+
+/// What [`Tier::on_ready`] is told.
+pub type ReadyHook = Box<dyn Fn(Hash32) + Send + Sync>;
 
 impl std::fmt::Debug for Tier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,6 +119,8 @@ impl Tier {
             hits: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
+            page_caches_dropped: AtomicU64::new(0),
+            ready: std::sync::OnceLock::new(),
         });
         let found = tier.adopt_found()?;
         tier.clone().start_writer(found, queued)?;
@@ -293,6 +244,8 @@ impl Tier {
             if let Some(c) = st.copies.get_mut(&hash) {
                 c.checked = true;
             }
+            drop(st);
+            self.tell_ready(hash);
         } else {
             st.copies.remove(&hash);
             drop(st);
@@ -331,6 +284,26 @@ impl Tier {
     }
 
     /// A handle that `open_copy` gave out is closed.
+    /// From now on `hook` is told of each copy that becomes servable, on the writer's thread.
+    pub fn on_ready(&self, hook: ReadyHook) {
+        let _ = self.ready.set(hook);
+    }
+
+    fn tell_ready(&self, hash: Hash32) {
+        if let Some(hook) = self.ready.get() {
+            hook(hash);
+        }
+    }
+
+    /// Whether a checked copy of the file of `hash` is there.
+    pub fn has_copy(&self, hash: &Hash32) -> bool {
+        self.state
+            .lock()
+            .copies
+            .get(hash)
+            .is_some_and(|c| c.checked)
+    }
+
     pub fn release(&self, hash: &Hash32) {
         if let Some(c) = self.state.lock().copies.get_mut(hash) {
             c.held = c.held.saturating_sub(1);
@@ -521,7 +494,9 @@ impl Tier {
                 checked: true,
             },
         );
+        drop(st);
         log::debug!("local copy of '{}' complete", file.path);
+        self.tell_ready(hash);
     }
 
     fn abandon(&self, hash: &Hash32) {
@@ -544,6 +519,7 @@ impl Tier {
             hits: self.hits.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             damaged: self.damaged.load(Ordering::Relaxed),
+            page_caches_dropped: self.page_caches_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -578,7 +554,8 @@ fn open_nofollow(path: &Path) -> io::Result<File> {
 fn hash_file(path: &Path) -> io::Result<Hash32> {
     let mut f = open_nofollow(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 16 << 20];
+    // Small, for the same reason as `QUEUED` (it was 16 MiB).
+    let mut buf = vec![0u8; 2 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
