@@ -217,11 +217,11 @@ def partial_probe(args, work, src, env_direct):
     mnt = os.path.join(work, "mnt-partial")
     os.makedirs(mnt, exist_ok=True)
     code = (
-        "import sys, numpy\n"
+        "import sys, torch\n"
         "from safetensors import safe_open\n"
         "wanted = set(sys.argv[2:])\n"
-        "with safe_open(sys.argv[1], framework='numpy') as f:\n"
-        "    total = sum(int(f.get_tensor(k).view(numpy.uint16).sum()) for k in sorted(f.keys()) if k in wanted)\n"
+        "with safe_open(sys.argv[1], framework='pt') as f:\n"
+        "    total = sum(int(f.get_tensor(k).view(torch.int16).sum()) for k in sorted(f.keys()) if k in wanted)\n"
         "print(total)\n"
     )
     runs = []
