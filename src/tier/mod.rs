@@ -131,13 +131,13 @@ impl Tier {
     fn make_dir(dir: &Path) -> Result<(), String> {
         use std::os::unix::fs::DirBuilderExt;
         if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
-            return Err(format!("--local-cache {}: not a directory", dir.display()));
+            return Err(format!("local tier {}: not a directory", dir.display()));
         }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("--local-cache {}: {e}", dir.display()))
+            .map_err(|e| format!("local tier {}: {e}", dir.display()))
     }
 
     /// Takes in the copies a previous mount left (the newest that fit the limit; the others
@@ -145,7 +145,7 @@ impl Tier {
     fn adopt_found(&self) -> Result<Vec<Hash32>, String> {
         let mut candidates = Vec::new();
         let entries = fs::read_dir(&self.dir)
-            .map_err(|e| format!("--local-cache {}: {e}", self.dir.display()))?;
+            .map_err(|e| format!("local tier {}: {e}", self.dir.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
