@@ -17,8 +17,7 @@ fn sh(cmd: &str, args: &[&str], state: &Path) -> Output {
     Command::new(cmd)
         .args(args)
         .env("SHARDFS_STATE_DIR", state)
-        .env("XDG_CONFIG_HOME", config_dir())
-        .env("XDG_CACHE_HOME", common::cache_dir())
+        .envs(test_env())
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }

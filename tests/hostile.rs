@@ -22,8 +22,7 @@ fn bounded(state: &Path, args: &[&str]) -> Output {
         .args(["-s", "KILL", "60", bin()])
         .args(args)
         .env("SHARDFS_STATE_DIR", state)
-        .env("XDG_CONFIG_HOME", config_dir())
-        .env("XDG_CACHE_HOME", common::cache_dir())
+        .envs(test_env())
         .output()
         .expect("timeout runs");
     assert!(

@@ -182,8 +182,7 @@ fn a_hung_member_costs_a_deadline_never_a_hang() {
     let out = Command::new("timeout")
         .args(["60", bin(), "ls", "--store", &store])
         .args(["--member-timeout", "500ms"])
-        .env("XDG_CONFIG_HOME", config_dir())
-        .env("XDG_CACHE_HOME", common::cache_dir())
+        .envs(test_env())
         .output()
         .unwrap();
     assert!(stdout(&out).contains("both"), "{out:?}");

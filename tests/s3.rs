@@ -38,8 +38,7 @@ fn bounded(cmd: &[&str]) -> std::process::Output {
     std::process::Command::new("timeout")
         .arg("60")
         .args(cmd)
-        .env("XDG_CONFIG_HOME", config_dir())
-        .env("XDG_CACHE_HOME", common::cache_dir())
+        .envs(test_env())
         .output()
         .unwrap()
 }

@@ -209,8 +209,7 @@ $B unmount {mnt}
     fs::create_dir_all(s.d.join("mnt")).unwrap();
     let out = std::process::Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
-        .env("XDG_CONFIG_HOME", config_dir())
-        .env("XDG_CACHE_HOME", common::cache_dir())
+        .envs(test_env())
         .output()
         .unwrap();
     assert!(

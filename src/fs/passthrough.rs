@@ -92,9 +92,7 @@ impl Opens {
             by_inode.remove(&ino);
         }
     }
-}
 
-impl Opens {
     /// Whether no open of `ino` reads it the page-cache way (from chunks or, by the daemon, from
     /// its copy).
     fn no_normal_open(&self, ino: u64) -> bool {

@@ -101,8 +101,8 @@ impl std::fmt::Debug for Tier {
 
 impl Tier {
     /// Opens (creating) the tier in `dir`, clears what a killed daemon left, and starts the
-    /// writer and the check of the copies found.
-    /// One daemon at a time has a tier folder: a second is refused while the first runs.
+    /// writer and the check of the copies found. One daemon at a time has a tier folder: a
+    /// second is refused while the first runs.
     pub fn open(dir: &Path, limit: u64) -> Result<Arc<Tier>, String> {
         Self::make_dir(dir)?;
         let lock = place::lock(dir)?;
@@ -283,7 +283,6 @@ impl Tier {
         Some(f)
     }
 
-    /// A handle that `open_copy` gave out is closed.
     /// From now on `hook` is told of each copy that becomes servable, on the writer's thread.
     pub fn on_ready(&self, hook: ReadyHook) {
         let _ = self.ready.set(hook);
@@ -304,6 +303,7 @@ impl Tier {
             .is_some_and(|c| c.checked)
     }
 
+    /// A handle that `open_copy` gave out is closed.
     pub fn release(&self, hash: &Hash32) {
         if let Some(c) = self.state.lock().copies.get_mut(hash) {
             c.held = c.held.saturating_sub(1);

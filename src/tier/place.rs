@@ -45,11 +45,12 @@ pub fn folder_name(mountpoint: &Path) -> String {
     format!("{readable}-{}", &hash[..8])
 }
 
-/// `asked`, but no more than a share of the free space of the disk `dir` is on.
+/// `asked`, but no more than a share of the free space of the disk `dir` is (or will be) on:
+/// that of its nearest folder already there.
 fn bounded_by_free_space(dir: &Path, asked: u64) -> u64 {
-    match rustix::fs::statvfs(dir) {
-        Ok(st) => asked.min(st.f_bavail.saturating_mul(st.f_frsize) / FREE_SHARE),
-        Err(_) => asked,
+    match dir.ancestors().find_map(|d| rustix::fs::statvfs(d).ok()) {
+        Some(st) => asked.min(st.f_bavail.saturating_mul(st.f_frsize) / FREE_SHARE),
+        None => asked,
     }
 }
 
@@ -61,10 +62,7 @@ pub fn open_default(mountpoint: &Path, asked: u64) -> Option<Arc<Tier>> {
         return None;
     };
     let dir = root.join(folder_name(mountpoint));
-    let opened = Tier::make_dir(&dir).and_then(|()| {
-        let limit = bounded_by_free_space(&dir, asked);
-        Tier::open(&dir, limit)
-    });
+    let opened = Tier::open(&dir, bounded_by_free_space(&dir, asked));
     prune_stale(&root, &dir);
     match opened {
         Ok(tier) => {
@@ -217,6 +215,10 @@ mod tests {
         let got = bounded_by_free_space(dir.path(), u64::MAX);
         let after = free();
         assert!(before.min(after) / 2 <= got && got <= before.max(after) / 2);
+        // A folder not made yet: its disk is that of the nearest folder there.
+        let later = bounded_by_free_space(&dir.path().join("not/yet"), u64::MAX);
+        let last = free();
+        assert!(before.min(last) / 2 <= later && later <= before.max(last) / 2);
         assert_eq!(bounded_by_free_space(dir.path(), 1), 1);
     }
 }

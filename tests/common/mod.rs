@@ -22,6 +22,15 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cache")
 }
 
+/// The environment every shardfs run of the tests gets: the config and cache folders above
+/// (`Command::envs`).
+pub fn test_env() -> [(&'static str, PathBuf); 2] {
+    [
+        ("XDG_CONFIG_HOME", config_dir()),
+        ("XDG_CACHE_HOME", cache_dir()),
+    ]
+}
+
 /// A command that runs `shardfs` with the tests' config and cache folders.
 pub fn command() -> Command {
     command_at(Path::new(bin()))
@@ -31,8 +40,7 @@ pub fn command() -> Command {
 /// tests' config folder.
 pub fn command_at(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.env("XDG_CONFIG_HOME", config_dir())
-        .env("XDG_CACHE_HOME", cache_dir());
+    cmd.envs(test_env());
     cmd
 }
 
