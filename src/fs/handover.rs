@@ -79,8 +79,8 @@ impl Handover {
         self.kernel.get()
     }
 
-    /// A read of chunks `first..=last` of file `ino` was recorded in `sent`: remembers the
-    /// chunks the kernel has taken part of, forgets those it has whole.
+    /// A read of chunks `first..=last` of file `ino` is being answered (or was, and recorded in
+    /// `sent`): remembers the chunks the kernel takes part of, forgets those it has whole.
     pub fn noted(
         &self,
         ino: u64,

@@ -111,6 +111,14 @@ impl Core {
             (first, last),
             shared.cache.capacity(),
         );
+        // The kernel is taking part of these chunks: from now on, one the cache lets go goes
+        // to the page cache whole (noted before the chunks are got, so that one evicted while
+        // this read is answered is not lost to the handover).
+        if let Some(sent) = &sent
+            && pieces.iter().all(|p| p.window.is_none())
+        {
+            shared.handover.noted(ino, &file, (first, last), sent);
+        }
         // Chunks already in memory are answered here: no hand-off, nothing to wait for.
         let cached: Option<Vec<Chunk>> = pieces
             .iter()
@@ -178,7 +186,7 @@ impl Core {
     /// while it is being served, and lets go of the ones the reader has left behind.
     fn read_ahead(
         &self,
-        h: &OpenFile,
+        h: &Arc<OpenFile>,
         file: &Arc<FileEntry>,
         range: Range<u64>,
         (first, last): (usize, usize),
@@ -206,13 +214,16 @@ impl Core {
             if !shared.wanted_ahead(file, index, sent.map(|s| &**s)) {
                 continue;
             }
-            let (shared, file, sent) = (shared.clone(), file.clone(), sent.cloned());
+            let (shared, file, sent, h) = (shared.clone(), file.clone(), sent.cloned(), h.clone());
             shared.handles.ahead.fetch_add(1, Ordering::Relaxed);
             self.prefetchers.spawn(move || {
                 // Asked again when the job runs: meanwhile a reader may have loaded the chunk,
-                // sent all of it and let it go. Loading it again would decompress it twice and
-                // leave it in the cache, where nothing would ever release it.
-                if shared.wanted_ahead(&file, index, sent.as_deref()) {
+                // sent all or part of it and let it go. Loading it again would decompress it
+                // twice and leave it in the cache, where nothing would ever release it.
+                let c = &file.chunks[index];
+                if !h.stream.lock().passed(c.offset + c.len)
+                    && shared.wanted_ahead(&file, index, sent.as_deref())
+                {
                     let _ = shared.load(&file, index, For::Ahead);
                 }
                 shared.handles.ahead.fetch_sub(1, Ordering::Relaxed);

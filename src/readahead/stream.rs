@@ -80,6 +80,13 @@ impl Stream {
         }
         advice
     }
+
+    /// Whether the stream has gone past `end` (a chunk's end): a load ahead of that chunk that
+    /// has not run yet would come too late, and would load again a chunk the reader may have
+    /// taken and let go meanwhile.
+    pub fn passed(&self, end: u64) -> bool {
+        self.next_offset > end
+    }
 }
 
 #[cfg(test)]
@@ -203,5 +210,19 @@ mod tests {
         assert_eq!(read(&mut ra, R), 0..0);
         assert_eq!(read(&mut ra, 3 * R), 0..0);
         assert_eq!(read(&mut ra, 9 * R), 5..6);
+    }
+
+    #[test]
+    fn a_chunk_is_passed_once_the_stream_reads_beyond_its_end() {
+        let mut ra = Stream::default();
+        read(&mut ra, 0);
+        read(&mut ra, R);
+        assert!(!ra.passed(C), "chunk 0 is still being read");
+        read(&mut ra, C);
+        assert!(ra.passed(C) && !ra.passed(2 * C));
+        // A jump back starts over: what lies ahead of it is not passed.
+        read(&mut ra, 40 * C);
+        read(&mut ra, 3 * R);
+        assert!(!ra.passed(C));
     }
 }
