@@ -2,9 +2,10 @@
 //! chunk file self-describing, and the BLAKE3 content hash that names chunks.
 //!
 //! A chunk file is `HEADER_LEN` bytes of header followed by the payload:
-//! `b"SHC1"`, codec id (u8), three zero bytes, uncompressed length (u64 little-endian), payload
-//! length (u64 little-endian). The payload length lets a torn or truncated file be told from a
-//! whole one without decompressing it.
+//! `b"SHC1"`, codec id (u8), frame size log2 (u8, 0 for a chunk stored in one piece), two zero
+//! bytes, uncompressed length (u64 little-endian), payload length (u64 little-endian). The
+//! payload length lets a torn or truncated file be told from a whole one without decompressing
+//! it. A chunk of more than one frame is stored in frames (`frames`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -12,6 +13,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 pub mod fp8;
+pub mod frames;
 pub mod group;
 pub mod stream;
 
@@ -107,6 +109,8 @@ pub struct ChunkHeader {
     pub codec: Codec,
     pub raw_len: u64,
     pub payload_len: u64,
+    /// log2 of the frame size of a chunk stored in frames (`frames`); 0 for one piece.
+    pub frame_log: u8,
 }
 
 impl ChunkHeader {
@@ -114,6 +118,7 @@ impl ChunkHeader {
         let mut h = [0u8; HEADER_LEN];
         h[..4].copy_from_slice(MAGIC);
         h[4] = self.codec.id();
+        h[5] = self.frame_log;
         h[8..16].copy_from_slice(&self.raw_len.to_le_bytes());
         h[16..24].copy_from_slice(&self.payload_len.to_le_bytes());
         h
@@ -123,7 +128,7 @@ impl ChunkHeader {
         if bytes.len() < HEADER_LEN {
             return Err(CodecError::Short);
         }
-        if &bytes[..4] != MAGIC || bytes[5..8] != [0, 0, 0] {
+        if &bytes[..4] != MAGIC || bytes[6..8] != [0, 0] {
             return Err(CodecError::BadHeader);
         }
         let codec = Codec::from_id(bytes[4])?;
@@ -132,15 +137,19 @@ impl ChunkHeader {
             w.copy_from_slice(&bytes[at..at + 8]);
             u64::from_le_bytes(w)
         };
+        let (frame_log, raw_len) = (bytes[5], word(8));
+        if frame_log != 0 && !frames::valid_log(frame_log, raw_len) {
+            return Err(CodecError::BadHeader);
+        }
         Ok(ChunkHeader {
             codec,
-            raw_len: word(8),
+            raw_len,
             payload_len: word(16),
+            frame_log,
         })
     }
 }
 
-/// Encodes `raw` into a complete chunk file image (header + payload).
 /// What a chunk holds, as far as the codec cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
@@ -166,14 +175,34 @@ pub fn encode(
     // One buffer from the header on: the groups and the header go straight into it.
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len() + 64);
     out.resize(HEADER_LEN, 0);
-    let compressed = compress_into(raw, choice, level, content, &mut out)?;
+    // Quantization blocks and fp8 blocks do not fall on frame boundaries: stored in one piece.
+    let framed =
+        frames::wanted(raw.len() as u64) && matches!(content, Content::Bytes | Content::Floats(_));
+    let compressed = if framed {
+        match choice {
+            CodecChoice::None => None,
+            _ => Some(frames::encode(raw, &mut out, &mut |frame, out| {
+                compress_into(frame, choice, level, content, out)?
+                    .ok_or_else(|| CodecError::Compress("no codec for a frame".into()))
+            })?),
+        }
+    } else {
+        compress_into(raw, choice, level, content, &mut out)?
+    };
     let payload_len = out.len() - HEADER_LEN;
     let codec = match compressed {
         Some(codec) if choice == CodecChoice::Zstd => codec,
         Some(codec) if saves(payload_len, raw.len()) => codec,
         _ => {
             out.truncate(HEADER_LEN);
-            out.extend_from_slice(raw);
+            if framed {
+                frames::encode(raw, &mut out, &mut |frame, out| {
+                    out.extend_from_slice(frame);
+                    Ok(Codec::None)
+                })?;
+            } else {
+                out.extend_from_slice(raw);
+            }
             Codec::None
         }
     };
@@ -181,6 +210,7 @@ pub fn encode(
         codec,
         raw_len: raw.len() as u64,
         payload_len: (out.len() - HEADER_LEN) as u64,
+        frame_log: if framed { frames::FRAME_LOG } else { 0 },
     };
     out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
     Ok((codec, out))
@@ -355,6 +385,9 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
             expected,
             found: header.raw_len,
         });
+    }
+    if header.frame_log != 0 {
+        return frames::decode_whole(header, payload, out).map(|_| ());
     }
     let produced = match header.codec {
         Codec::None => {

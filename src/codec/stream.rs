@@ -46,6 +46,9 @@ pub fn decode(
         left: raw_len,
         sink,
     };
+    if header.frame_log != 0 {
+        return framed(header, fetch, &mut counted);
+    }
     match header.codec {
         Codec::None => {
             if header.payload_len != header.raw_len {
@@ -84,6 +87,45 @@ pub fn decode(
             expected: header.raw_len,
             found: header.raw_len - counted.left as u64,
         });
+    }
+    Ok(())
+}
+
+/// A chunk stored in frames: its table, then one frame at a time.
+fn framed(
+    header: ChunkHeader,
+    fetch: &Fetch<'_>,
+    sink: &mut Counted<'_, '_>,
+) -> Result<(), CodecError> {
+    use super::frames::{ENTRY_LEN, Table, count};
+    let too_large = |what: &str| {
+        CodecError::Decompress(format!(
+            "{what} too large to decode in pieces within memory"
+        ))
+    };
+    let table_len = count(header.raw_len, header.frame_log) * ENTRY_LEN;
+    let frame = 1usize << header.frame_log;
+    if table_len as u64 > STREAM_MEMORY / 4 || frame as u64 > STREAM_MEMORY / 4 {
+        return Err(too_large("a frame table or frame"));
+    }
+    let table = Table::parse(&header, &fetch(0, table_len).map_err(read_err)?)?;
+    let mut out = vec![0u8; frame];
+    for i in 0..table.len() {
+        let stored = table.stored(&(i..i + 1));
+        let len = (stored.end - stored.start) as usize;
+        if len > 2 * frame + 4096 {
+            return Err(too_large("a stored frame"));
+        }
+        let at = table.output(i);
+        let out = &mut out[..(at.end - at.start) as usize];
+        let sub = ChunkHeader {
+            codec: header.codec,
+            raw_len: out.len() as u64,
+            payload_len: len as u64,
+            frame_log: 0,
+        };
+        super::decode_into(sub, &fetch(stored.start, len).map_err(read_err)?, out)?;
+        sink.give(out)?;
     }
     Ok(())
 }
@@ -372,6 +414,7 @@ mod tests {
             codec: Codec::Zstd,
             raw_len: raw.len() as u64,
             payload_len: big.len() as u64,
+            frame_log: 0,
         }
         .to_bytes()
         .to_vec();

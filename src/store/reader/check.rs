@@ -67,13 +67,30 @@ fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), Re
             header.payload_len
         )));
     }
-    codec::decode_into(header, payload, out).map_err(|e| ReplicaError::Corrupt(e.to_string()))
+    codec::decode_into(header, payload, out).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+    // The bytes are checked against the hash by the caller; a frame table must match it too, or
+    // reads of single frames from this replica would all fail.
+    if header.frame_log != 0 {
+        let table = codec::frames::Table::parse(&header, payload)
+            .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        if !table.matches(chunk.object()) {
+            return Err(ReplicaError::Corrupt(
+                "its frame table does not match its hash".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The largest stored image a chunk of `len` bytes can have (the worst case of its codec):
 /// bounds what a read of a member may allocate.
 pub fn max_image_len(len: u64) -> u64 {
-    HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(len as usize) as u64
+    let whole = HEADER_LEN as u64 + zstd::zstd_safe::compress_bound(len as usize) as u64;
+    // In frames: the table, and each frame at its own worst (its codec's header included).
+    let frames = codec::frames::count(len, codec::frames::FRAME_LOG) as u64;
+    let framed = codec::frames::head_len(len, codec::frames::FRAME_LOG) as u64
+        + frames * (zstd::zstd_safe::compress_bound(codec::frames::FRAME as usize) as u64 + 64);
+    whole.max(framed)
 }
 
 /// One replica's stored image from `member`, returned only when it decodes to the chunk's bytes

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 mod check;
+mod frames;
 mod window;
 
 use check::check_stored;
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
+pub use frames::{Frames, readable_by_frames};
 
 /// Why one replica of a chunk could not be used.
 #[derive(Debug, Error)]
@@ -309,6 +311,42 @@ impl Store {
             }
         }
         None
+    }
+
+    /// `read` of one replica of `chunk` after another, until one gives its bytes: the listed ones
+    /// in liveness order, then every other member (a replica repair or a member change put
+    /// elsewhere). `Ok` names the member that served it; `on_failure` hears of every replica
+    /// that did not.
+    fn each_replica<T>(
+        &self,
+        chunk: &ChunkRef,
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+        mut read: impl FnMut(&Member) -> Result<T, ReplicaError>,
+    ) -> Result<(T, String), ChunkUnreadable> {
+        let mut details = Vec::new();
+        let mut tried: Vec<(&Member, bool)> = Vec::new();
+        for id in self.liveness.order(&chunk.members) {
+            match self.member(id) {
+                Some(m) => tried.push((m, true)),
+                None => details.push(format!("member {id}: not among the members that opened")),
+            }
+        }
+        tried.extend(self.unlisted_members(chunk).into_iter().map(|m| (m, false)));
+        for (m, is_listed) in tried {
+            match read(m) {
+                Ok(got) => return Ok((got, m.id().to_string())),
+                Err(ReplicaError::Missing) if !is_listed => {}
+                Err(e) => {
+                    on_failure(m.id(), &e);
+                    details.push(format!("{}: {e}", m.location()));
+                }
+            }
+        }
+        Err(ChunkUnreadable {
+            hash: chunk.hash,
+            len: chunk.len,
+            details: details.join("; "),
+        })
     }
 
     /// Every member that opened and that `chunk`'s manifest does not list, those that are down

@@ -268,3 +268,79 @@ fn a_delta_reads_back_only_with_the_base_it_was_taken_against() {
     assert_eq!(e.hash, base.hash, "{}", e.details);
     assert!(f[0].gets.load(Ordering::Relaxed) > 0);
 }
+
+#[test]
+fn a_small_read_takes_only_the_frames_it_needs_checked_and_fails_over() {
+    use crate::member::faulty::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    assert!(readable_by_frames(&chunk));
+    let read = |range: std::ops::Range<u64>| {
+        let failed = Mutex::new(0);
+        let got = store.load_frames(&chunk, range, &|_, _| *failed.lock() += 1);
+        (got, *failed.lock())
+    };
+    // Bytes 150 000.. lie in the second of two frames: that frame alone, in two ranged reads.
+    let (got, failed) = read(150_000..150_010);
+    let got = got.unwrap().unwrap();
+    assert_eq!(
+        (got.at, got.bytes.len(), failed),
+        (1 << 17, 200_000 - (1 << 17), 0)
+    );
+    assert!(got.bytes[..] == data[1 << 17..]);
+    assert_eq!(f[0].calls(Op::GetChunk), 0);
+    assert_eq!(f[0].calls(Op::ReadChunkAt), 2);
+    // A bad table (the first read), a bad frame (the second), a short or failing read: the
+    // other replica serves the right bytes, and the bad one is reported.
+    for (nth, fault) in [
+        (1, Fault::Corrupt),
+        (2, Fault::Corrupt),
+        (1, Fault::Short),
+        (2, Fault::Fail),
+    ] {
+        f[0].on_nth(Op::ReadChunkAt, f[0].calls(Op::ReadChunkAt) + nth, fault);
+        let (got, failed) = read(0..10);
+        let got = got.unwrap().unwrap();
+        assert!(
+            got.at == 0 && got.bytes[..] == data[..1 << 17],
+            "{nth} {fault:?}"
+        );
+        assert_eq!(failed, 1, "{nth} {fault:?}");
+    }
+    // Both bad: an error, not bytes.
+    for m in &f {
+        m.on_nth(
+            Op::ReadChunkAt,
+            m.calls(Op::ReadChunkAt) + 2,
+            Fault::Corrupt,
+        );
+    }
+    let (got, failed) = read(0..10);
+    assert!(got.is_err() && failed == 2);
+    // A replica stored in one piece (a store made before frames) is left to a whole read.
+    let raw = crate::codec::ChunkHeader {
+        codec: codec::Codec::None,
+        raw_len: data.len() as u64,
+        payload_len: data.len() as u64,
+        frame_log: 0,
+    };
+    let mut image = raw.to_bytes().to_vec();
+    image.extend_from_slice(&data);
+    let hash = Hash32::of(&image[..1000]);
+    for m in &store.members {
+        m.io.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
+    }
+    let whole = ChunkRef {
+        hash,
+        codec: codec::Codec::None,
+        stored_len: image.len() as u64,
+        ..chunk.clone()
+    };
+    assert!(readable_by_frames(&whole));
+    assert!(
+        store
+            .load_frames(&whole, 0..10, &|_, _| {})
+            .unwrap()
+            .is_none()
+    );
+}

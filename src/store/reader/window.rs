@@ -36,6 +36,18 @@ fn read_window(
         m.io.read_chunk_at(chunk.object(), HEADER_LEN as u64 + at, len)
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
+    if header.frame_log != 0 {
+        // The bytes are checked below; the frame table must match the hash too (see check.rs).
+        let len = codec::frames::head_len(chunk.len, header.frame_log) - HEADER_LEN;
+        let table = fetch(0, len).map_err(|e| ReplicaError::Io(e.to_string()))?;
+        let table = codec::frames::Table::parse(&header, &table)
+            .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        if !table.matches(chunk.object()) {
+            return Err(ReplicaError::Corrupt(
+                "its frame table does not match its hash".into(),
+            ));
+        }
+    }
     let mut hasher = blake3::Hasher::new();
     let mut pos = 0u64;
     let decoded = codec::stream::decode(header, &fetch, &mut |piece| {
@@ -79,30 +91,7 @@ impl Store {
             out.copy_from_slice(&whole[a..b]);
             return Ok(String::new());
         }
-        let mut details = Vec::new();
-        let listed: Vec<&str> = self.liveness.order(&chunk.members);
-        let mut tried: Vec<(&Member, bool)> = Vec::new();
-        for id in listed {
-            match self.member(id) {
-                Some(m) => tried.push((m, true)),
-                None => details.push(format!("member {id}: not among the members that opened")),
-            }
-        }
-        tried.extend(self.unlisted_members(chunk).into_iter().map(|m| (m, false)));
-        for (m, is_listed) in tried {
-            match read_window(m, chunk, &window, out) {
-                Ok(()) => return Ok(m.id().to_string()),
-                Err(ReplicaError::Missing) if !is_listed => {}
-                Err(e) => {
-                    on_failure(m.id(), &e);
-                    details.push(format!("{}: {e}", m.location()));
-                }
-            }
-        }
-        Err(ChunkUnreadable {
-            hash: chunk.hash,
-            len: chunk.len,
-            details: details.join("; "),
-        })
+        self.each_replica(chunk, on_failure, |m| read_window(m, chunk, &window, out))
+            .map(|((), id)| id)
     }
 }

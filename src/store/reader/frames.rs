@@ -1,0 +1,120 @@
+//! Reading only the frames of a chunk that hold a range (a small read of a chunk stored in
+//! frames, `codec::frames`): one replica at a time, its header and frame table in one ranged
+//! read, the table checked against the chunk's hash (the manifest's), then the stored bytes of
+//! the frames needed in a second, each frame decoded and checked against its chaining value
+//! before any byte of it is handed out.
+
+use super::{ChunkUnreadable, ReplicaError, max_image_len};
+use crate::codec::frames::{self, FRAME, FRAME_LOG, Table};
+use crate::codec::{ChunkHeader, Codec, HEADER_LEN};
+use crate::store::Store;
+use crate::store::manifest::ChunkRef;
+use crate::store::member::Member;
+use std::ops::Range;
+
+/// Bytes of a chunk decoded from the frames that hold a range: `bytes` from `at` in the chunk.
+#[derive(Debug)]
+pub struct Frames {
+    pub at: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Whether parts of `chunk` may be read by frames: a chunk of more than one frame, of a codec
+/// that is stored in frames, whose stored size has room for a frame table. (A replica stored in
+/// one piece, as stores made before frames hold, is told by its header and read whole.)
+pub fn readable_by_frames(chunk: &ChunkRef) -> bool {
+    chunk.delta.is_none()
+        && chunk.inline.is_none()
+        && frames::wanted(chunk.len)
+        && matches!(
+            chunk.codec,
+            Codec::None | Codec::Zstd | Codec::Float16 | Codec::Float32
+        )
+        && chunk.stored_len >= frames::head_len(chunk.len, FRAME_LOG) as u64
+}
+
+/// The most one frame's payload can take (its codec's worst case and header).
+fn max_frame_stored() -> u64 {
+    zstd::zstd_safe::compress_bound(FRAME as usize) as u64 + 64
+}
+
+/// The frames of the replica of `chunk` on `m` that hold `range`, checked; `None` when the
+/// replica is stored in one piece.
+fn read_frames(
+    m: &Member,
+    chunk: &ChunkRef,
+    range: &Range<u64>,
+) -> Result<Option<Frames>, ReplicaError> {
+    let corrupt = |why: String| ReplicaError::Corrupt(why);
+    let head =
+        m.io.read_chunk_at(chunk.object(), 0, frames::head_len(chunk.len, FRAME_LOG))?;
+    let header = ChunkHeader::parse(&head).map_err(|e| corrupt(e.to_string()))?;
+    if header.raw_len != chunk.len {
+        return Err(corrupt(format!(
+            "header says {} bytes, expected {}",
+            header.raw_len, chunk.len
+        )));
+    }
+    if header.frame_log == 0 {
+        return Ok(None);
+    }
+    if HEADER_LEN as u64 + header.payload_len > max_image_len(chunk.len) {
+        return Err(corrupt(format!(
+            "header says {} payload bytes, more than any image of its chunk",
+            header.payload_len
+        )));
+    }
+    let table = Table::parse(&header, &head[HEADER_LEN..]).map_err(|e| corrupt(e.to_string()))?;
+    if !table.matches(chunk.object()) {
+        return Err(corrupt("its frame table does not match its hash".into()));
+    }
+    let want = table.covering(range);
+    let stored = table.stored(&want);
+    let from = table.output(want.start).start;
+    let to = table.output(want.end - 1).end;
+    let mut out = vec![0u8; (to - from) as usize];
+    let bytes = m.io.read_chunk_at(
+        chunk.object(),
+        HEADER_LEN as u64 + stored.start,
+        (stored.end - stored.start) as usize,
+    )?;
+    for i in want {
+        let s = table.stored(&(i..i + 1));
+        if s.end - s.start > max_frame_stored() {
+            return Err(corrupt(format!(
+                "frame {i} is larger than any frame can be"
+            )));
+        }
+        let o = table.output(i);
+        table
+            .decode(
+                header.codec,
+                i,
+                &bytes[(s.start - stored.start) as usize..(s.end - stored.start) as usize],
+                &mut out[(o.start - from) as usize..(o.end - from) as usize],
+            )
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(Some(Frames {
+        at: from,
+        bytes: out,
+    }))
+}
+
+impl Store {
+    /// The frames of `chunk` that hold bytes `range` of it (see `readable_by_frames`), from the
+    /// first replica whose table and frames match the chunk's hash; `Ok(None)` when the chunk
+    /// turns out to be stored in one piece (then it is read whole).
+    pub fn load_frames(
+        &self,
+        chunk: &ChunkRef,
+        range: Range<u64>,
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<Option<Frames>, ChunkUnreadable> {
+        if range.start >= range.end || range.end > chunk.len || !readable_by_frames(chunk) {
+            return Ok(None);
+        }
+        self.each_replica(chunk, on_failure, |m| read_frames(m, chunk, &range))
+            .map(|(frames, _)| frames)
+    }
+}
