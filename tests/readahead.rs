@@ -162,17 +162,19 @@ fn chunks_a_reader_took_part_of_are_not_loaded_again_when_it_comes_back() {
         &["--name", "m", "--cache-size", "4MiB", "--no-local-cache"],
     );
     let path = mnt.join("m.bin");
-    // First one page of each of the 16 chunks (no kernel read-ahead: exactly that page), with a
+    // First the start of each of the 16 chunks (no kernel read-ahead: exactly that part; more
+    // than a quarter of a chunk, so the chunk is loaded rather than read by its frames), with a
     // cache that holds 4 of them...
     let f = fs::File::open(&path).unwrap();
     assert_eq!(
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) },
         0
     );
+    let part = (1 << 18) + 4096;
     for i in 0..16u64 {
-        let mut page = [0u8; 4096];
-        f.read_exact_at(&mut page, i << 20).unwrap();
-        assert!(page[..] == data[(i << 20) as usize..][..4096]);
+        let mut start = vec![0u8; part];
+        f.read_exact_at(&mut start, i << 20).unwrap();
+        assert!(start[..] == data[(i << 20) as usize..][..part]);
     }
     drop(f);
     // ...then all of it: the chunks evicted meanwhile are in the page cache already.

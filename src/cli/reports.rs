@@ -129,7 +129,7 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<(), Failure> {
 /// its local tier.
 fn print_counters(c: &shardfs::fs::Counters) {
     shardfs::say!(
-        "  served {} in {}; cache {} / {}, {} of {} used; {} decompressed ({} prefetched); {} handed to the page cache ({} let go); {}; {}",
+        "  served {} in {}; cache {} / {}, {} of {} used; {} decompressed ({} prefetched), {} from frames alone; {} handed to the page cache ({} let go); {}; {}",
         format_bytes(c.bytes_served),
         count(c.reads, "read"),
         count(c.cache_hits, "hit"),
@@ -138,6 +138,7 @@ fn print_counters(c: &shardfs::fs::Counters) {
         format_bytes(c.cache_capacity),
         count(c.chunks_decompressed, "chunk"),
         c.chunks_prefetched,
+        count(c.frame_reads, "small read"),
         count(c.page_cache_handovers, "partly read chunk"),
         c.page_cache_handovers_missed,
         count(c.replica_failovers, "replica failover"),

@@ -103,7 +103,7 @@ type MountSeries = (&'static str, &'static str, Kind, fn(&Counters) -> u64);
 type MemberSeries = (&'static str, &'static str, fn(&MemberStats) -> u64);
 
 /// The mount-wide series.
-const MOUNT_SERIES: [MountSeries; 17] = [
+const MOUNT_SERIES: [MountSeries; 18] = [
     (
         "shardfs_bytes_served",
         "Bytes returned to readers",
@@ -151,6 +151,12 @@ const MOUNT_SERIES: [MountSeries; 17] = [
         "Of the chunks decompressed, those read-ahead loaded",
         Kind::Counter,
         |c| c.chunks_prefetched,
+    ),
+    (
+        "shardfs_frame_reads",
+        "Small reads answered from the frames that hold them, without loading their chunk",
+        Kind::Counter,
+        |c| c.frame_reads,
     ),
     (
         "shardfs_replica_failovers",

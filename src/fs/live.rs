@@ -120,6 +120,7 @@ impl Live {
             cache_capacity: cache.capacity(),
             chunks_decompressed: l(&stats.chunks_decompressed),
             chunks_prefetched: l(&stats.chunks_prefetched),
+            frame_reads: l(&stats.frame_reads),
             replica_failovers: l(&stats.replica_failovers),
             errors: l(&stats.errors),
             page_cache_handovers: l(&self.shared.handover.handed),

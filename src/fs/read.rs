@@ -14,6 +14,7 @@ use super::tree::NodeKind;
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, Served};
 use crate::store::manifest::{ChunkRef, FileEntry};
+use crate::store::reader::Frames;
 use crate::tier::Backlog;
 use std::cell::Cell;
 use std::ops::Range;
@@ -101,9 +102,9 @@ impl Core {
         }
         let first = chunk_at(&file, offset);
         let last = chunk_at(&file, end - 1);
-        if let Some(h) = &handle {
-            self.read_ahead(h, &file, offset..end, (first, last), sent.as_ref());
-        }
+        let streaming = handle
+            .as_ref()
+            .is_some_and(|h| self.read_ahead(h, &file, offset..end, (first, last), sent.as_ref()));
 
         let pieces = pieces(
             &file,
@@ -141,44 +142,24 @@ impl Core {
             }
             return shared.answer(&file, offset..end, &pieces, &chunks, asked, reply);
         }
-        self.load_and_answer(file, offset..end, pieces, asked, reply);
+        let by_frames = !streaming && shared.by_frames(&file, &(offset..end), &pieces);
+        self.load_and_answer(file, offset..end, (pieces, by_frames), asked, reply);
     }
 
     /// A worker loads (or waits for) `pieces` of `file` and answers the read of `range` with
-    /// them.
+    /// them; or, `by_frames`, with the frames that hold it (see `Shared::by_frames`).
     fn load_and_answer(
         &self,
         file: Arc<FileEntry>,
         range: Range<u64>,
-        pieces: Vec<Piece>,
+        (pieces, by_frames): (Vec<Piece>, bool),
         asked: Asked,
         reply: impl FnOnce(Result<&[u8], FsError>) + Send + 'static,
     ) {
         let shared = self.shared.clone();
         shared.handles.waiting.fetch_add(1, Ordering::Relaxed);
         self.readers.spawn(move || {
-            let loaded: Result<Vec<Chunk>, LoadFailed> = pieces
-                .iter()
-                .map(|p| match &p.window {
-                    None => shared.load(&file, p.index, For::Read),
-                    Some(window) => shared.load_window(&file, p, window.clone()),
-                })
-                .collect();
-            shared.handles.waiting.fetch_sub(1, Ordering::Relaxed);
-            match loaded {
-                Ok(chunks) => shared.answer(&file, range, &pieces, &chunks, asked, reply),
-                Err(e) => {
-                    log::error!(
-                        "read of '{}' bytes {}..{}: {}",
-                        file.path,
-                        range.start,
-                        range.end,
-                        e.why
-                    );
-                    shared.answered(&asked, None);
-                    reply(Err(e.error));
-                }
-            }
+            shared.load_pieces_and_answer(&file, range, (&pieces, by_frames), asked, reply);
         });
     }
 
@@ -191,7 +172,7 @@ impl Core {
         range: Range<u64>,
         (first, last): (usize, usize),
         sent: Option<&Arc<SentBytes>>,
-    ) {
+    ) -> bool {
         let shared = &self.shared;
         let plan = self.readahead.plan(
             &mut h.stream.lock(),
@@ -229,10 +210,112 @@ impl Core {
                 shared.handles.ahead.fetch_sub(1, Ordering::Relaxed);
             });
         }
+        plan.streaming
     }
 }
 
 impl Shared {
+    /// Loads (or waits for) `pieces` of `file` and answers the read of `range` with them, or,
+    /// `by_frames`, with the frames that hold it where its chunk is stored in frames (see
+    /// `by_frames`); on a reader thread, counted among those waiting until the bytes are there.
+    fn load_pieces_and_answer(
+        &self,
+        file: &Arc<FileEntry>,
+        range: Range<u64>,
+        (pieces, by_frames): (&[Piece], bool),
+        asked: Asked,
+        reply: impl FnOnce(Result<&[u8], FsError>),
+    ) {
+        if by_frames {
+            let index = pieces[0].index;
+            let c = &file.chunks[index];
+            let within = range.start - c.offset..range.end - c.offset;
+            let got = self
+                .store
+                .load_frames(c, within, &|member, e| self.replica_failed(c, member, e));
+            match got {
+                Ok(Some(frames)) => {
+                    self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return self.answer_frames(file, range, index, &frames, asked, reply);
+                }
+                // Stored in one piece: loaded whole below.
+                Ok(None) => {}
+                Err(e) => {
+                    self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return self.failed(file, &range, &e.to_string(), asked, reply, FsError::Io);
+                }
+            }
+        }
+        let loaded: Result<Vec<Chunk>, LoadFailed> = pieces
+            .iter()
+            .map(|p| match &p.window {
+                None => self.load(file, p.index, For::Read),
+                Some(window) => self.load_window(file, p, window.clone()),
+            })
+            .collect();
+        self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
+        match loaded {
+            Ok(chunks) => self.answer(file, range, pieces, &chunks, asked, reply),
+            Err(e) => self.failed(file, &range, &e.why, asked, reply, e.error),
+        }
+    }
+
+    /// Answers the read of `range`, in chunk `index` of `file`, with `frames` that hold it.
+    fn answer_frames(
+        &self,
+        file: &FileEntry,
+        range: Range<u64>,
+        index: usize,
+        frames: &Frames,
+        asked: Asked,
+        reply: impl FnOnce(Result<&[u8], FsError>),
+    ) {
+        self.trouble.served(&frames.member);
+        self.counts.frame_reads.fetch_add(1, Ordering::Relaxed);
+        let at = (range.start - file.chunks[index].offset - frames.at) as usize;
+        let bytes = &frames.bytes[at..at + (range.end - range.start) as usize];
+        self.answered(&asked, Some(bytes.len() as u64));
+        reply(Ok(bytes));
+        if let Some(sent) = &asked.sent {
+            sent.record(&self.cache, file, range.start, range.end, index);
+        }
+    }
+
+    /// Answers a read that could not be had with `error`, and logs `why`.
+    fn failed(
+        &self,
+        file: &FileEntry,
+        range: &Range<u64>,
+        why: &str,
+        asked: Asked,
+        reply: impl FnOnce(Result<&[u8], FsError>),
+        error: FsError,
+    ) {
+        log::error!(
+            "read of '{}' bytes {}..{}: {why}",
+            file.path,
+            range.start,
+            range.end
+        );
+        self.answered(&asked, None);
+        reply(Err(error));
+    }
+
+    /// Whether a read of `range` (`pieces`), which is not part of a stream and whose chunk is
+    /// neither cached nor being loaded, is answered from the frames that hold it alone: a read
+    /// of at most a quarter of one chunk stored in frames. Its bytes go to the page cache; the
+    /// chunk is not loaded, so a few random reads decode a few frames, not whole chunks.
+    fn by_frames(&self, file: &FileEntry, range: &Range<u64>, pieces: &[Piece]) -> bool {
+        let [p] = pieces else {
+            return false;
+        };
+        let c = &file.chunks[p.index];
+        p.window.is_none()
+            && (range.end - range.start) * 4 <= c.len
+            && crate::store::reader::readable_by_frames(c)
+            && !self.cache.contains_or_loading(&c.hash)
+    }
+
     /// Whether read-ahead should load chunk `index` of `file`: the kernel does not hold all of it
     /// (as far as `sent` knows), it is neither cached nor being loaded, and it is not read in
     /// windows (a chunk larger than the cache is decoded for each window a reader asks for).

@@ -15,6 +15,8 @@ pub struct LiveCounters {
     pub chunks_decompressed: AtomicU64,
     /// Of `chunks_decompressed`, those that read-ahead loaded.
     pub chunks_prefetched: AtomicU64,
+    /// Small reads answered from the frames that hold them, without loading their chunk.
+    pub frame_reads: AtomicU64,
     pub replica_failovers: AtomicU64,
     pub errors: AtomicU64,
     /// Looks for new versions done, and when the last one ended (unix seconds).
@@ -43,6 +45,9 @@ pub struct Counters {
     pub cache_capacity: u64,
     pub chunks_decompressed: u64,
     pub chunks_prefetched: u64,
+    /// Small reads answered from the frames that hold them alone.
+    #[serde(default)]
+    pub frame_reads: u64,
     pub replica_failovers: u64,
     pub errors: u64,
     /// Partly read chunks stored whole into the page cache as they left the chunk cache, and

@@ -49,6 +49,8 @@ pub struct Plan {
     pub fetch: Range<usize>,
     /// Chunks the reader has left behind: first to go when memory is needed.
     pub release: Range<usize>,
+    /// Whether the reads are a stream.
+    pub streaming: bool,
 }
 
 impl Policy {
@@ -84,7 +86,11 @@ impl Policy {
         latency: impl FnOnce() -> Option<Duration>,
     ) -> Plan {
         let window = self.window(file, last);
-        let Advice { ahead, behind } = stream.on_read(
+        let Advice {
+            ahead,
+            behind,
+            streaming,
+        } = stream.on_read(
             range.start,
             range.end - range.start,
             (first, last),
@@ -96,6 +102,7 @@ impl Policy {
             window,
             fetch: ahead,
             release: behind,
+            streaming,
         }
     }
 }

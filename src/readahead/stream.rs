@@ -32,6 +32,8 @@ pub struct Advice {
     pub ahead: Range<usize>,
     /// Chunks the stream has passed: first to go when memory is needed.
     pub behind: Range<usize>,
+    /// Whether the reads are a stream (then chunks are loaded whole, ahead of the reader).
+    pub streaming: bool,
 }
 
 impl Stream {
@@ -66,7 +68,10 @@ impl Stream {
         if !trusted {
             return Advice::default();
         }
-        let mut advice = Advice::default();
+        let mut advice = Advice {
+            streaming: true,
+            ..Advice::default()
+        };
         let behind_end = first.saturating_sub(BEHIND_MARGIN);
         if behind_end > self.passed_until {
             advice.behind = self.passed_until..behind_end;

@@ -4,19 +4,22 @@
 //! the frames needed in a second, each frame decoded and checked against its chaining value
 //! before any byte of it is handed out.
 
-use super::{ChunkUnreadable, ReplicaError, max_image_len};
+use super::{ChunkUnreadable, ReplicaError, max_image_len, recorded};
 use crate::codec::frames::{self, FRAME, FRAME_LOG, Table};
 use crate::codec::{ChunkHeader, Codec, HEADER_LEN};
 use crate::store::Store;
+use crate::store::liveness::Record;
 use crate::store::manifest::ChunkRef;
 use crate::store::member::Member;
 use std::ops::Range;
 
-/// Bytes of a chunk decoded from the frames that hold a range: `bytes` from `at` in the chunk.
+/// Bytes of a chunk decoded from the frames that hold a range: `bytes` from `at` in the chunk,
+/// served by member `member`.
 #[derive(Debug)]
 pub struct Frames {
     pub at: u64,
     pub bytes: Vec<u8>,
+    pub member: String,
 }
 
 /// Whether parts of `chunk` may be read by frames: a chunk of more than one frame, of a codec
@@ -42,12 +45,18 @@ fn max_frame_stored() -> u64 {
 /// replica is stored in one piece.
 fn read_frames(
     m: &Member,
+    record: Option<&Record>,
     chunk: &ChunkRef,
     range: &Range<u64>,
 ) -> Result<Option<Frames>, ReplicaError> {
     let corrupt = |why: String| ReplicaError::Corrupt(why);
-    let head =
-        m.io.read_chunk_at(chunk.object(), 0, frames::head_len(chunk.len, FRAME_LOG))?;
+    let read = |at: u64, len: usize| {
+        recorded(record, Vec::len, || {
+            m.io.read_chunk_at(chunk.object(), at, len)
+        })
+        .1
+    };
+    let head = read(0, frames::head_len(chunk.len, FRAME_LOG))?;
     let header = ChunkHeader::parse(&head).map_err(|e| corrupt(e.to_string()))?;
     if header.raw_len != chunk.len {
         return Err(corrupt(format!(
@@ -73,8 +82,7 @@ fn read_frames(
     let from = table.output(want.start).start;
     let to = table.output(want.end - 1).end;
     let mut out = vec![0u8; (to - from) as usize];
-    let bytes = m.io.read_chunk_at(
-        chunk.object(),
+    let bytes = read(
         HEADER_LEN as u64 + stored.start,
         (stored.end - stored.start) as usize,
     )?;
@@ -98,6 +106,7 @@ fn read_frames(
     Ok(Some(Frames {
         at: from,
         bytes: out,
+        member: m.id().to_string(),
     }))
 }
 
@@ -114,7 +123,10 @@ impl Store {
         if range.start >= range.end || range.end > chunk.len || !readable_by_frames(chunk) {
             return Ok(None);
         }
-        self.each_replica(chunk, on_failure, |m| read_frames(m, chunk, &range))
-            .map(|(frames, _)| frames)
+        self.each_replica(chunk, on_failure, |m| {
+            let record = self.liveness.record(m.id()).map(|r| &**r);
+            read_frames(m, record, chunk, &range)
+        })
+        .map(|(frames, _)| frames)
     }
 }

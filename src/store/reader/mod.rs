@@ -135,17 +135,33 @@ fn fetch(
     record: Option<&Record>,
     chunk: &ChunkRef,
 ) -> (Duration, Result<Image, MemberError>) {
+    recorded(
+        record,
+        |i: &Image| i.len(),
+        || {
+            member
+                .io
+                .get_chunk(chunk.object(), max_image_len(chunk.len))
+        },
+    )
+}
+
+/// Makes a request of a member and records in `record` how it went: how long it took, and
+/// the bytes it gave (`bytes` of its answer).
+fn recorded<T>(
+    record: Option<&Record>,
+    bytes: impl Fn(&T) -> usize,
+    call: impl FnOnce() -> Result<T, MemberError>,
+) -> (Duration, Result<T, MemberError>) {
     let started = Instant::now();
-    let got = member
-        .io
-        .get_chunk(chunk.object(), max_image_len(chunk.len));
+    let got = call();
     let took = started.elapsed();
     if let Some(r) = record {
         r.record(
             took,
             match &got {
-                Ok(image) => Outcome::Answered {
-                    bytes: image.len() as u64,
+                Ok(answer) => Outcome::Answered {
+                    bytes: bytes(answer) as u64,
                 },
                 Err(MemberError::Missing | MemberError::Corrupt(_)) => Outcome::NotThere,
                 Err(MemberError::TimedOut(_)) => Outcome::TimedOut,
