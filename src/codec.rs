@@ -172,16 +172,37 @@ pub fn encode(
     level: i32,
     content: Content,
 ) -> Result<(Codec, Vec<u8>), CodecError> {
+    encode_hashed(raw, None, choice, level, content)
+}
+
+/// `encode`, given the chaining values of `raw`'s frames where `frames::hash_chunk` made them
+/// while naming the chunk (then its bytes are not hashed again for the frame table).
+pub fn encode_hashed(
+    raw: &[u8],
+    cvs: Option<&[[u8; 32]]>,
+    choice: CodecChoice,
+    level: i32,
+    content: Content,
+) -> Result<(Codec, Vec<u8>), CodecError> {
     // One buffer from the header on: the groups and the header go straight into it.
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len() + 64);
     out.resize(HEADER_LEN, 0);
     // Quantization blocks and fp8 blocks do not fall on frame boundaries: stored in one piece.
     let framed =
         frames::wanted(raw.len() as u64) && matches!(content, Content::Bytes | Content::Floats(_));
+    let own;
+    let cvs = match cvs {
+        Some(cvs) => cvs,
+        None if framed => {
+            own = frames::chaining_values(raw);
+            &own
+        }
+        None => &[],
+    };
     let compressed = if framed {
         match choice {
             CodecChoice::None => None,
-            _ => Some(frames::encode(raw, &mut out, &mut |frame, out| {
+            _ => Some(frames::encode(raw, cvs, &mut out, &mut |frame, out| {
                 compress_into(frame, choice, level, content, out)?
                     .ok_or_else(|| CodecError::Compress("no codec for a frame".into()))
             })?),
@@ -196,7 +217,7 @@ pub fn encode(
         _ => {
             out.truncate(HEADER_LEN);
             if framed {
-                frames::encode(raw, &mut out, &mut |frame, out| {
+                frames::encode(raw, cvs, &mut out, &mut |frame, out| {
                     out.extend_from_slice(frame);
                     Ok(Codec::None)
                 })?;

@@ -54,6 +54,24 @@ pub fn chaining_value(frame: &[u8], index: usize, log: u8) -> [u8; 32] {
     h.finalize_non_root()
 }
 
+/// The chaining values of the frames of `raw` (more than one frame).
+pub fn chaining_values(raw: &[u8]) -> Vec<[u8; 32]> {
+    raw.chunks(FRAME as usize)
+        .enumerate()
+        .map(|(i, f)| chaining_value(f, i, FRAME_LOG))
+        .collect()
+}
+
+/// The BLAKE3 hash of a chunk, with the chaining values of its frames where it has more than
+/// one: one pass over the bytes names the chunk and makes its frame table (`encode_hashed`).
+pub fn hash_chunk(raw: &[u8]) -> (Hash32, Option<Vec<[u8; 32]>>) {
+    if !wanted(raw.len() as u64) {
+        return (Hash32::of(raw), None);
+    }
+    let cvs = chaining_values(raw);
+    (root(&cvs), Some(cvs))
+}
+
 /// The root hash of frames with these chaining values (two or more), merged the way BLAKE3's
 /// tree is built: the left subtree the largest power of two of frames short of the whole.
 fn root(cvs: &[[u8; 32]]) -> Hash32 {
@@ -225,10 +243,16 @@ pub(super) type EncodeFrame<'a> = dyn FnMut(&[u8], &mut Vec<u8>) -> Result<Codec
 /// every frame); the codec used. The table goes in front of the frames.
 pub(super) fn encode(
     raw: &[u8],
+    cvs: &[[u8; 32]],
     out: &mut Vec<u8>,
     encode_frame: &mut EncodeFrame<'_>,
 ) -> Result<Codec, CodecError> {
     let n = count(raw.len() as u64, FRAME_LOG);
+    if cvs.len() != n {
+        return Err(CodecError::Compress(
+            "chaining values of other frames".into(),
+        ));
+    }
     let table_at = out.len();
     out.resize(table_at + n * ENTRY_LEN, 0);
     let mut codec = None;
@@ -245,7 +269,7 @@ pub(super) fn encode(
             .map_err(|_| CodecError::Compress("a frame larger than 4 GiB".into()))?;
         let e = &mut out[table_at + i * ENTRY_LEN..table_at + (i + 1) * ENTRY_LEN];
         e[..4].copy_from_slice(&len.to_le_bytes());
-        e[4..].copy_from_slice(&chaining_value(frame, i, FRAME_LOG));
+        e[4..].copy_from_slice(&cvs[i]);
     }
     codec.ok_or_else(|| CodecError::Compress("no frames".into()))
 }
@@ -263,16 +287,9 @@ mod tests {
             for tail in [0u64, 1, 1023, 1024, 1025, FRAME - 1] {
                 let len = ((frames - 1) << FRAME_LOG) + if tail == 0 { FRAME } else { tail };
                 let bytes = &data[..len as usize];
-                let cvs: Vec<_> = bytes
-                    .chunks(FRAME as usize)
-                    .enumerate()
-                    .map(|(i, f)| chaining_value(f, i, FRAME_LOG))
-                    .collect();
-                assert_eq!(
-                    root(&cvs),
-                    Hash32::of(bytes),
-                    "{frames} frames, tail {tail}"
-                );
+                let (hash, cvs) = hash_chunk(bytes);
+                assert_eq!(hash, Hash32::of(bytes), "{frames} frames, tail {tail}");
+                assert_eq!(cvs.map(|c| c.len()), Some(frames as usize));
             }
         }
     }
@@ -341,7 +358,7 @@ mod tests {
     fn a_table_is_checked_against_the_header_and_the_hash() {
         let raw: Vec<u8> = (0..(3 * FRAME + 5)).map(|i| (i % 7) as u8).collect();
         let mut out = vec![0u8; HEADER_LEN];
-        let codec = encode(&raw, &mut out, &mut |f, out| {
+        let codec = encode(&raw, &chaining_values(&raw), &mut out, &mut |f, out| {
             out.extend_from_slice(f);
             Ok(Codec::None)
         })

@@ -32,6 +32,13 @@ pub(super) struct Ctx<'a> {
 /// A chunk file image and the codec it was encoded with.
 type Encoded = (Codec, Vec<u8>);
 
+/// A chunk's image stored whole, made when first needed, and the chaining values of its frames
+/// made as it was hashed.
+struct Whole {
+    cvs: Option<Vec<[u8; 32]>>,
+    image: Option<Encoded>,
+}
+
 /// What the targets of a chunk hold under one name: the codec and size of a whole copy found,
 /// and the targets lacking one (with whether a damaged file there is to be replaced).
 struct Heads<'m> {
@@ -66,9 +73,9 @@ impl Ctx<'_> {
         data: &[u8],
         base: Option<&ChunkRef>,
     ) -> Result<ChunkRef, StoreError> {
-        let hash = Hash32::of(data);
+        let (hash, cvs) = codec::frames::hash_chunk(data);
         // The chunk's image stored whole, encoded once whoever asks first.
-        let mut encoded = None;
+        let mut encoded = Whole { cvs, image: None };
         if let Some(inline) = self.inline(cut, data, hash, &mut encoded)? {
             return Ok(inline);
         }
@@ -115,7 +122,7 @@ impl Ctx<'_> {
         cut: &Cut,
         data: &[u8],
         hash: Hash32,
-        encoded: &mut Option<Encoded>,
+        encoded: &mut Whole,
     ) -> Result<Option<ChunkRef>, StoreError> {
         if cut.len >= INLINE_MAX {
             return Ok(None);
@@ -139,8 +146,14 @@ impl Ctx<'_> {
     }
 
     /// `raw` encoded as the pack asks.
-    fn encode(&self, raw: &[u8], cut: &Cut) -> Result<Encoded, StoreError> {
-        codec::encode(raw, self.opts.codec, self.opts.level, cut.content)
+    /// `raw` encoded as the pack asks; `cvs` its frames' chaining values, made as it was hashed.
+    fn encode(
+        &self,
+        raw: &[u8],
+        cvs: Option<&[[u8; 32]]>,
+        cut: &Cut,
+    ) -> Result<Encoded, StoreError> {
+        codec::encode_hashed(raw, cvs, self.opts.codec, self.opts.level, cut.content)
             .map_err(|e| StoreError::Invalid(e.to_string()))
     }
 
@@ -148,13 +161,13 @@ impl Ctx<'_> {
     fn whole_image<'e>(
         &self,
         (cut, data): (&Cut, &[u8]),
-        encoded: &'e mut Option<Encoded>,
+        encoded: &'e mut Whole,
     ) -> Result<&'e Encoded, StoreError> {
-        let image = match encoded.take() {
+        let image = match encoded.image.take() {
             Some(image) => image,
-            None => self.encode(data, cut)?,
+            None => self.encode(data, encoded.cvs.as_deref(), cut)?,
         };
-        Ok(encoded.insert(image))
+        Ok(encoded.image.insert(image))
     }
 
     /// Writes the chunk whole under `name` to the targets lacking it; the codec and size stored.
@@ -163,7 +176,7 @@ impl Ctx<'_> {
         h: Heads<'_>,
         name: &Hash32,
         (cut, data): (&Cut, &[u8]),
-        encoded: &mut Option<Encoded>,
+        encoded: &mut Whole,
     ) -> Result<(Codec, u64), StoreError> {
         if h.missing.is_empty() {
             return Ok(h.existing.unwrap_or((Codec::None, 0)));
@@ -198,7 +211,7 @@ impl Ctx<'_> {
         (cut, data): (&Cut, &[u8]),
         base: &ChunkRef,
         targets: &[&Member],
-        encoded: &mut Option<Encoded>,
+        encoded: &mut Whole,
     ) -> Result<Option<(Codec, u64, Delta)>, StoreError> {
         let mut xor = match self.store.load_chunk(base, &|_, _| {}) {
             Ok(bytes) => bytes,
@@ -211,12 +224,12 @@ impl Ctx<'_> {
             }
         };
         codec::xor_into(&mut xor, data);
-        let object = Hash32::of(&xor);
+        let (object, xor_cvs) = codec::frames::hash_chunk(&xor);
         let h = heads(targets, &object, cut.len)?;
         let stored = if h.missing.is_empty() {
             h.existing.unwrap_or((Codec::None, 0))
         } else {
-            let (codec, image) = self.encode(&xor, cut)?;
+            let (codec, image) = self.encode(&xor, xor_cvs.as_deref(), cut)?;
             let clearly = image.len() as f64 <= data.len() as f64 * base::CLEARLY_PAYS;
             if !clearly
                 && !codec::saves(image.len(), self.whole_image((cut, data), encoded)?.1.len())
