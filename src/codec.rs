@@ -400,6 +400,16 @@ fn zstd_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize, CodecError> {
 /// Decodes a payload (the bytes after the header) into `out`, which must be exactly the chunk's
 /// length as the manifest records it; a header that claims another length is refused first.
 pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    decode_with_table(header, payload, out).map(|_| ())
+}
+
+/// `decode_into`, giving back the frame table of a chunk stored in frames, for the caller to
+/// check against the chunk's hash.
+pub fn decode_with_table(
+    header: ChunkHeader,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<Option<frames::Table>, CodecError> {
     let expected = out.len() as u64;
     if header.raw_len != expected {
         return Err(CodecError::WrongLength {
@@ -408,7 +418,7 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
         });
     }
     if header.frame_log != 0 {
-        return frames::decode_whole(header, payload, out).map(|_| ());
+        return frames::decode_whole(header, payload, out).map(Some);
     }
     let produced = match header.codec {
         Codec::None => {
@@ -436,7 +446,7 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
             found: produced as u64,
         });
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A BLAKE3 hash, written as 64 lowercase hex digits in manifests and chunk file names.

@@ -39,6 +39,11 @@ pub fn head_len(raw_len: u64, log: u8) -> usize {
     HEADER_LEN + count(raw_len, log) * ENTRY_LEN
 }
 
+/// The most one frame's payload can take: its codec's worst case and its own header.
+pub fn max_frame_stored() -> u64 {
+    zstd::zstd_safe::compress_bound(FRAME as usize) as u64 + 64
+}
+
 /// Whether a header's frame size is one a chunk can have: the one frame size this version
 /// writes (a member cannot make a reader take a table of one entry per 4 KiB), and two frames or
 /// more.
@@ -106,7 +111,8 @@ pub struct Table {
 
 impl Table {
     /// Parses the table at the start of a framed chunk's payload (`bytes` holds at least the
-    /// table). Checks its lengths against the header; not yet its chaining values (`check`).
+    /// table). Checks its lengths against the header and each frame's against the most a frame
+    /// can take; not yet its chaining values (`matches`).
     pub fn parse(header: &ChunkHeader, bytes: &[u8]) -> Result<Table, CodecError> {
         let log = header.frame_log;
         if !valid_log(log, header.raw_len) {
@@ -120,11 +126,17 @@ impl Table {
         let mut cvs = Vec::with_capacity(n);
         let mut starts = Vec::with_capacity(n + 1);
         let mut at = 0u64;
-        for e in bytes[..table_len].chunks_exact(ENTRY_LEN) {
+        for (i, e) in bytes[..table_len].chunks_exact(ENTRY_LEN).enumerate() {
             starts.push(at);
             let mut len = [0u8; 4];
             len.copy_from_slice(&e[..4]);
-            at += u64::from(u32::from_le_bytes(len));
+            let len = u64::from(u32::from_le_bytes(len));
+            if len > max_frame_stored() {
+                return Err(CodecError::Decompress(format!(
+                    "frame {i} is larger than any frame can be"
+                )));
+            }
+            at += len;
             let mut cv = [0u8; 32];
             cv.copy_from_slice(&e[4..]);
             cvs.push(cv);
@@ -184,6 +196,31 @@ impl Table {
         first.min(end)..end
     }
 
+    /// Decodes frame `i` from its stored bytes into `out` (the frame's length), unchecked: for
+    /// a whole chunk, whose bytes are checked against its hash together.
+    pub fn decode_frame(
+        &self,
+        codec: Codec,
+        i: usize,
+        stored: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CodecError> {
+        let at = self.output(i);
+        if out.len() as u64 != at.end - at.start {
+            return Err(CodecError::WrongLength {
+                expected: at.end - at.start,
+                found: out.len() as u64,
+            });
+        }
+        let header = ChunkHeader {
+            codec,
+            raw_len: out.len() as u64,
+            payload_len: stored.len() as u64,
+            frame_log: 0,
+        };
+        super::decode_into(header, stored, out)
+    }
+
     /// Decodes frame `i` from its stored bytes into `out` (the frame's length) and checks it
     /// against its chaining value.
     pub fn decode(
@@ -193,13 +230,7 @@ impl Table {
         stored: &[u8],
         out: &mut [u8],
     ) -> Result<(), CodecError> {
-        let header = ChunkHeader {
-            codec,
-            raw_len: out.len() as u64,
-            payload_len: stored.len() as u64,
-            frame_log: 0,
-        };
-        super::decode_into(header, stored, out)?;
+        self.decode_frame(codec, i, stored, out)?;
         if chaining_value(out, i, self.log) != self.cvs[i] {
             return Err(CodecError::Decompress(format!(
                 "frame {i} does not match its chaining value"
@@ -220,14 +251,9 @@ pub(super) fn decode_whole(
     for i in 0..table.len() {
         let stored = table.stored(&(i..i + 1));
         let at = table.output(i);
-        let sub = ChunkHeader {
-            codec: header.codec,
-            raw_len: at.end - at.start,
-            payload_len: stored.end - stored.start,
-            frame_log: 0,
-        };
-        super::decode_into(
-            sub,
+        table.decode_frame(
+            header.codec,
+            i,
             &payload[stored.start as usize..stored.end as usize],
             &mut out[at.start as usize..at.end as usize],
         )?;

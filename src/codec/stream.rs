@@ -8,6 +8,7 @@
 //! all moving forward together. A chunk that cannot be decoded within the bound (a zstd frame
 //! asking for a window over [`WINDOW_LOG_MAX`], too many compressed groups) is refused.
 
+use super::frames::Table;
 use super::group;
 use super::{ChunkHeader, Codec, CodecError};
 use std::io::{self, BufReader, Read};
@@ -35,19 +36,20 @@ pub type Fetch<'a> = dyn Fn(u64, usize) -> io::Result<Vec<u8>> + 'a;
 pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<(), CodecError> + 'a;
 
 /// Decodes the payload of a chunk whose header is `header`, reading it through `fetch`, and
-/// hands its bytes to `sink` in order: exactly `header.raw_len` of them, or an error.
+/// hands its bytes to `sink` in order: exactly `header.raw_len` of them, or an error. A chunk
+/// stored in frames gives back its frame table, for the caller to check against the hash.
 pub fn decode(
     header: ChunkHeader,
     fetch: &Fetch<'_>,
     sink: &mut Sink<'_>,
-) -> Result<(), CodecError> {
+) -> Result<Option<Table>, CodecError> {
     let raw_len = usize::try_from(header.raw_len).map_err(|_| CodecError::BadHeader)?;
     let mut counted = Counted {
         left: raw_len,
         sink,
     };
     if header.frame_log != 0 {
-        return framed(header, fetch, &mut counted);
+        return framed(header, fetch, &mut counted).map(Some);
     }
     match header.codec {
         Codec::None => {
@@ -88,16 +90,16 @@ pub fn decode(
             found: header.raw_len - counted.left as u64,
         });
     }
-    Ok(())
+    Ok(None)
 }
 
-/// A chunk stored in frames: its table, then one frame at a time.
+/// A chunk stored in frames: its table, then one frame at a time; the table.
 fn framed(
     header: ChunkHeader,
     fetch: &Fetch<'_>,
     sink: &mut Counted<'_, '_>,
-) -> Result<(), CodecError> {
-    use super::frames::{ENTRY_LEN, Table, count};
+) -> Result<Table, CodecError> {
+    use super::frames::{ENTRY_LEN, count};
     let too_large = |what: &str| {
         CodecError::Decompress(format!(
             "{what} too large to decode in pieces within memory"
@@ -111,23 +113,16 @@ fn framed(
     let table = Table::parse(&header, &fetch(0, table_len).map_err(read_err)?)?;
     let mut out = vec![0u8; frame];
     for i in 0..table.len() {
+        // Each at most `max_frame_stored` (checked by `Table::parse`).
         let stored = table.stored(&(i..i + 1));
         let len = (stored.end - stored.start) as usize;
-        if len > 2 * frame + 4096 {
-            return Err(too_large("a stored frame"));
-        }
         let at = table.output(i);
         let out = &mut out[..(at.end - at.start) as usize];
-        let sub = ChunkHeader {
-            codec: header.codec,
-            raw_len: out.len() as u64,
-            payload_len: len as u64,
-            frame_log: 0,
-        };
-        super::decode_into(sub, &fetch(stored.start, len).map_err(read_err)?, out)?;
+        let bytes = fetch(stored.start, len).map_err(read_err)?;
+        table.decode_frame(header.codec, i, &bytes, out)?;
         sink.give(out)?;
     }
-    Ok(())
+    Ok(table)
 }
 
 /// A sink that refuses more than the chunk's length.
@@ -346,7 +341,7 @@ mod tests {
             out.extend_from_slice(piece);
             Ok(())
         });
-        (got.map(|()| out), reads.get())
+        (got.map(|_| out), reads.get())
     }
 
     fn weights(n: usize) -> Vec<u8> {

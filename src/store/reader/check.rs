@@ -4,6 +4,7 @@
 //! fails here is handed out.
 
 use super::{ChunkUnreadable, ReplicaError};
+use crate::codec::frames::Table;
 use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
 use crate::member::Image;
 use crate::store::manifest::ChunkRef;
@@ -49,12 +50,42 @@ pub(super) fn check_stored(
     Ok(())
 }
 
+/// A replica's chunk file header (`head` starts with it), checked against the manifest's record
+/// of `chunk`: its length, and a payload no larger than any image of the chunk can have.
+pub(super) fn checked_header(head: &[u8], chunk: &ChunkRef) -> Result<ChunkHeader, ReplicaError> {
+    let header = ChunkHeader::parse(head).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+    if header.raw_len != chunk.len {
+        return Err(ReplicaError::Corrupt(format!(
+            "header says {} bytes, expected {}",
+            header.raw_len, chunk.len
+        )));
+    }
+    if HEADER_LEN as u64 + header.payload_len > max_image_len(chunk.len) {
+        return Err(ReplicaError::Corrupt(format!(
+            "header says {} payload bytes, more than any image of its chunk",
+            header.payload_len
+        )));
+    }
+    Ok(header)
+}
+
+/// A frame table of a replica of `chunk` must match the hash it is stored under, or reads of
+/// single frames from this replica would all fail (whole reads check the bytes themselves).
+pub(super) fn check_table(table: &Table, chunk: &ChunkRef) -> Result<(), ReplicaError> {
+    if !table.matches(chunk.object()) {
+        return Err(ReplicaError::Corrupt(
+            "its frame table does not match its hash".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a chunk file's header against the manifest's record and decodes its payload into
 /// `out`.
 fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
     let (head, payload) = image.split_at(HEADER_LEN);
-    let header = ChunkHeader::parse(head).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-    if header.raw_len != chunk.len || out.len() as u64 != chunk.len {
+    let header = checked_header(head, chunk)?;
+    if out.len() as u64 != chunk.len {
         return Err(ReplicaError::Corrupt(format!(
             "header says {} bytes, expected {}",
             header.raw_len, chunk.len
@@ -67,19 +98,10 @@ fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), Re
             header.payload_len
         )));
     }
-    codec::decode_into(header, payload, out).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-    // The bytes are checked against the hash by the caller; a frame table must match it too, or
-    // reads of single frames from this replica would all fail.
-    if header.frame_log != 0 {
-        let table = codec::frames::Table::parse(&header, payload)
-            .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-        if !table.matches(chunk.object()) {
-            return Err(ReplicaError::Corrupt(
-                "its frame table does not match its hash".into(),
-            ));
-        }
-    }
-    Ok(())
+    // The bytes are checked against the hash by the caller, the frame table here.
+    let table = codec::decode_with_table(header, payload, out)
+        .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+    table.map_or(Ok(()), |t| check_table(&t, chunk))
 }
 
 /// The largest stored image a chunk of `len` bytes can have (the worst case of its codec):
@@ -89,7 +111,7 @@ pub fn max_image_len(len: u64) -> u64 {
     // In frames: the table, and each frame at its own worst (its codec's header included).
     let frames = codec::frames::count(len, codec::frames::FRAME_LOG) as u64;
     let framed = codec::frames::head_len(len, codec::frames::FRAME_LOG) as u64
-        + frames * (zstd::zstd_safe::compress_bound(codec::frames::FRAME as usize) as u64 + 64);
+        + frames * codec::frames::max_frame_stored();
     whole.max(framed)
 }
 

@@ -4,9 +4,9 @@
 //! the frames needed in a second, each frame decoded and checked against its chaining value
 //! before any byte of it is handed out.
 
-use super::{ChunkUnreadable, ReplicaError, max_image_len, recorded};
-use crate::codec::frames::{self, FRAME, FRAME_LOG, Table};
-use crate::codec::{ChunkHeader, Codec, HEADER_LEN};
+use super::{ChunkUnreadable, ReplicaError, check_table, checked_header, recorded};
+use crate::codec::frames::{self, FRAME_LOG, Table};
+use crate::codec::{Codec, HEADER_LEN};
 use crate::store::Store;
 use crate::store::liveness::Record;
 use crate::store::manifest::ChunkRef;
@@ -36,11 +36,6 @@ pub fn readable_by_frames(chunk: &ChunkRef) -> bool {
         && chunk.stored_len >= frames::head_len(chunk.len, FRAME_LOG) as u64
 }
 
-/// The most one frame's payload can take (its codec's worst case and header).
-fn max_frame_stored() -> u64 {
-    zstd::zstd_safe::compress_bound(FRAME as usize) as u64 + 64
-}
-
 /// The frames of the replica of `chunk` on `m` that hold `range`, checked; `None` when the
 /// replica is stored in one piece.
 fn read_frames(
@@ -57,26 +52,12 @@ fn read_frames(
         .1
     };
     let head = read(0, frames::head_len(chunk.len, FRAME_LOG))?;
-    let header = ChunkHeader::parse(&head).map_err(|e| corrupt(e.to_string()))?;
-    if header.raw_len != chunk.len {
-        return Err(corrupt(format!(
-            "header says {} bytes, expected {}",
-            header.raw_len, chunk.len
-        )));
-    }
+    let header = checked_header(&head, chunk)?;
     if header.frame_log == 0 {
         return Ok(None);
     }
-    if HEADER_LEN as u64 + header.payload_len > max_image_len(chunk.len) {
-        return Err(corrupt(format!(
-            "header says {} payload bytes, more than any image of its chunk",
-            header.payload_len
-        )));
-    }
     let table = Table::parse(&header, &head[HEADER_LEN..]).map_err(|e| corrupt(e.to_string()))?;
-    if !table.matches(chunk.object()) {
-        return Err(corrupt("its frame table does not match its hash".into()));
-    }
+    check_table(&table, chunk)?;
     let want = table.covering(range);
     let stored = table.stored(&want);
     let from = table.output(want.start).start;
@@ -88,11 +69,6 @@ fn read_frames(
     )?;
     for i in want {
         let s = table.stored(&(i..i + 1));
-        if s.end - s.start > max_frame_stored() {
-            return Err(corrupt(format!(
-                "frame {i} is larger than any frame can be"
-            )));
-        }
         let o = table.output(i);
         table
             .decode(

@@ -20,8 +20,8 @@ mod check;
 mod frames;
 mod window;
 
-use check::check_stored;
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
+use check::{check_stored, check_table, checked_header};
 pub use frames::{Frames, readable_by_frames};
 
 /// Why one replica of a chunk could not be used.

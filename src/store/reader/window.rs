@@ -4,8 +4,8 @@
 //! They are handed out only once the whole chunk has matched its hash, so memory stays bounded by
 //! the window and the decoder's working memory whatever size a member's chunk claims.
 
-use super::{ChunkUnreadable, ReplicaError, max_image_len};
-use crate::codec::{self, ChunkHeader, CodecError, HEADER_LEN, Hash32};
+use super::{ChunkUnreadable, ReplicaError, check_table, checked_header};
+use crate::codec::{self, CodecError, HEADER_LEN, Hash32};
 use crate::store::Store;
 use crate::store::manifest::ChunkRef;
 use crate::store::member::Member;
@@ -18,36 +18,11 @@ fn read_window(
     window: &Range<u64>,
     out: &mut [u8],
 ) -> Result<(), ReplicaError> {
-    let head = m.io.read_chunk_at(chunk.object(), 0, HEADER_LEN)?;
-    let header = ChunkHeader::parse(&head).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-    if header.raw_len != chunk.len {
-        return Err(ReplicaError::Corrupt(format!(
-            "header says {} bytes, expected {}",
-            header.raw_len, chunk.len
-        )));
-    }
-    if HEADER_LEN as u64 + header.payload_len > max_image_len(chunk.len) {
-        return Err(ReplicaError::Corrupt(format!(
-            "header says {} payload bytes, more than any image of its chunk",
-            header.payload_len
-        )));
-    }
+    let header = checked_header(&m.io.read_chunk_at(chunk.object(), 0, HEADER_LEN)?, chunk)?;
     let fetch = |at: u64, len: usize| {
         m.io.read_chunk_at(chunk.object(), HEADER_LEN as u64 + at, len)
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
-    if header.frame_log != 0 {
-        // The bytes are checked below; the frame table must match the hash too (see check.rs).
-        let len = codec::frames::head_len(chunk.len, header.frame_log) - HEADER_LEN;
-        let table = fetch(0, len).map_err(|e| ReplicaError::Io(e.to_string()))?;
-        let table = codec::frames::Table::parse(&header, &table)
-            .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-        if !table.matches(chunk.object()) {
-            return Err(ReplicaError::Corrupt(
-                "its frame table does not match its hash".into(),
-            ));
-        }
-    }
     let mut hasher = blake3::Hasher::new();
     let mut pos = 0u64;
     let decoded = codec::stream::decode(header, &fetch, &mut |piece| {
@@ -61,14 +36,14 @@ fn read_window(
         pos = end;
         Ok(())
     });
-    decoded.map_err(|e| match e {
+    let table = decoded.map_err(|e| match e {
         CodecError::Read(why) => ReplicaError::Io(why),
         other => ReplicaError::Corrupt(other.to_string()),
     })?;
     if Hash32(*hasher.finalize().as_bytes()) != *chunk.object() {
         return Err(ReplicaError::HashMismatch);
     }
-    Ok(())
+    table.map_or(Ok(()), |t| check_table(&t, chunk))
 }
 
 impl Store {
