@@ -79,8 +79,8 @@ impl Handover {
         self.kernel.get()
     }
 
-    /// A read of chunks `first..=last` of file `ino` is being answered (or was, and recorded in
-    /// `sent`): remembers the chunks the kernel takes part of, forgets those it has whole.
+    /// A read of chunks `first..=last` of file `ino` is about to be answered: remembers the
+    /// chunks the kernel takes part of, forgets those it has whole (as `sent` records).
     pub fn noted(
         &self,
         ino: u64,

@@ -27,7 +27,6 @@ static REPLIES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(8);
 
 /// What a read's answer records besides its bytes.
 struct Asked {
-    ino: u64,
     started: Instant,
     handle: Option<Arc<OpenFile>>,
     /// The file's sent bytes, unless the reader bypasses the page cache.
@@ -90,7 +89,6 @@ impl Core {
             self.readers.spawn(move || {
                 if let handles::Source::Copy(copy) = &h.source {
                     let asked = Asked {
-                        ino,
                         started,
                         handle: Some(h.clone()),
                         sent: None,
@@ -126,7 +124,6 @@ impl Core {
             .map(|p| shared.cache.get_cached(&p.key))
             .collect();
         let asked = Asked {
-            ino,
             started,
             handle,
             sent,
@@ -490,13 +487,10 @@ impl Shared {
                 reply(Ok(buf));
             });
         }
+        // The handover noted these chunks before they were got (`read`); one this read
+        // completes is let go by `record`, and the handover passes over it as sent whole.
         if let Some(sent) = &asked.sent {
             sent.record(&self.cache, file, offset, end, pieces[0].index);
-            let last = pieces[pieces.len() - 1].index;
-            if pieces.iter().all(|p| p.window.is_none()) {
-                self.handover
-                    .noted(asked.ino, file, (pieces[0].index, last), sent);
-            }
         }
     }
 
