@@ -1,5 +1,7 @@
-//! Chunk encoding and hashing: the codecs (`none`, `zstd`), the small header that makes every
-//! chunk file self-describing, and the BLAKE3 content hash that names chunks.
+//! Chunk encoding: choosing a codec for a chunk and encoding and decoding it, and the small
+//! header that makes every chunk file self-describing. The codecs' own files: byte grouping
+//! (`group`), fp8 (`fp8`), frames (`frames`), decoding in pieces (`stream`), the zstd contexts
+//! (`zstd_ctx`); the BLAKE3 hash that names chunks is `hash`.
 //!
 //! A chunk file is `HEADER_LEN` bytes of header followed by the payload:
 //! `b"SHC1"`, codec id (u8), frame size log2 (u8, 0 for a chunk stored in one piece), two zero
@@ -8,14 +10,19 @@
 //! it. A chunk of more than one frame is stored in frames (`frames`).
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use thiserror::Error;
 
 pub mod fp8;
 pub mod frames;
 pub mod group;
+mod hash;
 pub mod stream;
+mod zstd_ctx;
+
+pub use hash::Hash32;
+#[cfg(test)]
+use zstd_ctx::group_zstd;
+use zstd_ctx::{Tuning, zstd_compress, zstd_decompress};
 
 pub const HEADER_LEN: usize = 24;
 const MAGIC: &[u8; 4] = b"SHC1";
@@ -307,95 +314,9 @@ pub fn saves(len: usize, than: usize) -> bool {
     len as f64 <= than as f64 * (1.0 - AUTO_MIN_SAVING)
 }
 
-thread_local! {
-    /// zstd contexts of this thread, one per level, reused across chunks.
-    static COMPRESSORS: std::cell::RefCell<Vec<(Tuning, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// How zstd is tuned for a kind of input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tuning {
-    /// A whole chunk at a level. At the fast levels (1-3) the search tables are sized as for
-    /// 128 KiB inputs, which keeps them in cache and is faster on weights (whose gain comes from
-    /// entropy coding, not long matches) at the same ratio.
-    Chunk(i32),
-    /// A byte group (a float exponent, a quantization scale): level 1 with a tiny match finder,
-    /// so nearly everything is Huffman-coded literals. Measured on bf16 exponents against plain
-    /// level 1: ratio 3.07x vs 2.78x, compression 3x faster, decompression 1.8x faster.
-    Group,
-}
-
-fn zstd_compress(raw: &[u8], tuning: Tuning) -> Result<Vec<u8>, CodecError> {
-    use zstd::zstd_safe::CParameter;
-    let fail = |e: std::io::Error| CodecError::Compress(e.to_string());
-    COMPRESSORS.with(|cell| {
-        let mut contexts = cell.borrow_mut();
-        let at = match contexts.iter().position(|(t, _)| *t == tuning) {
-            Some(i) => i,
-            None => {
-                let params: &[CParameter] = match tuning {
-                    Tuning::Chunk(level) if level <= 3 => &[
-                        CParameter::WindowLog(17),
-                        CParameter::HashLog(16),
-                        CParameter::ChainLog(16),
-                    ],
-                    Tuning::Chunk(_) => &[],
-                    Tuning::Group => &[
-                        CParameter::WindowLog(17),
-                        CParameter::HashLog(6),
-                        CParameter::MinMatch(7),
-                    ],
-                };
-                let level = match tuning {
-                    Tuning::Chunk(level) => level,
-                    Tuning::Group => 1,
-                };
-                let mut c = zstd::bulk::Compressor::new(level).map_err(fail)?;
-                for p in params {
-                    c.set_parameter(*p).map_err(fail)?;
-                }
-                contexts.push((tuning, c));
-                contexts.len() - 1
-            }
-        };
-        contexts[at].1.compress(raw).map_err(fail)
-    })
-}
-
-/// The byte groups' zstd, for the tests of the codecs that code groups (`group`, `fp8`).
-#[cfg(test)]
-fn group_zstd(g: &[u8]) -> Result<Vec<u8>, CodecError> {
-    zstd_compress(g, Tuning::Group)
-}
-
 /// Byte groups: decompressed, before they are interleaved into the chunk; split, before they
 /// are compressed.
 static GROUP_SCRATCH: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
-
-thread_local! {
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// zstd-decompresses `src` into `dst`, returning the bytes produced (never more than `dst`).
-fn zstd_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize, CodecError> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(
-                zstd::bulk::Decompressor::new()
-                    .map_err(|e| CodecError::Decompress(e.to_string()))?,
-            );
-        }
-        match slot.as_mut() {
-            Some(d) => d
-                .decompress_to_buffer(src, dst)
-                .map_err(|e| CodecError::Decompress(e.to_string())),
-            None => Err(CodecError::Decompress("no decompressor".into())),
-        }
-    })
-}
 
 /// Decodes a payload (the bytes after the header) into `out`, which must be exactly the chunk's
 /// length as the manifest records it; a header that claims another length is refused first.
@@ -447,61 +368,6 @@ pub fn decode_with_table(
         });
     }
     Ok(None)
-}
-
-/// A BLAKE3 hash, written as 64 lowercase hex digits in manifests and chunk file names.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Hash32(pub [u8; 32]);
-
-impl Hash32 {
-    pub fn of(data: &[u8]) -> Hash32 {
-        Hash32(*blake3::hash(data).as_bytes())
-    }
-
-    pub fn to_hex(self) -> String {
-        blake3::Hash::from(self.0).to_hex().to_string()
-    }
-}
-
-impl fmt::Display for Hash32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for Hash32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Hash32({})", self.to_hex())
-    }
-}
-
-impl FromStr for Hash32 {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Hash32, String> {
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(format!("'{s}' is not a 64-digit lowercase hex BLAKE3 hash"));
-        }
-        blake3::Hash::from_hex(s)
-            .map(|h| Hash32(*h.as_bytes()))
-            .map_err(|e| e.to_string())
-    }
-}
-
-impl Serialize for Hash32 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for Hash32 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hash32, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]
@@ -644,17 +510,5 @@ mod tests {
             decode_file(raw[..raw.len() - 1].to_vec(), 10_000),
             Err(CodecError::WrongLength { .. })
         ));
-    }
-
-    #[test]
-    fn hash_hex_round_trip() {
-        let h = Hash32::of(b"shardfs");
-        let parsed: Hash32 = h.to_hex().parse().unwrap();
-        assert_eq!(parsed, h);
-        assert!("xyz".parse::<Hash32>().is_err());
-        assert!(h.to_hex().to_uppercase().parse::<Hash32>().is_err());
-        let json = serde_json::to_string(&h).unwrap();
-        assert_eq!(json, format!("\"{}\"", h.to_hex()));
-        assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), h);
     }
 }
