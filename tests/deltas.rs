@@ -10,38 +10,6 @@ use common::*;
 use std::fs;
 use std::path::Path;
 
-/// A safetensors image of `tensors` (name, dtype, bytes), in that order.
-fn safetensors(tensors: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
-    let mut at = 0;
-    let entries: Vec<String> = tensors
-        .iter()
-        .map(|(name, dtype, bytes)| {
-            let width = match *dtype {
-                "F32" => 4,
-                "I64" => 8,
-                _ => 2,
-            };
-            let e = format!(
-                r#""{name}":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{at},{}]}}"#,
-                bytes.len() / width,
-                at + bytes.len()
-            );
-            at += bytes.len();
-            e
-        })
-        .collect();
-    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&header);
-    for (_, _, bytes) in tensors {
-        out.extend_from_slice(bytes);
-    }
-    out
-}
-
 /// bf16 weights `w` after a small update: a third of the values move by one or two units in
 /// the last place, as a short fine-tune moves them.
 fn updated(w: &[u8], rng: &mut Rng) -> Vec<u8> {
@@ -65,14 +33,14 @@ fn base_and_fine_tune(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let mut rng = Rng::new(7);
     let weights: Vec<Vec<u8>> = (0..4).map(|_| rng.floats(1 << 20)).collect();
     let ids: Vec<u8> = (0..512u64).flat_map(|i| i.to_le_bytes()).collect();
-    let base = safetensors(&[
+    let base = safetensors_image(&[
         ("a.weight", "BF16", weights[0].clone()),
         ("b.weight", "BF16", weights[1].clone()),
         ("c.weight", "BF16", weights[2].clone()),
         ("d.weight", "BF16", weights[3].clone()),
         ("ids", "I64", ids.clone()),
     ]);
-    let tuned = safetensors(&[
+    let tuned = safetensors_image(&[
         ("a.weight", "BF16", updated(&weights[0], &mut rng)),
         ("b.weight", "BF16", updated(&weights[1], &mut rng)),
         ("c.weight", "BF16", weights[2].clone()),
@@ -163,7 +131,7 @@ fn auto_picks_the_model_sharing_the_most_tensors() {
     let (base, tuned) = base_and_fine_tune(dir.path());
     let other = dir.path().join("other");
     fs::create_dir_all(&other).unwrap();
-    let unrelated = safetensors(&[("x.weight", "BF16", Rng::new(9).floats(1 << 20))]);
+    let unrelated = safetensors_image(&[("x.weight", "BF16", Rng::new(9).floats(1 << 20))]);
     fs::write(other.join("model.safetensors"), unrelated).unwrap();
     pack(&base, &store, CHUNK);
     pack(&other, &store, CHUNK);

@@ -91,6 +91,7 @@ impl Fixture {
             cache_size: 4 * CHUNK,
             prefetch: 2,
             threads: 2,
+            kernel_read_ahead: 128 << 10,
             tier,
         };
         Core::new(store, manifests, Layout::FolderPerModel, &opts).unwrap()

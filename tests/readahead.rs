@@ -3,7 +3,9 @@
 //! is never evicted to make room for more read-ahead), on a directory store and a bucket, and
 //! with a wide kernel read-ahead that sends many reads at once; and a reader that takes a little
 //! of every chunk first and the rest later (as mmap loaders do) has the rest from the page cache,
-//! where each chunk the cache let go in between was stored.
+//! where each chunk the cache let go in between was stored. In a file of tensors, a reader that
+//! stops at a tensor's end leaves the tensors after it unloaded (read-ahead stays in the tensor
+//! being read unless the reader goes on), and one that reads it all still streams.
 
 mod common;
 
@@ -201,6 +203,89 @@ fn chunks_a_reader_took_part_of_are_not_loaded_again_when_it_comes_back() {
     assert!(
         loads <= 16 + missed,
         "{loads} chunk loads for 16 chunks ({missed} let go by the handover): {s}"
+    );
+    assert!(m.unmount().status.success());
+}
+
+#[test]
+fn a_reader_that_stops_at_a_tensors_end_leaves_the_tensors_after_it_unloaded() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = store_arg(&members(d, 1));
+    // 32 tensors of 4 MiB in 1 MiB chunks, with a window of 32 chunks and a cache that allows it.
+    let mut rng = Rng::new(71);
+    let tensors: Vec<(String, Vec<u8>)> = (0..32)
+        .map(|i| (format!("t{i:02}"), rng.bytes(4 << 20)))
+        .collect();
+    let named: Vec<(&str, &str, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, b)| (n.as_str(), "BF16", b.clone()))
+        .collect();
+    let data = safetensors_image(&named);
+    let src = d.join("m.safetensors");
+    fs::write(&src, &data).unwrap();
+    pack(&src, &store, &["--chunk-size", "1MiB", "--codec", "none"]);
+    let mf = manifest_json(&store_first_dir(&store), "m");
+    let chunks = mf["files"][0]["chunks"].as_array().unwrap();
+    // A pipeline stage's part: the header and the first 8 tensors, read front to back.
+    let wanted: Vec<String> = (0..8).map(|i| format!("t{i:02}")).collect();
+    let touched = chunks
+        .iter()
+        .filter(|c| {
+            c["tensors"].as_array().is_none_or(|t| t.is_empty())
+                || c["tensors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| wanted.iter().any(|w| t["name"] == w.as_str()))
+        })
+        .filter(|c| c["offset"].as_u64().unwrap() < (40 << 20))
+        .count() as u64;
+    let part = data.len() - 24 * (4 << 20);
+    let mnt = d.join("mnt");
+    let args = [
+        "--name",
+        "m",
+        "--cache-size",
+        "96MiB",
+        "--prefetch",
+        "32",
+        "--read-ahead",
+        "1MiB",
+        "--no-local-cache",
+    ];
+    let m = Mounted::new(&store, &mnt, &d.join("state"), &args);
+    let path = mnt.join("m.safetensors");
+    let mut got = vec![0u8; part];
+    let mut f = fs::File::open(&path).unwrap();
+    for piece in got.chunks_mut(1 << 20) {
+        f.read_exact(piece).unwrap();
+    }
+    drop(f);
+    assert!(got[..] == data[..part], "wrong bytes");
+    let loads = m.status()["chunks_decompressed"].as_u64().unwrap();
+    eprintln!("read {touched} chunks' tensors: {loads} chunks loaded");
+    // The kernel reads up to 1.5 MiB past (two chunks); read-ahead goes at most a quarter of
+    // its window (8 chunks) past the tensor being read, not its whole window of 32.
+    assert!(
+        loads <= touched + 10,
+        "{loads} chunks loaded for {touched} read"
+    );
+    assert!(m.unmount().status.success());
+    // Read whole, the same file streams: read-ahead loads most chunks before they are read.
+    let m = Mounted::new(&store, &mnt, &d.join("state"), &args);
+    assert!(fs::read(&path).unwrap() == data, "wrong bytes");
+    let s = m.status();
+    let ahead = s["chunks_prefetched"].as_u64().unwrap();
+    eprintln!(
+        "whole file: {ahead} of {} chunks loaded ahead: {s}",
+        chunks.len()
+    );
+    assert!(
+        ahead * 4 >= chunks.len() as u64 * 3,
+        "{ahead} of {} chunks loaded ahead",
+        chunks.len()
     );
     assert!(m.unmount().status.success());
 }

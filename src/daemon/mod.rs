@@ -499,6 +499,7 @@ fn fs_options(req: &MountRequest, mountpoint: &Path) -> Result<FsOptions, Daemon
         cache_size: req.options.cache_size,
         prefetch: req.options.prefetch,
         threads: req.options.threads,
+        kernel_read_ahead: req.options.read_ahead_kb * 1024,
         tier,
     })
 }

@@ -146,6 +146,7 @@ impl Core {
             readahead: readahead::Policy {
                 max_window: opts.prefetch,
                 cache_budget: opts.cache_size,
+                kernel_ahead: opts.kernel_read_ahead,
             },
             next_fh: AtomicU64::new(1),
             refresh_requests: None,

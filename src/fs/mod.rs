@@ -41,6 +41,8 @@ pub struct FsOptions {
     pub prefetch: usize,
     /// Decompression workers: read-ahead runs on twice as many (some wait on the disk).
     pub threads: usize,
+    /// Bytes the kernel reads ahead of a reader on this mount (`--read-ahead`).
+    pub kernel_read_ahead: u64,
     /// The local decompressed tier, if the mount has one.
     pub tier: Option<Arc<crate::tier::Tier>>,
 }

@@ -1,10 +1,13 @@
 //! Read-ahead: loading a file's chunks before a reader asks for them. `stream.rs` tells a
-//! sequential reader from a random one; this file decides how far ahead to go (the `--prefetch`
-//! cap, the cache budget, the tensor being read), how many loads run at once (more when a member
-//! is a round trip away), and turns each read into a `Plan`. The mount carries the plan out on
-//! its prefetch pool, skipping chunks the cache or the kernel already hold.
+//! sequential reader from a random one; `tensor.rs` keeps read-ahead inside the tensor being
+//! read unless the reader has shown it goes on to the next ones; this file decides how far ahead
+//! to go (the `--prefetch` cap, the cache budget, the tensor's reach), how many loads run at
+//! once (more when a member is a round trip away), and turns each read into a `Plan`. The mount
+//! carries the plan out on its prefetch pool, skipping chunks the cache or the kernel already
+//! hold.
 
 mod stream;
+mod tensor;
 
 use crate::store::manifest::FileEntry;
 use std::ops::Range;
@@ -38,6 +41,9 @@ pub struct Policy {
     pub max_window: usize,
     /// The chunk cache's budget: chunks loaded ahead take at most half of it.
     pub cache_budget: u64,
+    /// How far the kernel reads ahead of a reader (the mount's `--read-ahead`): reads this far
+    /// past a tensor's end do not yet say the reader went on to the next tensor.
+    pub kernel_ahead: u64,
 }
 
 /// What one read asks of read-ahead.
@@ -76,7 +82,9 @@ impl Policy {
     }
 
     /// What the read of `range` (chunks `first..=last` of `file`) through `stream` asks for.
-    /// `latency` is the median answer of the member holding chunk `last`, when known.
+    /// `latency` is the median answer of the member holding chunk `last`, when known. The window
+    /// is cut at the tensor's reach (see `tensor.rs`): at most a quarter of it past the end of the
+    /// tensor being read, one chunk for each tensor the reader went on into.
     pub fn plan(
         &self,
         stream: &mut Stream,
@@ -85,7 +93,17 @@ impl Policy {
         (first, last): (usize, usize),
         latency: impl FnOnce() -> Option<Duration>,
     ) -> Plan {
-        let window = self.window(file, last);
+        let mut window = self.window(file, last);
+        let continues = stream.continues(range.start);
+        let reach = stream.tensor.on_read(
+            file,
+            (continues, range.end),
+            last,
+            (self.kernel_ahead, window + 1, self.max_window / 4),
+        );
+        if let Some(reach) = reach {
+            window = window.min(reach.saturating_sub(last));
+        }
         let Advice {
             ahead,
             behind,
@@ -114,10 +132,10 @@ mod tests {
     use crate::codec::{Codec, Hash32};
     use crate::store::manifest::ChunkRef;
 
-    const C: u64 = 1 << 20;
+    pub(super) const C: u64 = 1 << 20;
 
     /// A file of 1 MiB chunks, chunk i holding the tensors `names[i]` (comma-separated).
-    fn file(names: &[&str]) -> FileEntry {
+    pub(super) fn file(names: &[&str]) -> FileEntry {
         let chunks = names
             .iter()
             .enumerate()
@@ -156,6 +174,7 @@ mod tests {
         Policy {
             max_window,
             cache_budget,
+            kernel_ahead: 0,
         }
     }
 

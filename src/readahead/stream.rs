@@ -5,6 +5,7 @@
 //! the cache then does not evict the chunks loaded ahead before they are read). Random reads ask
 //! for nothing. How wide the window is, is `Policy`'s business (mod.rs).
 
+use super::tensor::InTensor;
 use std::ops::Range;
 
 /// Reads may arrive this far from the expected offset and still count as sequential: a large
@@ -23,6 +24,8 @@ pub struct Stream {
     requested_until: usize,
     /// Chunks below this index were already reported as left behind.
     passed_until: usize,
+    /// The tensor the reader is in, and how many it went on through (read-ahead's reach).
+    pub(super) tensor: InTensor,
 }
 
 /// What a read suggests to the cache.
@@ -50,8 +53,7 @@ impl Stream {
         window: usize,
         far: impl FnOnce() -> bool,
     ) -> Advice {
-        let sequential = offset == 0
-            || (offset + SLACK >= self.next_offset && offset <= self.next_offset + SLACK);
+        let sequential = self.continues(offset);
         self.streak = if sequential {
             self.streak.saturating_add(1)
         } else {
@@ -84,6 +86,12 @@ impl Stream {
             advice.ahead = start..end;
         }
         advice
+    }
+
+    /// Whether a read at `offset` continues the stream (give or take `SLACK`); one at 0 always
+    /// counts as a start.
+    pub fn continues(&self, offset: u64) -> bool {
+        offset == 0 || (offset + SLACK >= self.next_offset && offset <= self.next_offset + SLACK)
     }
 
     /// Whether the stream has gone past `end` (a chunk's end): a load ahead of that chunk that

@@ -357,6 +357,38 @@ pub fn drop_page_cache(file: &Path) {
     assert_eq!(r, 0, "fadvise DONTNEED on {}", file.display());
 }
 
+/// A safetensors image of `tensors` (name, dtype, bytes), in that order.
+pub fn safetensors_image(tensors: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
+    let mut at = 0;
+    let entries: Vec<String> = tensors
+        .iter()
+        .map(|(name, dtype, bytes)| {
+            let width = match *dtype {
+                "F32" => 4,
+                "I64" => 8,
+                _ => 2,
+            };
+            let e = format!(
+                r#""{name}":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{at},{}]}}"#,
+                bytes.len() / width,
+                at + bytes.len()
+            );
+            at += bytes.len();
+            e
+        })
+        .collect();
+    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for (_, _, bytes) in tensors {
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
 /// Packs `data` as a one-file model `name` (file `name.bin`).
 pub fn pack_bytes(dir: &Path, store: &str, name: &str, data: &[u8], extra: &[&str]) -> PathBuf {
     let src = dir.join(format!("{name}.bin"));
