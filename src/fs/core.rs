@@ -120,7 +120,8 @@ impl Core {
     ) -> std::io::Result<Core> {
         let tree = Tree::new(&manifests, layout);
         let threads = opts.threads.max(1);
-        let loaders = readahead::loaders(threads, store.has_remote_members());
+        let remote = store.has_remote_members();
+        let loaders = readahead::loaders(threads, remote);
         let cache = ChunkCache::new(opts.cache_size);
         let handover = Arc::new(super::handover::Handover::new());
         let evicted = handover.clone();
@@ -147,6 +148,7 @@ impl Core {
                 max_window: opts.prefetch,
                 cache_budget: opts.cache_size,
                 kernel_ahead: opts.kernel_read_ahead,
+                tensor_reach: remote,
             },
             next_fh: AtomicU64::new(1),
             refresh_requests: None,

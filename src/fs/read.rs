@@ -188,10 +188,13 @@ impl Core {
         for index in plan.release {
             shared.cache.demote(&file.chunks[index].hash);
         }
-        for index in plan.fetch {
+        let in_order = plan.fetch.clone();
+        for index in plan.fetch.chain(plan.elsewhere) {
             if !shared.wanted_ahead(file, index, sent.map(|s| &**s)) {
                 continue;
             }
+            // A chunk elsewhere in the file may lie behind the stream: it is not passed.
+            let ahead_of_stream = in_order.contains(&index);
             let (shared, file, sent, h) = (shared.clone(), file.clone(), sent.cloned(), h.clone());
             shared.handles.ahead.fetch_add(1, Ordering::Relaxed);
             self.prefetchers.spawn(move || {
@@ -199,7 +202,7 @@ impl Core {
                 // sent all or part of it and let it go. Loading it again would decompress it
                 // twice and leave it in the cache, where nothing would ever release it.
                 let c = &file.chunks[index];
-                if !h.stream.lock().passed(c.offset + c.len)
+                if !(ahead_of_stream && h.stream.lock().passed(c.offset + c.len))
                     && shared.wanted_ahead(&file, index, sent.as_deref())
                 {
                     let _ = shared.load(&file, index, For::Ahead);

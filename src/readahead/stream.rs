@@ -5,6 +5,7 @@
 //! the cache then does not evict the chunks loaded ahead before they are read). Random reads ask
 //! for nothing. How wide the window is, is `Policy`'s business (mod.rs).
 
+use super::keys::ByName;
 use super::tensor::InTensor;
 use std::ops::Range;
 
@@ -24,8 +25,10 @@ pub struct Stream {
     requested_until: usize,
     /// Chunks below this index were already reported as left behind.
     passed_until: usize,
-    /// The tensor the reader is in, and how many it went on through (read-ahead's reach).
+    /// The tensor the reader is in, and how far past it read-ahead may reach.
     pub(super) tensor: InTensor,
+    /// The reader's jumps against the file's name order.
+    pub(super) names: ByName,
 }
 
 /// What a read suggests to the cache.

@@ -8,22 +8,26 @@
 //! lands on. On kernel 6.18, a reader that stops after a tensor leaves the kernel reading 12 MiB
 //! past its end (plain reads or mmap touching pages), 32 MiB for `safe_open` + `get_tensor`. So
 //! reads a little past a tensor's end say nothing yet; the reader has gone on into the next
-//! tensor only once the reads are more than `KERNEL_WINDOWS` read-ahead windows past that end. Each
-//! tensor it goes on into that way lets read-ahead reach one chunk further past the end of the
-//! tensor it is in (at most `max_cross`); a jump starts over at the end of the tensor it lands in.
-//! Untagged files (no tensor layout known) are not limited.
+//! tensor only once the reads are more than `KERNEL_WINDOWS` read-ahead windows past that end.
+//! The first tensor it goes on into that way lets read-ahead reach one chunk past the end of the
+//! tensor it is in, and each next one twice as far (up to the whole window): a stage that reads a
+//! few tensors and stops costs a chunk or two, a loader that reads the whole file soon has its
+//! full window, and a long partial stream wastes at most a window against all it read. A jump
+//! starts over at the end of the tensor it lands in. Untagged files (no tensor layout known) are
+//! not limited.
 
 use crate::store::manifest::FileEntry;
 
 /// Read-ahead windows the kernel's reads may run past the reader's (four were seen, above).
-const KERNEL_WINDOWS: u64 = 5;
+pub(super) const KERNEL_WINDOWS: u64 = 5;
 
 #[derive(Debug, Default)]
 pub struct InTensor {
     /// The last chunk of the tensor the reader is in; `None` before its first read, or in an
     /// untagged file.
     end: Option<usize>,
-    /// Tensors the reader went on into, one after another, since it last jumped.
+    /// Chunks read-ahead may reach past the end of that tensor: doubled for each tensor the
+    /// reader went on into since it last jumped.
     crossed: usize,
 }
 
@@ -50,7 +54,7 @@ impl InTensor {
                 let c = &file.chunks[end];
                 if read_end > c.offset + c.len + settle {
                     self.end = Some(here);
-                    self.crossed = (self.crossed + 1).min(max_cross);
+                    self.crossed = (self.crossed * 2).clamp(1, max_cross.max(1));
                 }
             }
             _ => {
@@ -94,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reach_is_the_tensors_end_then_one_more_chunk_per_tensor_gone_on_into() {
+    fn the_reach_is_the_tensors_end_then_doubles_with_each_tensor_gone_on_into() {
         // A header chunk, then tensors of 4 chunks: t0 in 1-4, t1 in 5-8, ...
         let names: Vec<String> = std::iter::once(String::new())
             .chain((0..8).flat_map(|t| std::iter::repeat_n(format!("t{t}"), 4)))
@@ -128,7 +132,11 @@ mod tests {
             Some(10),
             "gone on: t1's end and two"
         );
-        assert_eq!(read(&mut t, &f, (true, 12 * C)), Some(15));
+        assert_eq!(
+            read(&mut t, &f, (true, 12 * C)),
+            Some(15),
+            "four, cut to max_cross"
+        );
         assert_eq!(
             read(&mut t, &f, (true, 16 * C)),
             Some(19),
