@@ -16,7 +16,8 @@ fn chunks_larger_than_the_cache_are_read_in_windows_within_the_budget() {
     // one whole.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let s = store_arg(&members(d, 1));
+    let paths = members(d, 1);
+    let s = store_arg(&paths);
     let src = d.join("g.bin");
     let f = fs::File::create(&src).unwrap();
     f.set_len(3 << 30).unwrap();
@@ -58,6 +59,18 @@ fn chunks_larger_than_the_cache_are_read_in_windows_within_the_budget() {
     assert!(
         hwm_kib < (64 + 64) << 10,
         "daemon peak RSS {hwm_kib} KiB, over the 64 MiB cache + 64 MiB"
+    );
+    // A window decodes its whole chunk: the member's bytes fetched count every stored byte.
+    let stored: u64 = manifest_json(&paths[0], "g")["files"][0]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["stored_len"].as_u64().unwrap())
+        .sum();
+    let fetched = m.status()["members"][0]["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched >= stored,
+        "{fetched} bytes fetched, {stored} stored"
     );
     drop(file);
     assert!(m.unmount().status.success());

@@ -4,24 +4,32 @@
 //! They are handed out only once the whole chunk has matched its hash, so memory stays bounded by
 //! the window and the decoder's working memory whatever size a member's chunk claims.
 
-use super::{ChunkUnreadable, ReplicaError, check_table, checked_header};
+use super::{ChunkUnreadable, ReplicaError, check_table, checked_header, recorded};
 use crate::codec::{self, CodecError, HEADER_LEN, Hash32};
 use crate::store::Store;
+use crate::store::liveness::Record;
 use crate::store::manifest::ChunkRef;
 use crate::store::member::Member;
 use std::ops::Range;
 
 /// Decodes the replica of `chunk` on `m` in pieces and keeps bytes `window` of it in `out`.
+/// Each ranged read counts in `record` (the member's requests and bytes fetched).
 fn read_window(
     m: &Member,
+    record: Option<&Record>,
     chunk: &ChunkRef,
     window: &Range<u64>,
     out: &mut [u8],
 ) -> Result<(), ReplicaError> {
-    let header = checked_header(&m.io.read_chunk_at(chunk.object(), 0, HEADER_LEN)?, chunk)?;
+    let read = |at: u64, len: usize| {
+        recorded(record, Vec::len, || {
+            m.io.read_chunk_at(chunk.object(), at, len)
+        })
+        .1
+    };
+    let header = checked_header(&read(0, HEADER_LEN)?, chunk)?;
     let fetch = |at: u64, len: usize| {
-        m.io.read_chunk_at(chunk.object(), HEADER_LEN as u64 + at, len)
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        read(HEADER_LEN as u64 + at, len).map_err(|e| std::io::Error::other(e.to_string()))
     };
     let mut hasher = blake3::Hasher::new();
     let mut pos = 0u64;
@@ -66,7 +74,10 @@ impl Store {
             out.copy_from_slice(&whole[a..b]);
             return Ok(String::new());
         }
-        self.each_replica(chunk, on_failure, |m| read_window(m, chunk, &window, out))
-            .map(|((), id)| id)
+        self.each_replica(chunk, on_failure, |m| {
+            let record = self.liveness.record(m.id()).map(|r| &**r);
+            read_window(m, record, chunk, &window, out)
+        })
+        .map(|((), id)| id)
     }
 }
