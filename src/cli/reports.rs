@@ -168,13 +168,13 @@ fn print_counters(c: &shardfs::fs::Counters) {
     }
     if let Some(t) = &c.tier {
         shardfs::say!(
-            "  local tier {}: {} of {} used, {} copies ({} being made), {} opens served from copies, {} evicted, {} damaged and deleted",
+            "  local tier {}: {} of {} used, {} ({} being made), {} served from copies, {} evicted, {} damaged and deleted",
             t.dir,
             format_bytes(t.used),
             format_bytes(t.limit),
-            t.copies,
+            count(t.copies, "copy"),
             t.filling,
-            t.hits,
+            count(t.hits, "open"),
             t.evicted,
             t.damaged
         );
