@@ -88,8 +88,9 @@ fn read_frames(
 
 impl Store {
     /// The frames of `chunk` that hold bytes `range` of it (see `readable_by_frames`), from the
-    /// first replica whose table and frames match the chunk's hash; `Ok(None)` when the chunk
-    /// turns out to be stored in one piece (then it is read whole).
+    /// first replica whose table and frames match the chunk's hash, its replicas hedged as for a
+    /// whole read (`hedge.rs`); `Ok(None)` when the chunk turns out to be stored in one piece
+    /// (then it is read whole).
     pub fn load_frames(
         &self,
         chunk: &ChunkRef,
@@ -99,10 +100,11 @@ impl Store {
         if range.start >= range.end || range.end > chunk.len || !readable_by_frames(chunk) {
             return Ok(None);
         }
-        self.each_replica(chunk, on_failure, |m| {
-            let record = self.liveness.record(m.id()).map(|r| &**r);
-            read_frames(m, record, chunk, &range)
-        })
-        .map(|(frames, _)| frames)
+        let asked = chunk.clone();
+        let read = std::sync::Arc::new(move |m: &Member, record: Option<&Record>| {
+            read_frames(m, record, &asked, &range)
+        });
+        self.read_replicas(chunk, on_failure, read)
+            .map(|(frames, _)| frames)
     }
 }

@@ -1,7 +1,8 @@
 //! Reading a store back: one replica of a chunk (read here, checked in `check.rs`), a chunk with
-//! failover and hedging over its replicas (a delta with its base), and the log of members'
-//! failures (one warning per episode, not per chunk). Windows of chunks too large to hold are in
-//! `window.rs`, the frames of a small read in `frames.rs`, whole-file export in `export.rs`.
+//! failover over its replicas (a delta with its base; the hedging itself in `hedge.rs`), and the
+//! log of members' failures (one warning per episode, not per chunk). Windows of chunks too
+//! large to hold are in `window.rs`, the frames of a small read in `frames.rs`, whole-file
+//! export in `export.rs`.
 //! Bytes that fail their hash are never handed out.
 
 use super::Store;
@@ -18,6 +19,7 @@ use thiserror::Error;
 mod check;
 mod export;
 mod frames;
+mod hedge;
 mod window;
 
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
@@ -107,27 +109,8 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
-/// What one request of a replica gave, timed.
-type Fetched = (usize, Duration, Result<Image, MemberError>);
-
 /// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
 static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
-
-/// Threads that ask replicas in parallel (hedged reads), and replica reads waiting for one.
-/// Every member call ends within its deadline, so none of them is held for longer.
-const FETCHERS: usize = 16;
-const FETCHES_WAITING: usize = 256;
-
-/// The shared pool of hedged replica reads (`None` if its threads could not start).
-fn fetchers() -> Option<&'static crate::workers::Workers> {
-    static POOL: std::sync::OnceLock<Option<crate::workers::Workers>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        crate::workers::Workers::with_queue("fetch", FETCHERS, Some(FETCHES_WAITING))
-            .map_err(|e| log::warn!("cannot start the replica read threads: {e}"))
-            .ok()
-    })
-    .as_ref()
-}
 
 /// Gets a replica's stored image from `member`, and records how it went.
 fn fetch(
@@ -340,21 +323,39 @@ impl Store {
         mut read: impl FnMut(&Member) -> Result<T, ReplicaError>,
     ) -> Result<(T, String), ChunkUnreadable> {
         let mut details = Vec::new();
-        let mut tried: Vec<(&Member, bool)> = Vec::new();
         for id in self.liveness.order(&chunk.members) {
-            match self.member(id) {
-                Some(m) => tried.push((m, true)),
-                None => details.push(format!("member {id}: not among the members that opened")),
-            }
-        }
-        tried.extend(self.unlisted_members(chunk).into_iter().map(|m| (m, false)));
-        for (m, is_listed) in tried {
+            let Some(m) = self.member(id) else {
+                details.push(format!("member {id}: not among the members that opened"));
+                continue;
+            };
             match read(m) {
                 Ok(got) => return Ok((got, m.id().to_string())),
-                Err(ReplicaError::Missing) if !is_listed => {}
                 Err(e) => {
                     on_failure(m.id(), &e);
                     details.push(format!("{}: {e}", m.location()));
+                }
+            }
+        }
+        self.read_unlisted(chunk, on_failure, details, read)
+    }
+
+    /// `read` of every member that `chunk`'s manifest does not list, one after another, until
+    /// one gives it (a member without it is passed over); else the chunk is unreadable, for
+    /// `details` and what these said.
+    fn read_unlisted<T>(
+        &self,
+        chunk: &ChunkRef,
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+        mut details: Vec<String>,
+        mut read: impl FnMut(&Member) -> Result<T, ReplicaError>,
+    ) -> Result<(T, String), ChunkUnreadable> {
+        for m in self.unlisted_members(chunk) {
+            match read(m) {
+                Ok(got) => return Ok((got, m.id().to_string())),
+                Err(ReplicaError::Missing) => {}
+                Err(e) => {
+                    on_failure(m.id(), &e);
+                    details.push(format!("unlisted member {}: {e}", m.location()));
                 }
             }
         }
@@ -378,6 +379,14 @@ impl Store {
         unlisted
     }
 
+    /// How a replica on member `id` failed, for an error's details.
+    fn failure_note(&self, id: &str, e: &ReplicaError) -> String {
+        match self.member(id) {
+            Some(m) => format!("{}: {e}", m.location()),
+            None => format!("member {id}: {e}"),
+        }
+    }
+
     /// `load_chunk_into` over the replicas the manifest lists.
     fn load_listed<'c>(
         &self,
@@ -389,10 +398,7 @@ impl Store {
         let mut details = Vec::new();
         let mut fail = |id: &str, e: ReplicaError| {
             on_failure(id, &e);
-            details.push(match self.member(id) {
-                Some(m) => format!("{}: {e}", m.location()),
-                None => format!("member {id}: {e}"),
-            });
+            details.push(self.failure_note(id, &e));
         };
         let order = self.replica_order(chunk, &mut fail);
         let found = match order.as_slice() {
@@ -455,36 +461,6 @@ impl Store {
         order
     }
 
-    /// Asks member `m` (replica `i`) for the chunk on the fetcher pool; the answer, or a
-    /// refusal when the pool is full, goes to `tx`.
-    fn start_fetch(
-        &self,
-        i: usize,
-        m: &Member,
-        id: &str,
-        chunk: &ChunkRef,
-        tx: &crossbeam_channel::Sender<Fetched>,
-    ) {
-        let (sender, m, chunk, record) = (
-            tx.clone(),
-            m.clone(),
-            chunk.clone(),
-            self.liveness.record(id).cloned(),
-        );
-        let job = move || {
-            let (took, got) = fetch(&m, record.as_deref(), &chunk);
-            let _ = sender.send((i, took, got));
-        };
-        let queued = fetchers().is_some_and(|pool| pool.try_spawn(job));
-        if !queued {
-            let _ = tx.send((
-                i,
-                Duration::ZERO,
-                Err(MemberError::Io("too many replica reads waiting".into())),
-            ));
-        }
-    }
-
     /// Reads the chunk from the first replica of `order`, asking the next one too whenever
     /// the one asked is slower than its usual (a hedge), until one answers with the right
     /// bytes. `Err` counts the replicas that had not answered by the deadline.
@@ -495,63 +471,13 @@ impl Store {
         out: &mut [u8],
         fail: &mut dyn FnMut(&str, ReplicaError),
     ) -> Result<&'c str, usize> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
-        let launch = |i: usize| {
-            let (id, m) = order[i];
-            self.start_fetch(i, m, id, chunk, &tx);
-        };
-        let give_up = Instant::now()
-            + self.replica_deadline(chunk) * order.len() as u32
-            + Duration::from_secs(1);
-        let (mut next, mut in_flight) = (1, 1);
-        launch(0);
-        while in_flight > 0 {
-            let now = Instant::now();
-            if now >= give_up {
-                break;
-            }
-            let wait = if next < order.len() {
-                let (id, _) = order[next - 1];
-                self.liveness
-                    .record(id)
-                    .map_or(Duration::from_millis(500), |r| {
-                        r.hedge_delay(self.timeout / 2)
-                    })
-            } else {
-                give_up - now
-            };
-            match rx.recv_timeout(wait.min(give_up - now)) {
-                Ok((i, _, got)) => {
-                    in_flight -= 1;
-                    let (id, _) = order[i];
-                    match got
-                        .map_err(ReplicaError::from)
-                        .and_then(|image| check_stored(&image, chunk, base, out))
-                    {
-                        Ok(()) => return Ok(id),
-                        Err(e) => fail(id, e),
-                    }
-                    if in_flight == 0 && next < order.len() {
-                        launch(next);
-                        (next, in_flight) = (next + 1, 1);
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if next < order.len() => {
-                    let (slow, _) = order[next - 1];
-                    if let Some(r) = self.liveness.record(slow) {
-                        r.hedged();
-                    }
-                    log::debug!(
-                        "chunk {}: member {slow} is slow, asking the next replica too",
-                        chunk.hash
-                    );
-                    launch(next);
-                    (next, in_flight) = (next + 1, in_flight + 1);
-                }
-                Err(_) => break,
-            }
-        }
-        Err(in_flight)
+        let asked = chunk.clone();
+        let read: hedge::ReplicaRead<Image> = std::sync::Arc::new(move |m, record| {
+            fetch(m, record, &asked).1.map_err(ReplicaError::from)
+        });
+        let mut accept = |image: Image| check_stored(&image, chunk, base, out);
+        self.hedged((order, chunk), read, &mut accept, fail)
+            .map(|(id, ())| id)
     }
 }
 

@@ -270,6 +270,22 @@ fn a_delta_reads_back_only_with_the_base_it_was_taken_against() {
 }
 
 #[test]
+fn a_small_read_from_a_slow_replica_is_hedged_as_a_whole_one_is() {
+    use crate::member::faulty::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    f[0].on(Op::ReadChunkAt, Fault::Slow(Duration::from_secs(3)));
+    let started = Instant::now();
+    let got = store.load_frames(&chunk, 150_000..150_010, &|_, _| {});
+    let got = got.unwrap().unwrap();
+    assert_eq!(got.member, "b", "answered by the replica asked second");
+    assert!(got.bytes[..] == data[1 << 17..]);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let stats = store.liveness.snapshot(|id| id.to_string());
+    assert_eq!(stats[0].hedges, 1, "{stats:?}");
+}
+
+#[test]
 fn a_small_read_takes_only_the_frames_it_needs_checked_and_fails_over() {
     use crate::member::faulty::Op;
     let dir = tempfile::tempdir().unwrap();
