@@ -177,6 +177,11 @@ impl Table {
         (self.cvs.len() * ENTRY_LEN) as u64
     }
 
+    /// How many frames the chunk has.
+    pub fn frames(&self) -> usize {
+        self.cvs.len()
+    }
+
     /// Where frame `i`'s bytes lie in the chunk.
     pub fn output(&self, i: usize) -> Range<u64> {
         let start = (i as u64) << self.log;

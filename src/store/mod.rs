@@ -56,6 +56,8 @@ pub struct Store {
     pub trust: crate::trust::Trust,
     /// How long `lock` waits for a lock another command holds.
     pub lock_wait: std::time::Duration,
+    /// Frame tables of replicas lately read by frames (see `reader::Tables`).
+    pub(crate) frame_tables: std::sync::Arc<reader::Tables>,
 }
 
 /// How many members a live mount can pick up after it opened.
@@ -271,6 +273,7 @@ impl Store {
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
             joining: parking_lot::Mutex::new(()),
+            frame_tables: Default::default(),
         })
     }
 

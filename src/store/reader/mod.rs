@@ -24,7 +24,7 @@ mod window;
 
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
 use check::{check_stored, check_table, checked_header};
-pub use frames::{Frames, readable_by_frames};
+pub use frames::{Frames, Tables, readable_by_frames};
 
 /// Why one replica of a chunk could not be used.
 #[derive(Debug, Error)]

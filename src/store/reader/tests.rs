@@ -286,12 +286,53 @@ fn a_small_read_from_a_slow_replica_is_hedged_as_a_whole_one_is() {
 }
 
 #[test]
+fn a_second_small_read_of_a_replica_takes_one_ranged_read_and_a_table_it_fails_is_read_again() {
+    use crate::member::faulty::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    let failed = Mutex::new(Vec::new());
+    let read = |range: std::ops::Range<u64>| {
+        let got = store.load_frames(&chunk, range, &|id, _| failed.lock().push(id.to_string()));
+        got.unwrap().unwrap()
+    };
+    let got = read(150_000..150_010);
+    assert!(got.bytes[..] == data[1 << 17..]);
+    assert_eq!(
+        f[0].calls(Op::ReadChunkAt),
+        2,
+        "header and table, then the frame"
+    );
+    let got = read(10..20);
+    assert!(got.bytes[..] == data[..1 << 17]);
+    assert_eq!(
+        f[0].calls(Op::ReadChunkAt),
+        3,
+        "the kept table: the frame alone"
+    );
+    // Frames the kept table does not match: a bad replica, the other one serves, and the next
+    // read of it reads its table again.
+    f[0].on_nth(Op::ReadChunkAt, 4, Fault::Corrupt);
+    let got = read(0..10);
+    assert_eq!(got.member, "b");
+    assert!(got.bytes[..] == data[..1 << 17]);
+    assert_eq!(*failed.lock(), ["a"]);
+    assert_eq!(read(0..10).member, "a");
+    assert_eq!(
+        f[0].calls(Op::ReadChunkAt),
+        6,
+        "table read again, then the frame"
+    );
+}
+
+#[test]
 fn a_small_read_takes_only_the_frames_it_needs_checked_and_fails_over() {
     use crate::member::faulty::Op;
     let dir = tempfile::tempdir().unwrap();
     let (store, f, chunk, data) = two(dir.path());
     assert!(readable_by_frames(&chunk));
+    // Each read as the first of its replicas: header and table, then the frames.
     let read = |range: std::ops::Range<u64>| {
+        store.frame_tables().clear();
         let failed = Mutex::new(0);
         let got = store.load_frames(&chunk, range, &|_, _| *failed.lock() += 1);
         (got, *failed.lock())
@@ -312,6 +353,7 @@ fn a_small_read_takes_only_the_frames_it_needs_checked_and_fails_over() {
         (1, Fault::Corrupt),
         (2, Fault::Corrupt),
         (1, Fault::Short),
+        (2, Fault::Short),
         (2, Fault::Fail),
     ] {
         f[0].on_nth(Op::ReadChunkAt, f[0].calls(Op::ReadChunkAt) + nth, fault);
