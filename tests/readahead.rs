@@ -277,10 +277,11 @@ fn a_reader_that_stops_at_a_tensors_end_leaves_the_tensors_after_it_unloaded() {
     eprintln!("read {touched} chunks' tensors: {loads} chunks loaded");
     // The kernel reads up to 1.5 MiB past (two chunks). Read-ahead reaches past the tensor
     // being read only as far as the reader earned: twice as far for each tensor it went on into,
-    // seen 5 MiB late (five 1 MiB kernel windows), so 8 chunks after these 8 tensors, not the
-    // whole window of 32.
+    // seen 5 MiB late (five 1 MiB kernel windows): after these 8 tensors at most 16 chunks (1 to
+    // 12 more than read in eight runs, by how the reads fell), not the whole window of 32 (36
+    // more without the cut).
     assert!(
-        loads <= touched + 12,
+        loads <= touched + 20,
         "{loads} chunks loaded for {touched} read"
     );
     assert!(m.unmount().status.success());
