@@ -15,7 +15,8 @@ reported as a ratio against its baseline from the same run on the same machine:
   6. the shardfs daemon's peak RSS and CPU seconds
   7. the local tier (`--local-cache`, filled beforehand and checked by the daemon): cold dd and
      load_file with the page cache dropped, and the warm re-read, against the plain file
-  8. decode + verification CPU: user + system seconds of `export -o -` of the file
+  8. decode + verification CPU: user + system seconds of `export -o -` of the file, and the
+     disk's buffered write speed (a default mount's tier writes its copy there as it reads)
   9. a 4-bit GGUF laid out as llama.cpp's (gen_gguf.py: Q4_K matrices of TinyLlama's shapes,
      0.6 GB), read cold with gguf's reader touching every tensor: through a mount of its own
      store (--no-local-cache) against the file on local disk
@@ -416,6 +417,21 @@ def main():
                                 peaks.append(t.proc()["peak_rss_mib"])
                     rnd[key].append(r)
 
+        # The disk's buffered write speed, where the default tier writes its copies (XDG_CACHE_HOME
+        # is in the work folder): a cold read through a default mount cannot outrun it for long.
+        wtest = os.path.join(work, "write-test")
+        write_s = []
+        for _ in range(args.runs):
+            with open(src, "rb") as f_in:
+                data = f_in.read()
+            t0 = time.perf_counter()
+            with open(wtest, "wb") as f_out:
+                f_out.write(data)
+            write_s.append(time.perf_counter() - t0)
+            del data
+            os.remove(wtest)
+            sh("sync")
+
         # 9. The GGUF: its own store, mounted like the shardfs row, against the local file.
         gsrc = os.path.join(work, "model.gguf")
         sh(sys.executable, os.path.join(HERE, "gen_gguf.py"), gsrc)
@@ -449,6 +465,7 @@ def main():
             "export_cpu_s": median(export_cpu),
             "decode_GB_per_cpu_s": size / 1e9 / median(export_cpu),
             "gguf_s": {k: median(v) for k, v in gguf_runs.items()},
+            "disk_write_GBps": size / median(write_s) / 1e9,
             "gguf_bytes": os.path.getsize(gsrc),
             "tier_bytes": sum(os.path.getsize(os.path.join(tier_dir, f)) for f in os.listdir(tier_dir)),
             "raw": {"reads": res, "random": rnd, "pack_s": pack_t, "mksquashfs_s": squash_t, "gguf": gguf_runs},
@@ -533,6 +550,8 @@ def print_table(s):
     d = s["daemon"]
     print(f"daemon: peak RSS {d['peak_rss_mib']:.0f} MiB over every run (cache {d['cache_size_mib']:.0f} MiB), {d['cpu_s']:.2f} CPU s per cold+warm read")
     print(f"export -o - (decode + verify): {s['export_cpu_s']:.2f} CPU s, {s['decode_GB_per_cpu_s']:.2f} GB per CPU-second; local tier on disk {s['tier_bytes'] / 2**20:.0f} MiB")
+    print(f"buffered write of the file to the work folder's disk (where a default tier writes): {s['disk_write_GBps']:.2f} GB/s"
+          f" (a default mount's cold read, which writes its copy as it goes: {s['cold_GBps']['shardfs-default']:.2f} GB/s)")
     print("\ntargets:")
     for t in s["targets"]:
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']:.2f} (needs >= {t['needed']})")
