@@ -214,6 +214,13 @@ impl Core {
     }
 }
 
+/// What a read's loads gave it.
+enum Loaded {
+    Frames(crate::store::reader::Frames),
+    Chunks(Vec<Chunk>),
+    Failed(String, FsError),
+}
+
 impl Shared {
     /// Loads (or waits for) `pieces` of `file` and answers the read of `range` with them, or,
     /// `by_frames`, with the frames that hold it where its chunk is stored in frames (see
@@ -226,24 +233,36 @@ impl Shared {
         asked: Asked,
         reply: impl FnOnce(Result<&[u8], FsError>),
     ) {
+        let loaded = self.load_pieces(file, &range, (pieces, by_frames));
+        self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
+        match loaded {
+            Loaded::Frames(frames) => {
+                self.answer_frames(file, range, pieces[0].index, &frames, asked, reply)
+            }
+            Loaded::Chunks(chunks) => self.answer(file, range, pieces, &chunks, asked, reply),
+            Loaded::Failed(why, error) => self.failed(file, &range, &why, asked, reply, error),
+        }
+    }
+
+    /// The bytes a read of `range` needs: the frames that hold it (`by_frames`, where its chunk
+    /// is stored in frames), else its pieces loaded (or waited for) through the cache.
+    fn load_pieces(
+        &self,
+        file: &Arc<FileEntry>,
+        range: &Range<u64>,
+        (pieces, by_frames): (&[Piece], bool),
+    ) -> Loaded {
         if by_frames {
-            let index = pieces[0].index;
-            let c = &file.chunks[index];
+            let c = &file.chunks[pieces[0].index];
             let within = range.start - c.offset..range.end - c.offset;
             let got = self
                 .store
                 .load_frames(c, within, &|member, e| self.replica_failed(c, member, e));
             match got {
-                Ok(Some(frames)) => {
-                    self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
-                    return self.answer_frames(file, range, index, &frames, asked, reply);
-                }
+                Ok(Some(frames)) => return Loaded::Frames(frames),
                 // Stored in one piece: loaded whole below.
                 Ok(None) => {}
-                Err(e) => {
-                    self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
-                    return self.failed(file, &range, &e.to_string(), asked, reply, FsError::Io);
-                }
+                Err(e) => return Loaded::Failed(e.to_string(), FsError::Io),
             }
         }
         let loaded: Result<Vec<Chunk>, LoadFailed> = pieces
@@ -253,10 +272,9 @@ impl Shared {
                 Some(window) => self.load_window(file, p, window.clone()),
             })
             .collect();
-        self.handles.waiting.fetch_sub(1, Ordering::Relaxed);
         match loaded {
-            Ok(chunks) => self.answer(file, range, pieces, &chunks, asked, reply),
-            Err(e) => self.failed(file, &range, &e.why, asked, reply, e.error),
+            Ok(chunks) => Loaded::Chunks(chunks),
+            Err(e) => Loaded::Failed(e.why, e.error),
         }
     }
 
