@@ -33,6 +33,9 @@ pub struct Weed {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
+    /// The credentials file it was started with, and how many times it was (re)started.
+    creds: PathBuf,
+    starts: u32,
 }
 
 impl Weed {
@@ -61,7 +64,7 @@ impl Weed {
         // take one meanwhile, and weed then exits. Another set of ports is tried.
         let mut last = String::new();
         for _ in 0..3 {
-            match Weed::spawn(dir, &data, &creds) {
+            match Weed::spawn(dir, &data, &creds, super::free_port()) {
                 Ok(weed) => return weed,
                 Err(why) => last = why,
             }
@@ -69,8 +72,22 @@ impl Weed {
         panic!("weed did not start three times: {last}");
     }
 
-    fn spawn(dir: &Path, data: &Path, creds: &Path) -> Result<Weed, String> {
-        let port = super::free_port();
+    /// Starts weed again on the same S3 port (the endpoint the environment names), its other
+    /// ports picked afresh and its data in a new folder: for a server that served S3 and then
+    /// exited (one of its other ports was taken meanwhile).
+    fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data = self.dir.join(format!("weed-data-{}", self.starts));
+        fs::create_dir_all(&data).unwrap();
+        let mut fresh = Weed::spawn(&self.dir, &data, &self.creds, self.port)?;
+        // This server takes the new process; `fresh`, dropped, reaps the old one.
+        std::mem::swap(&mut self.child, &mut fresh.child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    fn spawn(dir: &Path, data: &Path, creds: &Path, port: u16) -> Result<Weed, String> {
         let mut args = vec![
             "mini".to_string(),
             format!("-dir={}", data.display()),
@@ -112,6 +129,8 @@ impl Weed {
             child,
             port,
             dir: dir.to_path_buf(),
+            creds: creds.to_path_buf(),
+            starts: 1,
         };
         weed.wait_ready()?;
         Ok(weed)
@@ -171,9 +190,23 @@ impl Weed {
 
     /// Waits (up to 60 s) until the server creates a bucket and stores an object: its S3 port
     /// answers before its filer and volume servers are ready, and a loaded machine shows it.
+    /// A server that exits meanwhile is started again on the same S3 port (twice at most).
     /// Needs `set_env`. Leaves a bucket named `readiness`.
-    pub fn wait_usable(&self) {
-        wait_usable_at("s3://readiness");
+    pub fn wait_usable(&mut self) {
+        for _ in 0..3 {
+            let exited = wait_usable_while("s3://readiness", &mut || {
+                self.child.try_wait().is_ok_and(|s| s.is_some())
+            });
+            if !exited {
+                return;
+            }
+            let log = fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+            eprintln!("weed exited before it was usable, started again: {log}");
+            if let Err(why) = self.restart() {
+                eprintln!("weed did not start again: {why}");
+            }
+        }
+        panic!("weed exited before it was usable, three times");
     }
 }
 
@@ -259,7 +292,7 @@ impl Drop for Shaper {
 /// A test's server (with the AWS_* environment pointing at it) and its temporary directory.
 pub fn server() -> (tempfile::TempDir, Weed) {
     let dir = tempfile::tempdir().unwrap();
-    let weed = Weed::start(dir.path());
+    let mut weed = Weed::start(dir.path());
     weed.set_env();
     weed.wait_usable();
     (dir, weed)
@@ -267,6 +300,15 @@ pub fn server() -> (tempfile::TempDir, Weed) {
 
 /// As [`Weed::wait_usable`], for the server a member spec reaches (`s3://BUCKET?options`).
 pub fn wait_usable_at(spec: &str) {
+    assert!(
+        !wait_usable_while(spec, &mut || false),
+        "the server went away"
+    );
+}
+
+/// Waits (up to 60 s) until the server `spec` reaches creates a bucket and stores an object, or
+/// `exited` says the server is gone (then `true`).
+fn wait_usable_while(spec: &str, exited: &mut dyn FnMut() -> bool) -> bool {
     let opts = shardfs::member::Options::default();
     let m = shardfs::member::MemberSpec::parse(spec)
         .unwrap()
@@ -274,10 +316,14 @@ pub fn wait_usable_at(spec: &str) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Err(e) = m.init(b"{}", Setup::Create) {
+        if exited() {
+            return true;
+        }
         assert!(
             Instant::now() < deadline,
             "weed is not usable after 60 s: {e}"
         );
         std::thread::park_timeout(Duration::from_millis(50));
     }
+    false
 }
