@@ -204,7 +204,7 @@ impl Store {
 
     /// The frames of `chunk` that hold bytes `range` of it (see `readable_by_frames`), from the
     /// first replica whose table and frames match the chunk's hash, its replicas hedged as for a
-    /// whole read (`hedge.rs`); `Ok(None)` when the chunk turns out to be stored in one piece
+    /// whole read (`replicas.rs`); `Ok(None)` when the chunk turns out to be stored in one piece
     /// (then it is read whole).
     pub fn load_frames(
         &self,
@@ -219,7 +219,7 @@ impl Store {
         let read = Arc::new(move |m: &Member, record: Option<&Record>| {
             read_frames(m, (record, &tables), &asked, &range)
         });
-        self.read_replicas(chunk, on_failure, read)
+        self.read_replicas(chunk, on_failure, read, &mut Ok)
             .map(|(frames, _)| frames)
     }
 }

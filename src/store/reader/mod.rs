@@ -1,9 +1,9 @@
-//! Reading a store back: one replica of a chunk (read here, checked in `check.rs`), a chunk with
-//! failover over its replicas (a delta with its base; the hedging itself in `hedge.rs`), and the
-//! log of members' failures (one warning per episode, not per chunk). Windows of chunks too
-//! large to hold are in `window.rs`, the frames of a small read in `frames.rs`, whole-file
-//! export in `export.rs`.
-//! Bytes that fail their hash are never handed out.
+//! Reading a store back: one replica of a chunk (read here, checked in `check.rs`) and a chunk
+//! with failover over its replicas (a delta with its base), and the log of members' failures
+//! (one warning per episode, not per chunk). Which replica is asked, hedging and failover are
+//! in `replicas.rs`; windows of chunks too large to hold in `window.rs`; the frames of a small
+//! read in `frames.rs`; whole-file export in `export.rs`. Bytes that fail their hash are never
+//! handed out.
 
 use super::Store;
 use super::liveness::{Outcome, Record};
@@ -19,7 +19,7 @@ use thiserror::Error;
 mod check;
 mod export;
 mod frames;
-mod hedge;
+mod replicas;
 mod window;
 
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
@@ -249,7 +249,7 @@ impl Store {
     }
 
     /// `load_chunk_into` of the chunk as it is stored, or, for a delta given its `base` bytes,
-    /// of the chunk those make with it (see `check_stored`).
+    /// of the chunk those make with it (see `check_stored`), over its replicas (`replicas.rs`).
     fn load_stored_into(
         &self,
         chunk: &ChunkRef,
@@ -257,227 +257,13 @@ impl Store {
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
-        match self.load_listed(chunk, base, out, on_failure) {
-            Ok(id) => Ok(id.to_string()),
-            Err(mut e) => {
-                // Every other member, those answering first, those that are down too: a
-                // chunk that repair or rebalance moved is found wherever it went.
-                if let Some(id) = self.load_unlisted(chunk, base, out, &mut e.details) {
-                    return Ok(id);
-                }
-                // A member replaced since this view last looked at the member list holds its
-                // replicas at its new place: look, and ask again there.
-                let opts = self.member_options();
-                // Asked again even when this look opened nothing: another read may have opened
-                // the new place while this one was asking the old.
-                for location in self.follow_replaced_members(&opts) {
-                    log::info!("member at {location} is read from now on (it was replaced)");
-                }
-                if let Ok(id) = self.load_listed(chunk, base, out, on_failure) {
-                    return Ok(id.to_string());
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Asks every member the chunk's manifest does not list (members that are down last) for
-    /// the chunk by its hash; the member that served it, if one did.
-    fn load_unlisted(
-        &self,
-        chunk: &ChunkRef,
-        base: Option<&[u8]>,
-        out: &mut [u8],
-        details: &mut String,
-    ) -> Option<String> {
-        for m in self.unlisted_members(chunk) {
-            let record = self.liveness.record(m.id()).map(|r| &**r);
-            let (_, got) = fetch(m, record, chunk);
-            match got
-                .map_err(ReplicaError::from)
-                .and_then(|image| check_stored(&image, chunk, base, out))
-            {
-                Ok(()) => {
-                    log::info!(
-                        "chunk {}: found on member {}, which its manifest does not list",
-                        chunk.hash,
-                        m.id()
-                    );
-                    return Some(m.id().to_string());
-                }
-                Err(ReplicaError::Missing) => {}
-                Err(err) => details.push_str(&format!("; unlisted member {}: {err}", m.id())),
-            }
-        }
-        None
-    }
-
-    /// `read` of one replica of `chunk` after another, until one gives its bytes: the listed ones
-    /// in liveness order, then every other member (a replica repair or a member change put
-    /// elsewhere). `Ok` names the member that served it; `on_failure` hears of every replica
-    /// that did not.
-    fn each_replica<T>(
-        &self,
-        chunk: &ChunkRef,
-        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
-        mut read: impl FnMut(&Member) -> Result<T, ReplicaError>,
-    ) -> Result<(T, String), ChunkUnreadable> {
-        let mut details = Vec::new();
-        for id in self.liveness.order(&chunk.members) {
-            let Some(m) = self.member(id) else {
-                details.push(format!("member {id}: not among the members that opened"));
-                continue;
-            };
-            match read(m) {
-                Ok(got) => return Ok((got, m.id().to_string())),
-                Err(e) => {
-                    on_failure(m.id(), &e);
-                    details.push(format!("{}: {e}", m.location()));
-                }
-            }
-        }
-        self.read_unlisted(chunk, on_failure, details, read)
-    }
-
-    /// `read` of every member that `chunk`'s manifest does not list, one after another, until
-    /// one gives it (a member without it is passed over); else the chunk is unreadable, for
-    /// `details` and what these said.
-    fn read_unlisted<T>(
-        &self,
-        chunk: &ChunkRef,
-        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
-        mut details: Vec<String>,
-        mut read: impl FnMut(&Member) -> Result<T, ReplicaError>,
-    ) -> Result<(T, String), ChunkUnreadable> {
-        for m in self.unlisted_members(chunk) {
-            match read(m) {
-                Ok(got) => return Ok((got, m.id().to_string())),
-                Err(ReplicaError::Missing) => {}
-                Err(e) => {
-                    on_failure(m.id(), &e);
-                    details.push(format!("unlisted member {}: {e}", m.location()));
-                }
-            }
-        }
-        Err(ChunkUnreadable {
-            hash: chunk.hash,
-            len: chunk.len,
-            details: details.join("; "),
-        })
-    }
-
-    /// Every member that opened and that `chunk`'s manifest does not list, those that are down
-    /// last.
-    fn unlisted_members(&self, chunk: &ChunkRef) -> Vec<&Member> {
-        let mut unlisted: Vec<&Member> = self
-            .members
-            .iter()
-            .chain(self.joined_members())
-            .filter(|m| !chunk.members.iter().any(|id| id == m.id()))
-            .collect();
-        unlisted.sort_by_key(|m| self.liveness.is_down(m.id()));
-        unlisted
-    }
-
-    /// How a replica on member `id` failed, for an error's details.
-    fn failure_note(&self, id: &str, e: &ReplicaError) -> String {
-        match self.member(id) {
-            Some(m) => format!("{}: {e}", m.location()),
-            None => format!("member {id}: {e}"),
-        }
-    }
-
-    /// `load_chunk_into` over the replicas the manifest lists.
-    fn load_listed<'c>(
-        &self,
-        chunk: &'c ChunkRef,
-        base: Option<&[u8]>,
-        out: &mut [u8],
-        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
-    ) -> Result<&'c str, ChunkUnreadable> {
-        let mut details = Vec::new();
-        let mut fail = |id: &str, e: ReplicaError| {
-            on_failure(id, &e);
-            details.push(self.failure_note(id, &e));
-        };
-        let order = self.replica_order(chunk, &mut fail);
-        let found = match order.as_slice() {
-            [] => Err(0),
-            [(id, m)] => {
-                let (_, got) = fetch(m, self.liveness.record(id).map(|r| &**r), chunk);
-                match got
-                    .map_err(ReplicaError::from)
-                    .and_then(|image| check_stored(&image, chunk, base, out))
-                {
-                    Ok(()) => Ok(*id),
-                    Err(e) => {
-                        fail(id, e);
-                        Err(0)
-                    }
-                }
-            }
-            _ => self.read_hedged(&order, (chunk, base), out, &mut fail),
-        };
-        match found {
-            Ok(id) => Ok(id),
-            Err(in_flight) => {
-                if in_flight > 0 {
-                    details.push(format!("{in_flight} replicas did not answer in time"));
-                }
-                Err(ChunkUnreadable {
-                    hash: chunk.hash,
-                    len: chunk.len,
-                    details: details.join("; "),
-                })
-            }
-        }
-    }
-
-    /// The replicas on members that opened, in the order to try them. Members that are down
-    /// are tried only when none is up, and not at all while every one of them is down: a
-    /// reader gets EIO at once instead of a deadline per read, until `DOWN_FOR` has passed and
-    /// the next read probes the member again.
-    fn replica_order<'c>(
-        &self,
-        chunk: &'c ChunkRef,
-        fail: &mut dyn FnMut(&str, ReplicaError),
-    ) -> Vec<(&'c str, &Member)> {
-        let mut order: Vec<(&'c str, &Member)> = Vec::new();
-        for id in self.liveness.order(&chunk.members) {
-            match self.member(id) {
-                Some(m) => order.push((id, m)),
-                None => fail(id, ReplicaError::MemberUnavailable(id.to_string())),
-            }
-        }
-        if !order.is_empty() && order.iter().all(|(id, _)| self.liveness.is_down(id)) {
-            for (id, _) in &order {
-                fail(
-                    id,
-                    ReplicaError::Io("member is down (not answering lately)".into()),
-                );
-            }
-            order.clear();
-        }
-        order
-    }
-
-    /// Reads the chunk from the first replica of `order`, asking the next one too whenever
-    /// the one asked is slower than its usual (a hedge), until one answers with the right
-    /// bytes. `Err` counts the replicas that had not answered by the deadline.
-    fn read_hedged<'c>(
-        &self,
-        order: &[(&'c str, &Member)],
-        (chunk, base): (&ChunkRef, Option<&[u8]>),
-        out: &mut [u8],
-        fail: &mut dyn FnMut(&str, ReplicaError),
-    ) -> Result<&'c str, usize> {
         let asked = chunk.clone();
-        let read: hedge::ReplicaRead<Image> = std::sync::Arc::new(move |m, record| {
+        let read: replicas::ReplicaRead<Image> = std::sync::Arc::new(move |m, record| {
             fetch(m, record, &asked).1.map_err(ReplicaError::from)
         });
         let mut accept = |image: Image| check_stored(&image, chunk, base, out);
-        self.hedged((order, chunk), read, &mut accept, fail)
-            .map(|(id, ())| id)
+        self.read_replicas(chunk, on_failure, read, &mut accept)
+            .map(|((), id)| id)
     }
 }
 
