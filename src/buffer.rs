@@ -17,7 +17,10 @@ const HUGE: usize = 2 << 20;
 
 /// A fixed-length byte buffer in its own mapping.
 pub struct ChunkBuf {
+    /// The mapping's start.
     ptr: NonNull<u8>,
+    /// The buffer's bytes: `len` of them, from `at` in the mapping (see `into_view`).
+    at: usize,
     len: usize,
     map_len: usize,
     /// Where the mapping goes when the buffer is dropped.
@@ -199,6 +202,7 @@ impl ChunkBuf {
         if len == 0 {
             return Ok(ChunkBuf {
                 ptr: NonNull::dangling(),
+                at: 0,
                 len: 0,
                 map_len: 0,
                 pool,
@@ -208,6 +212,7 @@ impl ChunkBuf {
         if let Some((ptr, found)) = pool.take(map_len) {
             return Ok(ChunkBuf {
                 ptr,
+                at: 0,
                 len,
                 map_len: found,
                 pool,
@@ -222,10 +227,50 @@ impl ChunkBuf {
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(ChunkBuf {
             ptr,
+            at: 0,
             len,
             map_len,
             pool,
         })
+    }
+
+    /// Bytes `range` of this buffer as the buffer, without a copy: the mapping stays whole (and
+    /// goes back to its pool when the buffer is dropped). `None` when `range` is not inside it.
+    pub fn into_view(mut self, range: std::ops::Range<usize>) -> Option<ChunkBuf> {
+        if range.start > range.end || range.end > self.len {
+            return None;
+        }
+        self.at += range.start;
+        self.len = range.end - range.start;
+        Some(self)
+    }
+
+    /// The bytes of memory the buffer holds: its mapping's, which may be more than its length.
+    pub fn mapped_len(&self) -> usize {
+        self.map_len
+    }
+
+    /// `for_overwrite_in(pool, len)`, but taking a kept mapping of `first` where it holds one
+    /// that fits (the buffer then goes back to `first`). A chunk file read into one of the chunk
+    /// cache's spare mappings can stay in the cache as the chunk (a raw chunk, used in place)
+    /// and return to the cache's pool when evicted, instead of draining the reader's pool.
+    pub fn for_overwrite_from(
+        (first, pool): (&'static SparePool, &'static SparePool),
+        len: usize,
+    ) -> io::Result<ChunkBuf> {
+        let kept = (len > 0)
+            .then(|| first.take(len.div_ceil(4096) * 4096))
+            .flatten();
+        match kept {
+            Some((ptr, found)) => Ok(ChunkBuf {
+                ptr,
+                at: 0,
+                len,
+                map_len: found,
+                pool: first,
+            }),
+            None => ChunkBuf::for_overwrite_in(pool, len),
+        }
     }
 
     /// A buffer holding a copy of `data`.
@@ -239,15 +284,16 @@ impl ChunkBuf {
 impl Deref for ChunkBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len bytes (or dangling with len 0) for the value's life.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: the mapping holds `at + len` bytes (or ptr is dangling with both 0) for the
+        // value's life.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.at), self.len) }
     }
 }
 
 impl DerefMut for ChunkBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref, and &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.at), self.len) }
     }
 }
 
@@ -328,6 +374,14 @@ mod tests {
         }
         let c = ChunkBuf::from_slice(b"hello").unwrap();
         assert_eq!(&c[..], b"hello");
+        // A view: the bytes inside, in place; a range outside is refused.
+        let view = c.into_view(1..4).unwrap();
+        assert_eq!(&view[..], b"ell");
+        assert_eq!(view.mapped_len(), 4096);
+        let mut inner = view.into_view(1..2).unwrap();
+        inner[0] = b'L';
+        assert_eq!(&inner[..], b"L");
+        assert!(inner.into_view(0..2).is_none());
     }
 
     #[test]

@@ -415,7 +415,7 @@ impl Shared {
         let failed = |member: &str, e: &_| self.replica_failed(c, member, e);
         let member = match base {
             Some(base) => self.store.load_delta_into(c, base, &mut buf, &failed),
-            None => self.store.load_chunk_into(c, &mut buf, &failed),
+            None => self.store.load_chunk_buf(c, &mut buf, &failed),
         }
         .map_err(|e| e.to_string())?;
         self.trouble.served(&member);

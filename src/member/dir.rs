@@ -15,7 +15,7 @@ use super::{
     ChunkEntry, ChunkHead, Expect, IfPresent, Image, Listed, Lock, MemberError, MemberIo,
     ObjectInfo, Setup, Stale, Stored, Sweep,
 };
-use crate::buffer::ChunkBuf;
+use crate::buffer::{ChunkBuf, SPARE};
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -305,8 +305,9 @@ impl MemberIo for DirMember {
             )));
         }
         let file_len = file_len as usize;
-        let mut buf = ChunkBuf::for_overwrite_in(&PAYLOADS, file_len + 2 * DIRECT_ALIGN)
-            .map_err(|e| MemberError::Io(e.to_string()))?;
+        let mut buf =
+            ChunkBuf::for_overwrite_from((&SPARE, &PAYLOADS), file_len + 2 * DIRECT_ALIGN)
+                .map_err(|e| MemberError::Io(e.to_string()))?;
         let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
         let room = buf.len() - at - file_len;
         let image = &mut buf[at..at + file_len];

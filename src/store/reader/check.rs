@@ -5,10 +5,11 @@
 
 use super::{ChunkUnreadable, ReplicaError};
 use crate::codec::frames::Table;
-use crate::codec::{self, ChunkHeader, HEADER_LEN, Hash32};
+use crate::codec::{self, ChunkHeader, Codec, HEADER_LEN, Hash32};
 use crate::member::Image;
 use crate::store::manifest::ChunkRef;
 use crate::store::member::Member;
+use std::ops::Range;
 
 /// Decodes a replica's stored image into `out` and checks it against the hash it is stored
 /// under (a delta's bytes are checked as the delta they are; see `Store::load_chunk_into`).
@@ -48,6 +49,52 @@ pub(super) fn check_stored(
         return Err(ReplicaError::HashMismatch);
     }
     Ok(())
+}
+
+/// Where a replica's `image` holds `chunk`'s bytes as they are, checked against its hash: a
+/// chunk stored raw (codec `none`, in one piece, or in frames after their table), which can
+/// then be used in place, without a copy. `Ok(None)` for an image stored any other way (and
+/// for one that is not what it says: `check_image` decodes it and says why).
+pub(super) fn check_in_place(
+    image: &[u8],
+    chunk: &ChunkRef,
+) -> Result<Option<Range<usize>>, ReplicaError> {
+    if chunk.delta.is_some() || image.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let (head, payload) = image.split_at(HEADER_LEN);
+    let header = checked_header(head, chunk)?;
+    if header.codec != Codec::None || payload.len() as u64 != header.payload_len {
+        return Ok(None);
+    }
+    let table = match header.frame_log {
+        0 => None,
+        _ => {
+            let Ok(table) = Table::parse(&header, payload) else {
+                return Ok(None);
+            };
+            // Raw frames lie end to end, each as long as its output.
+            let raw = (0..table.len()).all(|i| {
+                let (s, o) = (table.stored(&(i..i + 1)), table.output(i));
+                s.end - s.start == o.end - o.start
+            });
+            if !raw {
+                return Ok(None);
+            }
+            Some(table)
+        }
+    };
+    let start = HEADER_LEN + table.as_ref().map_or(0, |t| t.table_len() as usize);
+    if (image.len() - start.min(image.len())) as u64 != chunk.len {
+        return Ok(None);
+    }
+    if Hash32::of(&image[start..]) != *chunk.object() {
+        return Err(ReplicaError::HashMismatch);
+    }
+    if let Some(table) = &table {
+        check_table(table, chunk)?;
+    }
+    Ok(Some(start..image.len()))
 }
 
 /// A replica's chunk file header (`head` starts with it), checked against the manifest's record

@@ -23,7 +23,7 @@ mod replicas;
 mod window;
 
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
-use check::{check_stored, check_table, checked_header};
+use check::{check_in_place, check_stored, check_table, checked_header};
 pub use frames::{Frames, Tables, readable_by_frames};
 
 /// Why one replica of a chunk could not be used.
@@ -109,6 +109,10 @@ pub struct ChunkUnreadable {
     pub details: String,
 }
 
+/// What a member's buffer may hold beyond a raw chunk's bytes to be kept as the chunk's own:
+/// its header and frame table, direct I/O's alignment.
+const IN_PLACE_SLACK: usize = 64 << 10;
+
 /// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
 static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
 
@@ -127,6 +131,12 @@ fn fetch(
                 .get_chunk(chunk.object(), max_image_len(chunk.len))
         },
     )
+}
+
+/// A read of `chunk`'s stored image from a member, for `Store::read_replicas`.
+fn image_read(chunk: &ChunkRef) -> replicas::ReplicaRead<Image> {
+    let asked = chunk.clone();
+    std::sync::Arc::new(move |m, record| fetch(m, record, &asked).1.map_err(ReplicaError::from))
 }
 
 /// Makes a request of a member and records in `record` how it went: how long it took, and
@@ -231,6 +241,40 @@ impl Store {
         })
     }
 
+    /// `load_chunk_into` of a buffer of the chunk's own. A replica stored raw that its member
+    /// read into a buffer of its own (a directory member does) is checked there and that buffer
+    /// replaces `out`: a chunk stored as it is costs no copy, only its hash. Not where the
+    /// buffer's mapping is more than twice the chunk's: the spare pools hand out no larger
+    /// mapping for a buffer of their own (`SparePool::take`), and the cache counts a chunk's
+    /// length.
+    pub fn load_chunk_buf(
+        &self,
+        chunk: &ChunkRef,
+        out: &mut crate::buffer::ChunkBuf,
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<String, ChunkUnreadable> {
+        if chunk.inline.is_some() || chunk.delta.is_some() {
+            return self.load_chunk_into(chunk, out, on_failure);
+        }
+        let room = 2 * (chunk.len as usize + IN_PLACE_SLACK);
+        let mut accept = |image: Image| match image {
+            Image::Buf { buf, at, len } if buf.mapped_len() <= room => {
+                match check_in_place(&buf[at..at + len], chunk)? {
+                    Some(span) => {
+                        let view = buf.into_view(at + span.start..at + span.end);
+                        *out = view
+                            .ok_or_else(|| ReplicaError::Io("a view out of its buffer".into()))?;
+                        Ok(())
+                    }
+                    None => check_stored(&buf[at..at + len], chunk, None, out),
+                }
+            }
+            image => check_stored(&image, chunk, None, out),
+        };
+        self.read_replicas(chunk, on_failure, image_read(chunk), &mut accept)
+            .map(|((), id)| id)
+    }
+
     /// `load_chunk_into` of a delta chunk whose base chunk's bytes (checked) are at hand.
     pub fn load_delta_into(
         &self,
@@ -257,12 +301,8 @@ impl Store {
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
-        let asked = chunk.clone();
-        let read: replicas::ReplicaRead<Image> = std::sync::Arc::new(move |m, record| {
-            fetch(m, record, &asked).1.map_err(ReplicaError::from)
-        });
         let mut accept = |image: Image| check_stored(&image, chunk, base, out);
-        self.read_replicas(chunk, on_failure, read, &mut accept)
+        self.read_replicas(chunk, on_failure, image_read(chunk), &mut accept)
             .map(|((), id)| id)
     }
 }

@@ -402,3 +402,105 @@ fn a_small_read_takes_only_the_frames_it_needs_checked_and_fails_over() {
             .is_none()
     );
 }
+
+#[test]
+fn a_chunk_stored_raw_is_used_in_the_buffer_it_was_read_into_once_it_checks_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _f, zstd, zstd_data) = two(dir.path());
+    // A chunk stored raw, in frames (a GGUF's quantized blocks are).
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (codec, image) = codec::encode(&data, CodecChoice::None, 3, Content::Bytes).unwrap();
+    assert_eq!(codec, codec::Codec::None);
+    let hash = Hash32::of(&data);
+    for m in &store.members {
+        m.io.put_chunk(&hash, &image, IfPresent::Refuse).unwrap();
+    }
+    let raw = ChunkRef {
+        hash,
+        len: data.len() as u64,
+        codec,
+        stored_len: image.len() as u64,
+        ..zstd.clone()
+    };
+    let load_buf = |chunk: &ChunkRef| {
+        let mut out = crate::buffer::ChunkBuf::for_overwrite(chunk.len as usize).unwrap();
+        let given = out.as_ptr();
+        let failed = Mutex::new(Vec::new());
+        let got = store.load_chunk_buf(chunk, &mut out, &|m, _| failed.lock().push(m.to_string()));
+        (got, out.as_ptr() != given, out, failed.into_inner())
+    };
+    // Raw: the member's buffer is the chunk's, holding exactly its bytes.
+    let (got, replaced, out, failed) = load_buf(&raw);
+    assert_eq!(
+        (got.unwrap(), replaced, failed.len()),
+        ("a".into(), true, 0)
+    );
+    assert!(out[..] == data[..]);
+    // Compressed: decoded into the buffer given.
+    let (got, replaced, out, _) = load_buf(&zstd);
+    assert_eq!((got.unwrap(), replaced), ("a".into(), false));
+    assert!(out[..] == zstd_data[..]);
+    // A raw replica one byte off: its hash fails where it lies; the other replica serves.
+    let mut bad = image.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    store.members[0]
+        .io
+        .put_chunk(&hash, &bad, IfPresent::Replace)
+        .unwrap();
+    let (got, _, out, failed) = load_buf(&raw);
+    assert_eq!((got.unwrap(), failed), ("b".into(), vec!["a".to_string()]));
+    assert!(out[..] == data[..]);
+    // Both off: an error, not bytes.
+    store.members[1]
+        .io
+        .put_chunk(&hash, &bad, IfPresent::Replace)
+        .unwrap();
+    let (got, _, _, _) = load_buf(&raw);
+    assert!(got.is_err());
+}
+
+#[test]
+fn only_an_image_holding_its_chunk_as_it_is_is_checked_in_place() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let hash = Hash32::of(&data);
+    let chunk = ChunkRef {
+        offset: 0,
+        len: data.len() as u64,
+        hash,
+        codec: codec::Codec::None,
+        stored_len: 0,
+        members: vec![],
+        tensors: vec![],
+        delta: None,
+        inline: None,
+    };
+    // In frames after their table, and in one piece.
+    let (_, framed) = codec::encode(&data, CodecChoice::None, 3, Content::Bytes).unwrap();
+    let whole = crate::codec::ChunkHeader {
+        codec: codec::Codec::None,
+        raw_len: data.len() as u64,
+        payload_len: data.len() as u64,
+        frame_log: 0,
+    };
+    let mut one_piece = whole.to_bytes().to_vec();
+    one_piece.extend_from_slice(&data);
+    for image in [&framed, &one_piece] {
+        let span = check::check_in_place(image, &chunk).unwrap().unwrap();
+        assert!(image[span] == data[..]);
+        let mut bad = image.clone();
+        bad[codec::HEADER_LEN + 7] ^= 1;
+        assert!(check::check_in_place(&bad, &chunk).is_err());
+        // A byte short: left to the decoder, which says why.
+        assert!(
+            check::check_in_place(&image[..image.len() - 1], &chunk)
+                .unwrap()
+                .is_none()
+        );
+    }
+    // Compressed: decoded, not used in place.
+    let (_, zstd) = codec::encode(&data, CodecChoice::Zstd, 3, Content::Bytes).unwrap();
+    assert!(check::check_in_place(&zstd, &chunk).unwrap().is_none());
+}
