@@ -133,9 +133,11 @@ fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), Re
     let (head, payload) = image.split_at(HEADER_LEN);
     let header = checked_header(head, chunk)?;
     if out.len() as u64 != chunk.len {
-        return Err(ReplicaError::Corrupt(format!(
-            "header says {} bytes, expected {}",
-            header.raw_len, chunk.len
+        // The caller's buffer, not the replica (its header was checked above).
+        return Err(ReplicaError::Io(format!(
+            "a buffer of {} bytes for a chunk of {}",
+            out.len(),
+            chunk.len
         )));
     }
     if payload.len() as u64 != header.payload_len {
