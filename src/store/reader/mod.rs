@@ -116,27 +116,28 @@ const IN_PLACE_SLACK: usize = 64 << 10;
 /// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
 static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
 
-/// Gets a replica's stored image from `member`, and records how it went.
+/// Gets the stored image of the chunk stored under `object` (of `len` bytes) from `member`,
+/// and records how it went.
 fn fetch(
     member: &Member,
     record: Option<&Record>,
-    chunk: &ChunkRef,
+    (object, len): (&Hash32, u64),
 ) -> (Duration, Result<Image, MemberError>) {
     recorded(
         record,
         |i: &Image| i.len(),
-        || {
-            member
-                .io
-                .get_chunk(chunk.object(), max_image_len(chunk.len))
-        },
+        || member.io.get_chunk(object, max_image_len(len)),
     )
 }
 
 /// A read of `chunk`'s stored image from a member, for `Store::read_replicas`.
 fn image_read(chunk: &ChunkRef) -> replicas::ReplicaRead<Image> {
-    let asked = chunk.clone();
-    std::sync::Arc::new(move |m, record| fetch(m, record, &asked).1.map_err(ReplicaError::from))
+    let (object, len) = (*chunk.object(), chunk.len);
+    std::sync::Arc::new(move |m, record| {
+        fetch(m, record, (&object, len))
+            .1
+            .map_err(ReplicaError::from)
+    })
 }
 
 /// Makes a request of a member and records in `record` how it went: how long it took, and
@@ -188,7 +189,8 @@ impl Store {
         let member = self
             .member(member_id)
             .ok_or_else(|| ReplicaError::MemberUnavailable(member_id.to_string()))?;
-        let (_, image) = fetch(member, self.liveness.record(member_id).map(|r| &**r), chunk);
+        let record = self.liveness.record(member_id).map(|r| &**r);
+        let (_, image) = fetch(member, record, (chunk.object(), chunk.len));
         check_image(&image?, chunk, &mut out)?;
         Ok(out)
     }
