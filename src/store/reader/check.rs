@@ -59,7 +59,9 @@ pub(super) fn check_in_place(
     image: &[u8],
     chunk: &ChunkRef,
 ) -> Result<Option<Range<usize>>, ReplicaError> {
-    if chunk.delta.is_some() || image.len() < HEADER_LEN {
+    // The manifest's codec says which replicas can be raw: a compressed chunk's header is not
+    // read here and again by the decoder.
+    if chunk.codec != Codec::None || chunk.delta.is_some() || image.len() < HEADER_LEN {
         return Ok(None);
     }
     let (head, payload) = image.split_at(HEADER_LEN);
