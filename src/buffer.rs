@@ -208,16 +208,10 @@ impl ChunkBuf {
                 pool,
             });
         }
-        let map_len = len.div_ceil(4096) * 4096;
-        if let Some((ptr, found)) = pool.take(map_len) {
-            return Ok(ChunkBuf {
-                ptr,
-                at: 0,
-                len,
-                map_len: found,
-                pool,
-            });
+        if let Some(kept) = ChunkBuf::kept(pool, len) {
+            return Ok(kept);
         }
+        let map_len = len.div_ceil(4096) * 4096;
         let ptr = if len >= HUGE {
             map_huge(map_len)?
         } else {
@@ -258,19 +252,20 @@ impl ChunkBuf {
         (first, pool): (&'static SparePool, &'static SparePool),
         len: usize,
     ) -> io::Result<ChunkBuf> {
-        let kept = (len > 0)
-            .then(|| first.take(len.div_ceil(4096) * 4096))
-            .flatten();
-        match kept {
-            Some((ptr, found)) => Ok(ChunkBuf {
-                ptr,
-                at: 0,
-                len,
-                map_len: found,
-                pool: first,
-            }),
-            None => ChunkBuf::for_overwrite_in(pool, len),
-        }
+        ChunkBuf::kept(first, len).map_or_else(|| ChunkBuf::for_overwrite_in(pool, len), Ok)
+    }
+
+    /// A buffer of `len` bytes in a mapping `pool` kept, if it holds one that fits (none does
+    /// for 0 bytes: `SparePool::take` gives no more than twice the length asked).
+    fn kept(pool: &'static SparePool, len: usize) -> Option<ChunkBuf> {
+        let (ptr, map_len) = pool.take(len.div_ceil(4096) * 4096)?;
+        Some(ChunkBuf {
+            ptr,
+            at: 0,
+            len,
+            map_len,
+            pool,
+        })
     }
 
     /// A buffer holding a copy of `data`.
