@@ -47,27 +47,23 @@ impl Mounted {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let out = run_in(
-            &self.state_dir,
-            &["status", self.dir.to_str().unwrap(), "--json"],
-        );
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.json("status")
     }
 
     /// `shardfs refresh --json`: the mount has looked for new versions when it returns.
     pub fn refresh(&self) -> serde_json::Value {
+        self.json("refresh")
+    }
+
+    /// `shardfs COMMAND MOUNTPOINT --json`, which must succeed, as JSON.
+    fn json(&self, command: &str) -> serde_json::Value {
         let out = run_in(
             &self.state_dir,
-            &["refresh", self.dir.to_str().unwrap(), "--json"],
+            &[command, self.dir.to_str().unwrap(), "--json"],
         );
         assert!(
             out.status.success(),
-            "refresh failed: {}",
+            "{command} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
