@@ -1,7 +1,8 @@
 //! Chunk encoding: choosing a codec for a chunk and encoding and decoding it, and the small
 //! header that makes every chunk file self-describing. The codecs' own files: byte grouping
-//! (`group`), fp8 (`fp8`), frames (`frames`), decoding in pieces (`stream`), the zstd contexts
-//! (`zstd_ctx`); the BLAKE3 hash that names chunks is `hash`.
+//! (`group`), fp8 (`fp8`), frames (`frames`), a delta decoded with its base (`delta`), decoding
+//! in pieces (`stream`), the zstd contexts (`zstd_ctx`); the BLAKE3 hash that names chunks is
+//! `hash`.
 //!
 //! A chunk file is `HEADER_LEN` bytes of header followed by the payload:
 //! `b"SHC1"`, codec id (u8), frame size log2 (u8, 0 for a chunk stored in one piece), two zero
@@ -12,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub mod delta;
 pub mod fp8;
 pub mod frames;
 pub mod group;
@@ -388,7 +390,7 @@ mod tests {
         Ok(out)
     }
 
-    fn floaty(n: usize) -> Vec<u8> {
+    pub(super) fn floaty(n: usize) -> Vec<u8> {
         // bf16-like: a narrow exponent byte and a noisy mantissa byte.
         let mut x: u32 = 12345;
         (0..n)

@@ -26,12 +26,6 @@ pub(super) fn check_stored(
     base: Option<&[u8]>,
     out: &mut [u8],
 ) -> Result<(), ReplicaError> {
-    if image.len() < HEADER_LEN {
-        return Err(ReplicaError::Corrupt(format!(
-            "file is {} bytes, shorter than a header",
-            image.len()
-        )));
-    }
     decode_image(image, chunk, out)?;
     let (got, expected) = match base {
         // The XOR and the hash a piece at a time, while the piece is in the cache.
@@ -49,6 +43,78 @@ pub(super) fn check_stored(
         return Err(ReplicaError::HashMismatch);
     }
     Ok(())
+}
+
+/// Why a delta replica and an image of its base did not make the chunk (`check_delta`).
+pub(super) enum DeltaFault {
+    /// The delta replica is not what it says: its header, its payload or its frame table.
+    Delta(ReplicaError),
+    /// The base's image is not what it says, or the two do not make the chunk's hash: either
+    /// can be at fault.
+    Unsure,
+}
+
+/// Decodes a delta replica's `image` with an image of its base chunk (`base_image` of `base`,
+/// not checked yet) into `out` in one pass (`codec::delta`), and checks the result against the
+/// chunk's own hash, which it matches only when both images hold their exact bytes and the
+/// manifest pairs the delta with this base: the base's bytes need no hash of their own.
+pub(super) fn check_delta(
+    image: &[u8],
+    chunk: &ChunkRef,
+    (base_image, base): (&[u8], &ChunkRef),
+    out: &mut [u8],
+) -> Result<(), DeltaFault> {
+    if out.len() as u64 != chunk.len {
+        return Err(DeltaFault::Delta(wrong_buffer(out.len(), chunk.len)));
+    }
+    let delta = header_and_payload(image, chunk).map_err(DeltaFault::Delta)?;
+    let base = header_and_payload(base_image, base).map_err(|_| DeltaFault::Unsure)?;
+    let mut hasher = blake3::Hasher::new();
+    let table = codec::delta::decode_xor(base, delta, out, &mut |piece| {
+        hasher.update(piece);
+    })
+    .map_err(|(side, e)| match side {
+        codec::delta::Side::Delta => DeltaFault::Delta(ReplicaError::Corrupt(e.to_string())),
+        codec::delta::Side::Base => DeltaFault::Unsure,
+    })?;
+    if let Some(table) = &table {
+        check_table(table, chunk).map_err(DeltaFault::Delta)?;
+    }
+    if Hash32(*hasher.finalize().as_bytes()) != chunk.hash {
+        return Err(DeltaFault::Unsure);
+    }
+    Ok(())
+}
+
+/// A replica's image split into its header, checked against the manifest's record of `chunk`,
+/// and its payload.
+fn header_and_payload<'i>(
+    image: &'i [u8],
+    chunk: &ChunkRef,
+) -> Result<(ChunkHeader, &'i [u8]), ReplicaError> {
+    if image.len() < HEADER_LEN {
+        return Err(ReplicaError::Corrupt(format!(
+            "file is {} bytes, shorter than a header",
+            image.len()
+        )));
+    }
+    let (head, payload) = image.split_at(HEADER_LEN);
+    Ok((checked_header(head, chunk)?, payload))
+}
+
+/// A replica's `image` of `chunk`, kept once its header is the chunk's (its bytes are checked
+/// later: a delta's base with the delta, `check_delta`).
+pub(super) fn checked_image(image: Image, chunk: &ChunkRef) -> Result<Image, ReplicaError> {
+    header_and_payload(&image, chunk)?;
+    Ok(image)
+}
+
+/// A caller's buffer of `len` bytes for a chunk of `chunk_len`: the caller's error, not the
+/// replica's.
+fn wrong_buffer(len: usize, chunk_len: u64) -> ReplicaError {
+    ReplicaError::Io(format!(
+        "a buffer of {len} bytes for a chunk of {chunk_len}"
+    ))
 }
 
 /// Where a replica's `image` holds `chunk`'s bytes as they are, checked against its hash: a
@@ -132,15 +198,9 @@ pub(super) fn check_table(table: &Table, chunk: &ChunkRef) -> Result<(), Replica
 /// Checks a chunk file's header against the manifest's record and decodes its payload into
 /// `out`.
 fn decode_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(), ReplicaError> {
-    let (head, payload) = image.split_at(HEADER_LEN);
-    let header = checked_header(head, chunk)?;
+    let (header, payload) = header_and_payload(image, chunk)?;
     if out.len() as u64 != chunk.len {
-        // The caller's buffer, not the replica (its header was checked above).
-        return Err(ReplicaError::Io(format!(
-            "a buffer of {} bytes for a chunk of {}",
-            out.len(),
-            chunk.len
-        )));
+        return Err(wrong_buffer(out.len(), chunk.len));
     }
     if payload.len() as u64 != header.payload_len {
         return Err(ReplicaError::Corrupt(format!(

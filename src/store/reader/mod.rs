@@ -13,6 +13,7 @@ use crate::codec::Hash32;
 use crate::member::{Image, MemberError};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -22,8 +23,11 @@ mod frames;
 mod replicas;
 mod window;
 
+use check::{
+    DeltaFault, check_delta, check_in_place, check_stored, check_table, checked_header,
+    checked_image,
+};
 pub use check::{INLINE, check_image, inline_into, max_image_len, verified_image};
-use check::{check_in_place, check_stored, check_table, checked_header};
 pub use frames::{Frames, Tables, readable_by_frames};
 
 /// Why one replica of a chunk could not be used.
@@ -113,8 +117,10 @@ pub struct ChunkUnreadable {
 /// its header and frame table, direct I/O's alignment.
 const IN_PLACE_SLACK: usize = 64 << 10;
 
-/// Base chunks of deltas while they are XORed in (see `Store::load_chunk_into`).
-static BASES: crate::buffer::ScratchPool = crate::buffer::ScratchPool::new(4);
+/// What an error of a delta chunk adds when its base was had but no replica of the delta made the
+/// chunk with it.
+const DELTA_NOTE: &str =
+    " (a delta: with its base chunk, which checked out, no replica made the chunk's bytes)";
 
 /// Gets the stored image of the chunk stored under `object` (of `len` bytes) from `member`,
 /// and records how it went.
@@ -221,10 +227,10 @@ impl Store {
     /// opened and is not down is asked for the chunk (by its hash) before the read fails, so a
     /// replica that repair or a member change put elsewhere is still found.
     ///
-    /// A chunk stored as a delta is loaded as its base chunk, checked against its own hash, then
-    /// its delta, each replica checked by the XOR of the two against the chunk's hash before
-    /// `out` is handed on: a manifest that pairs a delta with the wrong base gives an error, not
-    /// wrong bytes. A chunk whose bytes are in the manifest is checked against its hash alone.
+    /// A chunk stored as a delta is loaded with its base chunk (`load_delta`): the XOR of the
+    /// two is checked against the chunk's hash before `out` is handed on, so a manifest that
+    /// pairs a delta with the wrong base gives an error, not wrong bytes. A chunk whose bytes are
+    /// in the manifest is checked against its hash alone.
     pub fn load_chunk_into(
         &self,
         chunk: &ChunkRef,
@@ -234,13 +240,77 @@ impl Store {
         if let Some(inline) = &chunk.inline {
             return inline_into(chunk, &inline.0, out).map(|()| INLINE.to_string());
         }
-        let Some(delta) = &chunk.delta else {
-            return self.load_stored_into(chunk, None, out, on_failure);
+        match &chunk.delta {
+            None => self.load_stored_into(chunk, None, out, on_failure),
+            Some(delta) => self.load_delta(chunk, &delta.base, out, on_failure),
+        }
+    }
+
+    /// `load_chunk_into` of a delta: an image of its `base` chunk (from any replica whose header
+    /// is the base's), then the delta's replicas, each decoded with that image in one pass and
+    /// checked by the chunk's hash (`check_delta`); the base's bytes are not hashed on their
+    /// own. Only when a replica and the image do not make the chunk is the image checked alone,
+    /// to tell which is bad: if it is, the base is loaded again from its replicas (each checked
+    /// alone, failures reported as for any chunk), and every delta replica is then judged with
+    /// bytes of the base that checked out, so no replica is blamed for the other's fault.
+    fn load_delta(
+        &self,
+        chunk: &ChunkRef,
+        base: &ChunkRef,
+        out: &mut [u8],
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+    ) -> Result<String, ChunkUnreadable> {
+        let mut take_base = |image: Image| checked_image(image, base);
+        let (base_image, base_from) =
+            self.read_replicas(base, on_failure, image_read(base), &mut take_base)?;
+        // Once the image has failed the check that tells: base bytes that checked out, or why
+        // none could be had. While none can, the delta's replicas are not blamed.
+        let mut known: Option<Result<Vec<u8>, ChunkUnreadable>> = None;
+        let base_lost = AtomicBool::new(false);
+        let delta_failed = |id: &str, e: &ReplicaError| {
+            if !base_lost.load(Ordering::Relaxed) {
+                on_failure(id, e);
+            }
         };
-        BASES.with_len(out.len(), |base| {
-            self.load_stored_into(&delta.base, None, base, on_failure)?;
-            self.load_delta_into(chunk, base, out, on_failure)
-        })
+        let mut accept = |image: Image| {
+            if known.is_none() {
+                match check_delta(&image, chunk, (&base_image, base), out) {
+                    Ok(()) => return Ok(()),
+                    Err(DeltaFault::Delta(e)) => return Err(e),
+                    Err(DeltaFault::Unsure) => {
+                        let mut bytes = vec![0u8; base.len as usize];
+                        let got = match check_image(&base_image, base, &mut bytes) {
+                            Ok(()) => Ok(()),
+                            Err(e) => {
+                                on_failure(&base_from, &e);
+                                self.load_stored_into(base, None, &mut bytes, on_failure)
+                                    .map(|_| ())
+                            }
+                        };
+                        base_lost.store(got.is_err(), Ordering::Relaxed);
+                        known = Some(got.map(|()| bytes));
+                    }
+                }
+            }
+            match &known {
+                Some(Ok(bytes)) => check_stored(&image, chunk, Some(bytes), out),
+                _ => Err(ReplicaError::Io("its base chunk is unreadable".into())),
+            }
+        };
+        let read = self.read_replicas(chunk, &delta_failed, image_read(chunk), &mut accept);
+        match (read, known) {
+            (Ok(((), id)), _) => Ok(id),
+            (Err(_), Some(Err(base_unreadable))) => Err(base_unreadable),
+            (Err(mut e), Some(Ok(_))) => {
+                e.details.push_str(DELTA_NOTE);
+                Err(e)
+            }
+            (Err(mut e), None) => {
+                e.details
+                    .push_str(" (a delta: no replica of it could be read whole)");
+                Err(e)
+            }
+        }
     }
 
     /// `load_chunk_into` of a buffer of the chunk's own. A replica stored raw that its member
@@ -287,9 +357,7 @@ impl Store {
     ) -> Result<String, ChunkUnreadable> {
         self.load_stored_into(chunk, Some(base), out, on_failure)
             .map_err(|mut e| {
-                e.details.push_str(
-                    " (a delta: with its base chunk, which checked out, no replica made the chunk's bytes)",
-                );
+                e.details.push_str(DELTA_NOTE);
                 e
             })
     }
