@@ -1,8 +1,8 @@
 //! Chunk encoding: choosing a codec for a chunk and encoding and decoding it, and the small
 //! header that makes every chunk file self-describing. The codecs' own files: byte grouping
-//! (`group`), fp8 (`fp8`), frames (`frames`), a delta decoded with its base (`delta`), decoding
-//! in pieces (`stream`), the zstd contexts (`zstd_ctx`); the BLAKE3 hash that names chunks is
-//! `hash`.
+//! (`group`) and its groups of nearly all zeros (`sparse`), fp8 (`fp8`), frames (`frames`), a
+//! delta decoded with its base (`delta`), decoding in pieces (`stream`), the zstd contexts
+//! (`zstd_ctx`); the BLAKE3 hash that names chunks is `hash`.
 //!
 //! A chunk file is `HEADER_LEN` bytes of header followed by the payload:
 //! `b"SHC1"`, codec id (u8), frame size log2 (u8, 0 for a chunk stored in one piece), two zero
@@ -18,6 +18,7 @@ pub mod fp8;
 pub mod frames;
 pub mod group;
 mod hash;
+mod sparse;
 pub mod stream;
 mod zstd_ctx;
 

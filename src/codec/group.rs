@@ -7,13 +7,35 @@
 //! all-zero groups, which cost nothing. For quantized blocks (GGUF Q8_0, Q4_K, ...; width = the
 //! block's bytes, no rotation) the scales are separated from the quants, which then code better.
 //!
-//! Payload: `width` (u16 LE), then per group its mode (u8: 0 raw, 1 zstd) and stored length (u64
-//! LE), then the groups in order (lowest byte first), then the `raw_len % width` trailing bytes.
+//! Payload: `width` (u16 LE), then per group its mode (u8: 0 raw, 1 zstd, 2 sparse: nearly all
+//! zeros, see `sparse`) and stored length (u64 LE), then the groups in order (lowest byte first),
+//! then the `raw_len % width` trailing bytes.
 
-use super::CodecError;
+use super::{CodecError, sparse};
 
-const RAW: u8 = 0;
-const ZSTD: u8 = 1;
+/// How one group is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Raw,
+    Zstd,
+    Sparse,
+}
+
+impl Mode {
+    fn id(self) -> u8 {
+        match self {
+            Mode::Raw => 0,
+            Mode::Zstd => 1,
+            Mode::Sparse => 2,
+        }
+    }
+
+    fn from_id(id: u8) -> Option<Mode> {
+        [Mode::Raw, Mode::Zstd, Mode::Sparse]
+            .into_iter()
+            .find(|m| m.id() == id)
+    }
+}
 /// A group is kept compressed only when that saves at least this fraction.
 const MIN_SAVING: f64 = 0.02;
 
@@ -160,15 +182,23 @@ pub fn encode(
     let table = start + 2;
     for (j, g) in groups.chunks_exact(n.max(1)).take(width).enumerate() {
         let worth_trying = n > 0 && entropy_bits(g) < 8.0 * (1.0 - MIN_SAVING);
-        let packed = if worth_trying {
-            compress(g)?
-        } else {
-            Vec::new()
+        // The smallest of zstd and sparse, kept where it saves enough over the group raw.
+        let mut packed = None;
+        if worth_trying {
+            let zstd = compress(g)?;
+            packed = Some(match sparse::encode(g, compress)? {
+                Some(sparse) if sparse.len() < zstd.len() => (Mode::Sparse, sparse),
+                _ => (Mode::Zstd, zstd),
+            });
+        }
+        let (mode, bytes) = match &packed {
+            Some((mode, p)) if (p.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING) => {
+                (*mode, &p[..])
+            }
+            _ => (Mode::Raw, g),
         };
-        let keep = worth_trying && (packed.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING);
-        let (mode, bytes) = if keep { (ZSTD, &packed[..]) } else { (RAW, g) };
         let entry = &mut out[table + j * 9..table + (j + 1) * 9];
-        entry[0] = mode;
+        entry[0] = mode.id();
         entry[1..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
         out.extend_from_slice(bytes);
     }
@@ -180,8 +210,8 @@ pub fn encode(
 /// length, checked to add up to the payload.
 pub(super) struct Table {
     pub width: usize,
-    /// Per group: whether it is zstd (else raw), and its stored length.
-    pub groups: Vec<(bool, usize)>,
+    /// Per group: how it is stored, and its stored length.
+    pub groups: Vec<(Mode, usize)>,
 }
 
 impl Table {
@@ -218,11 +248,12 @@ pub(super) fn read_table(
         let mut len = [0u8; 8];
         len.copy_from_slice(&e[1..]);
         let len = u64::from_le_bytes(len);
-        if e[0] > ZSTD || (e[0] == RAW && len != n as u64) || len > payload_len {
+        let mode = Mode::from_id(e[0]).ok_or_else(|| bad("bad group entry"))?;
+        if (mode == Mode::Raw && len != n as u64) || len > payload_len {
             return Err(bad("bad group entry"));
         }
         total += len;
-        groups.push((e[0] == ZSTD, len as usize));
+        groups.push((mode, len as usize));
     }
     if table_len(width) as u64 + total + tail as u64 != payload_len {
         return Err(bad("group lengths do not add up to the payload"));
@@ -243,34 +274,48 @@ pub fn decode(
     let table = read_table(payload, rotate, out.len(), payload.len() as u64)?;
     let width = table.width;
     let n = out.len() / width;
-    let zstd_groups = table.groups.iter().filter(|(z, _)| *z).count();
+    let unpacked_groups = table.groups.iter().filter(|(m, _)| *m != Mode::Raw).count();
     // Grown only: a buffer reused across chunks is not written again to resize it.
-    if scratch.len() < zstd_groups * n {
-        scratch.resize(zstd_groups * n, 0);
+    if scratch.len() < unpacked_groups * n {
+        scratch.resize(unpacked_groups * n, 0);
     }
     let mut at = table.len();
-    let mut unpacked = scratch[..zstd_groups * n].chunks_exact_mut(n.max(1));
+    let mut unpacked = scratch[..unpacked_groups * n].chunks_exact_mut(n.max(1));
     let mut groups: Vec<&[u8]> = Vec::with_capacity(width);
-    for &(zstd, len) in &table.groups {
+    for &(mode, len) in &table.groups {
         let stored = &payload[at..at + len];
         at += len;
-        if !zstd {
+        if mode == Mode::Raw {
             groups.push(stored);
-        } else {
-            let dst = unpacked.next().ok_or_else(|| bad("group buffer"))?;
-            if decompress(stored, dst)? != n {
-                return Err(bad("group decompressed to the wrong length"));
-            }
-            groups.push(dst);
+            continue;
         }
+        let dst = unpacked.next().ok_or_else(|| bad("group buffer"))?;
+        unpack(mode, stored, dst, decompress)?;
+        groups.push(dst);
     }
     join(&groups, rotate, &mut out[..n * width]);
     out[n * width..].copy_from_slice(&payload[at..]);
     Ok(())
 }
 
+/// Decodes one group stored compressed (`mode` zstd or sparse) into `dst`, exactly its length.
+pub(super) fn unpack(
+    mode: Mode,
+    stored: &[u8],
+    dst: &mut [u8],
+    decompress: &mut GroupDecompressor<'_>,
+) -> Result<(), CodecError> {
+    match mode {
+        Mode::Sparse => sparse::decode(stored, dst, decompress),
+        _ if decompress(stored, dst)? != dst.len() => Err(CodecError::Decompress(
+            "grouped codec: group decompressed to the wrong length".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use crate::codec::{group_zstd as zstd1, zstd_decompress as unzstd};
@@ -346,6 +391,43 @@ mod tests {
             "ratio {}",
             raw.len() as f64 / enc.len() as f64
         );
+    }
+
+    /// A delta of bf16 weights against a base (the XOR of two checkpoints), `n` values: most
+    /// mantissas unchanged, nearly every exponent.
+    pub(crate) fn bf16_delta(n: usize) -> Vec<u8> {
+        let mut x: u64 = 11;
+        let mut out = Vec::with_capacity(n * 2);
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mantissa = if x.is_multiple_of(3) {
+                (x >> 8) as u8 & 0x0f
+            } else {
+                0
+            };
+            let exponent = u8::from((x >> 32).is_multiple_of(64));
+            // Rotated back: the codec's rotation puts the sign low and the exponent high.
+            let v = (u16::from(exponent) << 8 | u16::from(mantissa)).rotate_right(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_group_of_nearly_all_zeros_is_stored_sparse() {
+        let raw = bf16_delta(60_000);
+        let enc = round_trip(&raw, 2);
+        let table = read_table(&enc, true, raw.len(), enc.len() as u64).unwrap();
+        let modes: Vec<Mode> = table.groups.iter().map(|(m, _)| *m).collect();
+        assert_eq!(modes, [Mode::Zstd, Mode::Sparse]);
+        // Smaller than the exponents' group through zstd alone.
+        let exponents: Vec<u8> = raw
+            .chunks_exact(2)
+            .map(|c| (u16::from_le_bytes([c[0], c[1]]).rotate_left(1) >> 8) as u8)
+            .collect();
+        assert!(table.groups[1].1 < zstd1(&exponents).unwrap().len());
     }
 
     #[test]

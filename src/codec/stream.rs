@@ -192,6 +192,8 @@ fn zstd_reader<'a>(
 enum GroupReader<'a> {
     Raw(Ranged<'a>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<Ranged<'a>>>),
+    /// A sparse group, decoded whole (it is small: one byte per element).
+    Whole(io::Cursor<Vec<u8>>),
 }
 
 impl Read for GroupReader<'_> {
@@ -199,6 +201,7 @@ impl Read for GroupReader<'_> {
         match self {
             GroupReader::Raw(r) => r.read(buf),
             GroupReader::Zstd(r) => r.read(buf),
+            GroupReader::Whole(r) => r.read(buf),
         }
     }
 }
@@ -216,7 +219,8 @@ fn grouped(
     let head = fetch(0, head_len).map_err(read_err)?;
     let table = group::read_table(&head, rotate, raw_len, header.payload_len)?;
     let width = table.width;
-    let zstd_groups = table.groups.iter().filter(|(z, _)| *z).count() as u64;
+    let count = |mode| table.groups.iter().filter(|(m, _)| *m == mode).count() as u64;
+    let (zstd_groups, sparse_groups) = (count(group::Mode::Zstd), count(group::Mode::Sparse));
     // Each group reads its stored bytes this many at a time.
     let buffer = if width <= 4 {
         256 << 10
@@ -224,8 +228,10 @@ fn grouped(
         ((4 << 20) / width).max(16 << 10)
     };
     let step = (PIECE / width).max(1);
+    let n = raw_len / width;
     let needs = width as u64 * buffer as u64
         + zstd_groups * ((1 << GROUP_WINDOW_LOG_MAX) + ZSTD_STATE)
+        + sparse_groups * 7 * n as u64
         + 2 * (step * width) as u64;
     if needs > STREAM_MEMORY {
         return Err(CodecError::Decompress(format!(
@@ -236,16 +242,22 @@ fn grouped(
     }
     let mut at = table.len() as u64;
     let mut readers = Vec::with_capacity(width);
-    for &(zstd, len) in &table.groups {
+    for &(mode, len) in &table.groups {
         let ranged = Ranged::new(fetch, at, at + len as u64, buffer);
-        at += len as u64;
-        readers.push(if zstd {
-            GroupReader::Zstd(zstd_reader(ranged, buffer, GROUP_WINDOW_LOG_MAX)?)
-        } else {
-            GroupReader::Raw(ranged)
+        readers.push(match mode {
+            group::Mode::Raw => GroupReader::Raw(ranged),
+            group::Mode::Zstd => {
+                GroupReader::Zstd(zstd_reader(ranged, buffer, GROUP_WINDOW_LOG_MAX)?)
+            }
+            group::Mode::Sparse => {
+                let stored = fetch(at, len).map_err(read_err)?;
+                let mut whole = vec![0u8; n];
+                group::unpack(mode, &stored, &mut whole, &mut super::zstd_decompress)?;
+                GroupReader::Whole(io::Cursor::new(whole))
+            }
         });
+        at += len as u64;
     }
-    let n = raw_len / width;
     let mut groups = vec![vec![0u8; step]; width];
     let mut out = vec![0u8; step * width];
     let mut done = 0;
@@ -371,6 +383,19 @@ mod tests {
             assert!(got.unwrap() == raw, "{codec:?}");
             assert!(reads > 1, "{codec:?}: read in one piece");
         }
+    }
+
+    #[test]
+    fn a_sparse_group_decodes_in_pieces() {
+        // One frame's worth or less: stored in one piece, grouped, its exponents sparse.
+        let raw = group::tests::bf16_delta(50_000);
+        let (codec, image) = codec::encode(&raw, CodecChoice::Auto, 3, Content::Floats(2)).unwrap();
+        assert_eq!(codec, Codec::Float16);
+        let head = &image[HEADER_LEN..];
+        let table = group::read_table(head, true, raw.len(), head.len() as u64).unwrap();
+        assert_eq!(table.groups[1].0, group::Mode::Sparse);
+        let (got, _) = streamed(&image);
+        assert!(got.unwrap() == raw);
     }
 
     #[test]
