@@ -132,13 +132,7 @@ pub(super) fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        ([b0, b1, b2, b3], true) => {
-            let n = b0.len().min(b1.len()).min(b2.len()).min(b3.len());
-            for (i, o) in out.chunks_exact_mut(4).take(n).enumerate() {
-                let v = u32::from_le_bytes([b0[i], b1[i], b2[i], b3[i]]).rotate_right(1);
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
+        ([b0, b1, b2, b3], true) => join_fp32([b0, b1, b2, b3], out),
         _ => {
             let width = groups.len();
             for (j, g) in groups.iter().enumerate() {
@@ -147,6 +141,53 @@ pub(super) fn join(groups: &[&[u8]], rotate: bool, out: &mut [u8]) {
                 }
             }
         }
+    }
+}
+
+/// `join` of the four groups of fp32 values. On x86-64 sixteen values at a time with SSE2 (every
+/// x86-64 CPU has it): the byte loop ran at 10 GB/s in the cache, a fifth of a float32 delta's
+/// decode; this at 24 GB/s. (The two groups of bf16 the compiler vectorizes itself, at 33 GB/s.)
+fn join_fp32(groups: [&[u8]; 4], out: &mut [u8]) {
+    let n = groups
+        .iter()
+        .map(|g| g.len())
+        .min()
+        .unwrap_or(0)
+        .min(out.len() / 4);
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        use std::arch::x86_64::*;
+        let whole = n / 16 * 16;
+        let [b0, b1, b2, b3] = groups.map(|g| g[..whole].chunks_exact(16));
+        let quads = out[..whole * 4].chunks_exact_mut(64);
+        for ((((o, a), b), c), d) in quads.zip(b0).zip(b1).zip(b2).zip(b3) {
+            // SAFETY: SSE2 is part of x86-64; each load reads the 16 bytes of a slice of 16, and
+            // the stores write the 64 bytes of `o` (unaligned loads and stores, so no alignment
+            // is assumed).
+            unsafe {
+                let a = _mm_loadu_si128(a.as_ptr().cast());
+                let b = _mm_loadu_si128(b.as_ptr().cast());
+                let c = _mm_loadu_si128(c.as_ptr().cast());
+                let d = _mm_loadu_si128(d.as_ptr().cast());
+                let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+                let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+                let rotr1 = |v: __m128i| _mm_or_si128(_mm_srli_epi32(v, 1), _mm_slli_epi32(v, 31));
+                let p = o.as_mut_ptr().cast::<__m128i>();
+                _mm_storeu_si128(p, rotr1(_mm_unpacklo_epi16(ab_lo, cd_lo)));
+                _mm_storeu_si128(p.add(1), rotr1(_mm_unpackhi_epi16(ab_lo, cd_lo)));
+                _mm_storeu_si128(p.add(2), rotr1(_mm_unpacklo_epi16(ab_hi, cd_hi)));
+                _mm_storeu_si128(p.add(3), rotr1(_mm_unpackhi_epi16(ab_hi, cd_hi)));
+            }
+        }
+        whole
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let [b0, b1, b2, b3] = groups;
+    for (i, o) in out[done * 4..n * 4].chunks_exact_mut(4).enumerate() {
+        let at = done + i;
+        let v = u32::from_le_bytes([b0[at], b1[at], b2[at], b3[at]]).rotate_right(1);
+        o.copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -428,6 +469,24 @@ pub(crate) mod tests {
             .map(|c| (u16::from_le_bytes([c[0], c[1]]).rotate_left(1) >> 8) as u8)
             .collect();
         assert!(table.groups[1].1 < zstd1(&exponents).unwrap().len());
+    }
+
+    #[test]
+    fn fp32_groups_join_as_the_byte_loop_does_at_every_length() {
+        let bytes = bf16(4 * 1000);
+        for n in [0, 1, 15, 16, 17, 100, 1000] {
+            let g: Vec<&[u8]> = bytes.chunks(1000).map(|c| &c[..n]).collect();
+            let mut out = vec![0u8; n * 4];
+            join_fp32([g[0], g[1], g[2], g[3]], &mut out);
+            let want: Vec<u8> = (0..n)
+                .flat_map(|i| {
+                    u32::from_le_bytes([g[0][i], g[1][i], g[2][i], g[3][i]])
+                        .rotate_right(1)
+                        .to_le_bytes()
+                })
+                .collect();
+            assert_eq!(out, want, "{n} values");
+        }
     }
 
     #[test]
