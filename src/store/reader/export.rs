@@ -1,11 +1,16 @@
 //! Whole-file export: one file's exact bytes streamed out, its chunks loaded a window at a time
 //! in parallel, each checked against its hash as it loads.
 
-use super::{ChunkUnreadable, ReplicaError};
+use super::ReplicaError;
+use crate::buffer::{ChunkBuf, SparePool};
 use crate::store::manifest::FileEntry;
 use crate::store::{Store, StoreError, io_err};
 use rayon::prelude::*;
 use std::io::Write;
+
+/// Mappings of chunks a batch has written out, kept for the next batch's (up to this much; the
+/// rest goes back to the system): a fresh mapping is zeroed by the kernel as it is first written.
+static EXPORTED: SparePool = SparePool::with_limit(64 << 20);
 
 impl Store {
     /// Streams one file's exact bytes to `out`, reading chunks a window at a time in parallel.
@@ -20,22 +25,19 @@ impl Store {
         // the file (`Manifest::validate`): a second pass hashing the whole file would check the
         // same bytes again. `verify` still recomputes the whole-file hash.
         let window = rayon::current_num_threads().max(1) * 2;
-        // Buffers reused from batch to batch: a fresh one per chunk would be zeroed first.
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
         for batch in file.chunks.chunks(window) {
-            buffers.resize_with(batch.len().max(buffers.len()), Vec::new);
-            let loaded: Vec<Result<String, ChunkUnreadable>> = batch
+            let loaded: Vec<Result<ChunkBuf, String>> = batch
                 .par_iter()
-                .zip(buffers.par_iter_mut())
-                .map(|(c, buf)| {
-                    if buf.len() != c.len as usize {
-                        buf.resize(c.len as usize, 0);
-                    }
-                    self.load_chunk_into(c, buf, on_failure)
+                .map(|c| {
+                    let mut buf = ChunkBuf::for_overwrite_in(&EXPORTED, c.len as usize)
+                        .map_err(|e| format!("no memory for the chunk: {e}"))?;
+                    self.load_chunk_buf(c, &mut buf, on_failure)
+                        .map_err(|e| e.to_string())?;
+                    Ok(buf)
                 })
                 .collect();
-            for ((chunk, result), data) in batch.iter().zip(loaded).zip(&buffers) {
-                result.map_err(|e| {
+            for (chunk, result) in batch.iter().zip(loaded) {
+                let data = result.map_err(|e| {
                     StoreError::Source(format!(
                         "file '{}' bytes {}..{}: {e}",
                         file.path,
@@ -43,7 +45,7 @@ impl Store {
                         chunk.offset + chunk.len
                     ))
                 })?;
-                out.write_all(data)
+                out.write_all(&data)
                     .map_err(io_err(std::path::Path::new("output")))?;
             }
         }
