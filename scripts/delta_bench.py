@@ -72,10 +72,12 @@ def xor_group_zstd(base, tuned):
 
 
 def export_cpu(binary, store, name, out_len):
-    """Output bytes per CPU-second of `export` (one thread), best of three."""
+    """Output bytes per CPU-second of `export` (one thread), best of seven: on this 2-core VM one
+    export's CPU time swings by a third from run to run (0.73-1.01 GB/CPU-s for the same bf16
+    export, best of three each time), the least is the cost of the work itself."""
     env = dict(os.environ, RAYON_NUM_THREADS="1")
     rates = []
-    for _ in range(3):
+    for _ in range(7):
         p = subprocess.Popen([binary, "export", "--store", store, "--name", name, "--file", "model.safetensors", "-o", "-"],
                              stdout=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(p.pid, 0)
