@@ -5,9 +5,9 @@
 //! after another (a replica that repair or a member change put elsewhere), and, after a look
 //! for members replaced since this view opened, the listed ones again. Whole chunks and the
 //! frames of a small read go this way (`read_replicas`); windows of a chunk too large to hold,
-//! which are written into the caller's buffer, go replica by replica (`each_replica`). The
-//! hedged reads run on one shared, bounded pool of fetcher threads; every member call ends
-//! within its deadline, so none is held for longer.
+//! which are written into the caller's buffer, go the same way one replica at a time, not
+//! hedged (`each_replica`). The hedged reads run on one shared, bounded pool of fetcher
+//! threads; every member call ends within its deadline, so none is held for longer.
 
 use super::{ChunkUnreadable, ReplicaError};
 use crate::store::Store;
@@ -151,12 +151,7 @@ impl Store {
         let Err(unreadable) = unlisted else {
             return unlisted;
         };
-        // A member replaced since this view last looked at the member list holds its replicas
-        // at its new place: look, and ask again there. Asked again even when this look opened
-        // nothing: another read may have opened the new place while this one was asking the old.
-        for location in self.follow_replaced_members(&self.member_options()) {
-            log::info!("member at {location} is read from now on (it was replaced)");
-        }
+        self.look_for_replaced_members();
         self.read_listed(chunk, on_failure, &read, accept, &mut Vec::new())
             .ok_or(unreadable)
     }
@@ -200,10 +195,11 @@ impl Store {
         }
     }
 
-    /// `read` of one replica of `chunk` after another, until one gives its bytes: the listed ones
-    /// in liveness order, then every other member (a replica repair or a member change put
-    /// elsewhere). `Ok` names the member that served it; `on_failure` hears of every replica
-    /// that did not.
+    /// `read` of one replica of `chunk` after another, until one gives its bytes, in the order
+    /// `read_replicas` asks (the listed ones as `replica_order` has them, every other member, a
+    /// look for replaced members and the listed ones again), but not hedged: for reads that
+    /// write into the caller's buffer. `Ok` names the member that served it; `on_failure` hears
+    /// of every replica that did not.
     pub(super) fn each_replica<T>(
         &self,
         chunk: &ChunkRef,
@@ -211,20 +207,47 @@ impl Store {
         mut read: impl FnMut(&Member) -> Result<T, ReplicaError>,
     ) -> Result<(T, String), ChunkUnreadable> {
         let mut details = Vec::new();
-        for id in self.liveness.order(&chunk.members) {
-            let Some(m) = self.member(id) else {
-                details.push(format!("member {id}: not among the members that opened"));
-                continue;
-            };
+        if let Some(found) = self.each_listed(chunk, on_failure, &mut read, &mut details) {
+            return Ok(found);
+        }
+        let unlisted = self.read_unlisted(chunk, on_failure, details, &mut read);
+        let Err(unreadable) = unlisted else {
+            return unlisted;
+        };
+        self.look_for_replaced_members();
+        self.each_listed(chunk, on_failure, &mut read, &mut Vec::new())
+            .ok_or(unreadable)
+    }
+
+    /// `each_replica` of the replicas the manifest lists. What failed goes to `details`.
+    fn each_listed<T>(
+        &self,
+        chunk: &ChunkRef,
+        on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
+        read: &mut impl FnMut(&Member) -> Result<T, ReplicaError>,
+        details: &mut Vec<String>,
+    ) -> Option<(T, String)> {
+        let mut fail = |id: &str, e: ReplicaError| {
+            on_failure(id, &e);
+            details.push(self.failure_note(id, &e));
+        };
+        for (id, m) in self.replica_order(chunk, &mut fail) {
             match read(m) {
-                Ok(got) => return Ok((got, m.id().to_string())),
-                Err(e) => {
-                    on_failure(m.id(), &e);
-                    details.push(format!("{}: {e}", m.location()));
-                }
+                Ok(got) => return Some((got, id.to_string())),
+                Err(e) => fail(id, e),
             }
         }
-        self.read_unlisted(chunk, on_failure, details, read)
+        None
+    }
+
+    /// A member replaced since this view last looked at the member list holds its replicas at
+    /// its new place: looks, before the listed replicas are asked again. Asked again even when
+    /// this look opened nothing: another read may have opened the new place while this one was
+    /// asking the old.
+    fn look_for_replaced_members(&self) {
+        for location in self.follow_replaced_members(&self.member_options()) {
+            log::info!("member at {location} is read from now on (it was replaced)");
+        }
     }
 
     /// `read` of every member that `chunk`'s manifest does not list, one after another, until

@@ -209,21 +209,62 @@ fn a_window_fails_over_from_a_corrupt_short_or_failing_replica_and_never_hands_o
         let got = window(&store, &chunk, 1000..5000).unwrap();
         assert!(got[..] == data[1000..5000], "{fault:?}");
     }
-    // A fault on the k-th range only (mid-chunk), on both replicas: an error, not bytes.
+    // A fault on the second range only (mid-chunk), on both replicas: each is read again after
+    // the look for replaced members, and gives the right bytes then.
     f[0].on(Op::ReadChunkAt, Fault::None);
-    let before = f[1].calls(Op::ReadChunkAt);
-    f[0].on_nth(
-        Op::ReadChunkAt,
-        f[0].calls(Op::ReadChunkAt) + 2,
-        Fault::Corrupt,
+    let calls = |i: usize| f[i].calls(Op::ReadChunkAt);
+    let before = calls(0);
+    assert!(window(&store, &chunk, 0..10).unwrap() == data[..10]);
+    let per_read = calls(0) - before;
+    let second_range = |i: usize, pass: u64| calls(i) + pass * per_read + 2;
+    for (i, member) in f.iter().enumerate() {
+        member.on_nth(Op::ReadChunkAt, second_range(i, 0), Fault::Corrupt);
+    }
+    assert!(window(&store, &chunk, 0..10).unwrap() == data[..10]);
+    assert_eq!(
+        calls(0) - before,
+        3 * per_read,
+        "a clean read, then a read twice"
     );
-    f[1].on_nth(Op::ReadChunkAt, before + 2, Fault::Corrupt);
+    // The same fault on both passes: an error, not bytes.
+    for (i, member) in f.iter().enumerate() {
+        for pass in 0..2 {
+            member.on_nth(Op::ReadChunkAt, second_range(i, pass), Fault::Corrupt);
+        }
+    }
     let err = window(&store, &chunk, 0..10).unwrap_err();
     assert!(
         err.details.contains("hash") || err.details.contains("corrupt"),
         "{}",
         err.details
     );
+}
+
+#[test]
+fn a_window_asks_no_replica_while_every_one_is_down() {
+    use crate::member::faulty::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, chunk, data) = two(dir.path());
+    for id in ["a", "b"] {
+        let record = store.liveness.record(id).unwrap();
+        for _ in 0..3 {
+            record.record(Duration::from_millis(1), Outcome::Failed);
+        }
+    }
+    let asked = (f[0].calls(Op::ReadChunkAt), f[1].calls(Op::ReadChunkAt));
+    let e = window(&store, &chunk, 0..10).unwrap_err();
+    assert!(e.details.contains("down"), "{}", e.details);
+    assert_eq!(
+        (f[0].calls(Op::ReadChunkAt), f[1].calls(Op::ReadChunkAt)),
+        asked
+    );
+    // One back: it is asked and serves.
+    store
+        .liveness
+        .record("b")
+        .unwrap()
+        .record(Duration::from_millis(1), Outcome::Answered { bytes: 1 });
+    assert!(window(&store, &chunk, 0..10).unwrap() == data[..10]);
 }
 
 /// Chunk `base` on both members of `store`, and a delta of other bytes against it: the delta's
