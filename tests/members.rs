@@ -6,6 +6,8 @@ mod common;
 use common::sync::*;
 use common::*;
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -178,7 +180,13 @@ fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
         &d.join("state"),
         &["--name", "m", "--cache-size", "1MiB"],
     );
-    // A new version replaces the one the mount serves.
+    // A reader holds the file open while a new version replaces it: that reader keeps reading
+    // its version (whether or not the mount has looked for new ones by then), so gc keeps it.
+    let mut held = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(mount.dir.join("m.bin"))
+        .unwrap();
     let v2 = rng.floats(2 << 20);
     fs::write(&src, &v2).unwrap();
     pack(&src, &store, &["--replicas", "2", "--chunk-size", "64KiB"]);
@@ -186,10 +194,10 @@ fn gc_keeps_what_a_live_mount_reads_and_never_races_a_pack() {
     assert_eq!(r["live_leases"], 1, "{r}");
     assert_eq!(r["chunk_files_deleted"], 0, "{r}");
     assert!(r["kept_for_leases"].as_u64().unwrap() >= 64, "{r}");
-    assert!(
-        read_direct(&mount.dir.join("m.bin")).unwrap() == v1,
-        "the mount lost its version"
-    );
+    let mut got = Vec::new();
+    held.read_to_end(&mut got).unwrap();
+    assert!(got == v1, "the reader lost its version");
+    drop(held);
     assert!(mount.unmount().status.success());
     let r = gc(&store);
     assert_eq!(r["live_leases"], 0, "{r}");
