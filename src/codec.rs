@@ -168,6 +168,9 @@ pub enum Content {
     Floats(usize),
     /// Quantization blocks of this many bytes.
     Blocks(usize),
+    /// Integers of this many bytes (2 or 4: the differences of a delta, `delta::DeltaOp`):
+    /// grouped like floats, without their rotation, in frames.
+    Ints(usize),
     /// Floats of this format narrowed to FP8 values (`pack --lossy fp8`): the fp8 codec where
     /// every value is one, the float codec otherwise.
     Fp8(fp8::Format),
@@ -198,8 +201,11 @@ pub fn encode_hashed(
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len() + 64);
     out.resize(HEADER_LEN, 0);
     // Quantization blocks and fp8 blocks do not fall on frame boundaries: stored in one piece.
-    let framed =
-        frames::wanted(raw.len() as u64) && matches!(content, Content::Bytes | Content::Floats(_));
+    let framed = frames::wanted(raw.len() as u64)
+        && matches!(
+            content,
+            Content::Bytes | Content::Floats(_) | Content::Ints(_)
+        );
     let own;
     let cvs = match cvs {
         Some(cvs) => cvs,
@@ -281,6 +287,10 @@ fn compress_into(
             } else {
                 Codec::Float32
             }
+        }
+        (CodecChoice::Auto, Content::Ints(width)) if width == 2 || width == 4 => {
+            grouped(width, false, out)?;
+            Codec::Blocks
         }
         (CodecChoice::Auto, Content::Blocks(width)) if (2..=group::MAX_WIDTH).contains(&width) => {
             grouped(width, false, out)?;

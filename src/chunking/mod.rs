@@ -353,7 +353,7 @@ fn group_pieces(pieces: Vec<Piece>, chunk_size: u64) -> Vec<Vec<Piece>> {
 /// Bytes per element of a grouping (1 for plain bytes).
 fn unit(content: Content) -> usize {
     match content {
-        Content::Floats(w) | Content::Blocks(w) => w.max(1),
+        Content::Floats(w) | Content::Blocks(w) | Content::Ints(w) => w.max(1),
         Content::Fp8(f) => f.width(),
         Content::Bytes => 1,
     }

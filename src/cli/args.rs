@@ -290,7 +290,7 @@ pub struct PackArgs {
     #[arg(long, value_enum)]
     pub lossy: Option<LossyArg>,
     /// Store each float tensor chunk that a model of the store also holds (same tensors, dtype
-    /// and length) as its XOR with that model's chunk, where that saves 2%: NAME, or `auto` for
+    /// and length) as its difference from that model's chunk, where that saves 2%: NAME, or `auto` for
     /// the model sharing the most such chunks. Lossless; the base's chunks are kept as long as
     /// a model needs them, even after `rm` of the base
     #[arg(long, value_name = "NAME|auto")]

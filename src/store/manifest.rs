@@ -7,13 +7,26 @@
 //! damaged manifest can never make a reader return wrong bytes.
 
 use crate::chunking::{MAX_CHUNK_SIZE, TensorTag};
+use crate::codec::delta::DeltaOp;
 use crate::codec::{Codec, Hash32};
 use crate::placement::Placement;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashSet;
 
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The newest manifest format this build reads and writes. 2: a delta may be element-wise
+/// differences (`Delta::op`), which builds that read format 1 only would take for an XOR; a
+/// manifest without such a delta is written as format 1, which they read.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The format a manifest of `files` is written in: the oldest that holds them.
+pub fn format_for(files: &[FileEntry]) -> u32 {
+    let differences = files
+        .iter()
+        .flat_map(|f| &f.chunks)
+        .any(|c| c.delta.as_ref().is_some_and(|d| !d.op.is_xor()));
+    if differences { 2 } else { 1 }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -191,15 +204,18 @@ impl<'de> Deserialize<'de> for Inline {
     }
 }
 
-/// A chunk stored as the XOR of its bytes with a base chunk's. Reading it checks the base
-/// against the base's hash, then each replica of the delta by the XOR of the two against the
-/// chunk's `hash`.
+/// A chunk stored as a delta against a base chunk: its bytes made from the base's by `op`
+/// (the XOR, or element-wise differences). Reading it checks the delta's replicas with the
+/// base applied against the chunk's `hash`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
-    /// BLAKE3 of the XOR: the name the delta's replicas are stored under.
+    /// BLAKE3 of the delta's bytes: the name its replicas are stored under.
     pub object: Hash32,
     /// The base chunk, stored whole (a delta is never taken against a delta).
     pub base: Box<ChunkRef>,
+    /// How the delta's bytes were made (the XOR when the manifest says nothing).
+    #[serde(default, skip_serializing_if = "DeltaOp::is_xor")]
+    pub op: DeltaOp,
 }
 
 impl ChunkRef {
@@ -363,9 +379,15 @@ impl Manifest {
 
     /// Checks what readers rely on.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format_version != MANIFEST_FORMAT {
+        if !(1..=MANIFEST_FORMAT).contains(&self.format_version) {
             return Err(format!(
-                "manifest format {} is not supported (this build reads {MANIFEST_FORMAT})",
+                "manifest format {} is not supported (this build reads 1 to {MANIFEST_FORMAT})",
+                self.format_version
+            ));
+        }
+        if self.format_version < format_for(&self.files) {
+            return Err(format!(
+                "manifest format {} cannot hold the deltas it lists (element-wise differences need format 2)",
                 self.format_version
             ));
         }

@@ -234,8 +234,8 @@ impl FileCheck<'_> {
         good
     }
 
-    /// The chunk's bytes from its inline copy, or its good replicas (a delta's XORed with its
-    /// base's), once `needed` (the replicas of `chunk.needs()`) is checked.
+    /// The chunk's bytes from its inline copy, or its good replicas (a delta's with its base's
+    /// applied), once `needed` (the replicas of `chunk.needs()`) is checked.
     fn chunk_bytes(
         &mut self,
         chunk: &ChunkRef,
@@ -257,7 +257,8 @@ impl FileCheck<'_> {
         match stored.as_mut_slice() {
             [Some(data)] => Some(std::mem::take(data)),
             [Some(delta), Some(base)] => {
-                crate::codec::xor_into(delta, base);
+                let op = chunk.delta.as_ref().map_or_else(Default::default, |d| d.op);
+                op.apply(delta, base);
                 Some(std::mem::take(delta))
             }
             _ => None,

@@ -171,6 +171,7 @@ fn with_delta() -> Manifest {
     c.delta = Some(Delta {
         object: Hash32::of(b"xor"),
         base: Box::new(ChunkRef { len: c.len, ..base }),
+        op: DeltaOp::Xor,
     });
     m
 }
@@ -203,6 +204,26 @@ fn deltas_round_trip_and_name_what_they_need() {
 }
 
 #[test]
+fn a_delta_of_differences_is_written_as_format_2_and_read_only_so() {
+    // An XOR delta: format 1, the op not written, so builds that read format 1 read it.
+    let m = with_delta();
+    assert_eq!(format_for(&m.files), 1);
+    assert!(!String::from_utf8_lossy(&m.to_bytes().unwrap()).contains("\"op\""));
+    let mut m = with_delta();
+    m.files[0].chunks[1].delta.as_mut().unwrap().op = DeltaOp::Diff16;
+    assert_eq!(format_for(&m.files), 2);
+    // Claimed as format 1 it is refused: a build reading format 1 would take it for an XOR.
+    m.format_version = 1;
+    assert!(Manifest::from_bytes(&m.to_bytes().unwrap()).is_err());
+    m.format_version = 2;
+    let back = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(
+        back.files[0].chunks[1].delta.as_ref().unwrap().op,
+        DeltaOp::Diff16
+    );
+}
+
+#[test]
 fn model_names() {
     for ok in ["model", "Llama-3.1-8B", "a_b+c"] {
         assert!(check_model_name(ok).is_ok(), "{ok}");
@@ -229,6 +250,7 @@ fn inline_bytes_round_trip_and_need_no_member() {
             c.delta = Some(Delta {
                 object: Hash32::of(b"x"),
                 base: Box::new(c.clone()),
+                op: DeltaOp::Xor,
             })
         },
     ];

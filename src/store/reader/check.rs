@@ -28,11 +28,12 @@ pub(super) fn check_stored(
 ) -> Result<(), ReplicaError> {
     decode_image(image, chunk, out)?;
     let (got, expected) = match base {
-        // The XOR and the hash a piece at a time, while the piece is in the cache.
+        // The base applied and the hash a piece at a time, while the piece is in the cache.
         Some(base) => {
+            let op = chunk.delta.as_ref().map_or_else(Default::default, |d| d.op);
             let mut hasher = blake3::Hasher::new();
-            for (o, b) in out.chunks_mut(XOR_PIECE).zip(base.chunks(XOR_PIECE)) {
-                codec::xor_into(o, b);
+            for (o, b) in out.chunks_mut(DELTA_PIECE).zip(base.chunks(DELTA_PIECE)) {
+                op.apply(o, b);
                 hasher.update(o);
             }
             (Hash32(*hasher.finalize().as_bytes()), chunk.hash)
@@ -69,8 +70,9 @@ pub(super) fn check_delta(
     }
     let delta = header_and_payload(image, chunk).map_err(DeltaFault::Delta)?;
     let base = header_and_payload(base_image, base).map_err(|_| DeltaFault::Unsure)?;
+    let op = chunk.delta.as_ref().map_or_else(Default::default, |d| d.op);
     let mut hasher = blake3::Hasher::new();
-    let table = codec::delta::decode_xor(base, delta, out, &mut |piece| {
+    let table = codec::delta::decode_with_base(op, base, delta, out, &mut |piece| {
         hasher.update(piece);
     })
     .map_err(|(side, e)| match side {
@@ -241,8 +243,9 @@ pub fn verified_image(
     Ok(image)
 }
 
-/// A delta is XORed with its base and hashed in pieces of this many bytes.
-const XOR_PIECE: usize = 64 << 10;
+/// A delta is applied to its base and hashed in pieces of this many bytes (a multiple of every
+/// op's element).
+const DELTA_PIECE: usize = 64 << 10;
 
 /// What `load_chunk_into` names as the source of a chunk whose bytes are in the manifest.
 pub const INLINE: &str = "the manifest";

@@ -279,6 +279,7 @@ fn delta_of(store: &Store, base: &ChunkRef, base_data: &[u8]) -> (ChunkRef, Vec<
         delta: Some(crate::store::manifest::Delta {
             object: stored.hash,
             base: Box::new(base.clone()),
+            op: crate::codec::delta::DeltaOp::Xor,
         }),
         ..stored
     };

@@ -8,6 +8,7 @@ use super::super::member::Member;
 use super::super::{Store, StoreError, member_err};
 use super::PackOptions;
 use crate::chunking::Cut;
+use crate::codec::delta::DeltaOp;
 use crate::codec::{self, ChunkHeader, Codec, HEADER_LEN, Hash32};
 use crate::member::{ChunkHead, IfPresent, MemberError};
 use crate::placement::{self, ChunkPos, Slot};
@@ -203,7 +204,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Stores `data` as its XOR with `base` where that saves 2% over the chunk stored whole
+    /// Stores `data` as a delta against `base` where that saves 2% over the chunk stored whole
     /// (`codec::saves`): the codec and size of the delta stored, and the delta. `None` leaves
     /// the chunk to be stored whole.
     fn store_delta(
@@ -213,7 +214,7 @@ impl Ctx<'_> {
         targets: &[&Member],
         encoded: &mut Whole,
     ) -> Result<Option<(Codec, u64, Delta)>, StoreError> {
-        let mut xor = match self.store.load_chunk(base, &|_, _| {}) {
+        let base_bytes = match self.store.load_chunk(base, &|_, _| {}) {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::warn!(
@@ -223,13 +224,27 @@ impl Ctx<'_> {
                 return Ok(None);
             }
         };
-        codec::xor_into(&mut xor, data);
-        let (object, xor_cvs) = codec::frames::hash_chunk(&xor);
+        // Floats of one width as element-wise differences (which code smaller than the XOR,
+        // `DeltaOp`), as integers; anything else as the XOR, as its own content.
+        let (op, content) = match cut.content {
+            codec::Content::Floats(w) if !DeltaOp::for_floats(w).is_xor() => {
+                (DeltaOp::for_floats(w), codec::Content::Ints(w))
+            }
+            other => (DeltaOp::Xor, other),
+        };
+        let mut delta_bytes = data.to_vec();
+        op.make(&mut delta_bytes, &base_bytes);
+        drop(base_bytes);
+        let delta_cut = Cut {
+            content,
+            ..cut.clone()
+        };
+        let (object, delta_cvs) = codec::frames::hash_chunk(&delta_bytes);
         let h = heads(targets, &object, cut.len)?;
         let stored = if h.missing.is_empty() {
             h.existing.unwrap_or((Codec::None, 0))
         } else {
-            let (codec, image) = self.encode(&xor, xor_cvs.as_deref(), cut)?;
+            let (codec, image) = self.encode(&delta_bytes, delta_cvs.as_deref(), &delta_cut)?;
             let clearly = image.len() as f64 <= data.len() as f64 * base::CLEARLY_PAYS;
             if !clearly
                 && !codec::saves(image.len(), self.whole_image((cut, data), encoded)?.1.len())
@@ -242,6 +257,7 @@ impl Ctx<'_> {
         let delta = Delta {
             object,
             base: Box::new(base.clone()),
+            op,
         };
         Ok(Some((stored.0, stored.1, delta)))
     }

@@ -7,9 +7,7 @@
 mod chunk;
 
 use super::base;
-use super::manifest::{
-    ChunkRef, FileEntry, MANIFEST_FORMAT, Manifest, MemberRef, check_model_name,
-};
+use super::manifest::{ChunkRef, FileEntry, Manifest, MemberRef, check_model_name};
 pub use super::sources::Narrowing;
 use super::sources::{Source, cannot_read, narrow_sources, scan, source_err};
 use super::{Store, StoreError};
@@ -386,7 +384,7 @@ fn new_manifest(
     files: Vec<FileEntry>,
 ) -> Manifest {
     Manifest {
-        format_version: MANIFEST_FORMAT,
+        format_version: crate::store::manifest::format_for(&files),
         name: name.to_string(),
         version,
         created_unix: crate::clock::now_unix_secs(),
