@@ -86,6 +86,8 @@ pub struct Readers {
     threads: Vec<std::thread::JoinHandle<()>>,
     bad: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
+    /// The first error a reader got, for the failure message.
+    first_error: Arc<std::sync::Mutex<Option<String>>>,
     rounds: Arc<AtomicU64>,
 }
 
@@ -93,6 +95,7 @@ impl Readers {
     pub fn start(files: Vec<(PathBuf, Arc<Vec<u8>>)>) -> Readers {
         let stop = Arc::new(AtomicBool::new(false));
         let (bad, errors, rounds) = (Arc::default(), Arc::default(), Arc::default());
+        let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let threads = (0..8)
             .map(|i| {
                 let (stop, bad, errors, rounds): (
@@ -107,6 +110,7 @@ impl Readers {
                     Arc::clone(&rounds),
                 );
                 let files = files.clone();
+                let first_error = first_error.clone();
                 std::thread::spawn(move || {
                     let mut n = i;
                     while !stop.load(Ordering::SeqCst) {
@@ -119,8 +123,10 @@ impl Readers {
                             Ok(_) => {
                                 bad.fetch_add(1, Ordering::SeqCst);
                             }
-                            Err(_) => {
+                            Err(e) => {
                                 errors.fetch_add(1, Ordering::SeqCst);
+                                let mut first = first_error.lock().unwrap();
+                                first.get_or_insert_with(|| format!("{}: {e}", path.display()));
                             }
                         }
                         rounds.fetch_add(1, Ordering::SeqCst);
@@ -133,6 +139,7 @@ impl Readers {
             threads,
             bad,
             errors,
+            first_error,
             rounds,
         }
     }
@@ -149,7 +156,12 @@ impl Readers {
             0,
             "readers got wrong bytes"
         );
-        assert_eq!(self.errors.load(Ordering::SeqCst), 0, "readers got errors");
+        assert_eq!(
+            self.errors.load(Ordering::SeqCst),
+            0,
+            "readers got errors, the first: {:?}",
+            self.first_error.lock().unwrap()
+        );
     }
 
     fn stop_all(&mut self) {
