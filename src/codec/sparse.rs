@@ -23,13 +23,18 @@ fn bad(why: &str) -> CodecError {
     CodecError::Decompress(format!("sparse group: {why}"))
 }
 
+/// Whether a group of `len` bytes, `zeros` of them zero, may be stored sparse.
+pub fn fits(len: usize, zeros: usize) -> bool {
+    (len - zeros.min(len)) * MIN_ZEROS_PER_BYTE <= len
+}
+
 /// `group` stored sparse, or `None` when too many of its bytes are not zero.
 pub fn encode(
     group: &[u8],
     compress: &mut GroupCompressor<'_>,
 ) -> Result<Option<Vec<u8>>, CodecError> {
     let count = group.iter().filter(|&&b| b != 0).count();
-    if count * MIN_ZEROS_PER_BYTE > group.len() {
+    if !fits(group.len(), group.len() - count) {
         return Ok(None);
     }
     let mut list = Vec::with_capacity(count * 2);
