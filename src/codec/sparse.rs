@@ -68,9 +68,14 @@ pub fn decode(
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
     let (count, list_len) = (word(0)?, word(4)?);
-    // Each entry takes its value and at most five bytes of distance: a member's claim of more
-    // is refused before anything is allocated for it.
-    if count > out.len() || list_len < 2 * count || list_len > 6 * count {
+    // No more non-zero bytes than `encode` stores this way, and each entry takes its value and
+    // at most five bytes of distance: a member's claim of more is refused before anything is
+    // allocated for it (the list is then at most 0.6 of the group).
+    if count > out.len()
+        || !fits(out.len(), out.len() - count)
+        || list_len < 2 * count
+        || list_len > 6 * count
+    {
         return Err(bad("counts that no group of its length has"));
     }
     LISTS.with_len(list_len, |list| {
@@ -177,6 +182,13 @@ mod tests {
             &|s| s[4..8].copy_from_slice(&u32::MAX.to_le_bytes())
         ));
         assert!(damaged(&|s| s.truncate(s.len() - 1)));
+        // More non-zero bytes than a sparse group holds: refused before its list is unpacked.
+        let mut dense = stored.clone();
+        let count = (group.len() / 5) as u32;
+        dense[..4].copy_from_slice(&count.to_le_bytes());
+        dense[4..8].copy_from_slice(&(2 * count).to_le_bytes());
+        let e = decode(&dense, &mut out, &mut zstd_decompress).unwrap_err();
+        assert!(e.to_string().contains("counts"), "{e}");
         // A group shorter than its positions reach.
         let mut short = vec![0u8; group.len() / 2];
         assert!(decode(&stored, &mut short, &mut zstd_decompress).is_err());

@@ -231,7 +231,9 @@ fn grouped(
     let n = raw_len / width;
     let needs = width as u64 * buffer as u64
         + zstd_groups * ((1 << GROUP_WINDOW_LOG_MAX) + ZSTD_STATE)
-        + sparse_groups * 7 * n as u64
+        // Each sparse group's bytes while later groups decode, and one decoding: its stored
+        // bytes (no more than the group) and its list (under 0.6 of it).
+        + (sparse_groups + 2 * u64::from(sparse_groups > 0)) * n as u64
         + 2 * (step * width) as u64;
     if needs > STREAM_MEMORY {
         return Err(CodecError::Decompress(format!(
@@ -250,6 +252,13 @@ fn grouped(
                 GroupReader::Zstd(zstd_reader(ranged, buffer, GROUP_WINDOW_LOG_MAX)?)
             }
             group::Mode::Sparse => {
+                // Kept only where smaller than the group raw: a member's claim of more is
+                // not fetched.
+                if len > n {
+                    return Err(CodecError::Decompress(
+                        "grouped codec: a sparse group larger than the group".into(),
+                    ));
+                }
                 let stored = fetch(at, len).map_err(read_err)?;
                 let mut whole = vec![0u8; n];
                 group::unpack(mode, &stored, &mut whole, &mut super::zstd_decompress)?;
@@ -396,6 +405,23 @@ mod tests {
         assert_eq!(table.groups[1].0, group::Mode::Sparse);
         let (got, _) = streamed(&image);
         assert!(got.unwrap() == raw);
+        // A member's copy whose sparse group claims more bytes than the group has: refused, not
+        // fetched.
+        let n = raw.len() / 2;
+        let mut lying = image.clone();
+        let entry = HEADER_LEN + 2 + 9;
+        let len = u64::from_le_bytes(lying[entry + 1..entry + 9].try_into().unwrap());
+        lying[entry + 1..entry + 9].copy_from_slice(&(len + n as u64 + 1).to_le_bytes());
+        lying.extend(std::iter::repeat_n(0u8, n + 1));
+        let mut header = ChunkHeader::parse(&lying).unwrap();
+        header.payload_len += n as u64 + 1;
+        lying[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        let (got, _) = streamed(&lying);
+        assert!(
+            got.unwrap_err()
+                .to_string()
+                .contains("larger than the group")
+        );
     }
 
     #[test]
