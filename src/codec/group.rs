@@ -457,7 +457,7 @@ pub(crate) mod tests {
         );
     }
 
-    /// A delta of bf16 weights against a base (the XOR of two checkpoints), `n` values: most
+    /// A delta of bf16 weights against a base (as the XOR of two checkpoints), `n` values: most
     /// mantissas unchanged, nearly every exponent.
     pub(crate) fn bf16_delta(n: usize) -> Vec<u8> {
         let mut x: u64 = 11;

@@ -4,9 +4,10 @@
 //! A new chunk is paired with a base chunk when both hold the same float tensors (by name and
 //! dtype, in the same order), it is the same occurrence of that tensor list in its model (the
 //! k-th chunk of a large tensor with the k-th chunk of the base's), and the two have the same
-//! length. The pairing only decides the ratio, never the bytes: a delta is the XOR of the chunk
-//! and its base, so any base chunk of the same length gives back the chunk exactly, and reading
-//! checks the XOR against the chunk's own hash. A delta's base is always stored whole: a base
+//! length. The pairing only decides the ratio, never the bytes: a delta is made from the chunk
+//! and its base by an op that undoes itself (`codec::delta::DeltaOp`: element-wise differences
+//! for floats of one width, else the XOR), so any base chunk of the same length gives back the
+//! chunk exactly, and reading checks the result against the chunk's own hash. A delta's base is always stored whole: a base
 //! chunk that is itself a delta is replaced by its own base, so chains are one deep.
 
 use super::manifest::{ChunkRef, Manifest};

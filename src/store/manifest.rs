@@ -219,6 +219,11 @@ pub struct Delta {
 }
 
 impl ChunkRef {
+    /// How this chunk is made from its delta and base (the XOR for a chunk that is no delta).
+    pub fn delta_op(&self) -> DeltaOp {
+        self.delta.as_ref().map_or_else(DeltaOp::default, |d| d.op)
+    }
+
     /// The name this chunk's replicas are stored under: its hash, or its delta's.
     pub fn object(&self) -> &Hash32 {
         self.delta.as_ref().map_or(&self.hash, |d| &d.object)

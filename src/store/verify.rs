@@ -257,8 +257,7 @@ impl FileCheck<'_> {
         match stored.as_mut_slice() {
             [Some(data)] => Some(std::mem::take(data)),
             [Some(delta), Some(base)] => {
-                let op = chunk.delta.as_ref().map_or_else(Default::default, |d| d.op);
-                op.apply(delta, base);
+                chunk.delta_op().apply(delta, base);
                 Some(std::mem::take(delta))
             }
             _ => None,

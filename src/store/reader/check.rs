@@ -1,6 +1,6 @@
 //! Checking one replica of a chunk: its header against the manifest's record, its payload
 //! decoded, and the bytes against the hash they are stored under (a delta's with its base's
-//! XORed in, against the chunk's own); and a chunk's bytes kept in the manifest. Nothing that
+//! applied, against the chunk's own); and a chunk's bytes kept in the manifest. Nothing that
 //! fails here is handed out.
 
 use super::{ChunkUnreadable, ReplicaError};
@@ -17,8 +17,8 @@ pub fn check_image(image: &[u8], chunk: &ChunkRef, out: &mut [u8]) -> Result<(),
     check_stored(image, chunk, None, out)
 }
 
-/// `check_image`, or for a delta given its (checked) `base` bytes: decodes the delta, XORs the
-/// base in and checks the result against the chunk's own hash, which it matches only when the
+/// `check_image`, or for a delta given its (checked) `base` bytes: decodes the delta, applies
+/// the base and checks the result against the chunk's own hash, which it matches only when the
 /// replica holds the delta's exact bytes and the manifest pairs it with this base.
 pub(super) fn check_stored(
     image: &[u8],
@@ -30,7 +30,7 @@ pub(super) fn check_stored(
     let (got, expected) = match base {
         // The base applied and the hash a piece at a time, while the piece is in the cache.
         Some(base) => {
-            let op = chunk.delta.as_ref().map_or_else(Default::default, |d| d.op);
+            let op = chunk.delta_op();
             let mut hasher = blake3::Hasher::new();
             for (o, b) in out.chunks_mut(DELTA_PIECE).zip(base.chunks(DELTA_PIECE)) {
                 op.apply(o, b);
@@ -70,7 +70,7 @@ pub(super) fn check_delta(
     }
     let delta = header_and_payload(image, chunk).map_err(DeltaFault::Delta)?;
     let base = header_and_payload(base_image, base).map_err(|_| DeltaFault::Unsure)?;
-    let op = chunk.delta.as_ref().map_or_else(Default::default, |d| d.op);
+    let op = chunk.delta_op();
     let mut hasher = blake3::Hasher::new();
     let table = codec::delta::decode_with_base(op, base, delta, out, &mut |piece| {
         hasher.update(piece);

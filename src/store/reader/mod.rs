@@ -227,8 +227,8 @@ impl Store {
     /// opened and is not down is asked for the chunk (by its hash) before the read fails, so a
     /// replica that repair or a member change put elsewhere is still found.
     ///
-    /// A chunk stored as a delta is loaded with its base chunk (`load_delta`): the XOR of the
-    /// two is checked against the chunk's hash before `out` is handed on, so a manifest that
+    /// A chunk stored as a delta is loaded with its base chunk (`load_delta`): the chunk the two
+    /// make is checked against the chunk's hash before `out` is handed on, so a manifest that
     /// pairs a delta with the wrong base gives an error, not wrong bytes. A chunk whose bytes are
     /// in the manifest is checked against its hash alone.
     pub fn load_chunk_into(

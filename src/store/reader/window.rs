@@ -66,7 +66,7 @@ impl Store {
         out: &mut [u8],
         on_failure: &(dyn Fn(&str, &ReplicaError) + Sync),
     ) -> Result<String, ChunkUnreadable> {
-        // A delta is decoded whole: its bytes mean nothing until its base's are XORed in. Inline
+        // A delta is decoded whole: its bytes mean nothing until its base's are applied. Inline
         // bytes are at hand.
         if chunk.delta.is_some() || chunk.inline.is_some() {
             let whole = self.load_chunk(chunk, on_failure)?;
