@@ -206,9 +206,13 @@ fn deltas_round_trip_and_name_what_they_need() {
 #[test]
 fn a_delta_of_differences_is_written_as_format_2_and_read_only_so() {
     // An XOR delta: format 1, the op not written, so builds that read format 1 read it.
-    let m = with_delta();
+    let mut m = with_delta();
     assert_eq!(format_for(&m.files), 1);
     assert!(!String::from_utf8_lossy(&m.to_bytes().unwrap()).contains("\"op\""));
+    // As builds before format 2 wrote it: read, its delta an XOR.
+    m.format_version = 1;
+    let back = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(back.files[0].chunks[1].delta_op(), DeltaOp::Xor);
     let mut m = with_delta();
     m.files[0].chunks[1].delta.as_mut().unwrap().op = DeltaOp::Diff16;
     assert_eq!(format_for(&m.files), 2);
