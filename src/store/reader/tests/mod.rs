@@ -1,4 +1,6 @@
-//! Reads over fault-injecting members: hedging, failover, corrupt and stalled replicas.
+//! Reads over fault-injecting members: hedging, failover, corrupt and stalled replicas, the
+//! frames of a small read, raw chunks used in place; windows of chunks too large to hold in
+//! `window.rs`, deltas with their base in `deltas.rs`.
 
 use super::*;
 use crate::codec;
@@ -9,6 +11,9 @@ use crate::member::{IfPresent, MemberIo, Setup};
 use crate::store::member::MemberInfo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+mod deltas;
+mod window;
 
 /// Members `a` and `b`, each holding a replica of one chunk, wrapped to inject faults; a
 /// member deadline of 300 ms.
@@ -172,213 +177,6 @@ fn stalled_members_end_in_an_error_not_a_wait_for_them() {
     // The read gave up on its own deadline (one per replica, plus a second), not the
     // members' 30 s.
     assert!(started.elapsed() < Duration::from_secs(10));
-}
-
-/// Bytes `window` of the chunk `two` built, read in pieces.
-fn window(
-    store: &Store,
-    chunk: &ChunkRef,
-    window: std::ops::Range<u64>,
-) -> Result<Vec<u8>, ChunkUnreadable> {
-    let mut out = vec![0u8; (window.end - window.start) as usize];
-    let failed = Mutex::new(0);
-    store.load_window_into(chunk, window, &mut out, &|_, _| *failed.lock() += 1)?;
-    Ok(out)
-}
-
-#[test]
-fn a_window_of_a_chunk_decoded_in_pieces_has_exactly_its_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, f, chunk, data) = two(dir.path());
-    for w in [0..4096, 70_000..130_001, 199_999..200_000, 0..200_000] {
-        let got = window(&store, &chunk, w.clone()).unwrap();
-        assert!(got[..] == data[w.start as usize..w.end as usize], "{w:?}");
-    }
-    // Read by ranges, never whole.
-    assert_eq!(f[0].calls(crate::member::faulty::Op::GetChunk), 0);
-    assert!(f[0].calls(crate::member::faulty::Op::ReadChunkAt) >= 2);
-}
-
-#[test]
-fn a_window_fails_over_from_a_corrupt_short_or_failing_replica_and_never_hands_out_wrong_bytes() {
-    use crate::member::faulty::Op;
-    let dir = tempfile::tempdir().unwrap();
-    let (store, f, chunk, data) = two(dir.path());
-    for fault in [Fault::Corrupt, Fault::Short, Fault::Fail] {
-        f[0].on(Op::ReadChunkAt, fault);
-        let got = window(&store, &chunk, 1000..5000).unwrap();
-        assert!(got[..] == data[1000..5000], "{fault:?}");
-    }
-    // A fault on the second range only (mid-chunk), on both replicas: each is read again after
-    // the look for replaced members, and gives the right bytes then.
-    f[0].on(Op::ReadChunkAt, Fault::None);
-    let calls = |i: usize| f[i].calls(Op::ReadChunkAt);
-    let before = calls(0);
-    assert!(window(&store, &chunk, 0..10).unwrap() == data[..10]);
-    let per_read = calls(0) - before;
-    let second_range = |i: usize, pass: u64| calls(i) + pass * per_read + 2;
-    for (i, member) in f.iter().enumerate() {
-        member.on_nth(Op::ReadChunkAt, second_range(i, 0), Fault::Corrupt);
-    }
-    assert!(window(&store, &chunk, 0..10).unwrap() == data[..10]);
-    assert_eq!(
-        calls(0) - before,
-        3 * per_read,
-        "a clean read, then a read twice"
-    );
-    // The same fault on both passes: an error, not bytes.
-    for (i, member) in f.iter().enumerate() {
-        for pass in 0..2 {
-            member.on_nth(Op::ReadChunkAt, second_range(i, pass), Fault::Corrupt);
-        }
-    }
-    let err = window(&store, &chunk, 0..10).unwrap_err();
-    assert!(
-        err.details.contains("hash") || err.details.contains("corrupt"),
-        "{}",
-        err.details
-    );
-}
-
-#[test]
-fn a_window_asks_no_replica_while_every_one_is_down() {
-    use crate::member::faulty::Op;
-    let dir = tempfile::tempdir().unwrap();
-    let (store, f, chunk, data) = two(dir.path());
-    for id in ["a", "b"] {
-        let record = store.liveness.record(id).unwrap();
-        for _ in 0..3 {
-            record.record(Duration::from_millis(1), Outcome::Failed);
-        }
-    }
-    let asked = (f[0].calls(Op::ReadChunkAt), f[1].calls(Op::ReadChunkAt));
-    let e = window(&store, &chunk, 0..10).unwrap_err();
-    assert!(e.details.contains("down"), "{}", e.details);
-    assert_eq!(
-        (f[0].calls(Op::ReadChunkAt), f[1].calls(Op::ReadChunkAt)),
-        asked
-    );
-    // One back: it is asked and serves.
-    store
-        .liveness
-        .record("b")
-        .unwrap()
-        .record(Duration::from_millis(1), Outcome::Answered { bytes: 1 });
-    assert!(window(&store, &chunk, 0..10).unwrap() == data[..10]);
-}
-
-/// Chunk `base` on both members of `store`, and a delta of other bytes against it: the delta's
-/// reference and the bytes it reads as.
-fn delta_of(store: &Store, base: &ChunkRef, base_data: &[u8]) -> (ChunkRef, Vec<u8>) {
-    let chunk_data: Vec<u8> = base_data.iter().map(|b| b ^ (b % 3)).collect();
-    let mut xor = chunk_data.clone();
-    codec::xor_into(&mut xor, base_data);
-    let stored = put_whole(store, &xor);
-    let delta = ChunkRef {
-        hash: Hash32::of(&chunk_data),
-        delta: Some(crate::store::manifest::Delta {
-            object: stored.hash,
-            base: Box::new(base.clone()),
-            op: crate::codec::delta::DeltaOp::Xor,
-        }),
-        ..stored
-    };
-    (delta, chunk_data)
-}
-
-#[test]
-fn a_delta_reads_back_only_with_the_base_it_was_taken_against() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, f, base, base_data) = two(dir.path());
-    let (delta, chunk_data) = delta_of(&store, &base, &base_data);
-    let (got, out) = load(&store, &delta);
-    assert!(got.is_ok() && out == chunk_data);
-    // Another base of the same length, each part checking out: an error, not other bytes.
-    let other = put_whole(&store, &vec![7u8; base_data.len()]);
-    let mut wrong = delta.clone();
-    *wrong.delta.as_mut().unwrap().base = other;
-    let e = load(&store, &wrong).0.unwrap_err();
-    assert!(
-        e.details.contains("no replica made the chunk's bytes"),
-        "{}",
-        e.details
-    );
-    // A window of a delta is cut from the whole chunk.
-    let mut window = vec![0u8; 1000];
-    store
-        .load_window_into(&delta, 5000..6000, &mut window, &|_, _| {})
-        .unwrap();
-    assert!(window == chunk_data[5000..6000]);
-    // A base with no replica left: the delta alone is never handed out.
-    for m in &store.members {
-        m.io.delete_chunk(&base.hash).unwrap();
-    }
-    let e = load(&store, &delta).0.unwrap_err();
-    assert_eq!(e.hash, base.hash, "{}", e.details);
-    assert!(f[0].gets.load(Ordering::Relaxed) > 0);
-}
-
-#[test]
-fn a_bad_replica_of_a_delta_or_of_its_base_is_the_one_blamed() {
-    use crate::member::faulty::Op;
-    let dir = tempfile::tempdir().unwrap();
-    let (store, f, base, base_data) = two(dir.path());
-    let (delta, chunk_data) = delta_of(&store, &base, &base_data);
-    let failed = Mutex::new(Vec::new());
-    let read = || {
-        failed.lock().clear();
-        let mut out = vec![0u8; delta.len as usize];
-        let got = store.load_chunk_into(&delta, &mut out, &|id, e| {
-            failed.lock().push(format!("{id}: {}", e.kind().name()));
-        });
-        (got, out, failed.lock().clone())
-    };
-    let gets = |i: usize| f[i].calls(Op::GetChunk);
-    // Base and delta each read once, from the first member, and no hash of the base alone.
-    let (got, out, failures) = read();
-    assert!(got.is_ok() && out == chunk_data && failures.is_empty());
-    assert_eq!((gets(0), gets(1)), (2, 0));
-    // The base's image bad: it is the one reported, read again, and the delta then checks out.
-    f[0].on_nth(Op::GetChunk, gets(0) + 1, Fault::Corrupt);
-    let (got, out, failures) = read();
-    assert!(got.is_ok() && out == chunk_data, "{got:?}");
-    assert_eq!(failures, ["a: corrupt"]);
-    assert_eq!((gets(0), gets(1)), (5, 0), "base, delta, the base again");
-    // The delta's replica bad: it is the one reported, the next replica of it serves.
-    f[0].on_nth(Op::GetChunk, gets(0) + 2, Fault::Corrupt);
-    let (got, out, failures) = read();
-    assert_eq!(got.unwrap(), "b");
-    assert!(out == chunk_data);
-    assert_eq!(failures, ["a: corrupt"]);
-    assert_eq!(
-        (gets(0), gets(1)),
-        (7, 1),
-        "base and delta from a, the delta from b"
-    );
-    // Every replica of the base holds other bytes: the error names the base, and only the base's
-    // reads are blamed (the first image, then each replica read again, and again after the look
-    // for replaced members), never the delta's.
-    let other = codec::encode(
-        &vec![9u8; base_data.len()],
-        CodecChoice::Zstd,
-        3,
-        Content::Bytes,
-    );
-    for m in &store.members {
-        m.io.delete_chunk(&base.hash).unwrap();
-        m.io.put_chunk(&base.hash, &other.as_ref().unwrap().1, IfPresent::Refuse)
-            .unwrap();
-    }
-    let (got, _, failures) = read();
-    assert_eq!(got.unwrap_err().hash, base.hash);
-    let blamed = [
-        "a: corrupt",
-        "a: corrupt",
-        "b: corrupt",
-        "a: corrupt",
-        "b: corrupt",
-    ];
-    assert_eq!(failures, blamed);
 }
 
 #[test]
