@@ -51,70 +51,69 @@ impl DeltaOp {
 
     /// Turns `chunk` (of `base`'s length) into its delta against `base`.
     pub fn make(self, chunk: &mut [u8], base: &[u8]) {
-        self.each(
-            chunk,
-            base,
-            |c, b| zigzag(c.wrapping_sub(b)),
-            |c, b| zigzag(c.wrapping_sub(b)),
-        )
+        self.each(chunk, base, true)
     }
 
     /// Turns `delta` (of `base`'s length) back into the chunk it was made from.
     pub fn apply(self, delta: &mut [u8], base: &[u8]) {
-        self.each(
-            delta,
-            base,
-            |d, b| b.wrapping_add(unzigzag(d)),
-            |d, b| b.wrapping_add(unzigzag(d)),
-        )
+        self.each(delta, base, false)
     }
 
-    /// `f16` or `f32` on each whole element of `out` with the base's, in place; the trailing
-    /// bytes (and every byte, for the XOR) XORed.
-    fn each(
-        self,
-        out: &mut [u8],
-        base: &[u8],
-        f16: impl Fn(u16, u16) -> u16,
-        f32: impl Fn(u32, u32) -> u32,
-    ) {
+    /// Makes (`make`) or undoes each whole element of `out` against the base's, in place; the
+    /// trailing bytes (and every byte, for the XOR) XORed.
+    fn each(self, out: &mut [u8], base: &[u8], make: bool) {
         let whole = out.len().min(base.len()) / self.width() * self.width();
         let (head, tail) = out.split_at_mut(whole);
-        match self {
-            DeltaOp::Xor => xor_into(head, &base[..whole]),
-            DeltaOp::Diff16 => words(head, &base[..whole], f16),
-            DeltaOp::Diff32 => words(head, &base[..whole], f32),
+        let base_head = &base[..whole];
+        match (self, make) {
+            (DeltaOp::Xor, _) => xor_into(head, base_head),
+            (DeltaOp::Diff16, true) => words(head, base_head, u16::diff),
+            (DeltaOp::Diff16, false) => words(head, base_head, u16::undiff),
+            (DeltaOp::Diff32, true) => words(head, base_head, u32::diff),
+            (DeltaOp::Diff32, false) => words(head, base_head, u32::undiff),
         }
         xor_into(tail, &base[whole..]);
     }
 }
 
-/// A little-endian word of 2 or 4 bytes.
+/// A little-endian word of 2 or 4 bytes, and its difference from a base's: the two's-complement
+/// difference zigzagged, a number that is small when the difference is small, of either sign
+/// (0, -1, 1, -2, ... as 0, 1, 2, 3, ...).
 trait Word: Copy + Default {
     const BYTES: usize;
     fn load(b: &[u8]) -> Self;
     fn store(self, b: &mut [u8]);
+    /// `self`'s difference from `base`, zigzagged.
+    fn diff(self, base: Self) -> Self;
+    /// The word whose `diff` from `base` is `self`.
+    fn undiff(self, base: Self) -> Self;
 }
 
-impl Word for u16 {
-    const BYTES: usize = 2;
-    fn load(b: &[u8]) -> u16 {
-        u16::from_le_bytes([b[0], b[1]])
-    }
-    fn store(self, b: &mut [u8]) {
-        b.copy_from_slice(&self.to_le_bytes());
-    }
+macro_rules! word {
+    ($t:ty, $top:expr) => {
+        impl Word for $t {
+            const BYTES: usize = std::mem::size_of::<$t>();
+            fn load(b: &[u8]) -> $t {
+                let mut w = [0u8; std::mem::size_of::<$t>()];
+                w.copy_from_slice(&b[..Self::BYTES]);
+                <$t>::from_le_bytes(w)
+            }
+            fn store(self, b: &mut [u8]) {
+                b.copy_from_slice(&self.to_le_bytes());
+            }
+            fn diff(self, base: $t) -> $t {
+                let d = self.wrapping_sub(base);
+                (d << 1) ^ (0 as $t).wrapping_sub(d >> $top)
+            }
+            fn undiff(self, base: $t) -> $t {
+                base.wrapping_add((self >> 1) ^ (0 as $t).wrapping_sub(self & 1))
+            }
+        }
+    };
 }
 
-impl Word for u32 {
-    const BYTES: usize = 4;
-    fn load(b: &[u8]) -> u32 {
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    }
-    fn store(self, b: &mut [u8]) {
-        b.copy_from_slice(&self.to_le_bytes());
-    }
-}
+word!(u16, 15);
+word!(u32, 31);
 
 /// `f` on each word of `out` (whole words) with the base's, in place: sixteen at a time through
 /// arrays, which the compiler vectorizes (word by word through the byte slices it does not: 1.9
@@ -138,39 +137,6 @@ fn words<W: Word>(out: &mut [u8], base: &[u8], f: impl Fn(W, W) -> W) {
     for (o, b) in o.chunks_exact_mut(W::BYTES).zip(b.chunks_exact(W::BYTES)) {
         f(W::load(o), W::load(b)).store(o);
     }
-}
-
-/// A two's-complement difference as a number that is small when the difference is small, of
-/// either sign: 0, -1, 1, -2, ... as 0, 1, 2, 3, ...
-trait Zigzag: Copy {
-    fn zz(self) -> Self;
-    fn unzz(self) -> Self;
-}
-
-impl Zigzag for u16 {
-    fn zz(self) -> u16 {
-        (self << 1) ^ (0u16.wrapping_sub(self >> 15))
-    }
-    fn unzz(self) -> u16 {
-        (self >> 1) ^ (0u16.wrapping_sub(self & 1))
-    }
-}
-
-impl Zigzag for u32 {
-    fn zz(self) -> u32 {
-        (self << 1) ^ (0u32.wrapping_sub(self >> 31))
-    }
-    fn unzz(self) -> u32 {
-        (self >> 1) ^ (0u32.wrapping_sub(self & 1))
-    }
-}
-
-fn zigzag<T: Zigzag>(x: T) -> T {
-    x.zz()
-}
-
-fn unzigzag<T: Zigzag>(x: T) -> T {
-    x.unzz()
 }
 
 /// Which of the two payloads did not decode.
