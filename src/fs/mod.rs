@@ -13,6 +13,7 @@ mod fuse;
 mod handles;
 mod handover;
 mod live;
+mod load;
 mod passthrough;
 mod pieces;
 mod read;
