@@ -418,3 +418,38 @@ fn control_attributes_answer_root_only_and_refresh_requests_are_bounded() {
         Ok(Xattr::Value(_))
     ));
 }
+
+#[test]
+fn a_copy_whose_writer_fell_behind_the_read_completes_from_the_store() {
+    let f = fixture("behind");
+    let tier = shardfs::tier::Tier::open(&f.dir.path().join("tier"), 64 << 20).unwrap();
+    let core = f.core(Some(tier.clone()));
+    let m = u64::from(lookup(&core, ROOT, "m").unwrap().ino);
+    let a = u64::from(lookup(&core, m, "a.bin").unwrap().ino);
+    let (fh, _) = open_as(&core, a, libc::O_RDONLY, false).unwrap();
+    // The reader never waits for the tier's disk: with its writer held, the whole file reads.
+    let held = tier.hold_writer();
+    assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
+    core.release(fh);
+    let missed = tier.report().missed;
+    assert!(missed >= 1, "the writer held, chunks must have been missed");
+    drop(held);
+    // The writer catches up on its own, through the mount's loads (nothing reads the file).
+    let mut copy = None;
+    wait_for(ANSWER, "the local copy", || {
+        let (fh, mode) = open_as(&core, a, libc::O_RDONLY, false).unwrap();
+        if mode == "local copy" {
+            copy = Some(fh);
+            return true;
+        }
+        core.release(fh);
+        false
+    });
+    assert!(read_all(&core, a, copy.unwrap(), f.a.len() as u64) == f.a);
+    let report = tier.report();
+    assert!(
+        report.reloaded >= 1 && report.reloaded <= missed,
+        "{report:?}"
+    );
+    assert_eq!(report.damaged, 0);
+}

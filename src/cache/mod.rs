@@ -184,6 +184,12 @@ impl ChunkCache {
         chunk
     }
 
+    /// The chunk `key` if the cache holds it, leaving its place, its counters and its read-ahead
+    /// mark as they are (for the local tier catching up, which is not a reader).
+    pub fn peek(&self, key: &Hash32) -> Option<Chunk> {
+        self.inner.lock().lru.peek(key).cloned()
+    }
+
     /// Returns the chunk `key` (`len` bytes once loaded), from the cache, by joining a load under
     /// way, or by calling `load` on this thread once the budget has room for it. `limit` is the
     /// longest `load` may take (readers that join it wait no longer).

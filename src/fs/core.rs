@@ -176,6 +176,10 @@ impl Core {
                 to.file(ino);
             }
         }));
+        let shared = Arc::downgrade(&self.shared);
+        tier.on_missed(Box::new(move |file, index| {
+            shared.upgrade()?.reload_for_tier(file, index)
+        }));
         self.page_drop = Some(drop);
         Ok(self)
     }

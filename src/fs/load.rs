@@ -9,7 +9,6 @@ use super::pieces::{Piece, window_len};
 use crate::buffer::ChunkBuf;
 use crate::cache::{Chunk, Served};
 use crate::store::manifest::{ChunkRef, FileEntry};
-use crate::tier::Backlog;
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Arc;
@@ -83,9 +82,26 @@ impl Shared {
         }
         let chunk = result.map_err(|why| load_failed(&no_memory, why))?;
         if let Some(tier) = &self.tier {
-            tier.offer(file, index, &chunk, Backlog::Wait);
+            tier.offer(file, index, &chunk);
         }
         Ok(chunk)
+    }
+
+    /// Chunk `index` of `file` again, for the local tier, which missed it when it was read: from
+    /// the cache while it is there, else from the store into a buffer of its own that is not
+    /// cached (the tier's catching up must not push out what readers use).
+    pub(super) fn reload_for_tier(&self, file: &FileEntry, index: usize) -> Option<Chunk> {
+        let c = file.chunks.get(index)?;
+        if let Some(chunk) = self.cache.peek(&c.hash) {
+            return Some(chunk);
+        }
+        match self.load_into_buf(c, None, &Cell::new(false)) {
+            Ok(buf) => Some(Arc::new(buf)),
+            Err(e) => {
+                log::debug!("'{}' chunk {index} for the local tier: {e}", file.path);
+                None
+            }
+        }
     }
 
     /// The base chunk of a delta through the chunk cache, so that reads of the base model and of

@@ -15,7 +15,6 @@ use super::tree::NodeKind;
 use crate::cache::Chunk;
 use crate::store::manifest::FileEntry;
 use crate::store::reader::Frames;
-use crate::tier::Backlog;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -108,9 +107,8 @@ impl Core {
         if let Some(chunks) = cached {
             if let Some(tier) = &shared.tier {
                 for (p, c) in pieces.iter().zip(&chunks) {
-                    // This is the session's own thread: it must not wait on the disk.
                     if p.window.is_none() {
-                        tier.offer(&file, p.index, c, Backlog::Skip);
+                        tier.offer(&file, p.index, c);
                     }
                 }
             }

@@ -4,9 +4,12 @@
 //! the daemon).
 //!
 //! A copy is built as the file's chunks are read and verified: each chunk is written at its
-//! offset into `<hash>.part` by a writer thread, and the byte ranges that are in are counted (by
-//! range, not chunk index: two chunkings of one file, from two models or a re-pack, fill the
-//! same copy). When every byte is in, the copy is synced, hashed whole and compared with its
+//! offset into `<hash>.part` by a writer thread (`write.rs`: by direct I/O), and the byte ranges
+//! that are in are counted (by range, not chunk index: two chunkings of one file, from two
+//! models or a re-pack, fill the same copy). The copy trails the read and never holds it up: a
+//! chunk read while the writer is behind is noted as missed, and the writer loads the missed
+//! chunks again once no chunk has come for a while (only chunks a reader read: a partial load
+//! copies only its part). When every byte is in, the copy is synced, hashed whole and compared with its
 //! name, and only then renamed to `<hash>`: a copy is never handed out before that check. All
 //! file I/O (create, preallocate, write, sync, hash, unlink) is done by the writer thread outside
 //! the state's lock, so a reader or a FUSE session thread never waits on the tier's disk; a
@@ -19,6 +22,7 @@
 
 pub mod place;
 mod state;
+mod write;
 
 use crate::cache::Chunk;
 use crate::codec::Hash32;
@@ -28,27 +32,34 @@ use serde::{Deserialize, Serialize};
 use state::{Copy, Filling, State};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use write::{CopyFile, Stage};
 
 /// Chunks waiting for the writer: a bound on the memory they hold beyond the cache. Few: the
 /// tier is on by default, so what it holds counts against every mount's memory bound (cache +
-/// 64 MiB); a chunk's write into the page cache takes about a millisecond.
+/// 64 MiB); a chunk's write takes about two milliseconds.
 const QUEUED: usize = 2;
 /// A file the tier could not take (no room, a failed write) is offered again after this.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+/// The writer loads missed chunks again once no chunk has been offered for this long.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// What `offer` does when the copy writer is behind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backlog {
-    /// Waits for room in its queue (a reader's thread).
-    Wait,
-    /// Leaves the chunk out (a thread that must not block).
-    Skip,
+/// A chunk offered to the writer: chunk `index` of a file, and its bytes.
+type Offered = (Arc<FileEntry>, usize, Chunk);
+type Queue = crossbeam_channel::Receiver<Offered>;
+
+/// The writer's next step.
+enum Job {
+    Write(Arc<FileEntry>, usize, Chunk),
+    Reload,
 }
+
+/// How the writer gets a missed chunk again (chunk `index` of a file): verified bytes, or
+/// `None` when they cannot be had now.
+pub type Reload = Box<dyn Fn(&Arc<FileEntry>, usize) -> Option<Chunk> + Send + Sync>;
 
 /// The tier as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -67,6 +78,12 @@ pub struct TierReport {
     /// Files whose page cache through the mount was emptied once passthrough could serve them.
     #[serde(default)]
     pub page_caches_dropped: u64,
+    /// Chunks read while the writer was behind (not written then), and those of them loaded
+    /// again to complete their copies.
+    #[serde(default)]
+    pub missed: u64,
+    #[serde(default)]
+    pub reloaded: u64,
 }
 
 pub struct Tier {
@@ -75,19 +92,27 @@ pub struct Tier {
     dir: PathBuf,
     limit: u64,
     state: Mutex<State>,
-    queue: crossbeam_channel::Sender<(Arc<FileEntry>, usize, Chunk)>,
+    queue: crossbeam_channel::Sender<Offered>,
     /// Set when the writer failed for good: no copy is offered or opened any more.
     off: AtomicBool,
     /// Makes the writer panic at its next chunk (tests of its supervision).
     #[cfg(test)]
     panic_next: AtomicBool,
+    /// Held by a test to hold the writer up before its next step (`hold_writer`).
+    #[cfg(any(test, feature = "twins"))]
+    writer_gate: Mutex<()>,
     pub hits: AtomicU64,
     evicted: AtomicU64,
     damaged: AtomicU64,
     /// Files whose page cache through the mount was emptied once their copy could serve them.
     pub page_caches_dropped: AtomicU64,
+    missed: AtomicU64,
+    reloaded: AtomicU64,
     /// Told the hash of each copy as it becomes servable (made, or found and checked).
     ready: std::sync::OnceLock<ReadyHook>,
+    /// Loads chunks the writer missed (without it, a copy with a missed chunk completes only
+    /// when that chunk is read again).
+    reload: std::sync::OnceLock<Reload>,
 }
 
 /// What [`Tier::on_ready`] is told.
@@ -116,11 +141,16 @@ impl Tier {
             off: AtomicBool::new(false),
             #[cfg(test)]
             panic_next: AtomicBool::new(false),
+            #[cfg(any(test, feature = "twins"))]
+            writer_gate: Mutex::new(()),
             hits: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
             page_caches_dropped: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            reloaded: AtomicU64::new(0),
             ready: std::sync::OnceLock::new(),
+            reload: std::sync::OnceLock::new(),
         });
         let found = tier.adopt_found()?;
         tier.clone().start_writer(found, queued)?;
@@ -198,11 +228,7 @@ impl Tier {
 
     /// Starts the writer thread: it checks the copies `found`, then writes the chunks offered.
     /// A writer that fails turns the tier off; chunks still offered are then dropped.
-    fn start_writer(
-        self: Arc<Self>,
-        found: Vec<Hash32>,
-        queued: crossbeam_channel::Receiver<(Arc<FileEntry>, usize, Chunk)>,
-    ) -> Result<(), String> {
+    fn start_writer(self: Arc<Self>, found: Vec<Hash32>, queued: Queue) -> Result<(), String> {
         let tier = self;
         std::thread::Builder::new()
             .name("tier-write".into())
@@ -211,8 +237,18 @@ impl Tier {
                     for hash in found {
                         tier.check_found(hash);
                     }
-                    for (entry, index, chunk) in queued.iter() {
-                        tier.write(&entry, index, &chunk);
+                    let mut stage = Stage::default();
+                    let mut last_offered = std::time::Instant::now();
+                    while let Some(next) = tier.next_job(&queued, last_offered) {
+                        #[cfg(any(test, feature = "twins"))]
+                        drop(tier.writer_gate.lock());
+                        match next {
+                            Job::Write(entry, index, chunk) => {
+                                tier.write(&entry, index, &chunk, &mut stage);
+                                last_offered = std::time::Instant::now();
+                            }
+                            Job::Reload => tier.reload_missed(&mut stage),
+                        }
                     }
                 });
                 if std::panic::catch_unwind(run).is_err() {
@@ -252,6 +288,65 @@ impl Tier {
             log::warn!("local copy {} is damaged: deleted", hash.to_hex());
             self.damaged.fetch_add(1, Ordering::Relaxed);
             let _ = fs::remove_file(self.path(&hash));
+        }
+    }
+
+    /// What the writer does next: write the next chunk offered, or, once none has come for
+    /// `IDLE` since `last_offered`, load a missed chunk again; `None` when no offer can come.
+    fn next_job(&self, queued: &Queue, last_offered: std::time::Instant) -> Option<Job> {
+        use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+        let job = |(entry, index, chunk)| Job::Write(entry, index, chunk);
+        loop {
+            if !self.state.lock().has_missed() {
+                return queued.recv().ok().map(job);
+            }
+            let wait = IDLE.saturating_sub(last_offered.elapsed());
+            if wait.is_zero() {
+                return match queued.try_recv() {
+                    Ok(item) => Some(job(item)),
+                    Err(TryRecvError::Empty) => Some(Job::Reload),
+                    Err(TryRecvError::Disconnected) => None,
+                };
+            }
+            match queued.recv_timeout(wait) {
+                Ok(item) => return Some(job(item)),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Holds the writer up (before its next step) until the guard is dropped: chunks offered
+    /// meanwhile beyond the queue's few are missed (tests of the tier catching up).
+    #[cfg(any(test, feature = "twins"))]
+    pub fn hold_writer(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.writer_gate.lock()
+    }
+
+    /// From now on the writer loads the chunks it missed with `reload`.
+    pub fn on_missed(&self, reload: Reload) {
+        let _ = self.reload.set(reload);
+    }
+
+    /// Loads one chunk the writer missed (the first of a copy still being built that does not
+    /// have its bytes) and writes it.
+    fn reload_missed(&self, stage: &mut Stage) {
+        let Some(reload) = self.reload.get() else {
+            self.state.lock().forget_missed();
+            return;
+        };
+        let Some((entry, index)) = self.state.lock().next_missed() else {
+            return;
+        };
+        match reload(&entry, index) {
+            Some(chunk) => {
+                self.reloaded.fetch_add(1, Ordering::Relaxed);
+                self.write(&entry, index, &chunk, stage)
+            }
+            None => log::debug!(
+                "local tier: chunk {index} of '{}' could not be loaded again: its copy completes when it is read",
+                entry.path
+            ),
         }
     }
 
@@ -311,10 +406,9 @@ impl Tier {
     }
 
     /// A chunk of `file` was read and verified: it goes into the file's copy, when the file
-    /// has none yet and fits. When the writer is behind (a few chunks), `Backlog::Wait` waits;
-    /// `Backlog::Skip` (a thread that must not block) leaves the chunk out, and the copy
-    /// completes when it is read again. Never touches the disk.
-    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk, backlog: Backlog) {
+    /// has none yet and fits. Never waits and never touches the disk: when the writer is behind
+    /// (a few chunks), the chunk is noted as missed, for the writer to load again when idle.
+    pub fn offer(&self, file: &Arc<FileEntry>, index: usize, chunk: &Chunk) {
         if self.off.load(Ordering::Relaxed) {
             return;
         }
@@ -343,10 +437,12 @@ impl Tier {
                 }
             }
         }
-        let item = (file.clone(), index, chunk.clone());
-        match backlog {
-            Backlog::Wait => drop(self.queue.send(item)),
-            Backlog::Skip => drop(self.queue.try_send(item)),
+        if let Err(crossbeam_channel::TrySendError::Full(_)) =
+            self.queue.try_send((file.clone(), index, chunk.clone()))
+            && let Some(fill) = self.state.lock().filling.get_mut(&file.blake3)
+            && fill.missed(file, index)
+        {
+            self.missed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -383,36 +479,21 @@ impl Tier {
             self.evicted.fetch_add(1, Ordering::Relaxed);
             st.evicted.push(v);
         }
-        st.filling.insert(
-            hash,
-            Filling {
-                file: None,
-                size: file.size,
-                have: Vec::new(),
-            },
-        );
+        st.filling.insert(hash, Filling::new(file.size));
         true
     }
 
     /// Makes the `.part` file of a reserved copy (on the writer thread).
-    fn create_part(&self, file: &FileEntry) -> io::Result<Arc<File>> {
+    fn create_part(&self, file: &FileEntry) -> io::Result<Arc<CopyFile>> {
         // A new private file: whatever is at its name (a killed fill, or a link someone planted
         // in a shared folder) is removed as an entry first, never written through.
-        let part = self.part_path(&file.blake3);
-        let _ = fs::remove_file(&part);
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&part)?;
-        preallocate(&f, file.size)?;
+        let f = CopyFile::create(&self.part_path(&file.blake3))?;
+        preallocate(f.file(), file.size)?;
         Ok(Arc::new(f))
     }
 
     /// The writer: puts a chunk in place; the last byte in completes the copy.
-    fn write(&self, file: &FileEntry, index: usize, chunk: &Chunk) {
+    fn write(&self, file: &FileEntry, index: usize, chunk: &Chunk, stage: &mut Stage) {
         #[cfg(test)]
         if self.panic_next.swap(false, Ordering::SeqCst) {
             panic!("injected writer failure");
@@ -454,7 +535,7 @@ impl Tier {
         let Some(bytes) = chunk.get(..c.len as usize) else {
             return;
         };
-        if let Err(e) = f.write_all_at(bytes, start) {
+        if let Err(e) = f.write_at(bytes, start, stage) {
             log::warn!("local tier: cannot write a copy of '{}': {e}", file.path);
             self.abandon(&hash);
             return;
@@ -468,7 +549,7 @@ impl Tier {
             fill.complete()
         };
         if done {
-            self.complete(file, &f);
+            self.complete(file, f.file());
         }
     }
 
@@ -520,6 +601,8 @@ impl Tier {
             evicted: self.evicted.load(Ordering::Relaxed),
             damaged: self.damaged.load(Ordering::Relaxed),
             page_caches_dropped: self.page_caches_dropped.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
+            reloaded: self.reloaded.load(Ordering::Relaxed),
         }
     }
 }

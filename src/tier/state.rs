@@ -1,9 +1,11 @@
 //! What the local tier holds, in memory: its checked copies, the copies being built (the byte
-//! ranges written so far) and the files it refused for a while. `mod.rs` keeps it under a lock.
+//! ranges written so far, the chunks the writer missed) and the files it refused for a while.
+//! `mod.rs` keeps it under a lock.
 
+use super::write::CopyFile;
 use crate::codec::Hash32;
+use crate::store::manifest::FileEntry;
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::Arc;
 
 /// A checked copy.
@@ -21,13 +23,41 @@ pub(super) struct Copy {
 /// A copy being built.
 pub(super) struct Filling {
     /// Opened by the writer (outside the state's lock) when the first chunk arrives.
-    pub(super) file: Option<Arc<File>>,
+    pub(super) file: Option<Arc<CopyFile>>,
     pub(super) size: u64,
     /// Byte ranges written, sorted and merged.
     pub(super) have: Vec<(u64, u64)>,
+    /// Chunks read while the writer was behind (chunk `index` of a file), to be loaded again.
+    missed: Vec<(Arc<FileEntry>, usize)>,
 }
 
 impl Filling {
+    pub(super) fn new(size: u64) -> Filling {
+        Filling {
+            file: None,
+            size,
+            have: Vec::new(),
+            missed: Vec::new(),
+        }
+    }
+
+    /// Chunk `index` of `file` was read but not written: noted once (at most one note per
+    /// chunk of the file, so the list is bounded by the file's chunks). Whether it was new.
+    pub(super) fn missed(&mut self, file: &Arc<FileEntry>, index: usize) -> bool {
+        let Some(c) = file.chunks.get(index) else {
+            return false;
+        };
+        let span = |f: &FileEntry, i: usize| f.chunks.get(i).map(|c| (c.offset, c.len));
+        let new = !self
+            .missed
+            .iter()
+            .any(|(f, i)| span(f, *i) == Some((c.offset, c.len)));
+        if new {
+            self.missed.push((file.clone(), index));
+        }
+        new
+    }
+
     pub(super) fn covers(&self, start: u64, end: u64) -> bool {
         let i = self.have.partition_point(|r| r.1 < end);
         self.have.get(i).is_some_and(|r| r.0 <= start && end <= r.1)
@@ -64,6 +94,33 @@ pub(super) struct State {
 }
 
 impl State {
+    pub(super) fn has_missed(&self) -> bool {
+        self.filling.values().any(|f| !f.missed.is_empty())
+    }
+
+    /// A chunk a copy being built missed and still lacks, taken off its list.
+    pub(super) fn next_missed(&mut self) -> Option<(Arc<FileEntry>, usize)> {
+        for fill in self.filling.values_mut() {
+            while let Some((file, index)) = fill.missed.pop() {
+                let lacking = file
+                    .chunks
+                    .get(index)
+                    .is_some_and(|c| !fill.covers(c.offset, c.offset + c.len));
+                if lacking {
+                    return Some((file, index));
+                }
+            }
+        }
+        None
+    }
+
+    /// Drops every note of a missed chunk (nothing can load them again).
+    pub(super) fn forget_missed(&mut self) {
+        for fill in self.filling.values_mut() {
+            fill.missed.clear();
+        }
+    }
+
     pub(super) fn used(&self) -> u64 {
         self.copies.values().map(|c| c.size).sum::<u64>()
             + self.filling.values().map(|f| f.size).sum::<u64>()
