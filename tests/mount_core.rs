@@ -163,6 +163,21 @@ fn read_all(core: &Core, ino: u64, fh: u64, size: u64) -> Vec<u8> {
     out
 }
 
+/// A handle on file `ino` served from its local copy, opened once the copy is checked.
+fn open_once_copied(core: &Core, ino: u64) -> u64 {
+    let mut copy = None;
+    wait_for(ANSWER, "the local copy", || {
+        let (fh, mode) = open_as(core, ino, libc::O_RDONLY, false).unwrap();
+        if mode == "local copy" {
+            copy = Some(fh);
+            return true;
+        }
+        core.release(fh);
+        false
+    });
+    copy.unwrap()
+}
+
 fn lookup(core: &Core, parent: u64, name: &str) -> Result<fuser::FileAttr, FsError> {
     core.lookup(parent, OsStr::new(name))
 }
@@ -295,17 +310,7 @@ fn an_open_is_served_from_chunks_then_the_local_copy_then_by_passthrough() {
     assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
     core.release(fh);
     // The chunks read went into the tier; once its copy is checked, opens use it.
-    let mut copy = None;
-    wait_for(ANSWER, "the local copy", || {
-        let (fh, mode) = open_as(&core, a, libc::O_RDONLY, false).unwrap();
-        if mode == "local copy" {
-            copy = Some(fh);
-            return true;
-        }
-        core.release(fh);
-        false
-    });
-    let fh = copy.unwrap();
+    let fh = open_once_copied(&core, a);
     assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
     // With passthrough taken, a new open goes by passthrough only once no normal open is live.
     core.passthrough_taken(true);
@@ -435,17 +440,8 @@ fn a_copy_whose_writer_fell_behind_the_read_completes_from_the_store() {
     assert!(missed >= 1, "the writer held, chunks must have been missed");
     drop(held);
     // The writer catches up on its own, through the mount's loads (nothing reads the file).
-    let mut copy = None;
-    wait_for(ANSWER, "the local copy", || {
-        let (fh, mode) = open_as(&core, a, libc::O_RDONLY, false).unwrap();
-        if mode == "local copy" {
-            copy = Some(fh);
-            return true;
-        }
-        core.release(fh);
-        false
-    });
-    assert!(read_all(&core, a, copy.unwrap(), f.a.len() as u64) == f.a);
+    let fh = open_once_copied(&core, a);
+    assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
     let report = tier.report();
     assert!(
         report.reloaded >= 1 && report.reloaded <= missed,
