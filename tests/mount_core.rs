@@ -436,16 +436,12 @@ fn a_copy_whose_writer_fell_behind_the_read_completes_from_the_store() {
     let held = tier.hold_writer();
     assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
     core.release(fh);
-    let missed = tier.report().missed;
-    assert!(missed >= 1, "the writer held, chunks must have been missed");
     drop(held);
     // The writer catches up on its own, through the mount's loads (nothing reads the file).
     let fh = open_once_copied(&core, a);
     assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
     let report = tier.report();
-    assert!(
-        report.reloaded >= 1 && report.reloaded <= missed,
-        "{report:?}"
-    );
+    // Of its 5 chunks the held writer took one and queued two at most.
+    assert!(report.reloaded >= 2, "{report:?}");
     assert_eq!(report.damaged, 0);
 }

@@ -27,6 +27,8 @@ pub(super) struct Filling {
     pub(super) size: u64,
     /// Byte ranges written, sorted and merged.
     pub(super) have: Vec<(u64, u64)>,
+    /// Byte spans of chunks in the writer's queue (a few): a chunk is queued once.
+    queued: Vec<(u64, u64)>,
     /// Chunks read while the writer was behind (chunk `index` of a file), to be loaded again.
     missed: Vec<(Arc<FileEntry>, usize)>,
 }
@@ -37,15 +39,30 @@ impl Filling {
             file: None,
             size,
             have: Vec::new(),
+            queued: Vec::new(),
             missed: Vec::new(),
         }
     }
 
+    /// Notes `span` as queued for the writer: `false` if it already is.
+    pub(super) fn queue(&mut self, span: (u64, u64)) -> bool {
+        let new = !self.queued.contains(&span);
+        if new {
+            self.queued.push(span);
+        }
+        new
+    }
+
+    /// `span` left the writer's queue (taken, or never let in).
+    pub(super) fn dequeued(&mut self, span: (u64, u64)) {
+        self.queued.retain(|s| *s != span);
+    }
+
     /// Chunk `index` of `file` was read but not written: noted once (at most one note per
-    /// chunk of the file, so the list is bounded by the file's chunks). Whether it was new.
-    pub(super) fn missed(&mut self, file: &Arc<FileEntry>, index: usize) -> bool {
+    /// chunk of the file, so the list is bounded by the file's chunks).
+    pub(super) fn missed(&mut self, file: &Arc<FileEntry>, index: usize) {
         let Some(c) = file.chunks.get(index) else {
-            return false;
+            return;
         };
         let span = |f: &FileEntry, i: usize| f.chunks.get(i).map(|c| (c.offset, c.len));
         let new = !self
@@ -55,7 +72,6 @@ impl Filling {
         if new {
             self.missed.push((file.clone(), index));
         }
-        new
     }
 
     pub(super) fn covers(&self, start: u64, end: u64) -> bool {
