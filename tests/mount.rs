@@ -355,11 +355,22 @@ fn memory_stays_within_the_cache_budget() {
     assert!(fs::read(&p).unwrap() == data);
     drop_page_cache(&p);
     random_preads(&p, &data, &mut Rng::new(5), 400);
-    let hwm = proc_status(m.pid(), "VmHWM");
-    eprintln!("daemon peak RSS: {hwm} KiB with a 32 MiB cache");
+    // The bound is on what the daemon allocates, not on the pages of its program file the
+    // kernel maps in (shared, dropped under pressure): 8 MiB of a release build, 22 of this
+    // test's debug build, which alone put the total near the bound. The peak less the
+    // program's pages at the end is the daemon's own memory when the total peaked (less any
+    // program pages first touched after that: a few, once every code path has run).
+    let (hwm, program) = (
+        proc_status(m.pid(), "VmHWM"),
+        proc_status(m.pid(), "RssFile"),
+    );
+    let own = hwm - program;
+    eprintln!(
+        "daemon peak RSS: {hwm} KiB with a 32 MiB cache, {program} KiB of it the program's file"
+    );
     assert!(
-        hwm < (32 + 64) * 1024,
-        "daemon peak RSS {hwm} KiB over the 32 MiB cache + 64 MiB"
+        own < (32 + 64) * 1024,
+        "daemon peak RSS {hwm} KiB less the program's {program} KiB is over the 32 MiB cache + 64 MiB"
     );
     let s = m.status();
     assert!(s["cache_bytes_used"].as_u64().unwrap() <= 32 << 20, "{s}");
