@@ -5,7 +5,7 @@
 use super::write::CopyFile;
 use crate::codec::Hash32;
 use crate::store::manifest::FileEntry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A checked copy.
@@ -29,8 +29,10 @@ pub(super) struct Filling {
     pub(super) have: Vec<(u64, u64)>,
     /// Byte spans of chunks in the writer's queue (a few): a chunk is queued once.
     queued: Vec<(u64, u64)>,
-    /// Chunks read while the writer was behind (chunk `index` of a file), to be loaded again.
+    /// Chunks read while the writer was behind (chunk `index` of a file), to be loaded again,
+    /// and their byte spans (one note per span).
     missed: Vec<(Arc<FileEntry>, usize)>,
+    missed_spans: HashSet<(u64, u64)>,
 }
 
 impl Filling {
@@ -41,6 +43,7 @@ impl Filling {
             have: Vec::new(),
             queued: Vec::new(),
             missed: Vec::new(),
+            missed_spans: HashSet::new(),
         }
     }
 
@@ -64,12 +67,7 @@ impl Filling {
         let Some(c) = file.chunks.get(index) else {
             return;
         };
-        let span = |f: &FileEntry, i: usize| f.chunks.get(i).map(|c| (c.offset, c.len));
-        let new = !self
-            .missed
-            .iter()
-            .any(|(f, i)| span(f, *i) == Some((c.offset, c.len)));
-        if new {
+        if self.missed_spans.insert((c.offset, c.len)) {
             self.missed.push((file.clone(), index));
         }
     }
@@ -118,11 +116,11 @@ impl State {
     pub(super) fn next_missed(&mut self) -> Option<(Arc<FileEntry>, usize)> {
         for fill in self.filling.values_mut() {
             while let Some((file, index)) = fill.missed.pop() {
-                let lacking = file
-                    .chunks
-                    .get(index)
-                    .is_some_and(|c| !fill.covers(c.offset, c.offset + c.len));
-                if lacking {
+                let Some(c) = file.chunks.get(index) else {
+                    continue;
+                };
+                fill.missed_spans.remove(&(c.offset, c.len));
+                if !fill.covers(c.offset, c.offset + c.len) {
                     return Some((file, index));
                 }
             }
@@ -134,6 +132,7 @@ impl State {
     pub(super) fn forget_missed(&mut self) {
         for fill in self.filling.values_mut() {
             fill.missed.clear();
+            fill.missed_spans.clear();
         }
     }
 
