@@ -19,10 +19,24 @@ use thiserror::Error;
 /// The temporary output being written (a file, or a folder for a model of several files).
 static PENDING: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-fn pending(path: Option<&Path>) {
-    if let Ok(mut p) = PENDING.lock() {
-        *p = path.map(Path::to_path_buf);
-    }
+/// Makes a temporary with `make` and notes it as pending in one step: the signal watcher takes
+/// the same lock, so a signal that comes while the temporary is made still finds it (noted
+/// after its creation, one that came in between left it behind).
+fn make_pending<T: AsRef<Path>>(make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let made = make()?;
+    *p = Some(made.as_ref().to_path_buf());
+    Ok(made)
+}
+
+/// Puts the pending temporary in place with `persist` and stops noting it, in one step: a signal
+/// meanwhile finds either the temporary (and removes it) or nothing, never an output it would
+/// say was not written.
+fn persist_pending<T>(persist: impl FnOnce() -> T) -> T {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let done = persist();
+    *p = None;
+    done
 }
 
 /// Makes SIGINT (Ctrl-C), SIGTERM and SIGHUP end the process only after the temporary output of
@@ -125,7 +139,7 @@ pub fn export(
     ensure_dir(dir, parents, umask)?;
     match single {
         Some(f) => {
-            let tmp = builder.tempfile_in(dir).map_err(output_err(dir))?;
+            let tmp = make_pending(|| builder.tempfile_in(dir)).map_err(output_err(dir))?;
             export_one(
                 store,
                 f,
@@ -179,12 +193,10 @@ fn export_one(
     mode: u32,
     on_failure: &OnFailure,
 ) -> Result<(), ExportError> {
-    pending(Some(tmp.path()));
     let file = tmp.as_file().try_clone().map_err(output_err(tmp.path()))?;
     let file = stream(store, f, file, tmp.path(), on_failure)?;
     finish_file(&file, f, mode, tmp.path())?;
-    let persisted = tmp.persist(output);
-    pending(None);
+    let persisted = persist_pending(|| tmp.persist(output));
     persisted.map_err(|e| output_err(output)(e.error))?;
     Ok(())
 }
@@ -266,8 +278,7 @@ fn export_folder(
     umask: u32,
     on_failure: &OnFailure,
 ) -> Result<(), ExportError> {
-    let tmp = builder.tempdir_in(dir).map_err(output_err(dir))?;
-    pending(Some(tmp.path()));
+    let tmp = make_pending(|| builder.tempdir_in(dir)).map_err(output_err(dir))?;
     for f in &manifest.files {
         let dest = tmp.path().join(&f.path);
         make_dirs(tmp.path(), &f.path, umask)?;
@@ -284,8 +295,7 @@ fn export_folder(
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777 & !umask))
         .map_err(output_err(tmp.path()))?;
     let kept = tmp.keep();
-    let renamed = fs::rename(&kept, output);
-    pending(None);
+    let renamed = persist_pending(|| fs::rename(&kept, output));
     if let Err(e) = renamed {
         let _ = fs::remove_dir_all(&kept);
         return Err(output_err(output)(e));
