@@ -2,7 +2,7 @@
 //! ranges written so far, the chunks the writer missed) and the files it refused for a while.
 //! `mod.rs` keeps it under a lock.
 
-use super::write::CopyFile;
+use super::copy_file::CopyFile;
 use crate::codec::Hash32;
 use crate::store::manifest::FileEntry;
 use std::collections::{HashMap, HashSet};
