@@ -1,45 +1,17 @@
 //! Real FUSE mounts: byte equality (whole files and 10k random preads), attributes, read-only
-//! behaviour, concurrency with mmap, replica failover and EIO, memory bound, and the lifecycle
-//! (mount/unmount loops, kill -9, signals, bad arguments).
+//! behaviour, concurrency with mmap, replica failover and EIO, the memory bound. A mount's
+//! lifecycle (mount/unmount loops, kill -9, signals, bad arguments) is in `lifecycle.rs`.
 
 mod common;
 use common::*;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CS: u64 = 64 * 1024;
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    members: Vec<PathBuf>,
-    store: String,
-}
-
-impl Fixture {
-    fn new(n: usize) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let members = members(dir.path(), n);
-        let store = store_arg(&members);
-        Fixture {
-            dir,
-            members,
-            store,
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn state(&self) -> PathBuf {
-        self.path("state")
-    }
-    fn mount(&self, args: &[&str]) -> Mounted {
-        Mounted::new(&self.store, &self.path("mnt"), &self.state(), args)
-    }
-}
 
 fn random_preads(mounted: &Path, original: &[u8], rng: &mut Rng, n: usize) {
     let f = fs::File::open(mounted).unwrap();
@@ -67,7 +39,7 @@ fn random_preads(mounted: &Path, original: &[u8], rng: &mut Rng, n: usize) {
 
 #[test]
 fn files_read_back_exactly() {
-    let fx = Fixture::new(3);
+    let fx = MountFixture::new(3);
     let mut rng = Rng::new(100);
     let models: Vec<(String, Vec<u8>)> = vec![
         ("floats".into(), rng.floats(40 * CS as usize + 12345)),
@@ -139,7 +111,7 @@ fn files_read_back_exactly() {
 
 #[test]
 fn attributes_and_read_only() {
-    let fx = Fixture::new(1);
+    let fx = MountFixture::new(1);
     let data = Rng::new(101).bytes(3 * CS as usize + 5);
     let src = pack_bytes(
         fx.dir.path(),
@@ -218,7 +190,7 @@ fn check_mapped(target: &Path, data: &[u8], seed: u64) -> std::thread::JoinHandl
 
 #[test]
 fn concurrent_readers_and_mmap() {
-    let fx = Fixture::new(2);
+    let fx = MountFixture::new(2);
     let data = Rng::new(102).floats(24 << 20);
     let src = pack_bytes(
         fx.dir.path(),
@@ -283,7 +255,7 @@ for _ in range(1500):
 
 #[test]
 fn lost_member_fails_over_and_bad_chunk_gives_eio() {
-    let fx = Fixture::new(3);
+    let fx = MountFixture::new(3);
     let data = Rng::new(103).floats(60 * CS as usize);
     pack_bytes(
         fx.dir.path(),
@@ -312,7 +284,7 @@ fn lost_member_fails_over_and_bad_chunk_gives_eio() {
     drop(m);
 
     // A chunk with no good replica: that range fails with EIO, the rest still reads.
-    let fx = Fixture::new(1);
+    let fx = MountFixture::new(1);
     pack_bytes(
         fx.dir.path(),
         &fx.store,
@@ -345,7 +317,7 @@ fn lost_member_fails_over_and_bad_chunk_gives_eio() {
 
 #[test]
 fn memory_stays_within_the_cache_budget() {
-    let fx = Fixture::new(1);
+    let fx = MountFixture::new(1);
     let data = Rng::new(104).floats(256 << 20);
     pack_bytes(fx.dir.path(), &fx.store, "m", &data, &[]);
     // No local tier: once its copy were made the random reads would go by passthrough, and
@@ -377,212 +349,9 @@ fn memory_stays_within_the_cache_budget() {
 }
 
 #[test]
-fn mount_and_unmount_twenty_times_leave_nothing_behind() {
-    let fx = Fixture::new(1);
-    let data = Rng::new(105).bytes(100_000);
-    pack_bytes(fx.dir.path(), &fx.store, "m", &data, &[]);
-    let mnt = fx.path("mnt");
-    for i in 0..20 {
-        let m = fx.mount(&["--name", "m"]);
-        let pid = m.pid();
-        assert!(fs::read(m.dir.join("m.bin")).unwrap() == data, "round {i}");
-        let out = m.unmount();
-        assert!(
-            out.status.success(),
-            "unmount {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!is_mounted(&mnt), "still mounted after unmount {i}");
-        assert!(
-            !process_alive(pid),
-            "daemon {pid} still running after unmount {i}"
-        );
-        std::mem::forget(m);
-    }
-    let listing = run_in(&fx.state(), &["status", "--json"]);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&listing.stdout).unwrap(),
-        serde_json::json!([])
-    );
-}
-
-#[test]
-fn a_killed_daemon_is_cleaned_up_by_unmount_and_by_status() {
-    let fx = Fixture::new(1);
-    pack_bytes(
-        fx.dir.path(),
-        &fx.store,
-        "m",
-        &Rng::new(105).bytes(100_000),
-        &[],
-    );
-    let mnt = fx.path("mnt");
-    // kill -9, then unmount cleans up the stale mount.
-    let m = fx.mount(&["--name", "m"]);
-    let pid = m.pid();
-    kill_and_wait(pid, "-9");
-    // A dead daemon's mount answers "not connected" (or "aborted" for a request caught in the kill).
-    let dead = fs::metadata(m.dir.join("m.bin"))
-        .unwrap_err()
-        .raw_os_error();
-    assert!(
-        dead == Some(libc::ENOTCONN) || dead == Some(libc::ECONNABORTED),
-        "{dead:?}"
-    );
-    let out = m.unmount();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!is_mounted(&mnt));
-    std::mem::forget(m);
-
-    // status shows a dead daemon's mount as stale once, and cleans it up.
-    let m = fx.mount(&["--name", "m"]);
-    kill_and_wait(m.pid(), "-9");
-    let listing = run_in(&fx.state(), &["status", "--json"]);
-    let entries: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
-    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
-    assert_eq!(entries[0]["state"], "stale");
-    assert!(!is_mounted(&mnt), "status left the dead mount behind");
-    let again = run_in(&fx.state(), &["status", "--json"]);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap(),
-        serde_json::json!([])
-    );
-    std::mem::forget(m);
-}
-
-#[test]
-fn a_renamed_binary_mounts_live_and_sigterm_unmounts_cleanly() {
-    let fx = Fixture::new(1);
-    let data = Rng::new(105).bytes(100_000);
-    pack_bytes(fx.dir.path(), &fx.store, "m", &data, &[]);
-    let mnt = fx.path("mnt");
-    // A binary under another name (a versioned install) runs a live mount that status reports
-    // as live, not as a dead daemon to clean up, and that unmounts normally.
-    fs::create_dir_all(&mnt).unwrap();
-    let renamed = fx.path("sfs-1.2");
-    fs::copy(bin(), &renamed).unwrap();
-    let with_renamed = |args: &[&str]| run_bin_in(&renamed, &fx.state(), args);
-    let store = fx.store.clone();
-    let out = with_renamed(&[
-        "mount",
-        "--store",
-        &store,
-        mnt.to_str().unwrap(),
-        "--name",
-        "m",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = with_renamed(&["status", "--json"]);
-    let entries: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
-    assert_eq!(entries[0]["state"], "live", "{entries}");
-    assert!(entries[0]["pid_start"].as_u64().unwrap() > 0, "{entries}");
-    assert!(fs::read(mnt.join("m.bin")).unwrap() == data);
-    let out = with_renamed(&["unmount", mnt.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!is_mounted(&mnt));
-
-    // SIGTERM to the daemon unmounts cleanly and removes its state.
-    let m = fx.mount(&["--name", "m"]);
-    let pid = m.pid();
-    kill_and_wait(pid, "-TERM");
-    assert!(!is_mounted(&mnt), "SIGTERM left the mount behind");
-    let out = run_in(&fx.state(), &["status", mnt.to_str().unwrap()]);
-    assert!(
-        !out.status.success(),
-        "state file left behind after SIGTERM"
-    );
-    std::mem::forget(m);
-}
-
-#[test]
-fn bad_mount_arguments() {
-    let fx = Fixture::new(1);
-    pack_bytes(fx.dir.path(), &fx.store, "m", b"hello", &[]);
-    let state = fx.state();
-    let check = |args: &[&str], needle: &str| {
-        let out = run_in(&state, args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: '{err}' lacks '{needle}'");
-        assert_eq!(
-            err.lines().filter(|l| l.contains("error")).count(),
-            1,
-            "{err}"
-        );
-    };
-    let missing = fx.path("no-such-dir");
-    check(
-        &["mount", "--store", &fx.store, missing.to_str().unwrap()],
-        "does not exist",
-    );
-    let file = fx.path("a-file");
-    fs::write(&file, b"x").unwrap();
-    check(
-        &["mount", "--store", &fx.store, file.to_str().unwrap()],
-        "not a directory",
-    );
-    let mnt = fx.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    check(
-        &[
-            "mount",
-            "--store",
-            fx.path("nothing-here").to_str().unwrap(),
-            mnt.to_str().unwrap(),
-        ],
-        "no member of the store",
-    );
-    check(
-        &[
-            "mount",
-            "--store",
-            &fx.store,
-            mnt.to_str().unwrap(),
-            "--name",
-            "nope",
-        ],
-        "no model named 'nope'",
-    );
-    check(
-        &[
-            "mount",
-            "--store",
-            &fx.store,
-            mnt.to_str().unwrap(),
-            "--cache-size",
-            "12",
-        ],
-        "at least 1MiB",
-    );
-    let m = fx.mount(&[]);
-    check(
-        &["mount", "--store", &fx.store, mnt.to_str().unwrap()],
-        "already a mount point",
-    );
-    check(
-        &["unmount", fx.path("a-file").to_str().unwrap()],
-        "not a shardfs mount",
-    );
-    drop(m);
-    assert!(!is_mounted(&mnt));
-}
-
-#[test]
 fn files_that_only_look_like_a_format_round_trip() {
     // A .safetensors whose header lies (offsets past the end), and a "GGUF" that is not one.
-    let fx = Fixture::new(2);
+    let fx = MountFixture::new(2);
     let mut rng = Rng::new(106);
     let mut fake_st = (40u64).to_le_bytes().to_vec();
     fake_st.extend_from_slice(

@@ -1,8 +1,9 @@
 //! Mounts in tests: a live mount with its own state directory (`Mounted`, unmounted when
 //! dropped), running `shardfs` in that directory, detaching a mount a test made another way,
-//! whether a place is mounted or a daemon alive, and dropping one file's page cache.
+//! whether a place is mounted or a daemon alive, and dropping one file's page cache; a store of
+//! directory members to mount (`MountFixture`).
 
-use super::{bin, command_at};
+use super::{bin, command_at, members, store_arg};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -132,4 +133,34 @@ pub fn drop_page_cache(file: &Path) {
     // SAFETY: fadvise on an open fd.
     let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(r, 0, "fadvise DONTNEED on {}", file.display());
+}
+
+/// A store of `n` directory members in a temporary folder, mounted at its `mnt` with its own
+/// state directory.
+pub struct MountFixture {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<PathBuf>,
+    pub store: String,
+}
+
+impl MountFixture {
+    pub fn new(n: usize) -> MountFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let members = members(dir.path(), n);
+        let store = store_arg(&members);
+        MountFixture {
+            dir,
+            members,
+            store,
+        }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path("state")
+    }
+    pub fn mount(&self, args: &[&str]) -> Mounted {
+        Mounted::new(&self.store, &self.path("mnt"), &self.state(), args)
+    }
 }
