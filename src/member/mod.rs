@@ -16,7 +16,7 @@
 pub mod beneath;
 pub mod deadline;
 pub mod dir;
-mod direct_io;
+pub(crate) mod direct_io;
 #[cfg(any(test, feature = "twins"))]
 pub mod faulty;
 #[cfg(test)]

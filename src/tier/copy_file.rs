@@ -12,12 +12,12 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The unit of direct I/O: a page (a multiple of every disk's logical block size up to 4 KiB
-/// and of the filesystem's block), so that no page is written both ways.
+/// The unit of direct I/O: the alignment the members' direct reads use, or the page where that
+/// is larger, so that no page is written both ways.
 fn unit() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    (page.max(4096)) as u64
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as usize;
+    page.max(crate::member::direct_io::DIRECT_ALIGN) as u64
 }
 
 /// Bytes staged at a time for direct I/O when a chunk's pages are not aligned in memory.
