@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+mod ans;
 pub mod delta;
 pub mod fp8;
 pub mod frames;

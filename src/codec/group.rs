@@ -1,17 +1,18 @@
 //! The byte-grouping codec: byte i of every element of `width` bytes goes to group i, and each
-//! group is stored with zstd or raw, whichever is smaller. For float tensors (width 2 or 4) each
+//! group is stored entropy-coded (`ans`), with zstd, sparse or raw, whichever is smallest. For float tensors (width 2 or 4) each
 //! element is first rotated left by one bit so that the sign moves to the lowest bit and the
 //! exponent fills the top byte exactly (bf16 and fp32; fp16 gets its 5 exponent bits in the top
-//! byte too): the exponent group, ~2.7 bits of information per byte, shrinks to a third, while
+//! byte too): the exponent group, ~2.7 bits of information per byte, shrinks to a third (coded
+//! by `ans` within 0.7% of its order-0 entropy, where zstd's Huffman code is 2% over), while
 //! the mantissa groups are near-random and stay raw; fp32 tensors holding bf16 values have two
 //! all-zero groups, which cost nothing. For quantized blocks (GGUF Q8_0, Q4_K, ...; width = the
 //! block's bytes, no rotation) the scales are separated from the quants, which then code better.
 //!
 //! Payload: `width` (u16 LE), then per group its mode (u8: 0 raw, 1 zstd, 2 sparse: nearly all
-//! zeros, see `sparse`) and stored length (u64 LE), then the groups in order (lowest byte first),
+//! zeros, see `sparse`; 3 entropy-coded, see `ans`) and stored length (u64 LE), then the groups in order (lowest byte first),
 //! then the `raw_len % width` trailing bytes.
 
-use super::{CodecError, sparse};
+use super::{CodecError, ans, sparse};
 
 /// How one group is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,7 @@ pub(super) enum Mode {
     Raw,
     Zstd,
     Sparse,
+    Ans,
 }
 
 impl Mode {
@@ -27,11 +29,12 @@ impl Mode {
             Mode::Raw => 0,
             Mode::Zstd => 1,
             Mode::Sparse => 2,
+            Mode::Ans => 3,
         }
     }
 
     fn from_id(id: u8) -> Option<Mode> {
-        [Mode::Raw, Mode::Zstd, Mode::Sparse]
+        [Mode::Raw, Mode::Zstd, Mode::Sparse, Mode::Ans]
             .into_iter()
             .find(|m| m.id() == id)
     }
@@ -39,37 +42,47 @@ impl Mode {
 /// A group is kept compressed only when that saves at least this fraction.
 const MIN_SAVING: f64 = 0.02;
 
-/// Order-0 entropy of `data` in bits per byte, and how many of its bytes are zero: a group
-/// above 8 × (1 − MIN_SAVING) bits cannot be compressed enough to keep, so it is stored raw
-/// without trying (the mantissa groups), and only a group nearly all zeros is tried sparse.
-fn entropy_and_zeros(data: &[u8]) -> (f64, usize) {
-    // Four tables counted in turn: with one, a run of equal bytes (the exponents of neighbouring
-    // weights) makes each increment wait for the previous one to the same counter. Measured: the
-    // count took 70% of the grouping codec's encode time, a fifth of `pack`'s CPU.
-    let mut tables = [[0u64; 256]; 4];
-    let mut quads = data.chunks_exact(4);
-    for q in &mut quads {
-        tables[0][q[0] as usize] += 1;
-        tables[1][q[1] as usize] += 1;
-        tables[2][q[2] as usize] += 1;
-        tables[3][q[3] as usize] += 1;
-    }
-    for &b in quads.remainder() {
-        tables[0][b as usize] += 1;
-    }
-    let counts: Vec<u64> = (0..256)
-        .map(|i| tables.iter().map(|t| t[i]).sum())
-        .collect();
-    let n = data.len() as f64;
-    let bits = counts
+/// Order-0 entropy of `data` in bits per byte, how many of its bytes are zero, and the counts
+/// they come from: a group above 8 × (1 − MIN_SAVING) bits cannot be compressed enough to keep,
+/// so it is stored raw without trying (the mantissa groups), and only a group nearly all zeros
+/// is tried sparse.
+fn entropy_and_zeros(data: &[u8]) -> (f64, usize, [u64; 256]) {
+    let counts = ans::count(data);
+    (bits_per_byte(&counts), counts[0] as usize, counts)
+}
+
+/// Order-0 entropy in bits per byte of bytes with these counts.
+fn bits_per_byte(counts: &[u64; 256]) -> f64 {
+    let n = counts.iter().sum::<u64>() as f64;
+    counts
         .iter()
         .filter(|&&c| c > 0)
         .map(|&c| {
             let p = c as f64 / n;
             -p * p.log2()
         })
-        .sum();
-    (bits, counts[0] as usize)
+        .sum()
+}
+
+/// Whether a sample of `group` (eight pieces of 2 KiB spread over it) is so near random that the
+/// whole is surely above the bar to try compressing it (a float's mantissa bytes): then it is
+/// not counted whole, which was the larger part of a bf16 chunk's encode once its exponents
+/// were entropy-coded. The margin (0.05 bits) is over twice what 16 KiB of a random group falls
+/// short of 8 bits by (about 0.02), so a group near the bar is always counted whole.
+fn plainly_random(group: &[u8]) -> bool {
+    const PIECE: usize = 2048;
+    const PIECES: usize = 8;
+    if group.len() < 4 * PIECE * PIECES {
+        return false;
+    }
+    let stride = group.len() / PIECES;
+    let mut counts = [0u64; 256];
+    for k in 0..PIECES {
+        for &b in &group[k * stride..k * stride + PIECE] {
+            counts[b as usize] += 1;
+        }
+    }
+    bits_per_byte(&counts) > 8.0 * (1.0 - MIN_SAVING) + 0.05
 }
 
 /// Compresses one group (zstd, tuned for it).
@@ -239,21 +252,40 @@ pub fn encode(
     out[start..start + 2].copy_from_slice(&(width as u16).to_le_bytes());
     let table = start + 2;
     for (j, g) in groups.chunks_exact(n.max(1)).take(width).enumerate() {
-        let (bits, zeros) = entropy_and_zeros(g);
+        let (bits, zeros, counts) = match plainly_random(g) {
+            true => (8.0, 0, [0; 256]),
+            false => entropy_and_zeros(g),
+        };
         let worth_trying = n > 0 && bits < 8.0 * (1.0 - MIN_SAVING);
-        // The smallest of zstd and sparse, kept where it saves enough over the group raw.
-        let mut packed = None;
+        // The smallest of the ways tried, kept where it saves enough over the group raw. A group
+        // nearly all zeros (a delta's top bytes) is tried sparse and with zstd only: sparse
+        // decodes with a fill and a store per other byte, several times faster than any coder.
+        // Otherwise `ans`, and zstd too where there may be repeats for its matches to find
+        // (quantization scales, a delta's differences: not rotated) or the group is nearly one
+        // value (where `ans` still stores its states); a float group's bytes have no such
+        // repeats, so zstd's Huffman code only loses to `ans` there, and is not run.
+        let mut packed: Option<(Mode, Vec<u8>)> = None;
         if worth_trying {
-            let zstd = compress(g)?;
-            let sparse = if sparse::fits(g.len(), zeros) {
-                sparse::encode(g, compress)?
-            } else {
-                None
+            let mut keep = |mode, bytes: Vec<u8>| {
+                if packed.as_ref().is_none_or(|(_, p)| bytes.len() < p.len()) {
+                    packed = Some((mode, bytes));
+                }
             };
-            packed = Some(match sparse {
-                Some(sparse) if sparse.len() < zstd.len() => (Mode::Sparse, sparse),
-                _ => (Mode::Zstd, zstd),
-            });
+            let sparse = match sparse::fits(g.len(), zeros) {
+                true => sparse::encode(g, compress)?,
+                false => None,
+            };
+            if sparse.is_none() {
+                let mut coded = Vec::new();
+                ans::encode(g, Some(&counts), &mut coded);
+                keep(Mode::Ans, coded);
+            }
+            if sparse.is_some() || !rotate || bits < 1.0 {
+                keep(Mode::Zstd, compress(g)?);
+            }
+            if let Some(sparse) = sparse {
+                keep(Mode::Sparse, sparse);
+            }
         }
         let (mode, bytes) = match &packed {
             Some((mode, p)) if (p.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING) => {
@@ -362,7 +394,8 @@ pub fn decode(
     Ok(())
 }
 
-/// Decodes one group stored compressed (`mode` zstd or sparse) into `dst`, exactly its length.
+/// Decodes one group stored compressed (`mode` zstd, sparse or entropy-coded) into `dst`,
+/// exactly its length.
 pub(super) fn unpack(
     mode: Mode,
     stored: &[u8],
@@ -371,6 +404,7 @@ pub(super) fn unpack(
 ) -> Result<(), CodecError> {
     match mode {
         Mode::Sparse => sparse::decode(stored, dst, decompress),
+        Mode::Ans => ans::decode(stored, dst),
         _ if decompress(stored, dst)? != dst.len() => Err(CodecError::Decompress(
             "grouped codec: group decompressed to the wrong length".into(),
         )),
@@ -401,7 +435,7 @@ pub(crate) mod tests {
     }
 
     /// bf16 of normal(0, 0.02)-like values.
-    fn bf16(n: usize) -> Vec<u8> {
+    pub(crate) fn bf16(n: usize) -> Vec<u8> {
         let mut x: u64 = 7;
         let mut out = Vec::with_capacity(n * 2);
         for _ in 0..n {
@@ -439,6 +473,24 @@ pub(crate) mod tests {
         assert!(
             ratio > 1.4 && ratio > plain + 0.1,
             "float codec {ratio:.3}x vs zstd {plain:.3}x"
+        );
+    }
+
+    #[test]
+    fn the_exponents_are_entropy_coded_smaller_than_zstd_codes_them() {
+        let raw = bf16(1 << 16);
+        let enc = round_trip(&raw, 2);
+        let table = read_table(&enc, true, raw.len(), enc.len() as u64).unwrap();
+        assert_eq!(table.groups[1].0, Mode::Ans);
+        let exponents: Vec<u8> = raw
+            .chunks_exact(2)
+            .map(|c| (u16::from_le_bytes([c[0], c[1]]).rotate_left(1) >> 8) as u8)
+            .collect();
+        let zstd = zstd1(&exponents).unwrap().len();
+        assert!(
+            (table.groups[1].1 as f64) < zstd as f64 * 0.99,
+            "{} bytes entropy-coded against zstd's {zstd}",
+            table.groups[1].1
         );
     }
 
@@ -485,7 +537,7 @@ pub(crate) mod tests {
         let enc = round_trip(&raw, 2);
         let table = read_table(&enc, true, raw.len(), enc.len() as u64).unwrap();
         let modes: Vec<Mode> = table.groups.iter().map(|(m, _)| *m).collect();
-        assert_eq!(modes, [Mode::Zstd, Mode::Sparse]);
+        assert_eq!(modes, [Mode::Ans, Mode::Sparse]);
         // Smaller than the exponents' group through zstd alone.
         let exponents: Vec<u8> = raw
             .chunks_exact(2)
@@ -517,9 +569,9 @@ pub(crate) mod tests {
 
     #[test]
     fn entropy_estimate() {
-        assert_eq!(entropy_and_zeros(&[7; 1000]), (0.0, 0));
+        assert_eq!(entropy_and_zeros(&[7; 1000]).0, 0.0);
         let all: Vec<u8> = (0..=255).cycle().take(256 * 100).collect();
-        let (bits, zeros) = entropy_and_zeros(&all);
+        let (bits, zeros, _) = entropy_and_zeros(&all);
         assert!((bits - 8.0).abs() < 1e-9 && zeros == 100);
     }
 

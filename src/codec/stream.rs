@@ -220,7 +220,9 @@ fn grouped(
     let table = group::read_table(&head, rotate, raw_len, header.payload_len)?;
     let width = table.width;
     let count = |mode| table.groups.iter().filter(|(m, _)| *m == mode).count() as u64;
-    let (zstd_groups, sparse_groups) = (count(group::Mode::Zstd), count(group::Mode::Sparse));
+    let zstd_groups = count(group::Mode::Zstd);
+    // Sparse and entropy-coded groups are decoded whole.
+    let sparse_groups = count(group::Mode::Sparse) + count(group::Mode::Ans);
     // Each group reads its stored bytes this many at a time.
     let buffer = if width <= 4 {
         256 << 10
@@ -251,12 +253,13 @@ fn grouped(
             group::Mode::Zstd => {
                 GroupReader::Zstd(zstd_reader(ranged, buffer, GROUP_WINDOW_LOG_MAX)?)
             }
-            group::Mode::Sparse => {
+            group::Mode::Sparse | group::Mode::Ans => {
                 // Kept only where smaller than the group raw: a member's claim of more is
                 // not fetched.
                 if len > n {
                     return Err(CodecError::Decompress(
-                        "grouped codec: a sparse group larger than the group".into(),
+                        "grouped codec: a sparse or entropy-coded group larger than the group"
+                            .into(),
                     ));
                 }
                 let stored = fetch(at, len).map_err(read_err)?;
@@ -392,6 +395,19 @@ mod tests {
             assert!(got.unwrap() == raw, "{codec:?}");
             assert!(reads > 1, "{codec:?}: read in one piece");
         }
+    }
+
+    #[test]
+    fn an_entropy_coded_group_decodes_in_pieces() {
+        // One frame's worth or less: stored in one piece, grouped, its exponents entropy-coded.
+        let raw = group::tests::bf16(50_000);
+        let (codec, image) = codec::encode(&raw, CodecChoice::Auto, 3, Content::Floats(2)).unwrap();
+        assert_eq!(codec, Codec::Float16);
+        let head = &image[HEADER_LEN..];
+        let table = group::read_table(head, true, raw.len(), head.len() as u64).unwrap();
+        assert_eq!(table.groups[1].0, group::Mode::Ans);
+        let (got, _) = streamed(&image);
+        assert!(got.unwrap() == raw);
     }
 
     #[test]

@@ -267,3 +267,25 @@ fn inline_bytes_round_trip_and_need_no_member() {
         );
     }
 }
+
+#[test]
+fn a_grouped_chunk_is_written_as_format_3_and_older_formats_of_it_still_read() {
+    let mut m = sample();
+    assert!(format_for(&m.files) < 3);
+    m.files[0].chunks[0].codec = Codec::Float16;
+    // Its groups may be entropy-coded, which builds reading format 2 only cannot decode.
+    assert_eq!(format_for(&m.files), 3);
+    m.format_version = 3;
+    assert_eq!(Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap(), m);
+    // As builds before format 3 wrote such a chunk: still read.
+    m.format_version = 1;
+    assert!(Manifest::from_bytes(&m.to_bytes().unwrap()).is_ok());
+    // A base that is grouped counts too.
+    let mut d = with_delta();
+    d.files[0].chunks[1].delta.as_mut().unwrap().base.codec = Codec::Float32;
+    assert_eq!(format_for(&d.files), 3);
+    // A format past this build's: refused as a newer shardfs's, not as damage.
+    m.format_version = MANIFEST_FORMAT + 1;
+    let err = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap_err();
+    assert!(is_newer(&err), "{err}");
+}

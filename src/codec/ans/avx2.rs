@@ -1,0 +1,160 @@
+//! The rANS decoder eight states at a time with AVX2: a block of a group's bytes (one per
+//! state) is a vector of eight states per stream, each of which looks its slots up with one
+//! gather, and the states that fall below 2^16 take the next words of their stream in lane order
+//! (a shuffle chosen by which did). The streams' vectors do not wait on each other, so their
+//! work overlaps. The same bytes, states and words as `decode_scalar`, which finishes what
+//! this leaves.
+
+use super::{Cursor, SCALE, SCALE_LOG, Slots, WIDE};
+use std::arch::x86_64::*;
+
+/// For each set of lanes that take a word (a bit per lane), which of the eight words loaded
+/// each lane takes: its rank among the lanes that take one.
+static RANKS: [[u32; 8]; 256] = ranks();
+
+const fn ranks() -> [[u32; 8]; 256] {
+    let mut t = [[0u32; 8]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut k = 0;
+        let mut rank = 0;
+        while k < 8 {
+            t[m][k] = rank;
+            if m >> k & 1 == 1 {
+                rank += 1;
+            }
+            k += 1;
+        }
+        m += 1;
+    }
+    t
+}
+
+/// Whether this CPU has what `decode_blocks` uses: AVX2 and POPCNT.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")
+}
+
+/// Decodes whole blocks of `dst` while every stream surely has the words a block may take of
+/// it (eight), and returns how many bytes it decoded; `at` is left where the next byte starts.
+///
+/// # Safety
+/// The CPU must have AVX2 and POPCNT (`available`).
+#[target_feature(enable = "avx2,popcnt")]
+pub(super) unsafe fn decode_blocks(
+    slots: &Slots,
+    words: &[u8],
+    at: &mut Cursor,
+    dst: &mut [u8],
+) -> usize {
+    match at.lanes / WIDE {
+        1 => blocks1(slots, words, at, dst),
+        2 => blocks2(slots, words, at, dst),
+        _ => blocks4(slots, words, at, dst),
+    }
+}
+
+/// One step of one stream's vector of states `$x` (words at `$next`): stores its eight bytes at
+/// `$out` and leaves the states and the stream's position after them.
+macro_rules! step {
+    ($c:ident, $words:ident, $x:ident, $next:ident, $out:expr) => {{
+        let slot = _mm256_and_si256($x, $c.mask);
+        // SAFETY: every index is below SCALE (masked), the length of `slots`.
+        let e = unsafe { _mm256_i32gather_epi32::<4>($c.slots.as_ptr().cast(), slot) };
+        let freq = _mm256_add_epi32(_mm256_and_si256(e, $c.low12), $c.one);
+        let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), $c.low12);
+        let y = _mm256_add_epi32(
+            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<{ SCALE_LOG as i32 }>($x)),
+            bias,
+        );
+        // Below 2^16: the top half is zero.
+        let takes = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), $c.zero);
+        let m = _mm256_movemask_ps(_mm256_castsi256_ps(takes)) as usize;
+        // SAFETY: `$next + 8 <= its end <= words.len() / 2` (the loop's condition, and the
+        // check before it): the 16 bytes loaded are the stream's (little-endian words, as x86
+        // reads them). `RANKS[m]` holds eight u32.
+        let (w, rank) = unsafe {
+            (
+                _mm256_cvtepu16_epi32(_mm_loadu_si128($words.as_ptr().add($next * 2).cast())),
+                _mm256_loadu_si256(RANKS[m].as_ptr().cast()),
+            )
+        };
+        let w = _mm256_permutevar8x32_epi32(w, rank);
+        $x = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), takes);
+        $next += m.count_ones() as usize;
+        let b = _mm256_shuffle_epi8(_mm256_srli_epi32::<24>(e), $c.low_bytes);
+        let b = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
+        let o: &mut [u8] = $out;
+        // SAFETY: `o` is eight bytes; the low eight bytes of `b` are stored, unaligned.
+        unsafe { _mm_storel_epi64(o.as_mut_ptr().cast(), b) };
+    }};
+}
+
+/// What every step uses.
+struct Consts<'a> {
+    slots: &'a Slots,
+    mask: __m256i,
+    low12: __m256i,
+    one: __m256i,
+    zero: __m256i,
+    low_bytes: __m256i,
+}
+
+/// One function per count of streams (1, 2 or 4), each stream's states and position in locals
+/// of their own, so that the streams' steps overlap.
+macro_rules! blocks {
+    ($name:ident, $s:literal, [$($k:literal: $x:ident, $n:ident),+]) => {
+        #[target_feature(enable = "avx2,popcnt")]
+        fn $name(slots: &Slots, words: &[u8], at: &mut Cursor, dst: &mut [u8]) -> usize {
+            let lanes = $s * WIDE;
+            let count = dst.len() / lanes;
+            // The words must be in `words` for the loads: a member's lengths are checked
+            // against the stream's bytes before this is called, and again here.
+            if at.ends[..$s].iter().any(|&e| e > words.len() / 2) {
+                return 0;
+            }
+            let c = consts(slots);
+            $(
+                // SAFETY: eight u32 of the states; unaligned load.
+                let mut $x = unsafe {
+                    _mm256_loadu_si256(at.states[$k * WIDE..].as_ptr().cast())
+                };
+                let mut $n = at.next[$k];
+            )+
+            let mut done = 0;
+            while done < count $(&& $n + WIDE <= at.ends[$k])+ {
+                let out = &mut dst[done * lanes..(done + 1) * lanes];
+                $(step!(c, words, $x, $n, &mut out[$k * WIDE..($k + 1) * WIDE]);)+
+                done += 1;
+            }
+            $(
+                // SAFETY: eight u32 of the states; unaligned store.
+                unsafe {
+                    _mm256_storeu_si256(at.states[$k * WIDE..].as_mut_ptr().cast(), $x)
+                };
+                at.next[$k] = $n;
+            )+
+            done * lanes
+        }
+    };
+}
+
+blocks!(blocks1, 1, [0: x0, n0]);
+blocks!(blocks2, 2, [0: x0, n0, 1: x1, n1]);
+blocks!(blocks4, 4, [0: x0, n0, 1: x1, n1, 2: x2, n2, 3: x3, n3]);
+
+#[target_feature(enable = "avx2,popcnt")]
+fn consts(slots: &Slots) -> Consts<'_> {
+    Consts {
+        slots,
+        mask: _mm256_set1_epi32((SCALE - 1) as i32),
+        low12: _mm256_set1_epi32(0xfff),
+        one: _mm256_set1_epi32(1),
+        zero: _mm256_setzero_si256(),
+        // Byte 0 of each u32, gathered into the low four bytes of each 128-bit half.
+        low_bytes: _mm256_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        ),
+    }
+}
