@@ -264,29 +264,40 @@ pub fn encode(
         // (quantization scales, a delta's differences: not rotated) or the group is nearly one
         // value (where `ans` still stores its states); a float group's bytes have no such
         // repeats, so zstd's Huffman code only loses to `ans` there, and is not run.
-        let mut packed: Option<(Mode, Vec<u8>)> = None;
+        // Each way tried with its length as it counts in the choice: `ans` decodes more slowly
+        // than zstd on such groups, so beside zstd it is kept only where 2% smaller.
+        let mut tried: Vec<(Mode, Vec<u8>, f64)> = Vec::new();
         if worth_trying {
-            let mut keep = |mode, bytes: Vec<u8>| {
-                if packed.as_ref().is_none_or(|(_, p)| bytes.len() < p.len()) {
-                    packed = Some((mode, bytes));
-                }
-            };
             let sparse = match sparse::fits(g.len(), zeros) {
                 true => sparse::encode(g, compress)?,
                 false => None,
             };
+            let with_zstd = sparse.is_some() || !rotate || bits < 1.0;
             if sparse.is_none() {
                 let mut coded = Vec::new();
                 ans::encode(g, Some(&counts), &mut coded);
-                keep(Mode::Ans, coded);
+                let weight = if with_zstd {
+                    1.0 / (1.0 - MIN_SAVING)
+                } else {
+                    1.0
+                };
+                let len = coded.len() as f64 * weight;
+                tried.push((Mode::Ans, coded, len));
             }
-            if sparse.is_some() || !rotate || bits < 1.0 {
-                keep(Mode::Zstd, compress(g)?);
+            if with_zstd {
+                let zstd = compress(g)?;
+                let len = zstd.len() as f64;
+                tried.push((Mode::Zstd, zstd, len));
             }
             if let Some(sparse) = sparse {
-                keep(Mode::Sparse, sparse);
+                let len = sparse.len() as f64;
+                tried.push((Mode::Sparse, sparse, len));
             }
         }
+        let packed = tried
+            .into_iter()
+            .min_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(mode, bytes, _)| (mode, bytes));
         let (mode, bytes) = match &packed {
             Some((mode, p)) if (p.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING) => {
                 (*mode, &p[..])
