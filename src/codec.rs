@@ -21,6 +21,7 @@ pub mod group;
 mod hash;
 mod sparse;
 pub mod stream;
+mod varint;
 mod zstd_ctx;
 
 pub use hash::Hash32;

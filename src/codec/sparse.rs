@@ -9,8 +9,8 @@
 //! the list compressed: each non-zero byte's distance from the end of the one before
 //! (LEB128), then their values in order.
 
-use super::CodecError;
 use super::group::{GroupCompressor, GroupDecompressor};
+use super::{CodecError, varint};
 
 /// A group with more non-zero bytes than one in this many is not stored this way: each of them
 /// costs a decode its own store.
@@ -40,12 +40,7 @@ pub fn encode(
     let mut list = Vec::with_capacity(count * 2);
     let mut next = 0usize;
     for (i, _) in group.iter().enumerate().filter(|(_, b)| **b != 0) {
-        let mut gap = i - next;
-        while gap >= 0x80 {
-            list.push(gap as u8 | 0x80);
-            gap >>= 7;
-        }
-        list.push(gap as u8);
+        varint::put(&mut list, (i - next) as u64);
         next = i + 1;
     }
     list.extend(group.iter().filter(|&&b| b != 0));
@@ -86,21 +81,11 @@ pub fn decode(
         let (gaps, values) = list.split_at(list_len - count);
         let (mut at, mut next) = (0usize, 0usize);
         for &value in values {
-            let mut gap = 0usize;
-            let mut shift = 0;
-            loop {
-                let b = *gaps.get(at).ok_or_else(|| bad("list ends early"))?;
-                at += 1;
-                gap |= usize::from(b & 0x7f) << shift;
-                if b & 0x80 == 0 {
-                    break;
-                }
-                shift += 7;
-                if shift > 28 {
-                    return Err(bad("a distance too long"));
-                }
-            }
-            let i = next + gap;
+            let gap = varint::get(gaps, &mut at).map_err(|e| match e {
+                varint::Unread::Short => bad("list ends early"),
+                varint::Unread::TooLong => bad("a distance too long"),
+            })?;
+            let i = next + gap as usize;
             *out.get_mut(i)
                 .ok_or_else(|| bad("a byte past the group's end"))? = value;
             next = i + 1;

@@ -222,7 +222,7 @@ fn grouped(
     let count = |mode| table.groups.iter().filter(|(m, _)| *m == mode).count() as u64;
     let zstd_groups = count(group::Mode::Zstd);
     // Sparse and entropy-coded groups are decoded whole.
-    let sparse_groups = count(group::Mode::Sparse) + count(group::Mode::Ans);
+    let whole_groups = count(group::Mode::Sparse) + count(group::Mode::Ans);
     // Each group reads its stored bytes this many at a time.
     let buffer = if width <= 4 {
         256 << 10
@@ -233,9 +233,9 @@ fn grouped(
     let n = raw_len / width;
     let needs = width as u64 * buffer as u64
         + zstd_groups * ((1 << GROUP_WINDOW_LOG_MAX) + ZSTD_STATE)
-        // Each sparse group's bytes while later groups decode, and one decoding: its stored
-        // bytes (no more than the group) and its list (under 0.6 of it).
-        + (sparse_groups + 2 * u64::from(sparse_groups > 0)) * n as u64
+        // Each group decoded whole while later groups decode, and one decoding: its stored
+        // bytes (no more than the group) and a sparse group's list (under 0.6 of it).
+        + (whole_groups + 2 * u64::from(whole_groups > 0)) * n as u64
         + 2 * (step * width) as u64;
     if needs > STREAM_MEMORY {
         return Err(CodecError::Decompress(format!(

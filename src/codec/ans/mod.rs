@@ -15,7 +15,7 @@
 //! Decoding takes any bytes: a stream that is not one this encoder made fails, or decodes to
 //! bytes that the frame's hash then rejects; it never reads out of bounds and never loops.
 
-use super::CodecError;
+use super::{CodecError, varint};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -96,25 +96,12 @@ pub(super) fn count(data: &[u8]) -> [u64; 256] {
     counts
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u32) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(stream: &[u8], at: &mut usize) -> Result<u32, CodecError> {
-    let mut v = 0u32;
-    for shift in [0, 7, 14, 21, 28] {
-        let b = *stream.get(*at).ok_or_else(|| bad("short stream"))?;
-        *at += 1;
-        v |= u32::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(bad("bad varint"))
+/// The varint at `stream[*at..]`.
+fn get_varint(stream: &[u8], at: &mut usize) -> Result<u64, CodecError> {
+    varint::get(stream, at).map_err(|e| match e {
+        varint::Unread::Short => bad("short stream"),
+        varint::Unread::TooLong => bad("bad varint"),
+    })
 }
 
 /// How one byte value is coded: the state past which it must shrink first (its frequency ×
@@ -174,20 +161,19 @@ fn lanes_for(n: usize) -> usize {
     }
 }
 
-/// Codes `data` and appends the stream to `out` (nothing for no bytes). `counts` are its bytes'
-/// counts, where the caller has them.
-pub fn encode(data: &[u8], counts: Option<&[u64; 256]>, out: &mut Vec<u8>) {
+/// Codes `data`, whose bytes' counts are `counts` (`count`), and appends the stream to `out`
+/// (nothing for no bytes).
+pub fn encode(data: &[u8], counts: &[u64; 256], out: &mut Vec<u8>) {
     if data.is_empty() {
         return;
     }
-    let counts = counts.copied().unwrap_or_else(|| count(data));
-    let freqs = normalise(&counts, data.len() as u64);
+    let freqs = normalise(counts, data.len() as u64);
     let lo = freqs.iter().position(|&f| f > 0).unwrap_or(0);
     let hi = freqs.iter().rposition(|&f| f > 0).unwrap_or(0);
     out.push(lo as u8);
     out.push(hi as u8);
     for &f in &freqs[lo..=hi] {
-        put_varint(out, f);
+        varint::put(out, u64::from(f));
     }
     let coders = Coder::for_freqs(&freqs);
     let lanes = lanes_for(data.len());
@@ -222,7 +208,7 @@ pub fn encode(data: &[u8], counts: Option<&[u64; 256]>, out: &mut Vec<u8>) {
         out.extend_from_slice(&x.to_le_bytes());
     }
     for &len in &lens[..lanes / WIDE - 1] {
-        put_varint(out, len as u32);
+        varint::put(out, len as u64);
     }
     for (w, &len) in words.iter().zip(&lens) {
         out.reserve(len * 2);
@@ -302,9 +288,10 @@ fn decode_with(stream: &[u8], dst: &mut [u8], vectors: bool) -> Result<(), Codec
     let mut start = 0u32;
     for s in lo..=hi {
         let f = get_varint(stream, &mut at)?;
-        if f > SCALE - start {
+        if f > u64::from(SCALE - start) {
             return Err(bad("frequencies add up to more than the scale"));
         }
+        let f = f as u32;
         let range = start as usize..(start + f) as usize;
         for (k, e) in slots[range].iter_mut().enumerate() {
             *e = u32::from(s) << 24 | (k as u32) << 12 | (f - 1);
@@ -368,7 +355,7 @@ mod tests {
 
     fn round_trip(data: &[u8]) -> usize {
         let mut enc = Vec::new();
-        encode(data, None, &mut enc);
+        encode(data, &count(data), &mut enc);
         for vectors in [true, false] {
             let mut out = vec![0u8; data.len()];
             decode_with(&enc, &mut out, vectors).unwrap();
@@ -440,7 +427,7 @@ mod tests {
         for n in [10_000, 20_000, 60_000] {
             let data = skewed(n, 3);
             let mut enc = Vec::new();
-            encode(&data, None, &mut enc);
+            encode(&data, &count(&data), &mut enc);
             let mut out = vec![0u8; data.len()];
             for cut in [0, 1, 2, 5, 20, enc.len() - 1] {
                 assert!(decode(&enc[..cut], &mut out).is_err(), "cut {cut}");

@@ -148,9 +148,9 @@ pub fn encode(
         // Otherwise `ans`, and zstd too where there may be repeats for its matches to find
         // (quantization scales, a delta's differences: not rotated) or the group is nearly one
         // value (where `ans` still stores its states); a float group's bytes have no such
-        // repeats, so zstd's Huffman code only loses to `ans` there, and is not run.
-        // Each way tried with its length as it counts in the choice: `ans` decodes more slowly
-        // than zstd on such groups, so beside zstd it is kept only where 2% smaller.
+        // repeats, so zstd's Huffman code only loses to `ans` there, and is not run. Where zstd
+        // is tried, `ans` decodes more slowly than it, so it is kept only where 2% smaller: each
+        // way's length is weighed so in the choice.
         let mut tried: Vec<(Mode, Vec<u8>, f64)> = Vec::new();
         if worth_trying {
             let sparse = match sparse::fits(g.len(), zeros) {
@@ -160,7 +160,7 @@ pub fn encode(
             let with_zstd = sparse.is_some() || !rotate || bits < 1.0;
             if sparse.is_none() {
                 let mut coded = Vec::new();
-                ans::encode(g, Some(&counts), &mut coded);
+                ans::encode(g, &counts, &mut coded);
                 let weight = if with_zstd {
                     1.0 / (1.0 - MIN_SAVING)
                 } else {
