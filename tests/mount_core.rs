@@ -314,22 +314,26 @@ fn an_open_is_served_from_chunks_then_the_local_copy_then_by_passthrough() {
     assert!(read_all(&core, a, fh, f.a.len() as u64) == f.a);
     // With passthrough taken, a new open goes by passthrough only once no normal open is live.
     core.passthrough_taken(true);
-    assert_eq!(
-        open_as(&core, a, libc::O_RDONLY, true).unwrap().1,
-        "local copy"
-    );
+    let (l, mode) = open_as(&core, a, libc::O_RDONLY, true).unwrap();
+    assert_eq!(mode, "local copy");
     core.release(fh);
-    core.release(fh + 1);
+    core.release(l);
+    // Never a direct open (by passthrough its reads would take the copy's disk's alignment
+    // rules): it reads the copy.
+    let (d, mode) = open_as(&core, a, libc::O_RDONLY | libc::O_DIRECT, true).unwrap();
+    assert_eq!(mode, "local copy");
+    core.release(d);
     let (p1, mode) = open_as(&core, a, libc::O_RDONLY, true).unwrap();
     assert_eq!(mode, "passthrough");
-    // While it is, every open of that inode is (the kernel refuses mixing them).
-    assert_eq!(
-        open_as(&core, a, libc::O_RDONLY, false).unwrap().1,
-        "passthrough"
-    );
-    assert_eq!(core.counters().now.open_files.len(), 2);
-    core.release(p1);
-    core.release(p1 + 1);
+    // While it is, every open of that inode is (the kernel refuses mixing them), direct or not.
+    let (p2, mode) = open_as(&core, a, libc::O_RDONLY, false).unwrap();
+    assert_eq!(mode, "passthrough");
+    let (p3, mode) = open_as(&core, a, libc::O_RDONLY | libc::O_DIRECT, false).unwrap();
+    assert_eq!(mode, "passthrough");
+    assert_eq!(core.counters().now.open_files.len(), 3);
+    for h in [p1, p2, p3] {
+        core.release(h);
+    }
     // A kernel that refuses the backing file turns passthrough off: the copy is read instead.
     assert_eq!(
         open_as(&core, a, libc::O_RDONLY, false).unwrap().1,

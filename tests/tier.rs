@@ -176,6 +176,45 @@ fn a_normal_open_while_the_copy_completes_keeps_working_and_later_opens_use_pass
 }
 
 #[test]
+fn a_direct_open_never_starts_passthrough_so_any_buffer_reads_and_beside_one_it_joins() {
+    let data = Rng::new(44).floats(3 << 20);
+    let s = setup(&[("w.bin", &data)]);
+    let m = s.mount(&[]);
+    let file = m.dir.join("w.bin");
+    assert!(fs::read(&file).unwrap() == data);
+    wait_status(&m, "the copy", |st| {
+        copies(st) == 1 && settled(st) && modes(st).is_empty()
+    });
+    let direct = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&file)
+            .unwrap()
+    };
+    // The copy is complete and nothing else is open: a direct open is still read by the daemon
+    // (by passthrough its reads would go to the copy's disk, and an unaligned buffer fail with
+    // EINVAL there).
+    let f = direct();
+    assert_eq!(modes(&m.status()), vec!["local copy"]);
+    let mut space = vec![0u8; data.len() + 1];
+    f.read_exact_at(&mut space[1..], 0).unwrap();
+    assert!(space[1..] == data, "an unaligned direct read");
+    drop(f);
+    wait_status(&m, "the direct open's close", |st| modes(st).is_empty());
+    // A normal open goes by passthrough; a direct one beside it joins (a normal one would fail
+    // in the kernel) and reads exact with an aligned buffer, as from a local file.
+    let p = fs::File::open(&file).unwrap();
+    let f = direct();
+    assert_eq!(modes(&m.status()), vec!["passthrough", "passthrough"]);
+    drop_page_cache(&file);
+    assert!(common::sync::read_direct(&file).unwrap() == data);
+    assert!(read_all(&p) == data);
+    drop((f, p));
+    assert_eq!(m.status()["errors"], 0);
+}
+
+#[test]
 fn without_cap_sys_admin_in_the_initial_namespace_copies_are_read_by_the_daemon() {
     let data = Rng::new(43).floats(4 << 20);
     let s = setup(&[("w.bin", &data)]);

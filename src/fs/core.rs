@@ -258,7 +258,8 @@ impl Core {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let (shared, opens) = (self.shared.clone(), self.opens.clone());
         let open = move || {
-            let (source, mode) = opens.open(ino, &entry, shared.tier.as_deref(), &|copy| {
+            let direct = flags & libc::O_DIRECT != 0;
+            let (source, mode) = opens.open(ino, &entry, direct, shared.tier.as_deref(), &|copy| {
                 reply.backing(copy)
             });
             shared.handles.open(fh, path, ino, entry.blake3, source);

@@ -3,7 +3,11 @@
 //! daemon sees no reads), or, where passthrough is not to be had (kernel, privileges), read by
 //! the daemon from the copy; a file without a copy is served from its chunks. An inode never has
 //! a passthrough open and a normal one at once (the kernel would fail the second with EIO): it
-//! switches to passthrough only when no normal open of it is live. One backing file is
+//! switches to passthrough only when no normal open of it is live, and never for an `O_DIRECT`
+//! open: the kernel opens a passthrough's backing file with the opener's flags, so direct reads
+//! would then take the local disk's alignment rules (an unaligned buffer fails with EINVAL) where
+//! through the mount any buffer does. Such an open joins passthrough only when the inode already
+//! is in it (a normal open beside it would fail). One backing file is
 //! registered per inode while its passthrough opens last. Once a file's copy can serve it by
 //! passthrough and no open reads it the other way, `PageDrop` empties its page cache through
 //! the mount, off the readers' path.
@@ -37,12 +41,13 @@ pub(super) struct Opens {
 }
 
 impl Opens {
-    /// Decides the source of a new open of `ino` (`file`), registering a backing file with
-    /// `register` when it goes by passthrough.
+    /// Decides the source of a new open of `ino` (`file`; `direct` for an `O_DIRECT` open),
+    /// registering a backing file with `register` when it goes by passthrough.
     pub fn open(
         &self,
         ino: u64,
         file: &FileEntry,
+        direct: bool,
         tier: Option<&Tier>,
         register: &dyn Fn(&std::fs::File) -> std::io::Result<Backing>,
     ) -> (Source, OpenMode) {
@@ -55,7 +60,7 @@ impl Opens {
         };
         // An inode already open by passthrough stays so (a normal open beside it would fail in
         // the kernel), even if passthrough has failed for another inode since.
-        if o.backing.is_none() && o.normal == 0 && self.enabled.load(Ordering::Relaxed) {
+        if o.backing.is_none() && o.normal == 0 && !direct && self.enabled.load(Ordering::Relaxed) {
             match register(&copy) {
                 Ok(id) => o.backing = Some(id),
                 Err(e) => {
