@@ -341,7 +341,11 @@ fn group_pieces(pieces: Vec<Piece>, chunk_size: u64) -> Vec<Vec<Piece>> {
             groups.push(vec![piece]);
             continue;
         }
-        if group_span(&group) + len > chunk_size {
+        // One codec per chunk: a piece of other content than the group so far, large enough to
+        // matter, starts a chunk of its own kind (a header and an integer tensor in front of a
+        // float tensor made all of it plain bytes: 547 KB with zstd where the float codec took
+        // MiniLM's position embeddings to 430 KB).
+        if other_kind(&group, &piece, chunk_size) || group_span(&group) + len > chunk_size {
             groups.push(std::mem::take(&mut group));
         }
         group.push(piece);
@@ -359,22 +363,57 @@ fn unit(content: Content) -> usize {
     }
 }
 
-/// A cut over `[start, end)` holding `pieces`: grouped content (floats of one width, or
+/// Bytes of one content that matter beside another: a sixteenth of a chunk, and at least 16 KiB
+/// (below that a chunk of its own saves less than its manifest entry and file cost).
+fn matters(len: u64, chunk_size: u64) -> bool {
+    len * 16 >= chunk_size && len >= 16 << 10
+}
+
+/// Whether `piece` joining `group` would store bytes that matter as other content than their
+/// own: floats as plain bytes behind a header and an integer tensor, or the reverse.
+fn other_kind(group: &[Piece], piece: &Piece, chunk_size: u64) -> bool {
+    let (Some(first), Some(last)) = (group.first(), group.last()) else {
+        return false;
+    };
+    let (piece_matters, group_matters) = (
+        matters(piece.end - piece.start, chunk_size),
+        matters(last.end - first.start, chunk_size),
+    );
+    if !piece_matters && !group_matters {
+        return false;
+    }
+    let together = content_over(first.start, piece.end, group.iter().chain([piece]));
+    (piece_matters && together != content_over(piece.start, piece.end, [piece]))
+        || (group_matters && together != content_over(first.start, last.end, group))
+}
+
+/// A cut over `[start, end)` holding `pieces`, tagged with their tensors.
+fn make_cut(start: u64, end: u64, pieces: &[Piece]) -> Cut {
+    let mut tensors: Vec<TensorTag> = Vec::new();
+    for (_, tag) in pieces.iter().filter_map(|p| p.tensor.as_ref()) {
+        if tensors.last() != Some(tag) {
+            tensors.push(tag.clone());
+        }
+    }
+    Cut {
+        offset: start,
+        len: end - start,
+        content: content_over(start, end, pieces),
+        tensors,
+    }
+}
+
+/// How `[start, end)` holding `pieces` is stored: grouped content (floats of one width, or
 /// quantization blocks of one size) when every byte that is not a small header belongs to such
 /// tensors, aligned to their element; plain bytes otherwise.
-fn make_cut(start: u64, end: u64, pieces: &[Piece]) -> Cut {
-    let len = end - start;
-    let mut tensors: Vec<TensorTag> = Vec::new();
+fn content_over<'a>(start: u64, end: u64, pieces: impl IntoIterator<Item = &'a Piece>) -> Content {
     let mut grouping: Option<Content> = None;
     let mut grouped_bytes = 0;
     let mut uniform = true;
     for p in pieces {
-        let Some((content, tag)) = &p.tensor else {
+        let Some((content, _)) = &p.tensor else {
             continue;
         };
-        if tensors.last() != Some(tag) {
-            tensors.push(tag.clone());
-        }
         if p.end == p.start {
             continue;
         }
@@ -387,15 +426,9 @@ fn make_cut(start: u64, end: u64, pieces: &[Piece]) -> Cut {
         grouping = Some(*content);
         grouped_bytes += p.end - p.start;
     }
-    let content = match grouping {
-        Some(g) if uniform && grouped_bytes * 8 >= len * 7 => g,
+    match grouping {
+        Some(g) if uniform && grouped_bytes * 8 >= (end - start) * 7 => g,
         _ => Content::Bytes,
-    };
-    Cut {
-        offset: start,
-        len,
-        content,
-        tensors,
     }
 }
 
@@ -482,6 +515,49 @@ mod tests {
         }
         assert_eq!(cuts.last().unwrap().tensors[0].name, "ids");
         assert_eq!(cuts.last().unwrap().content, Content::Bytes);
+    }
+
+    #[test]
+    fn floats_that_matter_never_share_a_chunk_with_a_header_and_an_integer_tensor() {
+        let (k, chunk) = (1024, 4 << 20);
+        // MiniLM's front: an 11 KiB header, position ids (I64), two small LayerNorm tensors,
+        // then 768 KiB of position embeddings; then a large float tensor, 64 KiB of I64 and a
+        // small float tensor.
+        let spans = vec![
+            span("ids", "I64", 11 * k, 15 * k),
+            span("ln.b", "F32", 15 * k, 16 * k + 512),
+            span("ln.w", "F32", 16 * k + 512, 18 * k),
+            span("pos", "F32", 18 * k, 786 * k),
+            span("tok", "F32", 786 * k, 789 * k),
+            span("word", "F32", 789 * k, 789 * k + 3 * chunk),
+            span("mask", "I64", 789 * k + 3 * chunk, 853 * k + 3 * chunk),
+            span("bias", "F32", 853 * k + 3 * chunk, 854 * k + 3 * chunk),
+        ];
+        let size = 854 * k + 3 * chunk;
+        let cuts = by_tensor(size, &spans, chunk);
+        assert_tiles(&cuts, size);
+        let names = |c: &Cut| c.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        // The header with the ids and the small floats: plain bytes, 18 KiB.
+        assert_eq!((cuts[0].len, cuts[0].content), (18 * k, Content::Bytes));
+        assert_eq!(names(&cuts[0]), ["ids", "ln.b", "ln.w"]);
+        // The position embeddings (and the small tensor after them): floats.
+        assert_eq!(names(&cuts[1]), ["pos", "tok"]);
+        assert_eq!(cuts[1].content, Content::Floats(4));
+        // The integer tensor after the large one does not make the small float beside it
+        // bytes, nor join a float chunk: plain bytes of its own with the small one.
+        let mask = cuts
+            .iter()
+            .find(|c| names(c).contains(&"mask".into()))
+            .unwrap();
+        assert_eq!(mask.content, Content::Bytes);
+        assert!(
+            cuts.iter()
+                .filter(|c| names(c).contains(&"word".into()))
+                .all(|c| c.content == Content::Floats(4))
+        );
+        // Small tensors of other kinds still share a chunk (the case above, scaled down).
+        let small = vec![span("a", "I64", 64, 1024), span("b", "F32", 1024, 2048)];
+        assert_eq!(by_tensor(2048, &small, chunk).len(), 1);
     }
 
     #[test]
