@@ -216,10 +216,14 @@ impl Tier {
     fn complete(&self, file: &FileEntry, f: &File) {
         let hash = file.blake3;
         let part = self.part_path(&hash);
-        let good = f.sync_all().is_ok() && {
-            forget_pages(f);
-            hash_file(&part).is_ok_and(|h| h == hash)
-        };
+        // Stamped with the time it completed, to the nanosecond: the next mount keeps the newest
+        // copies that fit its limit, and the time the last write left is the kernel's coarse
+        // clock (a tick of some milliseconds, so two copies made one after the other could tie).
+        let good =
+            f.set_modified(std::time::SystemTime::now()).is_ok() && f.sync_all().is_ok() && {
+                forget_pages(f);
+                hash_file(&part).is_ok_and(|h| h == hash)
+            };
         if !good || fs::rename(&part, self.path(&hash)).is_err() {
             log::warn!("local copy of '{}' did not check out: dropped", file.path);
             self.damaged.fetch_add(1, Ordering::Relaxed);
