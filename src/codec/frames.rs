@@ -253,15 +253,25 @@ pub(super) fn decode_whole(
     out: &mut [u8],
 ) -> Result<Table, CodecError> {
     let table = Table::parse(&header, payload)?;
-    for i in 0..table.len() {
-        let stored = table.stored(&(i..i + 1));
+    let stored = |i: usize| {
+        let at = table.stored(&(i..i + 1));
+        &payload[at.start as usize..at.end as usize]
+    };
+    // Two whole frames at a time: their entropy-coded groups decode together
+    // (`decode_two_frames`); the last frame, if odd or short, alone.
+    let frame = 1usize << table.log;
+    let pairs = (table.raw_len >> table.log) as usize / 2;
+    for (p, two) in out[..pairs * 2 * frame]
+        .chunks_exact_mut(2 * frame)
+        .enumerate()
+    {
+        let (a, b) = two.split_at_mut(frame);
+        super::decode_two_frames(header.codec, (stored(2 * p), a), (stored(2 * p + 1), b))?;
+    }
+    for i in 2 * pairs..table.len() {
         let at = table.output(i);
-        table.decode_frame(
-            header.codec,
-            i,
-            &payload[stored.start as usize..stored.end as usize],
-            &mut out[at.start as usize..at.end as usize],
-        )?;
+        let out = &mut out[at.start as usize..at.end as usize];
+        table.decode_frame(header.codec, i, stored(i), out)?;
     }
     Ok(table)
 }
