@@ -151,6 +151,8 @@ pub(super) type Group<'a> = (&'a Slots, &'a [u8]);
 /// With AVX-512 the compiler has 32 vector registers for the sixteen states and what the steps
 /// keep (2.3 G bytes/s here); with AVX2's 16 it spills some (1.9).
 ///
+/// `wide` asks for AVX-512's registers, where the CPU has them (the tests take both ways).
+///
 /// # Safety
 /// The CPU must have AVX2 and POPCNT (`available`); both cursors must have 32 lanes.
 pub(super) unsafe fn decode_pair(
@@ -160,8 +162,9 @@ pub(super) unsafe fn decode_pair(
     b: &Group<'_>,
     cb: &mut Cursor,
     db: &mut [u8],
+    wide: bool,
 ) -> usize {
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+    if wide && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
         // SAFETY: checked just above; AVX2 and POPCNT by the caller.
         unsafe { pair_wide(a, ca, da, b, cb, db) }
     } else {
