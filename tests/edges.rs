@@ -225,6 +225,8 @@ fn refused_and_killed_mounts_leave_no_lease_behind() {
     let d = dir.path();
     let mnt = d.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
+    // A mount that should be refused but is not is detached when the test fails.
+    let _unmount = UnmountOnDrop(mnt.clone());
     // A mount refused for a bad metrics address writes no lease.
     let out = run_in(
         &d.join("state"),
@@ -397,6 +399,7 @@ fn mount_flags_a_new_user_gets_wrong_are_one_line_and_relative_members_show_abso
             .unwrap()
     };
     fs::write(d.join("a-file"), b"").unwrap();
+    let _unmount = UnmountOnDrop(mnt.clone());
     for (extra, needle) in [
         (&["--local-cache", "a-file"][..], "a-file: not a directory"),
         (
@@ -415,7 +418,6 @@ fn mount_flags_a_new_user_gets_wrong_are_one_line_and_relative_members_show_abso
         assert!(!is_mounted(&mnt));
     }
     // Members given relative to the directory the command ran in: status names them absolute.
-    let _unmount = UnmountOnDrop(mnt.clone());
     assert!(mount_in_d(&[]).status.success());
     let s: serde_json::Value = serde_json::from_slice(
         &run_in(&state, &["status", mnt.to_str().unwrap(), "--json"]).stdout,
@@ -452,6 +454,7 @@ fn a_member_left_out_is_named_by_where_it_lives() {
     );
     let mnt = d.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
+    let _unmount = UnmountOnDrop(mnt.clone());
     let out = run_in(
         &d.join("state"),
         &[

@@ -164,6 +164,8 @@ fn bad_mount_arguments() {
     );
     let mnt = fx.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
+    // A mount that should be refused but is not is detached when the test fails.
+    let _unmount = UnmountOnDrop(mnt.clone());
     check(
         &[
             "mount",
