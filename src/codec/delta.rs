@@ -181,54 +181,21 @@ pub fn decode_with_base(
     if base_table.len() != delta_table.len() || base_header.raw_len != delta_header.raw_len {
         return Err((Side::Base, CodecError::BadHeader));
     }
-    // Two whole frames at a time, as `frames::decode_whole` does; the last, if odd or short,
-    // alone.
-    let frame = frames::FRAME as usize;
-    let pairs = out.len() / frame / 2;
-    SCRATCH.with_len(2 * frame, |scratch| {
-        let mut i = 0;
-        while i < delta_table.len() {
-            let two = i < 2 * pairs;
-            let last = if two { i + 1 } else { i };
-            let at = delta_table.output(i).start as usize..delta_table.output(last).end as usize;
-            let dst = &mut out[at];
+    // A step of frames at a time (two whole ones, their entropy-coded groups together), as
+    // `frames::decode_whole` goes.
+    SCRATCH.with_len(2 * frames::FRAME as usize, |scratch| {
+        for step in delta_table.steps() {
+            let at = delta_table.outputs(&step);
+            let dst = &mut out[at.start as usize..at.end as usize];
             let src = &mut scratch[..dst.len()];
-            if two {
-                let (sa, sb) = src.split_at_mut(frame);
-                let (da, db) = dst.split_at_mut(frame);
-                let (bi, bj) = (
-                    frame_of(base_payload, &base_table, i),
-                    frame_of(base_payload, &base_table, i + 1),
-                );
-                super::decode_two_frames(base_header.codec, (bi, sa), (bj, sb))
-                    .map_err(|e| (Side::Base, e))?;
-                let (di, dj) = (
-                    frame_of(delta_payload, &delta_table, i),
-                    frame_of(delta_payload, &delta_table, i + 1),
-                );
-                super::decode_two_frames(delta_header.codec, (di, da), (dj, db))
-                    .map_err(|e| (Side::Delta, e))?;
-            } else {
-                base_table
-                    .decode_frame(
-                        base_header.codec,
-                        i,
-                        frame_of(base_payload, &base_table, i),
-                        src,
-                    )
-                    .map_err(|e| (Side::Base, e))?;
-                delta_table
-                    .decode_frame(
-                        delta_header.codec,
-                        i,
-                        frame_of(delta_payload, &delta_table, i),
-                        dst,
-                    )
-                    .map_err(|e| (Side::Delta, e))?;
-            }
+            base_table
+                .decode_step(base_header.codec, &step, base_payload, src)
+                .map_err(|e| (Side::Base, e))?;
+            delta_table
+                .decode_step(delta_header.codec, &step, delta_payload, dst)
+                .map_err(|e| (Side::Delta, e))?;
             op.apply(dst, src);
             each(dst);
-            i = last + 1;
         }
         Ok(Some(delta_table))
     })
@@ -253,12 +220,6 @@ fn whole(
         }
         Ok(table)
     })
-}
-
-/// Frame `i`'s stored bytes in `payload`, by its `table`.
-fn frame_of<'p>(payload: &'p [u8], table: &Table, i: usize) -> &'p [u8] {
-    let at = table.stored(&(i..i + 1));
-    &payload[at.start as usize..at.end as usize]
 }
 
 #[cfg(test)]

@@ -201,6 +201,51 @@ impl Table {
         first.min(end)..end
     }
 
+    /// The frames a whole chunk is decoded by, in order: two whole frames at a time (their
+    /// entropy-coded groups decode together, `decode_two_frames`), the last alone if odd or
+    /// short.
+    pub fn steps(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let pairs = (self.raw_len >> self.log) as usize / 2;
+        let singles = 2 * pairs..self.len();
+        (0..pairs)
+            .map(|p| 2 * p..2 * p + 2)
+            .chain(singles.map(|i| i..i + 1))
+    }
+
+    /// Where frames `frames` lie in the chunk.
+    pub fn outputs(&self, frames: &Range<usize>) -> Range<u64> {
+        self.output(frames.start).start..self.output(frames.end - 1).end
+    }
+
+    /// Decodes `step` (one of `steps`) of the framed `payload` into `out` (its bytes),
+    /// unchecked: for a whole chunk, whose bytes are checked against its hash together.
+    pub fn decode_step(
+        &self,
+        codec: Codec,
+        step: &Range<usize>,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CodecError> {
+        let stored = |i: usize| {
+            let at = self.stored(&(i..i + 1));
+            &payload[at.start as usize..at.end as usize]
+        };
+        let at = self.outputs(step);
+        if out.len() as u64 != at.end - at.start {
+            return Err(CodecError::WrongLength {
+                expected: at.end - at.start,
+                found: out.len() as u64,
+            });
+        }
+        if step.len() == 2 {
+            let (a, b) = out.split_at_mut(1 << self.log);
+            let (i, j) = (step.start, step.start + 1);
+            super::decode_two_frames(codec, (stored(i), a), (stored(j), b))
+        } else {
+            self.decode_frame(codec, step.start, stored(step.start), out)
+        }
+    }
+
     /// Decodes frame `i` from its stored bytes into `out` (the frame's length), unchecked: for
     /// a whole chunk, whose bytes are checked against its hash together.
     pub fn decode_frame(
@@ -245,7 +290,7 @@ impl Table {
     }
 }
 
-/// Decodes a whole framed payload into `out`, frame by frame. The bytes are checked against the
+/// Decodes a whole framed payload into `out`, a step of frames at a time (`Table::steps`). The bytes are checked against the
 /// chunk's hash by the caller as any chunk's are; `Table::matches` checks the table.
 pub(super) fn decode_whole(
     header: ChunkHeader,
@@ -253,25 +298,10 @@ pub(super) fn decode_whole(
     out: &mut [u8],
 ) -> Result<Table, CodecError> {
     let table = Table::parse(&header, payload)?;
-    let stored = |i: usize| {
-        let at = table.stored(&(i..i + 1));
-        &payload[at.start as usize..at.end as usize]
-    };
-    // Two whole frames at a time: their entropy-coded groups decode together
-    // (`decode_two_frames`); the last frame, if odd or short, alone.
-    let frame = 1usize << table.log;
-    let pairs = (table.raw_len >> table.log) as usize / 2;
-    for (p, two) in out[..pairs * 2 * frame]
-        .chunks_exact_mut(2 * frame)
-        .enumerate()
-    {
-        let (a, b) = two.split_at_mut(frame);
-        super::decode_two_frames(header.codec, (stored(2 * p), a), (stored(2 * p + 1), b))?;
-    }
-    for i in 2 * pairs..table.len() {
-        let at = table.output(i);
+    for step in table.steps() {
+        let at = table.outputs(&step);
         let out = &mut out[at.start as usize..at.end as usize];
-        table.decode_frame(header.codec, i, stored(i), out)?;
+        table.decode_step(header.codec, &step, payload, out)?;
     }
     Ok(table)
 }

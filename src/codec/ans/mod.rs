@@ -289,8 +289,8 @@ fn decode_pair_with(
     if da.len() == db.len() && lanes_for(da.len()) == MAX_LANES && avx2::available() {
         let mut pa = prepare(sa, da)?;
         let mut pb = prepare(sb, db)?;
-        // SAFETY: the CPU has what `avx2` needs, checked just above.
         let (ga, gb) = ((&*pa.slots, pa.words), (&*pb.slots, pb.words));
+        // SAFETY: the CPU has what `avx2` needs, checked just above; both have 32 lanes.
         let from =
             unsafe { avx2::decode_pair(&ga, &mut pa.cursor, da, &gb, &mut pb.cursor, db, wide) };
         finish(&mut pa, da, from, true)?;
