@@ -77,6 +77,14 @@ fn settled(s: &serde_json::Value) -> bool {
     s["tier"]["filling"] == 0
 }
 
+/// Waits until the one copy is made and every handle of the reads before is known closed (else
+/// the next open may not be a passthrough one).
+fn copied_and_closed(m: &Mounted) {
+    wait_status(m, "the copy and the closes", |st| {
+        copies(st) == 1 && settled(st) && modes(st).is_empty()
+    });
+}
+
 fn modes(s: &serde_json::Value) -> Vec<String> {
     s["open_files"]
         .as_array()
@@ -114,11 +122,7 @@ fn passthrough_opens_read_every_byte_and_the_daemon_sees_no_reads() {
     let m = s.mount(&[]);
     let file = m.dir.join("w.bin");
     assert!(fs::read(&file).unwrap() == data);
-    // The copy made, and the read's handle known closed (else the next open may not be a
-    // passthrough one).
-    wait_status(&m, "the copy", |st| {
-        copies(st) == 1 && settled(st) && modes(st).is_empty()
-    });
+    copied_and_closed(&m);
     assert_eq!(tier_files(&s.tier), vec![hex(&data)]);
     assert!(fs::read(s.tier.join(hex(&data))).unwrap() == data);
     drop_page_cache(&file);
@@ -182,9 +186,7 @@ fn a_direct_open_never_starts_passthrough_so_any_buffer_reads_and_beside_one_it_
     let m = s.mount(&[]);
     let file = m.dir.join("w.bin");
     assert!(fs::read(&file).unwrap() == data);
-    wait_status(&m, "the copy", |st| {
-        copies(st) == 1 && settled(st) && modes(st).is_empty()
-    });
+    copied_and_closed(&m);
     let direct = || {
         fs::OpenOptions::new()
             .read(true)
