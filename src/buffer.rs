@@ -4,7 +4,10 @@
 //! (`SparePool::keep`): its pages stay resident, so reusing it skips the kernel's zeroing of fresh
 //! pages, measured at a quarter of the daemon's CPU time on a cold read. Beyond that room a
 //! dropped buffer returns its memory to the system at once, so the daemon's resident size follows
-//! its cache. Also a small shared pool of scratch buffers (the float codec's byte groups,
+//! its cache. Pools of buffers that live briefly (a chunk file's bytes while they are checked,
+//! an export's chunks while they are written) round their mappings up to size classes, so that
+//! the next buffer of a similar length reuses one instead of mapping fresh memory, which this
+//! VM's kernel zeroes at ~2 GB/s (a sixth of a one-shot export's CPU). Also a small shared pool of scratch buffers (the float codec's byte groups,
 //! replies that span chunks), reused across threads but bounded in number, so that many reader
 //! threads do not each keep megabytes of scratch.
 
@@ -33,7 +36,11 @@ unsafe impl Send for ChunkBuf {}
 unsafe impl Sync for ChunkBuf {}
 
 /// Mappings of dropped buffers, kept for reuse up to a limit in bytes (0 keeps none).
-pub struct SparePool(Mutex<Spare>);
+pub struct SparePool {
+    spare: Mutex<Spare>,
+    /// Whether the mappings made for it are rounded up to a size class (`map_len`).
+    classes: bool,
+}
 
 struct Spare {
     maps: Vec<(NonNull<u8>, usize)>,
@@ -67,18 +74,40 @@ impl SparePool {
 
     /// A pool that keeps up to `bytes` from the start.
     pub const fn with_limit(bytes: usize) -> SparePool {
-        SparePool(Mutex::new(Spare {
-            maps: Vec::new(),
-            bytes: 0,
-            limit: bytes,
-            room: usize::MAX,
-        }))
+        SparePool {
+            spare: Mutex::new(Spare {
+                maps: Vec::new(),
+                bytes: 0,
+                limit: bytes,
+                room: usize::MAX,
+            }),
+            classes: false,
+        }
+    }
+
+    /// `with_limit` for buffers that live briefly and vary in length: each mapping made for it
+    /// from 1 MiB on is rounded up to whole 2 MiB (all of it in huge pages), so a kept one
+    /// serves the next buffer up to that size. (The chunk cache's pool keeps exact lengths: a
+    /// cached chunk holds its memory for long, and a rounded one would hold up to 2 MiB more.)
+    pub const fn in_classes(bytes: usize) -> SparePool {
+        let mut pool = SparePool::with_limit(bytes);
+        pool.classes = true;
+        pool
+    }
+
+    /// The length of the mapping made, or taken from this pool, for a buffer of `len` bytes.
+    fn map_len(&self, len: usize) -> usize {
+        if self.classes && len >= HUGE / 2 {
+            len.next_multiple_of(HUGE)
+        } else {
+            len.next_multiple_of(4096)
+        }
     }
 
     /// Keeps up to `bytes` of dropped buffers' mappings for reuse. Memory kept here stays
     /// resident: its owner counts it in its memory budget (`bytes`) and trims it (`trim`).
     pub fn keep(&self, bytes: usize) {
-        let mut spare = self.0.lock();
+        let mut spare = self.spare.lock();
         spare.limit = bytes;
         let over = spare.bytes.saturating_sub(bytes);
         let surplus = Self::pop(&mut spare, over);
@@ -90,18 +119,18 @@ impl SparePool {
     /// a buffer dropped while the pool holds that much goes back to the system. Nothing kept is
     /// let go here (the owner trims what it must).
     pub fn leave_room(&self, bytes: usize) {
-        self.0.lock().room = bytes;
+        self.spare.lock().room = bytes;
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.0.lock().bytes
+        self.spare.lock().bytes
     }
 
     /// Returns kept mappings to the system until at least `bytes` are freed or none is left;
     /// returns the bytes freed.
     pub fn trim(&self, bytes: usize) -> usize {
-        let freed = Self::pop(&mut self.0.lock(), bytes);
+        let freed = Self::pop(&mut self.spare.lock(), bytes);
         unmap(freed)
     }
 
@@ -119,7 +148,7 @@ impl SparePool {
 
     /// The smallest kept mapping of at least `map_len` bytes, if one is no more than twice that.
     fn take(&self, map_len: usize) -> Option<(NonNull<u8>, usize)> {
-        let mut spare = self.0.lock();
+        let mut spare = self.spare.lock();
         let (i, _) = spare
             .maps
             .iter()
@@ -133,7 +162,7 @@ impl SparePool {
 
     /// Keeps a mapping if there is room; gives it back otherwise.
     fn put(&self, ptr: NonNull<u8>, map_len: usize) -> Option<(NonNull<u8>, usize)> {
-        let mut spare = self.0.lock();
+        let mut spare = self.spare.lock();
         if spare.bytes + map_len > spare.limit.min(spare.room) {
             return Some((ptr, map_len));
         }
@@ -168,25 +197,33 @@ fn map_anon(len: usize) -> io::Result<*mut libc::c_void> {
     Ok(ptr)
 }
 
-/// A fresh mapping of `len` bytes (a multiple of 4 KiB) that starts on a huge-page boundary and
-/// asks for huge pages: every whole 2 MiB of it can be one, and the rest stays in 4 KiB pages, so
-/// a buffer a little over a multiple of 2 MiB does not hold a mostly empty huge page at its end.
-fn map_huge(len: usize) -> io::Result<*mut libc::c_void> {
-    let base = map_anon(len + HUGE)?;
+/// A fresh mapping of `map_len` bytes (a multiple of 4 KiB) that starts on a huge-page boundary,
+/// with huge pages asked for the first `len` (`advise_huge`).
+fn map_huge(map_len: usize, len: usize) -> io::Result<*mut libc::c_void> {
+    let base = map_anon(map_len + HUGE)?;
     let head = (base as usize).next_multiple_of(HUGE) - base as usize;
     // SAFETY: both ranges lie in the mapping just made and nothing refers to them.
-    unsafe {
+    let ptr = unsafe {
         if head > 0 {
             libc::munmap(base, head);
         }
-        libc::munmap(base.cast::<u8>().add(head + len).cast(), HUGE - head);
-    }
-    // SAFETY: the range kept is inside the mapping; the advice only affects its pages, and if
-    // it fails the buffer just stays in 4 KiB pages.
-    unsafe {
-        let ptr = base.cast::<u8>().add(head).cast::<libc::c_void>();
-        libc::madvise(ptr, len, libc::MADV_HUGEPAGE);
-        Ok(ptr)
+        libc::munmap(base.cast::<u8>().add(head + map_len).cast(), HUGE - head);
+        base.cast::<u8>().add(head).cast::<libc::c_void>()
+    };
+    advise_huge(ptr, len);
+    Ok(ptr)
+}
+
+/// Asks for huge pages over the whole 2 MiB units of the first `len` bytes of a mapping made by
+/// `map_huge`. Past them pages stay 4 KiB, faulted in as they are written: a buffer a little
+/// over a multiple of 2 MiB, or one in a mapping rounded up to its class, does not make the
+/// kernel zero, and hold, a mostly unused huge page.
+fn advise_huge(ptr: *mut libc::c_void, len: usize) {
+    let whole = len / HUGE * HUGE;
+    if whole > 0 {
+        // SAFETY: the range is inside the mapping; the advice only affects its pages, and if it
+        // fails the buffer just stays in 4 KiB pages.
+        unsafe { libc::madvise(ptr, whole, libc::MADV_HUGEPAGE) };
     }
 }
 
@@ -211,9 +248,9 @@ impl ChunkBuf {
         if let Some(kept) = ChunkBuf::kept(pool, len) {
             return Ok(kept);
         }
-        let map_len = len.div_ceil(4096) * 4096;
-        let ptr = if len >= HUGE {
-            map_huge(map_len)?
+        let map_len = pool.map_len(len);
+        let ptr = if map_len >= HUGE {
+            map_huge(map_len, len)?
         } else {
             map_anon(map_len)?
         };
@@ -258,7 +295,12 @@ impl ChunkBuf {
     /// A buffer of `len` bytes in a mapping `pool` kept, if it holds one that fits (none does
     /// for 0 bytes: `SparePool::take` gives no more than twice the length asked).
     fn kept(pool: &'static SparePool, len: usize) -> Option<ChunkBuf> {
-        let (ptr, map_len) = pool.take(len.div_ceil(4096) * 4096)?;
+        let (ptr, map_len) = pool.take(pool.map_len(len))?;
+        if pool.classes && map_len >= HUGE {
+            // A longer buffer than the mapping was first made for: its new whole 2 MiB units
+            // can be huge pages too (where they have not been written in 4 KiB pages yet).
+            advise_huge(ptr.as_ptr().cast(), len);
+        }
         Some(ChunkBuf {
             ptr,
             at: 0,
@@ -393,6 +435,32 @@ mod tests {
             (4 << 20) + 4096,
             "the mapping is not rounded to 2 MiB"
         );
+    }
+
+    #[test]
+    fn a_pool_in_classes_serves_a_longer_buffer_from_a_kept_mapping() {
+        static CLASSED: SparePool = SparePool::in_classes(16 << 20);
+        static EXACT: SparePool = SparePool::with_limit(16 << 20);
+        for (pool, reused) in [(&CLASSED, true), (&EXACT, false)] {
+            let mut a = ChunkBuf::for_overwrite_in(pool, 2_600_000).unwrap();
+            a.fill(5);
+            let (at, mapped) = (a.as_ptr(), a.mapped_len());
+            drop(a);
+            let mut b = ChunkBuf::for_overwrite_in(pool, 3_900_000).unwrap();
+            assert_eq!(b.as_ptr() == at, reused, "classes: {}", pool.classes);
+            assert_eq!(b.as_ptr() as usize % HUGE, 0);
+            b.fill(6);
+            assert_eq!(b[3_899_999], 6);
+            if reused {
+                assert_eq!(mapped, 4 << 20, "rounded up to whole 2 MiB");
+            } else {
+                assert_eq!(mapped, 2_600_000usize.next_multiple_of(4096));
+            }
+            drop(b);
+        }
+        // Under 1 MiB the class is the length in pages.
+        let c = ChunkBuf::for_overwrite_in(&CLASSED, 100_000).unwrap();
+        assert_eq!(c.mapped_len(), 100_000usize.next_multiple_of(4096));
     }
 
     #[test]
