@@ -8,7 +8,7 @@
 //! decompressed bytes.
 
 use super::beneath::{self, Beneath, Kind, damaged};
-use super::direct_io::{DIRECT_ALIGN, PAYLOADS, in_page_cache, read_direct};
+use super::direct_io::{DIRECT_ALIGN, PAYLOADS, in_page_cache, read_direct, write_new};
 use super::layout::now_nanos;
 use super::layout::{self, CHUNKS, DAMAGED, LOCK, MANIFESTS, MEMBER_FILE, TMP};
 use super::{
@@ -18,7 +18,7 @@ use super::{
 use crate::buffer::{ChunkBuf, SPARE};
 use crate::codec::{HEADER_LEN, Hash32};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,8 +95,8 @@ impl DirMember {
         let name = tmp_name(stem);
         let tmp = format!("{TMP}/{name}");
         let result = (|| {
-            let mut f = self.made_dirs(TMP, || self.root.create_new(TMP, &name))?;
-            f.write_all(data)?;
+            let f = self.made_dirs(TMP, || self.root.create_new(TMP, &name))?;
+            write_new(&f, data)?;
             if durability == Durability::Synced {
                 f.sync_all()?;
             }
