@@ -311,8 +311,9 @@ impl MemberIo for DirMember {
         let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
         let room = buf.len() - at - file_len;
         let image = &mut buf[at..at + file_len];
-        // From the page cache when it holds the file (just packed, or read by another tool);
-        // otherwise with direct I/O (where the filesystem refuses it, through the page cache).
+        // From the page cache when it holds the file (read by another tool, or written through
+        // it: a small file, a filesystem without direct I/O); otherwise with direct I/O (where
+        // the filesystem refuses it, through the page cache).
         let mut done = false;
         if !in_page_cache(&opened.file, file_len as u64) {
             match opened.reopen_direct() {
