@@ -12,10 +12,11 @@
 //!   value decodes back to the same bits, so it is lossless for whatever it stores.
 //!
 //! Payload: format (u8: 0 bf16, 1 fp16, 2 fp32), block count (u32 LE), then the scales group and
-//! the codes group, each as its mode (u8: 0 raw, 1 zstd), stored length (u32 LE) and bytes.
+//! the codes group, each as its mode (u8, as the grouping codec's: 0 raw, 1 zstd, 2 sparse, 3
+//! entropy-coded; earlier packs wrote 0 and 1 only), stored length (u32 LE) and bytes.
 
 use super::CodecError;
-use super::group::{GroupCompressor, GroupDecompressor};
+use super::group::{GroupCompressor, GroupDecompressor, Mode, unpack};
 
 /// Values per scale.
 pub const BLOCK: usize = 128;
@@ -213,12 +214,13 @@ pub fn encode(
     };
     out.push(format.id());
     out.extend_from_slice(&count.to_le_bytes());
-    for group in [&scales, &codes] {
-        let packed = compress(group)?;
-        let (mode, bytes) = if packed.len() < group.len() {
-            (1u8, &packed[..])
-        } else {
-            (0u8, &group[..])
+    // The scales as any bytes (runs repeat along a tensor); the codes as a float's bytes: no
+    // repeats for zstd to find, so entropy-coded (`ans`, within 1% of their order-0 bound).
+    for (group, float) in [(&scales, false), (&codes, true)] {
+        let packed = super::group::pack_group(group, float, compress)?;
+        let (mode, bytes) = match &packed {
+            Some((mode, p)) => (mode.id(), &p[..]),
+            None => (Mode::Raw.id(), &group[..]),
         };
         out.push(mode);
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -256,10 +258,10 @@ pub fn decode(
             .ok_or_else(|| bad("short"))?;
         at += 5 + stored;
         let mut g = vec![0u8; len];
-        match head[0] {
-            0 if stored == len => g.copy_from_slice(bytes),
-            1 if decompress(bytes, &mut g)? == len => {}
-            _ => return Err(bad("bad group")),
+        match Mode::from_id(head[0]).ok_or_else(|| bad("bad group mode"))? {
+            Mode::Raw if stored == len => g.copy_from_slice(bytes),
+            Mode::Raw => return Err(bad("bad group")),
+            mode => unpack(mode, bytes, &mut g, decompress)?,
         }
         Ok(g)
     };
@@ -364,6 +366,43 @@ mod tests {
             );
             assert!(none.is_empty());
         }
+    }
+
+    #[test]
+    fn codes_are_entropy_coded_and_payloads_of_earlier_packs_still_decode() {
+        let mut q = weights(20_000, Format::Bf16);
+        for block in q.chunks_mut(BLOCK * 2) {
+            quantize_block(Format::Bf16, block);
+        }
+        let mut payload = Vec::new();
+        encode(&q, Format::Bf16, &mut zstd, &mut payload)
+            .unwrap()
+            .unwrap();
+        let scales_len = u32::from_le_bytes(payload[6..10].try_into().unwrap()) as usize;
+        let codes_at = 10 + scales_len;
+        assert_eq!(payload[codes_at], Mode::Ans.id(), "the codes' mode");
+        let mut back = vec![0u8; q.len()];
+        decode(&payload, &mut back, &mut unzstd).unwrap();
+        assert!(back == q);
+        // As earlier packs wrote it: both groups zstd-coded (mode 1).
+        let n = q.len() / 2;
+        let blocks = n.div_ceil(BLOCK);
+        let mut codes = Vec::new();
+        let mut scales = Vec::new();
+        for block in q.chunks(BLOCK * 2) {
+            scales.push(codes_of(Format::Bf16, block, &mut codes).unwrap() as u8);
+        }
+        let mut old = vec![0u8];
+        old.extend_from_slice(&(blocks as u32).to_le_bytes());
+        for group in [&scales, &codes] {
+            let packed = zstd(group).unwrap();
+            old.push(1);
+            old.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+            old.extend_from_slice(&packed);
+        }
+        let mut back = vec![0u8; q.len()];
+        decode(&old, &mut back, &mut unzstd).unwrap();
+        assert!(back == q, "an earlier pack's payload");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(super) enum Mode {
 }
 
 impl Mode {
-    fn id(self) -> u8 {
+    pub(super) fn id(self) -> u8 {
         match self {
             Mode::Raw => 0,
             Mode::Zstd => 1,
@@ -37,12 +37,13 @@ impl Mode {
         }
     }
 
-    fn from_id(id: u8) -> Option<Mode> {
+    pub(super) fn from_id(id: u8) -> Option<Mode> {
         [Mode::Raw, Mode::Zstd, Mode::Sparse, Mode::Ans]
             .into_iter()
             .find(|m| m.id() == id)
     }
 }
+
 /// A group is kept compressed only when that saves at least this fraction.
 const MIN_SAVING: f64 = 0.02;
 
@@ -137,57 +138,10 @@ pub fn encode(
     out[start..start + 2].copy_from_slice(&(width as u16).to_le_bytes());
     let table = start + 2;
     for (j, g) in groups.chunks_exact(n.max(1)).take(width).enumerate() {
-        let (bits, zeros, counts) = match plainly_random(g) {
-            true => (8.0, 0, [0; 256]),
-            false => entropy_and_zeros(g),
-        };
-        let worth_trying = n > 0 && bits < 8.0 * (1.0 - MIN_SAVING);
-        // The smallest of the ways tried, kept where it saves enough over the group raw. A group
-        // nearly all zeros (a delta's top bytes) is tried sparse and with zstd only: sparse
-        // decodes with a fill and a store per other byte, several times faster than any coder.
-        // Otherwise `ans`, and zstd too where there may be repeats for its matches to find
-        // (quantization scales, a delta's differences: not rotated) or the group is nearly one
-        // value (where `ans` still stores its states); a float group's bytes have no such
-        // repeats, so zstd's Huffman code only loses to `ans` there, and is not run. Where zstd
-        // is tried, `ans` decodes more slowly than it, so it is kept only where 2% smaller: each
-        // way's length is weighed so in the choice.
-        let mut tried: Vec<(Mode, Vec<u8>, f64)> = Vec::new();
-        if worth_trying {
-            let sparse = match sparse::fits(g.len(), zeros) {
-                true => sparse::encode(g, compress)?,
-                false => None,
-            };
-            let with_zstd = sparse.is_some() || !rotate || bits < 1.0;
-            if sparse.is_none() {
-                let mut coded = Vec::new();
-                ans::encode(g, &counts, &mut coded);
-                let weight = if with_zstd {
-                    1.0 / (1.0 - MIN_SAVING)
-                } else {
-                    1.0
-                };
-                let len = coded.len() as f64 * weight;
-                tried.push((Mode::Ans, coded, len));
-            }
-            if with_zstd {
-                let zstd = compress(g)?;
-                let len = zstd.len() as f64;
-                tried.push((Mode::Zstd, zstd, len));
-            }
-            if let Some(sparse) = sparse {
-                let len = sparse.len() as f64;
-                tried.push((Mode::Sparse, sparse, len));
-            }
-        }
-        let packed = tried
-            .into_iter()
-            .min_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(mode, bytes, _)| (mode, bytes));
+        let packed = pack_group(g, rotate, compress)?;
         let (mode, bytes) = match &packed {
-            Some((mode, p)) if (p.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING) => {
-                (*mode, &p[..])
-            }
-            _ => (Mode::Raw, g),
+            Some((mode, p)) => (*mode, &p[..]),
+            None => (Mode::Raw, g),
         };
         let entry = &mut out[table + j * 9..table + (j + 1) * 9];
         entry[0] = mode.id();
@@ -196,6 +150,62 @@ pub fn encode(
     }
     out.extend_from_slice(&raw[n * width..]);
     Ok(())
+}
+
+/// How one byte group is stored: the smallest of the ways tried, where it saves enough over the
+/// group raw (`None`: raw). `rotate` says the group is a float's byte (no repeats for zstd).
+pub(super) fn pack_group(
+    g: &[u8],
+    rotate: bool,
+    compress: &mut GroupCompressor<'_>,
+) -> Result<Option<(Mode, Vec<u8>)>, CodecError> {
+    let (bits, zeros, counts) = match plainly_random(g) {
+        true => (8.0, 0, [0; 256]),
+        false => entropy_and_zeros(g),
+    };
+    let worth_trying = !g.is_empty() && bits < 8.0 * (1.0 - MIN_SAVING);
+    // The smallest of the ways tried, kept where it saves enough over the group raw. A group
+    // nearly all zeros (a delta's top bytes) is tried sparse and with zstd only: sparse
+    // decodes with a fill and a store per other byte, several times faster than any coder.
+    // Otherwise `ans`, and zstd too where there may be repeats for its matches to find
+    // (quantization scales, a delta's differences: not rotated) or the group is nearly one
+    // value (where `ans` still stores its states); a float group's bytes have no such
+    // repeats, so zstd's Huffman code only loses to `ans` there, and is not run. Where zstd
+    // is tried, `ans` decodes more slowly than it, so it is kept only where 2% smaller: each
+    // way's length is weighed so in the choice.
+    let mut tried: Vec<(Mode, Vec<u8>, f64)> = Vec::new();
+    if worth_trying {
+        let sparse = match sparse::fits(g.len(), zeros) {
+            true => sparse::encode(g, compress)?,
+            false => None,
+        };
+        let with_zstd = sparse.is_some() || !rotate || bits < 1.0;
+        if sparse.is_none() {
+            let mut coded = Vec::new();
+            ans::encode(g, &counts, &mut coded);
+            let weight = if with_zstd {
+                1.0 / (1.0 - MIN_SAVING)
+            } else {
+                1.0
+            };
+            let len = coded.len() as f64 * weight;
+            tried.push((Mode::Ans, coded, len));
+        }
+        if with_zstd {
+            let zstd = compress(g)?;
+            let len = zstd.len() as f64;
+            tried.push((Mode::Zstd, zstd, len));
+        }
+        if let Some(sparse) = sparse {
+            let len = sparse.len() as f64;
+            tried.push((Mode::Sparse, sparse, len));
+        }
+    }
+    let packed = tried
+        .into_iter()
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(mode, bytes, _)| (mode, bytes));
+    Ok(packed.filter(|(_, p)| (p.len() as f64) <= g.len() as f64 * (1.0 - MIN_SAVING)))
 }
 
 /// How a grouped payload is laid out: its element width and, per group, its mode and stored
