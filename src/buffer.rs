@@ -7,9 +7,10 @@
 //! its cache. Pools of buffers that live briefly (a chunk file's bytes while they are checked,
 //! an export's chunks while they are written) round their mappings up to size classes, so that
 //! the next buffer of a similar length reuses one instead of mapping fresh memory, which this
-//! VM's kernel zeroes at ~2 GB/s (a sixth of a one-shot export's CPU). Also a small shared pool of scratch buffers (the float codec's byte groups,
-//! replies that span chunks), reused across threads but bounded in number, so that many reader
-//! threads do not each keep megabytes of scratch.
+//! VM's kernel zeroes at ~2 GB/s (a sixth of a one-shot export's CPU). Also a small shared pool
+//! of scratch buffers (the float codec's byte groups, replies that span chunks), reused across
+//! threads but bounded in number, so that many reader threads do not each keep megabytes of
+//! scratch.
 
 use parking_lot::Mutex;
 use std::io;
@@ -86,8 +87,8 @@ impl SparePool {
     }
 
     /// `with_limit` for buffers that live briefly and vary in length: each mapping made for it
-    /// from 1 MiB on is rounded up to whole 2 MiB (all of it in huge pages), so a kept one
-    /// serves the next buffer up to that size. (The chunk cache's pool keeps exact lengths: a
+    /// from 1 MiB on is rounded up to whole 2 MiB (huge pages over the whole 2 MiB a buffer in
+    /// it uses, `advise_huge`), so a kept one serves the next buffer up to that size. (The chunk cache's pool keeps exact lengths: a
     /// cached chunk holds its memory for long, and a rounded one would hold up to 2 MiB more.)
     pub const fn in_classes(bytes: usize) -> SparePool {
         let mut pool = SparePool::with_limit(bytes);
