@@ -339,31 +339,23 @@ pub fn decode_into(header: ChunkHeader, payload: &[u8], out: &mut [u8]) -> Resul
     decode_with_table(header, payload, out).map(|_| ())
 }
 
-/// Decodes two frames of one chunk (`codec`), each whole, into its `out`: the grouping codecs'
-/// rANS groups of both at once (`group::decode_two`), any other codec one after the other.
+/// Decodes two whole frames of one chunk stored by a grouping codec, each into its `out`, the
+/// rANS groups of both at once (`group::decode_two`); `None`, nothing decoded, for any other
+/// codec (whose frames decode one at a time).
 fn decode_two_frames(
     codec: Codec,
     a: (&[u8], &mut [u8]),
     b: (&[u8], &mut [u8]),
-) -> Result<(), CodecError> {
-    match codec {
-        Codec::Float16 | Codec::Float32 | Codec::Blocks => GROUP_SCRATCH.with(|scratch| {
-            let rotate = codec != Codec::Blocks;
-            group::decode_two(a, b, rotate, scratch, &mut zstd_decompress)
-        }),
-        _ => {
-            for (stored, out) in [a, b] {
-                let header = ChunkHeader {
-                    codec,
-                    raw_len: out.len() as u64,
-                    payload_len: stored.len() as u64,
-                    frame_log: 0,
-                };
-                decode_into(header, stored, out)?;
-            }
-            Ok(())
-        }
-    }
+) -> Option<Result<(), CodecError>> {
+    let rotate = match codec {
+        Codec::Float16 | Codec::Float32 => true,
+        Codec::Blocks => false,
+        _ => return None,
+    };
+    Some(
+        GROUP_SCRATCH
+            .with(|scratch| group::decode_two(a, b, rotate, scratch, &mut zstd_decompress)),
+    )
 }
 
 /// `decode_into`, giving back the frame table of a chunk stored in frames, for the caller to

@@ -201,9 +201,9 @@ impl Table {
         first.min(end)..end
     }
 
-    /// The frames a whole chunk is decoded by, in order: two whole frames at a time (their
-    /// entropy-coded groups decode together, `decode_two_frames`), the last alone if odd or
-    /// short.
+    /// The frames a whole chunk is decoded by, in order: two whole frames at a time (a grouping
+    /// codec's entropy-coded groups of both decode together, `decode_two_frames`), the last
+    /// alone if odd or short.
     pub fn steps(&self) -> impl Iterator<Item = Range<usize>> + use<> {
         let pairs = (self.raw_len >> self.log) as usize / 2;
         let singles = 2 * pairs..self.len();
@@ -240,10 +240,16 @@ impl Table {
         if step.len() == 2 {
             let (a, b) = out.split_at_mut(1 << self.log);
             let (i, j) = (step.start, step.start + 1);
-            super::decode_two_frames(codec, (stored(i), a), (stored(j), b))
-        } else {
-            self.decode_frame(codec, step.start, stored(step.start), out)
+            if let Some(done) = super::decode_two_frames(codec, (stored(i), a), (stored(j), b)) {
+                return done;
+            }
         }
+        for i in step.clone() {
+            let frame = self.output(i);
+            let (from, to) = (frame.start - at.start, frame.end - at.start);
+            self.decode_frame(codec, i, stored(i), &mut out[from as usize..to as usize])?;
+        }
+        Ok(())
     }
 
     /// Decodes frame `i` from its stored bytes into `out` (the frame's length), unchecked: for
@@ -290,8 +296,9 @@ impl Table {
     }
 }
 
-/// Decodes a whole framed payload into `out`, a step of frames at a time (`Table::steps`). The bytes are checked against the
-/// chunk's hash by the caller as any chunk's are; `Table::matches` checks the table.
+/// Decodes a whole framed payload into `out`, a step of frames at a time (`Table::steps`). The
+/// bytes are checked against the chunk's hash by the caller as any chunk's are; `Table::matches`
+/// checks the table.
 pub(super) fn decode_whole(
     header: ChunkHeader,
     payload: &[u8],
